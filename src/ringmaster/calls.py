@@ -1,0 +1,174 @@
+"""CallSession: one inbound call, from its INVITE at a worker to its row in the store.
+
+It is the adapter between a FlowRun (sans-IO: events in, actions out) and the worker
+protocol: it turns flow actions into commands for the leg's worker, worker events into
+flow events, and keeps the call record up to date.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+import structlog
+
+from ringmaster import protocol as p
+from ringmaster.flows.actions import (
+    Action, Answered, AnswerCall, DigitPressed, HangUp, PlayPrompts, PromptsDone,
+)
+from ringmaster.flows.interpreter import FlowRun
+from ringmaster.store import Store
+
+log = structlog.get_logger("ringmaster.call")
+
+Send = Callable[[str, p.Message], bool]
+
+
+def new_call_id() -> str:
+    # sortable by time, unique across restarts: what operators paste into searches
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+def sip_user(uri: str) -> str:
+    """User part of a SIP URI in any of its forms ('"Bob" <sip:+45123@host>;tag=x')."""
+    u = uri
+    if "<" in u:
+        u = u.split("<", 1)[1].split(">", 1)[0]
+    u = u.split(";", 1)[0]
+    if ":" in u and u.split(":", 1)[0] in ("sip", "sips", "tel"):
+        u = u.split(":", 1)[1]
+    return u.split("@", 1)[0] if "@" in u else ""
+
+
+@dataclass
+class CallSession:
+    call_id: str
+    worker: str
+    leg: str
+    caller: str
+    called: str
+    send: Send
+    store: Store
+    run: FlowRun | None = None
+    arrived_at: float = field(default_factory=time.time)
+    answered_at: float | None = None
+    ended_at: float | None = None
+    media_ready: bool = False
+    pending_play: PlayPrompts | None = None
+    play_id: str = ""
+    hangup: HangUp | None = None  # set once we decided to end the call
+    disposition: str = ""
+    _plays: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.log = log.bind(call_id=self.call_id, worker=self.worker, leg=self.leg)
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+    # ------------------------------------------------------------ flow -> worker
+
+    def start(self) -> None:
+        assert self.run is not None
+        self.log.info("call.flow_started", flow=self.run.flow.name, caller=self.caller, called=self.called)
+        self.execute(self.run.start())
+
+    def reject(self, code: int, cause: str) -> None:
+        self.hangup = HangUp(code, cause)
+        self.disposition = "rejected"
+        self._command(p.Reject(leg=self.leg, code=code))
+
+    def execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if self.hangup is not None:
+                return
+            if isinstance(action, AnswerCall):
+                self._command(p.Answer(leg=self.leg))
+            elif isinstance(action, PlayPrompts):
+                if self.media_ready:
+                    self._play(action)
+                else:
+                    self.pending_play = action
+            elif isinstance(action, HangUp):
+                self.hangup = action
+                if self.answered_at is None:
+                    code = action.code if action.code >= 300 else 480
+                    self.disposition = "rejected"
+                    self._command(p.Reject(leg=self.leg, code=code))
+                else:
+                    self._command(p.Hangup(leg=self.leg))
+
+    def _play(self, action: PlayPrompts) -> None:
+        self.play_id = f"{self.call_id}-p{next(self._plays)}"
+        self._command(p.Play(leg=self.leg, files=action.files, play_id=self.play_id,
+                             barge_in=action.barge_in))
+
+    def _command(self, cmd: p.Message) -> None:
+        if not self.send(self.worker, cmd):
+            self.log.error("call.worker_unreachable", command=cmd.type)
+
+    def _feed(self, event: Answered | PromptsDone | DigitPressed) -> None:
+        if self.run is not None and self.hangup is None:
+            self.execute(self.run.feed(event))
+
+    # ------------------------------------------------------------ worker -> flow
+
+    def on_event(self, msg: p.Message) -> None:
+        if isinstance(msg, p.CallState):
+            # "connecting" = our 200 OK is out: the caller is answered (and billed) from here
+            if msg.state in ("connecting", "confirmed") and self.answered_at is None:
+                self.answered_at = time.time()
+                self.store.call_answered(self.call_id, self.answered_at)
+                self.log.info("call.answered")
+                self._feed(Answered())
+            elif msg.state == "disconnected":
+                self._ended(msg.code, msg.reason)
+        elif isinstance(msg, p.MediaReady):
+            self.media_ready = True
+            if self.pending_play is not None:
+                play, self.pending_play = self.pending_play, None
+                self._play(play)
+        elif isinstance(msg, p.PlaybackDone):
+            if msg.play_id == self.play_id:
+                self.play_id = ""
+                self._feed(PromptsDone(interrupted=msg.interrupted))
+        elif isinstance(msg, p.Digit):
+            self.log.info("call.digit", digit=msg.digit, method=msg.method)
+            self.store.event(self.call_id, "DIGIT", digit=msg.digit, method=msg.method)
+            self._feed(DigitPressed(msg.digit))
+        elif isinstance(msg, p.Error):
+            self.log.error("call.worker_error", command=msg.command, error=msg.message)
+            self.store.event(self.call_id, "ERROR", command=msg.command, error=msg.message)
+            if msg.command == "play" and self.play_id:
+                # a prompt that cannot play must not leave the caller in silence forever
+                self.play_id = ""
+                self._feed(PromptsDone(interrupted=True))
+
+    def _ended(self, code: int, reason: str) -> None:
+        if self.ended:
+            return
+        self.ended_at = time.time()
+        if self.hangup is not None:
+            by, cause = "ringmaster", self.hangup.cause
+            disposition = self.disposition or "completed"
+        else:
+            by, cause = "caller", "caller_hangup"
+            disposition = "completed" if self.answered_at is not None else "abandoned"
+        self._record_end(disposition, cause, code, by)
+
+    def fail(self, cause: str) -> None:
+        """The worker holding this call is gone: close the record as failed."""
+        if self.ended:
+            return
+        self.ended_at = time.time()
+        self._record_end("failed", cause, 0, "ringmaster")
+
+    def _record_end(self, disposition: str, cause: str, code: int, by: str) -> None:
+        run = self.run
+        self.store.call_ended(self.call_id, self.ended_at or time.time(), disposition, cause, code, by,
+                              run.path if run else [], run.variables if run else {})
+        self.log.info("call.ended", disposition=disposition, cause=cause, code=code, by=by)

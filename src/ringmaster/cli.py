@@ -1,0 +1,131 @@
+"""`ringmaster` command line: run, check, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from ringmaster import logs
+from ringmaster.config import load_config
+from ringmaster.yamlsource import ConfigInvalid
+
+DEFAULT_CONFIG = "/etc/ringmaster/ringmaster.yaml"
+
+
+def _load(path: str):  # type: ignore[no-untyped-def]
+    try:
+        return load_config(path)
+    except ConfigInvalid as exc:
+        for e in exc.errors:
+            print(str(e), file=sys.stderr)
+        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    print(f"{args.config}: OK ({len(cfg.flows)} flows, {len(cfg.entry_points)} entry points, "
+          f"{cfg.workers.count} workers)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    logs.configure(cfg.logging.level, cfg.logging.format)
+    return asyncio.run(_run(cfg, args.config))
+
+
+async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
+    from ringmaster.control import ControlServer, socket_path
+    from ringmaster.controller import Controller
+
+    log = structlog.get_logger("ringmaster")
+    controller = Controller(cfg, str(Path(config_file).resolve()))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await controller.start()
+    except Exception as exc:
+        log.error("ringmaster.start_failed", error=str(exc))
+        await controller.stop()
+        return 1
+
+    async def status(req):  # type: ignore[no-untyped-def]
+        return await controller.status()
+
+    control = ControlServer(socket_path(cfg.paths.runtime), {"status": status})
+    await control.start()
+    log.info("ringmaster.running", control=str(control.path))
+    await stop.wait()
+    await control.stop()
+    await controller.stop()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ringmaster.control import request, socket_path
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    try:
+        reply = asyncio.run(request(socket_path(cfg.paths.runtime), "status"))
+    except (OSError, asyncio.TimeoutError) as exc:
+        print(f"ringmaster is not running (control socket {socket_path(cfg.paths.runtime)}: {exc})",
+              file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0 if reply.get("ok") else 1
+    if not reply.get("ok"):
+        print(reply.get("error"), file=sys.stderr)
+        return 1
+    print(f"ringmaster pid {reply['pid']}, up {reply['uptime']} s; edge {reply['edge']['listen']} "
+          f"(pid {reply['edge']['pid']}, restarts {reply['edge']['restarts']})")
+    print(f"calls: {reply['calls']['live']} live, {reply['calls']['total']} since start")
+    print("workers:")
+    for w in reply["workers"]:
+        print(f"  {w['name']:<5} pid {w['pid']!s:<8} {w['sip']:<32} calls {w['calls']}  "
+              f"{'alive' if w['alive'] else 'DEAD'}  edge:{w['edge']}")
+    print(f"worker restarts: {reply['worker_restarts']}")
+    if reply["registrations"]:
+        print("registrations:")
+        for r in reply["registrations"]:
+            extra = f" retry in {r['retry_in']} s" if r["retry_in"] else ""
+            print(f"  {r['name']:<12} {r['state']:<12} {r['registrar']}  {r['code']} {r['reason']}{extra}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="ringmaster", description="SIP ACD and IVR server")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in (("run", cmd_run, "run the daemon"),
+                            ("check", cmd_check, "validate a config file"),
+                            ("status", cmd_status, "show a running daemon's state")):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+        sp.set_defaults(fn=fn)
+        if name == "check":
+            sp.add_argument("file", nargs="?", help="config file (overrides -c)")
+        if name == "status":
+            sp.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    if getattr(args, "file", None):
+        args.config = args.file
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""The daemon's YAML configuration: typed models and validation with file:line:column errors.
+
+Sections: sip (the edge), workers, storage, paths, logging, flows, entry_points. Pydantic does
+the type checking; every error it reports is mapped back to the YAML position through
+yamlsource.Source, and unknown keys get a did-you-mean. Flow steps are checked by
+ringmaster.flows, which knows the node types.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ringmaster import yamlsource
+from ringmaster.yamlsource import ConfigError, ConfigInvalid, Source, did_you_mean
+
+_HOSTPORT = re.compile(r"^(?P<host>[^:\s]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d{1,5}))?$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def split_hostport(value: str, default_port: int | None = None) -> tuple[str, int | None]:
+    m = _HOSTPORT.match(value.strip())
+    if not m:
+        raise ValueError(f"expected HOST or HOST:PORT, got {value!r}")
+    port = int(m["port"]) if m["port"] else default_port
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range 1-65535")
+    return m["host"].strip("[]"), port
+
+
+def _check_ip(host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"expected an IP address, got {host!r} (the edge does no DNS)") from None
+    return host
+
+
+class TrustedPeer(Strict):
+    """A trunk or PBX allowed to send calls in. Without a port, any port of that IP."""
+
+    name: str
+    address: str
+
+    @field_validator("address")
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        host, _ = split_hostport(v)
+        _check_ip(host)
+        return v
+
+    @property
+    def host(self) -> str:
+        return split_hostport(self.address)[0]
+
+    @property
+    def port(self) -> int | None:
+        return split_hostport(self.address)[1]
+
+
+class UpstreamRegistration(Strict):
+    """Register at the company PBX / trunk so it sends our service numbers to the edge."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    registrar: str = Field(description="registrar URI, e.g. sip:pbx.example.com:5060")
+    username: str
+    password: str
+    aor: str = Field(default="", description="address of record; default sip:USERNAME@registrar host")
+    expires: int = Field(default=300, ge=30, le=86400)
+
+    @field_validator("registrar")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        if not v.startswith(("sip:", "sips:")):
+            raise ValueError("expected a SIP URI such as sip:192.0.2.10:5060")
+        return v
+
+    @property
+    def address_of_record(self) -> str:
+        if self.aor:
+            return self.aor
+        host = self.registrar.split(":", 1)[1].split(";", 1)[0]
+        return f"sip:{self.username}@{host}"
+
+
+DEFAULT_SCANNERS = ["friendly-scanner", "sipvicious", "sipcli", "VaxSIPUserAgent",
+                    "sipsak", "sundayddr", "iWar", "SIVuS", "Gulp", "sip-scan", "smap"]
+
+
+class EdgeSecurity(Strict):
+    flood_requests: int = Field(default=30, ge=1, description="requests per flood_window from one untrusted IP before a ban")
+    flood_window: int = Field(default=2, ge=1, le=60, description="seconds")
+    ban_seconds: int = Field(default=60, ge=1)
+    scanner_user_agents: list[str] = Field(default_factory=lambda: list(DEFAULT_SCANNERS))
+
+
+class SipConfig(Strict):
+    listen: str = Field(default="127.0.0.1:5060", description="the edge's SIP address (UDP and TCP)")
+    transports: list[Literal["udp", "tcp"]] = Field(default_factory=lambda: ["udp", "tcp"], min_length=1)
+    advertised_address: str = Field(default="", description="address put in SIP headers when behind NAT")
+    trusted: list[TrustedPeer] = Field(default_factory=list)
+    registrations: list[UpstreamRegistration] = Field(default_factory=list)
+    security: EdgeSecurity = Field(default_factory=EdgeSecurity)
+    kamailio: str = "/usr/sbin/kamailio"
+    kamailio_modules: str = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+    shared_memory_mb: int = Field(default=256, ge=64)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, _ = split_hostport(v, 5060)
+        _check_ip(host)
+        return v
+
+    @property
+    def host(self) -> str:
+        return split_hostport(self.listen, 5060)[0]
+
+    @property
+    def port(self) -> int:
+        return split_hostport(self.listen, 5060)[1] or 5060
+
+
+class WorkersConfig(Strict):
+    count: int = Field(default=2, ge=1, le=200, description="warm pjsua2 worker processes")
+    max_inbound_calls: int = Field(default=2, ge=1, le=3, description="inbound calls per worker; the rest of its 4 legs are for agent legs")
+    address: str = "127.0.0.1"
+    sip_port_base: int = Field(default=5100, ge=1024, le=65000)
+    rtp_ports: str = Field(default="20000-29999", pattern=r"^\d{4,5}-\d{4,5}$")
+    restart_delay: float = Field(default=0.2, ge=0, le=30, description="seconds before respawning a dead worker")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return _check_ip(v)
+
+    @model_validator(mode="after")
+    def _rtp(self) -> "WorkersConfig":
+        lo, hi = self.rtp_range
+        if not 1024 <= lo < hi <= 65535:
+            raise ValueError("rtp_ports: expected LOW-HIGH within 1024-65535, LOW < HIGH")
+        if (hi - lo + 1) // self.count < 8:
+            raise ValueError(f"rtp_ports: {hi - lo + 1} ports are too few for {self.count} workers (8 each: 4 legs x RTP+RTCP)")
+        return self
+
+    @property
+    def rtp_range(self) -> tuple[int, int]:
+        lo, hi = self.rtp_ports.split("-")
+        return int(lo), int(hi)
+
+
+class StorageConfig(Strict):
+    path: str = "var/ringmaster.db"
+
+
+class PathsConfig(Strict):
+    prompts: str = "prompts"
+    recordings: str = "var/recordings"
+    runtime: str = Field(default="var/run", description="private runtime dir for the edge's config, sockets, pid")
+
+
+class LoggingConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class EntryPoint(Strict):
+    """Maps the called number (user part of the Request-URI) to a flow."""
+
+    number: str | None = None
+    prefix: str | None = None
+    pattern: str | None = Field(default=None, description="Python regular expression, full match")
+    flow: str
+
+    @model_validator(mode="after")
+    def _one_match(self) -> "EntryPoint":
+        given = [k for k in ("number", "prefix", "pattern") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of number, prefix, pattern")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        return self
+
+
+class UnknownNumber(Strict):
+    """What a call to a number no entry point matches gets: a flow, or a SIP rejection."""
+
+    flow: str | None = None
+    reject: int = Field(default=404, ge=400, le=699)
+
+
+class Config(Strict):
+    sip: SipConfig = Field(default_factory=SipConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    flows: dict[str, list[Any]] = Field(default_factory=dict)
+    entry_points: list[EntryPoint] = Field(default_factory=list)
+    unknown_number: UnknownNumber = Field(default_factory=UnknownNumber)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> set[str]:
+    """Field names of the model found at loc (for did-you-mean on unknown keys)."""
+    t: Any = model
+    for part in loc:
+        origin = typing.get_origin(t)
+        if origin is Annotated:
+            t = typing.get_args(t)[0]
+            origin = typing.get_origin(t)
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            f = t.model_fields.get(str(part))
+            if f is None:
+                return set()
+            t = f.annotation
+        elif origin in (list, tuple):
+            t = typing.get_args(t)[0]
+        elif origin is dict:
+            t = typing.get_args(t)[1]
+        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            models = [a for a in typing.get_args(t) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if not models:
+                return set()
+            t = models[0]
+            if isinstance(part, int):
+                continue
+            f = t.model_fields.get(str(part))
+            if f is None:
+                return set()
+            t = f.annotation
+        else:
+            return set()
+    if typing.get_origin(t) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        models = [a for a in typing.get_args(t) if isinstance(a, type) and issubclass(a, BaseModel)]
+        t = models[0] if models else t
+    if isinstance(t, type) and issubclass(t, BaseModel):
+        return set(t.model_fields)
+    return set()
+
+
+def pydantic_errors(src: Source, exc: ValidationError, model: Any, prefix: tuple[Any, ...] = ()) -> list[ConfigError]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = prefix + loc
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            key = str(loc[-1])
+            hint = did_you_mean(key, _allowed_keys(model, loc[:-1]))
+            out.append(src.error(path, f"unknown key {key!r}{hint}", key=True))
+        elif kind == "missing":
+            out.append(src.error(path[:-1], f"missing required key {loc[-1]!r}"))
+        else:
+            where = ".".join(str(p) for p in path) or "top level"
+            msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, (dict, list)) and got is not None else ""
+            out.append(src.error(path, f"{where}: {msg}{shown}"))
+    return out
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and fully validate a config file; raise ConfigInvalid with every error found."""
+    src = yamlsource.load(path)
+    return validate(src, base_dir=Path(path).resolve().parent)
+
+
+def validate(src: Source, base_dir: Path) -> Config:
+    from ringmaster.flows import check_flows  # flows import config models
+
+    errors: list[ConfigError] = []
+    if not isinstance(src.data, dict):
+        raise ConfigInvalid([src.error((), "the top level must be a mapping of sections")])
+    try:
+        cfg = Config.model_validate(src.data)
+    except ValidationError as exc:
+        raise ConfigInvalid(pydantic_errors(src, exc, Config)) from None
+    cfg = cfg.model_copy(update={"paths": _resolve_paths(cfg.paths, base_dir),
+                                 "storage": StorageConfig(path=str(base_dir / cfg.storage.path))})
+    errors += check_flows(cfg, src)
+    errors += _check_ports(cfg, src)
+    if errors:
+        raise ConfigInvalid(errors)
+    return cfg
+
+
+def _resolve_paths(paths: PathsConfig, base: Path) -> PathsConfig:
+    # relative paths are relative to the config file, so `-c /etc/ringmaster/x.yaml` works
+    return PathsConfig(prompts=str(base / paths.prompts), recordings=str(base / paths.recordings),
+                       runtime=str(base / paths.runtime))
+
+
+def _check_ports(cfg: Config, src: Source) -> list[ConfigError]:
+    errors = []
+    w = cfg.workers
+    first, last = w.sip_port_base, w.sip_port_base + w.count - 1
+    if last > 65535:
+        errors.append(src.error(("workers", "sip_port_base"), f"workers.sip_port_base: {w.count} workers need ports up to {last}"))
+    lo, hi = w.rtp_range
+    if first <= cfg.sip.port <= last and w.address == cfg.sip.host:
+        errors.append(src.error(("workers", "sip_port_base"), f"workers' SIP ports {first}-{last} overlap the edge's {cfg.sip.listen}"))
+    if lo <= last and first <= hi:
+        errors.append(src.error(("workers", "rtp_ports"), f"RTP ports {lo}-{hi} overlap the workers' SIP ports {first}-{last}"))
+    return errors

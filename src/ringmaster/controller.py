@@ -1,0 +1,207 @@
+"""Controller: the one process that decides. Owns the store, the worker pool, the edge,
+the dial plan, the live calls and the upstream registrations, and dispatches worker events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ringmaster import protocol as p
+from ringmaster.calls import CallSession, new_call_id, sip_user
+from ringmaster.config import Config
+from ringmaster.edge import Edge
+from ringmaster.flows import DialPlan
+from ringmaster.flows.interpreter import FlowRun
+from ringmaster.pool import WorkerPool, worker_specs
+from ringmaster.registrations import RegistrationState
+from ringmaster.store import Store
+from ringmaster.workerproc import WorkerProcess
+
+log = structlog.get_logger("ringmaster.controller")
+
+
+class Controller:
+    def __init__(self, cfg: Config, config_file: str = ""):
+        self.cfg = cfg
+        self.config_file = config_file
+        self.dialplan = DialPlan(cfg)
+        self.store = Store(cfg.storage.path)
+        specs = worker_specs(cfg)
+        self.pool = WorkerPool(specs, self.on_worker_event, self.on_worker_lost,
+                               restart_delay=cfg.workers.restart_delay)
+        self.edge = Edge(cfg, specs, config_file)
+        self.sessions: dict[tuple[str, str], CallSession] = {}
+        self.registrations = {
+            r.name: RegistrationState(r, contact=f"sip:{r.username}@{cfg.sip.host}:{cfg.sip.port}")
+            for r in cfg.sip.registrations}
+        self._reg_task: asyncio.Task[None] | None = None
+        self.started_at = time.time()
+        self.calls_total = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        Path(self.cfg.paths.runtime).mkdir(parents=True, exist_ok=True)
+        Path(self.cfg.paths.recordings).mkdir(parents=True, exist_ok=True)
+        await self.store.open()
+        orphans = await self.store.close_orphans(time.time())
+        if orphans:
+            log.warning("store.orphan_calls_closed", count=orphans)
+        await self.edge.check()
+        await self.pool.start()
+        await self.edge.start()
+        self._reg_task = asyncio.create_task(self._registration_loop(), name="registrations")
+        log.info("controller.started", workers=len(self.pool.workers), edge=self.cfg.sip.listen,
+                 pid=os.getpid())
+
+    async def stop(self) -> None:
+        """Hang up every call, let the BYEs out, record the ends, stop workers then the edge."""
+        log.info("controller.stopping", calls=len(self.live_sessions()))
+        if self._reg_task is not None:
+            self._reg_task.cancel()
+        for s in self.live_sessions():
+            s.execute([_shutdown_hangup()])
+        deadline = time.monotonic() + 2.0
+        while self.live_sessions() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for reg in self.registrations.values():
+            if reg.worker:
+                self.pool.send(reg.worker, p.Unregister(reg_id=reg.spec.name))
+        codes = await self.pool.stop()
+        for s in self.live_sessions():
+            s.fail("shutdown")
+        await self.edge.stop()
+        await self.store.close()
+        bad = [c for c in codes if c != 0]
+        if bad:
+            log.error("controller.worker_exit_codes", codes=codes)
+        log.info("controller.stopped")
+
+    def live_sessions(self) -> list[CallSession]:
+        return [s for s in self.sessions.values() if not s.ended]
+
+    # ------------------------------------------------------------ worker events
+
+    def on_worker_event(self, wp: WorkerProcess, msg: p.Message) -> None:
+        if isinstance(msg, p.Incoming):
+            self._incoming(wp.name, msg)
+            return
+        if isinstance(msg, p.RegState):
+            self._reg_state(wp.name, msg)
+            return
+        leg = getattr(msg, "leg", "")
+        session = self.sessions.get((wp.name, leg))
+        if session is None:
+            if isinstance(msg, p.Error):
+                log.error("worker.error", worker=wp.name, command=msg.command, error=msg.message, leg=leg)
+            return
+        session.on_event(msg)
+        if session.ended:
+            del self.sessions[(wp.name, leg)]
+
+    def on_worker_lost(self, worker: str) -> None:
+        for key, s in list(self.sessions.items()):
+            if key[0] == worker:
+                s.fail("worker_died")
+                del self.sessions[key]
+        for reg in self.registrations.values():
+            if reg.worker == worker:
+                reg.worker, reg.state, reg.retry_at = "", "unregistered", time.monotonic() + 0.5
+
+    def _incoming(self, worker: str, msg: p.Incoming) -> None:
+        called = sip_user(msg.request_uri)
+        for reg in self.registrations.values():
+            # a registered trunk calls our Contact (the registration user); the DID is in To
+            if called == reg.spec.username:
+                called = sip_user(msg.to_uri) or called
+        caller = sip_user(msg.from_uri) or msg.from_uri
+        session = CallSession(call_id=new_call_id(), worker=worker, leg=msg.leg, caller=caller,
+                              called=called, send=self.pool.send, store=self.store)
+        self.sessions[(worker, msg.leg)] = session
+        self.calls_total += 1
+        self.store.call_arrived(session.call_id, msg.sip_call_id, caller, called, msg.request_uri,
+                                worker, session.arrived_at)
+        route = self.dialplan.route(called)
+        if route.flow is None:
+            session.log.info("call.no_route", called=called, reject=route.reject)
+            session.reject(route.reject, "no_route")
+            return
+        self.store.call_flow(session.call_id, route.flow.name)
+        session.run = FlowRun(route.flow, variables={"caller": caller, "called": called})
+        session.start()
+
+    # ------------------------------------------------------------ registrations
+
+    def _reg_state(self, worker: str, msg: p.RegState) -> None:
+        reg = self.registrations.get(msg.reg_id)
+        if reg is None:
+            return
+        name = reg.on_result(msg.code, msg.reason, msg.expires, msg.registered, msg.auth_failed,
+                             time.monotonic())
+        fields = dict(registration=reg.spec.name, registrar=reg.spec.registrar, code=msg.code,
+                      reason=msg.reason, worker=worker)
+        if name == "registration.ok":
+            log.info(name, expires=msg.expires, **fields)
+        elif name == "registration.auth_failed":
+            log.error(name, hint="the registrar rejected username/password; check sip.registrations",
+                      retry_in=int(reg.retry_at - time.monotonic()) if reg.retry_at else None, **fields)
+            self.pool.send(worker, p.Unregister(reg_id=reg.spec.name))  # stop pjsua's own retries
+            reg.worker = ""
+        elif name == "registration.failed":
+            log.warning(name, retry_in=round(reg.retry_at - time.monotonic(), 1) if reg.retry_at else None,
+                        failures=reg.failures, **fields)
+            self.pool.send(worker, p.Unregister(reg_id=reg.spec.name))
+            reg.worker = ""
+
+    async def _registration_loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            for reg in self.registrations.values():
+                if reg.worker or (reg.retry_at is not None and now < reg.retry_at):
+                    continue
+                worker = next((n for n, w in self.pool.workers.items()
+                               if w.ready.done() and not w.ready.exception()
+                               and w.proc and w.proc.returncode is None), None)
+                if worker is None:
+                    continue
+                s = reg.spec
+                sent = self.pool.send(worker, p.Register(
+                    reg_id=s.name, registrar=s.registrar, aor=s.address_of_record,
+                    username=s.username, password=s.password, contact_uri=reg.contact,
+                    expires=s.expires))
+                if sent:
+                    reg.worker, reg.state, reg.retry_at = worker, "registering", None
+                    log.info("registration.sent", registration=s.name, registrar=s.registrar, worker=worker)
+            await asyncio.sleep(0.25)
+
+    # ------------------------------------------------------------ status
+
+    async def status(self) -> dict[str, Any]:
+        try:
+            edge_view = await self.edge.dispatcher_state()
+        except Exception as exc:  # the edge may be restarting: say so, don't fail status
+            edge_view = {"error": str(exc)}
+        workers = []
+        for name, w in self.pool.workers.items():
+            legs = sum(1 for k in self.sessions if k[0] == name)
+            workers.append({"name": name, "pid": w.pid, "sip": w.spec.sip_uri, "calls": legs,
+                            "alive": bool(w.proc and w.proc.returncode is None),
+                            "edge": edge_view.get(name, "unknown")})
+        return {"pid": os.getpid(), "uptime": round(time.time() - self.started_at, 1),
+                "edge": {"listen": self.cfg.sip.listen, "pid": self.edge.proc.pid if self.edge.proc else None,
+                         "restarts": self.edge.restarts},
+                "workers": workers, "worker_restarts": self.pool.restarts,
+                "calls": {"live": len(self.live_sessions()), "total": self.calls_total},
+                "registrations": [r.as_dict() for r in self.registrations.values()]}
+
+
+def _shutdown_hangup():  # type: ignore[no-untyped-def]
+    from ringmaster.flows.actions import HangUp
+
+    return HangUp(200, cause="shutdown")

@@ -1,0 +1,214 @@
+"""The Kamailio SIP edge: config rendered from the YAML, run as a supervised child process.
+
+The outside world sees only the edge. It spreads inbound INVITEs over the worker pool by
+call load (dispatcher algorithm 10, maxload per worker, OPTIONS probing), answers 503 when
+every worker is full, accepts calls only from trusted trunks, and silences scanners and
+flooding sources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import uuid
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import structlog
+
+from ringmaster.config import Config
+from ringmaster.workerproc import WorkerSpec
+
+log = structlog.get_logger("ringmaster.edge")
+
+
+def render(cfg: Config, workers: Sequence[WorkerSpec], config_file: str = "") -> tuple[str, str]:
+    """The kamailio.cfg text and the dispatcher.list text for this config."""
+    sip = cfg.sip
+    rundir = str(Path(cfg.paths.runtime).resolve() / "edge")
+    listen = "\n".join(f"listen={t}:{sip.host}:{sip.port}" for t in sip.transports)
+    trusted = []
+    for peer in sip.trusted:
+        cond = f'$si == "{peer.host}"'
+        if peer.port is not None:
+            cond += f" && $sp == {peer.port}"
+        trusted.append(f"\tif ({cond}) return 1;   # {peer.name}")
+    scanners = "|".join(re.escape(ua) for ua in sip.security.scanner_user_agents) or "^$"
+    values = {
+        "CONFIG_FILE": config_file or "(memory)",
+        "DEBUG": "3" if cfg.logging.level == "debug" else "1",
+        "LISTEN": listen,
+        "EDGE_HOST": sip.host,
+        "EDGE_PORT": str(sip.port),
+        "CHILDREN": "4",
+        "RUNDIR": rundir,
+        "MODULES": sip.kamailio_modules,
+        "FLOOD_WINDOW": str(sip.security.flood_window),
+        "FLOOD_REQUESTS": str(sip.security.flood_requests),
+        "BAN_SECONDS": str(sip.security.ban_seconds),
+        "TRUSTED": "\n".join(trusted) or "\t# (no trusted peers configured: no inbound calls)",
+        # Kamailio strings: escape backslashes and quotes of the regex
+        "SCANNERS": scanners.replace("\\", "\\\\").replace('"', '\\"'),
+    }
+    text = resources.files("ringmaster.edge").joinpath("kamailio.cfg.tmpl").read_text()
+    for key, value in values.items():
+        text = text.replace(f"@@{key}@@", value)
+    leftover = re.findall(r"@@[A-Z_]+@@", text)
+    if leftover:
+        raise RuntimeError(f"edge template has unfilled markers: {leftover}")
+    maxload = cfg.workers.max_inbound_calls
+    ds = "".join(f"1 sip:{w.sip_host}:{w.sip_port} 8 0 duid={w.name};maxload={maxload}\n"
+                 for w in workers)
+    return text, ds
+
+
+class Edge:
+    """Runs Kamailio in the foreground as a child, restarts it if it dies."""
+
+    def __init__(self, cfg: Config, workers: Sequence[WorkerSpec], config_file: str = ""):
+        self.cfg = cfg
+        self.workers = list(workers)
+        self.config_file = config_file
+        self.rundir = Path(cfg.paths.runtime).resolve() / "edge"
+        self.proc: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+        self.stopping = False
+        self.restarts = 0
+
+    def write_files(self) -> Path:
+        self.rundir.mkdir(parents=True, exist_ok=True)
+        text, ds = render(self.cfg, self.workers, self.config_file)
+        cfg_path = self.rundir / "kamailio.cfg"
+        cfg_path.write_text(text)
+        (self.rundir / "dispatcher.list").write_text(ds)
+        return cfg_path
+
+    async def check(self) -> None:
+        """`kamailio -c`: syntax-check the generated config before it goes live."""
+        cfg_path = self.write_files()
+        proc = await asyncio.create_subprocess_exec(
+            self.cfg.sip.kamailio, "-c", "-f", str(cfg_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            errors = [l for l in out.decode(errors="replace").splitlines() if "ERROR" in l or "CRITICAL" in l]
+            raise RuntimeError("generated edge config rejected by kamailio -c:\n" + "\n".join(errors[-10:]))
+
+    async def start(self) -> None:
+        cfg_path = self.write_files()
+        await self._spawn(cfg_path)
+        await self._wait_ready()
+        self._supervisor = asyncio.create_task(self._supervise(cfg_path), name="edge-supervisor")
+
+    async def _spawn(self, cfg_path: Path) -> None:
+        for stale in ("kamailio_ctl", "kamailio_rpc.sock", "kamailio.pid"):
+            (self.rundir / stale).unlink(missing_ok=True)
+        args = [self.cfg.sip.kamailio, "-f", str(cfg_path), "-DD", "-E",
+                "-m", str(self.cfg.sip.shared_memory_mb), "-M", "16",
+                "-P", str(self.rundir / "kamailio.pid"), "-Y", str(self.rundir)]
+        self.proc = await asyncio.create_subprocess_exec(
+            *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        self._stderr_task = asyncio.create_task(self._pump_stderr(self.proc), name="edge-stderr")
+        log.info("edge.started", pid=self.proc.pid, listen=self.cfg.sip.listen)
+
+    async def _pump_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stderr is not None
+        elog = log.bind(component="kamailio")
+        async for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            if "edge." in line:
+                m = re.search(r"(edge\.[a-z_]+)(.*)$", line)
+                elog.warning(m.group(1), detail=m.group(2).strip()) if m else elog.info("edge.log", line=line)
+            elif " ERROR:" in line or "CRITICAL" in line or "ALERT" in line:
+                elog.error("edge.log", line=line)
+            elif self.cfg.logging.level == "debug":
+                elog.debug("edge.log", line=line)
+
+    async def _wait_ready(self, timeout: float = 10.0) -> None:
+        """Ready when the RPC socket answers (Kamailio has bound its listen sockets by then)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self.proc is not None and self.proc.returncode is not None:
+                raise RuntimeError(f"kamailio exited with {self.proc.returncode} at start (see log)")
+            try:
+                await self.rpc("core.version")
+                return
+            except (OSError, asyncio.TimeoutError, RuntimeError):
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"kamailio not ready after {timeout}s")
+
+    async def _supervise(self, cfg_path: Path) -> None:
+        backoff = 0.5
+        while not self.stopping:
+            assert self.proc is not None
+            code = await self.proc.wait()
+            if self.stopping:
+                return
+            self.restarts += 1
+            log.error("edge.died", code=code, restart_in=backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            try:
+                await self._spawn(cfg_path)
+                await self._wait_ready()
+                backoff = 0.5
+            except Exception:
+                log.exception("edge.restart_failed")
+
+    async def stop(self) -> None:
+        self.stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except asyncio.TimeoutError:
+                log.error("edge.stop_timeout")
+                self.proc.kill()
+                await self.proc.wait()
+        if self._stderr_task is not None:
+            await asyncio.gather(self._stderr_task, return_exceptions=True)
+        log.info("edge.stopped")
+
+    async def rpc(self, method: str, *params: Any, timeout: float = 2.0) -> Any:
+        """One JSON-RPC call over Kamailio's UNIX datagram socket."""
+        path = self.rundir / "kamailio_rpc.sock"
+        reply_path = self.rundir / f"rpc-{uuid.uuid4().hex[:12]}.sock"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            sock.bind(str(reply_path))
+            os.chmod(reply_path, 0o666)  # replies are written by the kamailio user
+            req = {"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1}
+            sock.connect(str(path))
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(sock, json.dumps(req).encode())
+            data = await asyncio.wait_for(loop.sock_recv(sock, 262144), timeout)
+        finally:
+            sock.close()
+            reply_path.unlink(missing_ok=True)
+        reply = json.loads(data)
+        if "error" in reply:
+            raise RuntimeError(f"rpc {method}: {reply['error']}")
+        return reply.get("result")
+
+    async def dispatcher_state(self) -> dict[str, str]:
+        """worker name -> 'active' | 'inactive' | 'probing' as the edge sees it."""
+        result = await self.rpc("dispatcher.list")
+        out: dict[str, str] = {}
+        for rs in (result or {}).get("RECORDS", []):
+            for target in rs.get("SET", {}).get("TARGETS", []):
+                dest = target.get("DEST", {})
+                flags = dest.get("FLAGS", "")
+                duid = (dest.get("ATTRS") or {}).get("DUID", dest.get("URI", ""))
+                out[duid] = "active" if flags.startswith("A") else "inactive" if flags.startswith("I") else flags
+        return out

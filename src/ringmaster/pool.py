@@ -1,0 +1,93 @@
+"""WorkerPool: a warm, supervised set of pjsua2 media workers with fixed SIP ports.
+
+Each worker slot has a fixed SIP port and its own slice of the RTP range, so a replacement
+comes back at the address the edge's dispatcher list already names: the edge needs no
+reload, and calls resume flowing to that slot as soon as it answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable
+
+import structlog
+
+from ringmaster import protocol as p
+from ringmaster.config import Config
+from ringmaster.workerproc import WorkerProcess, WorkerSpec
+
+log = structlog.get_logger("ringmaster.pool")
+
+
+def worker_specs(cfg: Config) -> list[WorkerSpec]:
+    w = cfg.workers
+    lo, hi = w.rtp_range
+    share = (hi - lo + 1) // w.count
+    share -= share % 2  # RTP on even ports, RTCP beside it
+    proxy = f"sip:{cfg.sip.host}:{cfg.sip.port};lr"
+    return [WorkerSpec(name=f"w{i + 1}", sip_host=w.address, sip_port=w.sip_port_base + i,
+                       rtp_port=lo + i * share, rtp_count=share, proxy=proxy,
+                       public_host=cfg.sip.advertised_address)
+            for i in range(w.count)]
+
+
+class WorkerPool:
+    def __init__(self, specs: list[WorkerSpec], on_event: Callable[[WorkerProcess, p.Message], None],
+                 on_worker_lost: Callable[[str], None], restart_delay: float = 0.2):
+        self.specs = {s.name: s for s in specs}
+        self.on_event = on_event
+        self.on_worker_lost = on_worker_lost
+        self.restart_delay = restart_delay
+        self.workers: dict[str, WorkerProcess] = {}
+        self.restarts = 0
+        self.stopping = False
+        self._respawns: set[asyncio.Task[None]] = set()
+        self.last_restart_seconds: float | None = None  # death -> replacement ready
+
+    async def start(self) -> None:
+        await asyncio.gather(*(self._spawn(name) for name in self.specs))
+
+    async def _spawn(self, name: str) -> None:
+        wp = WorkerProcess(self.specs[name], self.on_event, self._exited)
+        self.workers[name] = wp
+        await wp.start()
+
+    def _exited(self, wp: WorkerProcess, code: int) -> None:
+        if wp.stopping or self.stopping or self.workers.get(wp.name) is not wp:
+            return
+        log.error("worker.died", worker=wp.name, code=code, pid=wp.pid)
+        self.on_worker_lost(wp.name)
+        task = asyncio.create_task(self._respawn(wp.name, time.monotonic()))
+        self._respawns.add(task)
+        task.add_done_callback(self._respawns.discard)
+
+    async def _respawn(self, name: str, died_at: float) -> None:
+        delay = self.restart_delay
+        while not self.stopping:
+            await asyncio.sleep(delay)
+            try:
+                await self._spawn(name)
+                self.restarts += 1
+                self.last_restart_seconds = time.monotonic() - died_at
+                log.info("worker.replaced", worker=name, seconds=round(self.last_restart_seconds, 3))
+                return
+            except Exception:
+                log.exception("worker.respawn_failed", worker=name)
+                delay = min(max(delay, 0.5) * 2, 30.0)  # crash loop: back off, don't spin
+
+    def send(self, worker: str, cmd: p.Message) -> bool:
+        wp = self.workers.get(worker)
+        if wp is None:
+            return False
+        try:
+            wp.send(cmd)
+            return True
+        except ConnectionError:
+            return False
+
+    async def stop(self) -> list[int]:
+        self.stopping = True
+        for t in list(self._respawns):
+            t.cancel()
+        return list(await asyncio.gather(*(w.stop() for w in self.workers.values())))

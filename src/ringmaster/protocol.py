@@ -1,0 +1,335 @@
+"""The typed controller <-> media worker protocol.
+
+Commands flow controller -> worker, events flow worker -> controller. Each message is a
+dataclass; on the wire it is one JSON object per line with a "type" field. The boundary is
+deliberately dumb: a worker executes commands and reports what happened, it never decides
+where a call goes. The same messages could cross a TCP socket to a worker on another host.
+
+A "leg" is one SIP dialog owned by one worker. Inbound legs get their id from the worker
+(it sees the INVITE first); outbound legs get theirs from the controller (it asks for them),
+so both sides can refer to a leg before it exists on the other side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+DtmfMethod = Literal["rfc2833", "info"]
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid protocol message."""
+
+
+@dataclass(frozen=True)
+class Message:
+    type: ClassVar[str] = ""
+
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+def message(name: str):  # type: ignore[no-untyped-def]
+    """Register a dataclass as a wire message called `name`."""
+
+    def wrap(cls: type[Message]) -> type[Message]:
+        cls.type = name  # type: ignore[misc]
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+# ---------------------------------------------------------------- commands
+
+
+@message("answer")
+@dataclass(frozen=True)
+class Answer(Message):
+    leg: str
+    code: int = 200
+
+
+@message("reject")
+@dataclass(frozen=True)
+class Reject(Message):
+    leg: str
+    code: int = 486
+    reason: str = ""
+
+
+@message("play")
+@dataclass(frozen=True)
+class Play(Message):
+    """Play files one after another. barge_in: a DTMF digit stops the playback."""
+
+    leg: str
+    files: tuple[str, ...]
+    play_id: str = ""
+    loop: bool = False
+    barge_in: bool = False
+
+
+@message("stop_play")
+@dataclass(frozen=True)
+class StopPlay(Message):
+    leg: str
+
+
+@message("collect")
+@dataclass(frozen=True)
+class CollectDigits(Message):
+    """Collect up to max_digits digits; ends on a terminator, max_digits or a timeout.
+
+    Timeouts run in the worker, next to the media clock, so the controller's own latency
+    never eats into the caller's inter-digit time. Digits typed before this command (during
+    a barge-in prompt) are counted: the worker keeps a small buffer per leg.
+    """
+
+    leg: str
+    collect_id: str
+    max_digits: int
+    terminators: str = ""
+    first_timeout: float = 5.0
+    inter_digit_timeout: float = 3.0
+    flush: bool = False
+
+
+@message("dial")
+@dataclass(frozen=True)
+class Dial(Message):
+    """Place an outbound call. extra_headers lets the controller ask the edge for a fork."""
+
+    leg: str
+    uri: str
+    from_display: str = ""
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
+
+@message("bridge")
+@dataclass(frozen=True)
+class Bridge(Message):
+    leg_a: str
+    leg_b: str
+
+
+@message("unbridge")
+@dataclass(frozen=True)
+class Unbridge(Message):
+    leg_a: str
+    leg_b: str
+
+
+@message("record_start")
+@dataclass(frozen=True)
+class RecordStart(Message):
+    """Record the mix of the given legs (both directions of a bridge) into an 8 kHz WAV."""
+
+    rec_id: str
+    legs: tuple[str, ...]
+    path: str
+
+
+@message("record_pause")
+@dataclass(frozen=True)
+class RecordPause(Message):
+    rec_id: str
+
+
+@message("record_resume")
+@dataclass(frozen=True)
+class RecordResume(Message):
+    rec_id: str
+
+
+@message("record_stop")
+@dataclass(frozen=True)
+class RecordStop(Message):
+    rec_id: str
+
+
+@message("hangup")
+@dataclass(frozen=True)
+class Hangup(Message):
+    leg: str
+    code: int = 200
+
+
+@message("send_dtmf")
+@dataclass(frozen=True)
+class SendDtmf(Message):
+    leg: str
+    digits: str
+    method: DtmfMethod = "rfc2833"
+
+
+@message("register")
+@dataclass(frozen=True)
+class Register(Message):
+    """Register an AOR at a registrar, with the Contact forced to contact_uri (the edge)."""
+
+    reg_id: str
+    registrar: str
+    aor: str
+    username: str
+    password: str
+    contact_uri: str = ""
+    expires: int = 300
+
+
+@message("unregister")
+@dataclass(frozen=True)
+class Unregister(Message):
+    reg_id: str
+
+
+@message("shutdown")
+@dataclass(frozen=True)
+class Shutdown(Message):
+    pass
+
+
+# ---------------------------------------------------------------- events
+
+
+@message("ready")
+@dataclass(frozen=True)
+class Ready(Message):
+    worker: str
+    pid: int
+    sip_uri: str
+
+
+@message("incoming")
+@dataclass(frozen=True)
+class Incoming(Message):
+    leg: str
+    sip_call_id: str
+    request_uri: str
+    from_uri: str
+    to_uri: str
+    source: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@message("state")
+@dataclass(frozen=True)
+class CallState(Message):
+    """SIP dialog state of a leg: calling, early, connecting, confirmed, disconnected."""
+
+    leg: str
+    state: str
+    code: int = 0
+    reason: str = ""
+
+
+@message("media")
+@dataclass(frozen=True)
+class MediaReady(Message):
+    leg: str
+
+
+@message("digit")
+@dataclass(frozen=True)
+class Digit(Message):
+    leg: str
+    digit: str
+    method: str = ""
+
+
+@message("playback_done")
+@dataclass(frozen=True)
+class PlaybackDone(Message):
+    leg: str
+    play_id: str
+    interrupted: bool = False
+
+
+@message("digits_collected")
+@dataclass(frozen=True)
+class DigitsCollected(Message):
+    """reason: max_digits, terminator, timeout (no digit at all) or inter_digit_timeout."""
+
+    leg: str
+    collect_id: str
+    digits: str
+    reason: str
+
+
+@message("recording_done")
+@dataclass(frozen=True)
+class RecordingDone(Message):
+    rec_id: str
+    path: str
+
+
+@message("reg_state")
+@dataclass(frozen=True)
+class RegState(Message):
+    reg_id: str
+    code: int
+    reason: str
+    expires: int
+    registered: bool
+    auth_failed: bool = False
+
+
+@message("error")
+@dataclass(frozen=True)
+class Error(Message):
+    command: str
+    message: str
+    leg: str = ""
+
+
+# ---------------------------------------------------------------- wire format
+
+
+def _tupled(value: Any) -> Any:
+    # JSON has no tuples; frozen dataclasses want hashable, comparable fields back.
+    if isinstance(value, list):
+        return tuple(_tupled(v) for v in value)
+    return value
+
+
+def encode(msg: Message) -> bytes:
+    body = {"type": msg.type, **dataclasses.asdict(msg)}
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes | str) -> Message:
+    try:
+        body = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ProtocolError("a message is a JSON object")
+    kind = body.pop("type", None)
+    cls = _REGISTRY.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {kind!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(body) - names
+    if unknown:
+        raise ProtocolError(f"{kind}: unknown fields {sorted(unknown)}")
+    try:
+        return cls(**{k: _tupled(v) for k, v in body.items()})
+    except TypeError as exc:
+        raise ProtocolError(f"{kind}: {exc}") from exc
+
+
+COMMANDS: tuple[type[Message], ...] = (
+    Answer, Reject, Play, StopPlay, CollectDigits, Dial, Bridge, Unbridge, RecordStart,
+    RecordPause, RecordResume, RecordStop, Hangup, SendDtmf, Register, Unregister, Shutdown,
+)
+EVENTS: tuple[type[Message], ...] = (
+    Ready, Incoming, CallState, MediaReady, Digit, PlaybackDone, DigitsCollected,
+    RecordingDone, RegState, Error,
+)
+
+__all__ = [c.__name__ for c in COMMANDS + EVENTS] + [
+    "Message", "ProtocolError", "encode", "decode", "field",
+]

@@ -1,0 +1,188 @@
+"""The call store: one SQLite file in WAL mode, versioned migrations, one writer task.
+
+Writes are queued and committed in batches by a single task, so the event loop never waits
+on the disk and a burst of calls costs one fsync per batch, not one per row. `flush()`
+returns once everything queued so far is committed: the daemon calls it before it exits,
+and a call's final row is committed within one batch of the call ending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import structlog
+
+log = structlog.get_logger("ringmaster.store")
+
+# Each entry moves the schema from version i to i+1. Never edit one that has shipped.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE calls (
+        id            INTEGER PRIMARY KEY,
+        call_id       TEXT NOT NULL UNIQUE,
+        sip_call_id   TEXT NOT NULL,
+        caller        TEXT NOT NULL,
+        called        TEXT NOT NULL,
+        request_uri   TEXT NOT NULL,
+        worker        TEXT NOT NULL,
+        flow          TEXT,
+        arrived_at    REAL NOT NULL,
+        answered_at   REAL,
+        ended_at      REAL,
+        hangup_cause  TEXT,
+        hangup_code   INTEGER,
+        hangup_by     TEXT,
+        disposition   TEXT NOT NULL DEFAULT 'in_progress',
+        ivr_path      TEXT NOT NULL DEFAULT '[]',
+        variables     TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX calls_arrived ON calls(arrived_at);
+    CREATE INDEX calls_open ON calls(disposition) WHERE disposition = 'in_progress';
+    CREATE TABLE call_events (
+        id       INTEGER PRIMARY KEY,
+        call_id  TEXT NOT NULL,
+        at       REAL NOT NULL,
+        event    TEXT NOT NULL,
+        data     TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX call_events_call ON call_events(call_id);
+    """,
+]
+
+DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
+
+
+@dataclass(frozen=True)
+class _Write:
+    sql: str
+    params: tuple[Any, ...]
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self.db: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[_Write | asyncio.Future[None]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self.last_commit_seconds = 0.0
+
+    async def open(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = await aiosqlite.connect(self.path)
+        self.db.row_factory = aiosqlite.Row
+        await self.db.execute("PRAGMA journal_mode=WAL")
+        await self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, no corruption
+        await self.db.execute("PRAGMA busy_timeout=5000")
+        await self.migrate()
+        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    async def migrate(self) -> int:
+        assert self.db is not None
+        async with self.db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"{self.path}: schema version {version} is newer than this ringmaster ({len(MIGRATIONS)})")
+        for i in range(version, len(MIGRATIONS)):
+            await self.db.executescript("BEGIN;" + MIGRATIONS[i] + f"PRAGMA user_version={i + 1};COMMIT;")
+            log.info("store.migrated", version=i + 1)
+        return len(MIGRATIONS)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self.flush()
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+
+    # ------------------------------------------------------------ writing
+
+    def _put(self, sql: str, *params: Any) -> None:
+        self._queue.put_nowait(_Write(sql, params))
+
+    async def flush(self) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(fut)
+        await fut
+
+    async def _write_loop(self) -> None:
+        assert self.db is not None
+        while True:
+            item = await self._queue.get()
+            batch = [item]
+            while not self._queue.empty() and len(batch) < 500:
+                batch.append(self._queue.get_nowait())
+            waiters = [b for b in batch if isinstance(b, asyncio.Future)]
+            writes = [b for b in batch if isinstance(b, _Write)]
+            t0 = time.perf_counter()
+            try:
+                for w in writes:
+                    try:
+                        await self.db.execute(w.sql, w.params)
+                    except Exception:  # one bad row must not drop the batch around it
+                        log.exception("store.write_failed", sql=w.sql.split()[0:3])
+                await self.db.commit()
+            except Exception:
+                log.exception("store.commit_failed", rows=len(writes))
+            self.last_commit_seconds = time.perf_counter() - t0
+            for f in waiters:
+                if not f.done():
+                    f.set_result(None)
+
+    # ------------------------------------------------------------ calls
+
+    def call_arrived(self, call_id: str, sip_call_id: str, caller: str, called: str,
+                     request_uri: str, worker: str, at: float) -> None:
+        self._put("INSERT INTO calls (call_id, sip_call_id, caller, called, request_uri, worker, arrived_at)"
+                  " VALUES (?,?,?,?,?,?,?)", call_id, sip_call_id, caller, called, request_uri, worker, at)
+        self.event(call_id, "ARRIVED", at, called=called, caller=caller, worker=worker)
+
+    def call_flow(self, call_id: str, flow: str) -> None:
+        self._put("UPDATE calls SET flow=? WHERE call_id=?", flow, call_id)
+
+    def call_answered(self, call_id: str, at: float) -> None:
+        self._put("UPDATE calls SET answered_at=? WHERE call_id=? AND answered_at IS NULL", at, call_id)
+        self.event(call_id, "ANSWERED", at)
+
+    def call_ended(self, call_id: str, at: float, disposition: str, cause: str, code: int,
+                   by: str, ivr_path: list[str], variables: dict[str, Any]) -> None:
+        assert disposition in DISPOSITIONS
+        self._put("UPDATE calls SET ended_at=?, disposition=?, hangup_cause=?, hangup_code=?,"
+                  " hangup_by=?, ivr_path=?, variables=? WHERE call_id=? AND ended_at IS NULL",
+                  at, disposition, cause, code, by, json.dumps(ivr_path), json.dumps(variables), call_id)
+        self.event(call_id, "ENDED", at, disposition=disposition, cause=cause, code=code, by=by)
+
+    def event(self, call_id: str, event: str, at: float | None = None, **data: Any) -> None:
+        self._put("INSERT INTO call_events (call_id, at, event, data) VALUES (?,?,?,?)",
+                  call_id, at if at is not None else time.time(), event, json.dumps(data))
+
+    async def close_orphans(self, at: float) -> int:
+        """Calls a previous run left in progress (crash, power loss) are closed as failed."""
+        assert self.db is not None
+        cur = await self.db.execute(
+            "UPDATE calls SET ended_at=?, disposition='failed', hangup_cause='controller_restart'"
+            " WHERE disposition='in_progress'", (at,))
+        await self.db.commit()
+        return cur.rowcount
+
+    # ------------------------------------------------------------ reading
+
+    async def calls(self, limit: int = 100) -> list[dict[str, Any]]:
+        assert self.db is not None
+        async with self.db.execute("SELECT * FROM calls ORDER BY arrived_at DESC LIMIT ?", (limit,)) as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def call(self, call_id: str) -> dict[str, Any] | None:
+        assert self.db is not None
+        async with self.db.execute("SELECT * FROM calls WHERE call_id=?", (call_id,)) as cur:
+            row = await cur.fetchone()
+        return dict(row) if row else None

@@ -1,0 +1,553 @@
+"""MediaEngine: one pjsua2 endpoint driven by protocol commands from one socket.
+
+Threading (shared/notes/pjsua2.md): the thread that calls libCreate must also poll
+libHandleEvents, or DTMF callbacks are never delivered; so the whole worker is one
+thread that alternates `libHandleEvents(10 ms)` (which sleeps in pjsip's ioqueue and
+releases the GIL: 0.8 % idle CPU measured) with a non-blocking read of the command socket.
+The only other threads are pjmedia's clock threads, which talk to us through a queue.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import queue
+import re
+import select
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pjsua2 as pj
+
+from ringmaster import protocol as p
+from ringmaster.worker.legs import (
+    Collection, Graveyard, Leg, Prompt, Recording, Registration, WorkerAccount,
+)
+
+POLL_MS = 10
+MAX_LEGS = 4  # PJSUA_MAX_CALLS of the PyPI wheel; asking for more is silently clamped
+_HEADER_RE = re.compile(r"^([A-Za-z0-9\-]+)\s*:\s*(.*)$")
+
+
+@dataclass
+class WorkerSettings:
+    name: str
+    sip_host: str
+    sip_port: int
+    rtp_port: int
+    rtp_port_range: int
+    proxy: str = ""  # outbound proxy URI (the edge) for dialled legs
+    public_host: str = ""
+    log_level: int = 1
+
+
+class MediaEngine:
+    def __init__(self, settings: WorkerSettings, sock: socket.socket):
+        self.s = settings
+        self.sock = sock
+        self.inbuf = b""
+        self.legs: dict[str, Leg] = {}
+        self.recordings: dict[str, Recording] = {}
+        self.registrations: dict[str, Registration] = {}
+        self.bridges: set[frozenset[str]] = set()
+        self.media_q: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.graveyard = Graveyard()
+        self.seq = 0
+        self.running = True
+        self.ep: pj.Endpoint | None = None
+        self.account: WorkerAccount | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        ep = pj.Endpoint()
+        ep.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.maxCalls = MAX_LEGS
+        cfg.uaConfig.userAgent = f"ringmaster-worker/{self.s.name}"
+        cfg.logConfig.level = self.s.log_level
+        cfg.logConfig.consoleLevel = self.s.log_level
+        cfg.medConfig.clockRate = 8000
+        cfg.medConfig.sndClockRate = 8000
+        cfg.medConfig.noVad = True
+        ep.libInit(cfg)
+        tcfg = pj.TransportConfig()
+        tcfg.port = self.s.sip_port
+        tcfg.boundAddress = self.s.sip_host
+        if self.s.public_host:
+            tcfg.publicAddress = self.s.public_host
+        ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        ep.libStart()
+        ep.audDevManager().setNullDev()
+        # G.711 only: speex/16000 (pjsua's default first choice) distorts bridges (measured)
+        for codec in ep.codecEnum2():
+            cid = codec.codecId
+            prio = 255 if cid.startswith("PCMU") else 254 if cid.startswith("PCMA") else 0
+            ep.codecSetPriority(cid, prio)
+        self.ep = ep
+        acfg = pj.AccountConfig()
+        acfg.idUri = f"sip:{self.s.name}@{self.s.sip_host}:{self.s.sip_port}"
+        if self.s.proxy:
+            acfg.sipConfig.proxies.append(self.s.proxy)
+        self._media_ports(acfg)
+        self.account = WorkerAccount(self)
+        self.account.create(acfg)
+        self.send(p.Ready(worker=self.s.name, pid=os.getpid(), sip_uri=acfg.idUri))
+
+    def _media_ports(self, acfg: pj.AccountConfig) -> None:
+        tc = acfg.mediaConfig.transportConfig
+        tc.port = self.s.rtp_port
+        tc.portRange = self.s.rtp_port_range
+        tc.boundAddress = self.s.sip_host
+        if self.s.public_host:
+            tc.publicAddress = self.s.public_host
+
+    def run(self) -> None:
+        assert self.ep is not None
+        while self.running:
+            self.graveyard.empty()
+            self.ep.libHandleEvents(POLL_MS)
+            self._drain_media_queue()
+            self._read_commands()
+            self._check_collections()
+        self.stop()
+
+    def stop(self) -> None:
+        """Hang up, let the BYEs leave, then destroy with no reference left to pjsua2."""
+        ep = self.ep
+        if ep is None:
+            return
+        for rec in list(self.recordings.values()):
+            self._finish_recording(rec)
+        try:
+            ep.hangupAllCalls()
+        except pj.Error:
+            pass
+        for reg in self.registrations.values():
+            try:
+                reg.setRegistration(False)
+            except pj.Error:
+                pass
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and any(not l.disconnected for l in self.legs.values()):
+            ep.libHandleEvents(20)
+        for _ in range(5):
+            ep.libHandleEvents(10)
+        for leg in self.legs.values():
+            if leg.prompt is not None:
+                self._drop_prompt(leg)
+        self.legs.clear()
+        self.recordings.clear()
+        self.registrations.clear()
+        self.bridges.clear()
+        self.account = None
+        self.graveyard.empty()
+        self.graveyard.empty()
+        sys.last_traceback = sys.last_value = sys.last_type = None  # type: ignore[assignment]
+        gc.collect()
+        self.ep = None
+        ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
+        del ep
+        gc.collect()
+
+    # ------------------------------------------------------------ output
+
+    def send(self, msg: p.Message) -> None:
+        try:
+            self.sock.sendall(p.encode(msg))
+        except OSError:
+            self.running = False  # controller gone: shut down cleanly
+
+    def report_error(self, command: str, message: str, leg: str = "", detail: str = "") -> None:
+        if detail:
+            print(detail, file=sys.stderr, flush=True)
+        self.send(p.Error(command=command, message=message, leg=leg))
+
+    def send_state(self, leg: str, state: str, code: int, reason: str) -> None:
+        self.send(p.CallState(leg=leg, state=state, code=code, reason=reason))
+
+    def from_media_thread(self, item: tuple[str, Any]) -> None:
+        self.media_q.put(item)
+
+    # ------------------------------------------------------------ input
+
+    def _read_commands(self) -> None:
+        while True:
+            ready, _, _ = select.select([self.sock], [], [], 0)
+            if not ready:
+                return
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.running = False
+                return
+            self.inbuf += chunk
+            while b"\n" in self.inbuf:
+                line, self.inbuf = self.inbuf.split(b"\n", 1)
+                if line.strip():
+                    self._dispatch(line)
+
+    def _dispatch(self, line: bytes) -> None:
+        try:
+            msg = p.decode(line)
+        except p.ProtocolError as exc:
+            self.report_error("decode", str(exc))
+            return
+        handler: Callable[[Any], None] | None = getattr(self, f"do_{msg.type}", None)
+        if handler is None:
+            self.report_error(msg.type, "not a command")
+            return
+        try:
+            handler(msg)
+        except pj.Error as exc:
+            self.report_error(msg.type, exc.info() if hasattr(exc, "info") else str(exc),
+                              getattr(msg, "leg", ""))
+        except (KeyError, ValueError, OSError) as exc:
+            self.report_error(msg.type, f"{type(exc).__name__}: {exc}", getattr(msg, "leg", ""))
+
+    def _leg(self, leg_id: str) -> Leg:
+        leg = self.legs.get(leg_id)
+        if leg is None or leg.disconnected:
+            raise KeyError(f"no live leg {leg_id}")
+        return leg
+
+    # ------------------------------------------------------------ pjsua2 callbacks
+
+    def incoming(self, acc: pj.Account, prm: pj.OnIncomingCallParam) -> None:
+        self.seq += 1
+        leg_id = f"{self.s.name}-in{self.seq}"
+        leg = Leg(self, acc, leg_id, prm.callId)
+        self.legs[leg_id] = leg
+        info = leg.getInfo()
+        request_uri, headers = _parse_request(prm.rdata.wholeMsg)
+        src = prm.rdata.srcAddress
+        self.send(p.Incoming(leg=leg_id, sip_call_id=info.callIdString, request_uri=request_uri,
+                             from_uri=info.remoteUri, to_uri=info.localUri, source=src,
+                             headers=headers))
+
+    def leg_gone(self, leg: Leg) -> None:
+        if leg.prompt is not None:
+            self._drop_prompt(leg)
+        leg.collection = None
+        for pair in [b for b in self.bridges if leg.leg_id in b]:
+            self.bridges.discard(pair)
+        self.legs.pop(leg.leg_id, None)
+        self.graveyard.bury(leg)
+
+    def media_ready(self, leg: Leg, first: bool) -> None:
+        # a re-INVITE gives new media: redo the bridges and recordings this leg is in
+        for pair in self.bridges:
+            if leg.leg_id in pair:
+                other = self.legs.get(next(iter(pair - {leg.leg_id})))
+                if other is not None and other.audio is not None:
+                    self._connect(leg, other)
+        for rec in self.recordings.values():
+            if leg.leg_id in rec.legs and not rec.paused:
+                leg.audio.startTransmit(rec.recorder)  # type: ignore[union-attr]
+        if first:
+            self.send(p.MediaReady(leg=leg.leg_id))
+
+    def digit(self, leg: Leg, digit: str, method: str) -> None:
+        self.send(p.Digit(leg=leg.leg_id, digit=digit, method=method))
+        if leg.prompt is not None and leg.prompt.barge_in:
+            prompt = leg.prompt
+            self._drop_prompt(leg)
+            self.send(p.PlaybackDone(leg=leg.leg_id, play_id=prompt.play_id, interrupted=True))
+        leg.digits += digit
+        if leg.collection is not None:
+            leg.collection.got_digit = True
+            leg.collection.timer_from = time.monotonic()
+            self._evaluate_collection(leg)
+
+    def reg_state(self, reg: Registration, prm: pj.OnRegStateParam) -> None:
+        info = reg.getInfo()
+        auth_failed = prm.code in (401, 407, 403) or (
+            prm.status != 0 and "credential" in self.ep.utilStrError(prm.status).lower())  # type: ignore[union-attr]
+        reason = prm.reason
+        if prm.status != 0:
+            reason = f"{reason} ({self.ep.utilStrError(prm.status)})"  # type: ignore[union-attr]
+        self.send(p.RegState(reg_id=reg.reg_id, code=prm.code, reason=reason,
+                             expires=int(info.regExpiresSec), registered=bool(info.regIsActive),
+                             auth_failed=auth_failed))
+
+    def _drain_media_queue(self) -> None:
+        while True:
+            try:
+                kind, obj = self.media_q.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "eof":
+                leg = self.legs.get(obj.leg)
+                if leg is not None and leg.prompt is obj:
+                    self._drop_prompt(leg)
+                    if leg.collection is not None:
+                        leg.collection.timer_from = time.monotonic()
+                    self.send(p.PlaybackDone(leg=leg.leg_id, play_id=obj.play_id))
+
+    # ------------------------------------------------------------ helpers
+
+    def _drop_prompt(self, leg: Leg) -> None:
+        prompt, leg.prompt = leg.prompt, None
+        if prompt is None:
+            return
+        if leg.audio is not None:
+            try:
+                prompt.stopTransmit(leg.audio)
+            except pj.Error:
+                pass
+        self.graveyard.bury(prompt)  # destroyed next turn, never from its own callback
+
+    def _connect(self, a: Leg, b: Leg) -> None:
+        assert a.audio is not None and b.audio is not None
+        a.audio.startTransmit(b.audio)
+        b.audio.startTransmit(a.audio)
+
+    def _check_collections(self) -> None:
+        now = time.monotonic()
+        for leg in list(self.legs.values()):
+            c = leg.collection
+            if c is None or leg.prompt is not None:
+                continue  # timers wait for the prompt to end
+            limit = c.inter_digit_timeout if c.got_digit else c.first_timeout
+            if now - c.timer_from >= limit:
+                self._finish_collection(leg, "inter_digit_timeout" if c.got_digit else "timeout")
+
+    def _evaluate_collection(self, leg: Leg) -> None:
+        c = leg.collection
+        assert c is not None
+        for i, d in enumerate(leg.digits):
+            if d in c.terminators:
+                self._finish_collection(leg, "terminator", upto=i, skip=1)
+                return
+            if i + 1 >= c.max_digits:
+                self._finish_collection(leg, "max_digits", upto=i + 1)
+                return
+
+    def _finish_collection(self, leg: Leg, reason: str, upto: int | None = None,
+                           skip: int = 0) -> None:
+        c = leg.collection
+        assert c is not None
+        if upto is None:
+            upto = len(leg.digits)
+        digits = leg.digits[:upto]
+        leg.digits = leg.digits[upto + skip:]
+        leg.collection = None
+        self.send(p.DigitsCollected(leg=leg.leg_id, collect_id=c.collect_id, digits=digits,
+                                    reason=reason))
+
+    def _finish_recording(self, rec: Recording) -> None:
+        for leg_id in rec.legs:
+            leg = self.legs.get(leg_id)
+            if leg is not None and leg.audio is not None and not rec.paused:
+                try:
+                    leg.audio.stopTransmit(rec.recorder)
+                except pj.Error:
+                    pass
+        self.recordings.pop(rec.rec_id, None)
+        # the WAV header is completed when the recorder is destroyed
+        recorder = rec.recorder
+        rec.recorder = None  # type: ignore[assignment]
+        del recorder
+        gc.collect()
+        self.send(p.RecordingDone(rec_id=rec.rec_id, path=rec.path))
+
+    # ------------------------------------------------------------ commands
+
+    def do_answer(self, cmd: p.Answer) -> None:
+        prm = pj.CallOpParam()
+        prm.statusCode = cmd.code
+        self._leg(cmd.leg).answer(prm)
+
+    def do_reject(self, cmd: p.Reject) -> None:
+        prm = pj.CallOpParam()
+        prm.statusCode = cmd.code
+        if cmd.reason:
+            prm.reason = cmd.reason
+        self._leg(cmd.leg).hangup(prm)
+
+    def do_hangup(self, cmd: p.Hangup) -> None:
+        leg = self.legs.get(cmd.leg)
+        if leg is None or leg.disconnected:
+            return  # already gone: hanging up twice is not an error
+        prm = pj.CallOpParam()
+        prm.statusCode = cmd.code if cmd.code >= 300 else 0
+        leg.hangup(prm)
+
+    def do_play(self, cmd: p.Play) -> None:
+        leg = self._leg(cmd.leg)
+        if leg.audio is None:
+            raise ValueError("leg has no active media yet")
+        for f in cmd.files:
+            if not os.path.isfile(f):
+                raise ValueError(f"prompt file not found: {f}")
+        if leg.prompt is not None:
+            old = leg.prompt
+            self._drop_prompt(leg)
+            self.send(p.PlaybackDone(leg=leg.leg_id, play_id=old.play_id, interrupted=True))
+        prompt = Prompt(self, leg.leg_id, cmd.play_id, cmd.barge_in)
+        prompt.looping = cmd.loop
+        options = 0 if cmd.loop else pj.PJMEDIA_FILE_NO_LOOP
+        if len(cmd.files) == 1:
+            prompt.createPlayer(cmd.files[0], options)
+        else:
+            files = pj.StringVector()
+            for f in cmd.files:
+                files.append(f)
+            prompt.createPlaylist(files, "", options)
+        leg.prompt = prompt
+        prompt.startTransmit(leg.audio)
+
+    def do_stop_play(self, cmd: p.StopPlay) -> None:
+        leg = self._leg(cmd.leg)
+        if leg.prompt is not None:
+            prompt = leg.prompt
+            self._drop_prompt(leg)
+            self.send(p.PlaybackDone(leg=leg.leg_id, play_id=prompt.play_id, interrupted=True))
+
+    def do_collect(self, cmd: p.CollectDigits) -> None:
+        leg = self._leg(cmd.leg)
+        if cmd.max_digits < 1:
+            raise ValueError("max_digits must be at least 1")
+        if cmd.flush:
+            leg.digits = ""
+        leg.collection = Collection(cmd.collect_id, cmd.max_digits, cmd.terminators,
+                                    cmd.first_timeout, cmd.inter_digit_timeout,
+                                    time.monotonic(), got_digit=bool(leg.digits))
+        if leg.digits:
+            self._evaluate_collection(leg)
+
+    def do_dial(self, cmd: p.Dial) -> None:
+        if cmd.leg in self.legs:
+            raise ValueError(f"leg id {cmd.leg} already in use")
+        assert self.account is not None
+        leg = Leg(self, self.account, cmd.leg)
+        prm = pj.CallOpParam(True)
+        for name, value in cmd.extra_headers:
+            h = pj.SipHeader()
+            h.hName = name
+            h.hValue = value
+            prm.txOption.headers.append(h)
+        self.legs[cmd.leg] = leg
+        try:
+            leg.makeCall(cmd.uri, prm)
+        except pj.Error:
+            self.legs.pop(cmd.leg, None)
+            self.send_state(cmd.leg, "disconnected", 500, "dial failed")
+            raise
+
+    def do_bridge(self, cmd: p.Bridge) -> None:
+        a, b = self._leg(cmd.leg_a), self._leg(cmd.leg_b)
+        self.bridges.add(frozenset((a.leg_id, b.leg_id)))
+        for leg in (a, b):
+            if leg.prompt is not None:  # hold music stops when the parties meet
+                prompt = leg.prompt
+                self._drop_prompt(leg)
+                self.send(p.PlaybackDone(leg=leg.leg_id, play_id=prompt.play_id,
+                                         interrupted=True))
+        if a.audio is not None and b.audio is not None:
+            self._connect(a, b)
+
+    def do_unbridge(self, cmd: p.Unbridge) -> None:
+        self.bridges.discard(frozenset((cmd.leg_a, cmd.leg_b)))
+        a, b = self.legs.get(cmd.leg_a), self.legs.get(cmd.leg_b)
+        if a and b and a.audio is not None and b.audio is not None:
+            a.audio.stopTransmit(b.audio)
+            b.audio.stopTransmit(a.audio)
+
+    def do_record_start(self, cmd: p.RecordStart) -> None:
+        if cmd.rec_id in self.recordings:
+            raise ValueError(f"recording {cmd.rec_id} already running")
+        legs = [self._leg(l) for l in cmd.legs]
+        os.makedirs(os.path.dirname(os.path.abspath(cmd.path)), exist_ok=True)
+        recorder = pj.AudioMediaRecorder()
+        recorder.createRecorder(cmd.path)
+        rec = Recording(cmd.rec_id, cmd.path, [l.leg_id for l in legs], recorder)
+        self.recordings[cmd.rec_id] = rec
+        for leg in legs:
+            if leg.audio is not None:
+                leg.audio.startTransmit(recorder)
+
+    def _recording_legs(self, rec: Recording) -> list[Leg]:
+        return [l for i in rec.legs if (l := self.legs.get(i)) is not None and l.audio is not None]
+
+    def do_record_pause(self, cmd: p.RecordPause) -> None:
+        rec = self.recordings[cmd.rec_id]
+        if not rec.paused:
+            # no source connected: the conference bridge feeds the recorder silence,
+            # so the file keeps its timeline and the paused stretch is silent
+            for leg in self._recording_legs(rec):
+                leg.audio.stopTransmit(rec.recorder)  # type: ignore[union-attr]
+            rec.paused = True
+
+    def do_record_resume(self, cmd: p.RecordResume) -> None:
+        rec = self.recordings[cmd.rec_id]
+        if rec.paused:
+            for leg in self._recording_legs(rec):
+                leg.audio.startTransmit(rec.recorder)  # type: ignore[union-attr]
+            rec.paused = False
+
+    def do_record_stop(self, cmd: p.RecordStop) -> None:
+        self._finish_recording(self.recordings[cmd.rec_id])
+
+    def do_send_dtmf(self, cmd: p.SendDtmf) -> None:
+        leg = self._leg(cmd.leg)
+        if cmd.method == "info":
+            for d in cmd.digits:
+                prm = pj.CallSendDtmfParam()
+                prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO
+                prm.digits = d
+                leg.sendDtmf(prm)
+        else:
+            leg.dialDtmf(cmd.digits)
+
+    def do_register(self, cmd: p.Register) -> None:
+        old = self.registrations.pop(cmd.reg_id, None)
+        if old is not None:
+            self.graveyard.bury(old)
+        acfg = pj.AccountConfig()
+        acfg.idUri = cmd.aor
+        acfg.regConfig.registrarUri = cmd.registrar
+        acfg.regConfig.timeoutSec = cmd.expires
+        # retries are the controller's (with backoff); pjsua must not loop on its own
+        acfg.regConfig.retryIntervalSec = 0
+        cred = pj.AuthCredInfo("digest", "*", cmd.username, 0, cmd.password)
+        acfg.sipConfig.authCreds.append(cred)
+        if cmd.contact_uri:
+            acfg.sipConfig.contactForced = f"<{cmd.contact_uri}>"
+            acfg.natConfig.contactRewriteUse = 0  # contactForced is ignored otherwise
+        acfg.natConfig.viaRewriteUse = 0
+        reg = Registration(self, cmd.reg_id)
+        self.registrations[cmd.reg_id] = reg
+        reg.create(acfg)
+
+    def do_unregister(self, cmd: p.Unregister) -> None:
+        reg = self.registrations.pop(cmd.reg_id, None)
+        if reg is not None:
+            try:
+                reg.setRegistration(False)
+            except pj.Error:
+                pass
+            self.graveyard.bury(reg)
+
+    def do_shutdown(self, cmd: p.Shutdown) -> None:
+        self.running = False
+
+
+def _parse_request(whole: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """Request-URI and X- headers of an INVITE (the To header may differ from the R-URI)."""
+    head = whole.split("\r\n\r\n", 1)[0].split("\r\n")
+    parts = head[0].split(" ")
+    ruri = parts[1] if len(parts) >= 3 else ""
+    headers = []
+    for line in head[1:]:
+        m = _HEADER_RE.match(line)
+        if m and m.group(1).lower().startswith("x-"):
+            headers.append((m.group(1), m.group(2)))
+    return ruri, tuple(headers)

@@ -1,0 +1,163 @@
+"""pjsua2 objects of one worker: call legs, prompt players, recorders, registrations.
+
+Rules from shared/notes/pjsua2.md that shape this file:
+- every pjsua2 object is held by the worker's registries (a Call or player held only by a
+  local is garbage-collected at once: 603 or silence);
+- callbacks never raise (pjsua2 prints and swallows): each body reports errors as events;
+- onEof2 runs on a media clock thread: it only enqueues, the main thread does the rest.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+
+if TYPE_CHECKING:
+    from ringmaster.worker.engine import MediaEngine
+
+# pjsip_inv_state -> protocol state names
+STATE_NAMES = {
+    pj.PJSIP_INV_STATE_NULL: "null",
+    pj.PJSIP_INV_STATE_CALLING: "calling",
+    pj.PJSIP_INV_STATE_INCOMING: "incoming",
+    pj.PJSIP_INV_STATE_EARLY: "early",
+    pj.PJSIP_INV_STATE_CONNECTING: "connecting",
+    pj.PJSIP_INV_STATE_CONFIRMED: "confirmed",
+    pj.PJSIP_INV_STATE_DISCONNECTED: "disconnected",
+}
+
+
+def _guard(engine: "MediaEngine", where: str, leg: str = ""):  # type: ignore[no-untyped-def]
+    """Context for callback bodies: report exceptions as protocol errors, never raise."""
+
+    class _G:
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, et, ev, tb) -> bool:  # type: ignore[no-untyped-def]
+            if ev is not None:
+                engine.report_error(where, f"{et.__name__}: {ev}", leg,
+                                    "".join(traceback.format_exception(et, ev, tb)))
+            return True
+
+    return _G()
+
+
+class Prompt(pj.AudioMediaPlayer):
+    """A player bound to one leg. EOF is handed to the main thread."""
+
+    def __init__(self, engine: "MediaEngine", leg: str, play_id: str, barge_in: bool):
+        super().__init__()
+        self.engine = engine
+        self.leg = leg
+        self.play_id = play_id
+        self.barge_in = barge_in
+        self.looping = False
+
+    def onEof2(self) -> None:  # media thread
+        if not self.looping:
+            self.engine.from_media_thread(("eof", self))
+
+
+@dataclass
+class Collection:
+    collect_id: str
+    max_digits: int
+    terminators: str
+    first_timeout: float
+    inter_digit_timeout: float
+    timer_from: float  # restarted when a prompt ends and at each digit
+    got_digit: bool = False
+
+
+@dataclass
+class Recording:
+    rec_id: str
+    path: str
+    legs: list[str]
+    recorder: pj.AudioMediaRecorder
+    paused: bool = False
+
+
+class Leg(pj.Call):
+    def __init__(self, engine: "MediaEngine", acc: pj.Account, leg_id: str,
+                 call_id: int = pj.PJSUA_INVALID_ID):
+        super().__init__(acc, call_id)
+        self.engine = engine
+        self.leg_id = leg_id
+        self.audio: pj.AudioMedia | None = None
+        self.prompt: Prompt | None = None
+        self.digits = ""  # type-ahead buffer, consumed by the next collection
+        self.collection: Collection | None = None
+        self.disconnected = False
+        self.created = time.monotonic()
+
+    # -- callbacks (main thread: the one polling libHandleEvents)
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        with _guard(self.engine, "onCallState", self.leg_id):
+            info = self.getInfo()
+            state = STATE_NAMES.get(info.state, str(info.state))
+            if state == "disconnected":
+                self.disconnected = True
+                self.audio = None
+                self.engine.leg_gone(self)
+            self.engine.send_state(self.leg_id, state, info.lastStatusCode, info.lastReason)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        with _guard(self.engine, "onCallMediaState", self.leg_id):
+            info = self.getInfo()
+            for i, media in enumerate(info.media):
+                if (media.type == pj.PJMEDIA_TYPE_AUDIO
+                        and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE):
+                    first = self.audio is None
+                    self.audio = self.getAudioMedia(i)
+                    self.engine.media_ready(self, first)
+                    return
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        with _guard(self.engine, "onDtmfDigit", self.leg_id):
+            method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
+            self.engine.digit(self, prm.digit, method)
+
+
+class Registration(pj.Account):
+    """An upstream registration (PBX / trunk) whose Contact points at the edge."""
+
+    def __init__(self, engine: "MediaEngine", reg_id: str):
+        super().__init__()
+        self.engine = engine
+        self.reg_id = reg_id
+
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        with _guard(self.engine, "onRegState"):
+            self.engine.reg_state(self, prm)
+
+
+class WorkerAccount(pj.Account):
+    """The worker's own identity: receives the calls the edge dispatches to it."""
+
+    def __init__(self, engine: "MediaEngine"):
+        super().__init__()
+        self.engine = engine
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        with _guard(self.engine, "onIncomingCall"):
+            self.engine.incoming(self, prm)
+
+
+@dataclass
+class Graveyard:
+    """pjsua2 objects to drop on the next loop turn, never inside their own callback."""
+
+    items: list[object] = field(default_factory=list)
+
+    def bury(self, obj: object) -> None:
+        self.items.append(obj)
+
+    def empty(self) -> None:
+        self.items.clear()

@@ -1,0 +1,139 @@
+"""WorkerProcess: the controller's handle on one pjsua2 media worker child process.
+
+Spawns `python -m ringmaster.worker` with one end of a socketpair, sends commands and
+delivers decoded events to a callback. Knows nothing about calls or routing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import structlog
+
+from ringmaster import protocol as p
+
+log = structlog.get_logger("ringmaster.worker")
+
+EventHandler = Callable[["WorkerProcess", p.Message], None]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    name: str
+    sip_host: str
+    sip_port: int
+    rtp_port: int
+    rtp_count: int
+    proxy: str = ""
+    public_host: str = ""
+
+    @property
+    def sip_uri(self) -> str:
+        return f"sip:{self.name}@{self.sip_host}:{self.sip_port}"
+
+
+class WorkerProcess:
+    def __init__(self, spec: WorkerSpec, on_event: EventHandler,
+                 on_exit: Callable[["WorkerProcess", int], None] | None = None):
+        self.spec = spec
+        self.on_event = on_event
+        self.on_exit = on_exit
+        self.proc: asyncio.subprocess.Process | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.ready = asyncio.get_running_loop().create_future()
+        self._reader_task: asyncio.Task[None] | None = None
+        self.stopping = False
+        self.log = log.bind(worker=spec.name)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    async def start(self, timeout: float = 10.0) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        s = self.spec
+        args = [sys.executable, "-m", "ringmaster.worker", "--fd", str(child.fileno()),
+                "--name", s.name, "--sip", f"{s.sip_host}:{s.sip_port}",
+                "--rtp", f"{s.rtp_port}:{s.rtp_count}"]
+        if s.proxy:
+            args += ["--proxy", s.proxy]
+        if s.public_host:
+            args += ["--public-host", s.public_host]
+        self.proc = await asyncio.create_subprocess_exec(
+            *args, pass_fds=[child.fileno()], stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True)  # a Ctrl-C to the daemon must not kill workers mid-call
+        child.close()
+        reader, self.writer = await asyncio.open_unix_connection(sock=parent)
+        self._reader_task = asyncio.create_task(self._read(reader), name=f"read-{s.name}")
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ready), timeout)
+        except asyncio.TimeoutError:
+            self.kill()
+            raise RuntimeError(f"worker {s.name} did not become ready in {timeout}s") from None
+        self.log.info("worker.ready", pid=self.proc.pid, sip=s.sip_uri)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                try:
+                    msg = p.decode(line)
+                except p.ProtocolError as exc:
+                    self.log.error("worker.bad_message", error=str(exc))
+                    continue
+                if isinstance(msg, p.Ready) and not self.ready.done():
+                    self.ready.set_result(msg)
+                try:
+                    self.on_event(self, msg)
+                except Exception:  # a handler bug must not stop event delivery
+                    self.log.exception("worker.event_handler_failed", event=msg.type)
+        finally:
+            code = await self.proc.wait() if self.proc else -1
+            if not self.ready.done():
+                self.ready.set_exception(RuntimeError(f"worker exited with {code}"))
+            if self.on_exit is not None:
+                self.on_exit(self, code)
+
+    def send(self, cmd: p.Message) -> None:
+        if self.writer is None or self.writer.is_closing():
+            raise ConnectionError(f"worker {self.name} is not connected")
+        self.writer.write(p.encode(cmd))
+
+    def kill(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+
+    async def stop(self, timeout: float = 5.0) -> int:
+        """Ask the worker to hang up and exit; kill it if it does not within timeout."""
+        self.stopping = True
+        if self.proc is None:
+            return 0
+        if self.proc.returncode is None:
+            try:
+                self.send(p.Shutdown())
+                await self.writer.drain()  # type: ignore[union-attr]
+            except (ConnectionError, OSError):
+                pass
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except asyncio.TimeoutError:
+                self.log.error("worker.stop_timeout")
+                self.kill()
+                await self.proc.wait()
+        if self._reader_task is not None:
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+        if self.writer is not None:
+            self.writer.close()
+        return self.proc.returncode or 0

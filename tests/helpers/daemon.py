@@ -1,0 +1,191 @@
+"""Run the real `ringmaster run` daemon (real Kamailio edge, real pjsua2 workers) on a
+private block of loopback ports, with a config written for the test."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.helpers.audio import write_tone
+
+_blocks = itertools.count(0)
+PORT_BASE = int(os.environ.get("RINGMASTER_TEST_PORT_BASE", "21000"))
+BLOCK = 200
+
+
+@dataclass
+class Ports:
+    """A block of loopback ports for one test: edge, workers, SIPp, RTP sinks, worker RTP."""
+
+    base: int
+
+    @property
+    def edge(self) -> int:
+        return self.base
+
+    @property
+    def workers(self) -> int:
+        return self.base + 10
+
+    def caller(self, i: int = 0) -> int:
+        return self.base + 30 + i  # SIPp / phones: base+30..+59
+
+    def sink(self, i: int = 0) -> int:
+        return self.base + 60 + i  # RTP sinks: base+60..+79
+
+    @property
+    def rtp(self) -> str:
+        return f"{self.base + 100}-{self.base + 199}"
+
+
+def allocate_ports() -> Ports:
+    return Ports(PORT_BASE + BLOCK * next(_blocks))
+
+
+TONES = {"welcome": 440, "other": 1000, "long": 620}
+
+
+def make_prompts(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tone(folder / "welcome.wav", TONES["welcome"], 1.5)
+    write_tone(folder / "other.wav", TONES["other"], 1.5)
+    write_tone(folder / "long.wav", TONES["long"], 20.0)
+    return folder
+
+
+def base_config(tmp: Path, ports: Ports, workers: int = 2, trusted: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    make_prompts(tmp / "prompts")
+    return {
+        "sip": {"listen": f"127.0.0.1:{ports.edge}",
+                "trusted": trusted if trusted is not None else
+                [{"name": "test-callers", "address": f"127.0.0.1:{ports.caller(i)}"} for i in range(10)]},
+        "workers": {"count": workers, "sip_port_base": ports.workers, "rtp_ports": ports.rtp,
+                    "address": "127.0.0.1"},
+        "storage": {"path": "ringmaster.db"},
+        "paths": {"prompts": "prompts", "recordings": "recordings", "runtime": "run"},
+        "logging": {"level": "info", "format": "json"},
+        "flows": {"demo": [{"play": "welcome"}, "hangup"],
+                  "hold": [{"play": "long"}, "hangup"]},
+        "entry_points": [{"number": "100", "flow": "demo"}, {"number": "200", "flow": "hold"}],
+    }
+
+
+@dataclass
+class Daemon:
+    dir: Path
+    ports: Ports
+    config: dict[str, Any]
+    proc: subprocess.Popen[bytes] | None = None
+    log_lines: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "ringmaster.yaml"
+
+    @property
+    def db_path(self) -> Path:
+        return self.dir / "ringmaster.db"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "daemon.log"
+
+    @property
+    def edge(self) -> str:
+        return f"127.0.0.1:{self.ports.edge}"
+
+    def write_config(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.write_config()
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "ringmaster.cli", "run", "-c", str(self.config_path)],
+                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+            st = self.status()
+            if st and st.get("ok") and all(w["edge"] == "active" for w in st["workers"]):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"daemon not ready in {timeout}s:\n{self.log_text()[-3000:]}")
+
+    def status(self) -> dict[str, Any] | None:
+        out = subprocess.run([sys.executable, "-m", "ringmaster.cli", "status", "--json", "-c", str(self.config_path)],
+                             capture_output=True, text=True, timeout=15)
+        if out.returncode not in (0, 1):
+            return None
+        try:
+            return json.loads(out.stdout)
+        except json.JSONDecodeError:
+            return None
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if rec.get("event") == name:
+                    out.append(rec)
+        return out
+
+    def wait_event(self, name: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(name)
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"log event {name!r} x{count} not seen in {timeout}s; log tail:\n{self.log_text()[-2500:]}")
+
+    def calls(self) -> list[dict[str, Any]]:
+        if not self.db_path.exists():
+            return []
+        con = sqlite3.connect(self.db_path)
+        con.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in con.execute("SELECT * FROM calls ORDER BY id")]
+        finally:
+            con.close()
+
+    def wait_calls_ended(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            rows = self.calls()
+            if len([r for r in rows if r["disposition"] != "in_progress"]) >= count:
+                return rows
+            time.sleep(0.1)
+        raise AssertionError(f"{count} ended calls not stored in {timeout}s: {rows}")

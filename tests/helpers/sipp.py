@@ -1,0 +1,52 @@
+"""Run SIPp scenarios from tests/sipp against the edge (loopback only, bounded runs)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "sipp"
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    successful: int
+    failed: int
+    output: str
+
+
+def _counts(text: str) -> tuple[int, int]:
+    ok = re.findall(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", text)
+    bad = re.findall(r"Failed call\s*\|\s*\d+\s*\|\s*(\d+)", text)
+    return (int(ok[-1]) if ok else 0, int(bad[-1]) if bad else 0)
+
+
+def sipp_args(scenario: str | Path, edge: str, local_port: int, service: str = "100", calls: int = 1,
+              rate: float = 10, limit: int | None = None, caller: str = "4512345678",
+              rtp_sink: int = 0, hold_ms: int = 1000, timeout: int = 60, extra: list[str] | None = None,
+              workdir: Path | None = None) -> list[str]:
+    scen = Path(scenario) if Path(scenario).is_absolute() else SCENARIOS / scenario
+    args = ["sipp", edge, "-sf", str(scen), "-s", service, "-i", "127.0.0.1", "-p", str(local_port),
+            "-m", str(calls), "-r", str(rate), "-l", str(limit or calls), "-d", str(hold_ms),
+            "-key", "caller", caller, "-key", "rtp_sink", str(rtp_sink or local_port + 1000),
+            "-timeout", f"{timeout}s", "-timeout_error", "-nostdin", "-max_recv_loops", "100",
+            "-trace_stat", "-fd", "1"]
+    return args + (extra or [])
+
+
+def run_sipp(scenario: str | Path, edge: str, local_port: int, workdir: Path, **kw) -> SippResult:  # type: ignore[no-untyped-def]
+    args = sipp_args(scenario, edge, local_port, **kw)
+    timeout = kw.get("timeout", 60) + 15
+    proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    ok, bad = _counts(proc.stdout + proc.stderr)
+    return SippResult(proc.returncode, ok, bad, proc.stdout[-3000:] + proc.stderr[-3000:])
+
+
+def refused_scenario(code: int, workdir: Path) -> Path:
+    text = (SCENARIOS / "uac_refused.xml").read_text().replace("[expect]", str(code))
+    out = workdir / f"uac_refused_{code}.xml"
+    out.write_text(text)
+    return out

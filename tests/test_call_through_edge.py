@@ -1,0 +1,59 @@
+"""A caller through the Kamailio edge reaches a pjsua2 worker, hears the flow, and leaves a
+complete call record (real SIPp, real Kamailio, real workers, real SQLite)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone
+from tests.helpers.daemon import TONES
+from tests.helpers.rtp import RtpSink
+from tests.helpers.sipp import refused_scenario, run_sipp
+
+
+def test_sipp_caller_hears_welcome_prompt_then_gets_bye_and_call_row_is_complete(daemon_factory, tmp_path: Path):
+    d = daemon_factory(workers=2)
+    sink = RtpSink(d.ports.sink())
+    try:
+        t0 = time.time()
+        res = run_sipp("uac_prompt.xml", d.edge, d.ports.caller(), tmp_path, service="100",
+                       caller="4511223344", rtp_sink=sink.port, timeout=20)
+    finally:
+        sink.close()
+    assert res.successful == 1 and res.failed == 0, res.output
+    heard = sink.audio()
+    assert len(heard) >= 8000, f"only {len(heard)} samples of audio received"
+    assert has_tone(heard, TONES["welcome"], tol=TONES_TOL), dominant_frequencies(heard)
+    assert not has_tone(heard, TONES["other"], tol=TONES_TOL)
+
+    rows = d.wait_calls_ended(1)
+    row = rows[0]
+    assert row["caller"] == "4511223344"
+    assert row["called"] == "100"
+    assert row["flow"] == "demo"
+    assert row["worker"] in ("w1", "w2")
+    assert row["disposition"] == "completed"
+    assert row["hangup_by"] == "ringmaster" and row["hangup_cause"] == "flow_end" or row["hangup_cause"] == "flow_hangup"
+    assert t0 <= row["arrived_at"] <= row["answered_at"] <= row["ended_at"] <= time.time()
+    assert row["ended_at"] - row["answered_at"] >= 1.4  # the 1.5 s prompt was played out
+    assert row["sip_call_id"]
+
+
+def test_call_to_unknown_number_is_rejected_with_404_and_recorded(daemon_factory, tmp_path: Path):
+    d = daemon_factory(workers=1)
+    res = run_sipp(refused_scenario(404, tmp_path), d.edge, d.ports.caller(), tmp_path, service="999", timeout=10)
+    assert res.successful == 1, res.output
+    row = d.wait_calls_ended(1)[0]
+    assert row["called"] == "999"
+    assert row["disposition"] == "rejected" and row["hangup_code"] in (404, 0)
+    assert row["answered_at"] is None
+
+
+def test_untrusted_source_gets_403_and_reaches_no_worker(daemon_factory, tmp_path: Path):
+    d = daemon_factory(workers=1)
+    # port caller(20) is outside the trusted list the test config builds (caller(0..9))
+    res = run_sipp(refused_scenario(403, tmp_path), d.edge, d.ports.caller(20), tmp_path, service="100", timeout=10)
+    assert res.successful == 1, res.output
+    time.sleep(0.3)
+    assert d.calls() == []
