@@ -7,7 +7,9 @@ flow events, and keeps the call record up to date.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,7 +19,8 @@ import structlog
 
 from ringmaster import protocol as p
 from ringmaster.flows.actions import (
-    Action, Answered, AnswerCall, DigitPressed, HangUp, PlayPrompts, PromptsDone,
+    Action, Answered, AnswerCall, Connect, ConnectEnded, DigitPressed, HangUp, PlayPrompts,
+    PromptsDone,
 )
 from ringmaster.flows.interpreter import FlowRun
 from ringmaster.store import Store
@@ -52,6 +55,8 @@ class CallSession:
     called: str
     send: Send
     store: Store
+    bind_leg: Callable[[str], None] = lambda leg: None
+    recordings_dir: str = "."
     run: FlowRun | None = None
     arrived_at: float = field(default_factory=time.time)
     answered_at: float | None = None
@@ -61,6 +66,12 @@ class CallSession:
     play_id: str = ""
     hangup: HangUp | None = None  # set once we decided to end the call
     disposition: str = ""
+    # transfer (B) leg
+    connect: Connect | None = None
+    b_leg: str = ""
+    b_answered_at: float | None = None
+    rec_id: str = ""
+    _ring_timer: asyncio.TimerHandle | None = None
     _plays: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -93,8 +104,11 @@ class CallSession:
                     self._play(action)
                 else:
                     self.pending_play = action
+            elif isinstance(action, Connect):
+                self._connect(action)
             elif isinstance(action, HangUp):
                 self.hangup = action
+                self._end_b_leg()
                 if self.answered_at is None:
                     code = action.code if action.code >= 300 else 480
                     self.disposition = "rejected"
@@ -107,6 +121,65 @@ class CallSession:
         self._command(p.Play(leg=self.leg, files=action.files, play_id=self.play_id,
                              barge_in=action.barge_in))
 
+    def _connect(self, action: Connect) -> None:
+        self.connect = action
+        self.b_leg = f"{self.call_id}-b{next(self._plays)}"
+        self.b_answered_at = None
+        self.bind_leg(self.b_leg)
+        self.store.event(self.call_id, "TRANSFER", target=action.uri)
+        self.log.info("call.transfer", target=action.uri, b_leg=self.b_leg)
+        self._command(p.Dial(leg=self.b_leg, uri=action.uri, from_display=self.caller))
+        loop = asyncio.get_running_loop()
+        self._ring_timer = loop.call_later(action.ring_timeout, self._ring_timeout, self.b_leg)
+
+    def _ring_timeout(self, b_leg: str) -> None:
+        if self.b_leg == b_leg and self.b_answered_at is None:
+            self.log.info("call.transfer_no_answer", b_leg=b_leg)
+            self._command(p.Hangup(leg=b_leg, code=487))
+
+    def _end_b_leg(self) -> None:
+        if self._ring_timer is not None:
+            self._ring_timer.cancel()
+            self._ring_timer = None
+        if self.rec_id:
+            self._command(p.RecordStop(rec_id=self.rec_id))
+            self.rec_id = ""
+        if self.b_leg:
+            self._command(p.Hangup(leg=self.b_leg))
+
+    def _b_event(self, msg: p.Message) -> None:
+        if isinstance(msg, p.CallState):
+            if msg.state == "confirmed" and self.b_answered_at is None:
+                self.b_answered_at = time.time()
+                if self._ring_timer is not None:
+                    self._ring_timer.cancel()
+                self.store.event(self.call_id, "TRANSFER_ANSWERED", target=self.connect.uri if self.connect else "")
+                self._command(p.Bridge(leg_a=self.leg, leg_b=self.b_leg))
+                if self.connect is not None and self.connect.record:
+                    self.rec_id = f"{self.call_id}-r{next(self._plays)}"
+                    path = os.path.join(self.recordings_dir, f"{self.call_id}.wav")
+                    self._command(p.RecordStart(rec_id=self.rec_id, legs=(self.leg, self.b_leg), path=path))
+                    self.store.call_recording(self.call_id, path)
+            elif msg.state == "disconnected":
+                b_leg, self.b_leg = self.b_leg, ""
+                if self._ring_timer is not None:
+                    self._ring_timer.cancel()
+                if self.rec_id:
+                    self._command(p.RecordStop(rec_id=self.rec_id))
+                    self.rec_id = ""
+                if self.b_answered_at is not None:
+                    # the target hung up after talking: the caller's call is over too
+                    self.store.event(self.call_id, "TRANSFER_ENDED", by="target")
+                    self.execute([HangUp(200, cause="transfer_target_hangup")])
+                else:
+                    result = {486: "busy", 487: "no_answer", 408: "no_answer", 480: "no_answer",
+                              404: "not_found", 603: "declined"}.get(msg.code, "failed")
+                    self.store.event(self.call_id, "TRANSFER_FAILED", code=msg.code, result=result, b_leg=b_leg)
+                    self.log.info("call.transfer_failed", code=msg.code, result=result)
+                    self._feed(ConnectEnded(result, msg.code))
+        elif isinstance(msg, p.Error):
+            self.log.error("call.b_leg_error", command=msg.command, error=msg.message)
+
     def _command(self, cmd: p.Message) -> None:
         if not self.send(self.worker, cmd):
             self.log.error("call.worker_unreachable", command=cmd.type)
@@ -118,6 +191,9 @@ class CallSession:
     # ------------------------------------------------------------ worker -> flow
 
     def on_event(self, msg: p.Message) -> None:
+        if getattr(msg, "leg", None) == self.b_leg and self.b_leg:
+            self._b_event(msg)
+            return
         if isinstance(msg, p.CallState):
             # "connecting" = our 200 OK is out: the caller is answered (and billed) from here
             if msg.state in ("connecting", "confirmed") and self.answered_at is None:
@@ -126,6 +202,7 @@ class CallSession:
                 self.log.info("call.answered")
                 self._feed(Answered())
             elif msg.state == "disconnected":
+                self._end_b_leg()
                 self._ended(msg.code, msg.reason)
         elif isinstance(msg, p.MediaReady):
             self.media_ready = True
@@ -152,7 +229,9 @@ class CallSession:
         if self.ended:
             return
         self.ended_at = time.time()
-        if self.hangup is not None:
+        if self.hangup is not None and self.hangup.cause == "transfer_target_hangup":
+            by, cause, disposition = "target", self.hangup.cause, "completed"
+        elif self.hangup is not None:
             by, cause = "ringmaster", self.hangup.cause
             disposition = self.disposition or "completed"
         else:
@@ -165,6 +244,8 @@ class CallSession:
         if self.ended:
             return
         self.ended_at = time.time()
+        if self._ring_timer is not None:
+            self._ring_timer.cancel()
         self._record_end("failed", cause, 0, "ringmaster")
 
     def _record_end(self, disposition: str, cause: str, code: int, by: str) -> None:

@@ -84,7 +84,8 @@ class Controller:
         log.info("controller.stopped")
 
     def live_sessions(self) -> list[CallSession]:
-        return [s for s in self.sessions.values() if not s.ended]
+        unique = {id(s): s for s in self.sessions.values()}  # a transfer maps two legs to one call
+        return [s for s in unique.values() if not s.ended]
 
     # ------------------------------------------------------------ worker events
 
@@ -102,14 +103,15 @@ class Controller:
                 log.error("worker.error", worker=wp.name, command=msg.command, error=msg.message, leg=leg)
             return
         session.on_event(msg)
-        if session.ended:
-            del self.sessions[(wp.name, leg)]
+        if session.ended and not session.b_leg:
+            for key in [k for k, v in self.sessions.items() if v is session]:
+                del self.sessions[key]
 
     def on_worker_lost(self, worker: str) -> None:
         for key, s in list(self.sessions.items()):
             if key[0] == worker:
                 s.fail("worker_died")
-                del self.sessions[key]
+                self.sessions.pop(key, None)
         for reg in self.registrations.values():
             if reg.worker == worker:
                 reg.worker, reg.state, reg.retry_at = "", "unregistered", time.monotonic() + 0.5
@@ -122,7 +124,9 @@ class Controller:
                 called = sip_user(msg.to_uri) or called
         caller = sip_user(msg.from_uri) or msg.from_uri
         session = CallSession(call_id=new_call_id(), worker=worker, leg=msg.leg, caller=caller,
-                              called=called, send=self.pool.send, store=self.store)
+                              called=called, send=self.pool.send, store=self.store,
+                              recordings_dir=self.cfg.paths.recordings)
+        session.bind_leg = lambda leg: self.sessions.__setitem__((worker, leg), session)
         self.sessions[(worker, msg.leg)] = session
         self.calls_total += 1
         self.store.call_arrived(session.call_id, msg.sip_call_id, caller, called, msg.request_uri,
@@ -189,7 +193,7 @@ class Controller:
             edge_view = {"error": str(exc)}
         workers = []
         for name, w in self.pool.workers.items():
-            legs = sum(1 for k in self.sessions if k[0] == name)
+            legs = sum(1 for k, s in self.sessions.items() if k[0] == name and not s.ended)
             workers.append({"name": name, "pid": w.pid, "sip": w.spec.sip_uri, "calls": legs,
                             "alive": bool(w.proc and w.proc.returncode is None),
                             "edge": edge_view.get(name, "unknown")})

@@ -40,7 +40,8 @@ MIGRATIONS: list[str] = [
         hangup_by     TEXT,
         disposition   TEXT NOT NULL DEFAULT 'in_progress',
         ivr_path      TEXT NOT NULL DEFAULT '[]',
-        variables     TEXT NOT NULL DEFAULT '{}'
+        variables     TEXT NOT NULL DEFAULT '{}',
+        recording     TEXT
     );
     CREATE INDEX calls_arrived ON calls(arrived_at);
     CREATE INDEX calls_open ON calls(disposition) WHERE disposition = 'in_progress';
@@ -160,6 +161,9 @@ class Store:
                   " hangup_by=?, ivr_path=?, variables=? WHERE call_id=? AND ended_at IS NULL",
                   at, disposition, cause, code, by, json.dumps(ivr_path), json.dumps(variables), call_id)
         self.event(call_id, "ENDED", at, disposition=disposition, cause=cause, code=code, by=by)
+
+    def call_recording(self, call_id: str, path: str) -> None:
+        self._put("UPDATE calls SET recording=? WHERE call_id=?", path, call_id)
 
     def event(self, call_id: str, event: str, at: float | None = None, **data: Any) -> None:
         self._put("INSERT INTO call_events (call_id, at, event, data) VALUES (?,?,?,?)",

@@ -74,7 +74,7 @@ def base_config(tmp: Path, ports: Ports, workers: int = 2, trusted: list[dict[st
                     "address": "127.0.0.1"},
         "storage": {"path": "ringmaster.db"},
         "paths": {"prompts": "prompts", "recordings": "recordings", "runtime": "run"},
-        "logging": {"level": "info", "format": "json"},
+        "logging": {"level": os.environ.get("RINGMASTER_TEST_LOG", "info"), "format": "json"},
         "flows": {"demo": [{"play": "welcome"}, "hangup"],
                   "hold": [{"play": "long"}, "hangup"]},
         "entry_points": [{"number": "100", "flow": "demo"}, {"number": "200", "flow": "hold"}],

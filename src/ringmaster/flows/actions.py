@@ -28,7 +28,16 @@ class HangUp:
     cause: str = "flow_hangup"
 
 
-Action = AnswerCall | PlayPrompts | HangUp
+@dataclass(frozen=True)
+class Connect:
+    """Dial uri and bridge it with the caller (recorded if asked) until one side hangs up."""
+
+    uri: str
+    record: bool = False
+    ring_timeout: float = 30.0
+
+
+Action = AnswerCall | PlayPrompts | HangUp | Connect
 
 
 # ---- events (engine -> flow)
@@ -48,4 +57,12 @@ class DigitPressed:
     digit: str
 
 
-FlowEvent = Answered | PromptsDone | DigitPressed
+@dataclass(frozen=True)
+class ConnectEnded:
+    """result: 'completed' (talked, then a side hung up) or the failure ('no_answer', 'busy', ...)."""
+
+    result: str
+    code: int = 0
+
+
+FlowEvent = Answered | PromptsDone | DigitPressed | ConnectEnded

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ringmaster.flows.actions import Action, AnswerCall, FlowEvent, HangUp, PlayPrompts
+from ringmaster.flows.actions import Action, AnswerCall, Connect, FlowEvent, HangUp, PlayPrompts
 from ringmaster.flows.dialplan import Flow
 
 
@@ -57,7 +57,7 @@ class FlowRun:
                 if self.answered:
                     continue
                 self.answered = True
-            elif isinstance(a, PlayPrompts) and not self.answered:
+            elif isinstance(a, (PlayPrompts, Connect)) and not self.answered:
                 self.answered = True
                 out.append(AnswerCall())
             out.append(a)

@@ -28,6 +28,10 @@ from ringmaster.worker.legs import (
 )
 
 POLL_MS = 10
+# SIP INFO digits leave one by one: the edge's parallel UDP processes can reorder requests
+# sent back to back, and a UAS answers an in-dialog request with a lower CSeq than one it
+# has already seen with 500 (RFC 3261 12.2.2): the digit is lost. Measured on the edge.
+INFO_DIGIT_GAP = 0.12
 MAX_LEGS = 4  # PJSUA_MAX_CALLS of the PyPI wheel; asking for more is silently clamped
 _HEADER_RE = re.compile(r"^([A-Za-z0-9\-]+)\s*:\s*(.*)$")
 
@@ -115,6 +119,7 @@ class MediaEngine:
             self._drain_media_queue()
             self._read_commands()
             self._check_collections()
+            self._send_info_digits()
         self.stop()
 
     def stop(self) -> None:
@@ -498,14 +503,27 @@ class MediaEngine:
 
     def do_send_dtmf(self, cmd: p.SendDtmf) -> None:
         leg = self._leg(cmd.leg)
+        bad = [d for d in cmd.digits if d not in "0123456789*#ABCDabcd"]
+        if bad:
+            raise ValueError(f"not DTMF digits: {bad}")
         if cmd.method == "info":
-            for d in cmd.digits:
-                prm = pj.CallSendDtmfParam()
-                prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO
-                prm.digits = d
-                leg.sendDtmf(prm)
+            leg.info_digits += cmd.digits
         else:
             leg.dialDtmf(cmd.digits)
+
+    def _send_info_digits(self) -> None:
+        now = time.monotonic()
+        for leg in self.legs.values():
+            if leg.info_digits and now >= leg.info_next_at and not leg.disconnected:
+                digit, leg.info_digits = leg.info_digits[0], leg.info_digits[1:]
+                leg.info_next_at = now + INFO_DIGIT_GAP
+                prm = pj.CallSendDtmfParam()
+                prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO
+                prm.digits = digit
+                try:
+                    leg.sendDtmf(prm)
+                except pj.Error as exc:
+                    self.report_error("send_dtmf", str(exc.info() if hasattr(exc, "info") else exc), leg.leg_id)
 
     def do_register(self, cmd: p.Register) -> None:
         old = self.registrations.pop(cmd.reg_id, None)

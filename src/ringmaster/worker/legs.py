@@ -94,6 +94,8 @@ class Leg(pj.Call):
         self.digits = ""  # type-ahead buffer, consumed by the next collection
         self.collection: Collection | None = None
         self.disconnected = False
+        self.info_digits = ""  # SIP INFO digits waiting to be sent, paced
+        self.info_next_at = 0.0
         self.created = time.monotonic()
 
     # -- callbacks (main thread: the one polling libHandleEvents)

@@ -1,0 +1,123 @@
+"""Media through the real engine: DTMF by RFC 4733 and SIP INFO reaches the controller;
+a transfer dials, bridges and records two pjsua2 test phones that hear each other."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from ringmaster import protocol as p
+from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone, read_wav, write_tone
+from tests.helpers.phone import Phone
+
+
+def _digit_events(db: Path, call_id: str) -> list[tuple[str, str]]:
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT data FROM call_events WHERE call_id=? AND event='DIGIT' ORDER BY id",
+                           (call_id,)).fetchall()
+    finally:
+        con.close()
+    return [(json.loads(r[0])["digit"], json.loads(r[0])["method"]) for r in rows]
+
+
+async def _wait_until(pred, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+async def test_phone_dtmf_by_rfc4733_and_sip_info_reaches_controller_exactly(daemon_factory):
+    d = daemon_factory(workers=1)
+    phone = await Phone("dtmf", d.ports.caller(0), d.ports.base + 80).start()
+    try:
+        leg = await phone.call(f"sip:200@{d.edge}")
+        phone.send(p.SendDtmf(leg=leg, digits="0123456789*#", method="rfc2833"))
+        call = await _wait_until(lambda: [c for c in d.calls() if c["called"] == "200"])
+        call_id = call[0]["call_id"]
+        await _wait_until(lambda: len(_digit_events(d.db_path, call_id)) >= 12, 10)
+        phone.send(p.SendDtmf(leg=leg, digits="4A7#", method="info"))
+        await _wait_until(lambda: len(_digit_events(d.db_path, call_id)) >= 16, 10)
+        await phone.hangup(leg)
+    finally:
+        assert await phone.stop() == 0
+    got = _digit_events(d.db_path, call_id)
+    assert got == [(c, "rfc2833") for c in "0123456789*#"] + [(c, "info") for c in "4A7#"]
+
+
+async def test_transfer_bridges_two_phones_that_hear_each_other_and_recording_holds_both(daemon_factory, tmp_path: Path):
+    caller_tone, target_tone = 500, 1300
+    d = daemon_factory(workers=1, start=False)
+    target_port = d.ports.caller(1)
+    d.config["flows"]["transfer"] = [{"transfer": {"to": f"sip:target@127.0.0.1:{target_port}", "record": True}}]
+    d.config["entry_points"].append({"number": "300", "flow": "transfer"})
+    d.start()
+    write_tone(tmp_path / "caller.wav", caller_tone, 30)
+    write_tone(tmp_path / "target.wav", target_tone, 30)
+    caller = await Phone("caller", d.ports.caller(0), d.ports.base + 80).start()
+    target = await Phone("target", target_port, d.ports.base + 90).start()
+    try:
+        a = await caller.call(f"sip:300@{d.edge}")
+        b = await target.answer_next()
+        caller.send(p.Play(leg=a, files=(str(tmp_path / "caller.wav"),), loop=True))
+        target.send(p.Play(leg=b, files=(str(tmp_path / "target.wav"),), loop=True))
+        await asyncio.sleep(0.3)  # bridge set up by the daemon after the target's answer
+        caller.send(p.RecordStart(rec_id="heard", legs=(a,), path=str(tmp_path / "caller_heard.wav")))
+        target.send(p.RecordStart(rec_id="heard", legs=(b,), path=str(tmp_path / "target_heard.wav")))
+        await asyncio.sleep(2.0)
+        caller.send(p.RecordStop(rec_id="heard"))
+        target.send(p.RecordStop(rec_id="heard"))
+        await caller.wait(p.RecordingDone)
+        await target.wait(p.RecordingDone)
+        await caller.hangup(a)
+        await target.wait(p.CallState, lambda m: m.leg == b and m.state == "disconnected")
+    finally:
+        assert await caller.stop() == 0
+        assert await target.stop() == 0
+
+    heard_by_caller, _ = read_wav(tmp_path / "caller_heard.wav")
+    heard_by_target, _ = read_wav(tmp_path / "target_heard.wav")
+    assert has_tone(heard_by_caller, target_tone, tol=TONES_TOL), dominant_frequencies(heard_by_caller)
+    assert not has_tone(heard_by_caller, caller_tone, tol=TONES_TOL, min_share=0.2)
+    assert has_tone(heard_by_target, caller_tone, tol=TONES_TOL), dominant_frequencies(heard_by_target)
+    assert not has_tone(heard_by_target, target_tone, tol=TONES_TOL, min_share=0.2)
+
+    row = d.wait_calls_ended(1)[0]
+    assert row["disposition"] == "completed" and row["hangup_by"] == "caller"
+    rec = Path(row["recording"])
+    assert rec.is_file() and rec.parent == d.dir / "recordings"
+    await _wait_until(lambda: rec.stat().st_size > 16000, 5)
+    mixed, rate = read_wav(rec)
+    assert rate == 8000 and len(mixed) >= 2 * 8000
+    assert has_tone(mixed, caller_tone, tol=TONES_TOL) and has_tone(mixed, target_tone, tol=TONES_TOL), \
+        dominant_frequencies(mixed, count=3)
+
+
+async def test_transfer_to_target_that_does_not_answer_continues_the_flow(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    d.config["flows"]["transfer"] = [
+        {"transfer": {"to": f"sip:nobody@127.0.0.1:{d.ports.caller(5)}", "ring_timeout": 1.5}},
+        {"play": "other"}, "hangup"]
+    d.config["entry_points"].append({"number": "301", "flow": "transfer"})
+    d.start()
+    target = await Phone("silent", d.ports.caller(5), d.ports.base + 90).start()  # rings, never answers
+    caller = await Phone("caller", d.ports.caller(0), d.ports.base + 80).start()
+    try:
+        a = await caller.call(f"sip:301@{d.edge}")
+        await target.wait(p.Incoming)
+        await caller.wait(p.CallState, lambda m: m.leg == a and m.state == "disconnected", timeout=10)
+    finally:
+        await caller.stop()
+        await target.stop()
+    row = d.wait_calls_ended(1)[0]
+    assert json.loads(row["ivr_path"]) == ["transfer:0:transfer", "transfer:1:play", "transfer:2:hangup"]
+    assert json.loads(row["variables"])["transfer_result"] == "no_answer"
