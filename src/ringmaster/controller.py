@@ -169,9 +169,7 @@ class Controller:
             for reg in self.registrations.values():
                 if reg.worker or (reg.retry_at is not None and now < reg.retry_at):
                     continue
-                worker = next((n for n, w in self.pool.workers.items()
-                               if w.ready.done() and not w.ready.exception()
-                               and w.proc and w.proc.returncode is None), None)
+                worker = next((n for n, w in self.pool.workers.items() if w.alive), None)
                 if worker is None:
                     continue
                 s = reg.spec
@@ -195,12 +193,13 @@ class Controller:
         for name, w in self.pool.workers.items():
             legs = sum(1 for k, s in self.sessions.items() if k[0] == name and not s.ended)
             workers.append({"name": name, "pid": w.pid, "sip": w.spec.sip_uri, "calls": legs,
-                            "alive": bool(w.proc and w.proc.returncode is None),
+                            "alive": w.alive,
                             "edge": edge_view.get(name, "unknown")})
         return {"pid": os.getpid(), "uptime": round(time.time() - self.started_at, 1),
                 "edge": {"listen": self.cfg.sip.listen, "pid": self.edge.proc.pid if self.edge.proc else None,
                          "restarts": self.edge.restarts},
                 "workers": workers, "worker_restarts": self.pool.restarts,
+                "last_worker_restart_seconds": self.pool.last_restart_seconds,
                 "calls": {"live": len(self.live_sessions()), "total": self.calls_total},
                 "registrations": [r.as_dict() for r in self.registrations.values()]}
 

@@ -56,6 +56,12 @@ class WorkerProcess:
         return self.spec.name
 
     @property
+    def alive(self) -> bool:
+        """Ready for commands: the worker said Ready and its process is still running."""
+        return (self.ready.done() and not self.ready.cancelled() and self.ready.exception() is None
+                and self.proc is not None and self.proc.returncode is None)
+
+    @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
