@@ -280,22 +280,43 @@ def load_config(path: str | Path) -> Config:
 
 
 def validate(src: Source, base_dir: Path) -> Config:
-    from ringmaster.flows import check_flows  # flows import config models
+    from ringmaster.flows.dialplan import check_flows, config_flow_refs  # flows import config
 
-    errors: list[ConfigError] = []
     if not isinstance(src.data, dict):
         raise ConfigInvalid([src.error((), "the top level must be a mapping of sections")])
     try:
         cfg = Config.model_validate(src.data)
     except ValidationError as exc:
-        raise ConfigInvalid(pydantic_errors(src, exc, Config)) from None
+        # report the flows' own errors too, not only the first section's: admins fix all at once
+        errors = pydantic_errors(src, exc, Config) + _raw_flow_errors(src, base_dir)
+        raise ConfigInvalid(errors) from None
     cfg = cfg.model_copy(update={"paths": _resolve_paths(cfg.paths, base_dir),
                                  "storage": StorageConfig(path=str(base_dir / cfg.storage.path))})
-    errors += check_flows(cfg, src)
+    errors = check_flows(cfg.flows, config_flow_refs(cfg), Path(cfg.paths.prompts), src)
     errors += _check_ports(cfg, src)
     if errors:
         raise ConfigInvalid(errors)
     return cfg
+
+
+def _raw_flow_errors(src: Source, base_dir: Path) -> list[ConfigError]:
+    """Best-effort flow check on unvalidated data (other sections are broken)."""
+    from ringmaster.flows.dialplan import check_flows
+
+    data = src.data
+    flows = data.get("flows")
+    if not isinstance(flows, dict):
+        return []
+    try:
+        paths = _resolve_paths(PathsConfig.model_validate(data.get("paths") or {}), base_dir)
+    except ValidationError:
+        paths = _resolve_paths(PathsConfig(), base_dir)
+    refs = []
+    eps = data.get("entry_points")
+    for i, ep in enumerate(eps if isinstance(eps, list) else []):
+        if isinstance(ep, dict) and isinstance(ep.get("flow"), str):
+            refs.append((("entry_points", i, "flow"), ep["flow"]))
+    return check_flows(flows, refs, Path(paths.prompts), src)
 
 
 def _resolve_paths(paths: PathsConfig, base: Path) -> PathsConfig:

@@ -80,18 +80,21 @@ def _parse_step(raw: Any, path: tuple[Any, ...], src: Source | None, ctx: NodeCo
     return cls(options, ctx) if ok else None
 
 
-def check_flows(cfg: "Config", src: Source | None) -> list[ConfigError]:
+def check_flows(flows: dict[str, Any], entry_flows: list[tuple[tuple[Any, ...], str]],
+                prompts_dir: Path, src: Source | None) -> list[ConfigError]:
+    """Every error in the flows and in the references to them (entry_flows: (path, flow name))."""
     errors: list[ConfigError] = []
-    _parse_all(cfg, src, errors)
+    _parse_all(flows, entry_flows, prompts_dir, src, errors)
     return errors
 
 
-def _parse_all(cfg: "Config", src: Source | None, errors: list[ConfigError]) -> dict[str, Flow]:
-    ctx = NodeContext(Path(cfg.paths.prompts))
+def _parse_all(raw_flows: dict[str, Any], entry_flows: list[tuple[tuple[Any, ...], str]],
+               prompts_dir: Path, src: Source | None, errors: list[ConfigError]) -> dict[str, Flow]:
+    ctx = NodeContext(prompts_dir)
     flows: dict[str, Flow] = {}
-    for name, steps in cfg.flows.items():
-        if not steps:
-            errors.append(_at(src, ("flows", name), f"flow {name!r} has no steps"))
+    for name, steps in raw_flows.items():
+        if not isinstance(steps, list) or not steps:
+            errors.append(_at(src, ("flows", name), f"flow {name!r}: expected a non-empty list of steps"))
             continue
         nodes = []
         for i, raw in enumerate(steps):
@@ -99,14 +102,18 @@ def _parse_all(cfg: "Config", src: Source | None, errors: list[ConfigError]) -> 
             if node is not None:
                 nodes.append(node)
         flows[name] = Flow(name, tuple(nodes))
-    for i, ep in enumerate(cfg.entry_points):
-        if ep.flow not in cfg.flows:
-            errors.append(_at(src, ("entry_points", i, "flow"),
-                              f"entry point goes to unknown flow {ep.flow!r}{did_you_mean(ep.flow, set(cfg.flows))}"))
-    un = cfg.unknown_number.flow
-    if un is not None and un not in cfg.flows:
-        errors.append(_at(src, ("unknown_number", "flow"), f"unknown flow {un!r}{did_you_mean(un, set(cfg.flows))}"))
+    for path, flow in entry_flows:
+        if flow not in raw_flows:
+            errors.append(_at(src, path, f"unknown flow {flow!r}{did_you_mean(flow, set(raw_flows))}"))
     return flows
+
+
+def config_flow_refs(cfg: "Config") -> list[tuple[tuple[Any, ...], str]]:
+    refs: list[tuple[tuple[Any, ...], str]] = [(("entry_points", i, "flow"), ep.flow)
+                                               for i, ep in enumerate(cfg.entry_points)]
+    if cfg.unknown_number.flow is not None:
+        refs.append((("unknown_number", "flow"), cfg.unknown_number.flow))
+    return refs
 
 
 def _at(src: Source | None, path: tuple[Any, ...], msg: str) -> ConfigError:
@@ -124,7 +131,7 @@ class DialPlan:
 
     def __init__(self, cfg: "Config"):
         errors: list[ConfigError] = []
-        self.flows = _parse_all(cfg, None, errors)
+        self.flows = _parse_all(cfg.flows, config_flow_refs(cfg), Path(cfg.paths.prompts), None, errors)
         if errors:
             raise ValueError("; ".join(e.message for e in errors))
         self.cfg = cfg
