@@ -87,7 +87,9 @@ class UpstreamRegistration(Strict):
     def address_of_record(self) -> str:
         if self.aor:
             return self.aor
-        host = self.registrar.split(":", 1)[1].split(";", 1)[0]
+        # an address of record is user@domain: the registrar's port and parameters are not part of it
+        hostport = self.registrar.split(":", 1)[1].split(";", 1)[0]
+        host = split_hostport(hostport)[0] if not hostport.startswith("[") else hostport
         return f"sip:{self.username}@{host}"
 
 
