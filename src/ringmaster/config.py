@@ -330,7 +330,7 @@ def _resolve_paths(paths: PathsConfig, base: Path) -> PathsConfig:
 def _check_ports(cfg: Config, src: Source) -> list[ConfigError]:
     errors = []
     w = cfg.workers
-    first, last = w.sip_port_base, w.sip_port_base + w.count - 1
+    first, last = w.sip_port_base, w.sip_port_base + w.count  # + the registration agent
     if last > 65535:
         errors.append(src.error(("workers", "sip_port_base"), f"workers.sip_port_base: {w.count} workers need ports up to {last}"))
     lo, hi = w.rtp_range

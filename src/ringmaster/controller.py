@@ -18,7 +18,7 @@ from ringmaster.config import Config
 from ringmaster.edge import Edge
 from ringmaster.flows import DialPlan
 from ringmaster.flows.interpreter import FlowRun
-from ringmaster.pool import WorkerPool, worker_specs
+from ringmaster.pool import WorkerPool, registration_agent_spec, worker_specs
 from ringmaster.registrations import RegistrationState
 from ringmaster.store import Store
 from ringmaster.workerproc import WorkerProcess
@@ -36,6 +36,10 @@ class Controller:
         self.pool = WorkerPool(specs, self.on_worker_event, self.on_worker_lost,
                                restart_delay=cfg.workers.restart_delay)
         self.edge = Edge(cfg, specs, config_file)
+        # upstream registrations live in their own pjsua2 process (see registration_agent_spec)
+        self.reg_agent = WorkerPool([registration_agent_spec(cfg)], self.on_worker_event,
+                                    self.on_reg_agent_lost, restart_delay=cfg.workers.restart_delay) \
+            if cfg.sip.registrations else None
         self.sessions: dict[tuple[str, str], CallSession] = {}
         self.registrations = {
             r.name: RegistrationState(r, contact=f"sip:{r.username}@{cfg.sip.host}:{cfg.sip.port}")
@@ -55,6 +59,8 @@ class Controller:
             log.warning("store.orphan_calls_closed", count=orphans)
         await self.edge.check()
         await self.pool.start()
+        if self.reg_agent is not None:
+            await self.reg_agent.start()
         await self.edge.start()
         self._reg_task = asyncio.create_task(self._registration_loop(), name="registrations")
         log.info("controller.started", workers=len(self.pool.workers), edge=self.cfg.sip.listen,
@@ -70,10 +76,9 @@ class Controller:
         deadline = time.monotonic() + 2.0
         while self.live_sessions() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        for reg in self.registrations.values():
-            if reg.worker:
-                self.pool.send(reg.worker, p.Unregister(reg_id=reg.spec.name))
         codes = await self.pool.stop()
+        if self.reg_agent is not None:
+            codes += await self.reg_agent.stop()  # its shutdown un-REGISTERs
         for s in self.live_sessions():
             s.fail("shutdown")
         await self.edge.stop()
@@ -112,9 +117,10 @@ class Controller:
             if key[0] == worker:
                 s.fail("worker_died")
                 self.sessions.pop(key, None)
+
+    def on_reg_agent_lost(self, worker: str) -> None:
         for reg in self.registrations.values():
-            if reg.worker == worker:
-                reg.worker, reg.state, reg.retry_at = "", "unregistered", time.monotonic() + 0.5
+            reg.worker, reg.state, reg.retry_at = "", "unregistered", time.monotonic() + 0.5
 
     def _incoming(self, worker: str, msg: p.Incoming) -> None:
         called = sip_user(msg.request_uri)
@@ -155,25 +161,29 @@ class Controller:
         elif name == "registration.auth_failed":
             log.error(name, hint="the registrar rejected username/password; check sip.registrations",
                       retry_in=int(reg.retry_at - time.monotonic()) if reg.retry_at else None, **fields)
-            self.pool.send(worker, p.Unregister(reg_id=reg.spec.name))  # stop pjsua's own retries
+            self._send_reg(p.Unregister(reg_id=reg.spec.name))  # stop pjsua's own retries
             reg.worker = ""
         elif name == "registration.failed":
             log.warning(name, retry_in=round(reg.retry_at - time.monotonic(), 1) if reg.retry_at else None,
                         failures=reg.failures, **fields)
-            self.pool.send(worker, p.Unregister(reg_id=reg.spec.name))
+            self._send_reg(p.Unregister(reg_id=reg.spec.name))
             reg.worker = ""
 
+    def _send_reg(self, cmd: p.Message) -> bool:
+        return self.reg_agent is not None and self.reg_agent.send("reg", cmd)
+
     async def _registration_loop(self) -> None:
-        while True:
+        while self.reg_agent is not None:
             now = time.monotonic()
+            agent = self.reg_agent.workers.get("reg")
             for reg in self.registrations.values():
                 if reg.worker or (reg.retry_at is not None and now < reg.retry_at):
                     continue
-                worker = next((n for n, w in self.pool.workers.items() if w.alive), None)
-                if worker is None:
+                if agent is None or not agent.alive:
                     continue
+                worker = agent.name
                 s = reg.spec
-                sent = self.pool.send(worker, p.Register(
+                sent = self._send_reg(p.Register(
                     reg_id=s.name, registrar=s.registrar, aor=s.address_of_record,
                     username=s.username, password=s.password, contact_uri=reg.contact,
                     expires=s.expires))

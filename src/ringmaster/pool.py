@@ -32,6 +32,20 @@ def worker_specs(cfg: Config) -> list[WorkerSpec]:
             for i in range(w.count)]
 
 
+def registration_agent_spec(cfg: Config) -> WorkerSpec:
+    """The pjsua2 process that holds upstream registrations and never takes a call.
+
+    It sits on the SIP port after the workers'. Media workers must not hold registration
+    accounts: pjsua matches INVITEs to accounts by user part, and a call matched to an
+    account whose Contact is forced to the edge answers with that Contact, so the caller's
+    ACK loops at the edge (seen in test_upstream_registration).
+    """
+    w = cfg.workers
+    lo, _ = w.rtp_range
+    return WorkerSpec(name="reg", sip_host=w.address, sip_port=w.sip_port_base + w.count,
+                      rtp_port=lo, rtp_count=2, public_host=cfg.sip.advertised_address)
+
+
 class WorkerPool:
     def __init__(self, specs: list[WorkerSpec], on_event: Callable[[WorkerProcess, p.Message], None],
                  on_worker_lost: Callable[[str], None], restart_delay: float = 0.2):

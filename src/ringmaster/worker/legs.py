@@ -139,6 +139,18 @@ class Registration(pj.Account):
         with _guard(self.engine, "onRegState"):
             self.engine.reg_state(self, prm)
 
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        # Registrations live in a process the edge never sends calls to (the "reg" agent):
+        # a call matched to this account would answer with the edge's forced Contact and
+        # its ACK would loop at the edge. Decline loudly if one arrives anyway.
+        with _guard(self.engine, "onIncomingCall"):
+            call = pj.Call(self, prm.callId)
+            op = pj.CallOpParam()
+            op.statusCode = 403
+            call.hangup(op)
+            self.engine.graveyard.bury(call)
+            self.engine.report_error("incoming", "call reached the registration agent; not served here")
+
 
 class WorkerAccount(pj.Account):
     """The worker's own identity: receives the calls the edge dispatches to it."""
