@@ -28,6 +28,11 @@ from ringmaster.worker.legs import (
 )
 
 POLL_MS = 10
+# After any message in or out, poll fast for a while: the controller's answer to an event
+# (answer an INVITE, play after a digit) is then picked up within ~1 ms instead of waiting
+# out a 10 ms poll; a quiet worker goes back to 10 ms and costs < 1 % CPU.
+FAST_POLL_MS = 1
+FAST_WINDOW = 0.2
 # SIP INFO digits leave one by one: the edge's parallel UDP processes can reorder requests
 # sent back to back, and a UAS answers an in-dialog request with a lower CSeq than one it
 # has already seen with 500 (RFC 3261 12.2.2): the digit is lost. Measured on the edge.
@@ -61,6 +66,7 @@ class MediaEngine:
         self.graveyard = Graveyard()
         self.seq = 0
         self.running = True
+        self.fast_until = 0.0
         self.ep: pj.Endpoint | None = None
         self.account: WorkerAccount | None = None
 
@@ -115,7 +121,8 @@ class MediaEngine:
         assert self.ep is not None
         while self.running:
             self.graveyard.empty()
-            self.ep.libHandleEvents(POLL_MS)
+            fast = time.monotonic() < self.fast_until
+            self.ep.libHandleEvents(FAST_POLL_MS if fast else POLL_MS)
             self._drain_media_queue()
             self._read_commands()
             self._check_collections()
@@ -163,6 +170,7 @@ class MediaEngine:
     # ------------------------------------------------------------ output
 
     def send(self, msg: p.Message) -> None:
+        self.fast_until = time.monotonic() + FAST_WINDOW
         try:
             self.sock.sendall(p.encode(msg))
         except OSError:
@@ -194,6 +202,7 @@ class MediaEngine:
                 self.running = False
                 return
             self.inbuf += chunk
+            self.fast_until = time.monotonic() + FAST_WINDOW
             while b"\n" in self.inbuf:
                 line, self.inbuf = self.inbuf.split(b"\n", 1)
                 if line.strip():
