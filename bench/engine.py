@@ -72,6 +72,7 @@ def main() -> int:
     ports = Ports(30000)
     cfg = base_config(tmp, ports, workers=args.workers)
     cfg["workers"]["rtp_ports"] = f"40000-{40000 + 32 * args.workers - 1}"
+    cfg["workers"]["sip_port_base"] = 31000  # the test port block has room for 20 workers only
     cfg["logging"] = {"level": "warning", "format": "json"}
     d = Daemon(tmp, ports, cfg)
     t0 = time.monotonic()
