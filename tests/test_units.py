@@ -10,7 +10,7 @@ import pytest
 from ringmaster import protocol as p
 from ringmaster.calls import sip_user
 from ringmaster.config import Config, UpstreamRegistration
-from ringmaster.flows.actions import AnswerCall, Answered, ConnectEnded, Connect, HangUp, PlayPrompts, PromptsDone
+from ringmaster.flows.actions import AnswerCall, Answered, Connect, ConnectEnded, HangUp, PlayPrompts, PromptsDone
 from ringmaster.flows.dialplan import DialPlan
 from ringmaster.flows.interpreter import FlowRun
 from ringmaster.registrations import AUTH_FAILED_RETRY, RegistrationState

@@ -9,8 +9,6 @@ import sqlite3
 import time
 from pathlib import Path
 
-import pytest
-
 from ringmaster import protocol as p
 from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone, read_wav, write_tone
 from tests.helpers.phone import Phone

@@ -12,14 +12,22 @@ import itertools
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import structlog
 
 from ringmaster import protocol as p
 from ringmaster.flows.actions import (
-    Action, Answered, AnswerCall, Connect, ConnectEnded, DigitPressed, HangUp, PlayPrompts,
+    Action,
+    AnswerCall,
+    Answered,
+    Connect,
+    ConnectEnded,
+    DigitPressed,
+    FlowEvent,
+    HangUp,
+    PlayPrompts,
     PromptsDone,
 )
 from ringmaster.flows.interpreter import FlowRun
@@ -184,7 +192,7 @@ class CallSession:
         if not self.send(self.worker, cmd):
             self.log.error("call.worker_unreachable", command=cmd.type)
 
-    def _feed(self, event: Answered | PromptsDone | DigitPressed) -> None:
+    def _feed(self, event: FlowEvent) -> None:
         if self.run is not None and self.hangup is None:
             self.execute(self.run.feed(event))
 

@@ -82,7 +82,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     try:
         reply = asyncio.run(request(socket_path(cfg.paths.runtime), "status"))
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         print(f"ringmaster is not running (control socket {socket_path(cfg.paths.runtime)}: {exc})",
               file=sys.stderr)
         return 3

@@ -106,7 +106,7 @@ class EdgeSecurity(Strict):
 
 class SipConfig(Strict):
     listen: str = Field(default="127.0.0.1:5060", description="the edge's SIP address (UDP and TCP)")
-    transports: list[Literal["udp", "tcp"]] = Field(default_factory=lambda: ["udp", "tcp"], min_length=1)
+    transports: list[Literal["udp", "tcp"]] = Field(default=["udp", "tcp"], min_length=1)
     advertised_address: str = Field(default="", description="address put in SIP headers when behind NAT")
     trusted: list[TrustedPeer] = Field(default_factory=list)
     registrations: list[UpstreamRegistration] = Field(default_factory=list)
@@ -145,7 +145,7 @@ class WorkersConfig(Strict):
         return _check_ip(v)
 
     @model_validator(mode="after")
-    def _rtp(self) -> "WorkersConfig":
+    def _rtp(self) -> WorkersConfig:
         lo, hi = self.rtp_range
         if not 1024 <= lo < hi <= 65535:
             raise ValueError("rtp_ports: expected LOW-HIGH within 1024-65535, LOW < HIGH")
@@ -183,7 +183,7 @@ class EntryPoint(Strict):
     flow: str
 
     @model_validator(mode="after")
-    def _one_match(self) -> "EntryPoint":
+    def _one_match(self) -> EntryPoint:
         given = [k for k in ("number", "prefix", "pattern") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of number, prefix, pattern")

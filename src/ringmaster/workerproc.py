@@ -11,8 +11,8 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import structlog
 
@@ -40,7 +40,7 @@ class WorkerSpec:
 
 class WorkerProcess:
     def __init__(self, spec: WorkerSpec, on_event: EventHandler,
-                 on_exit: Callable[["WorkerProcess", int], None] | None = None):
+                 on_exit: Callable[[WorkerProcess, int], None] | None = None):
         self.spec = spec
         self.on_event = on_event
         self.on_exit = on_exit
@@ -48,6 +48,7 @@ class WorkerProcess:
         self.writer: asyncio.StreamWriter | None = None
         self.ready = asyncio.get_running_loop().create_future()
         self._reader_task: asyncio.Task[None] | None = None
+        self._output_task: asyncio.Task[None] | None = None
         self.stopping = False
         self.log = log.bind(worker=spec.name)
 
@@ -77,16 +78,30 @@ class WorkerProcess:
             args += ["--public-host", s.public_host]
         self.proc = await asyncio.create_subprocess_exec(
             *args, pass_fds=[child.fileno()], stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True)  # a Ctrl-C to the daemon must not kill workers mid-call
         child.close()
+        self._output_task = asyncio.create_task(self._pump_output(self.proc), name=f"out-{s.name}")
         reader, self.writer = await asyncio.open_unix_connection(sock=parent)
         self._reader_task = asyncio.create_task(self._read(reader), name=f"read-{s.name}")
         try:
             await asyncio.wait_for(asyncio.shield(self.ready), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.kill()
             raise RuntimeError(f"worker {s.name} did not become ready in {timeout}s") from None
         self.log.info("worker.ready", pid=self.proc.pid, sip=s.sip_uri)
+
+    async def _pump_output(self, proc: asyncio.subprocess.Process) -> None:
+        """pjsua's console lines and any traceback become log events bound to this worker."""
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            if not line:
+                continue
+            if any(k in line for k in ("Traceback", "Error", "ERROR", "Assertion", "assert", "  File ")):
+                self.log.error("worker.output", line=line)
+            else:
+                self.log.debug("worker.output", line=line)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -134,12 +149,13 @@ class WorkerProcess:
                 pass
             try:
                 await asyncio.wait_for(self.proc.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.log.error("worker.stop_timeout")
                 self.kill()
                 await self.proc.wait()
-        if self._reader_task is not None:
-            await asyncio.gather(self._reader_task, return_exceptions=True)
+        for task in (self._reader_task, self._output_task):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
         if self.writer is not None:
             self.writer.close()
         return self.proc.returncode or 0

@@ -92,7 +92,7 @@ class Pbx:
         self.log_path = folder / "pbx.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Pbx":
+    def start(self) -> Pbx:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(["kamailio", "-f", str(self.folder / "pbx.cfg"), "-DD", "-E", "-m", "64",
                                       "-P", str(self.folder / "pbx.pid"), "-Y", str(self.folder)],

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from ringmaster import protocol as p
 from ringmaster.workerproc import WorkerProcess, WorkerSpec
@@ -30,7 +31,7 @@ class Phone:
         self.events.append(msg)
         self._changed.set()
 
-    async def start(self) -> "Phone":
+    async def start(self) -> Phone:
         await self.proc.start()
         return self
 
@@ -54,7 +55,7 @@ class Phone:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def call(self, uri: str, timeout: float = 10.0) -> str:

@@ -28,7 +28,7 @@ class RtpSink:
         while not self._stop.is_set():
             try:
                 data, _ = self.sock.recvfrom(2048)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -15,9 +15,10 @@ import re
 import signal
 import socket
 import uuid
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import structlog
 
@@ -97,7 +98,7 @@ class Edge:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         out, _ = await proc.communicate()
         if proc.returncode != 0:
-            errors = [l for l in out.decode(errors="replace").splitlines() if "ERROR" in l or "CRITICAL" in l]
+            errors = [ln for ln in out.decode(errors="replace").splitlines() if "ERROR" in ln or "CRITICAL" in ln]
             raise RuntimeError("generated edge config rejected by kamailio -c:\n" + "\n".join(errors[-10:]))
 
     async def start(self) -> None:
@@ -141,7 +142,7 @@ class Edge:
             try:
                 await self.rpc("core.version")
                 return
-            except (OSError, asyncio.TimeoutError, RuntimeError):
+            except (TimeoutError, OSError, RuntimeError):
                 await asyncio.sleep(0.05)
         raise RuntimeError(f"kamailio not ready after {timeout}s")
 
@@ -171,7 +172,7 @@ class Edge:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.error("edge.stop_timeout")
                 self.proc.kill()
                 await self.proc.wait()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 # ---- actions (flow -> engine)
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ def _parse_step(raw: Any, path: tuple[Any, ...], src: Source | None, ctx: NodeCo
         else:
             errors.append(ConfigError("<flow>", 0, 0, msg))
 
+    opts: Any
     if isinstance(raw, str):
         kind, opts, opts_path = raw, {}, path
     elif isinstance(raw, dict) and len(raw) == 1:
@@ -108,7 +109,7 @@ def _parse_all(raw_flows: dict[str, Any], entry_flows: list[tuple[tuple[Any, ...
     return flows
 
 
-def config_flow_refs(cfg: "Config") -> list[tuple[tuple[Any, ...], str]]:
+def config_flow_refs(cfg: Config) -> list[tuple[tuple[Any, ...], str]]:
     refs: list[tuple[tuple[Any, ...], str]] = [(("entry_points", i, "flow"), ep.flow)
                                                for i, ep in enumerate(cfg.entry_points)]
     if cfg.unknown_number.flow is not None:
@@ -129,7 +130,7 @@ class Route:
 class DialPlan:
     """Compiled flows plus entry-point matching. Built only from a validated Config."""
 
-    def __init__(self, cfg: "Config"):
+    def __init__(self, cfg: Config):
         errors: list[ConfigError] = []
         self.flows = _parse_all(cfg.flows, config_flow_refs(cfg), Path(cfg.paths.prompts), None, errors)
         if errors:

@@ -17,14 +17,21 @@ import select
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pjsua2 as pj
 
 from ringmaster import protocol as p
 from ringmaster.worker.legs import (
-    Collection, Graveyard, Leg, Prompt, Recording, Registration, WorkerAccount,
+    Collection,
+    Graveyard,
+    Leg,
+    Prompt,
+    Recording,
+    Registration,
+    WorkerAccount,
 )
 
 POLL_MS = 10
@@ -146,7 +153,7 @@ class MediaEngine:
             except pj.Error:
                 pass
         deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and any(not l.disconnected for l in self.legs.values()):
+        while time.monotonic() < deadline and any(not leg.disconnected for leg in self.legs.values()):
             ep.libHandleEvents(20)
         for _ in range(5):
             ep.libHandleEvents(10)
@@ -298,12 +305,13 @@ class MediaEngine:
             except queue.Empty:
                 return
             if kind == "eof":
-                leg = self.legs.get(obj.leg)
-                if leg is not None and leg.prompt is obj:
+                prompt: Prompt = obj
+                leg = self.legs.get(prompt.leg)
+                if leg is not None and leg.prompt is prompt:
                     self._drop_prompt(leg)
                     if leg.collection is not None:
                         leg.collection.timer_from = time.monotonic()
-                    self.send(p.PlaybackDone(leg=leg.leg_id, play_id=obj.play_id))
+                    self.send(p.PlaybackDone(leg=leg.leg_id, play_id=prompt.play_id))
 
     # ------------------------------------------------------------ helpers
 
@@ -478,18 +486,18 @@ class MediaEngine:
     def do_record_start(self, cmd: p.RecordStart) -> None:
         if cmd.rec_id in self.recordings:
             raise ValueError(f"recording {cmd.rec_id} already running")
-        legs = [self._leg(l) for l in cmd.legs]
+        legs = [self._leg(leg_id) for leg_id in cmd.legs]
         os.makedirs(os.path.dirname(os.path.abspath(cmd.path)), exist_ok=True)
         recorder = pj.AudioMediaRecorder()
         recorder.createRecorder(cmd.path)
-        rec = Recording(cmd.rec_id, cmd.path, [l.leg_id for l in legs], recorder)
+        rec = Recording(cmd.rec_id, cmd.path, [leg.leg_id for leg in legs], recorder)
         self.recordings[cmd.rec_id] = rec
         for leg in legs:
             if leg.audio is not None:
                 leg.audio.startTransmit(recorder)
 
     def _recording_legs(self, rec: Recording) -> list[Leg]:
-        return [l for i in rec.legs if (l := self.legs.get(i)) is not None and l.audio is not None]
+        return [leg for i in rec.legs if (leg := self.legs.get(i)) is not None and leg.audio is not None]
 
     def do_record_pause(self, cmd: p.RecordPause) -> None:
         rec = self.recordings[cmd.rec_id]

@@ -31,7 +31,7 @@ STATE_NAMES = {
 }
 
 
-def _guard(engine: "MediaEngine", where: str, leg: str = ""):  # type: ignore[no-untyped-def]
+def _guard(engine: MediaEngine, where: str, leg: str = ""):  # type: ignore[no-untyped-def]
     """Context for callback bodies: report exceptions as protocol errors, never raise."""
 
     class _G:
@@ -50,7 +50,7 @@ def _guard(engine: "MediaEngine", where: str, leg: str = ""):  # type: ignore[no
 class Prompt(pj.AudioMediaPlayer):
     """A player bound to one leg. EOF is handed to the main thread."""
 
-    def __init__(self, engine: "MediaEngine", leg: str, play_id: str, barge_in: bool):
+    def __init__(self, engine: MediaEngine, leg: str, play_id: str, barge_in: bool):
         super().__init__()
         self.engine = engine
         self.leg = leg
@@ -84,7 +84,7 @@ class Recording:
 
 
 class Leg(pj.Call):
-    def __init__(self, engine: "MediaEngine", acc: pj.Account, leg_id: str,
+    def __init__(self, engine: MediaEngine, acc: pj.Account, leg_id: str,
                  call_id: int = pj.PJSUA_INVALID_ID):
         super().__init__(acc, call_id)
         self.engine = engine
@@ -130,7 +130,7 @@ class Leg(pj.Call):
 class Registration(pj.Account):
     """An upstream registration (PBX / trunk) whose Contact points at the edge."""
 
-    def __init__(self, engine: "MediaEngine", reg_id: str):
+    def __init__(self, engine: MediaEngine, reg_id: str):
         super().__init__()
         self.engine = engine
         self.reg_id = reg_id
@@ -155,7 +155,7 @@ class Registration(pj.Account):
 class WorkerAccount(pj.Account):
     """The worker's own identity: receives the calls the edge dispatches to it."""
 
-    def __init__(self, engine: "MediaEngine"):
+    def __init__(self, engine: MediaEngine):
         super().__init__()
         self.engine = engine
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ringmaster.flows.actions import Action, Answered, AnswerCall, FlowEvent
+from ringmaster.flows.actions import Action, AnswerCall, Answered, FlowEvent
 from ringmaster.flows.nodes.base import Node, NodeOptions
 
 
