@@ -66,10 +66,13 @@ async def test_killed_worker_is_replaced_within_a_second_and_its_call_is_closed_
         row = d.wait_calls_ended(1)[0]
         assert row["disposition"] == "failed" and row["hangup_cause"] == "worker_died"
         assert row["worker"] == worker["name"]
-        phone.send(p.Hangup(leg=leg))  # the caller gives up on the dead call
+        # the caller is not left in silence: the edge ends the dead worker's dialogs with a BYE
+        await phone.wait(p.CallState, lambda m: m.leg == leg and m.state == "disconnected", timeout=3)
+        assert d.wait_event("worker.calls_ended_at_edge")[0]["dialogs"] == 1
     finally:
         await phone.stop()
-    # new calls keep succeeding, on every worker (4 calls over 2 workers x 2 slots)
+    # new calls keep succeeding, on every worker: 4 overlapping calls need all 2 x 2 slots, so
+    # the dead call's dispatcher slot was released although its BYE never passed the script
     sink = RtpSink(d.ports.sink())
     try:
         res = run_sipp("uac_prompt.xml", d.edge, d.ports.caller(1), tmp_path, service="100", calls=4,

@@ -45,6 +45,7 @@ class Controller:
             r.name: RegistrationState(r, contact=f"sip:{r.username}@{cfg.sip.host}:{cfg.sip.port}")
             for r in cfg.sip.registrations}
         self._reg_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.started_at = time.time()
         self.calls_total = 0
 
@@ -117,6 +118,18 @@ class Controller:
             if key[0] == worker:
                 s.fail("worker_died")
                 self.sessions.pop(key, None)
+        spec = self.pool.specs[worker]
+        task = asyncio.create_task(self._end_dialogs(worker, f"{spec.sip_host}:{spec.sip_port}"))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _end_dialogs(self, worker: str, hostport: str) -> None:
+        """The dead worker's callers (and transfer targets) get a BYE from the edge, not silence."""
+        try:
+            ended = await self.edge.end_dialogs_of(hostport)
+            log.warning("worker.calls_ended_at_edge", worker=worker, dialogs=ended)
+        except Exception as exc:
+            log.error("worker.end_dialogs_failed", worker=worker, error=str(exc))
 
     def on_reg_agent_lost(self, worker: str) -> None:
         for reg in self.registrations.values():

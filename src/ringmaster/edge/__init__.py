@@ -202,6 +202,22 @@ class Edge:
             raise RuntimeError(f"rpc {method}: {reply['error']}")
         return reply.get("result")
 
+    async def end_dialogs_of(self, hostport: str) -> int:
+        """BYE both sides of every dialog a (dead) worker at hostport took part in."""
+        dialogs = await self.rpc("dlg.list") or []
+        if isinstance(dialogs, dict):
+            dialogs = [dialogs]
+        ended = 0
+        for dlg in dialogs:
+            contacts = (dlg.get("caller", {}).get("contact", ""), dlg.get("callee", {}).get("contact", ""))
+            if any(f"@{hostport}" in c or c.endswith(hostport) or f"{hostport};" in c for c in contacts):
+                try:
+                    await self.rpc("dlg.end_dlg", dlg["h_entry"], dlg["h_id"])
+                    ended += 1
+                except RuntimeError as exc:  # already ending: the other side hung up meanwhile
+                    log.info("edge.end_dialog_failed", call_id=dlg.get("call-id"), error=str(exc))
+        return ended
+
     async def dispatcher_state(self) -> dict[str, str]:
         """worker name -> 'active' | 'inactive' | 'probing' as the edge sees it."""
         result = await self.rpc("dispatcher.list")
