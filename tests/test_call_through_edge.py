@@ -3,13 +3,15 @@ complete call record (real SIPp, real Kamailio, real workers, real SQLite)."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
 from pathlib import Path
 
 from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone
 from tests.helpers.daemon import TONES
 from tests.helpers.rtp import RtpSink
-from tests.helpers.sipp import refused_scenario, run_sipp
+from tests.helpers.sipp import refused_scenario, run_sipp, sipp_args
 
 
 def test_sipp_caller_hears_welcome_prompt_then_gets_bye_and_call_row_is_complete(daemon_factory, tmp_path: Path):
@@ -57,3 +59,41 @@ def test_untrusted_source_gets_403_and_reaches_no_worker(daemon_factory, tmp_pat
     assert res.successful == 1, res.output
     time.sleep(0.3)
     assert d.calls() == []
+
+
+def _tree(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        c, parent = (int(x) for x in line.split())
+        children.setdefault(parent, []).append(c)
+    seen, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        seen.add(p)
+        todo += children.get(p, [])
+    return seen
+
+
+def test_every_socket_of_the_daemon_binds_the_configured_loopback_address_during_a_call(daemon_factory, tmp_path: Path):
+    d = daemon_factory(workers=2)
+    held = subprocess.Popen(sipp_args("uac_hold.xml", d.edge, d.ports.caller(0), service="200", calls=2, rate=20,
+                                      hold_ms=3000, rtp_sink=d.ports.sink(), timeout=20),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (d.status() or {}).get("calls", {}).get("live") != 2:
+            time.sleep(0.1)
+        pids = _tree(d.proc.pid)
+        sockets = []
+        for line in subprocess.run(["ss", "-ntupaH"], capture_output=True, text=True).stdout.splitlines():
+            owners = {int(m) for m in re.findall(r"pid=(\d+)", line)}
+            if owners & pids:
+                sockets.append(line.split()[4])  # local address:port
+    finally:
+        held.communicate(timeout=30)
+    assert len(sockets) >= 2 + 2 + 2 * 2, sockets  # edge udp+tcp, 2 workers' SIP, RTP+RTCP per call
+    assert all(s.startswith("127.0.0.1:") for s in sockets), sockets
+    lo, hi = (int(x) for x in d.ports.rtp.split("-"))
+    rtp = [int(s.rsplit(":", 1)[1]) for s in sockets if lo <= int(s.rsplit(":", 1)[1]) <= hi]
+    assert len(rtp) >= 4, sockets  # media ports come from the configured range
