@@ -50,7 +50,7 @@ def _plan(tmp_path: Path, flows: dict, entry_points: list, unknown: dict | None 
 def test_flow_answers_before_first_prompt_then_plays_in_order_and_hangs_up(tmp_path: Path):
     plan = _plan(tmp_path, {"demo": [{"play": "welcome"}, {"play": ["bye", "welcome"]}, "hangup"]},
                  [{"number": "100", "flow": "demo"}])
-    run = FlowRun(plan.route("100").flow)
+    run = FlowRun(plan, plan.route("100").flow)
     first = run.start()
     assert isinstance(first[0], AnswerCall) and isinstance(first[1], PlayPrompts)
     assert first[1].files[0].endswith("welcome.wav")
@@ -64,14 +64,14 @@ def test_flow_answers_before_first_prompt_then_plays_in_order_and_hangs_up(tmp_p
 
 def test_flow_that_runs_off_its_end_hangs_up(tmp_path: Path):
     plan = _plan(tmp_path, {"f": [{"play": "welcome"}]}, [{"number": "1", "flow": "f"}])
-    run = FlowRun(plan.route("1").flow)
+    run = FlowRun(plan, plan.route("1").flow)
     run.start()
     assert run.feed(PromptsDone()) == [HangUp(200, cause="flow_end")]
 
 
 def test_transfer_that_fails_continues_with_next_step(tmp_path: Path):
     plan = _plan(tmp_path, {"t": [{"transfer": "sip:op@127.0.0.1"}, {"play": "bye"}]}, [{"number": "1", "flow": "t"}])
-    run = FlowRun(plan.route("1").flow)
+    run = FlowRun(plan, plan.route("1").flow)
     acts = run.start()
     assert isinstance(acts[0], AnswerCall) and acts[1] == Connect("sip:op@127.0.0.1")
     nxt = run.feed(ConnectEnded("busy", 486))

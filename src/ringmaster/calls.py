@@ -22,13 +22,18 @@ from ringmaster.flows.actions import (
     Action,
     AnswerCall,
     Answered,
+    CollectDigits,
     Connect,
     ConnectEnded,
     DigitPressed,
+    DigitsEntered,
     FlowEvent,
     HangUp,
+    MessageRecorded,
     PlayPrompts,
     PromptsDone,
+    RecordMessage,
+    StoreCallback,
 )
 from ringmaster.flows.interpreter import FlowRun
 from ringmaster.store import Store
@@ -80,6 +85,10 @@ class CallSession:
     b_answered_at: float | None = None
     rec_id: str = ""
     _ring_timer: asyncio.TimerHandle | None = None
+    collect_id: str = ""
+    # voicemail being recorded: (rec_id, path, started monotonic), stopped by #, hang-up or timer
+    message: tuple[str, str, float] | None = None
+    _message_timer: asyncio.TimerHandle | None = None
     _plays: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -112,8 +121,19 @@ class CallSession:
                     self._play(action)
                 else:
                     self.pending_play = action
+            elif isinstance(action, CollectDigits):
+                self.collect_id = f"{self.call_id}-c{next(self._plays)}"
+                self._command(p.CollectDigits(
+                    leg=self.leg, collect_id=self.collect_id, max_digits=action.max_digits,
+                    terminators=action.terminators, first_timeout=action.first_timeout,
+                    inter_digit_timeout=action.inter_digit_timeout, flush=action.flush))
             elif isinstance(action, Connect):
                 self._connect(action)
+            elif isinstance(action, RecordMessage):
+                self._start_message(action)
+            elif isinstance(action, StoreCallback):
+                self.store.callback_requested(self.call_id, action.queue, action.number, time.time())
+                self.log.info("call.callback_requested", queue=action.queue, number=action.number)
             elif isinstance(action, HangUp):
                 self.hangup = action
                 self._end_b_leg()
@@ -128,6 +148,30 @@ class CallSession:
         self.play_id = f"{self.call_id}-p{next(self._plays)}"
         self._command(p.Play(leg=self.leg, files=action.files, play_id=self.play_id,
                              barge_in=action.barge_in))
+
+    def _start_message(self, action: RecordMessage) -> None:
+        rec_id = f"{self.call_id}-vm{next(self._plays)}"
+        path = os.path.join(self.recordings_dir, "voicemail", action.box, f"{self.call_id}.wav")
+        self.message = (rec_id, path, time.monotonic())
+        self.store.voicemail_started(self.call_id, action.box, self.caller, path, time.time())
+        self.log.info("call.voicemail_recording", box=action.box, path=path)
+        self._command(p.RecordStart(rec_id=rec_id, legs=(self.leg,), path=path))
+        self._message_timer = asyncio.get_running_loop().call_later(action.max_seconds, self._stop_message, True)
+
+    def _stop_message(self, feed: bool) -> None:
+        if self.message is None:
+            return
+        rec_id, path, started = self.message
+        self.message = None
+        if self._message_timer is not None:
+            self._message_timer.cancel()
+            self._message_timer = None
+        seconds = time.monotonic() - started
+        self._command(p.RecordStop(rec_id=rec_id))
+        self.store.voicemail_finished(self.call_id, path, seconds)
+        self.log.info("call.voicemail_stored", path=path, seconds=round(seconds, 1))
+        if feed:
+            self._feed(MessageRecorded(path, seconds))
 
     def _connect(self, action: Connect) -> None:
         self.connect = action
@@ -211,6 +255,7 @@ class CallSession:
                 self._feed(Answered())
             elif msg.state == "disconnected":
                 self._end_b_leg()
+                self._stop_message(feed=False)  # hanging up is how most messages end
                 self._ended(msg.code, msg.reason)
         elif isinstance(msg, p.MediaReady):
             self.media_ready = True
@@ -224,7 +269,15 @@ class CallSession:
         elif isinstance(msg, p.Digit):
             self.log.info("call.digit", digit=msg.digit, method=msg.method)
             self.store.event(self.call_id, "DIGIT", digit=msg.digit, method=msg.method)
-            self._feed(DigitPressed(msg.digit))
+            if self.message is not None and msg.digit == "#":
+                self._stop_message(feed=True)  # "press the pound key when you are done"
+            else:
+                self._feed(DigitPressed(msg.digit))
+        elif isinstance(msg, p.DigitsCollected):
+            if msg.collect_id == self.collect_id:
+                self.collect_id = ""
+                self.store.event(self.call_id, "DIGITS", digits=msg.digits, reason=msg.reason)
+                self._feed(DigitsEntered(msg.digits, msg.reason))
         elif isinstance(msg, p.Error):
             self.log.error("call.worker_error", command=msg.command, error=msg.message)
             self.store.event(self.call_id, "ERROR", command=msg.command, error=msg.message)
@@ -254,6 +307,7 @@ class CallSession:
         self.ended_at = time.time()
         if self._ring_timer is not None:
             self._ring_timer.cancel()
+        self._stop_message(feed=False)
         self._record_end("failed", cause, 0, "ringmaster")
 
     def _record_end(self, disposition: str, cause: str, code: int, by: str) -> None:

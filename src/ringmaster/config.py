@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ringmaster import yamlsource
+from ringmaster.schedules import Schedule
 from ringmaster.yamlsource import ConfigError, ConfigInvalid, Source, did_you_mean
 
 _HOSTPORT = re.compile(r"^(?P<host>[^:\s]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d{1,5}))?$")
@@ -208,6 +209,7 @@ class Config(Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    schedules: dict[str, Schedule] = Field(default_factory=dict)
     flows: dict[str, list[Any]] = Field(default_factory=dict)
     entry_points: list[EntryPoint] = Field(default_factory=list)
     unknown_number: UnknownNumber = Field(default_factory=UnknownNumber)
@@ -282,7 +284,7 @@ def load_config(path: str | Path) -> Config:
 
 
 def validate(src: Source, base_dir: Path) -> Config:
-    from ringmaster.flows.dialplan import check_flows, config_flow_refs  # flows import config
+    from ringmaster.flows.dialplan import check_flows, config_flow_refs, node_context  # flows import config
 
     if not isinstance(src.data, dict):
         raise ConfigInvalid([src.error((), "the top level must be a mapping of sections")])
@@ -294,7 +296,7 @@ def validate(src: Source, base_dir: Path) -> Config:
         raise ConfigInvalid(errors) from None
     cfg = cfg.model_copy(update={"paths": _resolve_paths(cfg.paths, base_dir),
                                  "storage": StorageConfig(path=str(base_dir / cfg.storage.path))})
-    errors = check_flows(cfg.flows, config_flow_refs(cfg), Path(cfg.paths.prompts), src)
+    errors = check_flows(cfg.flows, config_flow_refs(cfg), node_context(cfg), src)
     errors += _check_ports(cfg, src)
     if errors:
         raise ConfigInvalid(errors)
@@ -304,6 +306,7 @@ def validate(src: Source, base_dir: Path) -> Config:
 def _raw_flow_errors(src: Source, base_dir: Path) -> list[ConfigError]:
     """Best-effort flow check on unvalidated data (other sections are broken)."""
     from ringmaster.flows.dialplan import check_flows
+    from ringmaster.flows.nodes import NodeContext
 
     data = src.data
     flows = data.get("flows")
@@ -318,7 +321,9 @@ def _raw_flow_errors(src: Source, base_dir: Path) -> list[ConfigError]:
     for i, ep in enumerate(eps if isinstance(eps, list) else []):
         if isinstance(ep, dict) and isinstance(ep.get("flow"), str):
             refs.append((("entry_points", i, "flow"), ep["flow"]))
-    return check_flows(flows, refs, Path(paths.prompts), src)
+    schedules = data.get("schedules")
+    names = frozenset(schedules) if isinstance(schedules, dict) else frozenset()
+    return check_flows(flows, refs, NodeContext(Path(paths.prompts), schedules=names), src)
 
 
 def _resolve_paths(paths: PathsConfig, base: Path) -> PathsConfig:

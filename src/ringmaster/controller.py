@@ -47,6 +47,7 @@ class Controller:
         self._reg_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.started_at = time.time()
+        self.schedule_overrides: dict[str, str] = {}  # schedule -> open|closed, set by operators
         self.calls_total = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -55,6 +56,7 @@ class Controller:
         Path(self.cfg.paths.runtime).mkdir(parents=True, exist_ok=True)
         Path(self.cfg.paths.recordings).mkdir(parents=True, exist_ok=True)
         await self.store.open()
+        self.schedule_overrides.update(await self.store.schedule_overrides())
         orphans = await self.store.close_orphans(time.time())
         if orphans:
             log.warning("store.orphan_calls_closed", count=orphans)
@@ -156,7 +158,8 @@ class Controller:
             session.reject(route.reject, "no_route")
             return
         self.store.call_flow(session.call_id, route.flow.name)
-        session.run = FlowRun(route.flow, variables={"caller": caller, "called": called})
+        session.run = FlowRun(self.dialplan, route.flow, variables={"caller": caller, "called": called},
+                              overrides=self.schedule_overrides)
         session.start()
 
     # ------------------------------------------------------------ registrations

@@ -54,6 +54,33 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX call_events_call ON call_events(call_id);
     """,
+    """
+    CREATE TABLE voicemails (
+        id          INTEGER PRIMARY KEY,
+        call_id     TEXT NOT NULL,
+        box         TEXT NOT NULL,
+        caller      TEXT NOT NULL,
+        path        TEXT NOT NULL,
+        started_at  REAL NOT NULL,
+        seconds     REAL,
+        heard       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX voicemails_box ON voicemails(box, started_at);
+    CREATE TABLE callbacks (
+        id            INTEGER PRIMARY KEY,
+        call_id       TEXT NOT NULL,
+        queue         TEXT NOT NULL,
+        number        TEXT NOT NULL,
+        requested_at  REAL NOT NULL,
+        status        TEXT NOT NULL DEFAULT 'pending'
+    );
+    CREATE INDEX callbacks_pending ON callbacks(queue, status);
+    CREATE TABLE schedule_overrides (
+        name      TEXT PRIMARY KEY,
+        state     TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+        set_at    REAL NOT NULL
+    );
+    """,
 ]
 
 DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
@@ -168,6 +195,32 @@ class Store:
     def event(self, call_id: str, event: str, at: float | None = None, **data: Any) -> None:
         self._put("INSERT INTO call_events (call_id, at, event, data) VALUES (?,?,?,?)",
                   call_id, at if at is not None else time.time(), event, json.dumps(data))
+
+    def voicemail_started(self, call_id: str, box: str, caller: str, path: str, at: float) -> None:
+        # the row exists from the first second: a crash mid-message still leaves it findable
+        self._put("INSERT INTO voicemails (call_id, box, caller, path, started_at) VALUES (?,?,?,?,?)",
+                  call_id, box, caller, path, at)
+        self.event(call_id, "VOICEMAIL", at, box=box, path=path)
+
+    def voicemail_finished(self, call_id: str, path: str, seconds: float) -> None:
+        self._put("UPDATE voicemails SET seconds=? WHERE call_id=? AND path=?", round(seconds, 2), call_id, path)
+
+    def callback_requested(self, call_id: str, queue: str, number: str, at: float) -> None:
+        self._put("INSERT INTO callbacks (call_id, queue, number, requested_at) VALUES (?,?,?,?)",
+                  call_id, queue, number, at)
+        self.event(call_id, "CALLBACK", at, queue=queue, number=number)
+
+    def set_schedule_override(self, name: str, state: str | None, at: float) -> None:
+        if state is None:
+            self._put("DELETE FROM schedule_overrides WHERE name=?", name)
+        else:
+            self._put("INSERT INTO schedule_overrides (name, state, set_at) VALUES (?,?,?)"
+                      " ON CONFLICT(name) DO UPDATE SET state=excluded.state, set_at=excluded.set_at", name, state, at)
+
+    async def schedule_overrides(self) -> dict[str, str]:
+        assert self.db is not None
+        async with self.db.execute("SELECT name, state FROM schedule_overrides") as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
 
     async def close_orphans(self, at: float) -> int:
         """Calls a previous run left in progress (crash, power loss) are closed as failed."""

@@ -1,7 +1,7 @@
 """What a flow asks the call engine to do, and what the engine tells a flow.
 
 These are the interpreter's vocabulary, independent of the worker protocol: the call
-adapter maps them to protocol commands for the leg's worker.
+adapter (ringmaster.calls) maps them to protocol commands for the leg's worker.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # ---- actions (flow -> engine)
+
 
 @dataclass(frozen=True)
 class AnswerCall:
@@ -19,6 +20,17 @@ class AnswerCall:
 class PlayPrompts:
     files: tuple[str, ...]
     barge_in: bool = False
+
+
+@dataclass(frozen=True)
+class CollectDigits:
+    """Collect digits; the engine answers with DigitsEntered. Timers start when prompts end."""
+
+    max_digits: int
+    terminators: str = ""
+    first_timeout: float = 5.0
+    inter_digit_timeout: float = 3.0
+    flush: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,10 +48,27 @@ class Connect:
     ring_timeout: float = 30.0
 
 
-Action = AnswerCall | PlayPrompts | HangUp | Connect
+@dataclass(frozen=True)
+class RecordMessage:
+    """Record what the caller says (voicemail) until # , hang-up or max_seconds."""
+
+    box: str
+    max_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class StoreCallback:
+    """Ask for a call back to number (stored for the queue that will call back)."""
+
+    number: str
+    queue: str
+
+
+Action = AnswerCall | PlayPrompts | CollectDigits | HangUp | Connect | RecordMessage | StoreCallback
 
 
 # ---- events (engine -> flow)
+
 
 @dataclass(frozen=True)
 class Answered:
@@ -57,6 +86,14 @@ class DigitPressed:
 
 
 @dataclass(frozen=True)
+class DigitsEntered:
+    """reason: max_digits, terminator, timeout (nothing pressed) or inter_digit_timeout."""
+
+    digits: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ConnectEnded:
     """result: 'completed' (talked, then a side hung up) or the failure ('no_answer', 'busy', ...)."""
 
@@ -64,4 +101,10 @@ class ConnectEnded:
     code: int = 0
 
 
-FlowEvent = Answered | PromptsDone | DigitPressed | ConnectEnded
+@dataclass(frozen=True)
+class MessageRecorded:
+    path: str
+    seconds: float
+
+
+FlowEvent = Answered | PromptsDone | DigitPressed | DigitsEntered | ConnectEnded | MessageRecorded

@@ -1,124 +1,246 @@
-"""The dial plan: parsed flows and the entry points that pick a flow for a called number.
+"""The dial plan: flows parsed from YAML with positions, checked as a graph, and the entry
+points that pick a flow for a called number.
 
-A flow is a list of steps; each step is `- KIND` or `- KIND: OPTIONS` (or the node's
-shorthand value). Parsing keeps YAML positions so every error names file:line:column.
+A flow is a list of steps, each `- KIND`, `- KIND: OPTIONS` (or the node's shorthand value),
+optionally with an `id:` beside the kind so other steps can jump to it. Every error names
+file:line:column; `check` also rejects jumps to unknown steps, steps nothing can reach, and
+loops that never stop for the caller's input.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from ringmaster.flows.nodes import NODE_TYPES, Node, NodeContext
+from ringmaster.flows.nodes import NODE_TYPES, Node, NodeContext, TargetSpec
+from ringmaster.flows.nodes.base import HANGUP_TARGET
+from ringmaster.schedules import Schedule
 from ringmaster.yamlsource import ConfigError, Source, did_you_mean
 
 if TYPE_CHECKING:
     from ringmaster.config import Config
 
+PathT = tuple[Any, ...]
+_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
-@dataclass(frozen=True)
+
+@dataclass
 class Flow:
     name: str
-    steps: tuple[Node, ...]
+    nodes: list[Node] = field(default_factory=list)
+    ids: dict[str, int] = field(default_factory=dict)
+    paths: list[PathT] = field(default_factory=list)  # YAML path of each step
+    kinds_at: list[str] = field(default_factory=list)
 
 
-def _parse_step(raw: Any, path: tuple[Any, ...], src: Source | None, ctx: NodeContext,
-                errors: list[ConfigError]) -> Node | None:
+@dataclass
+class _Checker:
+    src: Source | None
+    errors: list[ConfigError] = field(default_factory=list)
+
+    def err(self, path: PathT, msg: str, key: bool = False) -> None:
+        if self.src is not None:
+            self.errors.append(self.src.error(path, msg, key=key))
+        else:
+            self.errors.append(ConfigError("<plan>", 0, 0, msg))
+
+
+def _parse_step(raw: Any, index: int, path: PathT, ctx: NodeContext, chk: _Checker) -> tuple[Node | None, str]:
     from ringmaster.config import pydantic_errors
 
-    def err(p: tuple[Any, ...], msg: str, key: bool = False) -> None:
-        if src is not None:
-            errors.append(src.error(p, msg, key=key))
-        else:
-            errors.append(ConfigError("<flow>", 0, 0, msg))
-
+    node_id = ""
     opts: Any
     if isinstance(raw, str):
         kind, opts, opts_path = raw, {}, path
-    elif isinstance(raw, dict) and len(raw) == 1:
-        kind, opts = next(iter(raw.items()))
+    elif isinstance(raw, dict):
+        rest = {k: v for k, v in raw.items() if k != "id"}
+        if "id" in raw:
+            node_id = str(raw["id"])
+            if not _ID.match(node_id):
+                chk.err(path + ("id",), f"step id {node_id!r}: letters, digits, _ . - (not starting with a digit)")
+        if len(rest) != 1:
+            chk.err(path, "a step is `- KIND` or `- KIND: OPTIONS` (one kind, plus an optional id), "
+                          "e.g. `- play: welcome`")
+            return None, node_id
+        kind, opts = next(iter(rest.items()))
         opts_path = path + (kind,)
     else:
-        err(path, "a step is `- KIND` or `- KIND: OPTIONS` (one key), e.g. `- play: welcome`")
-        return None
+        chk.err(path, "a step is `- KIND` or `- KIND: OPTIONS`, e.g. `- play: welcome`")
+        return None, node_id
     cls = NODE_TYPES.get(kind)
     if cls is None:
-        err(path + ((kind,) if isinstance(raw, dict) else ()),
-            f"unknown step type {kind!r}{did_you_mean(kind, set(NODE_TYPES))}; "
-            f"expected one of {', '.join(sorted(NODE_TYPES))}", key=isinstance(raw, dict))
-        return None
+        chk.err(path + ((kind,) if isinstance(raw, dict) else ()),
+                f"unknown step type {kind!r}{did_you_mean(kind, set(NODE_TYPES))}; "
+                f"expected one of {', '.join(sorted(NODE_TYPES))}", key=isinstance(raw, dict))
+        return None, node_id
     if opts is None:
         opts = {}
-    if not isinstance(opts, dict):
+    shorthand = not isinstance(opts, dict)
+    if shorthand:
         if cls.shorthand is None:
-            err(opts_path, f"{kind}: expected a mapping of options")
-            return None
+            chk.err(opts_path, f"{kind}: expected a mapping of options")
+            return None, node_id
         opts = {cls.shorthand: opts}
-        shorthand_path: tuple[Any, ...] | None = opts_path
-    else:
-        shorthand_path = None
+    model: type[BaseModel] = cls.Options
     try:
-        options = cls.Options.model_validate(opts)
+        options = model.model_validate(opts)
     except ValidationError as exc:
-        if src is None:
-            err(path, str(exc))
-        elif shorthand_path is not None:
-            for e in pydantic_errors(src, exc, cls.Options, shorthand_path):
-                errors.append(e)
+        if chk.src is None:
+            chk.err(path, str(exc))
         else:
-            errors.extend(pydantic_errors(src, exc, cls.Options, opts_path))
-        return None
+            for e in pydantic_errors(chk.src, exc, model, opts_path if not shorthand else ()):
+                chk.errors.append(e if not shorthand else chk.src.error(opts_path, f"{kind}: {e.message}"))
+        return None, node_id
     ok = True
     for opt_path, file in cls.file_refs(options, ctx):
         if not file.is_file():
-            where = shorthand_path if shorthand_path is not None else opts_path + opt_path
-            err(where, f"{kind}: prompt file not found: {file}")
+            chk.err(opts_path if shorthand else opts_path + opt_path, f"{kind}: prompt file not found: {file}")
             ok = False
-    return cls(options, ctx) if ok else None
+    for opt_path, what, name in cls.name_refs(options):
+        known = ctx.schedules if what == "schedule" else ctx.queues
+        if name not in known:
+            chk.err(opts_path if shorthand else opts_path + opt_path,
+                    f"{kind}: unknown {what} {name!r}{did_you_mean(name, set(known))}"
+                    f"{'' if known else f' (no {what}s are defined)'}")
+            ok = False
+    if not ok:
+        return None, node_id
+    return cls(options, ctx, node_id or str(index)), node_id
 
 
-def check_flows(flows: dict[str, Any], entry_flows: list[tuple[tuple[Any, ...], str]],
-                prompts_dir: Path, src: Source | None) -> list[ConfigError]:
-    """Every error in the flows and in the references to them (entry_flows: (path, flow name))."""
-    errors: list[ConfigError] = []
-    _parse_all(flows, entry_flows, prompts_dir, src, errors)
-    return errors
-
-
-def _parse_all(raw_flows: dict[str, Any], entry_flows: list[tuple[tuple[Any, ...], str]],
-               prompts_dir: Path, src: Source | None, errors: list[ConfigError]) -> dict[str, Flow]:
-    ctx = NodeContext(prompts_dir)
+def parse_flows(raw_flows: dict[str, Any], ctx: NodeContext, src: Source | None,
+                chk: _Checker | None = None) -> tuple[dict[str, Flow], list[ConfigError]]:
+    chk = chk or _Checker(src)
     flows: dict[str, Flow] = {}
     for name, steps in raw_flows.items():
+        base: PathT = ("flows", name)
         if not isinstance(steps, list) or not steps:
-            errors.append(_at(src, ("flows", name), f"flow {name!r}: expected a non-empty list of steps"))
+            chk.err(base, f"flow {name!r}: expected a non-empty list of steps")
             continue
-        nodes = []
+        flow = Flow(name)
+        broken = False
         for i, raw in enumerate(steps):
-            node = _parse_step(raw, ("flows", name, i), src, ctx, errors)
-            if node is not None:
-                nodes.append(node)
-        flows[name] = Flow(name, tuple(nodes))
-    for path, flow in entry_flows:
-        if flow not in raw_flows:
-            errors.append(_at(src, path, f"unknown flow {flow!r}{did_you_mean(flow, set(raw_flows))}"))
-    return flows
+            node, explicit = _parse_step(raw, i, base + (i,), ctx, chk)
+            if explicit:
+                if explicit in flow.ids:
+                    chk.err(base + (i, "id"), f"duplicate step id {explicit!r} in flow {name!r}")
+                flow.ids.setdefault(explicit, i)
+            if node is None:
+                broken = True
+                continue
+            flow.nodes.append(node)
+            flow.paths.append(base + (i,))
+        if not broken:
+            flows[name] = flow
+    if not chk.errors:
+        _check_graph(flows, chk)
+    return flows, chk.errors
 
 
-def config_flow_refs(cfg: Config) -> list[tuple[tuple[Any, ...], str]]:
-    refs: list[tuple[tuple[Any, ...], str]] = [(("entry_points", i, "flow"), ep.flow)
-                                               for i, ep in enumerate(cfg.entry_points)]
+def _resolve(flows: dict[str, Flow], here: Flow, target: TargetSpec) -> tuple[Flow, int] | None | str:
+    """(flow, index), None for `hangup`, or an error message."""
+    flow = here
+    if target.flow is not None:
+        if target.flow not in flows:
+            return f"unknown flow {target.flow!r}{did_you_mean(target.flow, set(flows))}"
+        flow = flows[target.flow]
+        if target.goto is None:
+            return flow, 0
+    assert target.goto is not None
+    if target.goto == HANGUP_TARGET and target.flow is None:
+        return None
+    if target.goto not in flow.ids:
+        return (f"unknown step {target.goto!r} in flow {flow.name!r}"
+                f"{did_you_mean(target.goto, set(flow.ids) | {HANGUP_TARGET})}")
+    return flow, flow.ids[target.goto]
+
+
+def _check_graph(flows: dict[str, Flow], chk: _Checker) -> None:
+    edges: dict[tuple[str, int], list[tuple[str, int]]] = {}
+    for flow in flows.values():
+        for i, node in enumerate(flow.nodes):
+            out: list[tuple[str, int]] = []
+            if node.falls_through() and i + 1 < len(flow.nodes):
+                out.append((flow.name, i + 1))
+            for opt_path, target in node.targets():
+                r = _resolve(flows, flow, target)
+                if isinstance(r, str):
+                    chk.err(flow.paths[i] + (node.kind,) + opt_path, f"{node.kind}: {r}")
+                elif r is not None:
+                    out.append((r[0].name, r[1]))
+            edges[(flow.name, i)] = out
+    if chk.errors:
+        return
+    # unreachable steps: nothing falls into them or jumps to them from the flow's start
+    for flow in flows.values():
+        seen: set[tuple[str, int]] = set()
+        todo = [(flow.name, 0)]
+        while todo:
+            n = todo.pop()
+            if n in seen or n[0] != flow.name:
+                continue
+            seen.add(n)
+            todo += edges.get(n, [])
+        reached_elsewhere = {t for outs in edges.values() for t in outs if t[0] == flow.name}
+        for i, node in enumerate(flow.nodes):
+            if (flow.name, i) not in seen and (flow.name, i) not in reached_elsewhere:
+                chk.err(flow.paths[i], f"step {node.id!r} ({node.kind}) of flow {flow.name!r} can never be reached "
+                                       "(it follows a step that never falls through, and no step jumps to it)")
+    # loops through steps that never wait for input would spin forever
+    waiting = {(f.name, i) for f in flows.values() for i, n in enumerate(f.nodes) if n.waits_for_input}
+    color: dict[tuple[str, int], int] = {}
+
+    def visit(n: tuple[str, int], stack: list[tuple[str, int]]) -> list[tuple[str, int]] | None:
+        color[n] = 1
+        stack.append(n)
+        for m in edges.get(n, []):
+            if m in waiting:
+                continue
+            if color.get(m) == 1:
+                return stack[stack.index(m):]
+            if color.get(m, 0) == 0:
+                found = visit(m, stack)
+                if found:
+                    return found
+        stack.pop()
+        color[n] = 2
+        return None
+
+    for n in edges:
+        if n not in waiting and color.get(n, 0) == 0:
+            cycle = visit(n, [])
+            if cycle:
+                flow = flows[cycle[0][0]]
+                names = " -> ".join(f"{f}:{flows[f].nodes[i].id}" for f, i in cycle + [cycle[0]])
+                chk.err(flow.paths[cycle[0][1]], f"loop that never waits for the caller's input: {names} "
+                                                 "(put a menu or collect in it)")
+                return
+
+
+def config_flow_refs(cfg: Config) -> list[tuple[PathT, str]]:
+    refs: list[tuple[PathT, str]] = [(("entry_points", i, "flow"), ep.flow) for i, ep in enumerate(cfg.entry_points)]
     if cfg.unknown_number.flow is not None:
         refs.append((("unknown_number", "flow"), cfg.unknown_number.flow))
     return refs
 
 
-def _at(src: Source | None, path: tuple[Any, ...], msg: str) -> ConfigError:
-    return src.error(path, msg) if src is not None else ConfigError("<config>", 0, 0, msg)
+def check_flows(raw_flows: dict[str, Any], refs: list[tuple[PathT, str]], ctx: NodeContext,
+                src: Source | None) -> list[ConfigError]:
+    """Every error in the flows and in the references to them (refs: (path, flow name))."""
+    chk = _Checker(src)
+    flows, _ = parse_flows(raw_flows, ctx, src, chk)
+    for path, name in refs:
+        if name not in raw_flows:
+            chk.err(path, f"unknown flow {name!r}{did_you_mean(name, set(raw_flows))}")
+    return chk.errors
+
+
+def node_context(cfg: Config) -> NodeContext:
+    return NodeContext(Path(cfg.paths.prompts), schedules=frozenset(cfg.schedules))
 
 
 @dataclass(frozen=True)
@@ -128,15 +250,22 @@ class Route:
 
 
 class DialPlan:
-    """Compiled flows plus entry-point matching. Built only from a validated Config."""
+    """Compiled flows, schedules and entry-point matching. Built only from a validated Config."""
 
     def __init__(self, cfg: Config):
-        errors: list[ConfigError] = []
-        self.flows = _parse_all(cfg.flows, config_flow_refs(cfg), Path(cfg.paths.prompts), None, errors)
+        flows, errors = parse_flows(cfg.flows, node_context(cfg), None)
         if errors:
             raise ValueError("; ".join(e.message for e in errors))
         self.cfg = cfg
+        self.flows = flows
+        self.schedules: dict[str, Schedule] = dict(cfg.schedules)
         self._patterns = [(ep, re.compile(ep.pattern)) for ep in cfg.entry_points if ep.pattern]
+
+    def resolve(self, here: Flow, target: TargetSpec) -> tuple[Flow, int] | None:
+        r = _resolve(self.flows, here, target)
+        if isinstance(r, str):  # checked at load time; a stale target ends the call cleanly
+            return None
+        return r
 
     def route(self, number: str) -> Route:
         """Exact numbers win over prefixes (longest first), prefixes over patterns."""

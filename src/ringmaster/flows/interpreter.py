@@ -1,53 +1,125 @@
-"""FlowRun: the sans-IO interpreter of one call's walk through a flow.
+"""FlowRun: the sans-IO interpreter of one call's walk through the dial plan.
 
-Fed FlowEvents, it returns Actions; it owns no sockets and no timers, so a test (or
-`ringmaster simulate`) can drive it with plain events. Steps run in order; a flow that
-runs off its end hangs up, as a caller left in silence is the worst outcome.
+Fed FlowEvents, it returns Actions; it owns no sockets and no timers (digit timeouts run in
+the worker, the clock is injected), so tests and `ringmaster simulate` drive it with plain
+events. A run keeps the DialPlan it started with: a reload never changes a call in progress.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from ringmaster.flows.actions import Action, AnswerCall, Connect, FlowEvent, HangUp, PlayPrompts
-from ringmaster.flows.dialplan import Flow
+from ringmaster.flows.actions import (
+    Action,
+    AnswerCall,
+    CollectDigits,
+    Connect,
+    FlowEvent,
+    HangUp,
+    PlayPrompts,
+    RecordMessage,
+)
+from ringmaster.schedules import evaluate
+
+if TYPE_CHECKING:
+    from ringmaster.flows.dialplan import DialPlan, Flow
+    from ringmaster.flows.nodes.base import Node, Outcome
+
+# A walk that makes this many jumps without waiting for anything is a loop that slipped past
+# `check` (it rejects loops without input): end the call rather than spin the controller.
+MAX_HOPS = 256
+_MEDIA = (PlayPrompts, CollectDigits, Connect, RecordMessage)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
 class FlowRun:
+    plan: DialPlan
     flow: Flow
     variables: dict[str, Any] = field(default_factory=dict)
+    clock: Callable[[], datetime] = _utcnow
+    overrides: Mapping[str, str] = field(default_factory=dict)  # schedule name -> open|closed
     index: int = -1
     answered: bool = False
     finished: bool = False
-    path: list[str] = field(default_factory=list)  # "flow:index:kind", for the call record
+    path: list[str] = field(default_factory=list)   # "flow:id:kind" per step, for the call record
+    trace: list[str] = field(default_factory=list)  # what each step decided, for simulate and logs
+    _states: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    # ---- node helpers
+
+    @property
+    def node(self) -> Node:
+        return self.flow.nodes[self.index]
+
+    def state(self, node: Node) -> dict[str, Any]:
+        return self._states.setdefault((self.flow.name, node.id), {})
+
+    def fresh_state(self, node: Node) -> dict[str, Any]:
+        self._states[(self.flow.name, node.id)] = {}
+        return self._states[(self.flow.name, node.id)]
+
+    def note(self, text: str) -> None:
+        self.trace.append(f"{self.flow.name}:{self.node.id} {text}")
+
+    def schedule_open(self, name: str) -> tuple[bool, str]:
+        return evaluate(self.plan.schedules[name], self.clock(), self.overrides.get(name))
+
+    # ---- driving
 
     def start(self) -> list[Action]:
-        return self._advance()
+        from ringmaster.flows.nodes.base import Outcome
+
+        return self._walk(Outcome(then="next"))
 
     def feed(self, event: FlowEvent) -> list[Action]:
         if self.finished or self.index < 0:
             return []
-        node = self.flow.steps[self.index]
-        done, actions = node.on_event(self.variables, event)
-        if done:
-            actions = actions + self._advance()
-        return self._with_answer(actions)
+        outcome = self.node.on_event(self, event)
+        if outcome is None:
+            return []
+        return self._walk(outcome)
 
-    def _advance(self) -> list[Action]:
-        while True:
-            self.index += 1
-            if self.index >= len(self.flow.steps):
+    def _walk(self, outcome: Outcome) -> list[Action]:
+        actions: list[Action] = list(outcome.actions)
+        then = outcome.then
+        hops = 0
+        while then != "wait":
+            if then == "end":
                 self.finished = True
-                return [HangUp(200, cause="flow_end")]
-            node = self.flow.steps[self.index]
-            self.path.append(f"{self.flow.name}:{self.index}:{node.kind}")
-            actions = self._with_answer(node.enter(self.variables))
-            if any(isinstance(a, HangUp) for a in actions):
+                break
+            if then == "next":
+                flow, index = self.flow, self.index + 1
+            else:
+                resolved = self.plan.resolve(self.flow, then)
+                if resolved is None:  # `goto: hangup`
+                    actions.append(HangUp(200, cause="flow_hangup"))
+                    self.finished = True
+                    break
+                flow, index = resolved
+            if index >= len(flow.nodes):
+                actions.append(HangUp(200, cause="flow_end"))  # never leave a caller in silence
                 self.finished = True
-            if actions:
-                return actions
+                break
+            hops += 1
+            if hops > MAX_HOPS:
+                self.trace.append(f"{flow.name}: {MAX_HOPS} jumps without waiting: loop, hanging up")
+                actions.append(HangUp(200, cause="flow_loop"))
+                self.finished = True
+                break
+            self.flow, self.index = flow, index
+            node = flow.nodes[index]
+            self.path.append(f"{flow.name}:{node.id}:{node.kind}")
+            step = node.enter(self)
+            actions += step.actions
+            then = step.then
+        return self._with_answer(actions)
 
     def _with_answer(self, actions: list[Action]) -> list[Action]:
         # media needs an answered call: the first prompt answers it (as Asterisk's Playback)
@@ -57,7 +129,7 @@ class FlowRun:
                 if self.answered:
                     continue
                 self.answered = True
-            elif isinstance(a, (PlayPrompts, Connect)) and not self.answered:
+            elif isinstance(a, _MEDIA) and not self.answered:
                 self.answered = True
                 out.append(AnswerCall())
             out.append(a)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ringmaster.flows.actions import Action, AnswerCall, Answered, FlowEvent
-from ringmaster.flows.nodes.base import Node, NodeOptions
+from ringmaster.flows.actions import AnswerCall, Answered, FlowEvent
+from ringmaster.flows.nodes.base import NEXT, Node, NodeOptions, Outcome
+
+if TYPE_CHECKING:
+    from ringmaster.flows.interpreter import FlowRun
 
 
 class AnswerOptions(NodeOptions):
@@ -16,8 +19,10 @@ class AnswerNode(Node):
     kind = "answer"
     Options = AnswerOptions
 
-    def enter(self, state: dict[str, Any]) -> list[Action]:
-        return [AnswerCall()]
+    def enter(self, run: FlowRun) -> Outcome:
+        if run.answered:
+            return NEXT
+        return Outcome([AnswerCall()])
 
-    def on_event(self, state: dict[str, Any], event: FlowEvent) -> tuple[bool, list[Action]]:
-        return isinstance(event, Answered), []
+    def on_event(self, run: FlowRun, event: FlowEvent) -> Outcome | None:
+        return NEXT if isinstance(event, Answered) else None

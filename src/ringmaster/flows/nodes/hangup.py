@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from ringmaster.flows.actions import Action, HangUp
-from ringmaster.flows.nodes.base import Node, NodeOptions
+from ringmaster.flows.actions import HangUp
+from ringmaster.flows.nodes.base import Node, NodeOptions, Outcome
+
+if TYPE_CHECKING:
+    from ringmaster.flows.interpreter import FlowRun
 
 
 class HangupOptions(NodeOptions):
@@ -18,5 +21,8 @@ class HangupNode(Node):
     kind = "hangup"
     Options = HangupOptions
 
-    def enter(self, state: dict[str, Any]) -> list[Action]:
-        return [HangUp(self.options.code, cause="flow_hangup")]
+    def falls_through(self) -> bool:
+        return False
+
+    def enter(self, run: FlowRun) -> Outcome:
+        return Outcome([HangUp(self.options.code, cause="flow_hangup")], then="end")

@@ -2,23 +2,27 @@
 
 Only targets the plan lists can be dialled: the URI is part of the YAML, never taken from
 caller input, so no caller can make the server dial an arbitrary number (toll fraud).
-When the target does not answer, the flow continues with the next step.
+When the target does not answer, the flow continues with the next step (or `on_failure`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
-from ringmaster.flows.actions import Action, Connect, ConnectEnded, FlowEvent
-from ringmaster.flows.nodes.base import Node, NodeContext, NodeOptions
+from ringmaster.flows.actions import Connect, ConnectEnded, FlowEvent
+from ringmaster.flows.nodes.base import NEXT, Node, NodeOptions, Outcome, TargetSpec
+
+if TYPE_CHECKING:
+    from ringmaster.flows.interpreter import FlowRun
 
 
 class TransferOptions(NodeOptions):
     to: str = Field(description="SIP URI of the target, e.g. sip:reception@192.0.2.20")
     record: bool = False
     ring_timeout: float = Field(default=30.0, gt=0, le=300, description="seconds")
+    on_failure: TargetSpec | None = None
 
     @field_validator("to")
     @classmethod
@@ -33,16 +37,21 @@ class TransferNode(Node):
     Options = TransferOptions
     shorthand = "to"
 
-    def __init__(self, options: TransferOptions, ctx: NodeContext):
-        super().__init__(options, ctx)
+    def targets(self) -> list[tuple[tuple[str | int, ...], TargetSpec]]:
+        return [(("on_failure",), self.options.on_failure)] if self.options.on_failure else []
 
-    def enter(self, state: dict[str, Any]) -> list[Action]:
+    def enter(self, run: FlowRun) -> Outcome:
         o = self.options
-        return [Connect(o.to, record=o.record, ring_timeout=o.ring_timeout)]
+        return Outcome([Connect(o.to, record=o.record, ring_timeout=o.ring_timeout)])
 
-    def on_event(self, state: dict[str, Any], event: FlowEvent) -> tuple[bool, list[Action]]:
-        if isinstance(event, ConnectEnded):
-            state["transfer_result"] = event.result
-            # answered and over: the caller is done; not answered: go on with the flow
-            return True, []
-        return False, []
+    def on_event(self, run: FlowRun, event: FlowEvent) -> Outcome | None:
+        if not isinstance(event, ConnectEnded):
+            return None
+        run.variables["transfer_result"] = event.result
+        run.note(f"transfer {event.result}")
+        if event.result != "completed" and self.options.on_failure is not None:
+            return Outcome(then=self.options.on_failure)
+        return NEXT
+
+    def describe(self) -> str:
+        return f"transfer {self.options.to}"
