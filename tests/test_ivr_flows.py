@@ -15,7 +15,6 @@ from ringmaster.flows.actions import (
     CollectDigits,
     DigitsEntered,
     HangUp,
-    PlayPrompts,
     PromptsDone,
     StoreCallback,
 )

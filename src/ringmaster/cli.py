@@ -1,4 +1,4 @@
-"""`ringmaster` command line: run, check, status."""
+"""`ringmaster` command line: run, check, status, reload, schedule."""
 
 from __future__ import annotations
 
@@ -65,7 +65,16 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
     async def status(req):  # type: ignore[no-untyped-def]
         return await controller.status()
 
-    control = ControlServer(socket_path(cfg.paths.runtime), {"status": status})
+    async def reload(req):  # type: ignore[no-untyped-def]
+        return controller.reload()
+
+    async def schedule(req):  # type: ignore[no-untyped-def]
+        state = req.get("state")
+        return controller.set_schedule(str(req.get("name", "")), None if state == "auto" else state)
+
+    loop.add_signal_handler(signal.SIGHUP, controller.reload)
+    control = ControlServer(socket_path(cfg.paths.runtime),
+                            {"status": status, "reload": reload, "schedule": schedule})
     await control.start()
     log.info("ringmaster.running", control=str(control.path))
     await stop.wait()
@@ -108,12 +117,54 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _control(args: argparse.Namespace, command: str, **params):  # type: ignore[no-untyped-def]
+    from ringmaster.control import request, socket_path
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return None
+    try:
+        return asyncio.run(request(socket_path(cfg.paths.runtime), command, **params))
+    except (TimeoutError, OSError) as exc:
+        print(f"ringmaster is not running (control socket {socket_path(cfg.paths.runtime)}: {exc})", file=sys.stderr)
+        return None
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    reply = _control(args, "reload")
+    if reply is None:
+        return 3
+    if reply.get("reloaded"):
+        print(f"reloaded: flows {', '.join(reply['flows'])}")
+        if reply.get("needs_restart"):
+            print(f"note: changes to {', '.join(reply['needs_restart'])} take effect after a restart")
+        return 0
+    for e in reply.get("errors", [reply.get("error", "?")]):
+        print(e, file=sys.stderr)
+    print("reload rejected: the previous plan stays live", file=sys.stderr)
+    return 1
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    state = "open" if args.open else "closed" if args.closed else "auto"
+    reply = _control(args, "schedule", name=args.name, state=state)
+    if reply is None:
+        return 3
+    if not reply.get("ok") or reply.get("error"):
+        print(reply.get("error"), file=sys.stderr)
+        return 1
+    print(f"schedule {reply['schedule']}: {reply['state']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ringmaster", description="SIP ACD and IVR server")
     sub = ap.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (("run", cmd_run, "run the daemon"),
                             ("check", cmd_check, "validate a config file"),
-                            ("status", cmd_status, "show a running daemon's state")):
+                            ("status", cmd_status, "show a running daemon's state"),
+                            ("reload", cmd_reload, "validate the config file and switch a running daemon to its plan"),
+                            ("schedule", cmd_schedule, "force a schedule open or closed, or back to its hours")):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
         sp.set_defaults(fn=fn)
@@ -121,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("file", nargs="?", help="config file (overrides -c)")
         if name == "status":
             sp.add_argument("--json", action="store_true")
+        if name == "schedule":
+            sp.add_argument("name")
+            g = sp.add_mutually_exclusive_group(required=True)
+            g.add_argument("--open", action="store_true")
+            g.add_argument("--closed", action="store_true")
+            g.add_argument("--auto", action="store_true", help="follow the opening hours again")
     args = ap.parse_args(argv)
     if getattr(args, "file", None):
         args.config = args.file

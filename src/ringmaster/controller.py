@@ -208,6 +208,50 @@ class Controller:
                     log.info("registration.sent", registration=s.name, registrar=s.registrar, worker=worker)
             await asyncio.sleep(0.25)
 
+    # ------------------------------------------------------------ reload and overrides
+
+    def reload(self) -> dict[str, Any]:
+        """Validate the config file again; switch to its dial plan only if it is valid.
+
+        Calls in progress keep the plan they started with (their FlowRun holds it). Sections
+        that need processes rebuilt (sip, workers, storage, paths) are not changed by a reload.
+        """
+        from ringmaster.config import load_config
+        from ringmaster.yamlsource import ConfigInvalid
+
+        try:
+            cfg = load_config(self.config_file)
+            plan = DialPlan(cfg)
+        except ConfigInvalid as exc:
+            errors = [str(e) for e in exc.errors]
+            for e in errors:
+                log.error("reload.error", error=e)
+            log.error("reload.rejected", errors=len(errors), kept="previous plan")
+            return {"reloaded": False, "errors": errors}
+        except Exception as exc:  # unreadable file, anything else: keep the live plan
+            log.error("reload.rejected", error=str(exc), kept="previous plan")
+            return {"reloaded": False, "errors": [str(exc)]}
+        restart = [k for k in ("sip", "workers", "storage", "paths") if getattr(cfg, k) != getattr(self.cfg, k)]
+        self.dialplan = plan
+        self.cfg = self.cfg.model_copy(update={k: getattr(cfg, k) for k in
+                                               ("flows", "entry_points", "unknown_number", "schedules", "logging")})
+        log.info("reload.applied", flows=len(plan.flows), entry_points=len(cfg.entry_points),
+                 needs_restart=restart or None)
+        return {"reloaded": True, "flows": sorted(plan.flows), "needs_restart": restart}
+
+    def set_schedule(self, name: str, state: str | None) -> dict[str, Any]:
+        if name not in self.dialplan.schedules:
+            return {"error": f"unknown schedule {name!r}; known: {sorted(self.dialplan.schedules)}"}
+        if state not in (None, "open", "closed"):
+            return {"error": "state must be open, closed or auto"}
+        if state is None:
+            self.schedule_overrides.pop(name, None)
+        else:
+            self.schedule_overrides[name] = state
+        self.store.set_schedule_override(name, state, time.time())
+        log.info("schedule.override", schedule=name, state=state or "auto")
+        return {"schedule": name, "state": state or "auto"}
+
     # ------------------------------------------------------------ status
 
     async def status(self) -> dict[str, Any]:
@@ -227,6 +271,8 @@ class Controller:
                 "workers": workers, "worker_restarts": self.pool.restarts,
                 "last_worker_restart_seconds": self.pool.last_restart_seconds,
                 "calls": {"live": len(self.live_sessions()), "total": self.calls_total},
+                "flows": sorted(self.dialplan.flows),
+                "schedules": {n: self.schedule_overrides.get(n, "auto") for n in sorted(self.dialplan.schedules)},
                 "registrations": [r.as_dict() for r in self.registrations.values()]}
 
 

@@ -82,3 +82,42 @@ def rms(samples: np.ndarray) -> float:
     return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if len(samples) else 0.0
 
 TONES_TOL = 15.0
+
+
+def tone_sequence(samples: np.ndarray, tones: dict[str, float], rate: int = 8000, window: float = 0.05,
+                  min_seconds: float = 0.15, tol: float = 25.0) -> list[tuple[str, float]]:
+    """What was heard, in order: [(tone name, seconds)], silence and unknown sound skipped.
+
+    Windows of `window` s are labelled with the known tone nearest their dominant frequency;
+    runs shorter than min_seconds (transients at prompt edges) are dropped, and a tone heard
+    again after a gap of silence is a new entry."""
+    n = int(rate * window)
+    loud = max(rms(samples) * 0.1, 200.0)
+    labels: list[str] = []
+    for i in range(0, len(samples) - n + 1, n):
+        chunk = samples[i:i + n]
+        if rms(chunk) < loud:
+            labels.append("")
+            continue
+        spec = np.abs(np.fft.rfft(chunk.astype(np.float64) * np.hanning(n), 8 * n))
+        freqs = np.fft.rfftfreq(8 * n, 1 / rate)
+        f = float(freqs[int(spec.argmax())])
+        name = min(tones, key=lambda k: abs(tones[k] - f))
+        labels.append(name if abs(tones[name] - f) <= tol else "?")
+    runs: list[tuple[str, float]] = []
+    for lab in labels:
+        if runs and runs[-1][0] == lab:
+            runs[-1] = (lab, runs[-1][1] + window)
+        else:
+            runs.append((lab, window))
+    out: list[tuple[str, float]] = []
+    for lab, secs in runs:
+        if lab in ("", "?") or secs < min_seconds:
+            if lab == "" and secs >= min_seconds and out and out[-1][0] != "":
+                out.append(("", secs))
+            continue
+        if out and out[-1][0] == lab:
+            out[-1] = (lab, out[-1][1] + secs)
+        else:
+            out.append((lab, secs))
+    return [(lab, round(s, 2)) for lab, s in out if lab]

@@ -71,6 +71,7 @@ class MediaEngine:
         self.bridges: set[frozenset[str]] = set()
         self.media_q: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.graveyard = Graveyard()
+        self.finalizing: list[tuple[str, str, float]] = []  # (rec_id, path, give-up time)
         self.seq = 0
         self.running = True
         self.fast_until = 0.0
@@ -134,6 +135,8 @@ class MediaEngine:
             self._read_commands()
             self._check_collections()
             self._send_info_digits()
+            if self.finalizing:
+                self._check_finalized()
         self.stop()
 
     def stop(self) -> None:
@@ -157,6 +160,7 @@ class MediaEngine:
             ep.libHandleEvents(20)
         for _ in range(5):
             ep.libHandleEvents(10)
+        self._check_finalized()
         for leg in self.legs.values():
             if leg.prompt is not None:
                 self._drop_prompt(leg)
@@ -378,7 +382,22 @@ class MediaEngine:
         rec.recorder = None  # type: ignore[assignment]
         del recorder
         gc.collect()
-        self.send(p.RecordingDone(rec_id=rec.rec_id, path=rec.path))
+        # pjmedia removes conference ports on its clock thread: the file is closed (and its
+        # header written) a frame or two after the destroy. RecordingDone promises a complete
+        # file, so it waits for the header (checked every loop turn, never blocking).
+        self.finalizing.append((rec.rec_id, rec.path, time.monotonic() + 2.0))
+
+    def _check_finalized(self) -> None:
+        still = []
+        for rec_id, path, deadline in self.finalizing:
+            if _wav_complete(path):
+                self.send(p.RecordingDone(rec_id=rec_id, path=path))
+            elif time.monotonic() > deadline:
+                self.report_error("record_stop", f"{path}: WAV header not completed in 2 s")
+                self.send(p.RecordingDone(rec_id=rec_id, path=path))
+            else:
+                still.append((rec_id, path, deadline))
+        self.finalizing = still
 
     # ------------------------------------------------------------ commands
 
@@ -573,6 +592,16 @@ class MediaEngine:
 
     def do_shutdown(self, cmd: p.Shutdown) -> None:
         self.running = False
+
+
+def _wav_complete(path: str) -> bool:
+    """True once the RIFF size field is written (pjmedia writes 0 until the file is closed)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    return len(head) == 8 and head[:4] == b"RIFF" and int.from_bytes(head[4:8], "little") > 0
 
 
 def _parse_request(whole: str) -> tuple[str, tuple[tuple[str, str], ...]]:
