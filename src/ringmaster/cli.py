@@ -84,16 +84,8 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ringmaster.control import request, socket_path
-
-    cfg = _load(args.config)
-    if cfg is None:
-        return 1
-    try:
-        reply = asyncio.run(request(socket_path(cfg.paths.runtime), "status"))
-    except (TimeoutError, OSError) as exc:
-        print(f"ringmaster is not running (control socket {socket_path(cfg.paths.runtime)}: {exc})",
-              file=sys.stderr)
+    reply = _control(args, "status")
+    if reply is None:
         return 3
     if args.json:
         print(json.dumps(reply, indent=2))
@@ -117,16 +109,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime_dir(config: str) -> str:
+    """Where the daemon's control socket is, even when the file on disk is now broken (that is
+    exactly when an admin runs `reload`, and the daemon must be the one to say what is wrong)."""
+    import re
+
+    import yaml
+
+    from ringmaster.config import PathsConfig
+
+    base = Path(config).resolve().parent
+    runtime = PathsConfig().runtime
+    try:
+        data = yaml.safe_load(Path(config).read_text())
+        paths = data.get("paths") if isinstance(data, dict) else None
+        value = paths.get("runtime") if isinstance(paths, dict) else None
+        if isinstance(value, str):
+            runtime = value
+    except (OSError, yaml.YAMLError):
+        try:
+            m = re.search(r"^\s+runtime:\s*(\S+)", Path(config).read_text(), re.M)
+            if m:
+                runtime = m.group(1)
+        except OSError:
+            pass
+    return str(base / runtime)
+
+
 def _control(args: argparse.Namespace, command: str, **params):  # type: ignore[no-untyped-def]
     from ringmaster.control import request, socket_path
 
-    cfg = _load(args.config)
-    if cfg is None:
-        return None
+    path = socket_path(_runtime_dir(args.config))
     try:
-        return asyncio.run(request(socket_path(cfg.paths.runtime), command, **params))
+        return asyncio.run(request(path, command, **params))
     except (TimeoutError, OSError) as exc:
-        print(f"ringmaster is not running (control socket {socket_path(cfg.paths.runtime)}: {exc})", file=sys.stderr)
+        print(f"ringmaster is not running (control socket {path}: {exc})", file=sys.stderr)
         return None
 
 
