@@ -1,4 +1,4 @@
-"""`ringmaster` command line: run, check, status, reload, schedule."""
+"""`ringmaster` command line: run, check, status, reload, schedule, simulate, graph, schema."""
 
 from __future__ import annotations
 
@@ -174,6 +174,78 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(path: str):  # type: ignore[no-untyped-def]
+    from ringmaster.flows import DialPlan
+
+    cfg = _load(path)
+    return None if cfg is None else DialPlan(cfg)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from ringmaster.flows.simulate import simulate
+
+    plan = _plan(args.config)
+    if plan is None:
+        return 1
+    try:
+        at = datetime.fromisoformat(args.at) if args.at else None
+    except ValueError:
+        print(f"--at: expected an ISO time such as 2026-11-23T20:00+01:00, got {args.at!r}", file=sys.stderr)
+        return 2
+    if at is not None and at.tzinfo is None:
+        at = at.astimezone()  # a local wall-clock time: the machine's zone
+    inputs = args.digits.split(",") if args.digits else []
+    overrides = dict(o.split("=", 1) for o in args.override or [])
+    try:
+        sim = simulate(plan, args.flow, inputs, caller=args.caller, called=args.called, at=at,
+                       overrides=overrides, transfer_result=args.transfer)
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
+    print("\n".join(sim.lines))
+    print(f"variables: {json.dumps(sim.variables, sort_keys=True)}")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+
+    from ringmaster.flows.graph import dot, mermaid
+
+    plan = _plan(args.config)
+    if plan is None:
+        return 1
+    if args.flow not in plan.flows:
+        print(f"unknown flow {args.flow!r}; flows: {', '.join(sorted(plan.flows))}", file=sys.stderr)
+        return 2
+    text = mermaid(plan, args.flow)
+    if not args.output:
+        print(text, end="")
+        return 0
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".mmd").write_text(text)
+    out.with_suffix(".dot").write_text(dot(plan, args.flow))
+    written = [str(out.with_suffix(".mmd")), str(out.with_suffix(".dot"))]
+    if shutil.which("dot"):
+        subprocess.run(["dot", "-Tsvg", str(out.with_suffix(".dot")), "-o", str(out.with_suffix(".svg"))], check=True)
+        written.append(str(out.with_suffix(".svg")))
+    else:
+        print("graphviz (dot) is not installed: no SVG (apt-get install graphviz)", file=sys.stderr)
+    print("wrote " + ", ".join(written))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from ringmaster.schema import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ringmaster", description="SIP ACD and IVR server")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -181,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
                             ("check", cmd_check, "validate a config file"),
                             ("status", cmd_status, "show a running daemon's state"),
                             ("reload", cmd_reload, "validate the config file and switch a running daemon to its plan"),
-                            ("schedule", cmd_schedule, "force a schedule open or closed, or back to its hours")):
+                            ("schedule", cmd_schedule, "force a schedule open or closed, or back to its hours"),
+                            ("simulate", cmd_simulate, "walk a flow without SIP and print each step"),
+                            ("graph", cmd_graph, "draw a flow (Mermaid; SVG with Graphviz)"),
+                            ("schema", cmd_schema, "print the JSON Schema of the config for editors")):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
         sp.set_defaults(fn=fn)
@@ -189,6 +264,17 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("file", nargs="?", help="config file (overrides -c)")
         if name == "status":
             sp.add_argument("--json", action="store_true")
+        if name == "simulate":
+            sp.add_argument("flow")
+            sp.add_argument("--digits", default="", help="input at each wait, comma-separated: 1,9,1234#  (empty = silence)")
+            sp.add_argument("--caller", default="", help="caller ID")
+            sp.add_argument("--called", default="", help="called number")
+            sp.add_argument("--at", default="", help="time of the call, ISO 8601 (default now)")
+            sp.add_argument("--override", action="append", help="schedule=open|closed")
+            sp.add_argument("--transfer", default="completed", help="result of transfers (completed, busy, no_answer)")
+        if name == "graph":
+            sp.add_argument("flow")
+            sp.add_argument("-o", "--output", help="write OUTPUT.mmd, OUTPUT.dot (and OUTPUT.svg with graphviz)")
         if name == "schedule":
             sp.add_argument("name")
             g = sp.add_mutually_exclusive_group(required=True)

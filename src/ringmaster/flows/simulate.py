@@ -1,0 +1,116 @@
+"""`ringmaster simulate`: walk a flow without SIP, printing each step and the final action.
+
+It drives the same sans-IO FlowRun the daemon uses. The caller's input is a list of
+entries, one per time the flow waits for digits: "1", "1234#", or "" (no input: timeout).
+Prompts play to the end, transfers are answered, voicemails are recorded, unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ringmaster.flows.actions import (
+    AnswerCall,
+    Answered,
+    CollectDigits,
+    Connect,
+    ConnectEnded,
+    DigitsEntered,
+    FlowEvent,
+    HangUp,
+    MessageRecorded,
+    PlayPrompts,
+    PromptsDone,
+    RecordMessage,
+    StoreCallback,
+)
+from ringmaster.flows.dialplan import DialPlan
+from ringmaster.flows.interpreter import FlowRun
+
+MAX_TURNS = 500
+
+
+def collect(entry: str, c: CollectDigits) -> DigitsEntered:
+    """What the worker reports for this input (same rules as the worker's collection)."""
+    for i, d in enumerate(entry):
+        if d in c.terminators:
+            return DigitsEntered(entry[:i], "terminator")
+        if i + 1 >= c.max_digits:
+            return DigitsEntered(entry[: i + 1], "max_digits")
+    if not entry:
+        return DigitsEntered("", "timeout")
+    return DigitsEntered(entry, "inter_digit_timeout")
+
+
+@dataclass
+class Simulation:
+    lines: list[str] = field(default_factory=list)
+    final: str = ""
+    variables: dict[str, Any] = field(default_factory=dict)
+    path: list[str] = field(default_factory=list)
+
+
+def simulate(plan: DialPlan, flow: str, inputs: list[str], caller: str = "", called: str = "",
+             at: datetime | None = None, overrides: dict[str, str] | None = None,
+             transfer_result: str = "completed") -> Simulation:
+    if flow not in plan.flows:
+        raise KeyError(f"unknown flow {flow!r}; flows: {', '.join(sorted(plan.flows))}")
+    when = at or datetime.now().astimezone()
+    run = FlowRun(plan, plan.flows[flow], variables={"caller": caller, "called": called},
+                  clock=lambda: when, overrides=overrides or {})
+    sim = Simulation()
+    out = sim.lines
+    out.append(f"call to flow {flow!r} from {caller or '(no caller ID)'} at {when.isoformat(timespec='minutes')}")
+    pending = list(inputs)
+    seen_trace = 0
+    actions = run.start()
+    for _ in range(MAX_TURNS):
+        for note in run.trace[seen_trace:]:
+            out.append(f"    {note}")
+        seen_trace = len(run.trace)
+        event: FlowEvent | None = None
+        for a in actions:
+            where = f"{run.flow.name}:{run.node.id}" if run.index >= 0 else ""
+            if isinstance(a, AnswerCall):
+                out.append(f"{where:<18} answer")
+                event = event or Answered()
+            elif isinstance(a, PlayPrompts):
+                names = ", ".join(Path(f).stem for f in a.files)
+                out.append(f"{where:<18} play {names}{' (barge-in)' if a.barge_in else ''}")
+                event = PromptsDone()
+            elif isinstance(a, CollectDigits):
+                if pending:
+                    entry = pending.pop(0)
+                else:
+                    entry = ""
+                    out.append(f"{where:<18} (no more input: the caller stays silent)")
+                event = collect(entry, a)
+                shown = event.digits or "nothing"
+                out.append(f"{where:<18} caller presses {entry or 'nothing'} -> {shown} ({event.reason})")
+            elif isinstance(a, Connect):
+                out.append(f"{where:<18} transfer to {a.uri}{' (recorded)' if a.record else ''}: {transfer_result}")
+                event = ConnectEnded(transfer_result)
+            elif isinstance(a, RecordMessage):
+                out.append(f"{where:<18} record a message for box {a.box}")
+                event = MessageRecorded(f"voicemail/{a.box}/(simulated).wav", 10.0)
+            elif isinstance(a, StoreCallback):
+                out.append(f"{where:<18} store callback to {a.number or '(unknown)'} for queue {a.queue}")
+            elif isinstance(a, HangUp):
+                sim.final = f"hang up ({a.cause})"
+        if run.finished:
+            break
+        if event is None:
+            sim.final = "waiting with nothing to wait for (a bug in the plan or in ringmaster)"
+            break
+        actions = run.feed(event)
+    else:
+        sim.final = f"stopped after {MAX_TURNS} turns"
+    for note in run.trace[seen_trace:]:
+        out.append(f"    {note}")
+    out.append(f"end: {sim.final}")
+    sim.variables = dict(run.variables)
+    sim.path = list(run.path)
+    return sim
