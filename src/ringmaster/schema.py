@@ -40,6 +40,33 @@ def config_schema() -> dict[str, Any]:
     schema["properties"]["flows"] = {
         "type": "object", "description": "flow name -> list of steps",
         "additionalProperties": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}}}
+    case = defs.get("Case", {}).get("properties", {})
+    for key in ("exact", "prefix"):  # caller IDs that YAML reads as numbers are accepted
+        if key in case:
+            case[key] = {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}
+    if "in" in case:
+        case["in"] = {"anyOf": [{"type": "array", "items": {"type": ["string", "integer"]}}, {"type": "null"}]}
+    if "TargetSpec" in defs:  # `1: sales` is short for {goto: sales}
+        defs["TargetSpec"] = {"anyOf": [{"type": "string"}, defs["TargetSpec"]]}
+    _loosen(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Ringmaster configuration and dial plan"
     return schema
+
+
+def _loosen(node: Any) -> None:
+    """Lists of strings also accept one string (`play: welcome` = `play: [welcome]`), as the
+    models' before-validators do."""
+    if isinstance(node, dict):
+        for key, value in list(node.items()):
+            if isinstance(value, dict) and value.get("type") == "array" and value.get("items") == {"type": "string"}:
+                node[key] = {"anyOf": [{"type": "string"}, value], **{k: v for k, v in value.items()
+                                                                     if k in ("description", "title", "default")}}
+                continue
+            _loosen(value)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            if isinstance(value, dict) and value.get("type") == "array" and value.get("items") == {"type": "string"}:
+                node[i] = {"anyOf": [{"type": "string"}, value]}
+            else:
+                _loosen(value)
