@@ -1,0 +1,107 @@
+"""Queue and agent configuration (the `agents:` and `queues:` sections of the YAML).
+
+Option names follow Asterisk app_queue / FreeSWITCH mod_callcenter where users know them:
+ring timeout, retry, wrapup, max wait, join-empty, leave-when-empty, auto-pause.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+STRATEGY_NAMES = ("ring-all", "linear", "round-robin", "longest-idle", "fewest-calls", "least-talk-time", "random")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Softphone(_Strict):
+    """An agent on a SIP phone registered at the edge with digest auth."""
+
+    username: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    password: str = Field(min_length=6)
+
+
+class AgentConfig(_Strict):
+    name: str = ""
+    softphone: Softphone | None = None
+    mobile: str | None = Field(default=None, pattern=r"^\+?[0-9]{3,20}$", description="reached through the mobile trunk")
+    skills: dict[str, int] = Field(default_factory=dict, description="skill -> level 1-10")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> AgentConfig:
+        if (self.softphone is None) == (self.mobile is None):
+            raise ValueError("an agent has exactly one of softphone (registers at the edge) or mobile (a number)")
+        return self
+
+
+class Member(_Strict):
+    agent: str
+    tier: int = Field(default=1, ge=1, le=9, description="tier 1 rings first; later tiers after tier_wait")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, v: Any) -> Any:
+        return {"agent": v} if isinstance(v, str) else v
+
+
+class Overflow(_Strict):
+    """Where a caller goes when the queue cannot serve them: another queue, or a flow."""
+
+    queue: str | None = None
+    flow: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Overflow:
+        if (self.queue is None) == (self.flow is None):
+            raise ValueError("overflow goes to exactly one of queue or flow")
+        return self
+
+
+class AutoPause(_Strict):
+    after: int = Field(default=3, ge=1, le=20, description="unanswered offers in a row")
+    reason: str = "no-answer"
+
+
+class Announce(_Strict):
+    every: float = Field(default=30.0, ge=5, le=600, description="seconds between announcements")
+    position: bool = True
+    wait_time: bool = True
+
+
+class Recording(_Strict):
+    template: str = Field(default="{queue}/{date}/{call_id}.wav",
+                          description="path under paths.recordings; {queue} {date} {call_id} {agent} {caller}")
+
+
+class ExitKey(_Strict):
+    key: str = Field(pattern=r"^[0-9*#]$")
+    flow: str
+
+
+class QueueConfig(_Strict):
+    strategy: Literal["ring-all", "linear", "round-robin", "longest-idle", "fewest-calls", "least-talk-time", "random"] = "longest-idle"
+    members: list[Member] = Field(default_factory=list)
+    skills: dict[str, int] = Field(default_factory=dict, description="required skill -> minimum level")
+    tier_wait: float = Field(default=30.0, ge=0, description="seconds of waiting before each next tier may ring")
+    ring_timeout: float = Field(default=15.0, ge=1, le=300)
+    retry: float = Field(default=2.0, ge=0, le=300, description="pause before ringing again after no answer")
+    max_wait: float | None = Field(default=None, ge=1)
+    max_length: int | None = Field(default=None, ge=1)
+    overflow: Overflow | None = None
+    join_empty: bool = Field(default=True, description="callers may join while no agent is logged in")
+    leave_when_empty: bool = Field(default=False, description="callers leave (EXITEMPTY) when no agent is logged in")
+    moh: str = Field(default="please-hold", description="a prompt, or a directory of prompts played in turn")
+    announce: Announce | None = None
+    exit_key: ExitKey | None = None
+    service_level: float = Field(default=20.0, ge=1, description="answered within this many seconds counts as in service level")
+    wrapup: float = Field(default=0.0, ge=0, le=3600)
+    auto_pause: AutoPause | None = None
+    record: Recording | None = None
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v

@@ -1,0 +1,270 @@
+"""The ACD engine without SIP: strategies, ring-all and its race, no-answer and auto-pause,
+tiers, overflow, abandon, exit key, priority, multi-queue agents, and a randomized
+interleaving that checks nobody is ever double-booked."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ringmaster.acd.config import AgentConfig, QueueConfig
+from ringmaster.acd.engine import (
+    Announce,
+    Bridge,
+    CancelRing,
+    DropAgent,
+    LeaveQueue,
+    QueueEngine,
+    QueueLog,
+    Ring,
+)
+
+
+def agents(*names: str, **skills: dict[str, int]) -> dict[str, AgentConfig]:
+    return {n: AgentConfig(mobile=f"+4510000{i:03d}", skills=skills.get(n, {})) for i, n in enumerate(names)}
+
+
+def engine(queues: dict[str, dict], names: tuple[str, ...] = ("a", "b", "c"), login: bool = True, **skills) -> QueueEngine:  # type: ignore[no-untyped-def]
+    e = QueueEngine({q: QueueConfig.model_validate(spec) for q, spec in queues.items()}, agents(*names, **skills),
+                    rng=random.Random(7))
+    if login:
+        for i, n in enumerate(names):
+            e.agent_login(n, now=float(i))  # a idle longest, then b, then c
+    return e
+
+
+def rings(actions) -> list[Ring]:  # type: ignore[no-untyped-def]
+    return [a for a in actions if isinstance(a, Ring)]
+
+
+def logs(actions, event: str | None = None) -> list[QueueLog]:  # type: ignore[no-untyped-def]
+    return [a for a in actions if isinstance(a, QueueLog) and (event is None or a.event == event)]
+
+
+def test_ring_all_rings_everyone_first_answer_wins_others_stop_and_all_are_free_after():
+    e = engine({"q": {"strategy": "ring-all", "members": ["a", "b", "c"]}})
+    out = e.enqueue("c1", "q", now=10)
+    assert logs(out, "ENTERQUEUE") and rings(out) == [Ring("c1", "q", ("a", "b", "c"), 15.0)]
+    out = e.ring_answered("c1", "b", now=12)
+    assert CancelRing("c1", ("a", "c")) in out and Bridge("c1", "b") in out
+    assert [lg.agent for lg in logs(out, "RINGCANCELED")] == ["a", "c"]
+    assert logs(out, "CONNECT")[0].data[0] == 2
+    assert e.agents["a"].available(12) and e.agents["c"].available(12) and not e.agents["b"].available(12)
+    out = e.call_ended("c1", "agent", now=40)
+    assert logs(out, "COMPLETEAGENT")[0].data == (2, 28, 1)
+    assert all(e.agents[n].available(40) for n in "abc")
+
+
+def test_ring_all_late_answer_is_dropped_and_not_counted():
+    e = engine({"q": {"strategy": "ring-all", "members": ["a", "b"]}})
+    e.enqueue("c1", "q", now=10)
+    e.ring_answered("c1", "a", now=11)
+    out = e.ring_answered("c1", "b", now=11.01)  # answered just before its CANCEL arrived
+    assert out[0] == DropAgent("c1", "b")
+    assert e.agents["b"].available(12) and e.agents["b"].calls_by_queue["q"] == 0
+    e.call_ended("c1", "caller", now=20)
+    assert e.agents["a"].calls_by_queue["q"] == 1
+
+
+def test_linear_always_starts_from_the_top():
+    e = engine({"q": {"strategy": "linear", "members": ["c", "a", "b"]}})
+    for i in range(3):
+        out = e.enqueue(f"k{i}", "q", now=10 + i)
+        assert rings(out)[0].agents == ("c",)
+        e.ring_answered(f"k{i}", "c", now=10.5 + i)
+        e.call_ended(f"k{i}", "agent", now=10.8 + i)
+
+
+def test_round_robin_rotates_over_six_calls():
+    e = engine({"q": {"strategy": "round-robin", "members": ["a", "b", "c"]}})
+    order = []
+    for i in range(6):
+        out = e.enqueue(f"k{i}", "q", now=10 + i)
+        agent = rings(out)[0].agents[0]
+        order.append(agent)
+        e.ring_answered(f"k{i}", agent, now=10.2 + i)
+        e.call_ended(f"k{i}", "agent", now=10.5 + i)
+    assert order == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_longest_idle_agent_gets_the_call():
+    e = engine({"q": {"strategy": "longest-idle", "members": ["a", "b", "c"]}})
+    e.enqueue("k1", "q", now=10)  # a (idle since 0)
+    e.ring_answered("k1", "a", now=10)
+    e.call_ended("k1", "agent", now=11)  # a idle since 11 now
+    assert rings(e.enqueue("k2", "q", now=12))[0].agents == ("b",)
+
+
+def test_fewest_calls_and_least_talk_time():
+    e = engine({"f": {"strategy": "fewest-calls", "members": ["a", "b"]},
+                "t": {"strategy": "least-talk-time", "members": ["a", "b"]}}, names=("a", "b"))
+    e.enqueue("k1", "f", now=10)
+    e.ring_answered("k1", "a", now=10)
+    e.call_ended("k1", "agent", now=100)  # a: 1 call, 90 s talk
+    assert rings(e.enqueue("k2", "f", now=101))[0].agents == ("b",)
+    e.ring_answered("k2", "b", now=101)
+    e.call_ended("k2", "agent", now=102)  # b: 1 call, 1 s talk
+    assert rings(e.enqueue("k3", "t", now=103))[0].agents == ("b",)
+
+
+def test_random_is_seeded_and_spreads():
+    e = engine({"q": {"strategy": "random", "members": ["a", "b", "c"]}})
+    seen = set()
+    for i in range(12):
+        agent = rings(e.enqueue(f"k{i}", "q", now=10 + i))[0].agents[0]
+        seen.add(agent)
+        e.ring_answered(f"k{i}", agent, now=10 + i)
+        e.call_ended(f"k{i}", "agent", now=10.5 + i)
+    assert seen == {"a", "b", "c"}
+
+
+def test_skills_filter_and_tier_escalation_after_wait():
+    e = engine({"q": {"strategy": "linear", "skills": {"fr": 3}, "tier_wait": 20,
+                      "members": ["a", {"agent": "b", "tier": 2}, "c"]}},
+               a={"fr": 2}, b={"fr": 5}, c={"en": 9})
+    out = e.enqueue("k1", "q", now=0)
+    assert rings(out) == []  # a lacks the level, c lacks the skill, b is tier 2
+    assert rings(e.tick(now=19.9)) == []
+    assert rings(e.tick(now=20.0))[0].agents == ("b",)
+
+
+def test_no_answer_logs_ringnoanswer_rings_next_after_retry_and_auto_pauses():
+    e = engine({"q": {"strategy": "linear", "members": ["a", "b"], "ring_timeout": 10, "retry": 2,
+                      "auto_pause": {"after": 2, "reason": "missed"}}}, names=("a", "b"))
+    e.enqueue("k1", "q", now=0)
+    out = e.tick(now=10)
+    assert CancelRing("k1", ("a",)) in out and logs(out, "RINGNOANSWER")[0].data == (10000,)
+    assert rings(out) == []  # retry delay
+    assert rings(e.tick(now=12))[0].agents == ("a",)  # linear: a again, b was never its turn
+    out = e.tick(now=22)
+    assert logs(out, "PAUSE")[0].data == ("missed",) and e.agents["a"].paused == "missed"
+    assert rings(e.tick(now=24))[0].agents == ("b",)
+
+
+def test_paused_logged_out_unregistered_and_busy_agents_are_never_rung():
+    e = QueueEngine({"q": QueueConfig(strategy="ring-all", members=["a", "b", "c", "d"])},
+                    {"a": AgentConfig(mobile="+451"), "b": AgentConfig(mobile="+452"), "c": AgentConfig(mobile="+453"),
+                     "d": AgentConfig.model_validate({"softphone": {"username": "d", "password": "secret"}})})
+    for n in "abd":
+        e.agent_login(n, now=0)
+    e.agent_pause("a", "lunch", now=0)
+    e.agent_busy_elsewhere("b", True, now=0)  # in a chat
+    out = e.enqueue("k1", "q", now=1)
+    assert rings(out) == []  # a paused, b busy elsewhere, c logged out, d not registered
+    assert rings(e.agent_registered("d", True, now=2))[0].agents == ("d",)
+
+
+def test_max_wait_overflows_and_abandon_records_wait_time():
+    e = engine({"q": {"members": ["a"], "max_wait": 30, "overflow": {"queue": "backup"}},
+                "backup": {"members": ["a"]}}, names=("a",), login=False)
+    e.enqueue("k1", "q", now=0)
+    e.enqueue("k2", "q", now=5)
+    out = e.tick(now=30)
+    assert logs(out, "EXITWITHTIMEOUT")[0].data == (1, 1, 30)
+    assert [a for a in out if isinstance(a, LeaveQueue)][0].target.queue == "backup"
+    out = e.caller_left("k2", now=31)
+    assert logs(out, "ABANDON")[0].data == (1, 2, 26)
+
+
+def test_exit_key_takes_the_caller_to_the_flow():
+    e = engine({"q": {"members": ["a"], "exit_key": {"key": "1", "flow": "callback"}}}, names=("a",), login=False)
+    e.enqueue("k1", "q", now=0)
+    assert e.exit_key("k1", "5", now=3) == []
+    out = e.exit_key("k1", "1", now=4)
+    assert logs(out, "EXITWITHKEY")[0].data == ("1", 1, 1, 4)
+    assert LeaveQueue("k1", "q", "key", "callback") in out
+
+
+def test_priority_goes_ahead_of_arrival_and_position_is_announced():
+    e = engine({"q": {"members": ["a"], "announce": {"every": 10}}}, names=("a",), login=False)
+    e.enqueue("k1", "q", now=0)
+    e.enqueue("vip", "q", now=1, priority=5)
+    out = e.tick(now=10)
+    assert Announce("k1", 2, None) in out
+    out = e.agent_login("a", now=11)
+    assert rings(out)[0].call_id == "vip"
+
+
+def test_full_queue_and_join_empty_and_leave_when_empty():
+    e = engine({"q": {"members": ["a"], "max_length": 1}, "strict": {"members": ["a"], "join_empty": False},
+                "leave": {"members": ["a"], "leave_when_empty": True}}, names=("a",), login=False)
+    e.enqueue("k1", "q", now=0)
+    assert logs(e.enqueue("k2", "q", now=1), "FULL")
+    assert logs(e.enqueue("k3", "strict", now=1), "JOINEMPTY")
+    e.agent_login("a", now=2)
+    e.agent_pause("a", "x", now=2)
+    e.enqueue("k4", "leave", now=3)
+    out = e.agent_logout("a", now=4)
+    assert logs(out, "EXITEMPTY") and LeaveQueue("k4", "leave", "empty", None) in out
+
+
+def test_agent_in_two_queues_gets_one_offer_at_a_time_and_wrapup_of_the_calls_queue():
+    e = engine({"sales": {"members": ["a"], "wrapup": 10}, "support": {"members": ["a"], "wrapup": 60}}, names=("a",))
+    out = e.enqueue("s1", "sales", now=0) + e.enqueue("p1", "support", now=0.1)
+    assert [r.call_id for r in rings(out)] == ["s1"]  # one offer; p1 waits
+    e.ring_answered("s1", "a", now=1)
+    out = e.call_ended("s1", "agent", now=5)
+    assert rings(out) == []  # sales wrap-up (10 s), not support's
+    assert rings(e.tick(now=14.9)) == []
+    assert [r.call_id for r in rings(e.tick(now=15))] == ["p1"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_random_interleaving_never_double_books_and_connects_each_call_once(seed: int):
+    rng = random.Random(seed)
+    names = tuple(f"ag{i}" for i in range(6))
+    queues = {f"q{i}": {"strategy": s, "members": rng.sample(names, 4), "wrapup": rng.choice([0, 3]),
+                        "ring_timeout": 5, "retry": 1}
+              for i, s in enumerate(["ring-all", "linear", "round-robin", "longest-idle"])}
+    e = engine(queues, names=names, login=False)
+    now = 0.0
+    connected: dict[str, str] = {}
+    offered: dict[str, set[str]] = {}
+    for step in range(600):
+        now += rng.uniform(0, 1.5)
+        roll = rng.random()
+        calls = list(e.calls)
+        if roll < 0.2:
+            out = e.enqueue(f"c{step}", rng.choice(list(queues)), now, priority=rng.choice([0, 0, 1]))
+        elif roll < 0.45 and any(c.ringing for c in e.calls.values()):
+            call = rng.choice([c for c in e.calls.values() if c.ringing])
+            agent = rng.choice(list(call.ringing))
+            out = e.ring_answered(call.id, agent, now) if rng.random() < 0.7 else e.ring_failed(call.id, agent, now)
+        elif roll < 0.6 and any(c.agent for c in e.calls.values()):
+            call = rng.choice([c for c in e.calls.values() if c.agent])
+            out = e.call_ended(call.id, rng.choice(["agent", "caller"]), now)
+        elif roll < 0.7 and calls:
+            out = e.caller_left(rng.choice(calls), now)
+        elif roll < 0.85:
+            a = rng.choice(names)
+            out = rng.choice([e.agent_login, e.agent_logout, e.agent_unpause])(a, now)
+        elif roll < 0.9:
+            out = e.agent_pause(rng.choice(names), "break", now)
+        else:
+            out = e.tick(now)
+        for act in out:
+            if isinstance(act, Ring):
+                offered.setdefault(act.call_id, set()).update(act.agents)
+            if isinstance(act, Bridge):
+                assert act.call_id not in connected, "a call was connected twice"
+                connected[act.call_id] = act.agent
+        # invariants after every step
+        holders: dict[str, list[str]] = {}
+        for c in e.calls.values():
+            for a in c.ringing:
+                holders.setdefault(a, []).append(c.id)
+            if c.agent:
+                holders.setdefault(c.agent, []).append(c.id)
+        for a, held in holders.items():
+            assert len(held) == 1, f"step {step}: agent {a} holds {held}"
+        for c in e.calls.values():
+            for a in c.ringing:  # a ringing agent is logged in and reserved by exactly this call
+                assert e.agents[a].logged_in and e.agents[a].reserved_by == c.id, (step, a, c.id)
+        for a in e.agents.values():
+            if a.reserved_by is not None:
+                assert a.reserved_by in e.calls and a.id in e.calls[a.reserved_by].ringing, (step, a.id)
+        for a in e.agents.values():
+            if a.call is not None:
+                assert a.reserved_by is None and e.calls[a.call].agent == a.id
+    assert connected, "the scenario never connected a call"
