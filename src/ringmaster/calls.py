@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -27,16 +28,21 @@ from ringmaster.flows.actions import (
     ConnectEnded,
     DigitPressed,
     DigitsEntered,
+    EnqueueCall,
     FlowEvent,
     HangUp,
     MessageRecorded,
     PlayPrompts,
     PromptsDone,
+    QueueLeft,
     RecordMessage,
     StoreCallback,
 )
 from ringmaster.flows.interpreter import FlowRun
 from ringmaster.store import Store
+
+if TYPE_CHECKING:
+    from ringmaster.acd.runtime import AcdRuntime
 
 log = structlog.get_logger("ringmaster.call")
 
@@ -89,6 +95,15 @@ class CallSession:
     # voicemail being recorded: (rec_id, path, started monotonic), stopped by #, hang-up or timer
     message: tuple[str, str, float] | None = None
     _message_timer: asyncio.TimerHandle | None = None
+    # ACD: the queue the caller waits in, its hold music, the agent leg once bridged
+    acd: AcdRuntime | None = None
+    queued: str | None = None
+    moh: tuple[str, ...] = ()
+    moh_play_id: str = ""
+    announce_play_id: str = ""
+    queue_agent_leg: str = ""
+    queue_rec_id: str = ""
+    ended_by_agent: bool = False
     _plays: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -131,6 +146,12 @@ class CallSession:
                 self._connect(action)
             elif isinstance(action, RecordMessage):
                 self._start_message(action)
+            elif isinstance(action, EnqueueCall):
+                if self.acd is None:
+                    self.log.error("call.no_acd", queue=action.queue)
+                    self._feed(QueueLeft("no_acd"))
+                else:
+                    self.acd.enqueue(self, action.queue, action.priority)
             elif isinstance(action, StoreCallback):
                 self.store.callback_requested(self.call_id, action.queue, action.number, time.time())
                 self.log.info("call.callback_requested", queue=action.queue, number=action.number)
@@ -148,6 +169,64 @@ class CallSession:
         self.play_id = f"{self.call_id}-p{next(self._plays)}"
         self._command(p.Play(leg=self.leg, files=action.files, play_id=self.play_id,
                              barge_in=action.barge_in))
+
+    # ------------------------------------------------------------ ACD (called by AcdRuntime)
+
+    def queue_started(self, queue: str, moh: tuple[str, ...]) -> None:
+        self.queued, self.moh = queue, moh
+        self._play_moh()
+
+    def _play_moh(self) -> None:
+        if self.queued is None or not self.moh or self.hangup is not None:
+            return
+        self.moh_play_id = f"{self.call_id}-moh{next(self._plays)}"
+        if self.media_ready:
+            self._command(p.Play(leg=self.leg, files=self.moh, play_id=self.moh_play_id, loop=True))
+
+    def queue_announce(self, files: tuple[str, ...]) -> None:
+        if self.queued is None or not self.media_ready:
+            return
+        self.moh_play_id = ""
+        self.announce_play_id = f"{self.call_id}-ann{next(self._plays)}"
+        self._command(p.Play(leg=self.leg, files=files, play_id=self.announce_play_id))
+
+    def dial_agent(self, leg: str, uri: str, headers: tuple[tuple[str, str], ...]) -> None:
+        self.bind_leg(leg)
+        self._command(p.Dial(leg=leg, uri=uri, from_display=self.caller, extra_headers=headers))
+
+    def hangup_leg(self, leg: str, code: int = 200) -> None:
+        self._command(p.Hangup(leg=leg, code=code))
+
+    def queue_bridged(self, agent_leg: str, recording: str | None) -> None:
+        self.queued, self.moh_play_id, self.announce_play_id = None, "", ""
+        self.queue_agent_leg = agent_leg
+        self._command(p.Bridge(leg_a=self.leg, leg_b=agent_leg))  # stops the hold music
+        if recording:
+            self.queue_rec_id = f"{self.call_id}-qr{next(self._plays)}"
+            self._command(p.RecordStart(rec_id=self.queue_rec_id, legs=(self.leg, agent_leg), path=recording))
+            self.store.call_recording(self.call_id, recording)
+
+    def queue_left(self, reason: str, flow: str | None) -> None:
+        self.queued, self.moh_play_id, self.announce_play_id = None, "", ""
+        self._command(p.StopPlay(leg=self.leg))
+        if self.run is None:
+            return
+        if flow is not None:
+            self.execute(self.run.jump(flow))
+        else:
+            self._feed(QueueLeft(reason))
+
+    def end_from_queue(self, cause: str) -> None:
+        """The agent hung up: the caller's call is complete."""
+        self.queue_agent_leg = ""
+        self.ended_by_agent = True
+        self._stop_queue_recording()
+        self.execute([HangUp(200, cause=cause)])
+
+    def _stop_queue_recording(self) -> None:
+        if self.queue_rec_id:
+            self._command(p.RecordStop(rec_id=self.queue_rec_id))
+            self.queue_rec_id = ""
 
     def _start_message(self, action: RecordMessage) -> None:
         rec_id = f"{self.call_id}-vm{next(self._plays)}"
@@ -243,7 +322,11 @@ class CallSession:
     # ------------------------------------------------------------ worker -> flow
 
     def on_event(self, msg: p.Message) -> None:
-        if getattr(msg, "leg", None) == self.b_leg and self.b_leg:
+        leg = getattr(msg, "leg", None)
+        if self.acd is not None and leg and leg != self.leg and self.acd.owns_leg(self, leg):
+            self.acd.agent_leg_event(self, msg)
+            return
+        if leg == self.b_leg and self.b_leg:
             self._b_event(msg)
             return
         if isinstance(msg, p.CallState):
@@ -256,14 +339,20 @@ class CallSession:
             elif msg.state == "disconnected":
                 self._end_b_leg()
                 self._stop_message(feed=False)  # hanging up is how most messages end
+                self._leave_acd()
                 self._ended(msg.code, msg.reason)
         elif isinstance(msg, p.MediaReady):
             self.media_ready = True
             if self.pending_play is not None:
                 play, self.pending_play = self.pending_play, None
                 self._play(play)
+            elif self.queued is not None:
+                self._play_moh()
         elif isinstance(msg, p.PlaybackDone):
-            if msg.play_id == self.play_id:
+            if msg.play_id and msg.play_id == self.announce_play_id:
+                self.announce_play_id = ""
+                self._play_moh()  # back to the hold music after an announcement
+            elif msg.play_id == self.play_id:
                 self.play_id = ""
                 self._feed(PromptsDone(interrupted=msg.interrupted))
         elif isinstance(msg, p.Digit):
@@ -271,6 +360,8 @@ class CallSession:
             self.store.event(self.call_id, "DIGIT", digit=msg.digit, method=msg.method)
             if self.message is not None and msg.digit == "#":
                 self._stop_message(feed=True)  # "press the pound key when you are done"
+            elif self.queued is not None and self.acd is not None:
+                self.acd.digit(self, msg.digit)  # an exit key, maybe
             else:
                 self._feed(DigitPressed(msg.digit))
         elif isinstance(msg, p.DigitsCollected):
@@ -292,6 +383,8 @@ class CallSession:
         self.ended_at = time.time()
         if self.hangup is not None and self.hangup.cause == "transfer_target_hangup":
             by, cause, disposition = "target", self.hangup.cause, "completed"
+        elif self.ended_by_agent:
+            by, cause, disposition = "agent", "agent_hangup", "completed"
         elif self.hangup is not None:
             by, cause = "ringmaster", self.hangup.cause
             disposition = self.disposition or "completed"
@@ -308,7 +401,19 @@ class CallSession:
         if self._ring_timer is not None:
             self._ring_timer.cancel()
         self._stop_message(feed=False)
+        self._leave_acd()
         self._record_end("failed", cause, 0, "ringmaster")
+
+    def _leave_acd(self) -> None:
+        if self.acd is None:
+            return
+        self._stop_queue_recording()
+        if self.queue_agent_leg and not self.ended_by_agent:
+            self.acd.caller_ended_connected(self)  # COMPLETECALLER, the agent leg is hung up
+            self.queue_agent_leg = ""
+        elif self.queued is not None:
+            self.queued = None
+            self.acd.caller_gone(self)  # ABANDON
 
     def _record_end(self, disposition: str, cause: str, code: int, by: str) -> None:
         run = self.run

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ringmaster import yamlsource
+from ringmaster.acd.config import AgentConfig, QueueConfig
 from ringmaster.schedules import Schedule
 from ringmaster.yamlsource import ConfigError, ConfigInvalid, Source, did_you_mean
 
@@ -112,6 +113,8 @@ class SipConfig(Strict):
     trusted: list[TrustedPeer] = Field(default_factory=list)
     registrations: list[UpstreamRegistration] = Field(default_factory=list)
     security: EdgeSecurity = Field(default_factory=EdgeSecurity)
+    events_port: int | None = Field(default=None, ge=1024, le=65535, description="loopback TCP port where the edge pushes registration events (default: listen port + 2)")
+    mobile_trunk: str = Field(default="", description="HOST:PORT of the trunk that reaches mobile agents")
     kamailio: str = "/usr/sbin/kamailio"
     kamailio_modules: str = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
     shared_memory_mb: int = Field(default=256, ge=64)
@@ -210,6 +213,8 @@ class Config(Strict):
     paths: PathsConfig = Field(default_factory=PathsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     schedules: dict[str, Schedule] = Field(default_factory=dict)
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)
+    queues: dict[str, QueueConfig] = Field(default_factory=dict)
     flows: dict[str, list[Any]] = Field(default_factory=dict)
     entry_points: list[EntryPoint] = Field(default_factory=list)
     unknown_number: UnknownNumber = Field(default_factory=UnknownNumber)
@@ -297,6 +302,7 @@ def validate(src: Source, base_dir: Path) -> Config:
     cfg = cfg.model_copy(update={"paths": _resolve_paths(cfg.paths, base_dir),
                                  "storage": StorageConfig(path=str(base_dir / cfg.storage.path))})
     errors = check_flows(cfg.flows, config_flow_refs(cfg), node_context(cfg), src)
+    errors += _check_acd(cfg, src)
     errors += _check_ports(cfg, src)
     if errors:
         raise ConfigInvalid(errors)
@@ -323,13 +329,55 @@ def _raw_flow_errors(src: Source, base_dir: Path) -> list[ConfigError]:
             refs.append((("entry_points", i, "flow"), ep["flow"]))
     schedules = data.get("schedules")
     names = frozenset(schedules) if isinstance(schedules, dict) else frozenset()
-    return check_flows(flows, refs, NodeContext(Path(paths.prompts), schedules=names), src)
+    queues = data.get("queues")
+    qnames = frozenset(queues) if isinstance(queues, dict) else frozenset()
+    return check_flows(flows, refs, NodeContext(Path(paths.prompts), schedules=names, queues=qnames), src)
 
 
 def _resolve_paths(paths: PathsConfig, base: Path) -> PathsConfig:
     # relative paths are relative to the config file, so `-c /etc/ringmaster/x.yaml` works
     return PathsConfig(prompts=str(base / paths.prompts), recordings=str(base / paths.recordings),
                        runtime=str(base / paths.runtime))
+
+
+def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
+    """Queues name agents, queues and flows that must exist; softphone usernames are unique."""
+    from ringmaster.flows.nodes.base import NodeContext
+
+    errors = []
+    ctx = NodeContext(Path(cfg.paths.prompts))
+    users: dict[str, str] = {}
+    for name, agent in cfg.agents.items():
+        if agent.softphone is not None:
+            other = users.setdefault(agent.softphone.username, name)
+            if other != name:
+                errors.append(src.error(("agents", name, "softphone", "username"),
+                                        f"softphone username {agent.softphone.username!r} is also agent {other!r}'s"))
+    for qname, q in cfg.queues.items():
+        seen = set()
+        for i, m in enumerate(q.members):
+            if m.agent not in cfg.agents:
+                errors.append(src.error(("queues", qname, "members", i),
+                                        f"queue {qname!r}: unknown agent {m.agent!r}{did_you_mean(m.agent, set(cfg.agents))}"))
+            if m.agent in seen:
+                errors.append(src.error(("queues", qname, "members", i), f"queue {qname!r}: agent {m.agent!r} listed twice"))
+            seen.add(m.agent)
+        if q.overflow is not None:
+            if q.overflow.queue is not None and q.overflow.queue not in cfg.queues:
+                errors.append(src.error(("queues", qname, "overflow", "queue"),
+                                        f"overflow to unknown queue {q.overflow.queue!r}{did_you_mean(q.overflow.queue, set(cfg.queues))}"))
+            if q.overflow.queue == qname:
+                errors.append(src.error(("queues", qname, "overflow", "queue"), "a queue cannot overflow into itself"))
+            if q.overflow.flow is not None and q.overflow.flow not in cfg.flows:
+                errors.append(src.error(("queues", qname, "overflow", "flow"),
+                                        f"overflow to unknown flow {q.overflow.flow!r}{did_you_mean(q.overflow.flow, set(cfg.flows))}"))
+        if q.exit_key is not None and q.exit_key.flow not in cfg.flows:
+            errors.append(src.error(("queues", qname, "exit_key", "flow"),
+                                    f"exit key goes to unknown flow {q.exit_key.flow!r}{did_you_mean(q.exit_key.flow, set(cfg.flows))}"))
+        moh = Path(q.moh) if Path(q.moh).is_absolute() else Path(cfg.paths.prompts) / q.moh
+        if not moh.is_dir() and not ctx.prompt_path(q.moh).is_file():
+            errors.append(src.error(("queues", qname, "moh"), f"music on hold not found: {q.moh} (a prompt name or a directory)"))
+    return errors
 
 
 def _check_ports(cfg: Config, src: Source) -> list[ConfigError]:

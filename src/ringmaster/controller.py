@@ -13,9 +13,11 @@ from typing import Any
 import structlog
 
 from ringmaster import protocol as p
+from ringmaster.acd.runtime import AcdRuntime
 from ringmaster.calls import CallSession, new_call_id, sip_user
 from ringmaster.config import Config
-from ringmaster.edge import Edge
+from ringmaster.edge import Edge, events_port
+from ringmaster.edge.events import EdgeEvents
 from ringmaster.flows import DialPlan
 from ringmaster.flows.interpreter import FlowRun
 from ringmaster.pool import WorkerPool, registration_agent_spec, worker_specs
@@ -44,6 +46,8 @@ class Controller:
         self.registrations = {
             r.name: RegistrationState(r, contact=f"sip:{r.username}@{cfg.sip.host}:{cfg.sip.port}")
             for r in cfg.sip.registrations}
+        self.acd = AcdRuntime(cfg, self.store) if cfg.queues else None
+        self.edge_events = EdgeEvents(cfg.sip.host, events_port(cfg), self._edge_event)
         self._reg_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.started_at = time.time()
@@ -65,6 +69,7 @@ class Controller:
         if self.reg_agent is not None:
             await self.reg_agent.start()
         await self.edge.start()
+        self.edge_events.start()
         self._reg_task = asyncio.create_task(self._registration_loop(), name="registrations")
         log.info("controller.started", workers=len(self.pool.workers), edge=self.cfg.sip.listen,
                  pid=os.getpid())
@@ -79,6 +84,7 @@ class Controller:
         deadline = time.monotonic() + 2.0
         while self.live_sessions() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        await self.edge_events.stop()
         codes = await self.pool.stop()
         if self.reg_agent is not None:
             codes += await self.reg_agent.stop()  # its shutdown un-REGISTERs
@@ -148,6 +154,7 @@ class Controller:
                               called=called, send=self.pool.send, store=self.store,
                               recordings_dir=self.cfg.paths.recordings)
         session.bind_leg = lambda leg: self.sessions.__setitem__((worker, leg), session)
+        session.acd = self.acd
         self.sessions[(worker, msg.leg)] = session
         self.calls_total += 1
         self.store.call_arrived(session.call_id, msg.sip_call_id, caller, called, msg.request_uri,
@@ -161,6 +168,41 @@ class Controller:
         session.run = FlowRun(self.dialplan, route.flow, variables={"caller": caller, "called": called},
                               overrides=self.schedule_overrides)
         session.start()
+
+    # ------------------------------------------------------------ agents at the edge
+
+    def _edge_event(self, event: dict[str, Any]) -> None:
+        if self.acd is None:
+            return
+        if event.get("event") == "sync":
+            # (re)connected: events may have been missed, so read the registrar's table
+            task = asyncio.create_task(self._sync_registrations())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        else:
+            self.acd.edge_event(event)
+
+    async def _sync_registrations(self) -> None:
+        try:
+            dump = await self.edge.rpc("ul.dump")
+        except Exception as exc:
+            log.error("edge.registrations_unreadable", error=str(exc))
+            return
+        users: set[str] = set()
+
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if k == "AoR" and isinstance(v, str):
+                        users.add(v.split("@", 1)[0])
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+
+        walk(dump)
+        if self.acd is not None:
+            self.acd.edge_event({"event": "sync"}, registered_users=users)
 
     # ------------------------------------------------------------ registrations
 
@@ -254,6 +296,12 @@ class Controller:
 
     # ------------------------------------------------------------ status
 
+    def _agents_status(self) -> dict[str, str]:
+        if self.acd is None:
+            return {}
+        now = time.time()
+        return {name: _agent_state(a, now) for name, a in self.acd.engine.agents.items()}
+
     async def status(self) -> dict[str, Any]:
         try:
             edge_view = await self.edge.dispatcher_state()
@@ -272,8 +320,27 @@ class Controller:
                 "last_worker_restart_seconds": self.pool.last_restart_seconds,
                 "calls": {"live": len(self.live_sessions()), "total": self.calls_total},
                 "flows": sorted(self.dialplan.flows),
+                "agents": self._agents_status(),
+                "queues": {q: {"waiting": len(st.waiting), "answered": st.answered, "abandoned": st.abandoned}
+                           for q, st in (self.acd.engine.queues.items() if self.acd else [])},
                 "schedules": {n: self.schedule_overrides.get(n, "auto") for n in sorted(self.dialplan.schedules)},
                 "registrations": [r.as_dict() for r in self.registrations.values()]}
+
+
+def _agent_state(a: Any, now: float) -> str:
+    if a.call is not None:
+        return "on-call"
+    if a.reserved_by is not None:
+        return "ringing"
+    if not a.logged_in:
+        return "logged-out"
+    if a.paused is not None:
+        return f"paused:{a.paused}"
+    if not a.registered:
+        return "unregistered"
+    if now < a.wrapup_until:
+        return "wrap-up"
+    return "available"
 
 
 def _shutdown_hangup():  # type: ignore[no-untyped-def]

@@ -178,6 +178,7 @@ class Register(Message):
     password: str
     contact_uri: str = ""
     expires: int = 300
+    accept_calls: bool = False  # a phone (agent) registering itself; the reg agent never takes calls
 
 
 @message("unregister")
@@ -224,6 +225,7 @@ class CallState(Message):
     state: str
     code: int = 0
     reason: str = ""
+    remote_contact: str = ""  # who answered: with a forked ring-all, the agent's registered contact
 
 
 @message("media")

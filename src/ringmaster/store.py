@@ -81,6 +81,25 @@ MIGRATIONS: list[str] = [
         set_at    REAL NOT NULL
     );
     """,
+    """
+    ALTER TABLE calls ADD COLUMN queue TEXT;
+    ALTER TABLE calls ADD COLUMN agent TEXT;
+    ALTER TABLE calls ADD COLUMN wait_seconds REAL;
+    ALTER TABLE calls ADD COLUMN talk_seconds REAL;
+    CREATE INDEX calls_queue ON calls(queue, arrived_at);
+    -- Asterisk queue_log: time|callid|queuename|agent|event|data1|data2|...
+    CREATE TABLE queue_log (
+        id       INTEGER PRIMARY KEY,
+        at       REAL NOT NULL,
+        call_id  TEXT NOT NULL,
+        queue    TEXT NOT NULL,
+        agent    TEXT NOT NULL,
+        event    TEXT NOT NULL,
+        data     TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX queue_log_at ON queue_log(at);
+    CREATE INDEX queue_log_call ON queue_log(call_id);
+    """,
 ]
 
 DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
@@ -191,6 +210,19 @@ class Store:
 
     def call_recording(self, call_id: str, path: str) -> None:
         self._put("UPDATE calls SET recording=? WHERE call_id=?", path, call_id)
+
+    def queue_log(self, at: float, call_id: str, queue: str, agent: str, event: str, data: tuple[object, ...]) -> None:
+        self._put("INSERT INTO queue_log (at, call_id, queue, agent, event, data) VALUES (?,?,?,?,?,?)",
+                  at, call_id, queue, agent, event, "|".join(str(d) for d in data))
+
+    def call_queued(self, call_id: str, queue: str) -> None:
+        self._put("UPDATE calls SET queue=? WHERE call_id=?", queue, call_id)
+
+    def call_agent(self, call_id: str, agent: str, wait_seconds: float) -> None:
+        self._put("UPDATE calls SET agent=?, wait_seconds=? WHERE call_id=?", agent, round(wait_seconds, 3), call_id)
+
+    def call_talk(self, call_id: str, talk_seconds: float) -> None:
+        self._put("UPDATE calls SET talk_seconds=? WHERE call_id=?", round(talk_seconds, 3), call_id)
 
     def event(self, call_id: str, event: str, at: float | None = None, **data: Any) -> None:
         self._put("INSERT INTO call_events (call_id, at, event, data) VALUES (?,?,?,?)",

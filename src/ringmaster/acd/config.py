@@ -29,6 +29,7 @@ class AgentConfig(_Strict):
     softphone: Softphone | None = None
     mobile: str | None = Field(default=None, pattern=r"^\+?[0-9]{3,20}$", description="reached through the mobile trunk")
     skills: dict[str, int] = Field(default_factory=dict, description="skill -> level 1-10")
+    auto_login: bool = Field(default=True, description="a static member: logged in whenever reachable (softphone registered)")
 
     @model_validator(mode="after")
     def _reachable(self) -> AgentConfig:

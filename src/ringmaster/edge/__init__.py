@@ -28,6 +28,26 @@ from ringmaster.workerproc import WorkerSpec
 log = structlog.get_logger("ringmaster.edge")
 
 
+def events_port(cfg: Config) -> int:
+    return cfg.sip.events_port or cfg.sip.port + 2
+
+
+def subscriber_table(cfg: Config) -> str:
+    """db_text subscriber table of the agents' softphones, HA1 = MD5(user:realm:password)."""
+    import hashlib
+
+    realm = cfg.sip.host
+    rows = ["id(int,auto) username(string) domain(string) password(string) ha1(string) ha1b(string)"]
+    for i, agent in enumerate(sorted(cfg.agents.items()), start=1):
+        phone = agent[1].softphone
+        if phone is None:
+            continue
+        ha1 = hashlib.md5(f"{phone.username}:{realm}:{phone.password}".encode()).hexdigest()
+        ha1b = hashlib.md5(f"{phone.username}@{realm}:{realm}:{phone.password}".encode()).hexdigest()
+        rows.append(f"{i}:{phone.username}:{realm}:x:{ha1}:{ha1b}")
+    return "\n".join(rows) + "\n"
+
+
 def render(cfg: Config, workers: Sequence[WorkerSpec], config_file: str = "") -> tuple[str, str]:
     """The kamailio.cfg text and the dispatcher.list text for this config."""
     sip = cfg.sip
@@ -55,6 +75,9 @@ def render(cfg: Config, workers: Sequence[WorkerSpec], config_file: str = "") ->
         "TRUSTED": "\n".join(trusted) or "\t# (no trusted peers configured: no inbound calls)",
         # Kamailio strings: escape backslashes and quotes of the regex
         "SCANNERS": scanners.replace("\\", "\\\\").replace('"', '\\"'),
+        "EVENTS": f"{sip.host}:{events_port(cfg)}",
+        "MOBILE_ROUTE": (f'\t\tif (uri == myself && $rU =~ "^\\+?[0-9]+$") {{ $du = "sip:{sip.mobile_trunk}"; route(RELAY); }}'
+                         if sip.mobile_trunk else "\t\t# (no mobile_trunk configured: mobile agents cannot be reached)"),
     }
     text = resources.files("ringmaster.edge").joinpath("kamailio.cfg.tmpl").read_text()
     for key, value in values.items():
@@ -88,6 +111,12 @@ class Edge:
         cfg_path = self.rundir / "kamailio.cfg"
         cfg_path.write_text(text)
         (self.rundir / "dispatcher.list").write_text(ds)
+        db = self.rundir / "dbtext"
+        db.mkdir(exist_ok=True)
+        (db / "version").write_text("table_name(string) table_version(int)\nsubscriber:7\nlocation:9\n")
+        sub = db / "subscriber"
+        sub.write_text(subscriber_table(self.cfg))
+        os.chmod(sub, 0o600)  # HA1 hashes: as secret as the passwords for this realm
         return cfg_path
 
     async def check(self) -> None:

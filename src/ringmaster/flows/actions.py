@@ -64,7 +64,15 @@ class StoreCallback:
     queue: str
 
 
-Action = AnswerCall | PlayPrompts | CollectDigits | HangUp | Connect | RecordMessage | StoreCallback
+@dataclass(frozen=True)
+class EnqueueCall:
+    """Hand the call to the ACD queue; the flow waits until the queue lets the caller go."""
+
+    queue: str
+    priority: int = 0
+
+
+Action = AnswerCall | PlayPrompts | CollectDigits | HangUp | Connect | RecordMessage | StoreCallback | EnqueueCall
 
 
 # ---- events (engine -> flow)
@@ -107,4 +115,11 @@ class MessageRecorded:
     seconds: float
 
 
-FlowEvent = Answered | PromptsDone | DigitPressed | DigitsEntered | ConnectEnded | MessageRecorded
+@dataclass(frozen=True)
+class QueueLeft:
+    """The queue let the caller go unserved (timeout, empty, full) with no target of its own."""
+
+    reason: str
+
+
+FlowEvent = Answered | PromptsDone | DigitPressed | DigitsEntered | ConnectEnded | MessageRecorded | QueueLeft

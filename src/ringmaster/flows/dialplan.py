@@ -240,7 +240,7 @@ def check_flows(raw_flows: dict[str, Any], refs: list[tuple[PathT, str]], ctx: N
 
 
 def node_context(cfg: Config) -> NodeContext:
-    return NodeContext(Path(cfg.paths.prompts), schedules=frozenset(cfg.schedules))
+    return NodeContext(Path(cfg.paths.prompts), schedules=frozenset(cfg.schedules), queues=frozenset(cfg.queues))
 
 
 @dataclass(frozen=True)

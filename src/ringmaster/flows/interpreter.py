@@ -17,6 +17,7 @@ from ringmaster.flows.actions import (
     AnswerCall,
     CollectDigits,
     Connect,
+    EnqueueCall,
     FlowEvent,
     HangUp,
     PlayPrompts,
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 # A walk that makes this many jumps without waiting for anything is a loop that slipped past
 # `check` (it rejects loops without input): end the call rather than spin the controller.
 MAX_HOPS = 256
-_MEDIA = (PlayPrompts, CollectDigits, Connect, RecordMessage)
+_MEDIA = (PlayPrompts, CollectDigits, Connect, RecordMessage, EnqueueCall)
 
 
 def _utcnow() -> datetime:
@@ -85,6 +86,13 @@ class FlowRun:
         if outcome is None:
             return []
         return self._walk(outcome)
+
+    def jump(self, flow: str) -> list[Action]:
+        """Continue the walk at another flow's start (an ACD overflow or exit key sends callers there)."""
+        from ringmaster.flows.nodes.base import Outcome, TargetSpec
+
+        self.finished = False
+        return self._walk(Outcome(then=TargetSpec(flow=flow)))
 
     def _walk(self, outcome: Outcome) -> list[Action]:
         actions: list[Action] = list(outcome.actions)

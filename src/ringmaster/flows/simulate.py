@@ -19,6 +19,7 @@ from ringmaster.flows.actions import (
     Connect,
     ConnectEnded,
     DigitsEntered,
+    EnqueueCall,
     FlowEvent,
     HangUp,
     MessageRecorded,
@@ -98,9 +99,12 @@ def simulate(plan: DialPlan, flow: str, inputs: list[str], caller: str = "", cal
                 event = MessageRecorded(f"voicemail/{a.box}/(simulated).wav", 10.0)
             elif isinstance(a, StoreCallback):
                 out.append(f"{where:<18} store callback to {a.number or '(unknown)'} for queue {a.queue}")
+            elif isinstance(a, EnqueueCall):
+                out.append(f"{where:<18} enter queue {a.queue} (priority {a.priority}); the ACD takes the call")
+                sim.final = f"queued in {a.queue}"
             elif isinstance(a, HangUp):
                 sim.final = f"hang up ({a.cause})"
-        if run.finished:
+        if run.finished or sim.final.startswith("queued"):
             break
         if event is None:
             sim.final = "waiting with nothing to wait for (a bug in the plan or in ringmaster)"

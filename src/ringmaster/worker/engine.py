@@ -192,8 +192,8 @@ class MediaEngine:
             print(detail, file=sys.stderr, flush=True)
         self.send(p.Error(command=command, message=message, leg=leg))
 
-    def send_state(self, leg: str, state: str, code: int, reason: str) -> None:
-        self.send(p.CallState(leg=leg, state=state, code=code, reason=reason))
+    def send_state(self, leg: str, state: str, code: int, reason: str, remote_contact: str = "") -> None:
+        self.send(p.CallState(leg=leg, state=state, code=code, reason=reason, remote_contact=remote_contact))
 
     def from_media_thread(self, item: tuple[str, Any]) -> None:
         self.media_q.put(item)
@@ -577,7 +577,7 @@ class MediaEngine:
             acfg.sipConfig.contactForced = f"<{cmd.contact_uri}>"
             acfg.natConfig.contactRewriteUse = 0  # contactForced is ignored otherwise
         acfg.natConfig.viaRewriteUse = 0
-        reg = Registration(self, cmd.reg_id)
+        reg = Registration(self, cmd.reg_id, accept_calls=cmd.accept_calls)
         self.registrations[cmd.reg_id] = reg
         reg.create(acfg)
 

@@ -108,7 +108,8 @@ class Leg(pj.Call):
                 self.disconnected = True
                 self.audio = None
                 self.engine.leg_gone(self)
-            self.engine.send_state(self.leg_id, state, info.lastStatusCode, info.lastReason)
+            self.engine.send_state(self.leg_id, state, info.lastStatusCode, info.lastReason,
+                                   info.remoteContact if state == "confirmed" else "")
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         with _guard(self.engine, "onCallMediaState", self.leg_id):
@@ -130,10 +131,11 @@ class Leg(pj.Call):
 class Registration(pj.Account):
     """An upstream registration (PBX / trunk) whose Contact points at the edge."""
 
-    def __init__(self, engine: MediaEngine, reg_id: str):
+    def __init__(self, engine: MediaEngine, reg_id: str, accept_calls: bool = False):
         super().__init__()
         self.engine = engine
         self.reg_id = reg_id
+        self.accept_calls = accept_calls
 
     def onRegState(self, prm: pj.OnRegStateParam) -> None:
         with _guard(self.engine, "onRegState"):
@@ -144,6 +146,9 @@ class Registration(pj.Account):
         # a call matched to this account would answer with the edge's forced Contact and
         # its ACK would loop at the edge. Decline loudly if one arrives anyway.
         with _guard(self.engine, "onIncomingCall"):
+            if self.accept_calls:
+                self.engine.incoming(self, prm)
+                return
             call = pj.Call(self, prm.callId)
             op = pj.CallOpParam()
             op.statusCode = 403

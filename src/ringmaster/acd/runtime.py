@@ -1,0 +1,322 @@
+"""AcdRuntime: carries out the QueueEngine's actions with real calls, and feeds it back.
+
+- Ring: one Dial from the caller's own worker through the edge (so the bridge stays inside
+  one worker): to `sip:USER@edge` for a softphone, `sip:NUMBER@edge` for a mobile (the edge
+  sends numbers to the mobile trunk). Ring-all is a single INVITE with an X-Ring header that
+  the edge forks; the 200 OK's Contact says which agent answered.
+- Bridge: caller and agent leg joined in the worker, recorded if the queue says so.
+- LeaveQueue: overflow to another queue or a flow, or back to the caller's flow.
+- QueueLog: one row per event in the store's queue_log table (Asterisk's names and fields).
+The engine's clock is one timer, re-armed at `next_deadline()` after every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ringmaster import protocol as p
+from ringmaster.acd.config import Overflow
+from ringmaster.acd.engine import (
+    Action,
+    Announce,
+    Bridge,
+    CancelRing,
+    DropAgent,
+    LeaveQueue,
+    QueueEngine,
+    QueueLog,
+    Ring,
+)
+from ringmaster.calls import sip_user
+
+if TYPE_CHECKING:
+    from ringmaster.calls import CallSession
+    from ringmaster.config import Config
+    from ringmaster.store import Store
+
+log = structlog.get_logger("ringmaster.acd")
+
+
+@dataclass
+class RingLeg:
+    call_id: str
+    leg: str
+    agents: tuple[str, ...]
+    answered_by: str | None = None
+
+
+@dataclass
+class Queued:
+    session: CallSession
+    queue: str
+    enqueued_at: float
+    legs: dict[str, RingLeg] = field(default_factory=dict)
+    agent: str | None = None
+    agent_leg: str | None = None
+    answered_at: float | None = None
+
+
+class AcdRuntime:
+    def __init__(self, cfg: Config, store: Store, clock: Any = time.time):
+        self.cfg = cfg
+        self.store = store
+        self.clock = clock
+        self.engine = QueueEngine(cfg.queues, cfg.agents)
+        self.by_user = {a.softphone.username: name for name, a in cfg.agents.items() if a.softphone is not None}
+        self.calls: dict[str, Queued] = {}
+        self._ids = itertools.count(1)
+        self._timer: asyncio.TimerHandle | None = None
+        now = clock()
+        for name, agent in cfg.agents.items():
+            if agent.auto_login and agent.mobile is not None:
+                self.apply(self.engine.agent_login(name, now))
+
+    # ------------------------------------------------------------ from the call sessions
+
+    def enqueue(self, session: CallSession, queue: str, priority: int) -> None:
+        now = self.clock()
+        self.calls[session.call_id] = Queued(session, queue, now)
+        self.store.call_queued(session.call_id, queue)
+        session.queue_started(queue, self.moh_files(queue))
+        session.log.info("acd.enqueued", queue=queue, priority=priority)
+        self.apply(self.engine.enqueue(session.call_id, queue, now, priority=priority, caller=session.caller))
+
+    def caller_gone(self, session: CallSession) -> None:
+        q = self.calls.get(session.call_id)
+        if q is None:
+            return
+        self.apply(self.engine.caller_left(session.call_id, self.clock()))
+        self._forget(session.call_id)
+
+    def digit(self, session: CallSession, digit: str) -> None:
+        q = self.calls.get(session.call_id)
+        if q is not None and q.agent is None:
+            self.apply(self.engine.exit_key(session.call_id, digit, self.clock()))
+
+    def owns_leg(self, session: CallSession, leg: str) -> bool:
+        q = self.calls.get(session.call_id)
+        return q is not None and (leg in q.legs or leg == q.agent_leg)
+
+    def agent_leg_event(self, session: CallSession, msg: p.Message) -> None:
+        q = self.calls.get(session.call_id)
+        leg = getattr(msg, "leg", "")
+        if q is None or not isinstance(msg, p.CallState):
+            return
+        now = self.clock()
+        ring = q.legs.get(leg)
+        if msg.state == "confirmed" and ring is not None and ring.answered_by is None:
+            agent = ring.agents[0] if len(ring.agents) == 1 else self.by_user.get(sip_user(msg.remote_contact), "")
+            if agent not in ring.agents:
+                log.error("acd.unknown_answerer", call_id=q.session.call_id, contact=msg.remote_contact)
+                agent = ring.agents[0]
+            ring.answered_by = agent
+            self.apply(self.engine.ring_answered(q.session.call_id, agent, now))
+        elif msg.state == "disconnected":
+            if leg == q.agent_leg:
+                # the agent hung up on a connected call: COMPLETEAGENT, then the caller goes
+                self._record_talk(q, now)
+                self.apply(self.engine.call_ended(q.session.call_id, "agent", now))
+                q.session.end_from_queue("agent_hangup")
+                self._forget(q.session.call_id)
+            elif ring is not None:
+                q.legs.pop(leg, None)
+                if ring.answered_by is None:
+                    for agent in ring.agents:
+                        self.apply(self.engine.ring_failed(q.session.call_id, agent, now,
+                                                           "busy" if msg.code == 486 else "noanswer"))
+
+    def caller_ended_connected(self, session: CallSession) -> None:
+        """The caller hung up while talking to the agent: COMPLETECALLER."""
+        q = self.calls.get(session.call_id)
+        if q is None or q.agent is None:
+            self.caller_gone(session)
+            return
+        now = self.clock()
+        self._record_talk(q, now)
+        self.apply(self.engine.call_ended(session.call_id, "caller", now))
+        if q.agent_leg:
+            session.hangup_leg(q.agent_leg)
+        self._forget(session.call_id)
+
+    # ------------------------------------------------------------ agents
+
+    def edge_event(self, event: dict[str, Any], registered_users: set[str] | None = None) -> None:
+        now = self.clock()
+        kind = event.get("event")
+        user = str(event.get("user", "")).split("@", 1)[0]
+        if kind == "registered":
+            self._set_registered(user, True, now)
+        elif kind in ("unregistered", "expired"):
+            self._set_registered(user, False, now)
+        elif kind == "sync" and registered_users is not None:
+            for u in self.by_user:
+                self._set_registered(u, u in registered_users, now)
+
+    def _set_registered(self, user: str, registered: bool, now: float) -> None:
+        agent = self.by_user.get(user)
+        if agent is None:
+            return
+        st = self.engine.agents[agent]
+        if st.registered == registered:
+            return
+        log.info("acd.agent_registration", agent=agent, registered=registered)
+        actions = self.engine.agent_registered(agent, registered, now)
+        if self.cfg.agents[agent].auto_login:
+            actions += self.engine.agent_login(agent, now) if registered else self.engine.agent_logout(agent, now)
+        self.apply(actions)
+
+    # ------------------------------------------------------------ actions
+
+    def apply(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, QueueLog):
+                self.store.queue_log(a.at, a.call_id, a.queue, a.agent, a.event, a.data)
+            elif isinstance(a, Ring):
+                self._ring(a)
+            elif isinstance(a, CancelRing):
+                self._cancel(a)
+            elif isinstance(a, Bridge):
+                self._bridge(a)
+            elif isinstance(a, DropAgent):
+                q = self.calls.get(a.call_id)
+                if q is not None:
+                    for ring in list(q.legs.values()):
+                        if ring.answered_by == a.agent and q.agent_leg != ring.leg:
+                            q.session.hangup_leg(ring.leg)
+            elif isinstance(a, LeaveQueue):
+                self._leave(a)
+            elif isinstance(a, Announce):
+                self._announce(a)
+        self._arm_timer()
+
+    def _agent_uri(self, agent: str) -> str:
+        spec = self.cfg.agents[agent]
+        user = spec.softphone.username if spec.softphone is not None else (spec.mobile or "")
+        return f"sip:{user}@{self.cfg.sip.host}:{self.cfg.sip.port}"
+
+    def _ring(self, a: Ring) -> None:
+        q = self.calls.get(a.call_id)
+        if q is None:
+            return
+        leg = f"{a.call_id}-q{next(self._ids)}"
+        uris = [self._agent_uri(agent) for agent in a.agents]
+        headers = (("X-Ring", ", ".join(uris)),) if len(uris) > 1 else ()
+        q.legs[leg] = RingLeg(a.call_id, leg, a.agents)
+        q.session.log.info("acd.ring", queue=a.queue, agents=list(a.agents), leg=leg)
+        q.session.dial_agent(leg, uris[0], headers)
+
+    def _cancel(self, a: CancelRing) -> None:
+        q = self.calls.get(a.call_id)
+        if q is None:
+            return
+        for ring in list(q.legs.values()):
+            if ring.leg == q.agent_leg or ring.answered_by is not None:
+                continue  # the answered (forked) leg stays; the edge cancels the other branches
+            if set(ring.agents) <= set(a.agents):
+                q.legs.pop(ring.leg, None)
+                q.session.hangup_leg(ring.leg, 487)
+
+    def _bridge(self, a: Bridge) -> None:
+        q = self.calls.get(a.call_id)
+        if q is None:
+            return
+        ring = next((r for r in q.legs.values() if r.answered_by == a.agent), None)
+        if ring is None:
+            return
+        now = self.clock()
+        q.agent, q.agent_leg, q.answered_at = a.agent, ring.leg, now
+        self.store.call_agent(a.call_id, a.agent, now - q.enqueued_at)
+        spec = self.cfg.queues[q.queue]
+        path = None
+        if spec.record is not None:
+            rel = spec.record.template.format(queue=q.queue, date=time.strftime("%Y-%m-%d", time.gmtime(now)),
+                                              call_id=a.call_id, agent=a.agent, caller=q.session.caller or "unknown")
+            path = os.path.join(self.cfg.paths.recordings, rel)
+        q.session.log.info("acd.connected", agent=a.agent, wait=round(now - q.enqueued_at, 2), recording=path)
+        q.session.queue_bridged(ring.leg, path)
+
+    def _leave(self, a: LeaveQueue) -> None:
+        q = self.calls.pop(a.call_id, None)
+        if q is None:
+            return
+        for ring in list(q.legs.values()):
+            q.session.hangup_leg(ring.leg, 487)
+        target = a.target
+        q.session.log.info("acd.left_queue", queue=a.queue, reason=a.reason,
+                           target=str(target.queue or target.flow) if isinstance(target, Overflow) else target)
+        if isinstance(target, Overflow) and target.queue is not None:
+            self.enqueue(q.session, target.queue, 0)
+        elif isinstance(target, Overflow) and target.flow is not None:
+            q.session.queue_left(a.reason, target.flow)
+        elif isinstance(target, str):
+            q.session.queue_left(a.reason, target)
+        else:
+            q.session.queue_left(a.reason, None)
+
+    def _announce(self, a: Announce) -> None:
+        q = self.calls.get(a.call_id)
+        spec = self.cfg.queues[q.queue].announce if q is not None else None
+        if q is None or spec is None:
+            return
+        files: list[str] = []
+        if spec.position:
+            files += self._prompts(["you-are-caller", *self._number(a.position), "in-line"])
+        if spec.wait_time and a.wait_seconds is not None:
+            minutes = max(1, round(a.wait_seconds / 60))
+            files += self._prompts(["estimated-wait", *self._number(minutes), "minutes"])
+        if files:
+            q.session.queue_announce(tuple(files))
+
+    # ------------------------------------------------------------ helpers
+
+    def moh_files(self, queue: str) -> tuple[str, ...]:
+        moh = self.cfg.queues[queue].moh
+        base = Path(moh) if Path(moh).is_absolute() else Path(self.cfg.paths.prompts) / moh
+        if base.is_dir():
+            return tuple(str(f) for f in sorted(base.glob("*.wav")))
+        return (str(base if base.suffix else base.with_suffix(".wav")),)
+
+    def _prompts(self, names: list[str]) -> list[str]:
+        base = Path(self.cfg.paths.prompts)
+        files = [base / f"{n}.wav" for n in names]
+        return [str(f) for f in files if f.is_file()]
+
+    @staticmethod
+    def _number(n: int) -> list[str]:
+        if n <= 20 or n % 10 == 0 and n < 100:
+            return [f"digits/{n}"]
+        if n < 100:
+            return [f"digits/{n - n % 10}", f"digits/{n % 10}"]
+        return [f"digits/{d}" for d in str(n)]
+
+    def _record_talk(self, q: Queued, now: float) -> None:
+        if q.answered_at is not None:
+            self.store.call_talk(q.session.call_id, now - q.answered_at)
+
+    def _forget(self, call_id: str) -> None:
+        self.calls.pop(call_id, None)
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.engine.next_deadline()
+        if deadline is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._timer = loop.call_later(max(0.0, deadline - self.clock()) + 0.005, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.apply(self.engine.tick(self.clock()))
