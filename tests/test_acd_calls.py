@@ -114,3 +114,152 @@ async def test_caller_hears_hold_music_then_agent_answers_and_they_hear_each_oth
     events = [r[0] for r in con.execute("SELECT event FROM queue_log WHERE call_id=? ORDER BY id", (row["call_id"],))]
     con.close()
     assert events == ["ENTERQUEUE", "CONNECT", "COMPLETEAGENT"], events
+
+
+def queue_log(d, call_id: str | None = None) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+    con = sqlite3.connect(d.db_path)
+    try:
+        q = "SELECT event, agent, data FROM queue_log" + (" WHERE call_id=?" if call_id else "") + " ORDER BY id"
+        return [tuple(r) for r in con.execute(q, (call_id,) if call_id else ())]
+    finally:
+        con.close()
+
+
+async def agents_up(d, names: tuple[str, ...]) -> list[Phone]:  # type: ignore[no-untyped-def]
+    phones = []
+    for i, name in enumerate(names):
+        ph = await Phone(name, d.ports.caller(2 + i), d.ports.base + 100 + 16 * i).start()
+        assert (await register(ph, d, name, f"{name}-secret")).registered
+        phones.append(ph)
+    for name in names:
+        wait_agent(d, name, "available")
+    return phones
+
+
+async def test_ring_all_first_answer_wins_others_stop_ringing_and_all_are_available_after(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    d.config["workers"]["rtp_ports"] = f"{d.ports.base + 200}-{d.ports.base + 299}"
+    acd_config(d, {"strategy": "ring-all", "members": ["alice", "bob", "carol"]}, agents=("alice", "bob", "carol"))
+    d.start()
+    phones = await agents_up(d, ("alice", "bob", "carol"))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        a = await caller.call(f"sip:500@{d.edge}")
+        incoming = [await ph.wait(p.Incoming, timeout=10) for ph in phones]
+        for name in ("alice", "bob", "carol"):
+            wait_agent(d, name, "ringing")
+        phones[1].send(p.Answer(leg=incoming[1].leg))  # bob answers
+        for ph, inc in ((phones[0], incoming[0]), (phones[2], incoming[2])):
+            st = await ph.wait(p.CallState, lambda m, leg=inc.leg: m.leg == leg and m.state == "disconnected", timeout=5)
+            assert st.code == 487, st  # cancelled by the edge: the call was completed elsewhere
+        wait_agent(d, "bob", "on-call")
+        wait_agent(d, "alice", "available")
+        wait_agent(d, "carol", "available")
+        await caller.hangup(a)
+        await phones[1].wait(p.CallState, lambda m: m.leg == incoming[1].leg and m.state == "disconnected")
+        wait_agent(d, "bob", "available")
+    finally:
+        await caller.stop()
+        for ph in phones:
+            await ph.stop()
+    row = d.wait_calls_ended(1)[0]
+    assert row["agent"] == "bob" and row["hangup_by"] == "caller"
+    log = queue_log(d, row["call_id"])
+    assert [e for e, _, _ in log] == ["ENTERQUEUE", "RINGCANCELED", "RINGCANCELED", "CONNECT", "COMPLETECALLER"]
+    assert {agent for e, agent, _ in log if e == "RINGCANCELED"} == {"alice", "carol"}
+
+
+async def test_unanswered_agent_is_ringnoanswer_next_agent_rings_and_auto_pause_applies(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice", "bob"], "ring_timeout": 2, "retry": 0.5,
+                   "auto_pause": {"after": 1, "reason": "missed"}}, agents=("alice", "bob"))
+    d.start()
+    alice, bob = await agents_up(d, ("alice", "bob"))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        a = await caller.call(f"sip:500@{d.edge}")
+        inc_a = await alice.wait(p.Incoming, timeout=5)  # alice lets it ring
+        await alice.wait(p.CallState, lambda m: m.leg == inc_a.leg and m.state == "disconnected", timeout=5)
+        inc_b = await bob.wait(p.Incoming, timeout=5)
+        bob.send(p.Answer(leg=inc_b.leg))
+        await bob.wait(p.CallState, lambda m: m.leg == inc_b.leg and m.state == "confirmed")
+        wait_agent(d, "alice", "paused:missed")
+        await caller.hangup(a)
+    finally:
+        await caller.stop()
+        await alice.stop()
+        await bob.stop()
+    row = d.wait_calls_ended(1)[0]
+    log = queue_log(d)
+    events = [(e, ag) for e, ag, _ in log if e not in ("ADDMEMBER", "REMOVEMEMBER")]
+    assert events[:4] == [("ENTERQUEUE", "NONE"), ("RINGNOANSWER", "alice"), ("PAUSE", "alice"), ("CONNECT", "bob")], events
+    ring_ms = int(next(data for e, ag, data in log if e == "RINGNOANSWER"))
+    assert 1900 <= ring_ms <= 2600, ring_ms
+    assert row["agent"] == "bob"
+
+
+async def test_max_wait_overflows_to_a_flow_abandon_records_wait_and_exit_key_leads_to_callback(daemon_factory):
+    d = daemon_factory(workers=2, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice"], "max_wait": 2, "overflow": {"flow": "closed"},
+                   "exit_key": {"key": "1", "flow": "callback"}})
+    d.config["flows"]["closed"] = [{"play": "other"}, "hangup"]
+    d.config["flows"]["callback"] = [{"callback": {"queue": "sales"}}, {"play": "other"}, "hangup"]
+    d.start()  # alice never registers: nobody can answer
+    first = await Phone("4500000001", d.ports.caller(1), d.ports.base + 80).start()
+    second = await Phone("4500000002", d.ports.caller(2), d.ports.base + 96).start()
+    third = await Phone("4500000003", d.ports.caller(3), d.ports.base + 112).start()
+    try:
+        a = await first.call(f"sip:500@{d.edge}")   # waits out max_wait -> overflow flow -> hung up
+        await first.wait(p.CallState, lambda m: m.leg == a and m.state == "disconnected", timeout=8)
+        b = await second.call(f"sip:500@{d.edge}")  # gives up after 1 s
+        await asyncio.sleep(1.0)
+        await second.hangup(b)
+        c = await third.call(f"sip:500@{d.edge}")   # presses the exit key
+        await asyncio.sleep(0.5)
+        third.send(p.SendDtmf(leg=c, digits="1"))
+        await third.wait(p.CallState, lambda m: m.leg == c and m.state == "disconnected", timeout=8)
+    finally:
+        for ph in (first, second, third):
+            await ph.stop()
+    rows = {r["caller"]: r for r in d.wait_calls_ended(3)}
+    log = queue_log(d)
+    by_call = {r["caller"]: [(e, data) for e, _, data in queue_log(d, r["call_id"])] for r in rows.values()}
+    assert by_call["4500000001"][-1][0] == "EXITWITHTIMEOUT" and by_call["4500000001"][-1][1].endswith("|2")
+    assert "closed:0:play" in rows["4500000001"]["ivr_path"]
+    ab = by_call["4500000002"][-1]
+    assert ab[0] == "ABANDON" and ab[1].split("|")[2] == "1", ab
+    assert by_call["4500000003"][-1][0] == "EXITWITHKEY" and by_call["4500000003"][-1][1].startswith("1|")
+    con = sqlite3.connect(d.db_path)
+    cb = con.execute("SELECT queue, number FROM callbacks").fetchall()
+    con.close()
+    assert cb == [("sales", "4500000003")]
+    assert len(log) >= 6
+
+
+async def test_second_caller_in_line_hears_its_position(daemon_factory, tmp_path: Path):
+    d = daemon_factory(workers=1, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice"], "announce": {"every": 5, "wait_time": False}})
+    prompts = d.dir / "prompts"
+    (prompts / "digits").mkdir(parents=True, exist_ok=True)
+    write_tone(prompts / "you-are-caller.wav", 1000, 0.4)
+    write_tone(prompts / "digits" / "2.wav", 1600, 0.4)
+    write_tone(prompts / "in-line.wav", 1900, 0.4)
+    d.start()
+    first = await Phone("4500000001", d.ports.caller(1), d.ports.base + 80).start()
+    second = await Phone("4500000002", d.ports.caller(2), d.ports.base + 96).start()
+    try:
+        await first.call(f"sip:500@{d.edge}")
+        await asyncio.sleep(0.3)
+        b = await second.call(f"sip:500@{d.edge}")
+        second.send(p.RecordStart(rec_id="r", legs=(b,), path=str(tmp_path / "second.wav")))
+        await asyncio.sleep(6.5)
+        second.send(p.RecordStop(rec_id="r"))
+        await second.wait(p.RecordingDone)
+    finally:
+        await first.stop()
+        await second.stop()
+    from tests.helpers.audio import tone_sequence
+
+    samples, _ = read_wav(tmp_path / "second.wav")
+    heard = [n for n, _ in tone_sequence(samples, {"hold": HOLD, "you": 1000, "two": 1600, "inline": 1900})]
+    assert heard == ["hold", "you", "two", "inline", "hold"], heard

@@ -323,11 +323,13 @@ class CallSession:
 
     def on_event(self, msg: p.Message) -> None:
         leg = getattr(msg, "leg", None)
-        if self.acd is not None and leg and leg != self.leg and self.acd.owns_leg(self, leg):
-            self.acd.agent_leg_event(self, msg)
-            return
-        if leg == self.b_leg and self.b_leg:
-            self._b_event(msg)
+        if leg and leg != self.leg:
+            # another leg of this call: an agent's ring or a transfer target. A leg we already
+            # let go of (a cancelled ring) still reports its end; that is not the caller's.
+            if self.acd is not None and self.acd.owns_leg(self, leg):
+                self.acd.agent_leg_event(self, msg)
+            elif leg == self.b_leg:
+                self._b_event(msg)
             return
         if isinstance(msg, p.CallState):
             # "connecting" = our 200 OK is out: the caller is answered (and billed) from here
