@@ -114,3 +114,37 @@ def test_example_config_is_valid():
         subprocess.run([str(root / "scripts" / "make-prompts")], check=True)
     out = _run("check", str(root / "config" / "ringmaster.yaml"))
     assert out.returncode == 0, out.stderr
+
+
+ACD = GOOD + """\
+agents:
+  alice: {softphone: {username: alice, password: secret1}}
+  bob: {mobile: "+4512345678"}
+queues:
+  sales:
+    strategy: linear
+    members: [alice, bob]
+"""
+
+
+def test_acd_config_is_valid(tmp_path: Path):
+    f = _write(tmp_path, ACD)
+    write_tone(tmp_path / "prompts" / "please-hold.wav", 440, 0.2)
+    out = _run("check", str(f))
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("broken, line, col, expected", [
+    (ACD.replace("strategy: linear", "strategy: lienar"), 26, 15, "Input should be 'ring-all', 'linear'"),
+    (ACD.replace("members: [alice, bob]", "members: [alice, bbo]"), 27, 22, "unknown agent 'bbo' (did you mean 'bob'?)"),
+    (ACD.replace("  bob: {mobile: \"+4512345678\"}", "  bob: {}"), 23, 8, "exactly one of softphone"),
+    (ACD + "    overflow: {queue: support}\n", 28, 23, "overflow to unknown queue 'support'"),
+    (ACD.replace("    flow: demo", "    flow: demo\n  - number: \"200\"\n    flow: q").replace(
+        "  demo:\n", "  q:\n    - queue: sale\n  demo:\n"), 16, 14, "unknown queue 'sale' (did you mean 'sales'?)"),
+])
+def test_bad_queue_config_names_file_line(tmp_path: Path, broken, line, col, expected):
+    (tmp_path / "prompts").mkdir(exist_ok=True)
+    write_tone(tmp_path / "prompts" / "please-hold.wav", 440, 0.2)
+    errors = _errors(tmp_path, broken)
+    f = str(tmp_path / "ringmaster.yaml")
+    assert any(e.startswith(f"{f}:{line}:{col}: ") and expected in e for e in errors), errors

@@ -67,7 +67,8 @@ def test_graph_prints_mermaid_with_every_step_and_labelled_jumps(tmp_path: Path)
     assert text.startswith("flowchart TD")
     assert 'main__menu["menu: menu main-menu"]' in text
     assert "main__menu -->|1| main__sales" in text and "main__menu -->|on_max_failures| main__goodbye" in text
-    assert "main__1 -->|closed| main__after_hours" in text
+    assert "main__1 -->|closed| main__closed" in text
+    assert "-->|go| FLOW__message" in text and 'FLOW__message(["flow message"])' in text
     files = run("graph", "main", "-c", str(EXAMPLE), "-o", str(tmp_path / "main"))
     assert files.returncode == 0, files.stderr
     assert (tmp_path / "main.mmd").read_text() == text

@@ -46,6 +46,8 @@ def config_schema() -> dict[str, Any]:
             case[key] = {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}
     if "in" in case:
         case["in"] = {"anyOf": [{"type": "array", "items": {"type": ["string", "integer"]}}, {"type": "null"}]}
+    if "Member" in defs:  # `members: [alice, bob]` is short for [{agent: alice}, ...]
+        defs["Member"] = {"anyOf": [{"type": "string"}, defs["Member"]]}
     if "TargetSpec" in defs:  # `1: sales` is short for {goto: sales}
         defs["TargetSpec"] = {"anyOf": [{"type": "string"}, defs["TargetSpec"]]}
     _loosen(schema)

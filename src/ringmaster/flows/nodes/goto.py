@@ -1,10 +1,12 @@
-"""goto: jump to a step (by id) of this flow, or to another flow. `- goto: menu`."""
+"""goto: jump to a step (by id) of this flow, or to another flow.
+
+`- goto: menu`, `- goto: {flow: message}`, `- goto: {flow: message, goto: start}`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import field_validator
+from pydantic import model_validator
 
 from ringmaster.flows.nodes.base import Node, NodeOptions, Outcome, TargetSpec
 
@@ -15,9 +17,12 @@ if TYPE_CHECKING:
 class GotoOptions(NodeOptions):
     to: TargetSpec
 
-    @field_validator("to", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _t(cls, v: Any) -> Any:
+    def _target(cls, v: Any) -> Any:
+        # `goto: {flow: message}` and `goto: {flow: x, goto: y}` name the target directly
+        if isinstance(v, dict) and "to" not in v and ({"flow", "goto"} & set(v)):
+            return {"to": v}
         return v
 
 
