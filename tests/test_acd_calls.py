@@ -263,3 +263,53 @@ async def test_second_caller_in_line_hears_its_position(daemon_factory, tmp_path
     samples, _ = read_wav(tmp_path / "second.wav")
     heard = [n for n, _ in tone_sequence(samples, {"hold": HOLD, "you": 1000, "two": 1600, "inline": 1900})]
     assert heard == ["hold", "you", "two", "inline", "hold"], heard
+
+
+async def test_recording_pause_leaves_a_silent_stretch_and_resume_records_again(daemon_factory, tmp_path: Path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    d = daemon_factory(workers=1, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice"], "record": {"template": "{call_id}.wav"}})
+    d.start()
+    write_tone(tmp_path / "caller.wav", CALLER, 30)
+    (agent,) = await agents_up(d, ("alice",))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    cli = [sys.executable, "-m", "ringmaster.cli", "recording"]
+    try:
+        a = await caller.call(f"sip:500@{d.edge}")
+        inc = await agent.wait(p.Incoming, timeout=5)
+        agent.send(p.Answer(leg=inc.leg))
+        await agent.wait(p.MediaReady, lambda m: m.leg == inc.leg)
+        caller.send(p.Play(leg=a, files=(str(tmp_path / "caller.wav"),), loop=True))
+        await asyncio.sleep(1.5)
+        call_id = d.status()["calls"]["ids"][0]
+        out = subprocess.run(cli + [call_id, "--pause", "-c", str(d.config_path)], capture_output=True, text=True)
+        assert out.returncode == 0 and "paused" in out.stdout, out.stderr
+        await asyncio.sleep(1.5)  # "my card number is ..."
+        out = subprocess.run(cli + [call_id, "--resume", "-c", str(d.config_path)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        await asyncio.sleep(1.5)
+        bad = subprocess.run(cli + ["nosuchcall", "--pause", "-c", str(d.config_path)], capture_output=True, text=True)
+        assert bad.returncode == 1 and "no live call" in bad.stderr
+        await caller.hangup(a)
+    finally:
+        await caller.stop()
+        await agent.stop()
+    row = d.wait_calls_ended(1)[0]
+    samples, rate = read_wav(Path(row["recording"]))
+    win = rate // 10
+    loud = [float(np.sqrt(np.mean(samples[i:i + win].astype(float) ** 2))) > 300 for i in range(0, len(samples) - win, win)]
+    # sound, then a silent stretch of about the paused 1.5 s, then sound again
+    runs: list[tuple[bool, int]] = []
+    for x in loud:
+        if runs and runs[-1][0] == x:
+            runs[-1] = (x, runs[-1][1] + 1)
+        else:
+            runs.append((x, 1))
+    silent_gaps = [n for x, n in runs if not x and n >= 5]
+    assert len(silent_gaps) == 1 and 12 <= silent_gaps[0] <= 19, runs
+    assert runs[0][0] or runs[1][0]  # recorded before the pause
+    assert any(x and n >= 8 for x, n in runs[runs.index((False, silent_gaps[0])) + 1:]), runs  # and after it

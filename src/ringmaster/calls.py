@@ -223,6 +223,17 @@ class CallSession:
         self._stop_queue_recording()
         self.execute([HangUp(200, cause=cause)])
 
+    def set_recording(self, paused: bool) -> str | None:
+        """Pause (e.g. while a card number is read out) or resume this call's recording.
+        Returns an error text, or None."""
+        rec_id = self.queue_rec_id or self.rec_id
+        if not rec_id:
+            return "this call is not being recorded"
+        self._command(p.RecordPause(rec_id=rec_id) if paused else p.RecordResume(rec_id=rec_id))
+        self.store.event(self.call_id, "RECORDING_PAUSED" if paused else "RECORDING_RESUMED")
+        self.log.info("call.recording_paused" if paused else "call.recording_resumed")
+        return None
+
     def _stop_queue_recording(self) -> None:
         if self.queue_rec_id:
             self._command(p.RecordStop(rec_id=self.queue_rec_id))

@@ -72,9 +72,12 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
         state = req.get("state")
         return controller.set_schedule(str(req.get("name", "")), None if state == "auto" else state)
 
+    async def recording(req):  # type: ignore[no-untyped-def]
+        return controller.set_recording(str(req.get("call_id", "")), bool(req.get("pause")))
+
     loop.add_signal_handler(signal.SIGHUP, controller.reload)
     control = ControlServer(socket_path(cfg.paths.runtime),
-                            {"status": status, "reload": reload, "schedule": schedule})
+                            {"status": status, "reload": reload, "schedule": schedule, "recording": recording})
     await control.start()
     log.info("ringmaster.running", control=str(control.path))
     await stop.wait()
@@ -160,6 +163,17 @@ def cmd_reload(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
     print("reload rejected: the previous plan stays live", file=sys.stderr)
     return 1
+
+
+def cmd_recording(args: argparse.Namespace) -> int:
+    reply = _control(args, "recording", call_id=args.call_id, pause=bool(args.pause))
+    if reply is None:
+        return 3
+    if not reply.get("ok") or reply.get("error"):
+        print(reply.get("error"), file=sys.stderr)
+        return 1
+    print(f"call {reply['call_id']}: {reply['recording']}")
+    return 0
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
@@ -254,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                             ("status", cmd_status, "show a running daemon's state"),
                             ("reload", cmd_reload, "validate the config file and switch a running daemon to its plan"),
                             ("schedule", cmd_schedule, "force a schedule open or closed, or back to its hours"),
+                            ("recording", cmd_recording, "pause or resume a live call's recording"),
                             ("simulate", cmd_simulate, "walk a flow without SIP and print each step"),
                             ("graph", cmd_graph, "draw a flow (Mermaid; SVG with Graphviz)"),
                             ("schema", cmd_schema, "print the JSON Schema of the config for editors")):
@@ -264,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("file", nargs="?", help="config file (overrides -c)")
         if name == "status":
             sp.add_argument("--json", action="store_true")
+        if name == "recording":
+            sp.add_argument("call_id")
+            g = sp.add_mutually_exclusive_group(required=True)
+            g.add_argument("--pause", action="store_true", help="e.g. while the caller reads a card number")
+            g.add_argument("--resume", action="store_true")
         if name == "simulate":
             sp.add_argument("flow")
             sp.add_argument("--digits", default="", help="input at each wait, comma-separated: 1,9,1234#  (empty = silence)")

@@ -281,6 +281,13 @@ class Controller:
                  needs_restart=restart or None)
         return {"reloaded": True, "flows": sorted(plan.flows), "needs_restart": restart}
 
+    def set_recording(self, call_id: str, paused: bool) -> dict[str, Any]:
+        session = next((s for s in self.live_sessions() if s.call_id == call_id), None)
+        if session is None:
+            return {"error": f"no live call {call_id!r}"}
+        error = session.set_recording(paused)
+        return {"error": error} if error else {"call_id": call_id, "recording": "paused" if paused else "recording"}
+
     def set_schedule(self, name: str, state: str | None) -> dict[str, Any]:
         if name not in self.dialplan.schedules:
             return {"error": f"unknown schedule {name!r}; known: {sorted(self.dialplan.schedules)}"}
@@ -318,7 +325,8 @@ class Controller:
                          "restarts": self.edge.restarts},
                 "workers": workers, "worker_restarts": self.pool.restarts,
                 "last_worker_restart_seconds": self.pool.last_restart_seconds,
-                "calls": {"live": len(self.live_sessions()), "total": self.calls_total},
+                "calls": {"live": len(self.live_sessions()), "total": self.calls_total,
+                          "ids": [s.call_id for s in self.live_sessions()]},
                 "flows": sorted(self.dialplan.flows),
                 "agents": self._agents_status(),
                 "queues": {q: {"waiting": len(st.waiting), "answered": st.answered, "abandoned": st.abandoned}

@@ -369,6 +369,11 @@ class MediaEngine:
                                     reason=reason))
 
     def _finish_recording(self, rec: Recording) -> None:
+        if rec.paused:
+            try:
+                self._silence().stopTransmit(rec.recorder)
+            except pj.Error:
+                pass
         for leg_id in rec.legs:
             leg = self.legs.get(leg_id)
             if leg is not None and leg.audio is not None and not rec.paused:
@@ -521,8 +526,11 @@ class MediaEngine:
     def do_record_pause(self, cmd: p.RecordPause) -> None:
         rec = self.recordings[cmd.rec_id]
         if not rec.paused:
-            # no source connected: the conference bridge feeds the recorder silence,
-            # so the file keeps its timeline and the paused stretch is silent
+            # The conference bridge feeds a recorder only while something transmits to it:
+            # with the legs disconnected the paused stretch would be cut out of the file
+            # (measured: 3.5 s of call gave 2.0 s of WAV). The null sound device's capture
+            # port sends silence, which keeps the file's timeline with a silent stretch.
+            self._silence().startTransmit(rec.recorder)
             for leg in self._recording_legs(rec):
                 leg.audio.stopTransmit(rec.recorder)  # type: ignore[union-attr]
             rec.paused = True
@@ -532,7 +540,12 @@ class MediaEngine:
         if rec.paused:
             for leg in self._recording_legs(rec):
                 leg.audio.startTransmit(rec.recorder)  # type: ignore[union-attr]
+            self._silence().stopTransmit(rec.recorder)
             rec.paused = False
+
+    def _silence(self) -> pj.AudioMedia:
+        assert self.ep is not None
+        return self.ep.audDevManager().getCaptureDevMedia()
 
     def do_record_stop(self, cmd: p.RecordStop) -> None:
         self._finish_recording(self.recordings[cmd.rec_id])
