@@ -313,3 +313,78 @@ async def test_recording_pause_leaves_a_silent_stretch_and_resume_records_again(
     assert len(silent_gaps) == 1 and 12 <= silent_gaps[0] <= 19, runs
     assert runs[0][0] or runs[1][0]  # recorded before the pause
     assert any(x and n >= 8 for x, n in runs[runs.index((False, silent_gaps[0])) + 1:]), runs  # and after it
+
+
+async def test_agent_in_two_queues_never_gets_two_calls_and_wrapup_is_the_calls_queues(daemon_factory):
+    d = daemon_factory(workers=2, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice"], "wrapup": 2})
+    d.config["queues"]["support"] = {"moh": "hold", "strategy": "linear", "members": ["alice"], "wrapup": 6}
+    d.config["flows"]["support"] = [{"queue": "support"}, "hangup"]
+    d.config["entry_points"].append({"number": "600", "flow": "support"})
+    d.start()
+    (alice,) = await agents_up(d, ("alice",))
+    c1 = await Phone("4500000001", d.ports.caller(1), d.ports.base + 80).start()
+    c2 = await Phone("4500000002", d.ports.caller(0), d.ports.base + 96).start()
+    loop = asyncio.get_running_loop()
+    try:
+        a1 = await c1.call(f"sip:500@{d.edge}")   # sales
+        a2 = await c2.call(f"sip:600@{d.edge}")   # support, both wait for alice
+        first = await alice.wait(p.Incoming, timeout=5)
+        alice.send(p.Answer(leg=first.leg))
+        await alice.wait(p.CallState, lambda m: m.leg == first.leg and m.state == "confirmed")
+        await asyncio.sleep(2.0)
+        assert sum(isinstance(m, p.Incoming) for m in alice.events) == 1  # no second offer while talking
+        assert d.status()["queues"]["support"]["waiting"] == 1
+        await c1.hangup(a1)
+        ended = loop.time()
+        mark = len(alice.events)
+        second = await alice.wait(p.Incoming, timeout=8, after=mark)
+        offered_after = loop.time() - ended
+        assert 1.8 <= offered_after <= 4.0, offered_after  # sales' 2 s wrap-up, not support's 6 s
+        alice.send(p.Answer(leg=second.leg))
+        await alice.wait(p.CallState, lambda m: m.leg == second.leg and m.state == "confirmed")
+        await c2.hangup(a2)
+    finally:
+        await c1.stop()
+        await c2.stop()
+        await alice.stop()
+    rows = {r["called"]: r for r in d.wait_calls_ended(2)}
+    assert rows["500"]["agent"] == "alice" and rows["600"]["agent"] == "alice"
+    assert rows["600"]["wait_seconds"] >= 3.8
+
+
+async def test_mobile_agent_is_reached_through_the_trunk(daemon_factory, tmp_path: Path):
+    import subprocess
+
+    d = daemon_factory(workers=1, start=False)
+    trunk_port = d.ports.caller(5)
+    d.config["sip"]["mobile_trunk"] = f"127.0.0.1:{trunk_port}"
+    write_tone(d.dir / "prompts" / "hold.wav", HOLD, 3.0)
+    d.config["agents"] = {"bob": {"mobile": "+4512345678"}}
+    d.config["queues"] = {"sales": {"moh": "hold", "strategy": "linear", "members": ["bob"]}}
+    d.config["flows"]["main"] = [{"queue": "sales"}, "hangup"]
+    d.config["entry_points"].append({"number": "500", "flow": "main"})
+    d.start()
+    # the mobile carrier: a SIPp UAS that answers and waits for the BYE
+    uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(trunk_port), "-m", "1",
+                            "-timeout", "20s", "-nostdin", "-trace_msg", "-fd", "1"],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        await asyncio.sleep(0.3)
+        a = await caller.call(f"sip:500@{d.edge}")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (d.status() or {}).get("agents", {}).get("bob") != "on-call":
+            await asyncio.sleep(0.1)
+        assert d.status()["agents"]["bob"] == "on-call"
+        await asyncio.sleep(0.5)
+        await caller.hangup(a)
+    finally:
+        await caller.stop()
+    out, _ = uas.communicate(timeout=30)
+    assert uas.returncode == 0, out[-2000:]
+    msgs = (next(tmp_path.glob("*_messages.log"))).read_text()
+    assert "INVITE sip:+4512345678@" in msgs and "BYE sip:" in msgs
+    row = d.wait_calls_ended(1)[0]
+    assert row["agent"] == "bob"
+    assert [e for e, _, _ in queue_log(d, row["call_id"])] == ["ENTERQUEUE", "CONNECT", "COMPLETECALLER"]
