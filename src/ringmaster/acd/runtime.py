@@ -208,7 +208,10 @@ class AcdRuntime:
             return
         leg = f"{a.call_id}-q{next(self._ids)}"
         uris = [self._agent_uri(agent) for agent in a.agents]
-        headers = (("X-Ring", ", ".join(uris)),) if len(uris) > 1 else ()
+        # the agent's phone (and a CRM behind it) learns which call and queue this is
+        headers: tuple[tuple[str, str], ...] = (("X-Ringmaster-Call", a.call_id), ("X-Ringmaster-Queue", a.queue))
+        if len(uris) > 1:
+            headers += (("X-Ring", ", ".join(uris)),)
         q.legs[leg] = RingLeg(a.call_id, leg, a.agents)
         q.session.log.info("acd.ring", queue=a.queue, agents=list(a.agents), leg=leg)
         q.session.dial_agent(leg, uris[0], headers)
