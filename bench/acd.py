@@ -59,7 +59,7 @@ def main() -> int:
     cfg["workers"]["sip_port_base"] = 36000
     cfg["workers"]["rtp_ports"] = f"40000-{40000 + 16 * workers - 1}"
     cfg["sip"]["mobile_trunk"] = f"127.0.0.1:{TRUNK_PORT}"
-    cfg["logging"] = {"level": "warning", "format": "json"}
+    cfg["logging"] = {"level": "info", "format": "json"}  # ring failures are info: keep them for the report
     cfg["agents"] = {f"ag{i:03d}": {"mobile": f"+45{i:08d}"} for i in range(200)}
     cfg["queues"] = {f"q{i:02d}": {"strategy": ["longest-idle", "round-robin", "linear", "fewest-calls"][i % 4],
                                    "members": [f"ag{i * 10 + j:03d}" for j in range(10)], "moh": "hold",

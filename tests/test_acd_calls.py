@@ -388,3 +388,34 @@ async def test_mobile_agent_is_reached_through_the_trunk(daemon_factory, tmp_pat
     row = d.wait_calls_ended(1)[0]
     assert row["agent"] == "bob"
     assert [e for e, _, _ in queue_log(d, row["call_id"])] == ["ENTERQUEUE", "CONNECT", "COMPLETECALLER"]
+
+
+async def test_press_1_in_the_menu_reaches_the_sales_queue_and_an_agent(daemon_factory):
+    import json
+
+    d = daemon_factory(workers=1, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice"]})
+    write_tone(d.dir / "prompts" / "menu.wav", 500, 2.0)
+    d.config["flows"]["main"] = [
+        {"id": "top", "menu": {"greeting": "menu", "options": {1: "sales"}, "invalid_prompt": "menu",
+                               "timeout_prompt": "menu"}},
+        {"id": "sales", "queue": {"name": "sales", "priority": 3}}, "hangup"]
+    d.start()
+    (alice,) = await agents_up(d, ("alice",))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        a = await caller.call(f"sip:500@{d.edge}")
+        await asyncio.sleep(0.5)
+        caller.send(p.SendDtmf(leg=a, digits="1"))
+        inc = await alice.wait(p.Incoming, timeout=5)
+        assert dict(inc.headers).get("X-Ringmaster-Queue") == "sales"  # for the agent's screen
+        alice.send(p.Answer(leg=inc.leg))
+        await alice.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "confirmed")
+        await caller.hangup(a)
+    finally:
+        await caller.stop()
+        await alice.stop()
+    row = d.wait_calls_ended(1)[0]
+    assert row["queue"] == "sales" and row["agent"] == "alice"
+    assert json.loads(row["ivr_path"])[:2] == ["main:top:menu", "main:sales:queue"]
+    assert json.loads(row["variables"])["menu_top"] == "1"

@@ -78,3 +78,21 @@ async def test_sighup_reloads_a_good_plan(daemon_factory):
     finally:
         await phone.stop()
     assert heard == ["bye"], heard
+
+
+async def test_reload_naming_a_queue_the_daemon_does_not_run_is_refused(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    ivr_config(d, {"main": [{"play": "vip"}, "hangup"]})
+    d.start()
+    d.config["agents"] = {"alice": {"mobile": "+4511"}}
+    d.config["queues"] = {"late": {"members": ["alice"], "moh": "vip"}}
+    d.config["flows"] = {"main": [{"queue": "late"}, "hangup"]}
+    d.write_config()
+    out = reload_cli(d)
+    assert out.returncode == 1 and "queue(s) late are new: restart" in out.stderr, out.stdout + out.stderr
+    phone = await Phone("caller", d.ports.caller(0), d.ports.base + 80).start()
+    try:
+        heard = await call_and_listen(d, phone, [])
+    finally:
+        await phone.stop()
+    assert heard == ["vip"], heard  # the old plan still answers

@@ -119,3 +119,36 @@ async def test_transfer_to_target_that_does_not_answer_continues_the_flow(daemon
     row = d.wait_calls_ended(1)[0]
     assert json.loads(row["ivr_path"]) == ["transfer:0:transfer", "transfer:1:play", "transfer:2:hangup"]
     assert json.loads(row["variables"])["transfer_result"] == "no_answer"
+
+
+async def test_dial_with_all_four_legs_busy_waits_for_a_free_leg(ports):
+    """The edge counts only inbound calls, so a worker can be asked for a 5th leg while an
+    old one is still ending: the dial waits (up to a second) instead of failing."""
+    caller = await Phone("five", ports.caller(0), ports.base + 100).start()
+    targets = [await Phone(f"t{i}", ports.caller(1 + i), ports.base + 120 + 16 * i).start() for i in range(3)]
+    try:
+        legs = []
+        for i in range(4):
+            t = targets[i % 2]
+            leg = f"five-{i}"
+            caller.send(p.Dial(leg=leg, uri=t.uri))
+            inc = await t.wait(p.Incoming, timeout=5)
+            t.events.remove(inc)
+            t.send(p.Answer(leg=inc.leg))
+            await caller.wait(p.CallState, lambda m, leg=leg: m.leg == leg and m.state == "confirmed")
+            legs.append(leg)
+        caller.send(p.Dial(leg="five-4", uri=targets[2].uri))   # a 5th leg: must wait
+        caller.send(p.Dial(leg="five-5", uri=targets[2].uri))   # a 6th, hung up while waiting
+        caller.send(p.Hangup(leg="five-5"))
+        gone = await caller.wait(p.CallState, lambda m: m.leg == "five-5" and m.state == "disconnected", timeout=3)
+        assert gone.code == 487
+        assert not any(isinstance(m, p.Incoming) for m in targets[2].events)  # the 5th is still waiting
+        caller.send(p.Hangup(leg=legs[0]))  # a leg frees up: the waiting dial goes out
+        inc = await targets[2].wait(p.Incoming, timeout=3)
+        targets[2].send(p.Answer(leg=inc.leg))
+        await caller.wait(p.CallState, lambda m: m.leg == "five-4" and m.state == "confirmed", timeout=3)
+        assert sum(isinstance(m, p.Incoming) for m in targets[2].events) == 1  # the 6th never went out
+    finally:
+        await caller.stop()
+        for t in targets:
+            await t.stop()

@@ -273,7 +273,17 @@ class Controller:
         except Exception as exc:  # unreadable file, anything else: keep the live plan
             log.error("reload.rejected", error=str(exc), kept="previous plan")
             return {"reloaded": False, "errors": [str(exc)]}
-        restart = [k for k in ("sip", "workers", "storage", "paths") if getattr(cfg, k) != getattr(self.cfg, k)]
+        restart = [k for k in ("sip", "workers", "storage", "paths", "agents", "queues")
+                   if getattr(cfg, k) != getattr(self.cfg, k)]
+        # the running ACD keeps its queues until a restart: a plan naming a queue it does not
+        # have would strand callers, so such a plan is refused as a whole
+        running = set(self.cfg.queues)
+        missing = sorted({n.options.name for f in plan.flows.values() for n in f.nodes
+                          if n.kind == "queue" and n.options.name not in running})
+        if missing:
+            msg = f"{self.config_file}: queue(s) {', '.join(missing)} are new: restart ringmaster to add queues"
+            log.error("reload.rejected", error=msg, kept="previous plan")
+            return {"reloaded": False, "errors": [msg]}
         self.dialplan = plan
         self.cfg = self.cfg.model_copy(update={k: getattr(cfg, k) for k in
                                                ("flows", "entry_points", "unknown_number", "schedules", "logging")})

@@ -108,8 +108,14 @@ class AcdRuntime:
     def agent_leg_event(self, session: CallSession, msg: p.Message) -> None:
         q = self.calls.get(session.call_id)
         leg = getattr(msg, "leg", "")
+        if isinstance(msg, p.Error):
+            session.log.error("acd.agent_leg_error", leg=leg, command=msg.command, error=msg.message)
+            return
         if q is None or not isinstance(msg, p.CallState):
             return
+        if msg.state == "disconnected" and leg in q.legs and q.legs[leg].answered_by is None:
+            session.log.info("acd.ring_failed", leg=leg, agents=list(q.legs[leg].agents), code=msg.code,
+                             reason=msg.reason)
         now = self.clock()
         ring = q.legs.get(leg)
         if msg.state == "confirmed" and ring is not None and ring.answered_by is None:

@@ -44,6 +44,11 @@ FAST_WINDOW = 0.2
 # sent back to back, and a UAS answers an in-dialog request with a lower CSeq than one it
 # has already seen with 500 (RFC 3261 12.2.2): the digit is lost. Measured on the edge.
 INFO_DIGIT_GAP = 0.12
+# A dial that finds every call slot taken (PJ_ETOOMANY) is retried each loop turn for this
+# long: pjsua frees a slot some time after the old call's DISCONNECTED callback (its media is
+# torn down asynchronously), and the edge counts only inbound calls, so an agent leg can be
+# asked for in that moment (bench/run acd: about 1 in 700 agent legs, each costing a 2 s retry).
+DIAL_WAIT = 1.0
 MAX_LEGS = 4  # PJSUA_MAX_CALLS of the PyPI wheel; asking for more is silently clamped
 _HEADER_RE = re.compile(r"^([A-Za-z0-9\-]+)\s*:\s*(.*)$")
 
@@ -72,6 +77,7 @@ class MediaEngine:
         self.media_q: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.graveyard = Graveyard()
         self.finalizing: list[tuple[str, str, float]] = []  # (rec_id, path, give-up time)
+        self.pending_dials: list[tuple[p.Dial, float]] = []  # waiting for a free leg (deadline)
         self.seq = 0
         self.running = True
         self.fast_until = 0.0
@@ -135,6 +141,8 @@ class MediaEngine:
             self._read_commands()
             self._check_collections()
             self._send_info_digits()
+            if self.pending_dials:
+                self._retry_dials()
             if self.finalizing:
                 self._check_finalized()
         self.stop()
@@ -419,6 +427,10 @@ class MediaEngine:
         self._leg(cmd.leg).hangup(prm)
 
     def do_hangup(self, cmd: p.Hangup) -> None:
+        for pending in [d for d in self.pending_dials if d[0].leg == cmd.leg]:
+            self.pending_dials.remove(pending)  # never dialled: nothing to hang up
+            self.send_state(cmd.leg, "disconnected", 487, "cancelled before dialling")
+            return
         leg = self.legs.get(cmd.leg)
         if leg is None or leg.disconnected:
             return  # already gone: hanging up twice is not an error
@@ -470,8 +482,26 @@ class MediaEngine:
             self._evaluate_collection(leg)
 
     def do_dial(self, cmd: p.Dial) -> None:
-        if cmd.leg in self.legs:
+        if cmd.leg in self.legs or any(d.leg == cmd.leg for d, _ in self.pending_dials):
             raise ValueError(f"leg id {cmd.leg} already in use")
+        if not self._try_dial(cmd):
+            self.pending_dials.append((cmd, time.monotonic() + DIAL_WAIT))
+
+    def _retry_dials(self) -> None:
+        now = time.monotonic()
+        waiting = []
+        for cmd, deadline in self.pending_dials:
+            if self._try_dial(cmd):
+                continue
+            if now >= deadline:
+                self.send_state(cmd.leg, "disconnected", 503, "no free call leg in this worker")
+            else:
+                waiting.append((cmd, deadline))
+        self.pending_dials = waiting
+
+    def _try_dial(self, cmd: p.Dial) -> bool:
+        """Place the call; False if every call slot is taken (pjsua frees a slot some time
+        after the old call's DISCONNECTED callback: its media is torn down asynchronously)."""
         assert self.account is not None
         leg = Leg(self, self.account, cmd.leg)
         prm = pj.CallOpParam(True)
@@ -483,10 +513,15 @@ class MediaEngine:
         self.legs[cmd.leg] = leg
         try:
             leg.makeCall(cmd.uri, prm)
-        except pj.Error:
+            return True
+        except pj.Error as exc:
             self.legs.pop(cmd.leg, None)
-            self.send_state(cmd.leg, "disconnected", 500, "dial failed")
-            raise
+            self.graveyard.bury(leg)
+            why = exc.info() if hasattr(exc, "info") else str(exc)
+            if "PJ_ETOOMANY" in why:
+                return False
+            self.send_state(cmd.leg, "disconnected", 500, f"dial failed: {why}"[:300])
+            return True
 
     def do_bridge(self, cmd: p.Bridge) -> None:
         a, b = self._leg(cmd.leg_a), self._leg(cmd.leg_b)
