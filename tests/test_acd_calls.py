@@ -419,3 +419,74 @@ async def test_press_1_in_the_menu_reaches_the_sales_queue_and_an_agent(daemon_f
     assert row["queue"] == "sales" and row["agent"] == "alice"
     assert json.loads(row["ivr_path"])[:2] == ["main:top:menu", "main:sales:queue"]
     assert json.loads(row["variables"])["menu_top"] == "1"
+
+
+async def _answer_rounds(d, caller: Phone, agents: dict[str, Phone], calls: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """Place calls one after another; whichever agent rings answers; return who answered."""
+    order = []
+    for _ in range(calls):
+        marks = {n: len(ph.events) for n, ph in agents.items()}
+        a = await caller.call(f"sip:500@{d.edge}")
+        deadline = asyncio.get_running_loop().time() + 5
+        rung = None
+        while rung is None and asyncio.get_running_loop().time() < deadline:
+            for n, ph in agents.items():
+                if any(isinstance(m, p.Incoming) for m in ph.events[marks[n]:]):
+                    rung = n
+            await asyncio.sleep(0.02)
+        assert rung is not None, "no agent rang"
+        ph = agents[rung]
+        inc = next(m for m in ph.events[marks[rung]:] if isinstance(m, p.Incoming))
+        ph.send(p.Answer(leg=inc.leg))
+        await ph.wait(p.CallState, lambda m, leg=inc.leg: m.leg == leg and m.state == "confirmed", after=marks[rung])
+        await caller.hangup(a)
+        await ph.wait(p.CallState, lambda m, leg=inc.leg: m.leg == leg and m.state == "disconnected", after=marks[rung])
+        wait_agent(d, rung, "available")
+        order.append(rung)
+    return order
+
+
+async def test_round_robin_rotates_over_six_real_calls(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    d.config["workers"]["rtp_ports"] = f"{d.ports.base + 200}-{d.ports.base + 299}"
+    acd_config(d, {"strategy": "round-robin", "members": ["alice", "bob", "carol"]}, agents=("alice", "bob", "carol"))
+    d.start()
+    phones = await agents_up(d, ("alice", "bob", "carol"))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        order = await _answer_rounds(d, caller, dict(zip(("alice", "bob", "carol"), phones, strict=True)), 6)
+    finally:
+        await caller.stop()
+        for ph in phones:
+            await ph.stop()
+    assert order == ["alice", "bob", "carol", "alice", "bob", "carol"], order
+
+
+async def test_longest_idle_agent_answers_first_and_a_later_tier_rings_after_its_wait(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    acd_config(d, {"strategy": "longest-idle", "tier_wait": 2,
+                   "members": ["alice", "bob", {"agent": "carol", "tier": 2}]}, agents=("alice", "bob", "carol"))
+    d.start()
+    phones = await agents_up(d, ("alice", "bob"))   # alice has been idle longest
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        order = await _answer_rounds(d, caller, dict(zip(("alice", "bob"), phones, strict=True)), 2)
+        assert order == ["alice", "bob"], order  # after her call, alice is the one idle the shortest
+        for ph in phones:
+            ph.send(p.Unregister(reg_id=ph.spec.name))  # tier 1 leaves
+        wait_agent(d, "alice", "logged-out")
+        wait_agent(d, "bob", "logged-out")
+        carol = await Phone("carol", d.ports.caller(6), d.ports.base + 140).start()
+        phones.append(carol)
+        assert (await register(carol, d, "carol", "carol-secret")).registered
+        loop = asyncio.get_running_loop()
+        a = await caller.call(f"sip:500@{d.edge}")
+        t0 = loop.time()
+        await carol.wait(p.Incoming, timeout=5)
+        waited = loop.time() - t0
+        assert 1.8 <= waited <= 3.0, waited  # tier 2 only after tier_wait (2 s) of waiting
+        await caller.hangup(a)
+    finally:
+        await caller.stop()
+        for ph in phones:
+            await ph.stop()
