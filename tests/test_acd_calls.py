@@ -185,6 +185,17 @@ async def test_unanswered_agent_is_ringnoanswer_next_agent_rings_and_auto_pause_
         await bob.wait(p.CallState, lambda m: m.leg == inc_b.leg and m.state == "confirmed")
         wait_agent(d, "alice", "paused:missed")
         await caller.hangup(a)
+        # a supervisor puts alice back, and can pause her with a reason of their own
+        import subprocess
+        import sys
+
+        cli = [sys.executable, "-m", "ringmaster.cli", "agent"]
+        out = subprocess.run(cli + ["alice", "--unpause", "-c", str(d.config_path)], capture_output=True, text=True)
+        assert out.returncode == 0 and "available" in out.stdout, out.stdout + out.stderr
+        out = subprocess.run(cli + ["alice", "--pause", "lunch", "-c", str(d.config_path)], capture_output=True, text=True)
+        assert out.returncode == 0 and "paused:lunch" in out.stdout, out.stdout + out.stderr
+        bad = subprocess.run(cli + ["zed", "--unpause", "-c", str(d.config_path)], capture_output=True, text=True)
+        assert bad.returncode == 1 and "unknown agent 'zed'" in bad.stderr
     finally:
         await caller.stop()
         await alice.stop()
@@ -193,6 +204,7 @@ async def test_unanswered_agent_is_ringnoanswer_next_agent_rings_and_auto_pause_
     log = queue_log(d)
     events = [(e, ag) for e, ag, _ in log if e not in ("ADDMEMBER", "REMOVEMEMBER")]
     assert events[:4] == [("ENTERQUEUE", "NONE"), ("RINGNOANSWER", "alice"), ("PAUSE", "alice"), ("CONNECT", "bob")], events
+    assert ("UNPAUSE", "alice") in events and events.count(("PAUSE", "alice")) == 2
     ring_ms = int(next(data for e, ag, data in log if e == "RINGNOANSWER"))
     assert 1900 <= ring_ms <= 2600, ring_ms
     assert row["agent"] == "bob"

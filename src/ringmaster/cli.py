@@ -75,9 +75,13 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
     async def recording(req):  # type: ignore[no-untyped-def]
         return controller.set_recording(str(req.get("call_id", "")), bool(req.get("pause")))
 
+    async def agent(req):  # type: ignore[no-untyped-def]
+        return controller.agent_command(str(req.get("agent", "")), str(req.get("action", "")), str(req.get("reason", "")))
+
     loop.add_signal_handler(signal.SIGHUP, controller.reload)
     control = ControlServer(socket_path(cfg.paths.runtime),
-                            {"status": status, "reload": reload, "schedule": schedule, "recording": recording})
+                            {"status": status, "reload": reload, "schedule": schedule, "recording": recording,
+                             "agent": agent})
     await control.start()
     log.info("ringmaster.running", control=str(control.path))
     await stop.wait()
@@ -163,6 +167,18 @@ def cmd_reload(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
     print("reload rejected: the previous plan stays live", file=sys.stderr)
     return 1
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    action = "login" if args.login else "logout" if args.logout else "pause" if args.pause is not None else "unpause"
+    reply = _control(args, "agent", agent=args.agent, action=action, reason=args.pause or "")
+    if reply is None:
+        return 3
+    if not reply.get("ok") or reply.get("error"):
+        print(reply.get("error"), file=sys.stderr)
+        return 1
+    print(f"agent {reply['agent']}: {reply['state']}")
+    return 0
 
 
 def cmd_recording(args: argparse.Namespace) -> int:
@@ -269,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                             ("reload", cmd_reload, "validate the config file and switch a running daemon to its plan"),
                             ("schedule", cmd_schedule, "force a schedule open or closed, or back to its hours"),
                             ("recording", cmd_recording, "pause or resume a live call's recording"),
+                            ("agent", cmd_agent, "log an agent in or out, pause (with a reason) or unpause"),
                             ("simulate", cmd_simulate, "walk a flow without SIP and print each step"),
                             ("graph", cmd_graph, "draw a flow (Mermaid; SVG with Graphviz)"),
                             ("schema", cmd_schema, "print the JSON Schema of the config for editors")):
@@ -279,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("file", nargs="?", help="config file (overrides -c)")
         if name == "status":
             sp.add_argument("--json", action="store_true")
+        if name == "agent":
+            sp.add_argument("agent")
+            g = sp.add_mutually_exclusive_group(required=True)
+            g.add_argument("--login", action="store_true")
+            g.add_argument("--logout", action="store_true")
+            g.add_argument("--pause", metavar="REASON", help="pause with a reason (lunch, training, ...)")
+            g.add_argument("--unpause", action="store_true")
         if name == "recording":
             sp.add_argument("call_id")
             g = sp.add_mutually_exclusive_group(required=True)

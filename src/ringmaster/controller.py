@@ -291,6 +291,14 @@ class Controller:
                  needs_restart=restart or None)
         return {"reloaded": True, "flows": sorted(plan.flows), "needs_restart": restart}
 
+    def agent_command(self, agent: str, action: str, reason: str = "") -> dict[str, Any]:
+        if self.acd is None:
+            return {"error": "no queues are configured"}
+        error = self.acd.agent_command(agent, action, reason)
+        if error:
+            return {"error": error}
+        return {"agent": agent, "state": self._agents_status().get(agent)}
+
     def set_recording(self, call_id: str, paused: bool) -> dict[str, Any]:
         session = next((s for s in self.live_sessions() if s.call_id == call_id), None)
         if session is None:

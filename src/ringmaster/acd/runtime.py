@@ -179,6 +179,25 @@ class AcdRuntime:
             actions += self.engine.agent_login(agent, now) if registered else self.engine.agent_logout(agent, now)
         self.apply(actions)
 
+    def agent_command(self, agent: str, action: str, reason: str = "") -> str | None:
+        """login | logout | pause | unpause, from an operator. Returns an error text or None."""
+        if agent not in self.engine.agents:
+            return f"unknown agent {agent!r}; agents: {', '.join(sorted(self.engine.agents))}"
+        now = self.clock()
+        if action == "login":
+            actions = self.engine.agent_login(agent, now)
+        elif action == "logout":
+            actions = self.engine.agent_logout(agent, now)
+        elif action == "pause":
+            actions = self.engine.agent_pause(agent, reason or "paused", now)
+        elif action == "unpause":
+            actions = self.engine.agent_unpause(agent, now)
+        else:
+            return f"unknown action {action!r}: login, logout, pause or unpause"
+        log.info("acd.agent_command", agent=agent, action=action, reason=reason or None)
+        self.apply(actions)
+        return None
+
     # ------------------------------------------------------------ actions
 
     def apply(self, actions: list[Action]) -> None:
