@@ -420,7 +420,9 @@ async def test_press_1_in_the_menu_reaches_the_sales_queue_and_an_agent(daemon_f
         await asyncio.sleep(0.5)
         caller.send(p.SendDtmf(leg=a, digits="1"))
         inc = await alice.wait(p.Incoming, timeout=5)
-        assert dict(inc.headers).get("X-Ringmaster-Queue") == "sales"  # for the agent's screen
+        headers = dict(inc.headers)
+        assert headers.get("X-Ringmaster-Queue") == "sales"  # for the agent's screen
+        assert headers.get("X-Ringmaster-Var-menu_top") == "1" and headers.get("X-Ringmaster-Var-caller") == "4511223344"
         alice.send(p.Answer(leg=inc.leg))
         await alice.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "confirmed")
         await caller.hangup(a)

@@ -268,3 +268,10 @@ def test_random_interleaving_never_double_books_and_connects_each_call_once(seed
             if a.call is not None:
                 assert a.reserved_by is None and e.calls[a.call].agent == a.id
     assert connected, "the scenario never connected a call"
+
+
+def test_a_calls_own_skills_from_the_ivr_narrow_the_agents():
+    e = engine({"q": {"strategy": "linear", "members": ["a", "b"]}}, names=("a", "b"), a={"en": 5}, b={"fr": 4})
+    assert rings(e.enqueue("k1", "q", now=10, skills={"fr": 3}))[0].agents == ("b",)
+    assert rings(e.enqueue("k2", "q", now=11, skills={"en": 1}))[0].agents == ("a",)
+    assert rings(e.enqueue("k3", "q", now=12, skills={"de": 1})) == []  # nobody speaks German

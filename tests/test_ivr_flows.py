@@ -212,3 +212,24 @@ def test_schedule_in_another_time_zone():
     s = Schedule.model_validate({"timezone": "America/New_York", "hours": {"fri-mon": "22:00-23:30"}})
     assert s.is_open(datetime(2026, 11, 24, 3, 0, tzinfo=ZoneInfo("UTC")))[0]   # Mon 22:00 New York
     assert not s.is_open(datetime(2026, 11, 25, 3, 0, tzinfo=ZoneInfo("UTC")))[0]  # Tue 22:00
+
+
+def test_queue_step_takes_skills_from_variables_chosen_in_the_ivr(tmp_path: Path):
+    from ringmaster.flows.actions import EnqueueCall
+
+    (tmp_path / "p").mkdir(exist_ok=True)
+    for name in PROMPTS:
+        write_tone(tmp_path / "p" / f"{name}.wav", 400, 0.05)
+    cfg = Config.model_validate({
+        "paths": {"prompts": str(tmp_path / "p")}, "agents": {"a": {"mobile": "+451"}},
+        "queues": {"sales": {"members": ["a"], "moh": "menu"}},
+        "flows": {"q": [{"menu": {"greeting": "menu", "options": {1: "en", 2: "fr"}, "var": "pick"}},
+                        {"id": "en", "set": {"language": "en"}}, {"goto": "go"},
+                        {"id": "fr", "set": {"language": "fr"}},
+                        {"id": "go", "queue": {"name": "sales", "priority": 2, "skills": {"${language}": 3}}}]},
+        "entry_points": [{"number": "1", "flow": "q"}]})
+    dp = DialPlan(cfg)
+    run = FlowRun(dp, dp.flows["q"])
+    run.start()
+    acts = run.feed(DigitsEntered("2", "max_digits"))
+    assert acts == [EnqueueCall("sales", 2, (("fr", 3),))]

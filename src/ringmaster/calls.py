@@ -151,7 +151,7 @@ class CallSession:
                     self.log.error("call.no_acd", queue=action.queue)
                     self._feed(QueueLeft("no_acd"))
                 else:
-                    self.acd.enqueue(self, action.queue, action.priority)
+                    self.acd.enqueue(self, action.queue, action.priority, action.skills)
             elif isinstance(action, StoreCallback):
                 self.store.callback_requested(self.call_id, action.queue, action.number, time.time())
                 self.log.info("call.callback_requested", queue=action.queue, number=action.number)

@@ -99,7 +99,8 @@ class QueueEngine:
 
     # ------------------------------------------------------------ calls
 
-    def enqueue(self, call_id: str, queue: str, now: float, priority: int = 0, caller: str = "") -> list[Action]:
+    def enqueue(self, call_id: str, queue: str, now: float, priority: int = 0, caller: str = "",
+                skills: dict[str, int] | None = None) -> list[Action]:
         q = self.queues[queue]
         spec = q.spec
         if spec.max_length is not None and len(q.waiting) >= spec.max_length:
@@ -108,7 +109,7 @@ class QueueEngine:
         if not spec.join_empty and not self._anyone_logged_in(q):
             return [QueueLog(now, call_id, queue, "NONE", "JOINEMPTY", ()),
                     LeaveQueue(call_id, queue, "joinempty", spec.overflow)]
-        call = QueuedCall(call_id, queue, priority, now, next(self._seq), caller)
+        call = QueuedCall(call_id, queue, priority, now, next(self._seq), caller, skills=dict(skills or {}))
         self.calls[call_id] = call
         q.waiting.append(call)
         q.waiting.sort(key=QueuedCall.sort_key)
@@ -341,6 +342,8 @@ class QueueEngine:
             if m.tier > top_tier or not a.available(now):
                 continue
             if any(a.skill(s) < level for s, level in q.spec.skills.items()):
+                continue
+            if any(a.skill(s) < level for s, level in call.skills.items()):
                 continue
             out.append(a)
         return out

@@ -41,6 +41,7 @@ class QueuedCall:
     enqueued_at: float
     seq: int
     caller: str = ""
+    skills: dict[str, int] = field(default_factory=dict)  # needed by this call (from the IVR)
     original_position: int = 0
     ringing: dict[str, float] = field(default_factory=dict)  # agent -> ring start
     ring_deadline: float | None = None

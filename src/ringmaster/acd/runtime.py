@@ -81,13 +81,15 @@ class AcdRuntime:
 
     # ------------------------------------------------------------ from the call sessions
 
-    def enqueue(self, session: CallSession, queue: str, priority: int) -> None:
+    def enqueue(self, session: CallSession, queue: str, priority: int,
+                skills: tuple[tuple[str, int], ...] = ()) -> None:
         now = self.clock()
         self.calls[session.call_id] = Queued(session, queue, now)
         self.store.call_queued(session.call_id, queue)
         session.queue_started(queue, self.moh_files(queue))
-        session.log.info("acd.enqueued", queue=queue, priority=priority)
-        self.apply(self.engine.enqueue(session.call_id, queue, now, priority=priority, caller=session.caller))
+        session.log.info("acd.enqueued", queue=queue, priority=priority, skills=dict(skills) or None)
+        self.apply(self.engine.enqueue(session.call_id, queue, now, priority=priority, caller=session.caller,
+                                       skills=dict(skills)))
 
     def caller_gone(self, session: CallSession) -> None:
         q = self.calls.get(session.call_id)
@@ -235,6 +237,7 @@ class AcdRuntime:
         uris = [self._agent_uri(agent) for agent in a.agents]
         # the agent's phone (and a CRM behind it) learns which call and queue this is
         headers: tuple[tuple[str, str], ...] = (("X-Ringmaster-Call", a.call_id), ("X-Ringmaster-Queue", a.queue))
+        headers += _variable_headers(q.session)
         if len(uris) > 1:
             headers += (("X-Ring", ", ".join(uris)),)
         q.legs[leg] = RingLeg(a.call_id, leg, a.agents)
@@ -348,3 +351,15 @@ class AcdRuntime:
     def _tick(self) -> None:
         self._timer = None
         self.apply(self.engine.tick(self.clock()))
+
+
+def _variable_headers(session: CallSession) -> tuple[tuple[str, str], ...]:
+    """The call's IVR variables (account, language, menu choices) for the agent's screen."""
+    if session.run is None:
+        return ()
+    out = []
+    for name, value in sorted(session.run.variables.items()):
+        text = str(value)
+        if name and len(text) <= 200 and all(c.isalnum() or c in "_-" for c in name) and "\r" not in text and "\n" not in text:
+            out.append((f"X-Ringmaster-Var-{name}", text))
+    return tuple(out[:20])

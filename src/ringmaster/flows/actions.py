@@ -70,6 +70,7 @@ class EnqueueCall:
 
     queue: str
     priority: int = 0
+    skills: tuple[tuple[str, int], ...] = ()  # (skill, minimum level) this call needs
 
 
 Action = AnswerCall | PlayPrompts | CollectDigits | HangUp | Connect | RecordMessage | StoreCallback | EnqueueCall

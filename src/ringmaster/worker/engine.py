@@ -50,7 +50,7 @@ INFO_DIGIT_GAP = 0.12
 # asked for in that moment (bench/run acd: about 1 in 700 agent legs, each costing a 2 s retry).
 DIAL_WAIT = 1.0
 MAX_LEGS = 4  # PJSUA_MAX_CALLS of the PyPI wheel; asking for more is silently clamped
-_HEADER_RE = re.compile(r"^([A-Za-z0-9\-]+)\s*:\s*(.*)$")
+_HEADER_RE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)\s*:\s*(.*)$")  # RFC 3261 token
 
 
 @dataclass

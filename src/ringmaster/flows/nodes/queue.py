@@ -13,6 +13,7 @@ from pydantic import Field
 
 from ringmaster.flows.actions import EnqueueCall, FlowEvent, QueueLeft
 from ringmaster.flows.nodes.base import NEXT, Node, NodeOptions, Outcome
+from ringmaster.flows.nodes.setvar import expand
 
 if TYPE_CHECKING:
     from ringmaster.flows.interpreter import FlowRun
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 class QueueOptions(NodeOptions):
     name: str
     priority: int = Field(default=0, ge=0, le=100, description="higher is served first")
+    skills: dict[str, int] = Field(default_factory=dict, description="skills this call needs on top of the queue's; "
+                                   "names may use variables: {\"${language}\": 3}")
 
 
 class QueueNode(Node):
@@ -34,7 +37,9 @@ class QueueNode(Node):
 
     def enter(self, run: FlowRun) -> Outcome:
         run.variables["queue"] = self.options.name
-        return Outcome([EnqueueCall(self.options.name, self.options.priority)])
+        skills = {expand(name, run.variables): level for name, level in self.options.skills.items()}
+        skills = {k: v for k, v in skills.items() if k}  # an unset variable asks for nothing
+        return Outcome([EnqueueCall(self.options.name, self.options.priority, tuple(sorted(skills.items())))])
 
     def on_event(self, run: FlowRun, event: FlowEvent) -> Outcome | None:
         if isinstance(event, QueueLeft):
