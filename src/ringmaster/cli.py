@@ -1,4 +1,5 @@
-"""`ringmaster` command line: run, check, status, reload, schedule, simulate, graph, schema."""
+"""`ringmaster` command line: run, check, status, reload, schedule, agent, recording, simulate,
+graph, schema, calls, events."""
 
 from __future__ import annotations
 
@@ -269,6 +270,58 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calllog(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ringmaster import calllog
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return None, None
+    try:
+        return calllog, calllog.connect(cfg.storage.path)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return None, None
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    calllog, con = _calllog(args)
+    if con is None:
+        return 1
+    try:
+        f = calllog.CallFilter(
+            since=calllog.parse_time(args.since) if args.since else None,
+            until=calllog.parse_time(args.until) if args.until else None,
+            queue=args.queue, agent=args.agent, caller=args.caller, disposition=args.disposition,
+            min_wait=args.min_wait, limit=args.limit)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.follow:
+        try:
+            for chunk in calllog.follow(con, f, args.format):
+                print(chunk, end="", flush=True)
+        except KeyboardInterrupt:
+            return 0
+    rows = [calllog.row_view(r) for r in calllog.query_calls(con, f)]
+    print(calllog.render(rows, args.format), end="")
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    calllog, con = _calllog(args)
+    if con is None:
+        return 1
+    try:
+        since = calllog.parse_time(args.since) if args.since else None
+        until = calllog.parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    for line in calllog.queue_log_lines(con, since, until, args.queue):
+        print(line)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from ringmaster.schema import config_schema
 
@@ -288,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
                             ("agent", cmd_agent, "log an agent in or out, pause (with a reason) or unpause"),
                             ("simulate", cmd_simulate, "walk a flow without SIP and print each step"),
                             ("graph", cmd_graph, "draw a flow (Mermaid; SVG with Graphviz)"),
-                            ("schema", cmd_schema, "print the JSON Schema of the config for editors")):
+                            ("schema", cmd_schema, "print the JSON Schema of the config for editors"),
+                            ("calls", cmd_calls, "list and filter the call log (table, csv, json; --follow)"),
+                            ("events", cmd_events, "export queue events in Asterisk queue_log format")):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
         sp.set_defaults(fn=fn)
@@ -316,6 +371,18 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("--at", default="", help="time of the call, ISO 8601 (default now)")
             sp.add_argument("--override", action="append", help="schedule=open|closed")
             sp.add_argument("--transfer", default="completed", help="result of transfers (completed, busy, no_answer)")
+        if name in ("calls", "events"):
+            sp.add_argument("--since", help="ISO time, or an age: 15m, 2h, 7d")
+            sp.add_argument("--until", help="ISO time, or an age: 15m, 2h, 7d")
+            sp.add_argument("--queue")
+        if name == "calls":
+            sp.add_argument("--agent")
+            sp.add_argument("--caller", help="caller ID contains this")
+            sp.add_argument("--disposition", choices=["in_progress", "completed", "rejected", "abandoned", "failed"])
+            sp.add_argument("--min-wait", type=float, help="waited at least this many seconds in a queue")
+            sp.add_argument("--limit", type=int)
+            sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+            sp.add_argument("--follow", action="store_true", help="keep printing calls as they end")
         if name == "graph":
             sp.add_argument("flow")
             sp.add_argument("-o", "--output", help="write OUTPUT.mmd, OUTPUT.dot (and OUTPUT.svg with graphviz)")

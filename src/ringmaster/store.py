@@ -221,6 +221,10 @@ class Store:
     def call_agent(self, call_id: str, agent: str, wait_seconds: float) -> None:
         self._put("UPDATE calls SET agent=?, wait_seconds=? WHERE call_id=?", agent, round(wait_seconds, 3), call_id)
 
+    def call_wait(self, call_id: str, wait_seconds: float) -> None:
+        """Time spent in queue by a caller who left unserved (abandon, timeout, exit key, empty)."""
+        self._put("UPDATE calls SET wait_seconds=? WHERE call_id=?", round(wait_seconds, 3), call_id)
+
     def call_talk(self, call_id: str, talk_seconds: float) -> None:
         self._put("UPDATE calls SET talk_seconds=? WHERE call_id=?", round(talk_seconds, 3), call_id)
 

@@ -95,7 +95,10 @@ class AcdRuntime:
         q = self.calls.get(session.call_id)
         if q is None:
             return
-        self.apply(self.engine.caller_left(session.call_id, self.clock()))
+        now = self.clock()
+        if q.agent is None:
+            self.store.call_wait(session.call_id, now - q.enqueued_at)
+        self.apply(self.engine.caller_left(session.call_id, now))
         self._forget(session.call_id)
 
     def digit(self, session: CallSession, digit: str) -> None:
@@ -278,6 +281,7 @@ class AcdRuntime:
         q = self.calls.pop(a.call_id, None)
         if q is None:
             return
+        self.store.call_wait(a.call_id, self.clock() - q.enqueued_at)
         for ring in list(q.legs.values()):
             q.session.hangup_leg(ring.leg, 487)
         target = a.target
