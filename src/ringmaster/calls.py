@@ -192,7 +192,7 @@ class CallSession:
 
     def dial_agent(self, leg: str, uri: str, headers: tuple[tuple[str, str], ...]) -> None:
         self.bind_leg(leg)
-        self._command(p.Dial(leg=leg, uri=uri, from_display=self.caller, extra_headers=headers))
+        self._command(p.Dial(leg=leg, uri=uri, extra_headers=headers))
 
     def hangup_leg(self, leg: str, code: int = 200) -> None:
         self._command(p.Hangup(leg=leg, code=code))
@@ -270,7 +270,7 @@ class CallSession:
         self.bind_leg(self.b_leg)
         self.store.event(self.call_id, "TRANSFER", target=action.uri)
         self.log.info("call.transfer", target=action.uri, b_leg=self.b_leg)
-        self._command(p.Dial(leg=self.b_leg, uri=action.uri, from_display=self.caller))
+        self._command(p.Dial(leg=self.b_leg, uri=action.uri))
         loop = asyncio.get_running_loop()
         self._ring_timer = loop.call_later(action.ring_timeout, self._ring_timeout, self.b_leg)
 

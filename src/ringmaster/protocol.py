@@ -105,7 +105,6 @@ class Dial(Message):
 
     leg: str
     uri: str
-    from_display: str = ""
     extra_headers: tuple[tuple[str, str], ...] = ()
 
 

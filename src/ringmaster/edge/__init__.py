@@ -237,9 +237,11 @@ class Edge:
         if isinstance(dialogs, dict):
             dialogs = [dialogs]
         ended = 0
+        # the contact's host:port exactly (…:5100 must not match …:51000)
+        at = re.compile(r"[@:/]" + re.escape(hostport) + r"(?:$|[;>?])")
         for dlg in dialogs:
             contacts = (dlg.get("caller", {}).get("contact", ""), dlg.get("callee", {}).get("contact", ""))
-            if any(f"@{hostport}" in c or c.endswith(hostport) or f"{hostport};" in c for c in contacts):
+            if any(at.search(c) or c.startswith(f"sip:{hostport}") for c in contacts):
                 try:
                     await self.rpc("dlg.end_dlg", dlg["h_entry"], dlg["h_id"])
                     ended += 1
