@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 
+from ringmaster import protocol as p
 from tests.helpers.phone import Phone
 from tests.test_ivr_calls import MAIN, call_and_listen, ivr_config
 
@@ -96,3 +97,36 @@ async def test_reload_naming_a_queue_the_daemon_does_not_run_is_refused(daemon_f
     finally:
         await phone.stop()
     assert heard == ["vip"], heard  # the old plan still answers
+
+
+async def test_reload_keeps_queued_callers_in_their_place(daemon_factory):
+    from tests.test_acd_calls import acd_config, queue_log, register, wait_agent
+
+    d = daemon_factory(workers=2, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice"]})
+    d.start()
+    first = await Phone("4500000001", d.ports.caller(1), d.ports.base + 80).start()
+    second = await Phone("4500000002", d.ports.caller(2), d.ports.base + 96).start()
+    agent = await Phone("alice", d.ports.caller(3), d.ports.base + 112).start()
+    try:
+        a1 = await first.call(f"sip:500@{d.edge}")   # nobody to answer yet: both wait in line
+        await asyncio.sleep(0.2)
+        a2 = await second.call(f"sip:500@{d.edge}")
+        d.config["flows"]["demo"] = [{"play": "other"}, "hangup"]  # a change elsewhere in the plan
+        d.write_config()
+        out = reload_cli(d)
+        assert out.returncode == 0, out.stderr
+        assert d.status()["queues"]["sales"]["waiting"] == 2
+        assert (await register(agent, d, "alice", "alice-secret")).registered
+        inc = await agent.wait(p.Incoming, timeout=5)
+        assert dict(inc.headers)["X-Ringmaster-Var-caller"] == "4500000001"  # the first in line first
+        agent.send(p.Answer(leg=inc.leg))
+        await agent.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "confirmed")
+        wait_agent(d, "alice", "on-call")
+        await first.hangup(a1)
+        await second.hangup(a2)
+    finally:
+        for ph in (first, second, agent):
+            await ph.stop()
+    events = [e for e, _, _ in queue_log(d) if e in ("ENTERQUEUE", "CONNECT", "ABANDON")]
+    assert events == ["ENTERQUEUE", "ENTERQUEUE", "CONNECT", "ABANDON"], events  # nobody re-entered

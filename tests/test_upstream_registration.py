@@ -78,3 +78,41 @@ def test_wrong_password_is_one_clear_error_naming_the_registrar_not_a_retry_stor
     finally:
         d.stop()
         pbx.stop()
+
+
+def test_failing_registrar_is_retried_with_growing_backoff(daemon_factory, tmp_path: Path):
+    """A registrar answering 503 (overloaded, down for maintenance) is retried 2, 4, 8 s later,
+    not hammered. (One that never answers fails only after the 32 s transaction timeout.)"""
+    import socket
+
+    d = daemon_factory(workers=1, start=False)
+    port = d.ports.caller(8)
+    registrar = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    registrar.bind(("127.0.0.1", port))
+    registrar.settimeout(0.2)
+    d.config["sip"]["registrations"] = [{"name": "pbx", "registrar": f"sip:127.0.0.1:{port}",
+                                         "username": "ringmaster", "password": "x"}]
+    arrivals: list[float] = []
+    try:
+        d.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(arrivals) < 4:
+            try:
+                data, addr = registrar.recvfrom(4096)
+            except TimeoutError:
+                continue
+            text = data.decode(errors="replace")
+            if not text.startswith("REGISTER"):
+                continue
+            arrivals.append(time.monotonic())
+            head = [ln for ln in text.split("\r\n") if ln.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")]
+            registrar.sendto(("SIP/2.0 503 Service Unavailable\r\n" + "\r\n".join(head) +
+                              "\r\nContent-Length: 0\r\n\r\n").encode(), addr)
+    finally:
+        registrar.close()
+    failures = d.events("registration.failed")
+    assert len(failures) >= 3, d.log_text()[-2000:]
+    assert [f["retry_in"] for f in failures[:3]] == [2.0, 4.0, 8.0]
+    assert all(f["registrar"] == f"sip:127.0.0.1:{port}" and f["code"] == 503 for f in failures)
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert len(gaps) == 3 and 1.8 <= gaps[0] <= 2.8 and 3.8 <= gaps[1] <= 4.8 and 7.8 <= gaps[2] <= 8.8, gaps
