@@ -100,3 +100,51 @@ def test_bad_input_is_a_clear_error(logfile: Path, tmp_path: Path):
     other.write_text("storage: {path: nothing.db}\npaths: {prompts: prompts}\n")
     missing = run("calls", "-c", str(other))
     assert missing.returncode == 1 and "no call log at" in missing.stderr
+
+
+def test_stats_match_the_stored_events_exactly(tmp_path: Path):
+    (tmp_path / "prompts").mkdir()
+    from tests.helpers.audio import write_tone
+
+    write_tone(tmp_path / "prompts" / "please-hold.wav", 440, 0.1)
+    cfg = tmp_path / "rm.yaml"
+    cfg.write_text("storage: {path: calls.db}\npaths: {prompts: prompts, runtime: run}\n"
+                   "agents:\n  alice: {mobile: '+451'}\n  bob: {mobile: '+452'}\n"
+                   "queues:\n  sales: {members: [alice, bob], service_level: 20, wrapup: 10}\n")
+    t = T0
+    ev = [  # (offset s, call, agent, event, data)
+        (0, "NONE", "alice", "ADDMEMBER", ()), (0, "NONE", "bob", "ADDMEMBER", ()),
+        (10, "c1", "NONE", "ENTERQUEUE", ("", "1")), (15, "c1", "alice", "CONNECT", (5, "", 2)),
+        (75, "c1", "alice", "COMPLETECALLER", (5, 60, 1)),
+        (20, "c2", "NONE", "ENTERQUEUE", ("", "2")), (23, "c2", "NONE", "ABANDON", (1, 1, 3)),       # short
+        (30, "c3", "NONE", "ENTERQUEUE", ("", "3")), (60, "c3", "bob", "RINGNOANSWER", (15000,)),
+        (70, "c3", "bob", "CONNECT", (40, "", 1)), (100, "c3", "bob", "COMPLETEAGENT", (40, 30, 1)),
+        (40, "c4", "NONE", "ENTERQUEUE", ("", "4")), (90, "c4", "NONE", "ABANDON", (1, 2, 50)),
+        (200, "NONE", "alice", "PAUSE", ("lunch",)), (500, "NONE", "alice", "UNPAUSE", ("lunch",)),
+        (600, "NONE", "bob", "REMOVEMEMBER", ()),
+    ]
+
+    async def fill() -> None:
+        store = Store(tmp_path / "calls.db")
+        await store.open()
+        for off, cid, agent, event, data in sorted(ev, key=lambda e: e[0]):
+            store.queue_log(t + off, cid, "sales", agent, event, data)
+        await store.close()
+
+    asyncio.run(fill())
+    until = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t + 1000))
+    since = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))
+    out = run("stats", "-c", str(cfg), "--since", since, "--until", until, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    q = data["queues"][0]
+    assert (q["offered"], q["answered"], q["abandoned"], q["abandoned_short"]) == (4, 2, 2, 1)
+    assert q["answered_in_sl"] == 1 and q["service_level_pct"] == round(100 * 1 / 3, 1)  # 1 of (4 - 1 short)
+    assert q["asa"] == 22.5 and q["avg_talk"] == 45.0 and q["aht"] == 55.0 and q["longest_wait"] == 50
+    agents = {a["agent"]: a for a in data["agents"]}
+    assert agents["alice"]["answered"] == 1 and agents["alice"]["talk_seconds"] == 60
+    assert agents["alice"]["login_seconds"] == 1000.0 and agents["alice"]["pause_seconds"] == {"lunch": 300.0}
+    assert agents["alice"]["occupancy_pct"] == round(100 * (60 + 10) / (1000 - 300), 1)
+    assert agents["bob"]["no_answer"] == 1 and agents["bob"]["login_seconds"] == 600.0
+    table = run("stats", "-c", str(cfg), "--since", since, "--until", until).stdout
+    assert "sales" in table and "lunch 300.0" in table

@@ -322,6 +322,47 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from ringmaster import stats as st
+
+    calllog, con = _calllog(args)
+    if con is None:
+        return 1
+    cfg = _load(args.config)
+    try:
+        since = calllog.parse_time(args.since) if args.since else calllog.parse_time("24h")
+        until = calllog.parse_time(args.until) if args.until else _time.time()
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    # everything before `until`: logins and pauses opened earlier still count inside the interval
+    rows = [tuple(r) for r in con.execute(
+        "SELECT at, call_id, queue, agent, event, data FROM queue_log WHERE at < ? ORDER BY at, id", (until,))]
+    queues, agents = st.compute(rows, since, until, {n: q.service_level for n, q in cfg.queues.items()},
+                                {n: q.wrapup for n, q in cfg.queues.items()}, args.short_abandon)
+    if args.format == "json":
+        print(json.dumps(st.as_dicts(queues, agents), indent=2))
+        return 0
+
+    def fmt(v: object) -> str:
+        return "-" if v is None else str(v)
+
+    print(f"{'queue':<12} {'offered':>7} {'answered':>8} {'abandoned':>9} {'short':>5} {'timeout':>7} "
+          f"{'SL%':>6} {'ASA':>6} {'AHT':>6} {'longest':>7}")
+    for q in queues:
+        print(f"{q.queue:<12} {q.offered:>7} {q.answered:>8} {q.abandoned:>9} {q.abandoned_short:>5} {q.timeout:>7} "
+              f"{fmt(q.service_level_pct):>6} {fmt(q.asa):>6} {fmt(q.aht):>6} {q.longest_wait:>7}")
+    print()
+    print(f"{'agent':<12} {'answered':>8} {'no-answer':>9} {'talk s':>7} {'login s':>8} {'occupancy%':>10}  paused s")
+    for a in agents:
+        paused = ", ".join(f"{k} {v}" for k, v in sorted(a.pause_seconds.items())) or "-"
+        print(f"{a.agent:<12} {a.answered:>8} {a.no_answer:>9} {a.talk_seconds:>7} {a.login_seconds:>8} "
+              f"{fmt(a.occupancy_pct):>10}  {paused}")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from ringmaster.schema import config_schema
 
@@ -343,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                             ("graph", cmd_graph, "draw a flow (Mermaid; SVG with Graphviz)"),
                             ("schema", cmd_schema, "print the JSON Schema of the config for editors"),
                             ("calls", cmd_calls, "list and filter the call log (table, csv, json; --follow)"),
-                            ("events", cmd_events, "export queue events in Asterisk queue_log format")):
+                            ("events", cmd_events, "export queue events in Asterisk queue_log format"),
+                            ("stats", cmd_stats, "queue and agent figures over an interval (from the stored events)")):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
         sp.set_defaults(fn=fn)
@@ -371,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("--at", default="", help="time of the call, ISO 8601 (default now)")
             sp.add_argument("--override", action="append", help="schedule=open|closed")
             sp.add_argument("--transfer", default="completed", help="result of transfers (completed, busy, no_answer)")
+        if name == "stats":
+            sp.add_argument("--since", help="ISO time, or an age: 15m, 2h, 7d (default 24h)")
+            sp.add_argument("--until", help="ISO time, or an age (default now)")
+            sp.add_argument("--short-abandon", type=float, default=5.0, help="seconds: quicker abandons leave the SL base")
+            sp.add_argument("--format", choices=["table", "json"], default="table")
         if name in ("calls", "events"):
             sp.add_argument("--since", help="ISO time, or an age: 15m, 2h, 7d")
             sp.add_argument("--until", help="ISO time, or an age: 15m, 2h, 7d")
