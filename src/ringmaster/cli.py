@@ -80,6 +80,17 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
         return controller.agent_command(str(req.get("agent", "")), str(req.get("action", "")), str(req.get("reason", "")))
 
     loop.add_signal_handler(signal.SIGHUP, controller.reload)
+    api = None
+    if cfg.http is not None:
+        from ringmaster.api import Api
+
+        api = Api(controller, cfg.http)
+        try:
+            await api.start()
+        except OSError as exc:
+            log.error("api.cannot_listen", listen=cfg.http.listen, error=str(exc))
+            await controller.stop()
+            return 1
     control = ControlServer(socket_path(cfg.paths.runtime),
                             {"status": status, "reload": reload, "schedule": schedule, "recording": recording,
                              "agent": agent})
@@ -87,6 +98,8 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
     log.info("ringmaster.running", control=str(control.path))
     await stop.wait()
     await control.stop()
+    if api is not None:
+        await api.stop()
     await controller.stop()
     return 0
 

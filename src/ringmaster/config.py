@@ -178,6 +178,36 @@ class LoggingConfig(Strict):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class ApiToken(Strict):
+    name: str
+    token: str = Field(min_length=16, description="a bearer token; generate with `openssl rand -hex 24`")
+    role: Literal["operator", "supervisor", "admin"] = "operator"
+
+
+class HttpConfig(Strict):
+    """The HTTP API and /metrics. operator: read; supervisor: + agent states, recordings; admin: + reload."""
+
+    listen: str = Field(default="127.0.0.1:8080")
+    tokens: list[ApiToken] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, port = split_hostport(v)
+        _check_ip(host)
+        if port is None:
+            raise ValueError("expected HOST:PORT")
+        return v
+
+    @property
+    def host(self) -> str:
+        return split_hostport(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_hostport(self.listen)[1] or 8080
+
+
 class EntryPoint(Strict):
     """Maps the called number (user part of the Request-URI) to a flow."""
 
@@ -212,6 +242,7 @@ class Config(Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    http: HttpConfig | None = None
     schedules: dict[str, Schedule] = Field(default_factory=dict)
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     queues: dict[str, QueueConfig] = Field(default_factory=dict)

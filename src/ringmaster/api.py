@@ -1,0 +1,339 @@
+"""The HTTP API (aiohttp) and Prometheus /metrics, served by the daemon.
+
+Bearer tokens from the config carry a role: operator reads; supervisor may also change agent
+states and pause recordings; admin may also reload the plan. No token -> 401, wrong role -> 403,
+bad parameters -> 400 with the reason; none of them changes anything.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+from ringmaster import stats as st
+from ringmaster.calllog import parse_time
+from ringmaster.config import HttpConfig
+
+if TYPE_CHECKING:
+    from ringmaster.controller import Controller
+
+log = structlog.get_logger("ringmaster.api")
+
+ROLES = {"operator": 1, "supervisor": 2, "admin": 3}
+DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
+CALL_PARAMS = {"since", "until", "queue", "agent", "caller", "disposition", "min_wait", "limit"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _bad(reason: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": reason}), content_type="application/json")
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+class Api:
+    def __init__(self, controller: Controller, cfg: HttpConfig):
+        self.controller = controller
+        self.cfg = cfg
+        self.runner: web.AppRunner | None = None
+        app = web.Application(middlewares=[self._auth])
+        app.add_routes([
+            web.get("/openapi.json", self.openapi),
+            web.get("/metrics", self.metrics),
+            web.get("/api/status", self.status),
+            web.get("/api/calls", self.calls),
+            web.get("/api/calls/{call_id}", self.call),
+            web.get("/api/calls/{call_id}/recording", self.recording_file),
+            web.post("/api/calls/{call_id}/recording", self.recording_control),
+            web.get("/api/queues", self.queues),
+            web.get("/api/agents", self.agents),
+            web.post("/api/agents/{agent}", self.agent_change),
+            web.post("/api/reload", self.reload),
+        ])
+        self.app = app
+        # the role each route needs beyond operator
+        self.needs = {("POST", "/api/agents/{agent}"): "supervisor",
+                      ("GET", "/api/calls/{call_id}/recording"): "supervisor",
+                      ("POST", "/api/calls/{call_id}/recording"): "supervisor",
+                      ("POST", "/api/reload"): "admin"}
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, self.cfg.host, self.cfg.port).start()
+        log.info("api.listening", listen=self.cfg.listen)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    # ------------------------------------------------------------ auth
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/openapi.json":
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        given = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        role = None
+        for t in self.cfg.tokens:
+            if given and hmac.compare_digest(given.encode(), t.token.encode()):
+                role = t.role
+        if role is None:
+            raise web.HTTPUnauthorized(text=json.dumps({"error": "a valid bearer token is required"}),
+                                       content_type="application/json", headers={"WWW-Authenticate": "Bearer"})
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
+        needed = self.needs.get((request.method, route), "operator")
+        if ROLES[role] < ROLES[needed]:
+            raise web.HTTPForbidden(text=json.dumps({"error": f"role {role} may not do this; it needs {needed}"}),
+                                    content_type="application/json")
+        request["role"] = role
+        return await handler(request)
+
+    # ------------------------------------------------------------ reads
+
+    async def status(self, request: web.Request) -> web.Response:
+        return _json(await self.controller.status())
+
+    async def calls(self, request: web.Request) -> web.Response:
+        q = request.query
+        unknown = set(q) - CALL_PARAMS
+        if unknown:
+            raise _bad(f"unknown parameter(s) {sorted(unknown)}; known: {sorted(CALL_PARAMS)}")
+        clauses: list[str] = []
+        params: list[Any] = []
+        try:
+            if "since" in q:
+                clauses.append("arrived_at >= ?")
+                params.append(parse_time(q["since"]))
+            if "until" in q:
+                clauses.append("arrived_at < ?")
+                params.append(parse_time(q["until"]))
+            if "min_wait" in q:
+                clauses.append("wait_seconds >= ?")
+                params.append(float(q["min_wait"]))
+            limit = int(q.get("limit", "100"))
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        if not 1 <= limit <= 10000:
+            raise _bad("limit: 1 to 10000")
+        for key in ("queue", "agent"):
+            if key in q:
+                clauses.append(f"{key} = ?")
+                params.append(q[key])
+        if "caller" in q:
+            clauses.append("caller LIKE ?")
+            params.append(f"%{q['caller']}%")
+        if "disposition" in q:
+            if q["disposition"] not in DISPOSITIONS:
+                raise _bad(f"disposition: one of {', '.join(DISPOSITIONS)}")
+            clauses.append("disposition = ?")
+            params.append(q["disposition"])
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = await self._rows(f"SELECT * FROM calls{where} ORDER BY arrived_at DESC, id DESC LIMIT ?", (*params, limit))
+        for r in rows:
+            r["ivr_path"] = json.loads(r["ivr_path"])
+            r["variables"] = json.loads(r["variables"])
+        return _json({"calls": rows, "count": len(rows)})
+
+    async def call(self, request: web.Request) -> web.Response:
+        call_id = request.match_info["call_id"]
+        rows = await self._rows("SELECT * FROM calls WHERE call_id=?", (call_id,))
+        if not rows:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no call {call_id!r}"}), content_type="application/json")
+        call = rows[0]
+        call["ivr_path"] = json.loads(call["ivr_path"])
+        call["variables"] = json.loads(call["variables"])
+        events = await self._rows("SELECT at, event, data FROM call_events WHERE call_id=? ORDER BY id", (call_id,))
+        for e in events:
+            e["data"] = json.loads(e["data"])
+        qlog = await self._rows("SELECT at, queue, agent, event, data FROM queue_log WHERE call_id=? ORDER BY id", (call_id,))
+        return _json({"call": call, "events": events, "queue_events": qlog})
+
+    async def recording_file(self, request: web.Request) -> web.StreamResponse:
+        call_id = request.match_info["call_id"]
+        rows = await self._rows("SELECT recording, ended_at FROM calls WHERE call_id=?", (call_id,))
+        path = Path(rows[0]["recording"]) if rows and rows[0]["recording"] else None
+        if path is None or not path.is_file():
+            raise web.HTTPNotFound(text=json.dumps({"error": "no recording for this call"}), content_type="application/json")
+        recordings = Path(self.controller.cfg.paths.recordings).resolve()
+        if recordings not in path.resolve().parents:  # never serve a file outside the recordings dir
+            raise web.HTTPNotFound(text=json.dumps({"error": "no recording for this call"}), content_type="application/json")
+        return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
+
+    async def queues(self, request: web.Request) -> web.Response:
+        acd = self.controller.acd
+        if acd is None:
+            return _json({"queues": {}})
+        now = time.time()
+        midnight = time.mktime(time.localtime(now)[:3] + (0, 0, 0, 0, 0, -1))
+        rows = await self._rows("SELECT at, call_id, queue, agent, event, data FROM queue_log WHERE at < ? ORDER BY at, id", (now,))
+        cfgq = self.controller.cfg.queues
+        today, _ = st.compute([tuple(r.values()) for r in rows], midnight, now,  # type: ignore[misc]
+                              {n: q.service_level for n, q in cfgq.items()}, {n: q.wrapup for n, q in cfgq.items()})
+        stats = st.as_dicts(today, [])["queues"]
+        by_name = {s["queue"]: s for s in stats}
+        agents = self.controller._agents_status()
+        out = {}
+        for name, q in acd.engine.queues.items():
+            members = [m.agent for m in q.spec.members]
+            out[name] = {"waiting": len(q.waiting),
+                         "longest_wait": round(max((now - c.enqueued_at for c in q.waiting), default=0.0), 1),
+                         "agents": dict(Counter(agents.get(a, "unknown").split(":")[0] for a in members)),
+                         "today": by_name.get(name, {"queue": name, "offered": 0})}
+        return _json({"queues": out})
+
+    async def agents(self, request: web.Request) -> web.Response:
+        return _json({"agents": self.controller._agents_status()})
+
+    # ------------------------------------------------------------ changes
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise _bad("the body must be JSON") from None
+        if not isinstance(body, dict):
+            raise _bad("the body must be a JSON object")
+        return body
+
+    async def agent_change(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        action = body.get("action")
+        if action not in ("login", "logout", "pause", "unpause"):
+            raise _bad("action: login, logout, pause or unpause")
+        reason = body.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > 64:
+            raise _bad("reason: a string of at most 64 characters")
+        result = self.controller.agent_command(request.match_info["agent"], action, reason)
+        if result.get("error"):
+            raise _bad(result["error"])
+        log.info("api.agent_changed", agent=result["agent"], action=action, role=request["role"])
+        return _json(result)
+
+    async def recording_control(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if body.get("action") not in ("pause", "resume"):
+            raise _bad("action: pause or resume")
+        result = self.controller.set_recording(request.match_info["call_id"], body["action"] == "pause")
+        if result.get("error"):
+            raise _bad(result["error"])
+        return _json(result)
+
+    async def reload(self, request: web.Request) -> web.Response:
+        result = self.controller.reload()
+        return _json(result, status=200 if result.get("reloaded") else 422)
+
+    # ------------------------------------------------------------ metrics
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        c = self.controller
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
+            lines.append(f"# HELP {name} {help_}")
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
+                lines.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
+
+        disp = {r["disposition"]: r["n"] for r in await self._rows(
+            "SELECT disposition, COUNT(*) AS n FROM calls GROUP BY disposition", ())}
+        metric("ringmaster_calls_total", "counter", "Calls in the call log by disposition",
+               [({"disposition": d}, disp.get(d, 0)) for d in DISPOSITIONS])
+        now = time.time()
+        queues = c.acd.engine.queues if c.acd else {}
+        metric("ringmaster_queue_waiting", "gauge", "Callers waiting in a queue",
+               [({"queue": n}, len(q.waiting)) for n, q in queues.items()])
+        metric("ringmaster_queue_longest_wait_seconds", "gauge", "Longest current wait in a queue",
+               [({"queue": n}, round(max((now - x.enqueued_at for x in q.waiting), default=0.0), 3))
+                for n, q in queues.items()])
+        states = Counter(s.split(":")[0] for s in c._agents_status().values())
+        metric("ringmaster_agents", "gauge", "Agents by state and channel",
+               [({"state": s, "channel": "voice"}, n) for s, n in sorted(states.items())])
+        workers = c.pool.workers
+        metric("ringmaster_workers", "gauge", "Media workers by liveness",
+               [({"alive": "true"}, sum(1 for w in workers.values() if w.alive)),
+                ({"alive": "false"}, sum(1 for w in workers.values() if not w.alive))])
+        legs = Counter(k[0] for k, s in c.sessions.items() if not s.ended)
+        metric("ringmaster_worker_busy_legs", "gauge", "Call legs in use per worker",
+               [({"worker": n}, legs.get(n, 0)) for n in sorted(workers)])
+        metric("ringmaster_worker_restarts_total", "counter", "Workers replaced after dying", [({}, c.pool.restarts)])
+        metric("ringmaster_registration_up", "gauge", "Upstream registrations (1 = registered)",
+               [({"registration": r.spec.name}, 1 if r.state == "registered" else 0) for r in c.registrations.values()])
+        metric("ringmaster_edge_events_connected", "gauge", "The edge's registration event stream is connected",
+               [({}, 1 if c.edge_events.connected else 0)])
+        metric("ringmaster_store_last_commit_seconds", "gauge", "Duration of the store's last batch commit",
+               [({}, round(c.store.last_commit_seconds, 6))])
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    # ------------------------------------------------------------ helpers
+
+    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        db = self.controller.store.db
+        assert db is not None
+        async with db.execute(sql, params) as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return _json(OPENAPI)
+
+
+def _op(summary: str, role: str = "operator", params: list[dict[str, Any]] | None = None,
+        body: dict[str, Any] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "description": f"Role: {role} or above.",
+                          "responses": {"200": {"description": "OK"}, "400": {"description": "bad parameters"},
+                                        "401": {"description": "no or unknown token"},
+                                        "403": {"description": "the token's role may not do this"}}}
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def _q(name: str, kind: str = "string", desc: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": desc}
+
+
+def _p(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "Ringmaster API", "version": "1"},
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "security": [{"bearer": []}],
+    "paths": {
+        "/api/status": {"get": _op("Daemon, workers, calls, agents, queues, registrations")},
+        "/api/calls": {"get": _op("The call log, newest first", params=[
+            _q("since", desc="ISO time or an age (2h)"), _q("until"), _q("queue"), _q("agent"), _q("caller"),
+            _q("disposition"), _q("min_wait", "number"), _q("limit", "integer")])},
+        "/api/calls/{call_id}": {"get": _op("One call with its events, IVR path and queue events", params=[_p("call_id")])},
+        "/api/calls/{call_id}/recording": {
+            "get": _op("The call's recording (WAV)", "supervisor", [_p("call_id")]),
+            "post": _op("Pause or resume a live call's recording", "supervisor", [_p("call_id")],
+                        {"type": "object", "required": ["action"],
+                         "properties": {"action": {"type": "string", "enum": ["pause", "resume"]}}})},
+        "/api/queues": {"get": _op("Queues: waiting callers, longest wait, agents by state, today's figures")},
+        "/api/agents": {"get": _op("Agents and their state")},
+        "/api/agents/{agent}": {"post": _op("Change an agent's state", "supervisor", [_p("agent")],
+                                            {"type": "object", "required": ["action"],
+                                             "properties": {"action": {"type": "string", "enum": ["login", "logout", "pause", "unpause"]},
+                                                            "reason": {"type": "string", "maxLength": 64}}})},
+        "/api/reload": {"post": _op("Validate the config file and switch to its plan (422 with the errors if invalid)", "admin")},
+        "/metrics": {"get": _op("Prometheus metrics")},
+    },
+}
