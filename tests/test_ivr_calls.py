@@ -29,7 +29,7 @@ def ivr_config(d, flows: dict[str, Any], entry: str = "main", **extra: Any) -> N
     d.config.update(extra)
 
 
-MENU = {"greeting": "menu", "short_greeting": "short", "options": {1: "sales"}, "timeout": 1.0,
+MENU = {"greeting": "menu", "short_greeting": "short", "options": {1: "sales"}, "timeout": 2.0,
         "max_failures": 2, "max_timeouts": 2, "on_max_failures": "bye", "on_max_timeouts": "closed"}
 MAIN = {"main": [{"id": "top", "menu": MENU},
                  {"id": "sales", "play": "sales"}, "hangup",
