@@ -8,7 +8,9 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -183,39 +185,32 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 1
 
 
-def cmd_agent(args: argparse.Namespace) -> int:
-    action = "login" if args.login else "logout" if args.logout else "pause" if args.pause is not None else "unpause"
-    reply = _control(args, "agent", agent=args.agent, action=action, reason=args.pause or "")
+def _command(args: argparse.Namespace, command: str, show: Callable[[dict[str, Any]], str], **params: Any) -> int:
+    """Send a control command; print its result (exit 0), its error (1), or that nobody runs (3)."""
+    reply = _control(args, command, **params)
     if reply is None:
         return 3
     if not reply.get("ok") or reply.get("error"):
         print(reply.get("error"), file=sys.stderr)
         return 1
-    print(f"agent {reply['agent']}: {reply['state']}")
+    print(show(reply))
     return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    action = "login" if args.login else "logout" if args.logout else "pause" if args.pause is not None else "unpause"
+    return _command(args, "agent", lambda r: f"agent {r['agent']}: {r['state']}",
+                    agent=args.agent, action=action, reason=args.pause or "")
 
 
 def cmd_recording(args: argparse.Namespace) -> int:
-    reply = _control(args, "recording", call_id=args.call_id, pause=bool(args.pause))
-    if reply is None:
-        return 3
-    if not reply.get("ok") or reply.get("error"):
-        print(reply.get("error"), file=sys.stderr)
-        return 1
-    print(f"call {reply['call_id']}: {reply['recording']}")
-    return 0
+    return _command(args, "recording", lambda r: f"call {r['call_id']}: {r['recording']}",
+                    call_id=args.call_id, pause=bool(args.pause))
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
     state = "open" if args.open else "closed" if args.closed else "auto"
-    reply = _control(args, "schedule", name=args.name, state=state)
-    if reply is None:
-        return 3
-    if not reply.get("ok") or reply.get("error"):
-        print(reply.get("error"), file=sys.stderr)
-        return 1
-    print(f"schedule {reply['schedule']}: {reply['state']}")
-    return 0
+    return _command(args, "schedule", lambda r: f"schedule {r['schedule']}: {r['state']}", name=args.name, state=state)
 
 
 def _plan(path: str):  # type: ignore[no-untyped-def]
