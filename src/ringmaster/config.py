@@ -165,6 +165,7 @@ class WorkersConfig(Strict):
 
 class StorageConfig(Strict):
     path: str = "var/ringmaster.db"
+    recording_retention_days: float | None = Field(default=None, gt=0, description="delete call recordings older than this; calls keep their record, marked")
 
 
 class PathsConfig(Strict):
@@ -331,7 +332,7 @@ def validate(src: Source, base_dir: Path) -> Config:
         errors = pydantic_errors(src, exc, Config) + _raw_flow_errors(src, base_dir)
         raise ConfigInvalid(errors) from None
     cfg = cfg.model_copy(update={"paths": _resolve_paths(cfg.paths, base_dir),
-                                 "storage": StorageConfig(path=str(base_dir / cfg.storage.path))})
+                                 "storage": cfg.storage.model_copy(update={"path": str(base_dir / cfg.storage.path)})})
     errors = check_flows(cfg.flows, config_flow_refs(cfg), node_context(cfg), src)
     errors += _check_acd(cfg, src)
     errors += _check_ports(cfg, src)

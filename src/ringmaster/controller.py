@@ -71,6 +71,14 @@ class Controller:
         await self.edge.start()
         self.edge_events.start()
         self._reg_task = asyncio.create_task(self._registration_loop(), name="registrations")
+        days = self.cfg.storage.recording_retention_days
+        if days is not None:
+            from ringmaster import retention
+
+            task = asyncio.create_task(retention.run_forever(
+                self.store, days, self.cfg.paths.recordings, lambda: {s.call_id for s in self.live_sessions()}),
+                name="retention")
+            self._background.add(task)
         log.info("controller.started", workers=len(self.pool.workers), edge=self.cfg.sip.listen,
                  pid=os.getpid())
 
@@ -79,6 +87,9 @@ class Controller:
         log.info("controller.stopping", calls=len(self.live_sessions()))
         if self._reg_task is not None:
             self._reg_task.cancel()
+        for task in list(self._background):
+            if task.get_name() == "retention":
+                task.cancel()
         for s in self.live_sessions():
             s.execute([_shutdown_hangup()])
         deadline = time.monotonic() + 2.0

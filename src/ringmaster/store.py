@@ -100,6 +100,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX queue_log_at ON queue_log(at);
     CREATE INDEX queue_log_call ON queue_log(call_id);
     """,
+    """
+    ALTER TABLE calls ADD COLUMN recording_deleted_at REAL;
+    CREATE INDEX calls_recordings ON calls(ended_at) WHERE recording IS NOT NULL AND recording_deleted_at IS NULL;
+    """,
 ]
 
 DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
@@ -257,6 +261,20 @@ class Store:
         assert self.db is not None
         async with self.db.execute("SELECT name, state FROM schedule_overrides") as cur:
             return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def expired_recordings(self, older_than: float, limit: int = 500) -> list[tuple[str, str]]:
+        """(call_id, path) of recordings of calls that ended before older_than, not yet deleted.
+        A call still in progress has no ended_at, so its recording is never returned."""
+        assert self.db is not None
+        async with self.db.execute(
+                "SELECT call_id, recording FROM calls WHERE recording IS NOT NULL AND recording_deleted_at IS NULL"
+                " AND ended_at IS NOT NULL AND ended_at < ? AND disposition != 'in_progress' ORDER BY ended_at LIMIT ?",
+                (older_than, limit)) as cur:
+            return [(r[0], r[1]) for r in await cur.fetchall()]
+
+    def recording_deleted(self, call_id: str, at: float) -> None:
+        self._put("UPDATE calls SET recording_deleted_at=? WHERE call_id=?", at, call_id)
+        self.event(call_id, "RECORDING_DELETED", at, reason="retention")
 
     async def close_orphans(self, at: float) -> int:
         """Calls a previous run left in progress (crash, power loss) are closed as failed."""
