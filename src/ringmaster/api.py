@@ -7,6 +7,7 @@ bad parameters -> 400 with the reason; none of them changes anything.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -59,7 +60,10 @@ class Api:
             web.get("/api/agents", self.agents),
             web.post("/api/agents/{agent}", self.agent_change),
             web.post("/api/reload", self.reload),
+            web.get("/wallboard", self.wallboard),
+            web.get("/wallboard/events", self.wallboard_events),
         ])
+        self._today: tuple[float, dict[str, Any]] = (0.0, {})
         self.app = app
         # the role each route needs beyond operator
         self.needs = {("POST", "/api/agents/{agent}"): "supervisor",
@@ -85,6 +89,9 @@ class Api:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         given = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not given and request.path.startswith("/wallboard"):
+            # a wall display (and EventSource) cannot send headers: the page takes ?token=
+            given = request.query.get("token", "")
         role = None
         for t in self.cfg.tokens:
             if given and hmac.compare_digest(given.encode(), t.token.encode()):
@@ -234,6 +241,55 @@ class Api:
         result = self.controller.reload()
         return _json(result, status=200 if result.get("reloaded") else 422)
 
+    # ------------------------------------------------------------ wallboard
+
+    async def wallboard(self, request: web.Request) -> web.Response:
+        from importlib import resources
+
+        html = resources.files("ringmaster.web").joinpath("wallboard.html").read_text()
+        return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+    async def wallboard_events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: a snapshot at once, on every ACD change, and at least every second."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+        await resp.prepare(request)
+        changed = self.controller.changed
+        try:
+            while True:
+                snap = await self.snapshot()
+                await resp.write(f"data: {json.dumps(snap)}\n\n".encode())
+                changed.clear()
+                try:
+                    await asyncio.wait_for(changed.wait(), 1.0)
+                except TimeoutError:
+                    pass
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return resp
+
+    async def snapshot(self) -> dict[str, Any]:
+        c = self.controller
+        now = time.time()
+        if now - self._today[0] > 5.0:  # today's figures are a query: at most every 5 s
+            midnight = time.mktime(time.localtime(now)[:3] + (0, 0, 0, 0, 0, -1))
+            rows = await self._rows("SELECT at, call_id, queue, agent, event, data FROM queue_log"
+                                    " WHERE at >= ? AND at < ? ORDER BY at, id", (midnight - 86400, now))
+            cfgq = c.cfg.queues
+            qs, _ = st.compute([tuple(r.values()) for r in rows], midnight, now,  # type: ignore[misc]
+                               {n: q.service_level for n, q in cfgq.items()}, {n: q.wrapup for n, q in cfgq.items()})
+            self._today = (now, {s.queue: s.service_level_pct for s in qs})
+        states = c._agents_status()
+        queues = []
+        for name, q in (c.acd.engine.queues.items() if c.acd else []):
+            counts: Counter[str] = Counter()
+            for m in q.spec.members:
+                s = states.get(m.agent, "logged-out").split(":")[0]
+                counts["busy" if s == "on-call" else s] += 1
+            queues.append({"name": name, "waiting": len(q.waiting), "service_level": q.spec.service_level,
+                           "longest_wait": round(max((now - x.enqueued_at for x in q.waiting), default=0.0), 1),
+                           "sl_today": self._today[1].get(name), "agents": dict(counts)})
+        return {"at": now, "queues": queues}
+
     # ------------------------------------------------------------ metrics
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -335,5 +391,9 @@ OPENAPI: dict[str, Any] = {
                                                             "reason": {"type": "string", "maxLength": 64}}})},
         "/api/reload": {"post": _op("Validate the config file and switch to its plan (422 with the errors if invalid)", "admin")},
         "/metrics": {"get": _op("Prometheus metrics")},
+        "/wallboard": {"get": _op("The live wallboard page (token in ?token= for wall displays)",
+                                  params=[_q("token")])},
+        "/wallboard/events": {"get": _op("Server-sent events: a snapshot on every change, at least every second",
+                                         params=[_q("token")])},
     },
 }

@@ -46,7 +46,8 @@ class Controller:
         self.registrations = {
             r.name: RegistrationState(r, contact=f"sip:{r.username}@{cfg.sip.host}:{cfg.sip.port}")
             for r in cfg.sip.registrations}
-        self.acd = AcdRuntime(cfg, self.store) if cfg.queues else None
+        self.changed = asyncio.Event()  # set on every ACD change: the wallboard pushes at once
+        self.acd = AcdRuntime(cfg, self.store, on_change=self.changed.set) if cfg.queues else None
         self.edge_events = EdgeEvents(cfg.sip.host, events_port(cfg), self._edge_event)
         self._reg_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()

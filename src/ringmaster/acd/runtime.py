@@ -65,8 +65,10 @@ class Queued:
 
 
 class AcdRuntime:
-    def __init__(self, cfg: Config, store: Store, clock: Any = time.time):
+    def __init__(self, cfg: Config, store: Store, clock: Any = time.time,
+                 on_change: Any = None):
         self.cfg = cfg
+        self.on_change = on_change
         self.store = store
         self.clock = clock
         self.engine = QueueEngine(cfg.queues, cfg.agents)
@@ -226,6 +228,8 @@ class AcdRuntime:
             elif isinstance(a, Announce):
                 self._announce(a)
         self._arm_timer()
+        if actions and self.on_change is not None:
+            self.on_change()
 
     def _agent_uri(self, agent: str) -> str:
         spec = self.cfg.agents[agent]

@@ -1,0 +1,81 @@
+"""A real headless Chromium (Debian's package) driven over the DevTools protocol: open a page,
+evaluate JavaScript in it, take a screenshot. Flags as this machine needs them (no sandbox as
+root, no background networking: the network here is closed)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+
+class Browser:
+    def __init__(self, port: int):
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ids = itertools.count(1)
+        self._profile = tempfile.mkdtemp(prefix="ringmaster-chromium-")
+
+    async def open(self, url: str, width: int = 1600, height: int = 900) -> Browser:
+        exe = shutil.which("chromium") or "/usr/bin/chromium"
+        self.proc = subprocess.Popen(
+            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={self._profile}", f"--remote-debugging-port={self.port}",
+             "--remote-debugging-address=127.0.0.1", f"--window-size={width},{height}", url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.session = aiohttp.ClientSession()
+        for _ in range(100):
+            try:
+                async with self.session.get(f"http://127.0.0.1:{self.port}/json/list") as r:
+                    pages = [p for p in await r.json() if p.get("type") == "page"]
+                if pages:
+                    self.ws = await self.session.ws_connect(pages[0]["webSocketDebuggerUrl"], max_msg_size=0)
+                    return self
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+        raise RuntimeError("chromium did not start")
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        assert self.ws is not None
+        mid = next(self._ids)
+        await self.ws.send_str(json.dumps({"id": mid, "method": method, "params": params}))
+        while True:
+            msg = json.loads((await self.ws.receive()).data)
+            if msg.get("id") == mid:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    async def js(self, expression: str) -> Any:
+        res = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return res.get("result", {}).get("value")
+
+    async def screenshot(self, path: Path) -> Path:
+        res = await self.call("Page.captureScreenshot", format="png")
+        path.write_bytes(base64.b64decode(res["data"]))
+        return path
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.session is not None:
+            await self.session.close()
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self._profile, ignore_errors=True)
