@@ -124,6 +124,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {w['name']:<5} pid {w['pid']!s:<8} {w['sip']:<32} calls {w['calls']}  "
               f"{'alive' if w['alive'] else 'DEAD'}  edge:{w['edge']}")
     print(f"worker restarts: {reply['worker_restarts']}")
+    if reply.get("queues"):
+        print("queues:")
+        for name, q in reply["queues"].items():
+            print(f"  {name:<12} waiting {q['waiting']}  answered {q['answered']}  abandoned {q['abandoned']}")
+    if reply.get("agents"):
+        print("agents:")
+        for name, state in reply["agents"].items():
+            print(f"  {name:<12} {state}")
+    if reply.get("schedules"):
+        print("schedules: " + ", ".join(f"{n} {s}" for n, s in reply["schedules"].items()))
     if reply["registrations"]:
         print("registrations:")
         for r in reply["registrations"]:
