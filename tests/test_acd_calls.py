@@ -241,6 +241,8 @@ async def test_max_wait_overflows_to_a_flow_abandon_records_wait_and_exit_key_le
     ab = by_call["4500000002"][-1]
     assert ab[0] == "ABANDON" and ab[1].split("|")[2] == "1", ab
     assert 0.8 <= rows["4500000002"]["wait_seconds"] <= 1.6  # the call record has the wait too
+    # answered by the IVR for hold music but never served: abandoned, not completed
+    assert rows["4500000002"]["disposition"] == "abandoned" and rows["4500000002"]["hangup_by"] == "caller"
     assert 1.9 <= rows["4500000001"]["wait_seconds"] <= 2.6
     assert by_call["4500000003"][-1][0] == "EXITWITHKEY" and by_call["4500000003"][-1][1].startswith("1|")
     con = sqlite3.connect(d.db_path)

@@ -99,3 +99,4 @@ async def test_api_roles_reads_changes_and_refusals(daemon_factory):
     finally:
         await caller.stop()
         await alice.stop()
+

@@ -104,6 +104,7 @@ class CallSession:
     queue_agent_leg: str = ""
     queue_rec_id: str = ""
     ended_by_agent: bool = False
+    abandoned_in_queue: bool = False
     _plays: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -403,7 +404,9 @@ class CallSession:
             disposition = self.disposition or "completed"
         else:
             by, cause = "caller", "caller_hangup"
-            disposition = "completed" if self.answered_at is not None else "abandoned"
+            # answered by the IVR for hold music, but never served: the caller abandoned
+            served = self.answered_at is not None and not self.abandoned_in_queue
+            disposition = "completed" if served else "abandoned"
         self._record_end(disposition, cause, code, by)
 
     def fail(self, cause: str) -> None:
@@ -426,6 +429,7 @@ class CallSession:
             self.queue_agent_leg = ""
         elif self.queued is not None:
             self.queued = None
+            self.abandoned_in_queue = True
             self.acd.caller_gone(self)  # ABANDON
 
     def _record_end(self, disposition: str, cause: str, code: int, by: str) -> None:
