@@ -44,6 +44,9 @@ async def test_api_roles_reads_changes_and_refusals(daemon_factory):
         inc = await alice.wait(p.Incoming, timeout=5)
         alice.send(p.Answer(leg=inc.leg))
         await alice.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "confirmed")
+        import asyncio
+
+        await asyncio.sleep(1.0)  # talk a moment: the recording starts right after the bridge
         await caller.hangup(a)
         wait_agent(d, "alice", "available")
         row = d.wait_calls_ended(1)[0]
