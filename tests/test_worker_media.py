@@ -152,3 +152,16 @@ async def test_dial_with_all_four_legs_busy_waits_for_a_free_leg(ports):
         await caller.stop()
         for t in targets:
             await t.stop()
+
+
+async def test_a_recording_that_cannot_start_is_reported_for_its_leg(ports, tmp_path: Path):
+    """The controller must learn which call lost its recording, or the call record would name
+    a file that was never written."""
+    phone = await Phone("rec", ports.caller(0), ports.base + 100).start()
+    try:
+        phone.send(p.RecordStart(rec_id="r1", legs=("gone-leg",), path=str(tmp_path / "x.wav")))
+        err = await phone.wait(p.Error, lambda m: m.command == "record_start", timeout=3)
+        assert err.leg == "gone-leg" and "no live leg" in err.message
+        assert not (tmp_path / "x.wav").exists()
+    finally:
+        await phone.stop()

@@ -385,6 +385,11 @@ class CallSession:
                 self._feed(DigitsEntered(msg.digits, msg.reason))
         elif isinstance(msg, p.Error):
             self.log.error("call.worker_error", command=msg.command, error=msg.message)
+            if msg.command == "record_start" and (self.queue_rec_id or self.rec_id):
+                # the recording never began (the caller left at that very moment): say so
+                self.queue_rec_id = self.rec_id = ""
+                self.store.call_recording(self.call_id, None)
+                self.store.event(self.call_id, "RECORDING_FAILED", error=msg.message)
             self.store.event(self.call_id, "ERROR", command=msg.command, error=msg.message)
             if msg.command == "play" and self.play_id:
                 # a prompt that cannot play must not leave the caller in silence forever

@@ -212,7 +212,7 @@ class Store:
                   at, disposition, cause, code, by, json.dumps(ivr_path), json.dumps(variables), call_id)
         self.event(call_id, "ENDED", at, disposition=disposition, cause=cause, code=code, by=by)
 
-    def call_recording(self, call_id: str, path: str) -> None:
+    def call_recording(self, call_id: str, path: str | None) -> None:
         self._put("UPDATE calls SET recording=? WHERE call_id=?", path, call_id)
 
     def queue_log(self, at: float, call_id: str, queue: str, agent: str, event: str, data: tuple[object, ...]) -> None:

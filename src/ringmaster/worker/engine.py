@@ -241,9 +241,9 @@ class MediaEngine:
             handler(msg)
         except pj.Error as exc:
             self.report_error(msg.type, exc.info() if hasattr(exc, "info") else str(exc),
-                              getattr(msg, "leg", ""))
+                              _leg_of(msg))
         except (KeyError, ValueError, OSError) as exc:
-            self.report_error(msg.type, f"{type(exc).__name__}: {exc}", getattr(msg, "leg", ""))
+            self.report_error(msg.type, f"{type(exc).__name__}: {exc}", _leg_of(msg))
 
     def _leg(self, leg_id: str) -> Leg:
         leg = self.legs.get(leg_id)
@@ -640,6 +640,15 @@ class MediaEngine:
 
     def do_shutdown(self, cmd: p.Shutdown) -> None:
         self.running = False
+
+
+def _leg_of(msg: p.Message) -> str:
+    """The leg an error concerns, so the controller can tell that leg's call (a failed
+    record_start names its first leg: the call must not claim a recording that never began)."""
+    leg = getattr(msg, "leg", "")
+    if not leg and isinstance(msg, p.RecordStart) and msg.legs:
+        return msg.legs[0]
+    return leg
 
 
 def _wav_complete(path: str) -> bool:
