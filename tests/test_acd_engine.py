@@ -149,9 +149,10 @@ def test_paused_logged_out_unregistered_and_busy_agents_are_never_rung():
     for n in "abd":
         e.agent_login(n, now=0)
     e.agent_pause("a", "lunch", now=0)
-    e.agent_busy_elsewhere("b", True, now=0)  # in a chat
+    e.enqueue("chat1", "q", now=0, channel="chat")
+    e.ring_answered("chat1", "b", now=0.5)  # b accepted a chat: exclusive, so no call for b
     out = e.enqueue("k1", "q", now=1)
-    assert rings(out) == []  # a paused, b busy elsewhere, c logged out, d not registered
+    assert rings(out) == []  # a paused, b in a chat, c logged out, d not registered
     assert rings(e.agent_registered("d", True, now=2))[0].agents == ("d",)
 
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ringmaster import yamlsource
-from ringmaster.acd.config import AgentConfig, QueueConfig
+from ringmaster.acd.config import AgentConfig, PresenceProfile, QueueConfig
 from ringmaster.schedules import Schedule
 from ringmaster.yamlsource import ConfigError, ConfigInvalid, Source, did_you_mean
 
@@ -209,6 +209,53 @@ class HttpConfig(Strict):
         return split_hostport(self.listen)[1] or 8080
 
 
+class MqttClient(Strict):
+    """An integration (the chat or email system): may publish tasks/new and tasks/+/commands and read everything."""
+
+    username: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    password: str = Field(min_length=8)
+
+
+class MqttConfig(Strict):
+    """The MQTT broker for chat/email tasks, presence and events.
+
+    embedded: the daemon runs mosquitto itself on `listen` (loopback) with a generated password
+    file and ACL; the controller gets its own generated credentials. Otherwise it connects to
+    `listen` with `username`/`password`.
+    """
+
+    embedded: bool = False
+    listen: str = Field(default="127.0.0.1:1883")
+    username: str | None = None
+    password: str | None = None
+    topic_prefix: str = Field(default="ringmaster/", pattern=r"^[A-Za-z0-9_./-]*$")
+    client_id: str = Field(default="ringmaster-controller", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    keepalive: int = Field(default=30, ge=5, le=600)
+    clients: list[MqttClient] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, port = split_hostport(v)
+        _check_ip(host)
+        if port is None:
+            raise ValueError("expected HOST:PORT")
+        return v
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return v if not v or v.endswith("/") else v + "/"
+
+    @property
+    def host(self) -> str:
+        return split_hostport(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_hostport(self.listen)[1] or 1883
+
+
 class EntryPoint(Strict):
     """Maps the called number (user part of the Request-URI) to a flow."""
 
@@ -238,6 +285,13 @@ class UnknownNumber(Strict):
 
 
 class Config(Strict):
+    def presence_of(self, agent: str) -> PresenceProfile:
+        """The agent's presence: its own, its profile's, the profile named default, or the defaults."""
+        spec = self.agents[agent]
+        if spec.presence is not None:
+            return spec.presence
+        return self.profiles.get(spec.profile or "default") or PresenceProfile()
+
     sip: SipConfig = Field(default_factory=SipConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -245,6 +299,8 @@ class Config(Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     http: HttpConfig | None = None
     schedules: dict[str, Schedule] = Field(default_factory=dict)
+    mqtt: MqttConfig | None = None
+    profiles: dict[str, PresenceProfile] = Field(default_factory=dict, description="presence profiles agents refer to")
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     queues: dict[str, QueueConfig] = Field(default_factory=dict)
     flows: dict[str, list[Any]] = Field(default_factory=dict)
@@ -385,6 +441,16 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
             if other != name:
                 errors.append(src.error(("agents", name, "softphone", "username"),
                                         f"softphone username {agent.softphone.username!r} is also agent {other!r}'s"))
+        if agent.profile is not None and agent.profile not in cfg.profiles:
+            errors.append(src.error(("agents", name, "profile"),
+                                    f"agent {name!r}: unknown profile {agent.profile!r}{did_you_mean(agent.profile, set(cfg.profiles))}"))
+        if agent.profile is not None and agent.presence is not None:
+            errors.append(src.error(("agents", name, "presence"), f"agent {name!r}: give a profile or its own presence, not both"))
+    if cfg.mqtt is not None:
+        for i, client in enumerate(cfg.mqtt.clients):
+            if client.username in cfg.agents or client.username == cfg.mqtt.client_id:
+                errors.append(src.error(("mqtt", "clients", i, "username"),
+                                        f"MQTT client {client.username!r} has the name of an agent or of the controller"))
     for qname, q in cfg.queues.items():
         seen = set()
         for i, m in enumerate(q.members):

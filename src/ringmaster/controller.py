@@ -366,19 +366,7 @@ class Controller:
 
 
 def _agent_state(a: Any, now: float) -> str:
-    if a.call is not None:
-        return "on-call"
-    if a.reserved_by is not None:
-        return "ringing"
-    if not a.logged_in:
-        return "logged-out"
-    if a.paused is not None:
-        return f"paused:{a.paused}"
-    if not a.registered:
-        return "unregistered"
-    if now < a.wrapup_until:
-        return "wrap-up"
-    return "available"
+    return str(a.status(now))
 
 
 def _shutdown_hangup():  # type: ignore[no-untyped-def]

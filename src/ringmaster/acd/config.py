@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+CHANNELS = ("voice", "chat", "email")
 STRATEGY_NAMES = ("ring-all", "linear", "round-robin", "longest-idle", "fewest-calls", "least-talk-time", "random")
 
 
@@ -24,12 +25,55 @@ class Softphone(_Strict):
     password: str = Field(min_length=6)
 
 
+class PresenceProfile(_Strict):
+    """How much an agent takes at once, per channel, and whether channels may mix."""
+
+    policy: Literal["exclusive", "concurrent"] = Field(
+        default="exclusive",
+        description="exclusive: one channel at a time (no chat during a call, no call while holding a chat); "
+                    "concurrent: chats and emails beside a call (voice is always at most one)")
+    capacity: dict[str, int] = Field(
+        default_factory=lambda: {"chat": 1, "email": 1},
+        description="tasks at once per channel (voice is always 1)")
+    wrapup: dict[str, float] = Field(default_factory=dict, description="seconds of wrap-up after a task, per channel")
+
+    def capacity_of(self, channel: str) -> int:
+        return self.capacity.get(channel, 0)
+
+    def wrapup_of(self, channel: str) -> float:
+        return self.wrapup.get(channel, 0.0)
+
+    @field_validator("wrapup")
+    @classmethod
+    def _wrapup(cls, v: dict[str, float]) -> dict[str, float]:
+        for ch, t in v.items():
+            if ch not in CHANNELS:
+                raise ValueError(f"unknown channel {ch!r}: voice, chat or email")
+            if not 0 <= t <= 3600:
+                raise ValueError(f"wrap-up of {ch} must be 0-3600 seconds, not {t}")
+        return v
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacity(cls, v: dict[str, int]) -> dict[str, int]:
+        for ch, n in v.items():
+            if ch not in ("chat", "email"):
+                raise ValueError(f"capacity is set for chat and email (voice is always 1), not {ch!r}")
+            if not 0 <= n <= 50:
+                raise ValueError(f"capacity of {ch} must be 0-50, not {n}")
+        return v
+
+
 class AgentConfig(_Strict):
     name: str = ""
     softphone: Softphone | None = None
     mobile: str | None = Field(default=None, pattern=r"^\+?[0-9]{3,20}$", description="reached through the mobile trunk")
     skills: dict[str, int] = Field(default_factory=dict, description="skill -> level 1-10")
     auto_login: bool = Field(default=True, description="a static member: logged in whenever reachable (softphone registered)")
+    profile: str | None = Field(default=None, description="a presence profile from `profiles:` (default: the profile named default)")
+    presence: PresenceProfile | None = Field(default=None, description="this agent's own presence settings")
+    mqtt_password: str | None = Field(default=None, min_length=8,
+                                      description="the agent's MQTT password (user name: the agent's id) for the embedded broker")
 
     @model_validator(mode="after")
     def _reachable(self) -> AgentConfig:
@@ -88,6 +132,7 @@ class QueueConfig(_Strict):
     skills: dict[str, int] = Field(default_factory=dict, description="required skill -> minimum level")
     tier_wait: float = Field(default=30.0, ge=0, description="seconds of waiting before each next tier may ring")
     ring_timeout: float = Field(default=15.0, ge=1, le=300)
+    offer_timeout: float = Field(default=30.0, ge=1, le=3600, description="seconds a chat or email offer waits for accept")
     retry: float = Field(default=2.0, ge=0, le=300, description="pause before ringing again after no answer")
     max_wait: float | None = Field(default=None, ge=1)
     max_length: int | None = Field(default=None, ge=1)

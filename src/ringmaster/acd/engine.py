@@ -1,24 +1,34 @@
-"""QueueEngine: the ACD as a sans-IO state machine.
+"""QueueEngine: the ACD and task router as a sans-IO state machine.
 
-Events in (a call enqueued, an agent answered or did not, a call ended, an agent logged in,
-paused or registered, the clock moved), actions out (ring these agents, cancel those rings,
-bridge, leave the queue for an overflow target, announce the position, write a queue_log
-event). Every offer reserves its agents in the same step that picks them, so no agent is
-ever offered two calls at once, whichever queues they serve (the double-booking bugs of
-app_queue and mod_callcenter come from checking and reserving in separate steps).
+Events in (a call or a chat/email task enqueued, an agent answered/accepted or did not, a task
+ended, an agent logged in, paused or registered, the clock moved), actions out (ring or offer
+to these agents, cancel those offers, bridge/assign, leave the queue for an overflow target,
+announce the position, write a queue event). Calls, chats and emails share the queues,
+strategies, skills and priorities, and one presence per agent: every offer reserves its agents
+in the same step that picks them, counted against the agent's per-channel capacity and its
+cross-channel policy, so no agent is ever offered more than it may take (the double-booking
+bugs of app_queue and mod_callcenter, and of separate phone and chat tools, come from checking
+and reserving in separate steps, or in separate systems).
+
+Only queues where something changed are looked at (a task arrived, an agent became free, a
+retry or tier time came), so an event costs the size of the queues it touches, not of all the
+waiting work. Timers sit in a heap; `next_deadline()` is its head.
 
 queue_log events use Asterisk's names and data fields, so existing reporting tools read them.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import itertools
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ringmaster.acd.config import AgentConfig, Overflow, QueueConfig
-from ringmaster.acd.model import AgentState, QueuedCall, QueueState
+from ringmaster.acd.config import CHANNELS, AgentConfig, Overflow, PresenceProfile, QueueConfig
+from ringmaster.acd.model import AgentState, QueuedTask, QueueState
 from ringmaster.acd.strategies import STRATEGIES, Strategy
 
 # ---------------------------------------------------------------- actions
@@ -26,22 +36,29 @@ from ringmaster.acd.strategies import STRATEGIES, Strategy
 
 @dataclass(frozen=True)
 class Ring:
+    """Offer a task to agents (for a call: ring their phones; for chat/email: an offer message)."""
+
     call_id: str
     queue: str
     agents: tuple[str, ...]
     timeout: float
+    channel: str = "voice"
 
 
 @dataclass(frozen=True)
 class CancelRing:
     call_id: str
     agents: tuple[str, ...]
+    channel: str = "voice"
 
 
 @dataclass(frozen=True)
 class Bridge:
+    """The agent took the task: connect the call, or hand over the chat/email."""
+
     call_id: str
     agent: str
+    channel: str = "voice"
 
 
 @dataclass(frozen=True)
@@ -77,142 +94,199 @@ class QueueLog:
     agent: str
     event: str
     data: tuple[Any, ...] = ()
+    channel: str = "voice"
 
 
-Action = Ring | CancelRing | Bridge | DropAgent | LeaveQueue | Announce | QueueLog
+@dataclass(frozen=True)
+class AgentChanged:
+    """An agent's presence changed (for the agent's state topic and the wallboard)."""
+
+    agent: str
+
+
+Action = Ring | CancelRing | Bridge | DropAgent | LeaveQueue | Announce | QueueLog | AgentChanged
 
 HOLD_WEIGHT = 0.25  # weight of the newest answered call in the average hold time estimate
 
 
 class QueueEngine:
-    def __init__(self, queues: dict[str, QueueConfig], agents: dict[str, AgentConfig], rng: random.Random | None = None):
+    def __init__(self, queues: dict[str, QueueConfig], agents: dict[str, AgentConfig],
+                 rng: random.Random | None = None, presence: dict[str, PresenceProfile] | None = None):
         self.rng = rng or random.Random()
-        self.agents = {a: AgentState(a, spec, registered=spec.mobile is not None) for a, spec in agents.items()}
+        presence = presence or {}
+        self.agents = {a: AgentState(a, spec, presence=presence.get(a) or PresenceProfile(),
+                                     registered=spec.mobile is not None) for a, spec in agents.items()}
         self.queues = {q: QueueState(q, spec) for q, spec in queues.items()}
         self.strategies: dict[str, Strategy] = {q: STRATEGIES[spec.strategy]() for q, spec in queues.items()}
-        self.calls: dict[str, QueuedCall] = {}
+        self.tasks: dict[str, QueuedTask] = {}
         self.by_agent: dict[str, list[str]] = {a: [] for a in agents}  # agent -> queues it serves
         for q, spec in queues.items():
             for m in spec.members:
                 self.by_agent.setdefault(m.agent, []).append(q)
+        self._max_tier = {q: max((m.tier for m in spec.members), default=1) for q, spec in queues.items()}
         self._seq = itertools.count()
+        self._dirty: set[str] = set()                         # queues to look at in the next dispatch
+        self._timers: list[tuple[float, int, str, str]] = []  # (at, seq, "task"|"agent", id)
+        self._timer_at: dict[str, float] = {}                 # task -> the valid heap entry's time
 
-    # ------------------------------------------------------------ calls
+    @property
+    def calls(self) -> dict[str, QueuedTask]:
+        return self.tasks
+
+    # ------------------------------------------------------------ tasks (calls, chats, emails)
 
     def enqueue(self, call_id: str, queue: str, now: float, priority: int = 0, caller: str = "",
-                skills: dict[str, int] | None = None) -> list[Action]:
+                skills: dict[str, int] | None = None, channel: str = "voice", due: float | None = None,
+                data: dict[str, Any] | None = None) -> list[Action]:
+        if call_id in self.tasks:
+            return []
         q = self.queues[queue]
         spec = q.spec
-        if spec.max_length is not None and len(q.waiting) >= spec.max_length:
-            return [QueueLog(now, call_id, queue, "NONE", "FULL", (len(q.waiting),)),
-                    LeaveQueue(call_id, queue, "full", spec.overflow)]
-        if not spec.join_empty and not self._anyone_logged_in(q):
-            return [QueueLog(now, call_id, queue, "NONE", "JOINEMPTY", ()),
-                    LeaveQueue(call_id, queue, "joinempty", spec.overflow)]
-        call = QueuedCall(call_id, queue, priority, now, next(self._seq), caller, skills=dict(skills or {}))
-        self.calls[call_id] = call
-        q.waiting.append(call)
-        q.waiting.sort(key=QueuedCall.sort_key)
-        call.original_position = q.position(call)
-        if spec.announce is not None:
-            call.next_announce = now + spec.announce.every
-        out: list[Action] = [QueueLog(now, call_id, queue, "NONE", "ENTERQUEUE", ("", caller))]
+        if channel == "voice":  # a caller on hold can be turned away; a chat or email always waits its turn
+            if spec.max_length is not None and sum(t.channel == "voice" for t in q.waiting) >= spec.max_length:
+                return [QueueLog(now, call_id, queue, "NONE", "FULL", (len(q.waiting),)),
+                        LeaveQueue(call_id, queue, "full", spec.overflow)]
+            if not spec.join_empty and not self._anyone_logged_in(q):
+                return [QueueLog(now, call_id, queue, "NONE", "JOINEMPTY", ()),
+                        LeaveQueue(call_id, queue, "joinempty", spec.overflow)]
+        task = QueuedTask(call_id, queue, priority, now, next(self._seq), caller, skills=dict(skills or {}),
+                          channel=channel, due=due, data=dict(data or {}))
+        self._insert(task)
+        task.original_position = q.position(task)
+        if spec.announce is not None and channel == "voice":
+            task.next_announce = now + spec.announce.every
+        self._dirty.add(queue)
+        self._arm(task, now)
+        out: list[Action] = [QueueLog(now, call_id, queue, "NONE", "ENTERQUEUE", ("", caller), channel)]
         return out + self._dispatch(now)
 
     def caller_left(self, call_id: str, now: float) -> list[Action]:
-        """The caller hung up while waiting (or while talking: then it is COMPLETECALLER)."""
-        call = self.calls.get(call_id)
-        if call is None:
+        """The caller hung up (or the customer left the chat) while waiting; while talking it is
+        COMPLETECALLER."""
+        task = self.tasks.get(call_id)
+        if task is None:
             return []
-        if call.agent is not None:
+        if task.agent is not None:
             return self.call_ended(call_id, "caller", now)
-        q = self.queues[call.queue]
-        pos = q.position(call)
-        q.abandoned += 1
-        out: list[Action] = self._cancel_rings(call, now)
-        out.append(QueueLog(now, call_id, call.queue, "NONE", "ABANDON", (pos, call.original_position, round(now - call.enqueued_at))))
-        self._remove(call)
+        q = self.queues[task.queue]
+        pos = q.position(task)
+        if task.channel == "voice":
+            q.abandoned += 1
+        out: list[Action] = self._cancel_rings(task, now)
+        out.append(QueueLog(now, call_id, task.queue, "NONE", "ABANDON",
+                            (pos, task.original_position, round(now - task.enqueued_at)), task.channel))
+        self._remove(task)
         return out + self._dispatch(now)
 
     def exit_key(self, call_id: str, key: str, now: float) -> list[Action]:
-        call = self.calls.get(call_id)
-        if call is None or call.agent is not None:
+        task = self.tasks.get(call_id)
+        if task is None or task.agent is not None:
             return []
-        q = self.queues[call.queue]
+        q = self.queues[task.queue]
         ek = q.spec.exit_key
         if ek is None or ek.key != key:
             return []
-        pos = q.position(call)
-        out: list[Action] = self._cancel_rings(call, now)
-        out.append(QueueLog(now, call_id, call.queue, "NONE", "EXITWITHKEY", (key, pos, call.original_position, round(now - call.enqueued_at))))
-        out.append(LeaveQueue(call_id, call.queue, "key", ek.flow))
-        self._remove(call)
+        pos = q.position(task)
+        out: list[Action] = self._cancel_rings(task, now)
+        out.append(QueueLog(now, call_id, task.queue, "NONE", "EXITWITHKEY",
+                            (key, pos, task.original_position, round(now - task.enqueued_at))))
+        out.append(LeaveQueue(call_id, task.queue, "key", ek.flow))
+        self._remove(task)
         return out + self._dispatch(now)
 
     def ring_answered(self, call_id: str, agent: str, now: float) -> list[Action]:
-        call = self.calls.get(call_id)
+        """The agent answered the ring, or accepted the chat/email offer."""
+        task = self.tasks.get(call_id)
         a = self.agents[agent]
-        if call is None or call.agent is not None or agent not in call.ringing:
+        if task is None or task.agent is not None or agent not in task.ringing:
             # ring-all race (shared/notes/kamailio-edge.md pitfall 4): another agent already has
-            # the call; this one is hung up at once and not counted as having handled it
-            if a.reserved_by == call_id:
-                a.reserved_by = None
-            return [DropAgent(call_id, agent)] + self._dispatch(now)
-        q = self.queues[call.queue]
-        ring_start = call.ringing.pop(agent)
-        out: list[Action] = self._cancel_rings(call, now)  # the other agents stop ringing
-        a.reserved_by = None
-        a.call = call_id
+            # the task; this one is hung up at once and not counted as having handled it
+            if a.offered.pop(call_id, None) is not None:
+                self._agent_freed(agent)
+            dropped: list[Action] = [DropAgent(call_id, agent), AgentChanged(agent)]
+            return dropped + self._dispatch(now)
+        q = self.queues[task.queue]
+        ring_start = task.ringing.pop(agent)
+        out: list[Action] = self._cancel_rings(task, now)  # the other agents stop ringing
+        a.offered.pop(call_id, None)
+        a.holding[call_id] = task.channel
         a.no_answer_streak = 0
-        call.agent = agent
-        call.answered_at = now
-        hold = now - call.enqueued_at
-        q.waiting.remove(call)
-        q.answered += 1
-        if hold <= q.spec.service_level:
-            q.answered_in_sl += 1
-        q.avg_hold = hold if q.answered == 1 else (1 - HOLD_WEIGHT) * q.avg_hold + HOLD_WEIGHT * hold
-        out.append(QueueLog(now, call_id, call.queue, agent, "CONNECT", (round(hold), "", round(now - ring_start))))
-        out.append(Bridge(call_id, agent))
+        task.agent = agent
+        task.answered_at = now
+        hold = now - task.enqueued_at
+        q.waiting.remove(task)
+        self._timer_at.pop(call_id, None)
+        if task.channel == "voice":
+            q.answered += 1
+            if hold <= q.spec.service_level:
+                q.answered_in_sl += 1
+            q.avg_hold = hold if q.answered == 1 else (1 - HOLD_WEIGHT) * q.avg_hold + HOLD_WEIGHT * hold
+        out.append(QueueLog(now, call_id, task.queue, agent, "CONNECT", (round(hold), "", round(now - ring_start)),
+                            task.channel))
+        out.append(Bridge(call_id, agent, task.channel))
+        out.append(AgentChanged(agent))
         return out + self._dispatch(now)
 
     def ring_failed(self, call_id: str, agent: str, now: float, reason: str = "noanswer") -> list[Action]:
         """The agent did not answer (timeout), was busy, or rejected the offer."""
-        call = self.calls.get(call_id)
+        task = self.tasks.get(call_id)
         a = self.agents[agent]
-        if a.reserved_by == call_id:
-            a.reserved_by = None
-        if call is None or agent not in call.ringing:
-            return self._dispatch(now)
-        start = call.ringing.pop(agent)
-        out: list[Action] = [QueueLog(now, call_id, call.queue, agent, "RINGNOANSWER", (round((now - start) * 1000),))]
-        if not call.ringing:
-            call.ring_deadline = None
-            call.retry_at = now + self.queues[call.queue].spec.retry
+        out: list[Action] = []
+        if a.offered.pop(call_id, None) is not None:
+            self._agent_freed(agent)
+            out.append(AgentChanged(agent))
+        if task is None or agent not in task.ringing:
+            return out + self._dispatch(now)
+        start = task.ringing.pop(agent)
+        out.append(QueueLog(now, call_id, task.queue, agent, "RINGNOANSWER", (round((now - start) * 1000),),
+                            task.channel))
+        if not task.ringing:
+            task.ring_deadline = None
+            task.retry_at = now + self.queues[task.queue].spec.retry
+            self._arm(task, now)
         a.no_answer_streak += 1
-        ap = self.queues[call.queue].spec.auto_pause
+        ap = self.queues[task.queue].spec.auto_pause
         if ap is not None and a.no_answer_streak >= ap.after and a.paused is None:
             a.paused = ap.reason
-            out.append(QueueLog(now, "NONE", call.queue, agent, "PAUSE", (ap.reason,)))
+            out.append(QueueLog(now, "NONE", task.queue, agent, "PAUSE", (ap.reason,)))
         return out + self._dispatch(now)
 
     def call_ended(self, call_id: str, by: str, now: float) -> list[Action]:
-        """A connected call ended; by: 'agent' or 'caller'. Wrap-up is the call's queue's."""
-        call = self.calls.pop(call_id, None)
-        if call is None or call.agent is None:
+        """A connected task ended; by: 'agent' or 'caller'. Wrap-up: the longer of the queue's
+        (calls) and the agent's for the channel."""
+        task = self.tasks.get(call_id)
+        if task is None or task.agent is None:
             return []
-        a = self.agents[call.agent]
-        q = self.queues[call.queue]
-        talk = now - (call.answered_at or now)
-        a.call = None
+        del self.tasks[call_id]
+        a = self.agents[task.agent]
+        talk = now - (task.answered_at or now)
+        self._release(a, task, now)
         a.talk_time += talk
-        a.calls_by_queue[call.queue] += 1
-        a.idle_since = now
-        a.wrapup_until = now + q.spec.wrapup
-        a.wrapup_queue = call.queue
-        hold = (call.answered_at or now) - call.enqueued_at
+        a.calls_by_queue[task.queue] += 1
+        hold = (task.answered_at or now) - task.enqueued_at
         event = "COMPLETEAGENT" if by == "agent" else "COMPLETECALLER"
-        out: list[Action] = [QueueLog(now, call_id, call.queue, call.agent, event, (round(hold), round(talk), call.original_position))]
+        out: list[Action] = [QueueLog(now, call_id, task.queue, task.agent, event,
+                                      (round(hold), round(talk), task.original_position), task.channel),
+                             AgentChanged(task.agent)]
+        return out + self._dispatch(now)
+
+    def transfer(self, call_id: str, queue: str, now: float) -> list[Action]:
+        """Move a chat or email task to another queue (from its agent, or while it waits)."""
+        task = self.tasks.get(call_id)
+        if task is None or queue not in self.queues:
+            return []
+        out: list[Action] = self._cancel_rings(task, now)
+        hold = (task.answered_at or now) - task.enqueued_at
+        talk = now - task.answered_at if task.answered_at is not None else 0.0
+        agent = task.agent or "NONE"
+        if task.agent is not None:
+            self._release(self.agents[task.agent], task, now)
+            out.append(AgentChanged(task.agent))
+        out.append(QueueLog(now, call_id, task.queue, agent, "TRANSFER",
+                            (queue, "", round(hold), round(talk), task.original_position), task.channel))
+        self._remove(task)
+        out += self.enqueue(call_id, queue, now, priority=task.priority, caller=task.caller, skills=task.skills,
+                            channel=task.channel, due=task.due, data=task.data)
         return out + self._dispatch(now)
 
     # ------------------------------------------------------------ agents
@@ -223,8 +297,9 @@ class QueueEngine:
             return []
         a.logged_in = True
         a.idle_since = now
+        self._agent_freed(agent)
         out: list[Action] = [QueueLog(now, "NONE", q, agent, "ADDMEMBER", ()) for q in self.by_agent.get(agent, [])]
-        return out + self._dispatch(now)
+        return out + [AgentChanged(agent)] + self._dispatch(now)
 
     def agent_logout(self, agent: str, now: float) -> list[Action]:
         a = self.agents[agent]
@@ -232,14 +307,16 @@ class QueueEngine:
             return []
         a.logged_in = False
         out: list[Action] = [QueueLog(now, "NONE", q, agent, "REMOVEMEMBER", ()) for q in self.by_agent.get(agent, [])]
-        return out + self._cancel_offers_to(agent, now) + self._empty_check(now)
+        return out + [AgentChanged(agent)] + self._cancel_offers_to(agent, now) + self._empty_check(now)
 
     def agent_pause(self, agent: str, reason: str, now: float) -> list[Action]:
         a = self.agents[agent]
         if a.paused == reason:
             return []
         a.paused = reason or "paused"
-        return [QueueLog(now, "NONE", q, agent, "PAUSE", (a.paused,)) for q in self.by_agent.get(agent, [])]
+        out: list[Action] = [QueueLog(now, "NONE", q, agent, "PAUSE", (a.paused,)) for q in self.by_agent.get(agent, [])]
+        out.append(AgentChanged(agent))
+        return out
 
     def agent_unpause(self, agent: str, now: float) -> list[Action]:
         a = self.agents[agent]
@@ -247,138 +324,268 @@ class QueueEngine:
             return []
         reason, a.paused = a.paused, None
         a.no_answer_streak = 0
+        self._agent_freed(agent)
         out: list[Action] = [QueueLog(now, "NONE", q, agent, "UNPAUSE", (reason,)) for q in self.by_agent.get(agent, [])]
-        return out + self._dispatch(now)
+        return out + [AgentChanged(agent)] + self._dispatch(now)
 
     def agent_registered(self, agent: str, registered: bool, now: float) -> list[Action]:
         a = self.agents[agent]
         if a.spec.mobile is not None or a.registered == registered:
             return []
         a.registered = registered
-        return self._dispatch(now) if registered else []
+        if not registered:
+            return [AgentChanged(agent)]
+        self._agent_freed(agent)
+        return [AgentChanged(agent)] + self._dispatch(now)
 
-    def agent_busy_elsewhere(self, agent: str, busy: bool, now: float) -> list[Action]:
-        """Presence: a chat or email holds the agent (exclusive policy), or released them."""
-        self.agents[agent].busy_elsewhere = busy
-        return [] if busy else self._dispatch(now)
+    def wrapup_done(self, agent: str, now: float, channel: str | None = None) -> list[Action]:
+        """The agent ends wrap-up early (for one channel, or all)."""
+        a = self.agents[agent]
+        ended = [ch for ch in CHANNELS if (channel is None or ch == channel) and a.in_wrapup(ch, now)]
+        if not ended:
+            return []
+        for ch in ended:
+            a.wrapup_until[ch] = now
+        self._agent_freed(agent)
+        return [AgentChanged(agent)] + self._dispatch(now)
+
+    # ------------------------------------------------------------ restart: state back from the store
+
+    def restore_agent(self, agent: str, logged_in: bool, paused: str | None, now: float) -> None:
+        a = self.agents[agent]
+        a.logged_in, a.paused = logged_in, paused
+        if logged_in and not a.idle_since:
+            a.idle_since = now
+        self._agent_freed(agent)
+
+    def restore_task(self, task_id: str, queue: str, channel: str, enqueued_at: float, now: float, *,
+                     priority: int = 0, skills: dict[str, int] | None = None, due: float | None = None,
+                     data: dict[str, Any] | None = None, agent: str | None = None,
+                     answered_at: float | None = None) -> None:
+        """An open task as it was stored: waiting again (an offer in flight is made anew), or
+        held by its agent. Writes no queue event: nothing happened to it."""
+        if task_id in self.tasks or queue not in self.queues:
+            return
+        task = QueuedTask(task_id, queue, priority, enqueued_at, next(self._seq), skills=dict(skills or {}),
+                          channel=channel, due=due, data=dict(data or {}))
+        if agent is not None and agent in self.agents:
+            task.agent, task.answered_at = agent, answered_at or now
+            self.tasks[task_id] = task
+            self.agents[agent].holding[task_id] = channel
+            return
+        self._insert(task)
+        task.original_position = self.queues[queue].position(task)
+        self._dirty.add(queue)
+        self._arm(task, now)
+
+    def dispatch(self, now: float) -> list[Action]:
+        return self._dispatch(now)
 
     # ------------------------------------------------------------ clock
 
     def tick(self, now: float) -> list[Action]:
         out: list[Action] = []
-        for call in list(self.calls.values()):
-            if call.agent is not None:
+        while self._timers and self._timers[0][0] <= now:
+            at, _, kind, key = heapq.heappop(self._timers)
+            if kind == "agent":
+                self._agent_freed(key)
+                out.append(AgentChanged(key))
                 continue
-            q = self.queues[call.queue]
-            if call.ring_deadline is not None and now >= call.ring_deadline:
-                for agent in list(call.ringing):
-                    out += [CancelRing(call.id, (agent,))] + self.ring_failed(call.id, agent, now)
-            if q.spec.max_wait is not None and now - call.enqueued_at >= q.spec.max_wait and call.id in self.calls:
-                pos = q.position(call)
-                out += self._cancel_rings(call, now)
-                out.append(QueueLog(now, call.id, call.queue, "NONE", "EXITWITHTIMEOUT", (pos, call.original_position, round(now - call.enqueued_at))))
-                out.append(LeaveQueue(call.id, call.queue, "timeout", q.spec.overflow))
-                self._remove(call)
-                continue
-            if call.next_announce is not None and now >= call.next_announce and q.spec.announce is not None:
-                call.next_announce = now + q.spec.announce.every
-                out.append(Announce(call.id, q.position(call), self.estimated_wait(call)))
+            task = self.tasks.get(key)
+            if task is None or self._timer_at.get(key) != at:
+                continue  # stale entry: the task left, or its timer moved
+            del self._timer_at[key]
+            out += self._task_due(task, now)
         return out + self._empty_check(now) + self._dispatch(now)
 
-    def next_deadline(self) -> float | None:
-        times: list[float] = []
-        for call in self.calls.values():
-            if call.agent is not None:
-                continue
-            if call.ring_deadline is not None:
-                times.append(call.ring_deadline)
-            elif call.retry_at:
-                times.append(call.retry_at)
-            spec = self.queues[call.queue].spec
-            if spec.max_wait is not None:
-                times.append(call.enqueued_at + spec.max_wait)
-            if call.next_announce is not None:
-                times.append(call.next_announce)
-        if any(c.agent is None for c in self.calls.values()):
-            times += [a.wrapup_until for a in self.agents.values() if a.wrapup_until and a.call is None]
-        return min(times) if times else None
+    def _task_due(self, task: QueuedTask, now: float) -> list[Action]:
+        out: list[Action] = []
+        if task.agent is not None:
+            return out
+        q = self.queues[task.queue]
+        if task.ring_deadline is not None and now >= task.ring_deadline:
+            for agent in list(task.ringing):
+                out += [CancelRing(task.id, (agent,), task.channel)] + self.ring_failed(task.id, agent, now)
+        if (task.channel == "voice" and q.spec.max_wait is not None and now - task.enqueued_at >= q.spec.max_wait
+                and task.id in self.tasks and task.agent is None):
+            pos = q.position(task)
+            out += self._cancel_rings(task, now)
+            out.append(QueueLog(now, task.id, task.queue, "NONE", "EXITWITHTIMEOUT",
+                                (pos, task.original_position, round(now - task.enqueued_at))))
+            out.append(LeaveQueue(task.id, task.queue, "timeout", q.spec.overflow))
+            self._remove(task)
+            return out
+        if task.id not in self.tasks or task.agent is not None:
+            return out
+        if task.next_announce is not None and now >= task.next_announce and q.spec.announce is not None:
+            task.next_announce = now + q.spec.announce.every
+            out.append(Announce(task.id, q.position(task), self.estimated_wait(task)))
+        self._dirty.add(task.queue)  # a retry time or a tier came
+        self._arm(task, now)
+        return out
 
-    def estimated_wait(self, call: QueuedCall) -> float | None:
-        q = self.queues[call.queue]
+    def next_deadline(self) -> float | None:
+        while self._timers:
+            at, _, kind, key = self._timers[0]
+            if kind == "agent" or self._timer_at.get(key) == at:
+                return at
+            heapq.heappop(self._timers)
+        return None
+
+    def estimated_wait(self, task: QueuedTask) -> float | None:
+        q = self.queues[task.queue]
         if q.answered == 0:
             return None
-        return q.avg_hold * q.position(call)
+        return q.avg_hold * q.position(task)
 
     # ------------------------------------------------------------ the one place offers are made
 
     def _dispatch(self, now: float) -> list[Action]:
-        """Offer waiting calls to available agents, longest-waiting (by priority) first across
-        all queues. Choosing and reserving an agent is one step: nothing can interleave."""
+        """Offer waiting tasks to agents who can take them, by priority then waiting time (an
+        email by its due time) across the queues that changed. Choosing and reserving an agent
+        is one step: nothing can interleave."""
+        if not self._dirty:
+            return []
+        dirty = [self.queues[n] for n in sorted(self._dirty)]
+        self._dirty = set()
+        free: dict[tuple[str, str], list[tuple[int, AgentState]]] = {}
+
+        def free_in(q: QueueState, channel: str) -> list[tuple[int, AgentState]]:
+            key = (q.name, channel)
+            if key not in free:
+                free[key] = [(m.tier, a) for m in q.spec.members
+                             if (a := self.agents[m.agent]).can_take(channel, now)]
+            return free[key]
+
+        def stream(q: QueueState) -> Iterator[QueuedTask]:
+            for t in list(q.waiting):
+                if not any(free_in(q, ch) for ch in CHANNELS):
+                    return  # nobody in this queue can take anything more: stop looking at it
+                yield t
+
         out: list[Action] = []
-        waiting = sorted((c for c in self.calls.values() if c.agent is None and not c.ringing and now >= c.retry_at),
-                         key=QueuedCall.sort_key)
-        for call in waiting:
-            q = self.queues[call.queue]
-            candidates = self._candidates(q, call, now)
+        for task in heapq.merge(*(stream(q) for q in dirty), key=QueuedTask.sort_key):
+            if task.agent is not None or task.ringing or now < task.retry_at or task.id not in self.tasks:
+                continue
+            q = self.queues[task.queue]
+            candidates = self._candidates(q, task, free_in(q, task.channel), now)
             if not candidates:
                 continue
             strategy = self.strategies[q.name]
             ordered = strategy.order(candidates, q, now, self.rng)
             chosen = ordered if strategy.ring_all else ordered[:1]
             for a in chosen:
-                a.reserved_by = call.id
-                call.ringing[a.id] = now
-            call.ring_deadline = now + q.spec.ring_timeout
+                a.offered[task.id] = task.channel
+                task.ringing[a.id] = now
+            timeout = q.spec.ring_timeout if task.channel == "voice" else q.spec.offer_timeout
+            task.ring_deadline = now + timeout
+            self._arm(task, now)
+            free.clear()  # the chosen agents' load changed
             q.rr_last = chosen[-1].id if not strategy.ring_all else q.rr_last
-            out.append(Ring(call.id, q.name, tuple(a.id for a in chosen), q.spec.ring_timeout))
+            out.append(Ring(task.id, q.name, tuple(a.id for a in chosen), timeout, task.channel))
+            out += [AgentChanged(a.id) for a in chosen]
         return out
 
-    def _candidates(self, q: QueueState, call: QueuedCall, now: float) -> list[AgentState]:
-        waited = now - call.enqueued_at
+    def _candidates(self, q: QueueState, task: QueuedTask, free: list[tuple[int, AgentState]],
+                    now: float) -> list[AgentState]:
+        waited = now - task.enqueued_at
         top_tier = 1 + (int(waited // q.spec.tier_wait) if q.spec.tier_wait > 0 else 8)
         out = []
-        for m in q.spec.members:
-            a = self.agents[m.agent]
-            if m.tier > top_tier or not a.available(now):
+        for tier, a in free:
+            if tier > top_tier:
                 continue
             if any(a.skill(s) < level for s, level in q.spec.skills.items()):
                 continue
-            if any(a.skill(s) < level for s, level in call.skills.items()):
+            if any(a.skill(s) < level for s, level in task.skills.items()):
                 continue
             out.append(a)
         return out
 
-    def _cancel_rings(self, call: QueuedCall, now: float) -> list[Action]:
-        if not call.ringing:
+    # ------------------------------------------------------------ helpers
+
+    def _insert(self, task: QueuedTask) -> None:
+        self.tasks[task.id] = task
+        bisect.insort(self.queues[task.queue].waiting, task, key=QueuedTask.sort_key)
+
+    def _arm(self, task: QueuedTask, now: float) -> None:
+        """Put the task's next time (offer timeout, retry, max wait, announcement, next tier) in the heap."""
+        q = self.queues[task.queue]
+        times = []
+        if task.ring_deadline is not None:
+            times.append(task.ring_deadline)
+        if task.retry_at > now:
+            times.append(task.retry_at)
+        if task.channel == "voice" and q.spec.max_wait is not None:
+            times.append(task.enqueued_at + q.spec.max_wait)
+        if task.next_announce is not None:
+            times.append(task.next_announce)
+        if q.spec.tier_wait > 0 and self._max_tier[q.name] > 1:
+            step = int((now - task.enqueued_at) // q.spec.tier_wait) + 1
+            if step < self._max_tier[q.name]:
+                times.append(task.enqueued_at + step * q.spec.tier_wait)
+        if not times:
+            self._timer_at.pop(task.id, None)
+            return
+        at = min(times)
+        if self._timer_at.get(task.id) != at:
+            self._timer_at[task.id] = at
+            heapq.heappush(self._timers, (at, next(self._seq), "task", task.id))
+
+    def _release(self, a: AgentState, task: QueuedTask, now: float) -> None:
+        """The agent no longer holds the task: wrap-up for its channel starts."""
+        a.holding.pop(task.id, None)
+        wrapup = a.presence.wrapup_of(task.channel)
+        if task.channel == "voice":
+            wrapup = max(wrapup, self.queues[task.queue].spec.wrapup)
+        a.idle_since = now
+        a.wrapup_until[task.channel] = now + wrapup
+        a.wrapup_queue = task.queue
+        if wrapup > 0:
+            heapq.heappush(self._timers, (now + wrapup, next(self._seq), "agent", a.id))
+        self._agent_freed(a.id)
+
+    def _agent_freed(self, agent: str) -> None:
+        self._dirty.update(self.by_agent.get(agent, ()))
+
+    def _cancel_rings(self, task: QueuedTask, now: float) -> list[Action]:
+        if not task.ringing:
             return []
-        agents = tuple(call.ringing)
-        out: list[Action] = [CancelRing(call.id, agents)]
+        agents = tuple(task.ringing)
+        out: list[Action] = [CancelRing(task.id, agents, task.channel)]
         for agent in agents:
-            start = call.ringing.pop(agent)
+            start = task.ringing.pop(agent)
             a = self.agents[agent]
-            if a.reserved_by == call.id:
-                a.reserved_by = None
-            out.append(QueueLog(now, call.id, call.queue, agent, "RINGCANCELED", (round((now - start) * 1000),)))
-        call.ring_deadline = None
+            if a.offered.pop(task.id, None) is not None:
+                self._agent_freed(agent)
+            out.append(QueueLog(now, task.id, task.queue, agent, "RINGCANCELED", (round((now - start) * 1000),),
+                                task.channel))
+            out.append(AgentChanged(agent))
+        task.ring_deadline = None
         return out
 
     def _cancel_offers_to(self, agent: str, now: float) -> list[Action]:
         out: list[Action] = []
-        for call in self.calls.values():
-            if agent in call.ringing:
-                start = call.ringing.pop(agent)
-                out.append(CancelRing(call.id, (agent,)))
-                out.append(QueueLog(now, call.id, call.queue, agent, "RINGCANCELED", (round((now - start) * 1000),)))
-                if not call.ringing:
-                    call.ring_deadline = None
-        self.agents[agent].reserved_by = None
+        a = self.agents[agent]
+        for task_id in list(a.offered):
+            task = self.tasks.get(task_id)
+            a.offered.pop(task_id, None)
+            if task is None or agent not in task.ringing:
+                continue
+            start = task.ringing.pop(agent)
+            out.append(CancelRing(task.id, (agent,), task.channel))
+            out.append(QueueLog(now, task.id, task.queue, agent, "RINGCANCELED", (round((now - start) * 1000),),
+                                task.channel))
+            if not task.ringing:
+                task.ring_deadline = None
+                self._dirty.add(task.queue)
         return out + self._dispatch(now)
 
-    def _remove(self, call: QueuedCall) -> None:
-        self.calls.pop(call.id, None)
-        q = self.queues[call.queue]
-        if call in q.waiting:
-            q.waiting.remove(call)
+    def _remove(self, task: QueuedTask) -> None:
+        self.tasks.pop(task.id, None)
+        self._timer_at.pop(task.id, None)
+        q = self.queues[task.queue]
+        if task in q.waiting:
+            q.waiting.remove(task)
 
     def _anyone_logged_in(self, q: QueueState) -> bool:
         return any(self.agents[m.agent].logged_in for m in q.spec.members)
@@ -388,10 +595,11 @@ class QueueEngine:
         for q in self.queues.values():
             if not q.spec.leave_when_empty or not q.waiting or self._anyone_logged_in(q):
                 continue
-            for call in list(q.waiting):
-                pos = q.position(call)
-                out += self._cancel_rings(call, now)
-                out.append(QueueLog(now, call.id, q.name, "NONE", "EXITEMPTY", (pos, call.original_position, round(now - call.enqueued_at))))
-                out.append(LeaveQueue(call.id, q.name, "empty", q.spec.overflow))
-                self._remove(call)
+            for task in [t for t in q.waiting if t.channel == "voice"]:
+                pos = q.position(task)
+                out += self._cancel_rings(task, now)
+                out.append(QueueLog(now, task.id, q.name, "NONE", "EXITEMPTY",
+                                    (pos, task.original_position, round(now - task.enqueued_at))))
+                out.append(LeaveQueue(task.id, q.name, "empty", q.spec.overflow))
+                self._remove(task)
         return out

@@ -1,49 +1,127 @@
-"""The ACD's state: agents, queues and waiting calls (plain dataclasses, no IO)."""
+"""The ACD's state: agents with their presence, queues and waiting tasks (plain dataclasses, no IO).
+
+A task is anything routed to an agent: a call (channel `voice`), a chat or an email. An agent
+holds tasks (connected) and offers (reserved, ringing or waiting for accept), counted per
+channel against the agent's capacity, and the cross-channel policy decides whether tasks of
+another channel may sit beside them.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
-from ringmaster.acd.config import AgentConfig, QueueConfig
+from ringmaster.acd.config import CHANNELS, AgentConfig, PresenceProfile, QueueConfig
+
+__all__ = ["CHANNELS", "AgentState", "QueuedTask", "QueuedCall", "QueueState"]
 
 
-@dataclass
+@dataclass(eq=False)  # identity: agents and tasks are compared by who they are
 class AgentState:
     id: str
     spec: AgentConfig
+    presence: PresenceProfile = field(default_factory=PresenceProfile)
     logged_in: bool = False
     paused: str | None = None         # pause reason while paused
     registered: bool = False          # softphone registered at the edge (a mobile always counts)
-    call: str | None = None           # the call the agent is talking on
-    reserved_by: str | None = None    # the call whose offer (ring) holds this agent
-    busy_elsewhere: bool = False      # another channel holds the agent (presence: chat, email)
-    wrapup_until: float = 0.0
+    holding: dict[str, str] = field(default_factory=dict)   # connected task -> channel
+    offered: dict[str, str] = field(default_factory=dict)   # reserved task (ringing / offered) -> channel
+    wrapup_until: dict[str, float] = field(default_factory=dict)  # channel -> end of wrap-up
     wrapup_queue: str = ""
     idle_since: float = 0.0
     calls_by_queue: Counter[str] = field(default_factory=Counter)
     talk_time: float = 0.0
     no_answer_streak: int = 0
 
+    # the voice view, which the call side and the status pages read
+    @property
+    def call(self) -> str | None:
+        return next((t for t, ch in self.holding.items() if ch == "voice"), None)
+
+    @property
+    def reserved_by(self) -> str | None:
+        return next((t for t, ch in self.offered.items() if ch == "voice"), None)
+
+    def capacity(self, channel: str) -> int:
+        if channel == "voice":
+            return 1
+        return self.presence.capacity_of(channel)
+
+    def load(self, channel: str) -> int:
+        return (sum(1 for ch in self.holding.values() if ch == channel)
+                + sum(1 for ch in self.offered.values() if ch == channel))
+
+    def in_wrapup(self, channel: str, now: float) -> bool:
+        return now < self.wrapup_until.get(channel, 0.0)
+
+    def engaged(self, channel: str, now: float) -> bool:
+        """Holding, offered or wrapping up something of this channel."""
+        return channel in self.holding.values() or channel in self.offered.values() or self.in_wrapup(channel, now)
+
+    def can_take(self, channel: str, now: float) -> bool:
+        if not self.logged_in or self.paused is not None:
+            return False
+        if channel == "voice" and not self.registered:
+            return False
+        if self.in_wrapup(channel, now) or self.load(channel) >= self.capacity(channel):
+            return False
+        if self.presence.policy == "exclusive":
+            # one channel at a time: a call blocks chats and emails, a chat or email blocks calls
+            return not any(self.engaged(other, now) for other in CHANNELS if other != channel)
+        return True
+
     def available(self, now: float) -> bool:
-        return (self.logged_in and self.paused is None and self.registered and self.call is None
-                and self.reserved_by is None and not self.busy_elsewhere and now >= self.wrapup_until)
+        return self.can_take("voice", now)
 
     def skill(self, name: str) -> int:
         return self.spec.skills.get(name, 0)
 
+    def status(self, now: float) -> str:
+        """One word for status pages: on-call, ringing, logged-out, paused:REASON, unregistered,
+        wrap-up, busy (chat/email holds the agent), available."""
+        if self.call is not None:
+            return "on-call"
+        if self.reserved_by is not None:
+            return "ringing"
+        if not self.logged_in:
+            return "logged-out"
+        if self.paused is not None:
+            return f"paused:{self.paused}"
+        if any(self.in_wrapup(ch, now) for ch in CHANNELS):
+            return "wrap-up"
+        if self.holding or self.offered:
+            return "busy"
+        if not self.registered:
+            return "unregistered"
+        return "available"
 
-@dataclass
-class QueuedCall:
+    def channel_states(self, now: float) -> dict[str, dict[str, Any]]:
+        """Per channel: tasks held and offered, capacity, wrap-up, and whether an offer could come now."""
+        out: dict[str, dict[str, Any]] = {}
+        for ch in CHANNELS:
+            out[ch] = {"capacity": self.capacity(ch),
+                       "holding": sorted(t for t, c in self.holding.items() if c == ch),
+                       "offered": sorted(t for t, c in self.offered.items() if c == ch),
+                       "wrapup": self.in_wrapup(ch, now),
+                       "available": self.can_take(ch, now)}
+        return out
+
+
+@dataclass(eq=False)
+class QueuedTask:
     id: str
     queue: str
     priority: int
     enqueued_at: float
     seq: int
     caller: str = ""
-    skills: dict[str, int] = field(default_factory=dict)  # needed by this call (from the IVR)
+    skills: dict[str, int] = field(default_factory=dict)  # needed by this task (from the IVR or the task)
+    channel: str = "voice"
+    due: float | None = None          # email: the time it is due; ordered by it
+    data: dict[str, Any] = field(default_factory=dict)
     original_position: int = 0
-    ringing: dict[str, float] = field(default_factory=dict)  # agent -> ring start
+    ringing: dict[str, float] = field(default_factory=dict)  # agent -> offer start
     ring_deadline: float | None = None
     retry_at: float = 0.0
     next_announce: float | None = None
@@ -51,19 +129,24 @@ class QueuedCall:
     answered_at: float | None = None
 
     def sort_key(self) -> tuple[int, float, int]:
-        return (-self.priority, self.enqueued_at, self.seq)
+        return (-self.priority, self.due if self.due is not None else self.enqueued_at, self.seq)
+
+
+QueuedCall = QueuedTask
 
 
 @dataclass
 class QueueState:
     name: str
     spec: QueueConfig
-    waiting: list[QueuedCall] = field(default_factory=list)  # in service order
+    waiting: list[QueuedTask] = field(default_factory=list)  # in service order
     rr_last: str | None = None        # round-robin memory: the agent offered last
     answered: int = 0
     answered_in_sl: int = 0
     abandoned: int = 0
     avg_hold: float = 0.0             # exponentially weighted wait of answered calls, for estimates
 
-    def position(self, call: QueuedCall) -> int:
-        return self.waiting.index(call) + 1
+    def position(self, task: QueuedTask) -> int:
+        """1-based place among the waiting tasks of its channel (a caller is not behind emails)."""
+        key = task.sort_key()
+        return 1 + sum(1 for t in self.waiting if t.channel == task.channel and t.sort_key() < key)

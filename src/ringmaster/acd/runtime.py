@@ -71,7 +71,8 @@ class AcdRuntime:
         self.on_change = on_change
         self.store = store
         self.clock = clock
-        self.engine = QueueEngine(cfg.queues, cfg.agents)
+        self.engine = QueueEngine(cfg.queues, cfg.agents,
+                                  presence={a: cfg.presence_of(a) for a in cfg.agents})
         self.by_user = {a.softphone.username: name for name, a in cfg.agents.items() if a.softphone is not None}
         self.calls: dict[str, Queued] = {}
         self._ids = itertools.count(1)
