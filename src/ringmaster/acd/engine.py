@@ -19,7 +19,6 @@ queue_log events use Asterisk's names and data fields, so existing reporting too
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import itertools
 import random
@@ -128,6 +127,13 @@ class QueueEngine:
         self._dirty: set[str] = set()                         # queues to look at in the next dispatch
         self._timers: list[tuple[float, int, str, str]] = []  # (at, seq, "task"|"agent", id)
         self._timer_at: dict[str, float] = {}                 # task -> the valid heap entry's time
+        # (queue, channel) -> members who can take a task of that channel now; kept current by
+        # _refresh() for every agent whose state changed (_touch), so an offer never scans a
+        # queue's members
+        self._free: dict[tuple[str, str], set[str]] = {(q, ch): set() for q in queues for ch in CHANNELS}
+        self._member_at: dict[str, dict[str, tuple[int, int]]] = {
+            q: {m.agent: (i, m.tier) for i, m in enumerate(spec.members)} for q, spec in queues.items()}
+        self._touched: set[str] = set(self.agents)
 
     @property
     def calls(self) -> dict[str, QueuedTask]:
@@ -202,7 +208,7 @@ class QueueEngine:
             # ring-all race (shared/notes/kamailio-edge.md pitfall 4): another agent already has
             # the task; this one is hung up at once and not counted as having handled it
             if a.offered.pop(call_id, None) is not None:
-                self._agent_freed(agent)
+                self._touch(agent)
             dropped: list[Action] = [DropAgent(call_id, agent), AgentChanged(agent)]
             return dropped + self._dispatch(now)
         q = self.queues[task.queue]
@@ -210,11 +216,12 @@ class QueueEngine:
         out: list[Action] = self._cancel_rings(task, now)  # the other agents stop ringing
         a.offered.pop(call_id, None)
         a.holding[call_id] = task.channel
+        self._touch(agent)
         a.no_answer_streak = 0
         task.agent = agent
         task.answered_at = now
         hold = now - task.enqueued_at
-        q.waiting.remove(task)
+        q.discard(task)
         self._timer_at.pop(call_id, None)
         if task.channel == "voice":
             q.answered += 1
@@ -233,7 +240,7 @@ class QueueEngine:
         a = self.agents[agent]
         out: list[Action] = []
         if a.offered.pop(call_id, None) is not None:
-            self._agent_freed(agent)
+            self._touch(agent)
             out.append(AgentChanged(agent))
         if task is None or agent not in task.ringing:
             return out + self._dispatch(now)
@@ -242,12 +249,15 @@ class QueueEngine:
                             task.channel))
         if not task.ringing:
             task.ring_deadline = None
+            self.queues[task.queue].offer_ended(task)
             task.retry_at = now + self.queues[task.queue].spec.retry
+            self._dirty.add(task.queue)
             self._arm(task, now)
         a.no_answer_streak += 1
         ap = self.queues[task.queue].spec.auto_pause
         if ap is not None and a.no_answer_streak >= ap.after and a.paused is None:
             a.paused = ap.reason
+            self._touch(agent)
             out.append(QueueLog(now, "NONE", task.queue, agent, "PAUSE", (ap.reason,)))
         return out + self._dispatch(now)
 
@@ -297,7 +307,7 @@ class QueueEngine:
             return []
         a.logged_in = True
         a.idle_since = now
-        self._agent_freed(agent)
+        self._touch(agent)
         out: list[Action] = [QueueLog(now, "NONE", q, agent, "ADDMEMBER", ()) for q in self.by_agent.get(agent, [])]
         return out + [AgentChanged(agent)] + self._dispatch(now)
 
@@ -306,6 +316,7 @@ class QueueEngine:
         if not a.logged_in:
             return []
         a.logged_in = False
+        self._touch(agent)
         out: list[Action] = [QueueLog(now, "NONE", q, agent, "REMOVEMEMBER", ()) for q in self.by_agent.get(agent, [])]
         return out + [AgentChanged(agent)] + self._cancel_offers_to(agent, now) + self._empty_check(now)
 
@@ -314,6 +325,7 @@ class QueueEngine:
         if a.paused == reason:
             return []
         a.paused = reason or "paused"
+        self._touch(agent)
         out: list[Action] = [QueueLog(now, "NONE", q, agent, "PAUSE", (a.paused,)) for q in self.by_agent.get(agent, [])]
         out.append(AgentChanged(agent))
         return out
@@ -324,7 +336,7 @@ class QueueEngine:
             return []
         reason, a.paused = a.paused, None
         a.no_answer_streak = 0
-        self._agent_freed(agent)
+        self._touch(agent)
         out: list[Action] = [QueueLog(now, "NONE", q, agent, "UNPAUSE", (reason,)) for q in self.by_agent.get(agent, [])]
         return out + [AgentChanged(agent)] + self._dispatch(now)
 
@@ -333,9 +345,10 @@ class QueueEngine:
         if a.spec.mobile is not None or a.registered == registered:
             return []
         a.registered = registered
+        self._touch(agent)
         if not registered:
             return [AgentChanged(agent)]
-        self._agent_freed(agent)
+        self._touch(agent)
         return [AgentChanged(agent)] + self._dispatch(now)
 
     def wrapup_done(self, agent: str, now: float, channel: str | None = None) -> list[Action]:
@@ -346,7 +359,7 @@ class QueueEngine:
             return []
         for ch in ended:
             a.wrapup_until[ch] = now
-        self._agent_freed(agent)
+        self._touch(agent)
         return [AgentChanged(agent)] + self._dispatch(now)
 
     # ------------------------------------------------------------ restart: state back from the store
@@ -356,7 +369,7 @@ class QueueEngine:
         a.logged_in, a.paused = logged_in, paused
         if logged_in and not a.idle_since:
             a.idle_since = now
-        self._agent_freed(agent)
+        self._touch(agent)
 
     def restore_task(self, task_id: str, queue: str, channel: str, enqueued_at: float, now: float, *,
                      priority: int = 0, skills: dict[str, int] | None = None, due: float | None = None,
@@ -372,6 +385,7 @@ class QueueEngine:
             task.agent, task.answered_at = agent, answered_at or now
             self.tasks[task_id] = task
             self.agents[agent].holding[task_id] = channel
+            self._touch(agent)
             return
         self._insert(task)
         task.original_position = self.queues[queue].position(task)
@@ -388,7 +402,7 @@ class QueueEngine:
         while self._timers and self._timers[0][0] <= now:
             at, _, kind, key = heapq.heappop(self._timers)
             if kind == "agent":
-                self._agent_freed(key)
+                self._touch(key)
                 out.append(AgentChanged(key))
                 continue
             task = self.tasks.get(key)
@@ -444,31 +458,30 @@ class QueueEngine:
         """Offer waiting tasks to agents who can take them, by priority then waiting time (an
         email by its due time) across the queues that changed. Choosing and reserving an agent
         is one step: nothing can interleave."""
+        for agent in self._touched:
+            self._refresh(agent, now)
+        self._touched.clear()
         if not self._dirty:
             return []
         dirty = [self.queues[n] for n in sorted(self._dirty)]
         self._dirty = set()
-        free: dict[tuple[str, str], list[tuple[int, AgentState]]] = {}
+        free = self._free
 
-        def free_in(q: QueueState, channel: str) -> list[tuple[int, AgentState]]:
-            key = (q.name, channel)
-            if key not in free:
-                free[key] = [(m.tier, a) for m in q.spec.members
-                             if (a := self.agents[m.agent]).can_take(channel, now)]
-            return free[key]
-
-        def stream(q: QueueState) -> Iterator[QueuedTask]:
-            for t in list(q.waiting):
-                if not any(free_in(q, ch) for ch in CHANNELS):
-                    return  # nobody in this queue can take anything more: stop looking at it
+        def stream(q: QueueState, channel: str) -> Iterator[QueuedTask]:
+            agents = free[(q.name, channel)]
+            for t in q.unoffered[channel]:  # offered tasks leave the list after the loop
+                if not agents:
+                    return  # nobody in this queue can take this channel any more: stop looking
                 yield t
 
         out: list[Action] = []
-        for task in heapq.merge(*(stream(q) for q in dirty), key=QueuedTask.sort_key):
+        offered: list[QueuedTask] = []
+        for task in heapq.merge(*(stream(q, ch) for q in dirty for ch in CHANNELS
+                                           if q.unoffered[ch] and free[(q.name, ch)]), key=QueuedTask.sort_key):
             if task.agent is not None or task.ringing or now < task.retry_at or task.id not in self.tasks:
                 continue
             q = self.queues[task.queue]
-            candidates = self._candidates(q, task, free_in(q, task.channel), now)
+            candidates = self._candidates(q, task, now)
             if not candidates:
                 continue
             strategy = self.strategies[q.name]
@@ -477,22 +490,32 @@ class QueueEngine:
             for a in chosen:
                 a.offered[task.id] = task.channel
                 task.ringing[a.id] = now
+            for a in chosen:
+                self._refresh(a.id, now)
+            self._dirty.clear()  # _refresh marks; this pass already covers the queues that matter
             timeout = q.spec.ring_timeout if task.channel == "voice" else q.spec.offer_timeout
             task.ring_deadline = now + timeout
             self._arm(task, now)
-            free.clear()  # the chosen agents' load changed
             q.rr_last = chosen[-1].id if not strategy.ring_all else q.rr_last
             out.append(Ring(task.id, q.name, tuple(a.id for a in chosen), timeout, task.channel))
             out += [AgentChanged(a.id) for a in chosen]
+            offered.append(task)
+        for task in offered:
+            self.queues[task.queue].offer_made(task)
         return out
 
-    def _candidates(self, q: QueueState, task: QueuedTask, free: list[tuple[int, AgentState]],
-                    now: float) -> list[AgentState]:
+    def _candidates(self, q: QueueState, task: QueuedTask, now: float) -> list[AgentState]:
+        """The free members who may take this task, in member order (strategies rely on it)."""
+        free = self._free[(q.name, task.channel)]
+        if not free:
+            return []
         waited = now - task.enqueued_at
         top_tier = 1 + (int(waited // q.spec.tier_wait) if q.spec.tier_wait > 0 else 8)
+        at = self._member_at[q.name]
         out = []
-        for tier, a in free:
-            if tier > top_tier:
+        for name in sorted(free, key=at.__getitem__):
+            a = self.agents[name]
+            if at[name][1] > top_tier or not a.can_take(task.channel, now):
                 continue
             if any(a.skill(s) < level for s, level in q.spec.skills.items()):
                 continue
@@ -505,7 +528,7 @@ class QueueEngine:
 
     def _insert(self, task: QueuedTask) -> None:
         self.tasks[task.id] = task
-        bisect.insort(self.queues[task.queue].waiting, task, key=QueuedTask.sort_key)
+        self.queues[task.queue].add(task)
 
     def _arm(self, task: QueuedTask, now: float) -> None:
         """Put the task's next time (offer timeout, retry, max wait, announcement, next tier) in the heap."""
@@ -542,10 +565,25 @@ class QueueEngine:
         a.wrapup_queue = task.queue
         if wrapup > 0:
             heapq.heappush(self._timers, (now + wrapup, next(self._seq), "agent", a.id))
-        self._agent_freed(a.id)
+        self._touch(a.id)
 
-    def _agent_freed(self, agent: str) -> None:
-        self._dirty.update(self.by_agent.get(agent, ()))
+    def _touch(self, agent: str) -> None:
+        """The agent's state changed: its availability is looked at again before the next offer."""
+        self._touched.add(agent)
+
+    def _refresh(self, agent: str, now: float) -> None:
+        """Update the agent's place in the free sets of its queues; a queue where the agent can
+        take something gets looked at."""
+        a = self.agents[agent]
+        queues = self.by_agent.get(agent, ())
+        for ch in CHANNELS:
+            if a.can_take(ch, now):
+                for q in queues:
+                    self._free[(q, ch)].add(agent)
+                self._dirty.update(queues)
+            else:
+                for q in queues:
+                    self._free[(q, ch)].discard(agent)
 
     def _cancel_rings(self, task: QueuedTask, now: float) -> list[Action]:
         if not task.ringing:
@@ -556,16 +594,19 @@ class QueueEngine:
             start = task.ringing.pop(agent)
             a = self.agents[agent]
             if a.offered.pop(task.id, None) is not None:
-                self._agent_freed(agent)
+                self._touch(agent)
             out.append(QueueLog(now, task.id, task.queue, agent, "RINGCANCELED", (round((now - start) * 1000),),
                                 task.channel))
             out.append(AgentChanged(agent))
         task.ring_deadline = None
+        if task.agent is None:
+            self.queues[task.queue].offer_ended(task)
         return out
 
     def _cancel_offers_to(self, agent: str, now: float) -> list[Action]:
         out: list[Action] = []
         a = self.agents[agent]
+        self._touch(agent)
         for task_id in list(a.offered):
             task = self.tasks.get(task_id)
             a.offered.pop(task_id, None)
@@ -577,6 +618,7 @@ class QueueEngine:
                                 task.channel))
             if not task.ringing:
                 task.ring_deadline = None
+                self.queues[task.queue].offer_ended(task)
                 self._dirty.add(task.queue)
         return out + self._dispatch(now)
 
@@ -584,8 +626,7 @@ class QueueEngine:
         self.tasks.pop(task.id, None)
         self._timer_at.pop(task.id, None)
         q = self.queues[task.queue]
-        if task in q.waiting:
-            q.waiting.remove(task)
+        q.discard(task)
 
     def _anyone_logged_in(self, q: QueueState) -> bool:
         return any(self.agents[m.agent].logged_in for m in q.spec.members)

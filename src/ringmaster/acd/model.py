@@ -8,6 +8,7 @@ another channel may sit beside them.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,6 +146,30 @@ class QueueState:
     answered_in_sl: int = 0
     abandoned: int = 0
     avg_hold: float = 0.0             # exponentially weighted wait of answered calls, for estimates
+
+    # per channel, the waiting tasks with no offer out, in service order: what a dispatch reads
+    unoffered: dict[str, list[QueuedTask]] = field(default_factory=lambda: {ch: [] for ch in CHANNELS})
+
+    def add(self, task: QueuedTask) -> None:
+        bisect.insort(self.waiting, task, key=QueuedTask.sort_key)
+        self.offer_ended(task)
+
+    def discard(self, task: QueuedTask) -> None:
+        if task in self.waiting:
+            self.waiting.remove(task)
+        self.offer_made(task)
+
+    def offer_made(self, task: QueuedTask) -> None:
+        lst = self.unoffered[task.channel]
+        i = bisect.bisect_left(lst, task.sort_key(), key=QueuedTask.sort_key)
+        if i < len(lst) and lst[i] is task:
+            del lst[i]
+
+    def offer_ended(self, task: QueuedTask) -> None:
+        lst = self.unoffered[task.channel]
+        i = bisect.bisect_left(lst, task.sort_key(), key=QueuedTask.sort_key)
+        if not (i < len(lst) and lst[i] is task):
+            lst.insert(i, task)
 
     def position(self, task: QueuedTask) -> int:
         """1-based place among the waiting tasks of its channel (a caller is not behind emails)."""
