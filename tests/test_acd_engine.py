@@ -136,10 +136,12 @@ def test_no_answer_logs_ringnoanswer_rings_next_after_retry_and_auto_pauses():
     out = e.tick(now=10)
     assert CancelRing("k1", ("a",)) in out and logs(out, "RINGNOANSWER")[0].data == (10000,)
     assert rings(out) == []  # retry delay
-    assert rings(e.tick(now=12))[0].agents == ("a",)  # linear: a again, b was never its turn
-    out = e.tick(now=22)
+    assert rings(e.tick(now=12))[0].agents == ("b",)  # the next member, as app_queue's linear does
+    e.tick(now=22)
+    assert rings(e.tick(now=24))[0].agents == ("a",)  # both let it ring: from the top again
+    out = e.tick(now=34)
     assert logs(out, "PAUSE")[0].data == ("missed",) and e.agents["a"].paused == "missed"
-    assert rings(e.tick(now=24))[0].agents == ("b",)
+    assert rings(e.tick(now=36))[0].agents == ("b",)
 
 
 def test_paused_logged_out_unregistered_and_busy_agents_are_never_rung():

@@ -210,7 +210,8 @@ class HttpConfig(Strict):
 
 
 class MqttClient(Strict):
-    """An integration (the chat or email system): may publish tasks/new and tasks/+/commands and read everything."""
+    """An integration (the chat or email system, a CRM): may publish tasks/new, tasks/+/commands and
+    agents/+/commands, and read everything under the prefix."""
 
     username: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     password: str = Field(min_length=8)

@@ -14,6 +14,9 @@ import structlog
 
 from ringmaster import protocol as p
 from ringmaster.acd.runtime import AcdRuntime
+from ringmaster.mqtt.broker import EmbeddedBroker
+from ringmaster.mqtt.link import MqttLink
+from ringmaster.tasks import TaskRouter
 from ringmaster.calls import CallSession, new_call_id, sip_user
 from ringmaster.config import Config
 from ringmaster.edge import Edge, events_port
@@ -48,6 +51,12 @@ class Controller:
             for r in cfg.sip.registrations}
         self.changed = asyncio.Event()  # set on every ACD change: the wallboard pushes at once
         self.acd = AcdRuntime(cfg, self.store, on_change=self.changed.set) if cfg.queues else None
+        self.broker = EmbeddedBroker(cfg) if cfg.mqtt is not None and cfg.mqtt.embedded else None
+        self.mqtt: MqttLink | None = None
+        if cfg.mqtt is not None and self.acd is not None:
+            self.mqtt = MqttLink(cfg.mqtt, password=self.broker.password if self.broker else None,
+                                 username=cfg.mqtt.client_id if self.broker else None)
+        self.router = TaskRouter(self.acd, self.store, self.mqtt) if self.acd is not None else None
         self.edge_events = EdgeEvents(cfg.sip.host, events_port(cfg), self._edge_event)
         self._reg_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -66,6 +75,10 @@ class Controller:
         if orphans:
             log.warning("store.orphan_calls_closed", count=orphans)
         await self.edge.check()
+        if self.broker is not None:
+            await self.broker.start()
+        if self.router is not None:
+            await self.router.start()  # agents' presence and open tasks come back from the store
         await self.pool.start()
         if self.reg_agent is not None:
             await self.reg_agent.start()
@@ -103,6 +116,10 @@ class Controller:
         for s in self.live_sessions():
             s.fail("shutdown")
         await self.edge.stop()
+        if self.router is not None:
+            await self.router.stop()
+        if self.broker is not None:
+            await self.broker.stop()
         await self.store.close()
         bad = [c for c in codes if c != 0]
         if bad:
@@ -362,7 +379,17 @@ class Controller:
                 "queues": {q: {"waiting": len(st.waiting), "answered": st.answered, "abandoned": st.abandoned}
                            for q, st in (self.acd.engine.queues.items() if self.acd else [])},
                 "schedules": {n: self.schedule_overrides.get(n, "auto") for n in sorted(self.dialplan.schedules)},
-                "registrations": [r.as_dict() for r in self.registrations.values()]}
+                "registrations": [r.as_dict() for r in self.registrations.values()],
+                "mqtt": self.mqtt_status()}
+
+    def mqtt_status(self) -> dict[str, Any] | None:
+        if self.mqtt is None:
+            return None
+        return {"broker": self.mqtt.cfg.listen, "connected": self.mqtt.connected, "connects": self.mqtt.connects,
+                "queued": len(self.mqtt.outbox), "dropped": self.mqtt.dropped, "last_error": self.mqtt.last_error,
+                "bad_payloads": self.router.errors if self.router else 0,
+                "embedded": self.broker is not None,
+                "tasks_open": sum(1 for t in self.acd.engine.tasks.values() if t.channel != "voice") if self.acd else 0}
 
 
 def _agent_state(a: Any, now: float) -> str:

@@ -104,6 +104,50 @@ MIGRATIONS: list[str] = [
     ALTER TABLE calls ADD COLUMN recording_deleted_at REAL;
     CREATE INDEX calls_recordings ON calls(ended_at) WHERE recording IS NOT NULL AND recording_deleted_at IS NULL;
     """,
+    """
+    -- one presence per agent: what survives a restart
+    CREATE TABLE agent_presence (
+        agent       TEXT PRIMARY KEY,
+        logged_in   INTEGER NOT NULL,
+        paused      TEXT,
+        updated_at  REAL NOT NULL
+    );
+    -- chat and email tasks; state: queued, assigned, completed, cancelled
+    CREATE TABLE tasks (
+        id             INTEGER PRIMARY KEY,
+        task_id        TEXT NOT NULL UNIQUE,
+        channel        TEXT NOT NULL,
+        queue          TEXT NOT NULL,
+        priority       INTEGER NOT NULL DEFAULT 0,
+        skills         TEXT NOT NULL DEFAULT '{}',
+        due            REAL,
+        data           TEXT NOT NULL DEFAULT '{}',
+        created_at     REAL NOT NULL,
+        enqueued_at    REAL NOT NULL,
+        state          TEXT NOT NULL DEFAULT 'queued',
+        agent          TEXT,
+        assigned_at    REAL,
+        ended_at       REAL,
+        disposition    TEXT,
+        wait_seconds   REAL,
+        handle_seconds REAL
+    );
+    CREATE INDEX tasks_open ON tasks(state) WHERE state IN ('queued', 'assigned');
+    CREATE INDEX tasks_created ON tasks(created_at);
+    -- the queue_log of tasks: the same events and fields as calls, plus the channel
+    CREATE TABLE task_log (
+        id       INTEGER PRIMARY KEY,
+        at       REAL NOT NULL,
+        task_id  TEXT NOT NULL,
+        queue    TEXT NOT NULL,
+        agent    TEXT NOT NULL,
+        event    TEXT NOT NULL,
+        data     TEXT NOT NULL DEFAULT '',
+        channel  TEXT NOT NULL
+    );
+    CREATE INDEX task_log_at ON task_log(at);
+    CREATE INDEX task_log_task ON task_log(task_id);
+    """,
 ]
 
 DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
@@ -256,6 +300,56 @@ class Store:
         else:
             self._put("INSERT INTO schedule_overrides (name, state, set_at) VALUES (?,?,?)"
                       " ON CONFLICT(name) DO UPDATE SET state=excluded.state, set_at=excluded.set_at", name, state, at)
+
+    # ------------------------------------------------------------ presence and tasks
+
+    def agent_presence(self, agent: str, logged_in: bool, paused: str | None, at: float) -> None:
+        self._put("INSERT INTO agent_presence (agent, logged_in, paused, updated_at) VALUES (?,?,?,?)"
+                  " ON CONFLICT(agent) DO UPDATE SET logged_in=excluded.logged_in, paused=excluded.paused,"
+                  " updated_at=excluded.updated_at", agent, int(logged_in), paused, at)
+
+    async def agent_presences(self) -> dict[str, tuple[bool, str | None]]:
+        assert self.db is not None
+        async with self.db.execute("SELECT agent, logged_in, paused FROM agent_presence") as cur:
+            return {r[0]: (bool(r[1]), r[2]) for r in await cur.fetchall()}
+
+    def task_created(self, task_id: str, channel: str, queue: str, priority: int, skills: dict[str, int],
+                     due: float | None, data: dict[str, Any], at: float) -> None:
+        self._put("INSERT INTO tasks (task_id, channel, queue, priority, skills, due, data, created_at, enqueued_at)"
+                  " VALUES (?,?,?,?,?,?,?,?,?)", task_id, channel, queue, priority, json.dumps(skills), due,
+                  json.dumps(data), at, at)
+
+    def task_event(self, at: float, task_id: str, queue: str, agent: str, event: str, data: tuple[object, ...],
+                   channel: str) -> None:
+        """One task_log row, and the task's row follows the event."""
+        self._put("INSERT INTO task_log (at, task_id, queue, agent, event, data, channel) VALUES (?,?,?,?,?,?,?)",
+                  at, task_id, queue, agent, event, "|".join(str(d) for d in data), channel)
+        if event == "ENTERQUEUE":
+            self._put("UPDATE tasks SET queue=?, enqueued_at=?, state='queued', agent=NULL, assigned_at=NULL"
+                      " WHERE task_id=?", queue, at, task_id)
+        elif event == "CONNECT":
+            self._put("UPDATE tasks SET state='assigned', agent=?, assigned_at=?,"
+                      " wait_seconds=round(? - created_at, 3) WHERE task_id=?", agent, at, at, task_id)
+        elif event in ("COMPLETEAGENT", "COMPLETECALLER"):
+            self._put("UPDATE tasks SET state='completed', disposition='completed', ended_at=?,"
+                      " handle_seconds=round(? - assigned_at, 3) WHERE task_id=?", at, at, task_id)
+        elif event == "ABANDON":
+            self._put("UPDATE tasks SET state='cancelled', disposition='cancelled', ended_at=?,"
+                      " wait_seconds=round(? - created_at, 3) WHERE task_id=?", at, at, task_id)
+
+    async def open_tasks(self) -> list[dict[str, Any]]:
+        assert self.db is not None
+        async with self.db.execute("SELECT * FROM tasks WHERE state IN ('queued', 'assigned') ORDER BY id") as cur:
+            rows = [dict(r) for r in await cur.fetchall()]
+        for r in rows:
+            r["skills"] = json.loads(r["skills"])
+            r["data"] = json.loads(r["data"])
+        return rows
+
+    async def task_exists(self, task_id: str) -> bool:
+        assert self.db is not None
+        async with self.db.execute("SELECT 1 FROM tasks WHERE task_id=?", (task_id,)) as cur:
+            return await cur.fetchone() is not None
 
     async def schedule_overrides(self) -> dict[str, str]:
         assert self.db is not None

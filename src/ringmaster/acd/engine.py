@@ -245,6 +245,7 @@ class QueueEngine:
         if task is None or agent not in task.ringing:
             return out + self._dispatch(now)
         start = task.ringing.pop(agent)
+        task.declined.add(agent)
         out.append(QueueLog(now, call_id, task.queue, agent, "RINGNOANSWER", (round((now - start) * 1000),),
                             task.channel))
         if not task.ringing:
@@ -484,6 +485,9 @@ class QueueEngine:
             candidates = self._candidates(q, task, now)
             if not candidates:
                 continue
+            fresh = [a for a in candidates if a.id not in task.declined]
+            if fresh:  # the next agent, not the one who just let it go (Asterisk's linpos)
+                candidates = fresh
             strategy = self.strategies[q.name]
             ordered = strategy.order(candidates, q, now, self.rng)
             chosen = ordered if strategy.ring_all else ordered[:1]

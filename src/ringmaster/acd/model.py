@@ -123,6 +123,7 @@ class QueuedTask:
     data: dict[str, Any] = field(default_factory=dict)
     original_position: int = 0
     ringing: dict[str, float] = field(default_factory=dict)  # agent -> offer start
+    declined: set[str] = field(default_factory=set)  # agents who let this task's offer lapse or rejected it
     ring_deadline: float | None = None
     retry_at: float = 0.0
     next_announce: float | None = None

@@ -26,6 +26,7 @@ from ringmaster import protocol as p
 from ringmaster.acd.config import Overflow
 from ringmaster.acd.engine import (
     Action,
+    AgentChanged,
     Announce,
     Bridge,
     CancelRing,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from ringmaster.calls import CallSession
     from ringmaster.config import Config
     from ringmaster.store import Store
+    from ringmaster.tasks import TaskRouter
 
 log = structlog.get_logger("ringmaster.acd")
 
@@ -77,6 +79,7 @@ class AcdRuntime:
         self.calls: dict[str, Queued] = {}
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
+        self.router: TaskRouter | None = None  # chats, emails, presence over MQTT (set by the router)
         now = clock()
         for name, agent in cfg.agents.items():
             if agent.auto_login and agent.mobile is not None:
@@ -210,6 +213,14 @@ class AcdRuntime:
 
     def apply(self, actions: list[Action]) -> None:
         for a in actions:
+            if isinstance(a, AgentChanged):
+                if self.router is not None:
+                    self.router.agent_changed(a.agent)
+                continue
+            if isinstance(a, Ring | CancelRing | Bridge | QueueLog) and a.channel != "voice":
+                if self.router is not None:
+                    self.router.apply(a)
+                continue
             if isinstance(a, QueueLog):
                 self.store.queue_log(a.at, a.call_id, a.queue, a.agent, a.event, a.data)
             elif isinstance(a, Ring):
@@ -249,6 +260,7 @@ class AcdRuntime:
         if len(uris) > 1:
             headers += (("X-Ring", ", ".join(uris)),)
         q.legs[leg] = RingLeg(a.call_id, leg, a.agents)
+        self._call_event("offered", q, agents=list(a.agents))
         q.session.log.info("acd.ring", queue=a.queue, agents=list(a.agents), leg=leg)
         q.session.dial_agent(leg, uris[0], headers)
 
@@ -280,12 +292,14 @@ class AcdRuntime:
                                               call_id=a.call_id, agent=a.agent, caller=q.session.caller or "unknown")
             path = os.path.join(self.cfg.paths.recordings, rel)
         q.session.log.info("acd.connected", agent=a.agent, wait=round(now - q.enqueued_at, 2), recording=path)
+        self._call_event("answered", q, agent=a.agent, wait=round(now - q.enqueued_at, 2))
         q.session.queue_bridged(ring.leg, path)
 
     def _leave(self, a: LeaveQueue) -> None:
         q = self.calls.pop(a.call_id, None)
         if q is None:
             return
+        self._call_event("ended", q, agent=None, reason=a.reason)
         self.store.call_wait(a.call_id, self.clock() - q.enqueued_at)
         for ring in list(q.legs.values()):
             q.session.hangup_leg(ring.leg, 487)
@@ -342,7 +356,13 @@ class AcdRuntime:
             self.store.call_talk(q.session.call_id, now - q.answered_at)
 
     def _forget(self, call_id: str) -> None:
-        self.calls.pop(call_id, None)
+        q = self.calls.pop(call_id, None)
+        if q is not None:
+            self._call_event("ended", q, agent=q.agent)
+
+    def _call_event(self, event: str, q: Queued, **extra: Any) -> None:
+        if self.router is not None:
+            self.router.call_event(event, q.session, q.queue, **extra)
 
     def _arm_timer(self) -> None:
         if self._timer is not None:

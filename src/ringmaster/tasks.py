@@ -1,0 +1,287 @@
+"""TaskRouter: chats and emails over MQTT, routed by the ACD engine from each agent's one presence.
+
+The engine decides (which agent, when, how many at once); this module is its MQTT and storage
+side for everything that is not a call:
+- in: tasks/new, tasks/ID/commands (from the chat or email system), agents/ID/commands (from
+  agents' desktops): checked, then fed to the engine; a bad one is answered on `errors` and
+  changes nothing;
+- out: agents/ID/offers, tasks/ID/events, agents/ID/state (retained), queues/NAME/stats
+  (retained), calls/events (screen pops for calls), errors;
+- the store: tasks and their task_log, and every agent's login/pause, so a restarted controller
+  comes back with the same agents, the same open tasks and the same assignments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ringmaster.acd.config import CHANNELS
+from ringmaster.acd.engine import Bridge, CancelRing, QueueLog, Ring
+from ringmaster.mqtt.payloads import AgentCommand, BadPayload, NewTask, TaskCommand, parse
+
+if TYPE_CHECKING:
+    from ringmaster.acd.runtime import AcdRuntime
+    from ringmaster.calls import CallSession
+    from ringmaster.mqtt.link import MqttLink
+    from ringmaster.store import Store
+
+log = structlog.get_logger("ringmaster.tasks")
+
+TASK_EVENTS = {"ENTERQUEUE": "queued", "CONNECT": "assigned", "COMPLETEAGENT": "completed",
+               "COMPLETECALLER": "completed", "ABANDON": "cancelled", "TRANSFER": "transferred",
+               "RINGNOANSWER": "offer-failed", "RINGCANCELED": "offer-cancelled"}
+STATS_INTERVAL = 0.5  # queue stats are published at most this often per queue
+
+
+class TaskRouter:
+    def __init__(self, acd: AcdRuntime, store: Store, link: MqttLink | None, clock: Any = time.time):
+        self.acd = acd
+        self.engine = acd.engine
+        self.store = store
+        self.link = link
+        self.clock = clock
+        self.errors = 0
+        self._persisted: dict[str, tuple[bool, str | None]] = {}
+        self._agents_dirty: set[str] = set()
+        self._queues_dirty: set[str] = set(self.engine.queues)
+        self._flush_handle: asyncio.Handle | None = None
+        self._stats_task: asyncio.Task[None] | None = None
+        acd.router = self
+
+    # ------------------------------------------------------------ start and restore
+
+    async def start(self) -> None:
+        now = self.clock()
+        presences = await self.store.agent_presences()
+        for agent, (logged_in, paused) in presences.items():
+            if agent in self.engine.agents:
+                self.engine.restore_agent(agent, logged_in, paused, now)
+                self._persisted[agent] = (logged_in, paused)
+        tasks = await self.store.open_tasks()
+        for row in tasks:
+            if row["queue"] not in self.engine.queues:
+                log.error("tasks.restore_unknown_queue", task=row["task_id"], queue=row["queue"])
+                continue
+            self.engine.restore_task(row["task_id"], row["queue"], row["channel"], row["enqueued_at"], now,
+                                     priority=row["priority"], skills=row["skills"], due=row["due"], data=row["data"],
+                                     agent=row["agent"] if row["state"] == "assigned" else None,
+                                     answered_at=row["assigned_at"])
+        log.info("tasks.restored", agents=len(presences), tasks=len(tasks))
+        self._agents_dirty.update(self.engine.agents)
+        self.acd.apply(self.engine.dispatch(now))
+        for agent in self.engine.agents:  # the agents the store did not know yet
+            self._persist(agent)
+        if self.link is not None:
+            for topic in ("tasks/new", "tasks/+/commands", "agents/+/commands"):
+                self.link.subscribe(topic, self.on_message)
+            self.link.on_connect = self._republish
+            self.link.start()
+            self._stats_task = asyncio.create_task(self._stats_loop(), name="queue-stats")
+        self._schedule_flush()
+
+    async def stop(self) -> None:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            await asyncio.gather(self._stats_task, return_exceptions=True)
+        self._flush()
+        if self.link is not None:
+            await self.link.stop()
+
+    def _republish(self) -> None:
+        """After (re)connecting, the retained state is current again, whatever was missed."""
+        self._agents_dirty.update(self.engine.agents)
+        self._queues_dirty.update(self.engine.queues)
+        self._schedule_flush()
+
+    # ------------------------------------------------------------ MQTT in
+
+    async def on_message(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        try:
+            if parts == ["tasks", "new"]:
+                await self._new_task(parse(NewTask, payload))
+            elif len(parts) == 3 and parts[0] == "tasks" and parts[2] == "commands":
+                self._task_command(parts[1], parse(TaskCommand, payload))
+            elif len(parts) == 3 and parts[0] == "agents" and parts[2] == "commands":
+                if parts[1] not in self.engine.agents:
+                    raise BadPayload(f"unknown agent {parts[1]!r}")
+                self._agent_command(parts[1], parse(AgentCommand, payload))
+            # everything else under the prefix is what we publish ourselves (or others' business)
+        except BadPayload as exc:
+            self.error(topic, str(exc), payload)
+
+    def error(self, topic: str, reason: str, payload: bytes = b"") -> None:
+        self.errors += 1
+        log.warning("tasks.bad_payload", topic=topic, reason=reason)
+        if self.link is not None:
+            self.link.publish("errors", {"topic": self.link.prefix + topic, "error": reason,
+                                         "payload": payload[:200].decode(errors="replace")})
+
+    async def _new_task(self, msg: NewTask) -> None:
+        if msg.queue not in self.engine.queues:
+            raise BadPayload(f"unknown queue {msg.queue!r}; queues: {', '.join(sorted(self.engine.queues))}")
+        task_id = msg.id or f"t-{uuid.uuid4().hex[:12]}"
+        due = msg.due_epoch()
+        if task_id in self.engine.tasks or await self.store.task_exists(task_id) or task_id in self.engine.tasks:
+            # (asked twice: the same id may have arrived while the store was asked)
+            raise BadPayload(f"task {task_id!r} exists already")
+        now = self.clock()
+        self.store.task_created(task_id, msg.channel, msg.queue, msg.priority, msg.skills, due, msg.data, now)
+        log.info("tasks.new", task=task_id, channel=msg.channel, queue=msg.queue)
+        self.acd.apply(self.engine.enqueue(task_id, msg.queue, now, priority=msg.priority, skills=msg.skills,
+                                           channel=msg.channel, due=due, data=msg.data))
+
+    def _task_command(self, task_id: str, msg: TaskCommand) -> None:
+        task = self.engine.tasks.get(task_id)
+        if task is None or task.channel == "voice":
+            raise BadPayload(f"unknown or closed task {task_id!r}")
+        now = self.clock()
+        if msg.command == "cancel":
+            self.acd.apply(self.engine.caller_left(task_id, now))
+        elif msg.command == "complete":
+            if task.agent is None:
+                raise BadPayload(f"task {task_id!r} is not assigned; cancel it instead")
+            self.acd.apply(self.engine.call_ended(task_id, "caller", now))
+        elif msg.command == "transfer":
+            self._transfer(task_id, msg.queue)
+
+    def _agent_command(self, agent: str, msg: AgentCommand) -> None:
+        now = self.clock()
+        st = self.engine.agents[agent]
+        if msg.command in ("login", "logout", "pause", "unpause"):
+            err = self.acd.agent_command(agent, msg.command, msg.reason)
+            if err:
+                raise BadPayload(err)
+            return
+        if msg.command == "wrapup-done":
+            self.acd.apply(self.engine.wrapup_done(agent, now, msg.channel))
+            return
+        if not msg.task:
+            raise BadPayload(f"{msg.command} needs a task")
+        channel = st.offered.get(msg.task) or st.holding.get(msg.task)
+        if channel == "voice":
+            raise BadPayload(f"task {msg.task!r} is a call: answer or hang up on the phone")
+        if msg.command in ("accept", "reject"):
+            if msg.task not in st.offered:
+                raise BadPayload(f"task {msg.task!r} is not offered to agent {agent!r}")
+            if msg.command == "accept":
+                self.acd.apply(self.engine.ring_answered(msg.task, agent, now))
+            else:
+                self.acd.apply(self.engine.ring_failed(msg.task, agent, now, "rejected"))
+        elif msg.command in ("complete", "transfer"):
+            if msg.task not in st.holding:
+                raise BadPayload(f"task {msg.task!r} is not held by agent {agent!r}")
+            if msg.command == "complete":
+                self.acd.apply(self.engine.call_ended(msg.task, "agent", now))
+            else:
+                self._transfer(msg.task, msg.queue)
+
+    def _transfer(self, task_id: str, queue: str | None) -> None:
+        if not queue or queue not in self.engine.queues:
+            raise BadPayload(f"transfer needs a known queue, not {queue!r}; queues: {', '.join(sorted(self.engine.queues))}")
+        self.acd.apply(self.engine.transfer(task_id, queue, self.clock()))
+
+    # ------------------------------------------------------------ engine actions (chat and email)
+
+    def apply(self, a: Ring | CancelRing | Bridge | QueueLog) -> None:
+        if isinstance(a, QueueLog):
+            if a.call_id != "NONE":
+                self.store.task_event(a.at, a.call_id, a.queue, a.agent, a.event, a.data, a.channel)
+                self._task_event(a.call_id, TASK_EVENTS.get(a.event, a.event.lower()), queue=a.queue,
+                                 agent=None if a.agent == "NONE" else a.agent, channel=a.channel)
+            self._queues_dirty.add(a.queue)
+            return
+        task = self.engine.tasks.get(a.call_id)
+        if isinstance(a, Ring):
+            data = task.data if task is not None else {}
+            for agent in a.agents:
+                self._publish(f"agents/{agent}/offers", {
+                    "event": "offer", "task": a.call_id, "channel": a.channel, "queue": a.queue,
+                    "timeout": a.timeout, "expires_at": round(self.clock() + a.timeout, 3), "data": data})
+            self._task_event(a.call_id, "offered", queue=a.queue, agents=list(a.agents), channel=a.channel)
+        elif isinstance(a, CancelRing):
+            for agent in a.agents:
+                self._publish(f"agents/{agent}/offers", {"event": "offer-cancelled", "task": a.call_id,
+                                                         "channel": a.channel})
+        elif isinstance(a, Bridge):
+            self._publish(f"agents/{a.agent}/offers", {"event": "assigned", "task": a.call_id, "channel": a.channel,
+                                                       "queue": task.queue if task else "",
+                                                       "data": task.data if task else {}})
+
+    def agent_changed(self, agent: str) -> None:
+        self._agents_dirty.add(agent)
+        self._queues_dirty.update(self.engine.by_agent.get(agent, ()))
+        self._persist(agent)
+        self._schedule_flush()
+
+    def call_event(self, event: str, session: CallSession, queue: str, **extra: Any) -> None:
+        """calls/events: offered, answered, ended, with the IVR's variables (screen pops, CRM)."""
+        variables = dict(session.run.variables) if session.run is not None else {}
+        self._publish("calls/events", {"event": event, "call_id": session.call_id, "queue": queue,
+                                       "caller": session.caller, "variables": variables, **extra})
+
+    # ------------------------------------------------------------ out
+
+    def _publish(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
+        if self.link is not None:
+            self.link.publish(topic, payload, retain)
+
+    def _task_event(self, task_id: str, event: str, **fields: Any) -> None:
+        self._publish(f"tasks/{task_id}/events", {"event": event, "task": task_id, **fields})
+
+    def _persist(self, agent: str) -> None:
+        st = self.engine.agents[agent]
+        now_state = (st.logged_in, st.paused)
+        if self._persisted.get(agent) != now_state:
+            self._persisted[agent] = now_state
+            self.store.agent_presence(agent, st.logged_in, st.paused, self.clock())
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            try:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+            except RuntimeError:
+                pass
+
+    def _flush(self) -> None:
+        """Agent states, once per burst of changes (an offer to ten agents is one message each)."""
+        self._flush_handle = None
+        dirty, self._agents_dirty = self._agents_dirty, set()
+        for agent in sorted(dirty):
+            self._publish(f"agents/{agent}/state", self.agent_state(agent), retain=True)
+
+    def agent_state(self, agent: str) -> dict[str, Any]:
+        st = self.engine.agents[agent]
+        now = self.clock()
+        status = "logged-out" if not st.logged_in else "paused" if st.paused is not None else "available"
+        return {"agent": agent, "status": status, "reason": st.paused, "policy": st.presence.policy,
+                "registered": st.registered, "summary": st.status(now), "channels": st.channel_states(now)}
+
+    def queue_stats(self, queue: str) -> dict[str, Any]:
+        q = self.engine.queues[queue]
+        now = self.clock()
+        members = [self.engine.agents[m.agent] for m in q.spec.members]
+        waiting = {ch: 0 for ch in CHANNELS}
+        longest = {ch: 0.0 for ch in CHANNELS}
+        for t in q.waiting:
+            waiting[t.channel] += 1
+            longest[t.channel] = max(longest[t.channel], round(now - t.enqueued_at, 1))
+        return {"queue": queue, "waiting": waiting, "longest_wait": longest,
+                "agents": {"logged_in": sum(a.logged_in for a in members),
+                           "paused": sum(a.logged_in and a.paused is not None for a in members),
+                           "available": {ch: sum(a.can_take(ch, now) for a in members) for ch in CHANNELS},
+                           "busy": {ch: sum(ch in a.holding.values() for a in members) for ch in CHANNELS},
+                           "wrapup": {ch: sum(a.in_wrapup(ch, now) for a in members) for ch in CHANNELS}},
+                "calls": {"answered": q.answered, "abandoned": q.abandoned, "answered_in_sl": q.answered_in_sl}}
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            dirty, self._queues_dirty = self._queues_dirty, set()
+            for queue in sorted(dirty):
+                self._publish(f"queues/{queue}/stats", self.queue_stats(queue), retain=True)
