@@ -14,18 +14,18 @@ import structlog
 
 from ringmaster import protocol as p
 from ringmaster.acd.runtime import AcdRuntime
-from ringmaster.mqtt.broker import EmbeddedBroker
-from ringmaster.mqtt.link import MqttLink
-from ringmaster.tasks import TaskRouter
 from ringmaster.calls import CallSession, new_call_id, sip_user
 from ringmaster.config import Config
 from ringmaster.edge import Edge, events_port
 from ringmaster.edge.events import EdgeEvents
 from ringmaster.flows import DialPlan
 from ringmaster.flows.interpreter import FlowRun
+from ringmaster.mqtt.broker import EmbeddedBroker
+from ringmaster.mqtt.link import MqttLink
 from ringmaster.pool import WorkerPool, registration_agent_spec, worker_specs
 from ringmaster.registrations import RegistrationState
 from ringmaster.store import Store
+from ringmaster.tasks import TaskRouter
 from ringmaster.workerproc import WorkerProcess
 
 log = structlog.get_logger("ringmaster.controller")
