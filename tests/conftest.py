@@ -18,6 +18,18 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"missing system tools {missing}: run scripts/setup first")
 
 
+@pytest.fixture(autouse=True)
+def _no_phone_left_behind() -> Iterator[None]:
+    """A test that fails before it stops its phones would leave pjsua2 processes that hang the
+    event loop's teardown (and CI with it): kill them."""
+    yield
+    from tests.helpers.phone import Phone
+
+    for phone in list(Phone.live):
+        phone.proc.kill()
+        Phone.live.discard(phone)
+
+
 @pytest.fixture
 def ports():  # type: ignore[no-untyped-def]
     return allocate_ports()

@@ -9,12 +9,11 @@ import asyncio
 import time
 
 from ringmaster import protocol as p
+from tests.helpers.audio import write_tone
 from tests.helpers.mqtt import Client
 from tests.helpers.phone import Phone
 from tests.test_acd_calls import agents_up, queue_log, wait_agent
 from tests.test_presence_mqtt import INTEGRATION, integration, rows
-
-from tests.helpers.audio import write_tone
 
 
 def config(d, agents: dict[str, dict]) -> None:  # type: ignore[no-untyped-def,type-arg]

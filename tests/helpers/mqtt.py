@@ -65,21 +65,33 @@ class Client:
     password: str | None = None
     prefix: str = "ringmaster/"
     client_id: str = ""
+    clean_session: bool = True
     messages: list[Received] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id)
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             clean_session=self.clean_session)
+        self.c.reconnect_delay_set(0.2, 1)
+        self._topics: list[str] = []
         if self.username:
             self.c.username_pw_set(self.username, self.password)
         self.c.on_message = self._on_message
         self._connected = threading.Event()
-        self.c.on_connect = lambda c, u, f, rc, p: self._connected.set() if not rc.is_failure else self.refused.append(str(rc))
+        self.c.on_connect = self._on_connect
         self.c.connect("127.0.0.1", self.port, keepalive=30)
         self.c.loop_start()
         if not self._connected.wait(5):
             raise RuntimeError(f"MQTT client {self.username} could not connect: {self.refused}")
+
+    def _on_connect(self, c: Any, u: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        if rc.is_failure:
+            self.refused.append(str(rc))
+            return
+        for topic in self._topics:  # again after a broker restart
+            c.subscribe(topic, qos=1)
+        self._connected.set()
 
     def _on_message(self, c: Any, u: Any, msg: Any) -> None:
         try:
@@ -92,6 +104,7 @@ class Client:
     def subscribe(self, topic: str) -> None:
         done = threading.Event()
         self.c.on_subscribe = lambda *a: done.set()
+        self._topics.append(self.prefix + topic)
         self.c.subscribe(self.prefix + topic, qos=1)
         done.wait(5)
 

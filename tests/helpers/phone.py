@@ -16,6 +16,8 @@ _ids = itertools.count(1)
 
 
 class Phone:
+    live: set[Phone] = set()  # phones a test started and has not stopped (conftest kills them)
+
     def __init__(self, name: str, sip_port: int, rtp_port: int, proxy: str = ""):
         self.spec = WorkerSpec(name=name, sip_host="127.0.0.1", sip_port=sip_port, rtp_port=rtp_port,
                                rtp_count=16, proxy=proxy)
@@ -32,10 +34,12 @@ class Phone:
         self._changed.set()
 
     async def start(self) -> Phone:
+        Phone.live.add(self)
         await self.proc.start()
         return self
 
     async def stop(self) -> int:
+        Phone.live.discard(self)
         return await self.proc.stop()
 
     def send(self, cmd: p.Message) -> None:

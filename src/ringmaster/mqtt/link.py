@@ -27,6 +27,7 @@ from ringmaster.config import MqttConfig
 
 log = structlog.get_logger("ringmaster.mqtt")
 
+MAX_BACKOFF = 5.0  # a broker back from a restart is found within 5 s: agents' desks are waiting
 OUTBOX_LIMIT = 200_000  # beyond this the oldest non-retained messages are dropped (and counted)
 
 
@@ -128,7 +129,7 @@ class MqttLink:
                 log.warning("mqtt.connect_failed", broker=self.cfg.listen, error=self.last_error, retry_in=backoff)
             self.connected = False
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         while True:
