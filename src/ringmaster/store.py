@@ -346,10 +346,12 @@ class Store:
             r["data"] = json.loads(r["data"])
         return rows
 
-    async def task_exists(self, task_id: str) -> bool:
+    async def recent_task_ids(self, limit: int) -> list[str]:
+        """The newest task ids, oldest first."""
         assert self.db is not None
-        async with self.db.execute("SELECT 1 FROM tasks WHERE task_id=?", (task_id,)) as cur:
-            return await cur.fetchone() is not None
+        async with self.db.execute("SELECT task_id FROM tasks ORDER BY id DESC LIMIT ?", (limit,)) as cur:
+            rows = await cur.fetchall()
+        return [str(r[0]) for r in reversed(list(rows))]
 
     async def schedule_overrides(self) -> dict[str, str]:
         assert self.db is not None

@@ -35,7 +35,9 @@ log = structlog.get_logger("ringmaster.tasks")
 TASK_EVENTS = {"ENTERQUEUE": "queued", "CONNECT": "assigned", "COMPLETEAGENT": "completed",
                "COMPLETECALLER": "completed", "ABANDON": "cancelled", "TRANSFER": "transferred",
                "RINGNOANSWER": "offer-failed", "RINGCANCELED": "offer-cancelled"}
-STATS_INTERVAL = 0.5  # queue stats are published at most this often per queue
+STATS_INTERVAL = 0.5
+KNOWN_IDS = 200_000
+STATE_COALESCE = 0.05  # agent states go out at most this late, one message for a burst of changes  # queue stats are published at most this often per queue
 
 
 class TaskRouter:
@@ -50,6 +52,9 @@ class TaskRouter:
         self._agents_dirty: set[str] = set()
         self._queues_dirty: set[str] = set(self.engine.queues)
         self._flush_handle: asyncio.Handle | None = None
+        # ids of recent tasks: a tasks/new sent twice (a QoS 1 redelivery) is refused without a
+        # store query on the hot path; the table's UNIQUE constraint backs it for older ids
+        self._known: dict[str, None] = {}
         self._stats_task: asyncio.Task[None] | None = None
         acd.router = self
 
@@ -62,6 +67,7 @@ class TaskRouter:
             if agent in self.engine.agents:
                 self.engine.restore_agent(agent, logged_in, paused, now)
                 self._persisted[agent] = (logged_in, paused)
+        self._known.update(dict.fromkeys(await self.store.recent_task_ids(KNOWN_IDS)))
         tasks = await self.store.open_tasks()
         for row in tasks:
             if row["queue"] not in self.engine.queues:
@@ -127,10 +133,10 @@ class TaskRouter:
             raise BadPayload(f"unknown queue {msg.queue!r}; queues: {', '.join(sorted(self.engine.queues))}")
         task_id = msg.id or f"t-{uuid.uuid4().hex[:12]}"
         due = msg.due_epoch()
-        if task_id in self.engine.tasks or await self.store.task_exists(task_id) or task_id in self.engine.tasks:
-            # (asked twice: the same id may have arrived while the store was asked)
+        if task_id in self.engine.tasks or task_id in self._known:
             raise BadPayload(f"task {task_id!r} exists already")
         now = self.clock()
+        self._remember(task_id)
         self.store.task_created(task_id, msg.channel, msg.queue, msg.priority, msg.skills, due, msg.data, now)
         log.info("tasks.new", task=task_id, channel=msg.channel, queue=msg.queue)
         self.acd.apply(self.engine.enqueue(task_id, msg.queue, now, priority=msg.priority, skills=msg.skills,
@@ -180,6 +186,11 @@ class TaskRouter:
                 self.acd.apply(self.engine.call_ended(msg.task, "agent", now))
             else:
                 self._transfer(msg.task, msg.queue)
+
+    def _remember(self, task_id: str) -> None:
+        self._known[task_id] = None
+        if len(self._known) > KNOWN_IDS:
+            del self._known[next(iter(self._known))]
 
     def _transfer(self, task_id: str, queue: str | None) -> None:
         if not queue or queue not in self.engine.queues:
@@ -244,12 +255,13 @@ class TaskRouter:
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:
             try:
-                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+                self._flush_handle = asyncio.get_running_loop().call_later(STATE_COALESCE, self._flush)
             except RuntimeError:
                 pass
 
     def _flush(self) -> None:
-        """Agent states, once per burst of changes (an offer to ten agents is one message each)."""
+        """Agent states, once per burst of changes: an offer, its accept and the next offer within
+        50 ms are one state message (offers themselves go out at once on the offers topic)."""
         self._flush_handle = None
         dirty, self._agents_dirty = self._agents_dirty, set()
         for agent in sorted(dirty):

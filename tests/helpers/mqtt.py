@@ -81,6 +81,7 @@ class Client:
         self._connected = threading.Event()
         self.c.on_connect = self._on_connect
         self.c.connect("127.0.0.1", self.port, keepalive=30)
+        self.c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
         self.c.loop_start()
         if not self._connected.wait(5):
             raise RuntimeError(f"MQTT client {self.username} could not connect: {self.refused}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,9 @@ from ringmaster.config import MqttConfig
 log = structlog.get_logger("ringmaster.mqtt")
 
 MAX_BACKOFF = 5.0  # a broker back from a restart is found within 5 s: agents' desks are waiting
-OUTBOX_LIMIT = 200_000  # beyond this the oldest non-retained messages are dropped (and counted)
+OUTBOX_LIMIT = 200_000
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)  # small messages leave at once (no Nagle)
+WINDOW = 100  # messages in flight at once (QoS 1 keeps their order)  # beyond this the oldest non-retained messages are dropped (and counted)
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class MqttLink:
         self.outbox.append(Outgoing(self.prefix + topic, json.dumps(body, separators=(",", ":")).encode(), retain))
         if len(self.outbox) > OUTBOX_LIMIT:
             for i, m in enumerate(self.outbox):
-                if not m.retain:
+                if i >= WINDOW and not m.retain:  # never one that may be in flight
                     del self.outbox[i]
                     self.dropped += 1
                     break
@@ -99,7 +102,8 @@ class MqttLink:
                 async with aiomqtt.Client(self.cfg.host, self.cfg.port, username=self.username,
                                           password=self.password, identifier=self.cfg.client_id,
                                           clean_session=False, keepalive=self.cfg.keepalive,
-                                          timeout=5) as client:
+                                          timeout=5, max_inflight_messages=WINDOW,
+                                          socket_options=NODELAY) as client:
                     for topic in self._subscriptions:
                         await client.subscribe(topic, qos=1)
                     self.connected = True
@@ -132,15 +136,25 @@ class MqttLink:
             backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
-        while True:
-            if not self.outbox:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            m = self.outbox[0]
-            await client.publish(m.topic, m.payload, qos=1, retain=m.retain)
-            if self.outbox and self.outbox[0] is m:
+        """Keep up to WINDOW messages in flight, handed to the client in outbox order (MQTT keeps
+        that order); the head leaves the outbox once acknowledged. On a cut, everything not
+        acknowledged is sent again from the head, still in order."""
+        inflight: deque[asyncio.Future[None]] = deque()
+        try:
+            while True:
+                while len(inflight) < min(WINDOW, len(self.outbox)):
+                    m = self.outbox[len(inflight)]
+                    inflight.append(asyncio.ensure_future(client.publish(m.topic, m.payload, qos=1, retain=m.retain)))
+                if not inflight:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await inflight[0]
+                inflight.popleft()
                 self.outbox.popleft()
+        finally:
+            for f in inflight:
+                f.cancel()
 
     async def _deliver(self, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
