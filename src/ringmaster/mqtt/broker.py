@@ -113,10 +113,12 @@ class EmbeddedBroker:
         assert proc.stderr is not None
         async for raw in proc.stderr:
             line = raw.decode(errors="replace").rstrip()
-            if "rror" in line:
+            if "Error" in line:
                 log.error("mqtt.broker_log", line=line)
-            else:
-                log.info("mqtt.broker_log", line=line)
+            elif "Warning" in line and "as root" not in line:  # root: see the systemd unit for production
+                log.warning("mqtt.broker_log", line=line)
+            else:  # connections coming and going
+                log.debug("mqtt.broker_log", line=line)
 
     async def _wait_ready(self, timeout: float = 10.0) -> None:
         assert self.cfg.mqtt is not None
