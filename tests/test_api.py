@@ -94,7 +94,7 @@ async def test_api_roles_reads_changes_and_refusals(daemon_factory):
         code, _, body = http(d, "GET", "/metrics", "operator")
         text = body.decode()
         assert code == 200 and 'ringmaster_calls_total{disposition="completed"} 1' in text
-        assert 'ringmaster_queue_waiting{queue="sales"} 0' in text and 'ringmaster_agents{state="paused",channel="voice"} 1' in text
+        assert 'ringmaster_queue_waiting{queue="sales",channel="voice"} 0' in text and 'ringmaster_agents{state="paused",channel="voice"} 1' in text
         assert 'ringmaster_workers{alive="true"} 1' in text and "ringmaster_store_last_commit_seconds" in text
         assert http(d, "GET", "/metrics")[0] == 401
         code, _, body = http(d, "GET", "/openapi.json")

@@ -4,13 +4,17 @@ payloads answered on the errors topic without changing anything."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 import time
 from typing import Any
 
 import pytest
 
 from tests.helpers.mqtt import Client
+from tests.test_api import TOKENS, http
 
 INTEGRATION = ("chatsys", "chatsys-secret")
 
@@ -79,6 +83,15 @@ def test_chat_offered_rejected_timed_out_moves_on_and_accept_over_mqtt_assigns_i
         chat.wait_for("tasks/chat-1/events", lambda m: m["event"] == "completed")
         time.sleep(0.3)
         assert rows(d, "SELECT state, agent, disposition FROM tasks") == [("completed", "cy", "completed")]
+        cli = [sys.executable, "-m", "ringmaster.cli", "tasks", "-c", str(d.config_path)]
+        listed = subprocess.run(cli + ["--format", "json", "--channel", "chat"], capture_output=True, text=True)
+        (task,) = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert (task["task_id"], task["agent"], task["state"], task["data"]["customer"]) == ("chat-1", "cy", "completed", "Dana")
+        assert 3 <= task["wait_s"] <= 6, task
+        exported = subprocess.run(cli + ["--log"], capture_output=True, text=True).stdout.splitlines()
+        assert [line.split("|")[3:5] for line in exported] == [
+            ["NONE", "ENTERQUEUE"], ["ann", "RINGNOANSWER"], ["ben", "RINGNOANSWER"], ["cy", "CONNECT"],
+            ["cy", "COMPLETEAGENT"]], exported
         events = [r[0:2] for r in rows(d, "SELECT event, agent FROM task_log WHERE task_id='chat-1' ORDER BY id")]
         assert events == [("ENTERQUEUE", "NONE"), ("RINGNOANSWER", "ann"), ("RINGNOANSWER", "ben"),
                           ("CONNECT", "cy"), ("COMPLETEAGENT", "cy")], events
@@ -136,6 +149,8 @@ BAD = [
 def test_each_bad_payload_gets_its_error_and_changes_nothing(daemon_factory):
     d = daemon_factory(workers=1, start=False)
     mqtt_config(d, {"ann": {"auto_login": False}, "ben": {"auto_login": False}}, queue={"strategy": "linear"})
+    d.config["http"] = {"listen": f"127.0.0.1:{d.ports.base + 6}",
+                        "tokens": [{"name": "ops", "token": TOKENS["operator"], "role": "operator"}]}
     d.start()
     chat = integration(d)
     ben = agent_client(d, "ben")
@@ -159,6 +174,16 @@ def test_each_bad_payload_gets_its_error_and_changes_nothing(daemon_factory):
         assert after == before
         assert d.proc is not None and d.proc.poll() is None
         assert d.status()["mqtt"]["bad_payloads"] == len(BAD)
+        code, _, body = http(d, "GET", "/api/tasks?state=assigned", "operator")
+        assert code == 200 and [t["task_id"] for t in json.loads(body)["tasks"]] == ["held-by-ben"]
+        assert http(d, "GET", "/api/tasks?channel=fax", "operator")[0] == 400
+        code, _, body = http(d, "GET", "/api/tasks/held-by-ben", "operator")
+        assert [e["event"] for e in json.loads(body)["events"]] == ["ENTERQUEUE", "CONNECT"]
+        metrics = http(d, "GET", "/metrics", "operator")[2].decode()
+        assert "ringmaster_mqtt_connected 1" in metrics
+        assert f"ringmaster_mqtt_bad_payloads_total {len(BAD)}" in metrics
+        assert 'ringmaster_agents{state="busy",channel="chat"} 1' in metrics
+        assert 'ringmaster_tasks_open{channel="chat",state="assigned"} 1' in metrics
     finally:
         chat.close()
         ben.close()

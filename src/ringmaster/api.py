@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from ringmaster import stats as st
+from ringmaster.acd.config import CHANNELS
 from ringmaster.calllog import parse_time
 from ringmaster.config import HttpConfig
 
@@ -56,6 +57,8 @@ class Api:
             web.get("/api/calls/{call_id}", self.call),
             web.get("/api/calls/{call_id}/recording", self.recording_file),
             web.post("/api/calls/{call_id}/recording", self.recording_control),
+            web.get("/api/tasks", self.tasks),
+            web.get("/api/tasks/{task_id}", self.task),
             web.get("/api/queues", self.queues),
             web.get("/api/agents", self.agents),
             web.post("/api/agents/{agent}", self.agent_change),
@@ -166,6 +169,42 @@ class Api:
             e["data"] = json.loads(e["data"])
         qlog = await self._rows("SELECT at, queue, agent, event, data FROM queue_log WHERE call_id=? ORDER BY id", (call_id,))
         return _json({"call": call, "events": events, "queue_events": qlog})
+
+    async def tasks(self, request: web.Request) -> web.Response:
+        from ringmaster import tasklog
+
+        q = request.query
+        known = {"since", "until", "queue", "agent", "channel", "state", "limit"}
+        unknown = set(q) - known
+        if unknown:
+            raise _bad(f"unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+        try:
+            f = tasklog.TaskFilter(since=parse_time(q["since"]) if "since" in q else None,
+                                   until=parse_time(q["until"]) if "until" in q else None,
+                                   queue=q.get("queue"), agent=q.get("agent"), channel=q.get("channel"),
+                                   state=q.get("state"), limit=int(q.get("limit", "100")))
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        if not 1 <= (f.limit or 0) <= 10000:
+            raise _bad("limit: 1 to 10000")
+        if f.channel is not None and f.channel not in tasklog.CHANNELS:
+            raise _bad(f"channel: one of {', '.join(tasklog.CHANNELS)}")
+        if f.state is not None and f.state not in tasklog.STATES:
+            raise _bad(f"state: one of {', '.join(tasklog.STATES)}")
+        sql, params = f.sql()
+        rows = await self._rows(sql, tuple(params))
+        return _json({"tasks": [tasklog.row_view(r) for r in rows]})
+
+    async def task(self, request: web.Request) -> web.Response:
+        from ringmaster import tasklog
+
+        task_id = request.match_info["task_id"]
+        rows = await self._rows("SELECT * FROM tasks WHERE task_id=?", (task_id,))
+        if not rows:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no task {task_id!r}"}), content_type="application/json")
+        events = await self._rows("SELECT at, queue, agent, event, data, channel FROM task_log WHERE task_id=? ORDER BY id",
+                                  (task_id,))
+        return _json({"task": tasklog.row_view(rows[0]), "events": events})
 
     async def recording_file(self, request: web.Request) -> web.StreamResponse:
         call_id = request.match_info["call_id"]
@@ -281,13 +320,21 @@ class Api:
         states = c._agents_status()
         queues = []
         for name, q in (c.acd.engine.queues.items() if c.acd else []):
+            assert c.acd is not None
             counts: Counter[str] = Counter()
             for m in q.spec.members:
                 s = states.get(m.agent, "logged-out").split(":")[0]
                 counts["busy" if s == "on-call" else s] += 1
-            queues.append({"name": name, "waiting": len(q.waiting), "service_level": q.spec.service_level,
-                           "longest_wait": round(max((now - x.enqueued_at for x in q.waiting), default=0.0), 1),
-                           "sl_today": self._today[1].get(name), "agents": dict(counts)})
+            channels = {}
+            for ch in CHANNELS:  # the one presence, seen per channel
+                per: Counter[str] = Counter(_channel_state(c.acd.engine.agents[m.agent], ch, now) for m in q.spec.members)
+                waiting = [x for x in q.waiting if x.channel == ch]
+                channels[ch] = {"waiting": len(waiting), **per,
+                                "longest_wait": round(max((now - x.enqueued_at for x in waiting), default=0.0), 1)}
+            voice = channels["voice"]
+            queues.append({"name": name, "waiting": voice["waiting"], "service_level": q.spec.service_level,
+                           "longest_wait": voice["longest_wait"],
+                           "sl_today": self._today[1].get(name), "agents": dict(counts), "channels": channels})
         return {"at": now, "queues": queues}
 
     # ------------------------------------------------------------ metrics
@@ -309,14 +356,30 @@ class Api:
                [({"disposition": d}, disp.get(d, 0)) for d in DISPOSITIONS])
         now = time.time()
         queues = c.acd.engine.queues if c.acd else {}
-        metric("ringmaster_queue_waiting", "gauge", "Callers waiting in a queue",
-               [({"queue": n}, len(q.waiting)) for n, q in queues.items()])
+        metric("ringmaster_queue_waiting", "gauge", "Calls (voice) and tasks (chat, email) waiting in a queue",
+               [({"queue": n, "channel": ch}, sum(1 for x in q.waiting if x.channel == ch))
+                for n, q in queues.items() for ch in CHANNELS])
         metric("ringmaster_queue_longest_wait_seconds", "gauge", "Longest current wait in a queue",
-               [({"queue": n}, round(max((now - x.enqueued_at for x in q.waiting), default=0.0), 3))
-                for n, q in queues.items()])
-        states = Counter(s.split(":")[0] for s in c._agents_status().values())
+               [({"queue": n, "channel": ch},
+                 round(max((now - x.enqueued_at for x in q.waiting if x.channel == ch), default=0.0), 3))
+                for n, q in queues.items() for ch in CHANNELS])
+        per_channel: Counter[tuple[str, str]] = Counter()
+        for a in (c.acd.engine.agents.values() if c.acd else []):
+            for ch in CHANNELS:
+                per_channel[(_channel_state(a, ch, now), ch)] += 1
         metric("ringmaster_agents", "gauge", "Agents by state and channel",
-               [({"state": s, "channel": "voice"}, n) for s, n in sorted(states.items())])
+               [({"state": s, "channel": ch}, n) for (s, ch), n in sorted(per_channel.items())])
+        mq = c.mqtt_status()
+        metric("ringmaster_mqtt_connected", "gauge", "The controller is connected to the MQTT broker (absent: no MQTT)",
+               [({}, 1 if mq["connected"] else 0)] if mq else [])
+        metric("ringmaster_mqtt_outbox_messages", "gauge", "Messages waiting to be published (grows while the broker is away)",
+               [({}, mq["queued"])] if mq else [])
+        metric("ringmaster_mqtt_bad_payloads_total", "counter", "MQTT messages refused on the errors topic",
+               [({}, mq["bad_payloads"])] if mq else [])
+        metric("ringmaster_tasks_open", "gauge", "Open chat and email tasks by channel (waiting or assigned)",
+               [({"channel": ch, "state": st}, sum(1 for t in (c.acd.engine.tasks.values() if c.acd else [])
+                                                   if t.channel == ch and (t.agent is None) == (st == "waiting")))
+                for ch in ("chat", "email") for st in ("waiting", "assigned")])
         workers = c.pool.workers
         metric("ringmaster_workers", "gauge", "Media workers by liveness",
                [({"alive": "true"}, sum(1 for w in workers.values() if w.alive)),
@@ -344,6 +407,22 @@ class Api:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return _json(OPENAPI)
+
+
+def _channel_state(a: Any, channel: str, now: float) -> str:
+    """One agent's state for one channel: logged-out, paused, busy, offered, wrap-up, available,
+    or blocked (free but another channel holds them, or no phone registered)."""
+    if not a.logged_in:
+        return "logged-out"
+    if a.paused is not None:
+        return "paused"
+    if channel in a.holding.values():
+        return "busy"
+    if channel in a.offered.values():
+        return "offered"
+    if a.in_wrapup(channel, now):
+        return "wrap-up"
+    return "available" if a.can_take(channel, now) else "blocked"
 
 
 def _op(summary: str, role: str = "operator", params: list[dict[str, Any]] | None = None,
@@ -383,6 +462,11 @@ OPENAPI: dict[str, Any] = {
             "post": _op("Pause or resume a live call's recording", "supervisor", [_p("call_id")],
                         {"type": "object", "required": ["action"],
                          "properties": {"action": {"type": "string", "enum": ["pause", "resume"]}}})},
+        "/api/tasks": {"get": _op("Chat and email tasks, oldest first", params=[
+            _q("since", desc="ISO time or an age (2h)"), _q("until"), _q("queue"), _q("agent"),
+            _q("channel", desc="chat or email"), _q("state", desc="queued, assigned, completed, cancelled"),
+            _q("limit", "integer")])},
+        "/api/tasks/{task_id}": {"get": _op("One task with its events", params=[_p("task_id")])},
         "/api/queues": {"get": _op("Queues: waiting callers, longest wait, agents by state, today's figures")},
         "/api/agents": {"get": _op("Agents and their state")},
         "/api/agents/{agent}": {"post": _op("Change an agent's state", "supervisor", [_p("agent")],

@@ -90,17 +90,18 @@ def row_view(r: sqlite3.Row) -> dict[str, Any]:
             "hangup_by": r["hangup_by"], "hangup_cause": r["hangup_cause"], "recording": r["recording"]}
 
 
-def render(rows: list[dict[str, Any]], fmt: str, header: bool = True) -> str:
+def render(rows: list[dict[str, Any]], fmt: str, header: bool = True, columns: list[str] | None = None) -> str:
+    columns = columns or COLUMNS
     if fmt == "json":
         return "".join(json.dumps(r) + "\n" for r in rows)
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         if header:
             w.writeheader()
         w.writerows(rows)
         return buf.getvalue()
-    shown = [c for c in COLUMNS if c != "recording"]
+    shown = [c for c in columns if c != "recording"]
     cells = [[("" if r[c] is None else str(r[c])) for c in shown] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(shown)]
     lines = []

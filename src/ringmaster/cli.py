@@ -1,5 +1,5 @@
 """`ringmaster` command line: run, check, status, reload, schedule, agent, recording, simulate,
-graph, schema, calls, events."""
+graph, schema, calls, events, tasks."""
 
 from __future__ import annotations
 
@@ -340,6 +340,28 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from ringmaster import tasklog
+
+    calllog, con = _calllog(args)
+    if con is None:
+        return 1
+    try:
+        since = calllog.parse_time(args.since) if args.since else None
+        until = calllog.parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.log:
+        for line in tasklog.log_lines(con, since, until, args.queue):
+            print(line)
+        return 0
+    f = tasklog.TaskFilter(since=since, until=until, queue=args.queue, agent=args.agent, channel=args.channel,
+                           state=args.state, limit=args.limit)
+    print(calllog.render(tasklog.query(con, f), args.format, columns=tasklog.COLUMNS), end="")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     import time as _time
 
@@ -403,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                             ("schema", cmd_schema, "print the JSON Schema of the config for editors"),
                             ("calls", cmd_calls, "list and filter the call log (table, csv, json; --follow)"),
                             ("events", cmd_events, "export queue events in Asterisk queue_log format"),
+                            ("tasks", cmd_tasks, "list and filter chat/email tasks, or export their events (--log)"),
                             ("stats", cmd_stats, "queue and agent figures over an interval (from the stored events)")):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
@@ -436,7 +459,14 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("--until", help="ISO time, or an age (default now)")
             sp.add_argument("--short-abandon", type=float, default=5.0, help="seconds: quicker abandons leave the SL base")
             sp.add_argument("--format", choices=["table", "json"], default="table")
-        if name in ("calls", "events"):
+        if name == "tasks":
+            sp.add_argument("--agent")
+            sp.add_argument("--channel", choices=["chat", "email"])
+            sp.add_argument("--state", choices=["queued", "assigned", "completed", "cancelled"])
+            sp.add_argument("--limit", type=int)
+            sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+            sp.add_argument("--log", action="store_true", help="the task events in Asterisk queue_log format")
+        if name in ("calls", "events", "tasks"):
             sp.add_argument("--since", help="ISO time, or an age: 15m, 2h, 7d")
             sp.add_argument("--until", help="ISO time, or an age: 15m, 2h, 7d")
             sp.add_argument("--queue")
