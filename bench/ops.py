@@ -69,6 +69,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=500)
+    ap.add_argument("--wallboard-rate", type=float, default=50.0, help="calls/s flowing while the wallboard is timed")
+    ap.add_argument("--no-wallboard", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ringmaster-bench-ops-"))
     ports = Ports(38000)
@@ -104,6 +106,10 @@ def main() -> int:
     figure("calllog_query_p50", round(percentile(lat, 50), 1), "ms")
     figure("calllog_query_p99", round(percentile(lat, 99), 1), "ms")
     figure("daemon_exit_code", code)
+    if not args.no_wallboard:
+        from bench import wallboard
+
+        wallboard.run(rate=args.wallboard_rate)
     return 0
 
 

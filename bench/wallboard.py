@@ -2,7 +2,7 @@
 
 SIPp sends calls at --rate per second into queue `sales`, where nobody answers: each caller
 waits --hold seconds with hold music and hangs up, so the ACD changes many times a second and
-the page is pushed snapshots all the while. Every 0.5 s the bench pauses or unpauses agent
+the page is pushed snapshots all the while. Every 0.25 s the bench pauses or unpauses agent
 `probe` through the API (the event, timed on this machine's wall clock); a MutationObserver
 in headless Chromium notes when the page shows the new paused count for queue `probe`
 (Date.now(), the same clock). Latency = shown - event.
@@ -86,7 +86,7 @@ async def measure(rate: float, seconds: float, hold: float) -> dict[str, float]:
             await asyncio.to_thread(_api, http, "/api/agents/probe",
                                     {"action": "pause", "reason": "bench"} if paused else {"action": "unpause"})
             events.append((t, "1 paused" if paused else "0 paused"))
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.25)
         out, _ = await asyncio.to_thread(proc.communicate, timeout=int(seconds) + 90)
         ok, failed = _counts(out)
         shown = await browser.js("window.__shown")
