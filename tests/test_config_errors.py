@@ -148,3 +148,34 @@ def test_bad_queue_config_names_file_line(tmp_path: Path, broken, line, col, exp
     errors = _errors(tmp_path, broken)
     f = str(tmp_path / "ringmaster.yaml")
     assert any(e.startswith(f"{f}:{line}:{col}: ") and expected in e for e in errors), errors
+
+
+PRESENCE = ACD.replace("  bob: {mobile: \"+4512345678\"}", "  bob: {mobile: \"+4512345678\", profile: chat}") + """\
+profiles:
+  chat: {policy: concurrent, capacity: {chat: 3}}
+mqtt:
+  embedded: true
+  listen: 127.0.0.1:1884
+"""
+
+
+def test_presence_and_mqtt_config_is_valid(tmp_path: Path):
+    (tmp_path / "prompts").mkdir(exist_ok=True)
+    write_tone(tmp_path / "prompts" / "please-hold.wav", 440, 0.2)
+    out = _run("check", str(_write(tmp_path, PRESENCE)))
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("broken, expected", [
+    (PRESENCE.replace("profile: chat", "profile: chta"), "unknown profile 'chta' (did you mean 'chat'?)"),
+    (PRESENCE.replace("capacity: {chat: 3}", "capacity: {voice: 2}"), "capacity is set for chat and email"),
+    (PRESENCE.replace("policy: concurrent", "policy: sometimes"), "Input should be 'exclusive' or 'concurrent'"),
+    (PRESENCE.replace("listen: 127.0.0.1:1884", "listen: 127.0.0.1"), "expected HOST:PORT"),
+    (PRESENCE.replace("  embedded: true", "  embeded: true"), "embedded"),
+])
+def test_bad_presence_or_mqtt_config_names_the_place(tmp_path: Path, broken, expected):
+    (tmp_path / "prompts").mkdir(exist_ok=True)
+    write_tone(tmp_path / "prompts" / "please-hold.wav", 440, 0.2)
+    errors = _errors(tmp_path, broken)
+    f = str(tmp_path / "ringmaster.yaml")
+    assert any(e.startswith(f"{f}:") and expected in e for e in errors), errors
