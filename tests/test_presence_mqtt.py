@@ -88,7 +88,18 @@ def test_chat_offered_rejected_timed_out_moves_on_and_accept_over_mqtt_assigns_i
         (task,) = [json.loads(line) for line in listed.stdout.splitlines()]
         assert (task["task_id"], task["agent"], task["state"], task["data"]["customer"]) == ("chat-1", "cy", "completed", "Dana")
         assert 3 <= task["wait_s"] <= 6, task
-        exported = subprocess.run(cli + ["--log"], capture_output=True, text=True).stdout.splitlines()
+        # ann takes the next chat and hands it to billing, where cy is
+        chat.publish("tasks/new", {"version": 1, "id": "chat-2", "channel": "chat", "queue": "chat"})
+        ann.wait_for("agents/ann/offers", lambda m: m["event"] == "offer" and m["task"] == "chat-2")
+        ann.publish("agents/ann/commands", {"version": 1, "command": "accept", "task": "chat-2"})
+        ann.wait_for("agents/ann/offers", lambda m: m["event"] == "assigned" and m["task"] == "chat-2")
+        ann.publish("agents/ann/commands", {"version": 1, "command": "transfer", "task": "chat-2", "queue": "billing"})
+        chat.wait_for("tasks/chat-2/events", lambda m: m["event"] == "transferred" and m["queue"] == "chat")
+        offer = cy.wait_for("agents/cy/offers", lambda m: m["event"] == "offer" and m["task"] == "chat-2")
+        assert offer["queue"] == "billing"
+        assert ann.wait_for("agents/ann/state", lambda s: s["channels"]["chat"]["holding"] == [])
+        exported = [line for line in subprocess.run(cli + ["--log"], capture_output=True, text=True).stdout.splitlines()
+                    if "|chat-1|" in line]
         assert [line.split("|")[3:5] for line in exported] == [
             ["NONE", "ENTERQUEUE"], ["ann", "RINGNOANSWER"], ["ben", "RINGNOANSWER"], ["cy", "CONNECT"],
             ["cy", "COMPLETEAGENT"]], exported
