@@ -346,6 +346,11 @@ class Store:
             r["data"] = json.loads(r["data"])
         return rows
 
+    async def task_exists(self, task_id: str) -> bool:
+        assert self.db is not None
+        async with self.db.execute("SELECT 1 FROM tasks WHERE task_id=?", (task_id,)) as cur:
+            return await cur.fetchone() is not None
+
     async def recent_task_ids(self, limit: int) -> list[str]:
         """The newest task ids, oldest first."""
         assert self.db is not None

@@ -55,6 +55,7 @@ class TaskRouter:
         # ids of recent tasks: a tasks/new sent twice (a QoS 1 redelivery) is refused without a
         # store query on the hot path; the table's UNIQUE constraint backs it for older ids
         self._known: dict[str, None] = {}
+        self._forgotten = False  # more tasks exist than _known holds: ask the store too
         self._stats_task: asyncio.Task[None] | None = None
         acd.router = self
 
@@ -67,7 +68,9 @@ class TaskRouter:
             if agent in self.engine.agents:
                 self.engine.restore_agent(agent, logged_in, paused, now)
                 self._persisted[agent] = (logged_in, paused)
-        self._known.update(dict.fromkeys(await self.store.recent_task_ids(KNOWN_IDS)))
+        recent = await self.store.recent_task_ids(KNOWN_IDS)
+        self._known.update(dict.fromkeys(recent))
+        self._forgotten = len(recent) >= KNOWN_IDS
         tasks = await self.store.open_tasks()
         for row in tasks:
             if row["queue"] not in self.engine.queues:
@@ -135,6 +138,10 @@ class TaskRouter:
         due = msg.due_epoch()
         if task_id in self.engine.tasks or task_id in self._known:
             raise BadPayload(f"task {task_id!r} exists already")
+        if self._forgotten and await self.store.task_exists(task_id):  # older than the ids kept in memory
+            raise BadPayload(f"task {task_id!r} exists already")
+        if task_id in self.engine.tasks:  # it arrived while the store was asked
+            raise BadPayload(f"task {task_id!r} exists already")
         now = self.clock()
         self._remember(task_id)
         self.store.task_created(task_id, msg.channel, msg.queue, msg.priority, msg.skills, due, msg.data, now)
@@ -191,6 +198,7 @@ class TaskRouter:
         self._known[task_id] = None
         if len(self._known) > KNOWN_IDS:
             del self._known[next(iter(self._known))]
+            self._forgotten = True
 
     def _transfer(self, task_id: str, queue: str | None) -> None:
         if not queue or queue not in self.engine.queues:
