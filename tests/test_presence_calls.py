@@ -10,9 +10,11 @@ import time
 
 from ringmaster import protocol as p
 from tests.helpers.audio import write_tone
+from tests.helpers.browser import Browser
 from tests.helpers.mqtt import Client
 from tests.helpers.phone import Phone
 from tests.test_acd_calls import agents_up, queue_log, wait_agent
+from tests.test_api import TOKENS
 from tests.test_presence_mqtt import INTEGRATION, integration, rows
 
 
@@ -88,6 +90,8 @@ async def test_exclusive_agent_in_a_chat_is_not_rung_and_the_call_comes_after_ch
 async def test_agent_on_a_call_gets_no_chat_concurrent_agent_does_and_capacity_three_holds_the_fourth(daemon_factory):
     d = daemon_factory(workers=1, start=False)
     config(d, {"alice": {}, "bob": {"presence": {"policy": "concurrent", "capacity": {"chat": 3}}}})
+    d.config["http"] = {"listen": f"127.0.0.1:{d.ports.base + 6}",
+                        "tokens": [{"name": "wall", "token": TOKENS["operator"], "role": "operator"}]}
     d.start()
     chat = integration(d)
     alice_desk, bob_desk = desk(d, "alice"), desk(d, "bob")
@@ -112,6 +116,20 @@ async def test_agent_on_a_call_gets_no_chat_concurrent_agent_does_and_capacity_t
         assert not alice_desk.received("agents/alice/offers")  # alice is on a call
         stats = await chat.until("queues/sales/stats", lambda s: s["waiting"]["chat"] == 1)
         assert stats["agents"]["busy"] == {"voice": 2, "chat": 1, "email": 0}
+        # the wallboard shows the same per channel
+        browser = await Browser(d.ports.base + 7).open(
+            f"http://127.0.0.1:{d.ports.base + 6}/wallboard?token={TOKENS['operator']}")
+        try:
+            row = "document.querySelector('[data-queue=sales] [data-channel=chat]')?.textContent.replace(/\\s+/g, ' ')"
+            text = ""
+            for _ in range(50):
+                text = await browser.js(row) or ""
+                if "1 waiting" in text:
+                    break
+                await asyncio.sleep(0.1)
+            assert "1 waiting" in text and "1 busy" in text and "0 available" in text, text
+        finally:
+            await browser.close()
         bob_desk.publish("agents/bob/commands", {"version": 1, "command": "complete", "task": "k1"})
         await bob_desk.until("agents/bob/offers", lambda m: m["event"] == "offer" and m["task"] == "k3")
         for caller, leg in zip(callers, legs, strict=True):
