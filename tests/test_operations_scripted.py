@@ -106,6 +106,11 @@ async def test_scripted_calls_and_tasks_give_the_same_numbers_in_cli_api_and_met
         a = {s["agent"]: s for s in stats["agents"]}
         assert (a["alice"]["answered"], a["alice"]["no_answer"], a["bob"]["answered"]) == (1, 1, 1)
         assert "lunch" in a["alice"]["pause_seconds"]
+        chats = json.loads(cli(d, "stats", "--format", "json", "--since", "1h", "--channel", "chat"))
+        assert [(s["queue"], s["offered"], s["answered"]) for s in chats["queues"]] == [("sales", 1, 1)], chats
+        emails = json.loads(cli(d, "stats", "--format", "json", "--since", "1h", "--channel", "email"))
+        assert [(s["queue"], s["offered"], s["answered"], s["abandoned"]) for s in emails["queues"]] == [
+            ("sales", 1, 0, 1)], emails
         tasks = [json.loads(line) for line in cli(d, "tasks", "--format", "json").splitlines()]
         assert [(t["task_id"], t["channel"], t["state"], t["agent"]) for t in tasks] == [
             ("t1", "chat", "completed", "alice"), ("t2", "email", "cancelled", None)]

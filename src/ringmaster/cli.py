@@ -378,10 +378,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     # everything before `until`: logins and pauses opened earlier still count inside the interval
-    rows = [tuple(r) for r in con.execute(
-        "SELECT at, call_id, queue, agent, event, data FROM queue_log WHERE at < ? ORDER BY at, id", (until,))]
-    queues, agents = st.compute(rows, since, until, {n: q.service_level for n, q in cfg.queues.items()},
-                                {n: q.wrapup for n, q in cfg.queues.items()}, args.short_abandon)
+    if args.channel == "voice":
+        rows = [tuple(r) for r in con.execute(
+            "SELECT at, call_id, queue, agent, event, data FROM queue_log WHERE at < ? ORDER BY at, id", (until,))]
+        wrapups = {n: q.wrapup for n, q in cfg.queues.items()}
+    else:  # the channel's task events, with the agents' logins and pauses (one presence for all)
+        rows = [tuple(r) for r in con.execute(
+            "SELECT at, call_id, queue, agent, event, data FROM queue_log WHERE at < ?"
+            " AND event IN ('ADDMEMBER', 'REMOVEMEMBER', 'PAUSE', 'UNPAUSE')", (until,))]
+        rows += [tuple(r) for r in con.execute(
+            "SELECT at, task_id, queue, agent, event, data FROM task_log WHERE at < ? AND channel = ?",
+            (until, args.channel))]
+        rows.sort(key=lambda r: r[0])
+        wrapups = {n: 0.0 for n in cfg.queues}
+    queues, agents = st.compute(rows, since, until, {n: q.service_level for n, q in cfg.queues.items()},  # type: ignore[arg-type]
+                                wrapups, args.short_abandon)
     if args.format == "json":
         print(json.dumps(st.as_dicts(queues, agents), indent=2))
         return 0
@@ -458,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("--since", help="ISO time, or an age: 15m, 2h, 7d (default 24h)")
             sp.add_argument("--until", help="ISO time, or an age (default now)")
             sp.add_argument("--short-abandon", type=float, default=5.0, help="seconds: quicker abandons leave the SL base")
+            sp.add_argument("--channel", choices=["voice", "chat", "email"], default="voice",
+                            help="calls (default), or chat/email tasks (abandoned = cancelled while waiting)")
             sp.add_argument("--format", choices=["table", "json"], default="table")
         if name == "tasks":
             sp.add_argument("--agent")
