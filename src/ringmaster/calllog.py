@@ -38,6 +38,13 @@ def parse_time(text: str, now: float | None = None) -> float:
     return dt.timestamp()
 
 
+def where(conditions: list[tuple[str, Any, str]]) -> tuple[str, list[Any]]:
+    """A WHERE clause from (column, value, operator) triples; a None value is left out."""
+    given = [(col, value, op) for col, value, op in conditions if value is not None]
+    clause = " AND ".join(f"{col} {op} ?" for col, _, op in given)
+    return (" WHERE " + clause if clause else ""), [value for _, value, _ in given]
+
+
 @dataclass
 class CallFilter:
     since: float | None = None
@@ -50,17 +57,10 @@ class CallFilter:
     limit: int | None = None
 
     def where(self) -> tuple[str, list[Any]]:
-        clauses, params = [], []
-        for col, value, op in (("arrived_at", self.since, ">="), ("arrived_at", self.until, "<"),
-                               ("queue", self.queue, "="), ("agent", self.agent, "="),
-                               ("disposition", self.disposition, "="), ("wait_seconds", self.min_wait, ">=")):
-            if value is not None:
-                clauses.append(f"{col} {op} ?")
-                params.append(value)
-        if self.caller is not None:
-            clauses.append("caller LIKE ?")
-            params.append(f"%{self.caller}%")
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+        return where([("arrived_at", self.since, ">="), ("arrived_at", self.until, "<"),
+                      ("queue", self.queue, "="), ("agent", self.agent, "="),
+                      ("disposition", self.disposition, "="), ("wait_seconds", self.min_wait, ">="),
+                      ("caller", None if self.caller is None else f"%{self.caller}%", "LIKE")])
 
 
 def connect(db: str | Path) -> sqlite3.Connection:
@@ -133,14 +133,12 @@ def follow(con: sqlite3.Connection, f: CallFilter, fmt: str, poll: float = 0.5) 
         time.sleep(poll)
 
 
-def queue_log_lines(con: sqlite3.Connection, since: float | None, until: float | None, queue: str | None) -> Iterator[str]:
-    """Asterisk's queue_log format: epoch|callid|queuename|agent|event|data1|data2|..."""
-    clauses, params = [], []
-    for col, value, op in (("at", since, ">="), ("at", until, "<"), ("queue", queue, "=")):
-        if value is not None:
-            clauses.append(f"{col} {op} ?")
-            params.append(value)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    for r in con.execute(f"SELECT at, call_id, queue, agent, event, data FROM queue_log{where} ORDER BY at, id", params):
+def queue_log_lines(con: sqlite3.Connection, since: float | None, until: float | None, queue: str | None,
+                    table: str = "queue_log", id_column: str = "call_id") -> Iterator[str]:
+    """Asterisk's queue_log format: epoch|callid|queuename|agent|event|data1|data2|...
+    (table task_log, id_column task_id: the same for chat and email tasks)."""
+    clause, params = where([("at", since, ">="), ("at", until, "<"), ("queue", queue, "=")])
+    for r in con.execute(f"SELECT at, {id_column} AS xid, queue, agent, event, data FROM {table}{clause}"
+                         " ORDER BY at, id", params):
         data = f"|{r['data']}" if r["data"] != "" else ""
-        yield f"{int(r['at'])}|{r['call_id']}|{r['queue']}|{r['agent']}|{r['event']}{data}"
+        yield f"{int(r['at'])}|{r['xid']}|{r['queue']}|{r['agent']}|{r['event']}{data}"

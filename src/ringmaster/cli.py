@@ -325,13 +325,19 @@ def cmd_calls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interval(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    """--since/--until as epoch seconds; ValueError with the reason for a bad time."""
+    from ringmaster.calllog import parse_time
+
+    return (parse_time(args.since) if args.since else None, parse_time(args.until) if args.until else None)
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     calllog, con = _calllog(args)
     if con is None:
         return 1
     try:
-        since = calllog.parse_time(args.since) if args.since else None
-        until = calllog.parse_time(args.until) if args.until else None
+        since, until = _interval(args)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -347,8 +353,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     if con is None:
         return 1
     try:
-        since = calllog.parse_time(args.since) if args.since else None
-        until = calllog.parse_time(args.until) if args.until else None
+        since, until = _interval(args)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2

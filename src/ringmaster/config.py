@@ -185,11 +185,10 @@ class ApiToken(Strict):
     role: Literal["operator", "supervisor", "admin"] = "operator"
 
 
-class HttpConfig(Strict):
-    """The HTTP API and /metrics. operator: read; supervisor: + agent states, recordings; admin: + reload."""
+class _Listening(Strict):
+    """A service of the daemon on an IP address and port (`listen: HOST:PORT`)."""
 
-    listen: str = Field(default="127.0.0.1:8080")
-    tokens: list[ApiToken] = Field(default_factory=list)
+    listen: str
 
     @field_validator("listen")
     @classmethod
@@ -206,7 +205,16 @@ class HttpConfig(Strict):
 
     @property
     def port(self) -> int:
-        return split_hostport(self.listen)[1] or 8080
+        port = split_hostport(self.listen)[1]
+        assert port is not None  # the validator requires one
+        return port
+
+
+class HttpConfig(_Listening):
+    """The HTTP API and /metrics. operator: read; supervisor: + agent states, recordings; admin: + reload."""
+
+    listen: str = Field(default="127.0.0.1:8080")
+    tokens: list[ApiToken] = Field(default_factory=list)
 
 
 class MqttClient(Strict):
@@ -217,7 +225,7 @@ class MqttClient(Strict):
     password: str = Field(min_length=8)
 
 
-class MqttConfig(Strict):
+class MqttConfig(_Listening):
     """The MQTT broker for chat/email tasks, presence and events.
 
     embedded: the daemon runs mosquitto itself on `listen` (loopback) with a generated password
@@ -234,27 +242,10 @@ class MqttConfig(Strict):
     keepalive: int = Field(default=30, ge=5, le=600)
     clients: list[MqttClient] = Field(default_factory=list)
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        host, port = split_hostport(v)
-        _check_ip(host)
-        if port is None:
-            raise ValueError("expected HOST:PORT")
-        return v
-
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
         return v if not v or v.endswith("/") else v + "/"
-
-    @property
-    def host(self) -> str:
-        return split_hostport(self.listen)[0]
-
-    @property
-    def port(self) -> int:
-        return split_hostport(self.listen)[1] or 1883
 
 
 class EntryPoint(Strict):

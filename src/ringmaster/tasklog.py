@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ringmaster.calllog import queue_log_lines, where
+
 COLUMNS = ["task_id", "created", "channel", "queue", "priority", "state", "agent", "wait_s", "handle_s",
            "disposition", "due"]
 STATES = ("queued", "assigned", "completed", "cancelled")
@@ -29,19 +31,11 @@ class TaskFilter:
     state: str | None = None
     limit: int | None = None
 
-    def where(self) -> tuple[str, list[Any]]:
-        clauses, params = [], []
-        for col, value, op in (("created_at", self.since, ">="), ("created_at", self.until, "<"),
-                               ("queue", self.queue, "="), ("agent", self.agent, "="),
-                               ("channel", self.channel, "="), ("state", self.state, "=")):
-            if value is not None:
-                clauses.append(f"{col} {op} ?")
-                params.append(value)
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
     def sql(self) -> tuple[str, list[Any]]:
-        where, params = self.where()
-        return f"SELECT * FROM tasks{where} ORDER BY created_at, id" + (f" LIMIT {int(self.limit)}" if self.limit else ""), params
+        clause, params = where([("created_at", self.since, ">="), ("created_at", self.until, "<"),
+                                ("queue", self.queue, "="), ("agent", self.agent, "="),
+                                ("channel", self.channel, "="), ("state", self.state, "=")])
+        return f"SELECT * FROM tasks{clause} ORDER BY created_at, id" + (f" LIMIT {int(self.limit)}" if self.limit else ""), params
 
 
 def row_view(r: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
@@ -63,12 +57,4 @@ def query(con: sqlite3.Connection, f: TaskFilter) -> list[dict[str, Any]]:
 
 
 def log_lines(con: sqlite3.Connection, since: float | None, until: float | None, queue: str | None) -> Iterator[str]:
-    clauses, params = [], []
-    for col, value, op in (("at", since, ">="), ("at", until, "<"), ("queue", queue, "=")):
-        if value is not None:
-            clauses.append(f"{col} {op} ?")
-            params.append(value)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    for r in con.execute(f"SELECT at, task_id, queue, agent, event, data FROM task_log{where} ORDER BY at, id", params):
-        data = f"|{r['data']}" if r["data"] != "" else ""
-        yield f"{int(r['at'])}|{r['task_id']}|{r['queue']}|{r['agent']}|{r['event']}{data}"
+    return queue_log_lines(con, since, until, queue, table="task_log", id_column="task_id")

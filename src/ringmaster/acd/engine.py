@@ -192,13 +192,7 @@ class QueueEngine:
         ek = q.spec.exit_key
         if ek is None or ek.key != key:
             return []
-        pos = q.position(task)
-        out: list[Action] = self._cancel_rings(task, now)
-        out.append(QueueLog(now, call_id, task.queue, "NONE", "EXITWITHKEY",
-                            (key, pos, task.original_position, round(now - task.enqueued_at))))
-        out.append(LeaveQueue(call_id, task.queue, "key", ek.flow))
-        self._remove(task)
-        return out + self._dispatch(now)
+        return self._exit(task, now, "EXITWITHKEY", "key", ek.flow, (key,)) + self._dispatch(now)
 
     def ring_answered(self, call_id: str, agent: str, now: float) -> list[Action]:
         """The agent answered the ring, or accepted the chat/email offer."""
@@ -423,13 +417,7 @@ class QueueEngine:
                 out += [CancelRing(task.id, (agent,), task.channel)] + self.ring_failed(task.id, agent, now)
         if (task.channel == "voice" and q.spec.max_wait is not None and now - task.enqueued_at >= q.spec.max_wait
                 and task.id in self.tasks and task.agent is None):
-            pos = q.position(task)
-            out += self._cancel_rings(task, now)
-            out.append(QueueLog(now, task.id, task.queue, "NONE", "EXITWITHTIMEOUT",
-                                (pos, task.original_position, round(now - task.enqueued_at))))
-            out.append(LeaveQueue(task.id, task.queue, "timeout", q.spec.overflow))
-            self._remove(task)
-            return out
+            return out + self._exit(task, now, "EXITWITHTIMEOUT", "timeout", q.spec.overflow)
         if task.id not in self.tasks or task.agent is not None:
             return out
         if task.next_announce is not None and now >= task.next_announce and q.spec.announce is not None:
@@ -641,10 +629,17 @@ class QueueEngine:
             if not q.spec.leave_when_empty or not q.waiting or self._anyone_logged_in(q):
                 continue
             for task in [t for t in q.waiting if t.channel == "voice"]:
-                pos = q.position(task)
-                out += self._cancel_rings(task, now)
-                out.append(QueueLog(now, task.id, q.name, "NONE", "EXITEMPTY",
-                                    (pos, task.original_position, round(now - task.enqueued_at))))
-                out.append(LeaveQueue(task.id, q.name, "empty", q.spec.overflow))
-                self._remove(task)
+                out += self._exit(task, now, "EXITEMPTY", "empty", q.spec.overflow)
+        return out
+
+    def _exit(self, task: QueuedTask, now: float, event: str, reason: str, target: Overflow | str | None,
+              data: tuple[Any, ...] = ()) -> list[Action]:
+        """A caller leaves the queue unserved (exit key, max wait, empty queue): the event with
+        Asterisk's fields (..., position, original position, wait), then where they go."""
+        pos = self.queues[task.queue].position(task)
+        out = self._cancel_rings(task, now)
+        out.append(QueueLog(now, task.id, task.queue, "NONE", event,
+                            (*data, pos, task.original_position, round(now - task.enqueued_at))))
+        out.append(LeaveQueue(task.id, task.queue, reason, target))
+        self._remove(task)
         return out

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import socket
 import uuid
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from ringmaster.child import SupervisedChild
 from ringmaster.config import Config
 from ringmaster.workerproc import WorkerSpec
 
@@ -91,19 +91,18 @@ def render(cfg: Config, workers: Sequence[WorkerSpec], config_file: str = "") ->
     return text, ds
 
 
-class Edge:
+class Edge(SupervisedChild):
     """Runs Kamailio in the foreground as a child, restarts it if it dies."""
 
+    name = "edge"
+
     def __init__(self, cfg: Config, workers: Sequence[WorkerSpec], config_file: str = ""):
+        super().__init__()
         self.cfg = cfg
         self.workers = list(workers)
         self.config_file = config_file
         self.rundir = Path(cfg.paths.runtime).resolve() / "edge"
-        self.proc: asyncio.subprocess.Process | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._stderr_task: asyncio.Task[None] | None = None
-        self.stopping = False
-        self.restarts = 0
+        self.cfg_path = self.rundir / "kamailio.cfg"
 
     def write_files(self) -> Path:
         self.rundir.mkdir(parents=True, exist_ok=True)
@@ -131,12 +130,11 @@ class Edge:
             raise RuntimeError("generated edge config rejected by kamailio -c:\n" + "\n".join(errors[-10:]))
 
     async def start(self) -> None:
-        cfg_path = self.write_files()
-        await self._spawn(cfg_path)
-        await self._wait_ready()
-        self._supervisor = asyncio.create_task(self._supervise(cfg_path), name="edge-supervisor")
+        self.cfg_path = self.write_files()
+        await self._start_supervised()
 
-    async def _spawn(self, cfg_path: Path) -> None:
+    async def _spawn(self) -> None:
+        cfg_path = self.cfg_path
         for stale in ("kamailio_ctl", "kamailio_rpc.sock", "kamailio.pid"):
             (self.rundir / stale).unlink(missing_ok=True)
         args = [self.cfg.sip.kamailio, "-f", str(cfg_path), "-DD", "-E",
@@ -174,40 +172,6 @@ class Edge:
             except (TimeoutError, OSError, RuntimeError):
                 await asyncio.sleep(0.05)
         raise RuntimeError(f"kamailio not ready after {timeout}s")
-
-    async def _supervise(self, cfg_path: Path) -> None:
-        backoff = 0.5
-        while not self.stopping:
-            assert self.proc is not None
-            code = await self.proc.wait()
-            if self.stopping:
-                return
-            self.restarts += 1
-            log.error("edge.died", code=code, restart_in=backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
-            try:
-                await self._spawn(cfg_path)
-                await self._wait_ready()
-                backoff = 0.5
-            except Exception:
-                log.exception("edge.restart_failed")
-
-    async def stop(self) -> None:
-        self.stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 5)
-            except TimeoutError:
-                log.error("edge.stop_timeout")
-                self.proc.kill()
-                await self.proc.wait()
-        if self._stderr_task is not None:
-            await asyncio.gather(self._stderr_task, return_exceptions=True)
-        log.info("edge.stopped")
 
     async def rpc(self, method: str, *params: Any, timeout: float = 2.0) -> Any:
         """One JSON-RPC call over Kamailio's UNIX datagram socket."""

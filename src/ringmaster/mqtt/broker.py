@@ -15,11 +15,11 @@ import getpass
 import os
 import secrets
 import shutil
-import signal
 from pathlib import Path
 
 import structlog
 
+from ringmaster.child import SupervisedChild
 from ringmaster.config import Config
 
 log = structlog.get_logger("ringmaster.mqtt.broker")
@@ -64,17 +64,16 @@ def render(cfg: Config, controller_password: str, rundir: Path) -> tuple[str, st
     return conf, passwd, "\n".join(acl)
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(SupervisedChild):
+    name = "mqtt.broker"
+
     def __init__(self, cfg: Config):
         assert cfg.mqtt is not None
+        super().__init__()
         self.cfg = cfg
         self.rundir = Path(cfg.paths.runtime) / "mosquitto"
+        self.conf = self.rundir / "mosquitto.conf"
         self.password = secrets.token_hex(16)
-        self.proc: asyncio.subprocess.Process | None = None
-        self.restarts = 0
-        self.stopping = False
-        self._supervisor: asyncio.Task[None] | None = None
-        self._stderr_task: asyncio.Task[None] | None = None
 
     async def write_files(self) -> Path:
         self.rundir.mkdir(parents=True, exist_ok=True)
@@ -96,15 +95,13 @@ class EmbeddedBroker:
         return path
 
     async def start(self) -> None:
-        conf = await self.write_files()
-        await self._spawn(conf)
-        await self._wait_ready()
-        self._supervisor = asyncio.create_task(self._supervise(conf), name="mqtt-broker-supervisor")
+        self.conf = await self.write_files()
+        await self._start_supervised()
 
-    async def _spawn(self, conf: Path) -> None:
+    async def _spawn(self) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.proc = await asyncio.create_subprocess_exec(
-            binary, "-c", str(conf), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            binary, "-c", str(self.conf), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE, start_new_session=True)
         self._stderr_task = asyncio.create_task(self._pump_stderr(self.proc), name="mqtt-broker-stderr")
         log.info("mqtt.broker_started", pid=self.proc.pid, listen=self.cfg.mqtt.listen if self.cfg.mqtt else "")
@@ -134,36 +131,3 @@ class EmbeddedBroker:
             except OSError:
                 await asyncio.sleep(0.05)
         raise RuntimeError(f"mosquitto not listening on {self.cfg.mqtt.listen} after {timeout}s")
-
-    async def _supervise(self, conf: Path) -> None:
-        backoff = 0.5
-        while not self.stopping:
-            assert self.proc is not None
-            code = await self.proc.wait()
-            if self.stopping:
-                return
-            self.restarts += 1
-            log.error("mqtt.broker_died", code=code, restart_in=backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
-            try:
-                await self._spawn(conf)
-                await self._wait_ready()
-                backoff = 0.5
-            except Exception:
-                log.exception("mqtt.broker_restart_failed")
-
-    async def stop(self) -> None:
-        self.stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)  # mosquitto saves its persistence file on TERM
-            try:
-                await asyncio.wait_for(self.proc.wait(), 5)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        if self._stderr_task is not None:
-            await asyncio.gather(self._stderr_task, return_exceptions=True)
-        log.info("mqtt.broker_stopped")
