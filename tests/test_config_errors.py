@@ -172,6 +172,11 @@ def test_presence_and_mqtt_config_is_valid(tmp_path: Path):
     (PRESENCE.replace("policy: concurrent", "policy: sometimes"), "Input should be 'exclusive' or 'concurrent'"),
     (PRESENCE.replace("listen: 127.0.0.1:1884", "listen: 127.0.0.1"), "expected HOST:PORT"),
     (PRESENCE.replace("  embedded: true", "  embeded: true"), "embedded"),
+    (PRESENCE.replace("  sales:\n", "  sales/eu:\n").replace("queue: sales", "queue: sales/eu"),
+     "queue name 'sales/eu': use letters, digits"),
+    (PRESENCE.replace("  bob: {", "  bob#1: {").replace("[alice, bob]", "[alice, 'bob#1']"),
+     "agent name 'bob#1': use letters, digits"),
+    (PRESENCE.replace("profile: chat}", 'profile: chat, mqtt_password: "pass\\nword-x"}'), "mqtt_password"),
 ])
 def test_bad_presence_or_mqtt_config_names_the_place(tmp_path: Path, broken, expected):
     (tmp_path / "prompts").mkdir(exist_ok=True)

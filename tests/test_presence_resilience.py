@@ -6,6 +6,8 @@ no task is assigned twice."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -50,6 +52,9 @@ def test_restart_brings_back_paused_agents_open_tasks_and_assignments(daemon_fac
         assert ben_state["status"] == "available" and ben_state["channels"]["chat"]["holding"] == ["t1"]
         st = d.status()
         assert st["agents"]["ann"] == "paused:lunch" and st["mqtt"]["tasks_open"] == 2
+        text = subprocess.run([sys.executable, "-m", "ringmaster.cli", "status", "-c", str(d.config_path)],
+                              capture_output=True, text=True).stdout
+        assert "(embedded) connected; 0 to send, 2 open tasks, 0 refused messages" in text, text
         # t2 (email) waits: exclusive ben holds a chat. When the chat is done, the email comes.
         time.sleep(0.5)
         assert not ben.received("agents/ben/offers", lambda m: m.get("task") == "t2")

@@ -134,6 +134,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {name:<12} {state}")
     if reply.get("schedules"):
         print("schedules: " + ", ".join(f"{n} {s}" for n, s in reply["schedules"].items()))
+    mq = reply.get("mqtt")
+    if mq:
+        state = "connected" if mq["connected"] else f"DISCONNECTED ({mq['last_error'] or 'connecting'})"
+        print(f"mqtt: {mq['broker']}{' (embedded)' if mq['embedded'] else ''} {state}; {mq['queued']} to send, "
+              f"{mq['tasks_open']} open tasks, {mq['bad_payloads']} refused messages")
     if reply["registrations"]:
         print("registrations:")
         for r in reply["registrations"]:

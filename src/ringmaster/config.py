@@ -222,7 +222,7 @@ class MqttClient(Strict):
     agents/+/commands, and read everything under the prefix."""
 
     username: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    password: str = Field(min_length=8)
+    password: str = Field(min_length=8, pattern=r"^[^\x00-\x1f\x7f]+$", description="no control characters")
 
 
 class MqttConfig(_Listening):
@@ -274,6 +274,9 @@ class UnknownNumber(Strict):
 
     flow: str | None = None
     reject: int = Field(default=404, ge=400, le=699)
+
+
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class Config(Strict):
@@ -427,6 +430,12 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
     errors = []
     ctx = NodeContext(Path(cfg.paths.prompts))
     users: dict[str, str] = {}
+    # agent and queue names are MQTT topic levels and broker user names: keep them plain
+    for section, names in (("agents", cfg.agents), ("queues", cfg.queues)):
+        for name in names:
+            if not NAME.match(name):
+                errors.append(src.error((section, name),
+                                        f"{section[:-1]} name {name!r}: use letters, digits, '_', '.' and '-' (at most 64)"))
     for name, agent in cfg.agents.items():
         if agent.softphone is not None:
             other = users.setdefault(agent.softphone.username, name)

@@ -53,7 +53,7 @@ class TaskRouter:
         self._queues_dirty: set[str] = set(self.engine.queues)
         self._flush_handle: asyncio.Handle | None = None
         # ids of recent tasks: a tasks/new sent twice (a QoS 1 redelivery) is refused without a
-        # store query on the hot path; the table's UNIQUE constraint backs it for older ids
+        # store query on the hot path; older ids are asked of the store (see _forgotten)
         self._known: dict[str, None] = {}
         self._forgotten = False  # more tasks exist than _known holds: ask the store too
         self._stats_task: asyncio.Task[None] | None = None
@@ -123,6 +123,9 @@ class TaskRouter:
             # everything else under the prefix is what we publish ourselves (or others' business)
         except BadPayload as exc:
             self.error(topic, str(exc), payload)
+        except Exception:  # a bug here must not drop the MQTT link (the message would come back)
+            log.exception("tasks.message_failed", topic=topic)
+            self.error(topic, "internal error: the message was not applied (see the daemon's log)", payload)
 
     def error(self, topic: str, reason: str, payload: bytes = b"") -> None:
         self.errors += 1

@@ -72,7 +72,7 @@ class AgentConfig(_Strict):
     auto_login: bool = Field(default=True, description="a static member: logged in whenever reachable (softphone registered)")
     profile: str | None = Field(default=None, description="a presence profile from `profiles:` (default: the profile named default)")
     presence: PresenceProfile | None = Field(default=None, description="this agent's own presence settings")
-    mqtt_password: str | None = Field(default=None, min_length=8,
+    mqtt_password: str | None = Field(default=None, min_length=8, pattern=r"^[^\x00-\x1f\x7f]+$",
                                       description="the agent's MQTT password (user name: the agent's id) for the embedded broker")
 
     @model_validator(mode="after")
