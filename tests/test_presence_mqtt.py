@@ -129,6 +129,11 @@ def test_agents_are_confined_to_their_own_topics_and_anonymous_clients_are_refus
         assert ann.received("agents/ben/offers") == [] and ann.received("tasks/real/events") == []
         assert ben.received("agents/ben/state")[-1]["status"] == "available"  # the prank pause never arrived
         assert [r[0] for r in rows(d, "SELECT task_id FROM tasks")] == ["real"]
+        big = Client(d.ports.base + 8, *INTEGRATION, client_id="oversized")
+        big.c.publish("ringmaster/tasks/new", b'{"version": 1, "data": "' + b"x" * 200_000 + b'"}', qos=1)
+        time.sleep(0.5)  # the broker cuts that client off; the daemon never sees the message
+        big.close()
+        assert not chat.received("errors") and d.proc is not None and d.proc.poll() is None
         with pytest.raises(RuntimeError):
             Client(d.ports.base + 8, client_id="anonymous")
         with pytest.raises(RuntimeError):

@@ -52,6 +52,7 @@ def render(cfg: Config, controller_password: str, rundir: Path) -> tuple[str, st
         f"persistence_location {rundir}/",
         "autosave_interval 5",
         "max_queued_messages 100000",
+        "max_packet_size 131072",  # payloads are refused above 64 kB anyway: the broker drops larger ones
         "set_tcp_nodelay true",  # Nagle plus delayed ACKs cost ~40 ms per small message
 
         f"user {getpass.getuser()}",  # don't switch to a `mosquitto` user who cannot read these files
