@@ -42,14 +42,15 @@ def test_sipp_caller_hears_welcome_prompt_then_gets_bye_and_call_row_is_complete
     assert row["sip_call_id"]
 
 
-def test_call_to_unknown_number_is_rejected_with_404_and_recorded(daemon_factory, tmp_path: Path):
+def test_call_to_unknown_number_is_refused_at_the_edge_with_404(daemon_factory, tmp_path: Path):
+    # the edge knows the plan's entry points: a number no entry point routes never costs a
+    # worker its media sockets (unknown_number.reject gives the code)
     d = daemon_factory(workers=1)
     res = run_sipp(refused_scenario(404, tmp_path), d.edge, d.ports.caller(), tmp_path, service="999", timeout=10)
     assert res.successful == 1, res.output
-    row = d.wait_calls_ended(1)[0]
-    assert row["called"] == "999"
-    assert row["disposition"] == "rejected" and row["hangup_code"] in (404, 0)
-    assert row["answered_at"] is None
+    assert "number=999" in d.wait_event("edge.unknown_number")[0]["detail"]
+    time.sleep(0.3)
+    assert d.calls() == [] and not d.events("call.no_route")
 
 
 def test_untrusted_source_gets_403_and_reaches_no_worker(daemon_factory, tmp_path: Path):

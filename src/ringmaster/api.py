@@ -392,6 +392,18 @@ class Api:
                [({"registration": r.spec.name}, 1 if r.state == "registered" else 0) for r in c.registrations.values()])
         metric("ringmaster_edge_events_connected", "gauge", "The edge's registration event stream is connected",
                [({}, 1 if c.edge_events.connected else 0)])
+        counters = c.edge_counters
+        metric("ringmaster_edge_refused_total", "counter",
+               "Requests the edge refused, by reason (auth_failures: wrong passwords; malformed: NUL, control "
+               "bytes, size; unknown_dialog: forged in-dialog requests; unknown_number; refused_target)",
+               [({"reason": k}, v) for k, v in sorted(counters.items()) if k != "auth_bans"])
+        metric("ringmaster_edge_auth_bans_total", "counter", "Sources banned for password guessing",
+               [({}, counters.get("auth_bans", 0))])
+        metric("ringmaster_edge_auth_banned_sources", "gauge", "Sources banned for password guessing right now",
+               [({}, len(c.auth_banned))])
+        metric("ringmaster_edge_load_corrections_total", "counter",
+               "Times the edge's count of a worker's calls drifted from the calls it held and was reset",
+               [({}, c.load_check.corrections)])
         metric("ringmaster_store_last_commit_seconds", "gauge", "Duration of the store's last batch commit",
                [({}, round(c.store.last_commit_seconds, 6))])
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",

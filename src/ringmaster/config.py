@@ -103,6 +103,18 @@ class EdgeSecurity(Strict):
     flood_requests: int = Field(default=30, ge=1, description="requests per flood_window from one untrusted IP before a ban")
     flood_window: int = Field(default=2, ge=1, le=60, description="seconds")
     ban_seconds: int = Field(default=60, ge=1)
+    # password guessing (REGISTER digest failures), counted per source IP and per user over a
+    # sliding minute; fail2ban's and Asterisk's defaults are of the same order
+    auth_failures_per_source: int = Field(default=5, ge=1, le=1000,
+                                          description="failed logins from one IP before it is banned")
+    auth_failures_per_user: int = Field(default=10, ge=1, le=10000,
+                                        description="failed logins for one user (any IP) before only IPs it "
+                                                    "already logged in from are served")
+    auth_ban_seconds: int = Field(default=60, ge=1, description="first ban; doubled for each repeat within an hour")
+    auth_ban_max_seconds: int = Field(default=3600, ge=1, le=86400)
+    max_message_bytes: int = Field(default=12288, ge=2048, le=65535,
+                                   description="larger requests get 513 at the edge")
+    max_via_headers: int = Field(default=10, ge=2, le=70)
     scanner_user_agents: list[str] = Field(default_factory=lambda: list(DEFAULT_SCANNERS))
 
 

@@ -18,6 +18,7 @@ from ringmaster.calls import CallSession, new_call_id, sip_user
 from ringmaster.config import Config
 from ringmaster.edge import Edge, events_port
 from ringmaster.edge.events import EdgeEvents
+from ringmaster.edge.loadcheck import LoadReconciler
 from ringmaster.flows import DialPlan
 from ringmaster.flows.interpreter import FlowRun
 from ringmaster.mqtt.broker import EmbeddedBroker
@@ -59,10 +60,15 @@ class Controller:
         self.router = TaskRouter(self.acd, self.store, self.mqtt) if self.acd is not None else None
         self.edge_events = EdgeEvents(cfg.sip.host, events_port(cfg), self._edge_event)
         self._reg_task: asyncio.Task[None] | None = None
+        self._edge_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.started_at = time.time()
         self.schedule_overrides: dict[str, str] = {}  # schedule -> open|closed, set by operators
         self.calls_total = 0
+        self.load_check = LoadReconciler()
+        self.edge_counters: dict[str, int] = {}
+        self.auth_banned: list[str] = []
+        self.over_capacity_refused = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -85,6 +91,7 @@ class Controller:
         await self.edge.start()
         self.edge_events.start()
         self._reg_task = asyncio.create_task(self._registration_loop(), name="registrations")
+        self._edge_task = asyncio.create_task(self._edge_watch_loop(), name="edge-watch")
         days = self.cfg.storage.recording_retention_days
         if days is not None:
             from ringmaster import retention
@@ -101,6 +108,8 @@ class Controller:
         log.info("controller.stopping", calls=len(self.live_sessions()))
         if self._reg_task is not None:
             self._reg_task.cancel()
+        if self._edge_task is not None:
+            self._edge_task.cancel()
         for task in list(self._background):
             if task.get_name() == "retention":
                 task.cancel()
@@ -172,7 +181,23 @@ class Controller:
         for reg in self.registrations.values():
             reg.worker, reg.state, reg.retry_at = "", "unregistered", time.monotonic() + 0.5
 
+    def inbound_calls(self) -> dict[str, int]:
+        """worker -> live calls that came in on it (the calls the edge's dispatcher counts)."""
+        held = dict.fromkeys(self.pool.workers, 0)
+        for s in self.live_sessions():
+            if s.worker in held:
+                held[s.worker] += 1
+        return held
+
     def _incoming(self, worker: str, msg: p.Incoming) -> None:
+        # The edge never sends a worker more than max_inbound_calls, unless its count of that
+        # worker's calls ran low (after a correction, see edge/loadcheck.py): the legs left
+        # are for agent and transfer legs, so refuse with 486 and let the edge fail over.
+        if self.inbound_calls().get(worker, 0) >= self.cfg.workers.max_inbound_calls:
+            self.over_capacity_refused += 1
+            log.warning("call.worker_full_refused", worker=worker, sip_call_id=msg.sip_call_id)
+            self.pool.send(worker, p.Reject(leg=msg.leg, code=486, reason="Worker Full"))
+            return
         called = sip_user(msg.request_uri)
         for reg in self.registrations.values():
             # a registered trunk calls our Contact (the registration user); the DID is in To
@@ -279,6 +304,30 @@ class Controller:
                     log.info("registration.sent", registration=s.name, registrar=s.registrar, worker=worker)
             await asyncio.sleep(0.25)
 
+    # ------------------------------------------------------------ the edge's view
+
+    async def _edge_watch_loop(self, every: float = 5.0) -> None:
+        """Every few seconds: read the edge's security counters and bans (status, /metrics),
+        and compare its count of each worker's calls with the calls the worker holds."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.check_edge()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the edge may be restarting: try again next time
+                log.info("edge.check_skipped", error=str(exc))
+
+    async def check_edge(self) -> None:
+        self.edge_counters = await self.edge.counters()
+        self.auth_banned = await self.edge.banned_sources()
+        loads = await self.edge.dispatcher_loads()
+        alive = {n for n, w in self.pool.workers.items() if w.alive}
+        real = {n: c for n, c in self.inbound_calls().items() if n in alive}
+        for drift in self.load_check.check(loads, real):
+            log.warning("edge.load_corrected", worker=drift.worker, edge_calls=drift.edge, real_calls=drift.real)
+            await self.edge.reset_load(self.pool.specs[drift.worker])
+
     # ------------------------------------------------------------ reload and overrides
 
     def reload(self) -> dict[str, Any]:
@@ -318,7 +367,18 @@ class Controller:
                                                ("flows", "entry_points", "unknown_number", "schedules", "logging")})
         log.info("reload.applied", flows=len(plan.flows), entry_points=len(cfg.entry_points),
                  needs_restart=restart or None)
+        task = asyncio.create_task(self._edge_policy(self.cfg), name="edge-policy")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         return {"reloaded": True, "flows": sorted(plan.flows), "needs_restart": restart}
+
+    async def _edge_policy(self, cfg: Config) -> None:
+        """The edge learns the reloaded plan's numbers and transfer targets."""
+        try:
+            changed = await self.edge.apply_policy(cfg)
+            log.info("edge.policy_applied", tables=changed)
+        except Exception as exc:
+            log.error("edge.policy_failed", error=str(exc))
 
     def agent_command(self, agent: str, action: str, reason: str = "") -> dict[str, Any]:
         if self.acd is None:
@@ -358,18 +418,21 @@ class Controller:
 
     async def status(self) -> dict[str, Any]:
         try:
-            edge_view = await self.edge.dispatcher_state()
+            edge_view, edge_loads = await self.edge.dispatcher_view()
         except Exception as exc:  # the edge may be restarting: say so, don't fail status
-            edge_view = {"error": str(exc)}
+            edge_view, edge_loads = {"error": str(exc)}, {}
         workers = []
+        inbound = self.inbound_calls()
         for name, w in self.pool.workers.items():
             legs = sum(1 for k, s in self.sessions.items() if k[0] == name and not s.ended)
             workers.append({"name": name, "pid": w.pid, "sip": w.spec.sip_uri, "calls": legs,
-                            "alive": w.alive,
-                            "edge": edge_view.get(name, "unknown")})
+                            "alive": w.alive, "inbound_calls": inbound.get(name, 0),
+                            "edge": edge_view.get(name, "unknown"), "edge_calls": edge_loads.get(name)})
         return {"pid": os.getpid(), "uptime": round(time.time() - self.started_at, 1),
                 "edge": {"listen": self.cfg.sip.listen, "pid": self.edge.proc.pid if self.edge.proc else None,
-                         "restarts": self.edge.restarts},
+                         "restarts": self.edge.restarts, "counters": self.edge_counters,
+                         "auth_banned": self.auth_banned, "load_corrections": self.load_check.corrections,
+                         "worker_full_refused": self.over_capacity_refused},
                 "workers": workers, "worker_restarts": self.pool.restarts,
                 "last_worker_restart_seconds": self.pool.last_restart_seconds,
                 "calls": {"live": len(self.live_sessions()), "total": self.calls_total,

@@ -23,6 +23,7 @@ import structlog
 
 from ringmaster.child import SupervisedChild
 from ringmaster.config import Config
+from ringmaster.edge import policy
 from ringmaster.workerproc import WorkerSpec
 
 log = structlog.get_logger("ringmaster.edge")
@@ -59,6 +60,7 @@ def render(cfg: Config, workers: Sequence[WorkerSpec], config_file: str = "") ->
         if peer.port is not None:
             cond += f" && $sp == {peer.port}"
         trusted.append(f"\tif ({cond}) return 1;   # {peer.name}")
+    sec = sip.security
     scanners = "|".join(re.escape(ua) for ua in sip.security.scanner_user_agents) or "^$"
     values = {
         "CONFIG_FILE": config_file or "(memory)",
@@ -76,8 +78,25 @@ def render(cfg: Config, workers: Sequence[WorkerSpec], config_file: str = "") ->
         # Kamailio strings: escape backslashes and quotes of the regex
         "SCANNERS": scanners.replace("\\", "\\\\").replace('"', '\\"'),
         "EVENTS": f"{sip.host}:{events_port(cfg)}",
-        "MOBILE_ROUTE": (f'\t\tif (uri == myself && $rU =~ "^\\+?[0-9]+$") {{ $du = "sip:{sip.mobile_trunk}"; route(RELAY); }}'
+        "MOBILE_ROUTE": (f'\t\tif ($sht(agents=>m:$rU) != $null) {{ $du = "sip:{sip.mobile_trunk}"; route(RELAY); }}'
                          if sip.mobile_trunk else "\t\t# (no mobile_trunk configured: mobile agents cannot be reached)"),
+        "MOBILE_BRANCH": (f'\t\t}} else if ($sht(agents=>m:$var(u)) != $null) {{\n'
+                          f'\t\t\tappend_branch("sip:$var(u)@{sip.mobile_trunk}");\n'
+                          f'\t\t\t$var(found) = $var(found) + 1;'
+                          if sip.mobile_trunk else "\t\t# (no mobile_trunk: mobile agents are not rung)"),
+        "MAX_MESSAGE": str(sec.max_message_bytes),
+        "MAX_VIAS": str(sec.max_via_headers),
+        # a well-formed request has a line per header and per SDP line: 200 is far above any
+        "MAX_LINES": "200",
+        # raw control bytes in a POSIX bracket (Kamailio strings have no \x escapes); TAB, LF
+        # and CR are the only ones SIP allows (RFC 3261 25.1); NUL is checked apart
+        "CONTROL_CLASS": "[" + "\x01-\x08\x0b\x0c\x0e-\x1f\x7f" + "]",
+        "AUTH_SOURCE_LIMIT": str(sec.auth_failures_per_source),
+        "AUTH_USER_LIMIT": str(sec.auth_failures_per_user),
+        "AUTH_BAN": str(sec.auth_ban_seconds),
+        "AUTH_BAN_MAX": str(max(sec.auth_ban_max_seconds, sec.auth_ban_seconds)),
+        # a failed INVITE is retried on other workers, at most this many times
+        "FAILOVERS": str(max(1, min(3, len(workers) - 1))),
     }
     text = resources.files("ringmaster.edge").joinpath("kamailio.cfg.tmpl").read_text()
     for key, value in values.items():
@@ -86,9 +105,12 @@ def render(cfg: Config, workers: Sequence[WorkerSpec], config_file: str = "") ->
     if leftover:
         raise RuntimeError(f"edge template has unfilled markers: {leftover}")
     maxload = cfg.workers.max_inbound_calls
-    ds = "".join(f"1 sip:{w.sip_host}:{w.sip_port} 8 0 duid={w.name};maxload={maxload}\n"
-                 for w in workers)
+    ds = "".join(f"1 sip:{w.sip_host}:{w.sip_port} 8 0 {_ds_attrs(w, maxload)}\n" for w in workers)
     return text, ds
+
+
+def _ds_attrs(worker: WorkerSpec, maxload: int) -> str:
+    return f"duid={worker.name};maxload={maxload}"
 
 
 class Edge(SupervisedChild):
@@ -112,7 +134,9 @@ class Edge(SupervisedChild):
         (self.rundir / "dispatcher.list").write_text(ds)
         db = self.rundir / "dbtext"
         db.mkdir(exist_ok=True)
-        (db / "version").write_text("table_name(string) table_version(int)\nsubscriber:7\nlocation:9\n")
+        versions = "".join(f"edge_{name}:{policy.TABLE_VERSION}\n" for name in policy.TABLES)
+        (db / "version").write_text("table_name(string) table_version(int)\nsubscriber:7\nlocation:9\n" + versions)
+        policy.write_tables(db, policy.EdgePolicy.from_config(self.cfg))
         sub = db / "subscriber"
         sub.write_text(subscriber_table(self.cfg))
         os.chmod(sub, 0o600)  # HA1 hashes: as secret as the passwords for this realm
@@ -213,14 +237,62 @@ class Edge(SupervisedChild):
                     log.info("edge.end_dialog_failed", call_id=dlg.get("call-id"), error=str(exc))
         return ended
 
+    async def apply_policy(self, cfg: Config) -> list[str]:
+        """Hand a reloaded dial plan's numbers and transfer targets to the running edge: the
+        changed db_text tables are rewritten, then `htable.reload` swaps each in one step."""
+        pol = policy.EdgePolicy.from_config(cfg)
+        changed = policy.write_tables(self.rundir / "dbtext", pol)
+        for name in changed:
+            await self.rpc("htable.reload", name)
+        if pol.unchecked_patterns:
+            log.warning("edge.patterns_unchecked", patterns=pol.unchecked_patterns,
+                        detail="the edge lets every number through; the controller rejects unrouted ones")
+        return changed
+
+    async def counters(self) -> dict[str, int]:
+        """The edge's security counters (htable edgestats): auth_failures, auth_bans, malformed,
+        unknown_dialog, unknown_number, refused_target; 0 for those never counted."""
+        names = ("auth_failures", "auth_bans", "malformed", "unknown_dialog", "unknown_number", "refused_target")
+        out = dict.fromkeys(names, 0)
+        rows = await self.rpc("htable.dump", "edgestats") or []
+        for slot in rows if isinstance(rows, list) else [rows]:
+            for item in slot.get("slot", []) if isinstance(slot, dict) else []:
+                name, value = item.get("name"), item.get("value")
+                if name in out and isinstance(value, int):
+                    out[name] = value
+        return out
+
+    async def banned_sources(self) -> list[str]:
+        """IPs banned at this moment for password guessing (htable authban)."""
+        rows = await self.rpc("htable.dump", "authban") or []
+        return sorted(item.get("name", "") for slot in (rows if isinstance(rows, list) else [rows])
+                      if isinstance(slot, dict) for item in slot.get("slot", []))
+
+    async def dispatcher_loads(self) -> dict[str, int]:
+        """worker name -> calls the dispatcher counts on it (DLGLOAD of algorithm 10)."""
+        return (await self.dispatcher_view())[1]
+
+    async def reset_load(self, worker: WorkerSpec) -> None:
+        """Zero the dispatcher's call count of one worker: remove it from the set and add it
+        back with the same flags and attributes (there is no RPC that sets a load)."""
+        uri = f"sip:{worker.sip_host}:{worker.sip_port}"
+        await self.rpc("dispatcher.remove", 1, uri)
+        await self.rpc("dispatcher.add", 1, uri, 8, 0, _ds_attrs(worker, self.cfg.workers.max_inbound_calls))
+
     async def dispatcher_state(self) -> dict[str, str]:
         """worker name -> 'active' | 'inactive' | 'probing' as the edge sees it."""
+        return (await self.dispatcher_view())[0]
+
+    async def dispatcher_view(self) -> tuple[dict[str, str], dict[str, int]]:
+        """One `dispatcher.list`: (worker -> 'active' | 'inactive' | flags, worker -> DLGLOAD)."""
         result = await self.rpc("dispatcher.list")
-        out: dict[str, str] = {}
+        states: dict[str, str] = {}
+        loads: dict[str, int] = {}
         for rs in (result or {}).get("RECORDS", []):
             for target in rs.get("SET", {}).get("TARGETS", []):
                 dest = target.get("DEST", {})
                 flags = dest.get("FLAGS", "")
                 duid = (dest.get("ATTRS") or {}).get("DUID", dest.get("URI", ""))
-                out[duid] = "active" if flags.startswith("A") else "inactive" if flags.startswith("I") else flags
-        return out
+                states[duid] = "active" if flags.startswith("A") else "inactive" if flags.startswith("I") else flags
+                loads[duid] = int((dest.get("RUNTIME") or {}).get("DLGLOAD", 0))
+        return states, loads
