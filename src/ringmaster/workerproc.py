@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import structlog
 
 from ringmaster import protocol as p
+from ringmaster.child import die_with_parent
 
 log = structlog.get_logger("ringmaster.worker")
 
@@ -79,7 +80,8 @@ class WorkerProcess:
         self.proc = await asyncio.create_subprocess_exec(
             *args, pass_fds=[child.fileno()], stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True)  # a Ctrl-C to the daemon must not kill workers mid-call
+            start_new_session=True,  # a Ctrl-C to the daemon must not kill workers mid-call
+            preexec_fn=die_with_parent())  # ... but a daemon that dies takes them with it
         child.close()
         self._output_task = asyncio.create_task(self._pump_output(self.proc), name=f"out-{s.name}")
         reader, self.writer = await asyncio.open_unix_connection(sock=parent)

@@ -21,16 +21,41 @@ from typing import Any
 
 import structlog
 
-from ringmaster.child import SupervisedChild
+from ringmaster.child import SupervisedChild, clear_leftover, die_with_parent
 from ringmaster.config import Config
 from ringmaster.edge import policy
 from ringmaster.workerproc import WorkerSpec
 
 log = structlog.get_logger("ringmaster.edge")
+SCHEMA_DIR = "/usr/share/kamailio/db_sqlite"  # Debian's kamailio-sqlite-modules
 
 
 def events_port(cfg: Config) -> int:
     return cfg.sip.events_port or cfg.sip.port + 2
+
+
+def location_db(cfg: Config) -> Path:
+    """The SQLite file of the registrar's locations: beside the store, not in the runtime dir
+    (which may be a tmpfs), so registrations outlive a reboot of the edge."""
+    return Path(cfg.storage.path).resolve().parent / "edge-registrations.sqlite"
+
+
+def ensure_location_db(path: Path, schema_dir: str = SCHEMA_DIR) -> None:
+    """Create Kamailio's version and location tables (usrloc schema 9) unless present."""
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path)
+    try:
+        have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "location" not in have:
+            for name in ("standard-create.sql", "usrloc-create.sql"):
+                if name == "standard-create.sql" and "version" in have:
+                    continue
+                con.executescript((Path(schema_dir) / name).read_text())
+            con.commit()
+    finally:
+        con.close()
 
 
 def subscriber_table(cfg: Config) -> str:
@@ -78,6 +103,7 @@ def render(cfg: Config, workers: Sequence[WorkerSpec], config_file: str = "") ->
         # Kamailio strings: escape backslashes and quotes of the regex
         "SCANNERS": scanners.replace("\\", "\\\\").replace('"', '\\"'),
         "EVENTS": f"{sip.host}:{events_port(cfg)}",
+        "LOCATION_DB": str(location_db(cfg)),
         "MOBILE_ROUTE": (f'\t\tif ($sht(agents=>m:$rU) != $null) {{ $du = "sip:{sip.mobile_trunk}"; route(RELAY); }}'
                          if sip.mobile_trunk else "\t\t# (no mobile_trunk configured: mobile agents cannot be reached)"),
         "MOBILE_BRANCH": (f'\t\t}} else if ($sht(agents=>m:$var(u)) != $null) {{\n'
@@ -137,6 +163,7 @@ class Edge(SupervisedChild):
         versions = "".join(f"edge_{name}:{policy.TABLE_VERSION}\n" for name in policy.TABLES)
         (db / "version").write_text("table_name(string) table_version(int)\nsubscriber:7\nlocation:9\n" + versions)
         policy.write_tables(db, policy.EdgePolicy.from_config(self.cfg))
+        ensure_location_db(location_db(self.cfg))
         sub = db / "subscriber"
         sub.write_text(subscriber_table(self.cfg))
         os.chmod(sub, 0o600)  # HA1 hashes: as secret as the passwords for this realm
@@ -159,6 +186,7 @@ class Edge(SupervisedChild):
 
     async def _spawn(self) -> None:
         cfg_path = self.cfg_path
+        await clear_leftover(self.rundir / "kamailio.pid", str(cfg_path), "edge")
         for stale in ("kamailio_ctl", "kamailio_rpc.sock", "kamailio.pid"):
             (self.rundir / stale).unlink(missing_ok=True)
         args = [self.cfg.sip.kamailio, "-f", str(cfg_path), "-DD", "-E",
@@ -166,7 +194,7 @@ class Edge(SupervisedChild):
                 "-P", str(self.rundir / "kamailio.pid"), "-Y", str(self.rundir)]
         self.proc = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent())
         self._stderr_task = asyncio.create_task(self._pump_stderr(self.proc), name="edge-stderr")
         log.info("edge.started", pid=self.proc.pid, listen=self.cfg.sip.listen)
 

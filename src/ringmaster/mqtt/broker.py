@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from ringmaster.child import SupervisedChild
+from ringmaster.child import SupervisedChild, clear_leftover, die_with_parent
 from ringmaster.config import Config
 
 log = structlog.get_logger("ringmaster.mqtt.broker")
@@ -50,6 +50,7 @@ def render(cfg: Config, controller_password: str, rundir: Path) -> tuple[str, st
         f"acl_file {rundir / 'mosquitto.acl'}",
         "persistence true",
         f"persistence_location {rundir}/",
+        f"pid_file {rundir / 'mosquitto.pid'}",  # a start finds a previous run's broker by it
         "autosave_interval 5",
         "max_queued_messages 100000",
         "max_packet_size 131072",  # payloads are refused above 64 kB anyway: the broker drops larger ones
@@ -101,9 +102,10 @@ class EmbeddedBroker(SupervisedChild):
 
     async def _spawn(self) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        await clear_leftover(self.rundir / "mosquitto.pid", str(self.conf), "mqtt.broker")
         self.proc = await asyncio.create_subprocess_exec(
             binary, "-c", str(self.conf), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent())
         self._stderr_task = asyncio.create_task(self._pump_stderr(self.proc), name="mqtt-broker-stderr")
         log.info("mqtt.broker_started", pid=self.proc.pid, listen=self.cfg.mqtt.listen if self.cfg.mqtt else "")
 
