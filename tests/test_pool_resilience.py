@@ -107,3 +107,64 @@ def test_sigterm_hangs_up_live_calls_records_them_and_exits_zero(daemon_factory,
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     log = d.log_text()
     assert "Assertion" not in log and "worker_exit_codes" not in log and "Traceback" not in log
+
+
+async def test_killed_worker_mid_bridge_hangs_up_caller_and_agent_and_frees_the_agent(daemon_factory):
+    from tests.test_acd_calls import acd_config, agents_up, queue_log, wait_agent
+
+    d = daemon_factory(workers=1, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice"]})
+    d.start()
+    (alice,) = await agents_up(d, ("alice",))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        a = await caller.call(f"sip:500@{d.edge}")
+        inc = await alice.wait(p.Incoming, timeout=5)
+        alice.send(p.Answer(leg=inc.leg))
+        await alice.wait(p.MediaReady, lambda m: m.leg == inc.leg)
+        wait_agent(d, "alice", "on-call")
+        worker = d.status()["workers"][0]
+        os.kill(worker["pid"], signal.SIGKILL)
+        killed = time.monotonic()
+        # both ends get a BYE from the edge, within a second, not silence
+        await caller.wait(p.CallState, lambda m: m.leg == a and m.state == "disconnected", timeout=3)
+        await alice.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "disconnected", timeout=3)
+        assert time.monotonic() - killed < 1.5
+        deadline = time.monotonic() + 5
+        state = ""
+        while time.monotonic() < deadline:
+            state = (d.status() or {}).get("agents", {}).get("alice", "")
+            if state.startswith(("available", "wrap-up", "wrapup")):
+                break
+            await asyncio.sleep(0.2)
+        assert state.startswith(("available", "wrap-up", "wrapup")), state
+    finally:
+        await caller.stop()
+        await alice.stop()
+    row = d.wait_calls_ended(1)[0]
+    assert row["disposition"] == "failed" and row["hangup_cause"] == "worker_died"
+    events = [e for e, _, _ in queue_log(d, row["call_id"])]
+    assert events[0] == "ENTERQUEUE" and events[1] == "CONNECT" and events[-1] in ("COMPLETECALLER", "COMPLETEAGENT")
+    assert d.wait_event("worker.calls_ended_at_edge")[0]["dialogs"] == 2
+
+
+async def test_killed_worker_while_an_agent_rings_stops_the_ringing_and_hangs_up_the_caller(daemon_factory):
+    from tests.test_acd_calls import acd_config, agents_up
+
+    d = daemon_factory(workers=1, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice"]})
+    d.start()
+    (alice,) = await agents_up(d, ("alice",))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        a = await caller.call(f"sip:500@{d.edge}")
+        inc = await alice.wait(p.Incoming, timeout=5)  # ringing, not answered
+        os.kill(d.status()["workers"][0]["pid"], signal.SIGKILL)
+        killed = time.monotonic()
+        await caller.wait(p.CallState, lambda m: m.leg == a and m.state == "disconnected", timeout=3)
+        await alice.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "disconnected", timeout=3)
+        assert time.monotonic() - killed < 1.5
+    finally:
+        await caller.stop()
+        await alice.stop()
+    assert d.wait_event("worker.calls_ended_at_edge")[0]["dialogs"] == 2

@@ -248,7 +248,9 @@ class Edge(SupervisedChild):
         return reply.get("result")
 
     async def end_dialogs_of(self, hostport: str) -> int:
-        """BYE both sides of every dialog a (dead) worker at hostport took part in."""
+        """End every dialog a (dead) worker at hostport took part in: BYE both sides of the
+        established ones (dlg.end_dlg), CANCEL the agent legs it was still ringing (tm.cancel:
+        nobody else would, and the agent's phone would ring until the edge's timer)."""
         dialogs = await self.rpc("dlg.list") or []
         if isinstance(dialogs, dict):
             dialogs = [dialogs]
@@ -256,13 +258,21 @@ class Edge(SupervisedChild):
         # the contact's host:port exactly (…:5100 must not match …:51000)
         at = re.compile(r"[@:/]" + re.escape(hostport) + r"(?:$|[;>?])")
         for dlg in dialogs:
-            contacts = (dlg.get("caller", {}).get("contact", ""), dlg.get("callee", {}).get("contact", ""))
-            if any(at.search(c) or c.startswith(f"sip:{hostport}") for c in contacts):
-                try:
+            caller, callee = dlg.get("caller") or {}, dlg.get("callee") or {}
+            # a dialog still ringing has no callee contact yet (null in dlg.list)
+            contacts = (caller.get("contact") or "", callee.get("contact") or "")
+            if not any(at.search(c) or c.startswith(f"sip:{hostport}") for c in contacts):
+                continue
+            try:
+                if int(dlg.get("state", 0)) < 3:  # 1 unconfirmed, 2 early: an INVITE in progress
+                    if at.search(contacts[0]) or contacts[0].startswith(f"sip:{hostport}"):
+                        await self.rpc("tm.cancel", dlg["call-id"], str(caller.get("cseq") or "1"))
+                        ended += 1
+                else:
                     await self.rpc("dlg.end_dlg", dlg["h_entry"], dlg["h_id"])
                     ended += 1
-                except RuntimeError as exc:  # already ending: the other side hung up meanwhile
-                    log.info("edge.end_dialog_failed", call_id=dlg.get("call-id"), error=str(exc))
+            except RuntimeError as exc:  # already ending: the other side hung up meanwhile
+                log.info("edge.end_dialog_failed", call_id=dlg.get("call-id"), error=str(exc))
         return ended
 
     async def apply_policy(self, cfg: Config) -> list[str]:
