@@ -553,8 +553,8 @@ class MediaEngine:
             self.graveyard.bury(leg)
             why = exc.info() if hasattr(exc, "info") else str(exc)
             if "PJ_ETOOMANY" in why:
-                # pjsua counts a slot free at DISCONNECTED but reuses it only once the call's
-                # media is torn down: look again shortly, not every loop turn
+                # the count said a slot is free but pjsua still refused (finding 11: a slot can
+                # be reusable a moment after DISCONNECTED): look again shortly, not every turn
                 self.slots_refused = used
                 self.dial_retry_at = time.monotonic() + DIAL_RECHECK
                 return False
