@@ -123,7 +123,7 @@ async def test_transfer_to_target_that_does_not_answer_continues_the_flow(daemon
 
 async def test_dial_with_all_four_legs_busy_waits_for_a_free_leg(ports):
     """The edge counts only inbound calls, so a worker can be asked for a 5th leg while an
-    old one is still ending: the dial waits (up to a second) instead of failing."""
+    old one is still ending: the dial waits for a slot to free instead of failing."""
     caller = await Phone("five", ports.caller(0), ports.base + 100).start()
     targets = [await Phone(f"t{i}", ports.caller(1 + i), ports.base + 120 + 16 * i).start() for i in range(3)]
     try:
@@ -143,6 +143,13 @@ async def test_dial_with_all_four_legs_busy_waits_for_a_free_leg(ports):
         gone = await caller.wait(p.CallState, lambda m: m.leg == "five-5" and m.state == "disconnected", timeout=3)
         assert gone.code == 487
         assert not any(isinstance(m, p.Incoming) for m in targets[2].events)  # the 5th is still waiting
+        # the worker reports the wait (pjsua's own slot count and the waiting leg) once, and does
+        # not try again until a slot frees: no spin of refused dials (issue 10, item 6)
+        await asyncio.sleep(0.5)
+        waits = [m for m in caller.events if isinstance(m, p.Slots) and "five-4" in m.waiting]
+        assert waits and all(m.used == 4 and m.max == 4 for m in waits), waits
+        # one report per change: five-4, five-4 + five-5, five-4 again once five-5 is hung up
+        assert [m.waiting for m in waits] == [("five-4",), ("five-4", "five-5"), ("five-4",)], waits
         caller.send(p.Hangup(leg=legs[0]))  # a leg frees up: the waiting dial goes out
         inc = await targets[2].wait(p.Incoming, timeout=3)
         targets[2].send(p.Answer(leg=inc.leg))

@@ -122,6 +122,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("workers:")
     for w in reply["workers"]:
         print(f"  {w['name']:<5} pid {w['pid']!s:<8} {w['sip']:<32} calls {w['calls']}  "
+              f"slots {w.get('slots_used', 0)}/{w.get('slots') or '?'}  "
               f"{'alive' if w['alive'] else 'DEAD'}  edge:{w['edge']}")
     print(f"worker restarts: {reply['worker_restarts']}")
     if reply.get("queues"):

@@ -148,6 +148,9 @@ class Controller:
         if isinstance(msg, p.RegState):
             self._reg_state(wp.name, msg)
             return
+        if isinstance(msg, p.Slots):
+            self._slots(wp, msg)
+            return
         leg = getattr(msg, "leg", "")
         session = self.sessions.get((wp.name, leg))
         if session is None:
@@ -158,6 +161,15 @@ class Controller:
         if session.ended and not session.b_leg:
             for key in [k for k, v in self.sessions.items() if v is session]:
                 del self.sessions[key]
+
+    def _slots(self, wp: WorkerProcess, msg: p.Slots) -> None:
+        """A worker's call slots as pjsua counts them (shown by `ringmaster status`); a dial
+        that waits for a free slot is logged once, when it starts waiting."""
+        before = set(wp.slots.waiting) if wp.slots is not None else set()
+        for leg in msg.waiting:
+            if leg not in before:
+                log.info("leg.dial_waiting", worker=wp.name, leg=leg, slots_used=msg.used, slots=msg.max)
+        wp.slots = msg
 
     def on_worker_lost(self, worker: str) -> None:
         for key, s in list(self.sessions.items()):
@@ -426,6 +438,9 @@ class Controller:
         for name, w in self.pool.workers.items():
             legs = sum(1 for k, s in self.sessions.items() if k[0] == name and not s.ended)
             workers.append({"name": name, "pid": w.pid, "sip": w.spec.sip_uri, "calls": legs,
+                            # call slots as the worker's pjsua counts them (legs still ending too)
+                            "slots_used": w.slots.used if w.slots else 0,
+                            "slots": w.slots.max if w.slots else None,
                             "alive": w.alive, "inbound_calls": inbound.get(name, 0),
                             "edge": edge_view.get(name, "unknown"), "edge_calls": edge_loads.get(name)})
         return {"pid": os.getpid(), "uptime": round(time.time() - self.started_at, 1),

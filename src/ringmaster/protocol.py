@@ -278,6 +278,17 @@ class RegState(Message):
     auth_failed: bool = False
 
 
+@message("slots")
+@dataclass(frozen=True)
+class Slots(Message):
+    """The worker's call slots as pjsua counts them (sent when the count or the waiting dials
+    change): `used` of `max` slots taken; `waiting` = leg ids of dials queued until one frees."""
+
+    used: int
+    max: int
+    waiting: tuple[str, ...] = ()
+
+
 @message("error")
 @dataclass(frozen=True)
 class Error(Message):

@@ -51,6 +51,7 @@ class WorkerProcess:
         self._reader_task: asyncio.Task[None] | None = None
         self._output_task: asyncio.Task[None] | None = None
         self.stopping = False
+        self.slots: p.Slots | None = None  # the worker's last report of its pjsua call slots
         self.log = log.bind(worker=spec.name)
 
     @property

@@ -50,3 +50,33 @@ def refused_scenario(code: int, workdir: Path) -> Path:
     out = workdir / f"uac_refused_{code}.xml"
     out.write_text(text)
     return out
+
+
+BYE_ANSWER = """<send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+# a phone that never answers our BYE: it swallows the BYE and its retransmissions
+BYE_DEAF = """<label id="deaf"/>
+  <recv request="BYE" timeout="40000" ontimeout="end" next="deaf"/>"""
+
+
+def agent_scenario(folder: Path, copy_record_route: bool, answer_bye: bool = True) -> Path:
+    """tests/sipp/uas_agent.xml with its Record-Route and BYE behaviour filled in."""
+    text = (SCENARIOS / "uas_agent.xml").read_text()
+    # an empty line would end the headers: drop the whole line when Record-Route is omitted
+    text = re.sub(r"^[ \t]*\[record_route\][ \t]*\n", "      [last_Record-Route:]\n" if copy_record_route else "",
+                  text, flags=re.M)
+    text = text.replace("[bye_answer]", BYE_ANSWER if answer_bye else BYE_DEAF)
+    out = folder / f"uas_agent_rr{int(copy_record_route)}_bye{int(answer_bye)}.xml"
+    out.write_text(text)
+    return out

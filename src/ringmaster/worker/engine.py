@@ -24,6 +24,7 @@ from typing import Any
 import pjsua2 as pj
 
 from ringmaster import protocol as p
+from ringmaster.worker import native
 from ringmaster.worker.legs import (
     Collection,
     Graveyard,
@@ -44,12 +45,21 @@ FAST_WINDOW = 0.2
 # sent back to back, and a UAS answers an in-dialog request with a lower CSeq than one it
 # has already seen with 500 (RFC 3261 12.2.2): the digit is lost. Measured on the edge.
 INFO_DIGIT_GAP = 0.12
-# A dial that finds every call slot taken (PJ_ETOOMANY) is retried each loop turn for this
-# long: pjsua frees a slot some time after the old call's DISCONNECTED callback (its media is
-# torn down asynchronously), and the edge counts only inbound calls, so an agent leg can be
-# asked for in that moment (bench/run acd: about 1 in 700 agent legs, each costing a 2 s retry).
-DIAL_WAIT = 1.0
+# A dial that finds every call slot taken waits for one to free, for at most this long: pjsua
+# frees a slot some time after the old call's DISCONNECTED callback (its media is torn down
+# asynchronously), and a leg we hung up holds its slot until its BYE is answered or times out
+# (SIP_TIMEOUT_MS). The edge counts only inbound calls, so an agent leg can be asked for in
+# that moment (bench/run acd: about 1 in 700 agent legs). The dial is tried again only when
+# pjsua's count of slots drops, never in a spin (docs/engine-findings.md, 11 and 14).
+DIAL_WAIT = 5.0
+DIAL_RECHECK = 0.02
 MAX_LEGS = 4  # PJSUA_MAX_CALLS of the PyPI wheel; asking for more is silently clamped
+# SIP transaction timers (RFC 3261 17.1.1.2): T1, T2, T4 as the RFC; the transaction timeout
+# (Timers B, F, H) is 64*T1 = 32 s by default, which is how long a BYE that the far end never
+# answers kept a leg and its call slot (an agent behind no Record-Route is reached directly,
+# without the edge's 2 s fr_timer in between). 4 s is 4 retransmissions on a LAN or loopback
+# path whose round trip is milliseconds; every leg ends within ~4 s whatever the far end does.
+SIP_T1_MS, SIP_T2_MS, SIP_T4_MS, SIP_TIMEOUT_MS = 500, 4000, 5000, 4000
 _HEADER_RE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)\s*:\s*(.*)$")  # RFC 3261 token
 
 
@@ -78,6 +88,9 @@ class MediaEngine:
         self.graveyard = Graveyard()
         self.finalizing: list[tuple[str, str, float]] = []  # (rec_id, path, give-up time)
         self.pending_dials: list[tuple[p.Dial, float]] = []  # waiting for a free leg (deadline)
+        self.slots_sent: tuple[int, tuple[str, ...]] = (0, ())  # last Slots reported
+        self.slots_refused = 0  # slot count at the last refused dial: retry when it drops
+        self.dial_retry_at = 0.0  # ... or after DIAL_RECHECK (a slot counted free not yet reusable)
         self.seq = 0
         self.running = True
         self.fast_until = 0.0
@@ -100,6 +113,7 @@ class MediaEngine:
         cfg.medConfig.sndClockRate = 8000
         cfg.medConfig.noVad = True
         ep.libInit(cfg)
+        native.set_transaction_timers(SIP_T1_MS, SIP_T2_MS, SIP_T4_MS, SIP_TIMEOUT_MS)
         tcfg = pj.TransportConfig()
         tcfg.port = self.s.sip_port
         tcfg.boundAddress = self.s.sip_host
@@ -119,6 +133,11 @@ class MediaEngine:
         if self.s.proxy:
             acfg.sipConfig.proxies.append(self.s.proxy)
         self._media_ports(acfg)
+        # No re-INVITE to "lock" the codec when an answer lists several (pjsua's default): a
+        # second offer per agent leg costs a round trip, and UAs that do not expect it (SIPp's
+        # UAS scenarios, some gateways) drop the call, so our BYE went unanswered and held the
+        # leg's slot (docs/engine-findings.md, 14). RFC 3264 6.1 lets us send with the first.
+        acfg.mediaConfig.lockCodecEnabled = False
         self.account = WorkerAccount(self)
         self.account.create(acfg)
         self.send(p.Ready(worker=self.s.name, pid=os.getpid(), sip_uri=acfg.idUri))
@@ -141,8 +160,7 @@ class MediaEngine:
             self._read_commands()
             self._check_collections()
             self._send_info_digits()
-            if self.pending_dials:
-                self._retry_dials()
+            self._check_slots()
             if self.finalizing:
                 self._check_finalized()
         self.stop()
@@ -486,23 +504,39 @@ class MediaEngine:
             raise ValueError(f"leg id {cmd.leg} already in use")
         if not self._try_dial(cmd):
             self.pending_dials.append((cmd, time.monotonic() + DIAL_WAIT))
+            self._check_slots()  # the controller logs the wait once, from the Slots report
 
-    def _retry_dials(self) -> None:
-        now = time.monotonic()
-        waiting = []
-        for cmd, deadline in self.pending_dials:
-            if self._try_dial(cmd):
-                continue
-            if now >= deadline:
-                self.send_state(cmd.leg, "disconnected", 503, "no free call leg in this worker")
-            else:
-                waiting.append((cmd, deadline))
-        self.pending_dials = waiting
+    def _slot_may_be_free(self, used: int, now: float) -> bool:
+        return used < MAX_LEGS and (used < self.slots_refused or now >= self.dial_retry_at)
+
+    def _check_slots(self) -> None:
+        """Each loop turn: dial what waits if pjsua has a free slot, give up on dials that
+        waited DIAL_WAIT, and report the slots to the controller when they change."""
+        used = native.call_count()
+        if self.pending_dials:
+            now = time.monotonic()
+            waiting = []
+            for cmd, deadline in self.pending_dials:
+                if self._slot_may_be_free(used, now) and self._try_dial(cmd):
+                    used = native.call_count()
+                elif now >= deadline:
+                    self.send_state(cmd.leg, "disconnected", 503, "no free call leg in this worker")
+                else:
+                    waiting.append((cmd, deadline))
+            self.pending_dials = waiting
+        report = (used, tuple(cmd.leg for cmd, _ in self.pending_dials))
+        if report != self.slots_sent:
+            self.slots_sent = report
+            self.send(p.Slots(used=report[0], max=MAX_LEGS, waiting=report[1]))
 
     def _try_dial(self, cmd: p.Dial) -> bool:
         """Place the call; False if every call slot is taken (pjsua frees a slot some time
         after the old call's DISCONNECTED callback: its media is torn down asynchronously)."""
         assert self.account is not None
+        used = native.call_count()
+        if used >= MAX_LEGS:
+            self.slots_refused = used
+            return False  # makeCall would fail with PJ_ETOOMANY and log it: wait for a slot
         leg = Leg(self, self.account, cmd.leg)
         prm = pj.CallOpParam(True)
         for name, value in cmd.extra_headers:
@@ -519,6 +553,10 @@ class MediaEngine:
             self.graveyard.bury(leg)
             why = exc.info() if hasattr(exc, "info") else str(exc)
             if "PJ_ETOOMANY" in why:
+                # the count said a slot is free but pjsua still refused (finding 11: a slot can
+                # be reusable a moment after DISCONNECTED): look again shortly, not every turn
+                self.slots_refused = used
+                self.dial_retry_at = time.monotonic() + DIAL_RECHECK
                 return False
             self.send_state(cmd.leg, "disconnected", 500, f"dial failed: {why}"[:300])
             return True
