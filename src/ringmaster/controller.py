@@ -139,6 +139,12 @@ class Controller:
         if isinstance(msg, p.RegState):
             self._reg_state(wp.name, msg)
             return
+        if isinstance(msg, p.SourceRefused):
+            # the worker's own defence held: someone reached its SIP port around the edge
+            # (403) or a burst spent its media budget (503); summed per second by the worker
+            log.warning("worker.request_refused", worker=wp.name, source=msg.source,
+                        method=msg.method, code=msg.code, count=msg.count)
+            return
         leg = getattr(msg, "leg", "")
         session = self.sessions.get((wp.name, leg))
         if session is None:

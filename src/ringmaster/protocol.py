@@ -278,6 +278,40 @@ class RegState(Message):
     auth_failed: bool = False
 
 
+@message("transfer_requested")
+@dataclass(frozen=True)
+class TransferRequested(Message):
+    """A peer asked this leg to go elsewhere; the worker refused it and dialled nothing.
+
+    via: "refer" (an in-dialog REFER, RFC 3515; refused with 603), "replaces" (an INVITE
+    with Replaces for this leg, RFC 3891; refused with 603) or "redirect" (a 3xx answer to a
+    leg we dialled; not followed, the leg ends with that code). target: the Refer-To URI, the
+    replacing INVITE's From URI, or the 3xx Contact, as the peer sent it (untrusted text).
+    replaces: the Refer-To carries a Replaces parameter (an attended transfer).
+    """
+
+    leg: str
+    target: str
+    via: Literal["refer", "replaces", "redirect"] = "refer"
+    replaces: bool = False
+
+
+@message("source_refused")
+@dataclass(frozen=True)
+class SourceRefused(Message):
+    """New requests the worker refused before any media was allocated, summed per source.
+
+    code 403: the source is not an allowed one (only the edge is); 503: the worker's
+    media budget for the last half second is spent (a burst). Sent at most once a second
+    per (source, method, code), with the count since the last report.
+    """
+
+    source: str
+    method: str
+    code: int
+    count: int = 1
+
+
 @message("error")
 @dataclass(frozen=True)
 class Error(Message):
@@ -328,7 +362,7 @@ COMMANDS: tuple[type[Message], ...] = (
 )
 EVENTS: tuple[type[Message], ...] = (
     Ready, Incoming, CallState, MediaReady, Digit, PlaybackDone, DigitsCollected,
-    RecordingDone, RegState, Error,
+    RecordingDone, RegState, TransferRequested, SourceRefused, Error,
 )
 
 __all__ = [c.__name__ for c in COMMANDS + EVENTS] + [
