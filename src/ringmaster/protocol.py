@@ -301,7 +301,7 @@ class TransferRequested(Message):
 class SourceRefused(Message):
     """New requests the worker refused before any media was allocated, summed per source.
 
-    code 403: the source is not an allowed one (only the edge is); 503: the worker's
+    code 403: the source is not an allowed one (only the edge is); 480: the worker's
     media budget for the last half second is spent (a burst). Sent at most once a second
     per (source, method, code), with the count since the last report.
     """

@@ -163,3 +163,31 @@ class RawUac:
 
     def bye(self) -> Reply:
         return self.wait_reply("BYE", self.request("BYE"))
+
+
+class Listener:
+    """A UDP socket that only records what reaches it: the 'premium-rate number' a hostile
+    peer would like the server to call. A test asserts it saw no INVITE."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.sock.setblocking(False)
+        self.port = port
+        self.seen: list[str] = []
+
+    @property
+    def uri(self) -> str:
+        return f"sip:+4590901234@127.0.0.1:{self.port}"
+
+    def methods(self) -> list[str]:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                break
+            self.seen.append(data.decode(errors="replace").split(" ", 1)[0])
+        return self.seen
+
+    def close(self) -> None:
+        self.sock.close()

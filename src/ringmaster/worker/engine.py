@@ -298,7 +298,7 @@ class MediaEngine:
         """Admit or refuse a new out-of-dialog request before pjsua allocates its media.
 
         Refused requests go to the RefusingAccount (loop media, no socket), which answers
-        403 (source not allowed) or 503 (media budget spent); admitted INVITEs take one unit
+        403 (source not allowed) or 480 (media budget spent); admitted INVITEs take one unit
         of the media budget. `rdata.info` is pjsip's ASCII summary ("Request msg
         INVITE/cseq=1 (rdata0x..)"); the whole message may hold any bytes.
         """
@@ -309,7 +309,7 @@ class MediaEngine:
         if not self.policy.allows(src):
             code = 403
         elif method == "INVITE" and not self.budget.available():
-            code = 503
+            code = 480
         else:
             if method == "INVITE":
                 self.budget.take()
@@ -324,7 +324,11 @@ class MediaEngine:
         """Status code and reason for a request select_account sent to the RefusingAccount."""
         if not self.policy.allows(source):
             return 403, "Forbidden"
-        return 503, "Service Unavailable"
+        # Not 503: the edge's dispatcher marks a worker that answers 503 as down until its
+        # next OPTIONS ping, so a burst spread over the pool would take every worker out
+        # (shared/notes/kamailio-edge.md pitfall 5). 480 + Retry-After is relayed to the
+        # caller as "try again shortly" and the worker stays in rotation.
+        return 480, "Busy With A Burst"
 
     def _report_refusals(self) -> None:
         now = time.monotonic()
@@ -339,6 +343,9 @@ class MediaEngine:
         """A REFER, an INVITE with Replaces or a 3xx for this leg, already refused by pjsua
         on our say-so (legs.py); the controller records it and decides what, if anything,
         to dial. The target is the peer's text: bounded, never used here."""
+        target = target.strip()
+        if target.startswith("<") and ">" in target:  # pjsua gives Refer-To as name-addr
+            target = target[1:target.index(">")]
         target = target[:500]
         replaces = via == "replaces" or "replaces=" in target.lower()
         self.send(p.TransferRequested(leg=leg.leg_id, target=target, via=via,  # type: ignore[arg-type]

@@ -218,6 +218,7 @@ class RefusingAccount(pj.Account):
     Its media is pjmedia's loop transport (`useLoopMedTp`): pjsua allocates media for an
     INVITE before the application sees it, and for this account that costs no socket and no
     ioqueue slot, so a flood of refused INVITEs cannot exhaust the worker (admission.py).
+    It answers 403 (source not allowed) or 480 with Retry-After (media budget spent).
     """
 
     def __init__(self, engine: MediaEngine):
@@ -230,8 +231,8 @@ class RefusingAccount(pj.Account):
             op = pj.CallOpParam()
             op.statusCode, reason = self.engine.refusal_for(prm.rdata.srcAddress, "INVITE")
             op.reason = reason
-            if op.statusCode == 503:
-                # RFC 3261 21.5.4: tell a well-behaved sender when to try again
+            if op.statusCode == 480:
+                # RFC 3261 20.33: tell a well-behaved sender when to try again
                 h = pj.SipHeader()
                 h.hName, h.hValue = "Retry-After", "1"
                 op.txOption.headers.append(h)

@@ -1,0 +1,138 @@
+"""A media worker's own defence (issues 11 and 17): it takes new dialogs from the edge only,
+no burst can exhaust its sockets or kill it, it dials nothing a REFER or a 3xx asks for, and
+only DTMF digits reach a flow. Real daemon, real Kamailio, real workers, SIPp and raw UDP."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.helpers.rawsip import Listener, RawUac
+from tests.helpers.sipp import refused_scenario, run_sipp
+
+
+def _call_events(d, event: str) -> list[tuple[str, dict[str, Any]]]:  # type: ignore[no-untyped-def]
+    con = sqlite3.connect(d.db_path)
+    try:
+        rows = con.execute("SELECT call_id, data FROM call_events WHERE event=? ORDER BY id", (event,)).fetchall()
+    finally:
+        con.close()
+    return [(r[0], json.loads(r[1])) for r in rows]
+
+
+def _no_worker_died(d) -> None:  # type: ignore[no-untyped-def]
+    assert not d.events("worker.died"), [e.get("code") for e in d.events("worker.died")]
+
+
+def _edge_sees_workers_active(d, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """A worker that answered 503 is marked down by the edge's dispatcher until its next
+    OPTIONS ping (2 s): wait for that, as a caller's retry would."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = d.status()
+        if st and st["workers"] and all(w["edge"] == "active" for w in st["workers"]):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"workers not active at the edge: {d.status()}")
+
+
+def _stops_cleanly(d) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM: the daemon exits 0 and every worker exited 0 (else controller.worker_exit_codes)."""
+    assert d.stop() == 0, d.log_text()[-2000:]
+    assert not d.events("controller.worker_exit_codes"), d.events("controller.worker_exit_codes")
+
+
+def _flood(uac: RawUac, number: str, count: int, rate: float, rtp_port: int) -> dict[int, int]:
+    """count INVITEs (each its own call) at `rate` per second; final reply codes, counted."""
+    t0 = time.monotonic()
+    for i in range(count):
+        uac.send(uac.invite_text(number, rtp_port, call_id=f"flood-{i}-{uac.call_id}"))
+        uac.pump(0)
+        time.sleep(max(0.0, t0 + (i + 1) / rate - time.monotonic()))
+    uac.pump(1.0)
+    finals: dict[str, int] = {}
+    for r in uac.replies:
+        if r.method == "INVITE" and r.code >= 200:
+            call_id = [ln for ln in r.text.split("\r\n") if ln.lower().startswith("call-id:")][0]
+            finals.setdefault(call_id, r.code)  # 403 is retransmitted (we never ACK): count once
+    codes: dict[int, int] = {}
+    for code in finals.values():
+        codes[code] = codes.get(code, 0) + 1
+    return codes
+
+
+def test_invite_sent_around_the_edge_straight_to_a_worker_gets_403_and_reaches_no_flow(daemon_factory):
+    d = daemon_factory(workers=1)
+    # an untrusted host that found a worker's SIP port: before, 100 Trying then 200 OK
+    uac = RawUac(d.ports.caller(21), ("127.0.0.1", d.ports.workers))
+    try:
+        reply = uac.invite("100", d.ports.sink(0))
+        uac.pump(0.3)
+    finally:
+        uac.close()
+    assert reply.code == 403, reply.text
+    assert not [r for r in uac.replies if 180 <= r.code < 300], [(r.code, r.method) for r in uac.replies]
+    refused = d.wait_event("worker.request_refused")
+    assert refused[0]["code"] == 403 and refused[0]["source"] == "127.0.0.1" and refused[0]["method"] == "INVITE"
+    assert d.calls() == []  # the controller never heard of it
+    _stops_cleanly(d)
+
+
+def test_bursts_of_invites_straight_and_through_the_edge_leave_the_worker_alive_and_serving(daemon_factory, tmp_path: Path):
+    d = daemon_factory(workers=1, start=False)
+    # 404, not 486: the edge's failover branch (486/500/503) leaks a dispatcher load slot
+    # when there is no other worker to try, which would end this test for the edge's reason
+    d.config["flows"]["refuse"] = [{"hangup": {"code": 404}}]
+    d.config["entry_points"].append({"number": "404", "flow": "refuse"})
+    d.start()
+    # 200 INVITEs at 100/s straight to the worker's port from an untrusted source: before the
+    # fix each one got RTP/RTCP sockets before anyone looked at it, and the 33rd within half
+    # a second aborted the worker in pj_ioqueue_register_sock2 (the 64-slot media ioqueue)
+    uac = RawUac(d.ports.caller(22), ("127.0.0.1", d.ports.workers))
+    try:
+        codes = _flood(uac, "999", 200, 100, d.ports.sink(0))
+    finally:
+        uac.close()
+    assert codes == {403: 200}, codes
+    _no_worker_died(d)
+    # 200 calls at 100/s from a trusted SIPp through the edge to a number whose flow refuses
+    # them at once: the worker takes what its media budget allows and answers 480 to the rest
+    burst = run_sipp(refused_scenario(404, tmp_path), d.edge, d.ports.caller(1), tmp_path, service="404",
+                     calls=200, rate=100, limit=200, timeout=30)
+    assert burst.successful + burst.failed == 200, burst.output
+    assert burst.successful > 0, burst.output  # some got through to the flow
+    _no_worker_died(d)
+    _edge_sees_workers_active(d)
+    # and a trusted call right after is served: answered, prompt played, hung up by the flow
+    ok = run_sipp("uac_prompt.xml", d.edge, d.ports.caller(2), tmp_path, service="100", timeout=20)
+    assert ok.successful == 1 and ok.failed == 0, ok.output
+    _no_worker_died(d)
+    _stops_cleanly(d)
+
+
+def test_callers_refer_is_refused_nothing_is_dialled_and_the_attempt_is_on_the_record(daemon_factory, tmp_path: Path):
+    d = daemon_factory(workers=1)
+    listener = Listener(d.ports.caller(25))  # the number the caller wants us to call
+    try:
+        res = run_sipp("uac_refer.xml", d.edge, d.ports.caller(1), tmp_path, service="200", hold_ms=1000,
+                       timeout=20, extra=["-key", "refer_to", listener.uri])
+        time.sleep(1.0)
+        seen = listener.methods()
+    finally:
+        listener.close()
+    assert res.successful == 1 and res.failed == 0, res.output  # 603 to the REFER, then a clean BYE
+    assert "INVITE" not in seen, seen
+    rows = d.wait_calls_ended(1)
+    assert rows[0]["hangup_by"] == "caller"
+    refused = _call_events(d, "TRANSFER_REFUSED")
+    assert len(refused) == 1, refused
+    call_id, data = refused[0]
+    assert call_id == rows[0]["call_id"]
+    assert data["via"] == "refer" and data["target"] == listener.uri and data["side"] == "caller"
+    logged = d.wait_event("call.transfer_refused")
+    assert logged[0]["call_id"] == call_id and logged[0]["target"] == listener.uri
+    _no_worker_died(d)
+    _stops_cleanly(d)
