@@ -136,3 +136,67 @@ def test_callers_refer_is_refused_nothing_is_dialled_and_the_attempt_is_on_the_r
     assert logged[0]["call_id"] == call_id and logged[0]["target"] == listener.uri
     _no_worker_died(d)
     _stops_cleanly(d)
+
+
+def _digits(d, call_id: str) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    con = sqlite3.connect(d.db_path)
+    try:
+        rows = con.execute("SELECT data FROM call_events WHERE call_id=? AND event='DIGIT' ORDER BY id",
+                           (call_id,)).fetchall()
+    finally:
+        con.close()
+    return [(json.loads(r[0])["digit"], json.loads(r[0])["method"]) for r in rows]
+
+
+def _info_answers(uac: RawUac, bodies: list[bytes]) -> list[int]:
+    answers = []
+    for body in bodies:
+        cseq = uac.request("INFO", body, "application/dtmf-relay")
+        answers.append(uac.wait_reply("INFO", cseq).code)
+        time.sleep(0.12)  # a key press at a time: the edge may reorder back-to-back INFOs
+    return answers
+
+
+def test_only_dtmf_digits_from_sip_info_reach_the_flow_and_the_rest_is_reported_once(daemon_factory):
+    d = daemon_factory(workers=1)
+    uac = RawUac(d.ports.caller(3), ("127.0.0.1", d.ports.edge))
+    try:
+        assert uac.invite("200", d.ports.sink(0)).code == 200
+        # one key, then what no keypad sends: a letter outside A-D, a non-UTF-8 byte, a flash
+        # (RFC 4733 event 16 as pjmedia names it), a CR; then lower-case b and a #
+        signals = [b"5", b"Z", b"\xff", b"R", b"\r", b"b", b"#"]
+        answers = _info_answers(uac, [b"Signal=" + sig + b"\r\nDuration=160\r\n" for sig in signals])
+        uac.pump(0.3)
+        assert uac.bye().code == 200
+    finally:
+        uac.close()
+    # pjsua answers a readable body 200 (the worker filters the signal); the CR makes a bare
+    # CR in the body, which the worker's guard refuses before pjsua parses it (400)
+    assert answers == [200, 200, 200, 200, 400, 200, 200], answers
+    row = d.wait_calls_ended(1)[0]
+    assert _digits(d, row["call_id"]) == [("5", "info"), ("B", "info"), ("#", "info")]
+    errors = [data for cid, data in _call_events(d, "ERROR") if cid == row["call_id"]]
+    assert len(errors) == 1 and errors[0]["command"] == "dtmf", errors  # once per leg
+    _no_worker_died(d)
+    _stops_cleanly(d)
+
+
+def test_dtmf_relay_bodies_that_abort_pjsua_are_refused_and_the_call_goes_on(daemon_factory):
+    """pjsua's INFO parser steps past the Signal line's CRLF without checking it is there:
+    a NUL before it, no CRLF at all, or a bare LF aborted the worker (SIGABRT in pj_strstr)."""
+    d = daemon_factory(workers=1)
+    uac = RawUac(d.ports.caller(4), ("127.0.0.1", d.ports.edge))
+    try:
+        assert uac.invite("200", d.ports.sink(0)).code == 200
+        answers = _info_answers(uac, [b"Signal=5\x00\r\nDuration=160\r\n", b"Signal=6", b"Signal=7\n",
+                                      b"Signal=8\r\nDuration=160\r\n"])
+        uac.pump(0.3)
+        assert uac.bye().code == 200  # the call was never dropped
+    finally:
+        uac.close()
+    assert answers == [400, 400, 400, 200], answers
+    row = d.wait_calls_ended(1)[0]
+    assert _digits(d, row["call_id"]) == [("8", "info")]
+    assert row["hangup_by"] == "caller"
+    _no_worker_died(d)
+    _stops_cleanly(d)

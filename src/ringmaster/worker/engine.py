@@ -25,6 +25,7 @@ import pjsua2 as pj
 
 from ringmaster import protocol as p
 from ringmaster.worker.admission import MediaBudget, SourcePolicy
+from ringmaster.worker.dtmfrelay import blank_body, body_is_safe
 from ringmaster.worker.legs import (
     Collection,
     Graveyard,
@@ -350,6 +351,23 @@ class MediaEngine:
         replaces = via == "replaces" or "replaces=" in target.lower()
         self.send(p.TransferRequested(leg=leg.leg_id, target=target, via=via,  # type: ignore[arg-type]
                                       replaces=replaces))
+
+    def check_info(self, leg: Leg, rdata: pj.SipRxData) -> None:
+        """An incoming INFO on `leg`, before pjsua parses it: blank a dtmf-relay body that
+        would abort pjsua (pjsua then answers 400) and say so once per leg."""
+        message = rdata.wholeMsg.encode("utf-8", "surrogateescape")  # SWIG decodes that way
+        if body_is_safe(message):
+            return
+        blanked = blank_body(int(rdata.pjRxData), message)
+        if not leg.bad_dtmf_reported:
+            leg.bad_dtmf_reported = True
+            body = message.partition(b"\r\n\r\n")[2][:40]
+            self.report_error("dtmf", "malformed dtmf-relay INFO body "
+                              + ("refused (400)" if blanked else "NOT defused: pjsua may abort")
+                              + f": {body!r}", leg.leg_id)
+        if not blanked:
+            print(f"dtmf-relay guard: packet not found in rdata for leg {leg.leg_id}",
+                  file=sys.stderr, flush=True)
 
     def leg_gone(self, leg: Leg) -> None:
         if leg.prompt is not None:

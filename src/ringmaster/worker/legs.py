@@ -132,6 +132,19 @@ class Leg(pj.Call):
             method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
             self.engine.digit(self, prm.digit, method)
 
+    def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
+        # runs before pjsua's own handling of an incoming in-dialog request: the one chance
+        # to defuse a dtmf-relay INFO body that would abort pjsua's parser (dtmfrelay.py)
+        e = prm.e
+        if e.type != pj.PJSIP_EVENT_TSX_STATE:
+            return
+        tsx = e.body.tsxState.tsx
+        if (tsx.role != pj.PJSIP_ROLE_UAS or tsx.state != pj.PJSIP_TSX_STATE_TRYING
+                or tsx.method != "INFO"):
+            return
+        with _guard(self.engine, "onCallTsxState", self.leg_id):
+            self.engine.check_info(self, e.body.tsxState.src.rdata)
+
     def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
         # pjsua's default is 202 Accepted and a new call to Refer-To, placed by pjsua itself:
         # a caller or an agent phone could make the server dial anything (toll fraud), and
