@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.rawsip import Listener, RawUac
+from tests.helpers.rawsip import Listener, RawUac, Redirector
 from tests.helpers.sipp import refused_scenario, run_sipp
 
 
@@ -198,5 +198,38 @@ def test_dtmf_relay_bodies_that_abort_pjsua_are_refused_and_the_call_goes_on(dae
     row = d.wait_calls_ended(1)[0]
     assert _digits(d, row["call_id"]) == [("8", "info")]
     assert row["hangup_by"] == "caller"
+    _no_worker_died(d)
+    _stops_cleanly(d)
+
+
+def test_a_3xx_to_a_dialled_leg_is_not_followed(daemon_factory, tmp_path: Path):
+    """A leg the controller dialled (a transfer target here; agent legs are the same Leg)
+    answers 302 to a number of its choosing: pjsua would dial it; the worker must not."""
+    d = daemon_factory(workers=1, start=False)
+    listener = Listener(d.ports.caller(25))
+    redirector = Redirector(d.ports.caller(26), listener.uri)
+    d.config["flows"]["transfer"] = [
+        {"transfer": {"to": f"sip:target@127.0.0.1:{d.ports.caller(26)}", "ring_timeout": 3}},
+        {"play": "other"}, "hangup"]
+    d.config["entry_points"].append({"number": "301", "flow": "transfer"})
+    d.start()
+    try:
+        res = run_sipp("uac_prompt.xml", d.edge, d.ports.caller(1), tmp_path, service="301", timeout=20)
+        time.sleep(1.0)
+        seen = listener.methods()
+    finally:
+        listener.close()
+        redirector.close()
+    assert redirector.invites >= 1  # the transfer did ring the target
+    assert "INVITE" not in seen, seen
+    assert res.successful == 1 and res.failed == 0, res.output  # the flow went on and hung up
+    row = d.wait_calls_ended(1)[0]
+    assert json.loads(row["ivr_path"]) == ["transfer:0:transfer", "transfer:1:play", "transfer:2:hangup"]
+    failed = [data for cid, data in _call_events(d, "TRANSFER_FAILED") if cid == row["call_id"]]
+    assert len(failed) == 1 and failed[0]["code"] >= 300, failed
+    refused = [data for cid, data in _call_events(d, "TRANSFER_REFUSED") if cid == row["call_id"]]
+    # (pjsua reports the 3xx Contact without its port)
+    assert len(refused) == 1 and refused[0]["via"] == "redirect" and refused[0]["side"] == "transfer_target" \
+        and refused[0]["target"].startswith("sip:+4590901234@127.0.0.1"), refused
     _no_worker_died(d)
     _stops_cleanly(d)

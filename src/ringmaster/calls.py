@@ -404,7 +404,8 @@ class CallSession:
         agent). The worker has already refused it and dialled nothing; the dial plan's
         transfer rules (issue 11) are not applied yet, so the call goes on as it was and
         the attempt is kept in the call's record."""
-        side = "caller" if msg.leg == self.leg else "agent" if msg.leg == self.queue_agent_leg else "other"
+        side = ("caller" if msg.leg == self.leg else "agent" if msg.leg == self.queue_agent_leg
+                else "transfer_target" if msg.leg == self.b_leg else "agent_ring")
         self.log.warning("call.transfer_refused", via=msg.via, target=msg.target,
                          replaces=msg.replaces, side=side, refused_leg=msg.leg)
         self.store.event(self.call_id, "TRANSFER_REFUSED", via=msg.via, target=msg.target,

@@ -191,3 +191,42 @@ class Listener:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class Redirector:
+    """A UAS that answers every INVITE with 302 Moved Temporarily to `contact` (RFC 3261
+    21.3.3), from a thread: a hostile agent or transfer target trying to send our leg on."""
+
+    def __init__(self, port: int, contact: str, host: str = "127.0.0.1"):
+        import threading
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.sock.settimeout(0.1)
+        self.contact = contact
+        self.invites = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except (TimeoutError, OSError):
+                continue
+            text = data.decode(errors="replace")
+            if not text.startswith("INVITE "):
+                continue
+            self.invites += 1
+            lines = ["SIP/2.0 302 Moved Temporarily"]
+            for name in ("Via", "From", "Call-ID", "CSeq"):
+                lines += [f"{name}: {v}" for v in _header(text, name)]
+            lines.append(f"To: {_header(text, 'To')[0]};tag=redir{self.invites}")
+            lines.append(f"Contact: <{self.contact}>")
+            self.sock.sendto(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode(), addr)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        self.sock.close()
