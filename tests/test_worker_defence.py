@@ -4,14 +4,18 @@ only DTMF digits reach a flow. Real daemon, real Kamailio, real workers, SIPp an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+from ringmaster import protocol as p
+from tests.helpers.phone import Phone
 from tests.helpers.rawsip import Listener, RawUac, Redirector
 from tests.helpers.sipp import refused_scenario, run_sipp
+from tests.test_acd_calls import acd_config, register, wait_agent
 
 
 def _call_events(d, event: str) -> list[tuple[str, dict[str, Any]]]:  # type: ignore[no-untyped-def]
@@ -231,5 +235,45 @@ def test_a_3xx_to_a_dialled_leg_is_not_followed(daemon_factory, tmp_path: Path):
     # (pjsua reports the 3xx Contact without its port)
     assert len(refused) == 1 and refused[0]["via"] == "redirect" and refused[0]["side"] == "transfer_target" \
         and refused[0]["target"].startswith("sip:+4590901234@127.0.0.1"), refused
+    _no_worker_died(d)
+    _stops_cleanly(d)
+
+
+async def test_agents_refer_is_refused_nothing_is_dialled_and_the_bridge_goes_on(daemon_factory):
+    """The agent presses Transfer on the softphone (an in-dialog REFER to some number): before,
+    202 and the worker dialled it; the caller was hung up ~4 s later and the worker crashed."""
+    d = daemon_factory(workers=1, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice"]})
+    d.start()
+    listener = Listener(d.ports.caller(25))
+    agent = await Phone("alice", d.ports.caller(0), d.ports.base + 80).start()
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        assert (await register(agent, d, "alice", "alice-secret")).registered
+        wait_agent(d, "alice", "available")
+        a = await caller.call(f"sip:500@{d.edge}")
+        inc = await agent.wait(p.Incoming, timeout=10)
+        agent.send(p.Answer(leg=inc.leg))
+        await agent.wait(p.MediaReady, lambda m: m.leg == inc.leg)
+        agent.send(p.Refer(leg=inc.leg, target=listener.uri))
+        status = await agent.wait(p.ReferStatus, lambda m: m.leg == inc.leg and m.final, timeout=5)
+        await asyncio.sleep(1.5)  # long enough for a dialled target to be rung
+        # still bridged: neither side was hung up
+        for phone, leg in ((caller, a), (agent, inc.leg)):
+            assert not [m for m in phone.events if isinstance(m, p.CallState) and m.leg == leg
+                        and m.state == "disconnected"], phone.events[-5:]
+        agent.send(p.Hangup(leg=inc.leg))
+        await caller.wait(p.CallState, lambda m: m.leg == a and m.state == "disconnected", timeout=5)
+        seen = listener.methods()
+    finally:
+        listener.close()
+        await caller.stop()
+        await agent.stop()
+    assert status.code == 603, status
+    assert "INVITE" not in seen, seen
+    row = d.wait_calls_ended(1)[0]
+    assert row["agent"] == "alice" and row["hangup_by"] == "agent" and row["disposition"] == "completed"
+    refused = [data for cid, data in _call_events(d, "TRANSFER_REFUSED") if cid == row["call_id"]]
+    assert len(refused) == 1 and refused[0]["side"] == "agent" and refused[0]["target"] == listener.uri, refused
     _no_worker_died(d)
     _stops_cleanly(d)

@@ -165,6 +165,17 @@ class SendDtmf(Message):
     method: DtmfMethod = "rfc2833"
 
 
+@message("refer")
+@dataclass(frozen=True)
+class Refer(Message):
+    """Ask the peer of `leg` to call `target` (an in-dialog REFER, RFC 3515); the answer
+    comes back as ReferStatus. Test phones use it to act as an agent pressing Transfer;
+    a worker refuses every REFER it receives (TransferRequested)."""
+
+    leg: str
+    target: str
+
+
 @message("register")
 @dataclass(frozen=True)
 class Register(Message):
@@ -278,6 +289,18 @@ class RegState(Message):
     auth_failed: bool = False
 
 
+@message("refer_status")
+@dataclass(frozen=True)
+class ReferStatus(Message):
+    """Progress of a REFER this leg sent: the REFER's own final answer (e.g. 202, 603) or
+    a NOTIFY's sipfrag status of the new call; final: no more reports will follow."""
+
+    leg: str
+    code: int
+    reason: str = ""
+    final: bool = False
+
+
 @message("transfer_requested")
 @dataclass(frozen=True)
 class TransferRequested(Message):
@@ -358,11 +381,11 @@ def decode(line: bytes | str) -> Message:
 
 COMMANDS: tuple[type[Message], ...] = (
     Answer, Reject, Play, StopPlay, CollectDigits, Dial, Bridge, Unbridge, RecordStart,
-    RecordPause, RecordResume, RecordStop, Hangup, SendDtmf, Register, Unregister, Shutdown,
+    RecordPause, RecordResume, RecordStop, Hangup, SendDtmf, Refer, Register, Unregister, Shutdown,
 )
 EVENTS: tuple[type[Message], ...] = (
     Ready, Incoming, CallState, MediaReady, Digit, PlaybackDone, DigitsCollected,
-    RecordingDone, RegState, TransferRequested, SourceRefused, Error,
+    RecordingDone, RegState, ReferStatus, TransferRequested, SourceRefused, Error,
 )
 
 __all__ = [c.__name__ for c in COMMANDS + EVENTS] + [

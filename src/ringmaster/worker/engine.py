@@ -726,6 +726,10 @@ class MediaEngine:
                 except pj.Error as exc:
                     self.report_error("send_dtmf", str(exc.info() if hasattr(exc, "info") else exc), leg.leg_id)
 
+    def do_refer(self, cmd: p.Refer) -> None:
+        prm = pj.CallOpParam(True)
+        self._leg(cmd.leg).xfer(cmd.target, prm)
+
     def do_register(self, cmd: p.Register) -> None:
         old = self.registrations.pop(cmd.reg_id, None)
         if old is not None:

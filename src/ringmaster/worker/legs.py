@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import pjsua2 as pj
 
+from ringmaster import protocol as p
+
 if TYPE_CHECKING:
     from ringmaster.worker.engine import MediaEngine
 
@@ -144,6 +146,13 @@ class Leg(pj.Call):
             return
         with _guard(self.engine, "onCallTsxState", self.leg_id):
             self.engine.check_info(self, e.body.tsxState.src.rdata)
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        # a REFER we sent (protocol Refer): report its progress; never end our own leg for it
+        prm.cont = not prm.finalNotify
+        with _guard(self.engine, "onCallTransferStatus", self.leg_id):
+            self.engine.send(p.ReferStatus(leg=self.leg_id, code=prm.statusCode, reason=prm.reason,
+                                           final=bool(prm.finalNotify)))
 
     def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
         # pjsua's default is 202 Accepted and a new call to Refer-To, placed by pjsua itself:
