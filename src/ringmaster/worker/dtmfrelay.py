@@ -20,9 +20,10 @@ from __future__ import annotations
 import ctypes
 import re
 
-# RFC 3261 7.1 lines: every line, the last included, ends with CRLF; no NUL, no bare CR/LF.
-# Cisco's and pjsua's own bodies ("Signal=5\r\nDuration=160\r\n") have this shape.
-_WELL_FORMED = re.compile(rb"\A(?:[^\x00\r\n]*\r\n)+\Z")
+# Lines separated by CRLF, no NUL, no bare CR or LF, and at least one CRLF: then the first
+# line pj_strtok finds is followed by its CRLF and pjsua's arithmetic stays >= 0. The last
+# line may be unterminated: pjsua sends "Signal=5\r\nDuration=160" itself, Cisco adds a CRLF.
+_WELL_FORMED = re.compile(rb"\A(?:[^\x00\r\n]*\r\n)+[^\x00\r\n]*\Z")
 _CONTENT_TYPE = re.compile(rb"^(?:content-type|c)\s*:\s*application/dtmf-relay\b", re.I | re.M)
 # Where to look for the packet inside pjsip_rx_data: the packet buffer (pkt_info.packet) is
 # an array inside the struct, after tp_info and the timestamp (~0.3 kB in 2.15.1).
