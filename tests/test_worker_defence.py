@@ -74,10 +74,17 @@ def test_invite_sent_around_the_edge_straight_to_a_worker_gets_403_and_reaches_n
     uac = RawUac(d.ports.caller(21), ("127.0.0.1", d.ports.workers))
     try:
         reply = uac.invite("100", d.ports.sink(0))
+        # a presence SUBSCRIBE used to be accepted, with NOTIFYs sent to the subscriber
+        uac.send(f"SUBSCRIBE sip:w1@127.0.0.1:{d.ports.workers} SIP/2.0\r\n{uac._via()}\r\n"
+                 f"From: <sip:x@127.0.0.1:{uac.port}>;tag=s1\r\nTo: <sip:w1@127.0.0.1>\r\n"
+                 f"Call-ID: sub-{uac.call_id}\r\nCSeq: 7 SUBSCRIBE\r\nContact: <sip:x@127.0.0.1:{uac.port}>\r\n"
+                 "Event: presence\r\nExpires: 60\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+        subscribed = uac.wait_reply("SUBSCRIBE", 7)
         uac.pump(0.3)
     finally:
         uac.close()
     assert reply.code == 403, reply.text
+    assert subscribed.code == 403 and not uac.requests, (subscribed.text, uac.requests)
     assert not [r for r in uac.replies if 180 <= r.code < 300], [(r.code, r.method) for r in uac.replies]
     refused = d.wait_event("worker.request_refused")
     assert refused[0]["code"] == 403 and refused[0]["source"] == "127.0.0.1" and refused[0]["method"] == "INVITE"
