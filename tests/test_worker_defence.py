@@ -124,6 +124,37 @@ def test_bursts_of_invites_straight_and_through_the_edge_leave_the_worker_alive_
     _stops_cleanly(d)
 
 
+async def test_a_caller_cancelling_every_invite_at_once_cannot_exhaust_a_worker(ports):
+    """The sender ends each call itself (INVITE, CANCEL 2 ms later), so no refusal of ours
+    paces the churn: only the media budget does. Before it, the 33rd call aborted the worker.
+    The worker here is a test phone (the same executable) that takes calls from loopback."""
+    worker = await Phone("target", ports.caller(0), ports.base + 100).start()
+    caller = await Phone("caller", ports.caller(1), ports.base + 140).start()
+    uac = RawUac(ports.caller(2), ("127.0.0.1", ports.caller(0)))
+    try:
+        t0 = time.monotonic()
+        for i in range(300):  # 150 calls/s for 2 s
+            uac.invite_and_cancel("target", ports.sink(0), call_id=f"c{i}-{uac.call_id}")
+            uac.pump(0)
+            await asyncio.sleep(max(0.0, t0 + (i + 1) / 150 - time.monotonic()))
+        await asyncio.sleep(0.6)
+        uac.pump(0.1)
+        assert worker.proc.alive, "the worker died"
+        admitted = sum(isinstance(m, p.Incoming) for m in worker.events)
+        assert 0 < admitted < 300, admitted  # the budget let some in and turned the rest away
+        assert {r.code for r in uac.replies if r.method == "INVITE" and r.code >= 200} == {480, 487}
+        # and it still takes a call
+        worker.events.clear()
+        leg = caller.spec.name + "-after"
+        caller.send(p.Dial(leg=leg, uri=worker.uri))
+        await worker.answer_next()
+        await caller.wait(p.CallState, lambda m: m.leg == leg and m.state == "confirmed")
+    finally:
+        uac.close()
+        assert await caller.stop() == 0
+        assert await worker.stop() == 0
+
+
 def test_callers_refer_is_refused_nothing_is_dialled_and_the_attempt_is_on_the_record(daemon_factory, tmp_path: Path):
     d = daemon_factory(workers=1)
     listener = Listener(d.ports.caller(25))  # the number the caller wants us to call

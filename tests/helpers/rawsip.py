@@ -122,6 +122,19 @@ class RawUac:
                 f"Contact: <sip:{self.user}@{self.host}:{self.port}>\r\nMax-Forwards: 70\r\n{extra}"
                 f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n{body}")
 
+    def invite_and_cancel(self, number: str, rtp_port: int, call_id: str, gap: float = 0.002) -> None:
+        """An INVITE and, `gap` seconds later, its CANCEL (same branch, RFC 3261 9.1): a call
+        the caller ends before anyone could answer it."""
+        invite = self.invite_text(number, rtp_port, call_id=call_id)
+        self.send(invite)
+        time.sleep(gap)
+        via = _header(invite, "Via")[0]
+        uri = invite.split(" ", 2)[1]
+        self.send(f"CANCEL {uri} SIP/2.0\r\nVia: {via}\r\n"
+                  f"From: <sip:{self.user}@{self.host}:{self.port}>;tag={self.tag}\r\n"
+                  f"To: <sip:{number}@{self.target[0]}:{self.target[1]}>\r\nCall-ID: {call_id}\r\n"
+                  "CSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+
     def invite(self, number: str, rtp_port: int, timeout: float = 5.0) -> Reply:
         """Send an INVITE and wait for its final reply; on 2xx, ACK it and keep the dialog."""
         self.ruri = f"sip:{number}@{self.target[0]}:{self.target[1]}"
