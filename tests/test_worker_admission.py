@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from ringmaster import protocol as p
 from ringmaster.worker.admission import IOQUEUE_MAX_HANDLES, MAX_LIVE_CALLS, SOCKETS_PER_CALL, MediaBudget, SourcePolicy
 from ringmaster.worker.dtmfrelay import body_is_safe
 
@@ -49,3 +50,15 @@ def test_dtmf_relay_bodies_pjsua_survives_pass_and_the_others_are_caught():
         assert not body_is_safe(head + body), body
     # other bodies are pjsua's business
     assert body_is_safe(b"INFO sip:w1 SIP/2.0\r\nContent-Type: text/plain\r\n\r\nSignal=5")
+
+
+@pytest.mark.parametrize("msg", [
+    p.TransferRequested(leg="w1-in1", target="sip:+4590901234@10.0.0.9", via="refer"),
+    p.TransferRequested(leg="c-a1", target="sip:x@y?Replaces=abc%3Bto-tag%3D1", via="refer", replaces=True),
+    p.TransferRequested(leg="c-b1", target="sip:\udcff@evil", via="redirect"),  # a peer's bytes, as decoded
+    p.SourceRefused(source="192.0.2.7", method="INVITE", code=403, count=99),
+    p.Refer(leg="alice-in1", target="sip:bob@127.0.0.1"),
+    p.ReferStatus(leg="alice-in1", code=603, reason="Decline", final=True),
+])
+def test_new_worker_messages_survive_the_wire(msg):
+    assert p.decode(p.encode(msg)) == msg
