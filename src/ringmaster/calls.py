@@ -334,6 +334,9 @@ class CallSession:
     # ------------------------------------------------------------ worker -> flow
 
     def on_event(self, msg: p.Message) -> None:
+        if isinstance(msg, p.TransferRequested):
+            self._transfer_refused(msg)
+            return
         leg = getattr(msg, "leg", None)
         if leg and leg != self.leg:
             # another leg of this call: an agent's ring or a transfer target. A leg we already
@@ -395,6 +398,18 @@ class CallSession:
                 # a prompt that cannot play must not leave the caller in silence forever
                 self.play_id = ""
                 self._feed(PromptsDone(interrupted=True))
+
+    def _transfer_refused(self, msg: p.TransferRequested) -> None:
+        """A REFER, INVITE-with-Replaces or 3xx on one of this call's legs (caller or
+        agent). The worker has already refused it and dialled nothing; the dial plan's
+        transfer rules (issue 11) are not applied yet, so the call goes on as it was and
+        the attempt is kept in the call's record."""
+        side = ("caller" if msg.leg == self.leg else "agent" if msg.leg == self.queue_agent_leg
+                else "transfer_target" if msg.leg == self.b_leg else "agent_ring")
+        self.log.warning("call.transfer_refused", via=msg.via, target=msg.target,
+                         replaces=msg.replaces, side=side, refused_leg=msg.leg)
+        self.store.event(self.call_id, "TRANSFER_REFUSED", via=msg.via, target=msg.target,
+                         replaces=msg.replaces, side=side, leg=msg.leg)
 
     def _ended(self, code: int, reason: str) -> None:
         if self.ended:

@@ -151,6 +151,12 @@ class Controller:
         if isinstance(msg, p.Slots):
             self._slots(wp, msg)
             return
+        if isinstance(msg, p.SourceRefused):
+            # the worker's own defence held: someone reached its SIP port around the edge
+            # (403) or a burst spent its media budget (480); summed per second by the worker
+            log.warning("worker.request_refused", worker=wp.name, source=msg.source,
+                        method=msg.method, code=msg.code, count=msg.count)
+            return
         leg = getattr(msg, "leg", "")
         session = self.sessions.get((wp.name, leg))
         if session is None:

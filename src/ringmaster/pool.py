@@ -26,9 +26,12 @@ def worker_specs(cfg: Config) -> list[WorkerSpec]:
     share = (hi - lo + 1) // w.count
     share -= share % 2  # RTP on even ports, RTCP beside it
     proxy = f"sip:{cfg.sip.host}:{cfg.sip.port};lr"
+    # Workers take SIP from the edge alone: Kamailio sends from its listen socket, so that
+    # exact IP:PORT is the only source a worker answers (docs/security.md).
+    edge = f"[{cfg.sip.host}]:{cfg.sip.port}" if ":" in cfg.sip.host else f"{cfg.sip.host}:{cfg.sip.port}"
     return [WorkerSpec(name=f"w{i + 1}", sip_host=w.address, sip_port=w.sip_port_base + i,
                        rtp_port=lo + i * share, rtp_count=share, proxy=proxy,
-                       public_host=cfg.sip.advertised_address)
+                       public_host=cfg.sip.advertised_address, allowed_sources=(edge,))
             for i in range(w.count)]
 
 

@@ -165,6 +165,17 @@ class SendDtmf(Message):
     method: DtmfMethod = "rfc2833"
 
 
+@message("refer")
+@dataclass(frozen=True)
+class Refer(Message):
+    """Ask the peer of `leg` to call `target` (an in-dialog REFER, RFC 3515); the answer
+    comes back as ReferStatus. Test phones use it to act as an agent pressing Transfer;
+    a worker refuses every REFER it receives (TransferRequested)."""
+
+    leg: str
+    target: str
+
+
 @message("register")
 @dataclass(frozen=True)
 class Register(Message):
@@ -288,6 +299,51 @@ class Slots(Message):
     max: int
     waiting: tuple[str, ...] = ()
 
+@message("refer_status")
+@dataclass(frozen=True)
+class ReferStatus(Message):
+    """Progress of a REFER this leg sent: the REFER's own final answer (e.g. 202, 603) or
+    a NOTIFY's sipfrag status of the new call; final: no more reports will follow."""
+
+    leg: str
+    code: int
+    reason: str = ""
+    final: bool = False
+
+
+@message("transfer_requested")
+@dataclass(frozen=True)
+class TransferRequested(Message):
+    """A peer asked this leg to go elsewhere; the worker refused it and dialled nothing.
+
+    via: "refer" (an in-dialog REFER, RFC 3515; refused with 603), "replaces" (an INVITE
+    with Replaces for this leg, RFC 3891; refused with 603) or "redirect" (a 3xx answer to a
+    leg we dialled; not followed, the leg ends with that code). target: the Refer-To URI, the
+    replacing INVITE's From URI, or the 3xx Contact, as the peer sent it (untrusted text).
+    replaces: the Refer-To carries a Replaces parameter (an attended transfer).
+    """
+
+    leg: str
+    target: str
+    via: Literal["refer", "replaces", "redirect"] = "refer"
+    replaces: bool = False
+
+
+@message("source_refused")
+@dataclass(frozen=True)
+class SourceRefused(Message):
+    """New requests the worker refused before any media was allocated, summed per source.
+
+    code 403: the source is not an allowed one (only the edge is); 480: the worker's
+    media budget for the last half second is spent (a burst). Sent at most once a second
+    per (source, method, code), with the count since the last report.
+    """
+
+    source: str
+    method: str
+    code: int
+    count: int = 1
+
 
 @message("error")
 @dataclass(frozen=True)
@@ -335,11 +391,11 @@ def decode(line: bytes | str) -> Message:
 
 COMMANDS: tuple[type[Message], ...] = (
     Answer, Reject, Play, StopPlay, CollectDigits, Dial, Bridge, Unbridge, RecordStart,
-    RecordPause, RecordResume, RecordStop, Hangup, SendDtmf, Register, Unregister, Shutdown,
+    RecordPause, RecordResume, RecordStop, Hangup, SendDtmf, Refer, Register, Unregister, Shutdown,
 )
 EVENTS: tuple[type[Message], ...] = (
     Ready, Incoming, CallState, MediaReady, Digit, PlaybackDone, DigitsCollected,
-    RecordingDone, RegState, Error,
+    RecordingDone, RegState, ReferStatus, TransferRequested, SourceRefused, Error,
 )
 
 __all__ = [c.__name__ for c in COMMANDS + EVENTS] + [

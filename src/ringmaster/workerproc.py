@@ -33,6 +33,8 @@ class WorkerSpec:
     rtp_count: int
     proxy: str = ""
     public_host: str = ""
+    # who may open dialogs with this worker (IP or IP:PORT): the edge alone for the pool
+    allowed_sources: tuple[str, ...] = ()
 
     @property
     def sip_uri(self) -> str:
@@ -78,6 +80,8 @@ class WorkerProcess:
             args += ["--proxy", s.proxy]
         if s.public_host:
             args += ["--public-host", s.public_host]
+        for source in s.allowed_sources:
+            args += ["--allow-source", source]
         self.proc = await asyncio.create_subprocess_exec(
             *args, pass_fds=[child.fileno()], stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -19,8 +19,9 @@ class Phone:
     live: set[Phone] = set()  # phones a test started and has not stopped (conftest kills them)
 
     def __init__(self, name: str, sip_port: int, rtp_port: int, proxy: str = ""):
+        # a test phone takes calls from the edge and from other phones, all on loopback
         self.spec = WorkerSpec(name=name, sip_host="127.0.0.1", sip_port=sip_port, rtp_port=rtp_port,
-                               rtp_count=16, proxy=proxy)
+                               rtp_count=16, proxy=proxy, allowed_sources=("127.0.0.1",))
         self.events: list[p.Message] = []
         self._changed = asyncio.Event()
         self.proc = WorkerProcess(self.spec, self._on_event)

@@ -18,13 +18,16 @@ def main() -> None:
     ap.add_argument("--proxy", default="", help="outbound proxy URI for dialled legs")
     ap.add_argument("--public-host", default="")
     ap.add_argument("--log-level", type=int, default=1)
+    ap.add_argument("--allow-source", action="append", default=[], metavar="IP[:PORT]",
+                    help="a source that may open dialogs (the edge); repeatable; none: refuse all")
     args = ap.parse_args()
     host, port = args.sip.rsplit(":", 1)
     rtp_port, rtp_count = args.rtp.split(":")
     settings = WorkerSettings(name=args.name, sip_host=host, sip_port=int(port),
                               rtp_port=int(rtp_port), rtp_port_range=int(rtp_count),
                               proxy=args.proxy, public_host=args.public_host,
-                              log_level=args.log_level)
+                              log_level=args.log_level,
+                              allowed_sources=tuple(args.allow_source))
     sock = socket.socket(fileno=args.fd)
     engine = MediaEngine(settings, sock)
 

@@ -25,14 +25,18 @@ import pjsua2 as pj
 
 from ringmaster import protocol as p
 from ringmaster.worker import native
+from ringmaster.worker.admission import MediaBudget, SourcePolicy
+from ringmaster.worker.dtmfrelay import blank_body, body_is_safe
 from ringmaster.worker.legs import (
     Collection,
     Graveyard,
     Leg,
     Prompt,
     Recording,
+    RefusingAccount,
     Registration,
     WorkerAccount,
+    WorkerEndpoint,
 )
 
 POLL_MS = 10
@@ -60,6 +64,13 @@ MAX_LEGS = 4  # PJSUA_MAX_CALLS of the PyPI wheel; asking for more is silently c
 # without the edge's 2 s fr_timer in between). 4 s is 4 retransmissions on a LAN or loopback
 # path whose round trip is milliseconds; every leg ends within ~4 s whatever the far end does.
 SIP_T1_MS, SIP_T2_MS, SIP_T4_MS, SIP_TIMEOUT_MS = 500, 4000, 5000, 4000
+# What a DTMF digit may be: RFC 4733 events 0-15 (pjmedia maps them to these characters) and
+# the one character of a SIP INFO application/dtmf-relay "Signal=" line (pjsua passes on
+# whatever byte follows the "=": letters, CR, non-UTF-8 bytes were seen reaching the flow).
+DTMF_SIGNALS = frozenset("0123456789*#ABCD")
+# Refused requests are summed per (source IP, method, code) and reported at most this often:
+# a flood must not become a flood of events to the controller.
+REFUSAL_REPORT_EVERY = 1.0
 _HEADER_RE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)\s*:\s*(.*)$")  # RFC 3261 token
 
 
@@ -73,6 +84,8 @@ class WorkerSettings:
     proxy: str = ""  # outbound proxy URI (the edge) for dialled legs
     public_host: str = ""
     log_level: int = 1
+    # sources (IP or IP:PORT) that may open dialogs: the edge; nothing else is answered but 403
+    allowed_sources: tuple[str, ...] = ()
 
 
 class MediaEngine:
@@ -96,13 +109,20 @@ class MediaEngine:
         self.fast_until = 0.0
         self.ep: pj.Endpoint | None = None
         self.account: WorkerAccount | None = None
+        self.refusing: RefusingAccount | None = None
+        self.policy = SourcePolicy.parse(settings.allowed_sources)
+        self.budget = MediaBudget()
+        self.refused: dict[tuple[str, str, int], int] = {}  # (source IP, method, code) -> count
+        self.refused_report_at = 0.0
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        ep = pj.Endpoint()
+        ep = WorkerEndpoint(self)
         ep.libCreate()
         cfg = pj.EpConfig()
+        # an unsolicited NOTIFY (message-summary) would be answered 200 from anyone
+        cfg.uaConfig.mwiUnsolicitedEnabled = False
         cfg.uaConfig.threadCnt = 0
         cfg.uaConfig.mainThreadOnly = True
         cfg.uaConfig.maxCalls = MAX_LEGS
@@ -140,6 +160,13 @@ class MediaEngine:
         acfg.mediaConfig.lockCodecEnabled = False
         self.account = WorkerAccount(self)
         self.account.create(acfg)
+        # Requests the worker refuses land on an account whose media is the loop transport
+        # (no socket): see RefusingAccount and admission.py.
+        rcfg = pj.AccountConfig()
+        rcfg.idUri = f"sip:refused@{self.s.sip_host}:{self.s.sip_port}"
+        rcfg.mediaConfig.useLoopMedTp = True
+        self.refusing = RefusingAccount(self)
+        self.refusing.create(rcfg)
         self.send(p.Ready(worker=self.s.name, pid=os.getpid(), sip_uri=acfg.idUri))
 
     def _media_ports(self, acfg: pj.AccountConfig) -> None:
@@ -163,6 +190,8 @@ class MediaEngine:
             self._check_slots()
             if self.finalizing:
                 self._check_finalized()
+            if self.refused:
+                self._report_refusals()
         self.stop()
 
     def stop(self) -> None:
@@ -195,6 +224,7 @@ class MediaEngine:
         self.registrations.clear()
         self.bridges.clear()
         self.account = None
+        self.refusing = None
         self.graveyard.empty()
         self.graveyard.empty()
         sys.last_traceback = sys.last_value = sys.last_type = None  # type: ignore[assignment]
@@ -283,6 +313,80 @@ class MediaEngine:
                              from_uri=info.remoteUri, to_uri=info.localUri, source=src,
                              headers=headers))
 
+    def select_account(self, prm: pj.OnSelectAccountParam) -> None:
+        """Admit or refuse a new out-of-dialog request before pjsua allocates its media.
+
+        Refused requests go to the RefusingAccount (loop media, no socket), which answers
+        403 (source not allowed) or 480 (media budget spent); admitted INVITEs take one unit
+        of the media budget. `rdata.info` is pjsip's ASCII summary ("Request msg
+        INVITE/cseq=1 (rdata0x..)"); the whole message may hold any bytes.
+        """
+        assert self.account is not None and self.refusing is not None
+        src = prm.rdata.srcAddress
+        parts = prm.rdata.info.split()
+        method = parts[2].split("/", 1)[0] if len(parts) > 2 else "?"
+        if not self.policy.allows(src):
+            code = 403
+        elif method == "INVITE" and not self.budget.available():
+            code = 480
+        else:
+            if method == "INVITE":
+                self.budget.take()
+            if prm.accountIndex == self.refusing.getId():
+                prm.accountIndex = self.account.getId()
+            return
+        prm.accountIndex = self.refusing.getId()
+        key = (src.rsplit(":", 1)[0], method[:16], code)
+        self.refused[key] = self.refused.get(key, 0) + 1
+
+    def refusal_for(self, source: str, method: str) -> tuple[int, str]:
+        """Status code and reason for a request select_account sent to the RefusingAccount."""
+        if not self.policy.allows(source):
+            return 403, "Forbidden"
+        # Not 503: the edge's dispatcher marks a worker that answers 503 as down until its
+        # next OPTIONS ping, so a burst spread over the pool would take every worker out
+        # (shared/notes/kamailio-edge.md pitfall 5). 480 + Retry-After is relayed to the
+        # caller as "try again shortly" and the worker stays in rotation.
+        return 480, "Busy With A Burst"
+
+    def _report_refusals(self) -> None:
+        now = time.monotonic()
+        if now < self.refused_report_at:
+            return
+        refused, self.refused = self.refused, {}
+        self.refused_report_at = now + REFUSAL_REPORT_EVERY
+        for (source, method, code), count in refused.items():
+            self.send(p.SourceRefused(source=source, method=method, code=code, count=count))
+
+    def transfer_requested(self, leg: Leg, target: str, via: str) -> None:
+        """A REFER, an INVITE with Replaces or a 3xx for this leg, already refused by pjsua
+        on our say-so (legs.py); the controller records it and decides what, if anything,
+        to dial. The target is the peer's text: bounded, never used here."""
+        target = target.strip()
+        if target.startswith("<") and ">" in target:  # pjsua gives Refer-To as name-addr
+            target = target[1:target.index(">")]
+        target = target[:500]
+        replaces = via == "replaces" or "replaces=" in target.lower()
+        self.send(p.TransferRequested(leg=leg.leg_id, target=target, via=via,  # type: ignore[arg-type]
+                                      replaces=replaces))
+
+    def check_info(self, leg: Leg, rdata: pj.SipRxData) -> None:
+        """An incoming INFO on `leg`, before pjsua parses it: blank a dtmf-relay body that
+        would abort pjsua (pjsua then answers 400) and say so once per leg."""
+        message = rdata.wholeMsg.encode("utf-8", "surrogateescape")  # SWIG decodes that way
+        if body_is_safe(message):
+            return
+        blanked = blank_body(int(rdata.pjRxData), message)
+        if not leg.bad_dtmf_reported:
+            leg.bad_dtmf_reported = True
+            body = message.partition(b"\r\n\r\n")[2][:40]
+            self.report_error("dtmf", "malformed dtmf-relay INFO body "
+                              + ("refused (400)" if blanked else "NOT defused: pjsua may abort")
+                              + f": {body!r}", leg.leg_id)
+        if not blanked:
+            print(f"dtmf-relay guard: packet not found in rdata for leg {leg.leg_id}",
+                  file=sys.stderr, flush=True)
+
     def leg_gone(self, leg: Leg) -> None:
         if leg.prompt is not None:
             self._drop_prompt(leg)
@@ -306,6 +410,16 @@ class MediaEngine:
             self.send(p.MediaReady(leg=leg.leg_id))
 
     def digit(self, leg: Leg, digit: str, method: str) -> None:
+        signal = digit.upper()
+        if len(signal) != 1 or signal not in DTMF_SIGNALS:
+            # not a key of a phone: never let it reach a flow (it could become a variable,
+            # a path or a URI); say so once per leg, a hostile peer may send thousands
+            if not leg.bad_dtmf_reported:
+                leg.bad_dtmf_reported = True
+                self.report_error("dtmf", f"ignored a {method} signal that is not a DTMF digit: "
+                                          f"{digit[:8]!r}", leg.leg_id)
+            return
+        digit = signal
         self.send(p.Digit(leg=leg.leg_id, digit=digit, method=method))
         if leg.prompt is not None and leg.prompt.barge_in:
             prompt = leg.prompt
@@ -537,6 +651,10 @@ class MediaEngine:
         if used >= MAX_LEGS:
             self.slots_refused = used
             return False  # makeCall would fail with PJ_ETOOMANY and log it: wait for a slot
+        if not self.budget.available():
+            self.dial_retry_at = time.monotonic() + DIAL_RECHECK
+            return False  # a burst spent the media budget: wait like for a free slot
+        self.budget.take()
         leg = Leg(self, self.account, cmd.leg)
         prm = pj.CallOpParam(True)
         for name, value in cmd.extra_headers:
@@ -646,6 +764,10 @@ class MediaEngine:
                     leg.sendDtmf(prm)
                 except pj.Error as exc:
                     self.report_error("send_dtmf", str(exc.info() if hasattr(exc, "info") else exc), leg.leg_id)
+
+    def do_refer(self, cmd: p.Refer) -> None:
+        prm = pj.CallOpParam(True)
+        self._leg(cmd.leg).xfer(cmd.target, prm)
 
     def do_register(self, cmd: p.Register) -> None:
         old = self.registrations.pop(cmd.reg_id, None)

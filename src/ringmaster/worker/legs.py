@@ -5,6 +5,10 @@ Rules from shared/notes/pjsua2.md that shape this file:
   local is garbage-collected at once: 603 or silence);
 - callbacks never raise (pjsua2 prints and swallows): each body reports errors as events;
 - onEof2 runs on a media clock thread: it only enqueues, the main thread does the rest.
+
+What a worker must never do on a peer's say-so (issues 11 and 17): dial a REFER's target,
+let an INVITE with Replaces take over a leg, follow a 3xx, or take a dialog from anyone but
+the edge. Each of those is refused here and reported to the controller, which decides.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pjsua2 as pj
+
+from ringmaster import protocol as p
 
 if TYPE_CHECKING:
     from ringmaster.worker.engine import MediaEngine
@@ -97,6 +103,7 @@ class Leg(pj.Call):
         self.info_digits = ""  # SIP INFO digits waiting to be sent, paced
         self.info_next_at = 0.0
         self.created = time.monotonic()
+        self.bad_dtmf_reported = False  # a non-DTMF signal is reported once per leg
 
     # -- callbacks (main thread: the one polling libHandleEvents)
 
@@ -127,6 +134,58 @@ class Leg(pj.Call):
             method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
             self.engine.digit(self, prm.digit, method)
 
+    def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
+        # runs before pjsua's own handling of an incoming in-dialog request: the one chance
+        # to defuse a dtmf-relay INFO body that would abort pjsua's parser (dtmfrelay.py)
+        e = prm.e
+        if e.type != pj.PJSIP_EVENT_TSX_STATE:
+            return
+        tsx = e.body.tsxState.tsx
+        if (tsx.role != pj.PJSIP_ROLE_UAS or tsx.state != pj.PJSIP_TSX_STATE_TRYING
+                or tsx.method != "INFO"):
+            return
+        with _guard(self.engine, "onCallTsxState", self.leg_id):
+            self.engine.check_info(self, e.body.tsxState.src.rdata)
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        # a REFER we sent (protocol Refer): report its progress; never end our own leg for it
+        prm.cont = not prm.finalNotify
+        with _guard(self.engine, "onCallTransferStatus", self.leg_id):
+            self.engine.send(p.ReferStatus(leg=self.leg_id, code=prm.statusCode, reason=prm.reason,
+                                           final=bool(prm.finalNotify)))
+
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
+        # pjsua's default is 202 Accepted and a new call to Refer-To, placed by pjsua itself:
+        # a caller or an agent phone could make the server dial anything (toll fraud), and
+        # the untracked call crashed the worker at shutdown (issue 11). RFC 3515 2.4.2 lets
+        # the recipient refuse a REFER with any non-2xx; 603 Decline says "not by policy".
+        # The controller hears of it and decides (it may transfer by its own rules).
+        prm.statusCode = pj.PJSIP_SC_DECLINE
+        with _guard(self.engine, "onCallTransferRequest", self.leg_id):
+            self.engine.transfer_requested(self, prm.dstUri, via="refer")
+
+    def onCallReplaceRequest(self, prm: pj.OnCallReplaceRequestParam) -> None:
+        # An INVITE with Replaces (RFC 3891) would hand this leg, bridged or not, to whoever
+        # knows its dialog id. The worker never asked for one; 603 as RFC 3891 3 suggests.
+        # pjsua calls this before any media is allocated for the new INVITE.
+        prm.statusCode = pj.PJSIP_SC_DECLINE
+        with _guard(self.engine, "onCallReplaceRequest", self.leg_id):
+            self.engine.transfer_requested(self, _from_uri(prm.rdata.wholeMsg), via="replaces")
+
+    def onCallRedirected(self, prm: pj.OnCallRedirectedParam) -> int:
+        # A 3xx to one of our dialled legs would have pjsua dial its Contact: only the
+        # controller dials, so stop here (the leg ends with the 3xx as its final code).
+        with _guard(self.engine, "onCallRedirected", self.leg_id):
+            self.engine.transfer_requested(self, prm.targetUri, via="redirect")
+        return pj.PJSIP_REDIRECT_STOP
+
+
+def _refuse_subscription(prm: pj.OnIncomingSubscribeParam) -> None:
+    # pjsua accepts a presence SUBSCRIBE (200) unless told otherwise and then sends NOTIFYs
+    # to the subscriber: a worker has no presence to offer and must not send to strangers.
+    prm.code = 403
+    prm.reason = "Forbidden"
+
 
 class Registration(pj.Account):
     """An upstream registration (PBX / trunk) whose Contact points at the edge."""
@@ -156,6 +215,9 @@ class Registration(pj.Account):
             self.engine.graveyard.bury(call)
             self.engine.report_error("incoming", "call reached the registration agent; not served here")
 
+    def onIncomingSubscribe(self, prm: pj.OnIncomingSubscribeParam) -> None:
+        _refuse_subscription(prm)
+
 
 class WorkerAccount(pj.Account):
     """The worker's own identity: receives the calls the edge dispatches to it."""
@@ -167,6 +229,73 @@ class WorkerAccount(pj.Account):
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
         with _guard(self.engine, "onIncomingCall"):
             self.engine.incoming(self, prm)
+
+    def onIncomingSubscribe(self, prm: pj.OnIncomingSubscribeParam) -> None:
+        _refuse_subscription(prm)
+
+
+class RefusingAccount(pj.Account):
+    """Where `WorkerEndpoint.onSelectAccount` sends requests the worker will not take.
+
+    Its media is pjmedia's loop transport (`useLoopMedTp`): pjsua allocates media for an
+    INVITE before the application sees it, and for this account that costs no socket and no
+    ioqueue slot, so a flood of refused INVITEs cannot exhaust the worker (admission.py).
+    It answers 403 (source not allowed) or 480 with Retry-After (media budget spent).
+    """
+
+    def __init__(self, engine: MediaEngine):
+        super().__init__()
+        self.engine = engine
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        with _guard(self.engine, "onIncomingCall"):
+            call = pj.Call(self, prm.callId)
+            op = pj.CallOpParam()
+            op.statusCode, reason = self.engine.refusal_for(prm.rdata.srcAddress, "INVITE")
+            op.reason = reason
+            if op.statusCode == 480:
+                # RFC 3261 20.33: tell a well-behaved sender when to try again
+                h = pj.SipHeader()
+                h.hName, h.hValue = "Retry-After", "1"
+                op.txOption.headers.append(h)
+            call.hangup(op)
+            self.engine.graveyard.bury(call)
+
+    def onIncomingSubscribe(self, prm: pj.OnIncomingSubscribeParam) -> None:
+        _refuse_subscription(prm)
+        self.engine.refusal_for(prm.rdata.srcAddress, "SUBSCRIBE")
+
+
+class WorkerEndpoint(pj.Endpoint):
+    """The pjsua2 endpoint, for the one callback that runs before pjsua allocates media."""
+
+    def __init__(self, engine: MediaEngine):
+        super().__init__()
+        self.engine = engine
+
+    def onSelectAccount(self, prm: pj.OnSelectAccountParam) -> None:
+        # pjsua calls this for each new out-of-dialog INVITE (and SUBSCRIBE, MESSAGE) after
+        # the call-slot check and before the media transport is created (pjsua_call.c,
+        # pjsua_call_on_incoming). It cannot refuse by itself, but it picks the account.
+        try:
+            self.engine.select_account(prm)
+        except Exception as exc:  # never raise into pjsua; fail closed
+            refusing = self.engine.refusing
+            if refusing is not None:
+                prm.accountIndex = refusing.getId()
+            self.engine.report_error("onSelectAccount", f"{type(exc).__name__}: {exc}")
+
+
+def _from_uri(whole: str) -> str:
+    """The From URI of a raw request (for reporting only; never dialled)."""
+    for line in whole.split("\r\n\r\n", 1)[0].split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() in ("from", "f"):
+            value = value.strip()
+            if "<" in value and ">" in value:
+                return value[value.index("<") + 1:value.index(">")][:200]
+            return value.split(";", 1)[0][:200]
+    return ""
 
 
 @dataclass
