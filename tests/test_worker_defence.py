@@ -202,19 +202,29 @@ def _info_answers(uac: RawUac, bodies: list[bytes]) -> list[int]:
 def test_only_dtmf_digits_from_sip_info_reach_the_flow_and_the_rest_is_reported_once(daemon_factory):
     d = daemon_factory(workers=1)
     uac = RawUac(d.ports.caller(3), ("127.0.0.1", d.ports.edge))
+    # one key, then what no keypad sends: a letter outside A-D, a non-UTF-8 byte, a flash
+    # (RFC 4733 event 16 as pjmedia names it), a CR; then lower-case b and a #
+    signals = [b"5", b"Z", b"\xff", b"R", b"\r", b"b", b"#"]
+    bodies = [b"Signal=" + sig + b"\r\nDuration=160\r\n" for sig in signals]
     try:
         assert uac.invite("200", d.ports.sink(0)).code == 200
-        # one key, then what no keypad sends: a letter outside A-D, a non-UTF-8 byte, a flash
-        # (RFC 4733 event 16 as pjmedia names it), a CR; then lower-case b and a #
-        signals = [b"5", b"Z", b"\xff", b"R", b"\r", b"b", b"#"]
-        answers = _info_answers(uac, [b"Signal=" + sig + b"\r\nDuration=160\r\n" for sig in signals])
+        # through the edge: it refuses every body that is not one DTMF signal (400)
+        through_edge = _info_answers(uac, bodies)
+        # straight at the worker's Contact (in-dialog requests are matched by dialog, not by
+        # source): the worker's own filter is the second wall
+        uac.route = []
+        host, _, port = uac.remote_target.split("@", 1)[-1].split(";", 1)[0].partition(":")
+        uac.target = (host, int(port))
+        straight = _info_answers(uac, bodies[1:5])
         uac.pump(0.3)
         assert uac.bye().code == 200
     finally:
         uac.close()
+    assert through_edge == [200, 400, 400, 400, 400, 200, 200], through_edge
+    assert [e["detail"].split()[0] for e in d.events("edge.malformed_refused")] == ["reason=dtmf_body"] * 4
     # pjsua answers a readable body 200 (the worker filters the signal); the CR makes a bare
     # CR in the body, which the worker's guard refuses before pjsua parses it (400)
-    assert answers == [200, 200, 200, 200, 400, 200, 200], answers
+    assert straight == [200, 200, 200, 400], straight
     row = d.wait_calls_ended(1)[0]
     assert _digits(d, row["call_id"]) == [("5", "info"), ("B", "info"), ("#", "info")]
     errors = [data for cid, data in _call_events(d, "ERROR") if cid == row["call_id"]]
