@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from ringmaster import inputs
 from ringmaster import protocol as p
 from ringmaster.acd.runtime import AcdRuntime
 from ringmaster.calls import CallSession, new_call_id, sip_user
@@ -178,7 +179,7 @@ class Controller:
             # a registered trunk calls our Contact (the registration user); the DID is in To
             if called == reg.spec.username:
                 called = sip_user(msg.to_uri) or called
-        caller = sip_user(msg.from_uri) or msg.from_uri
+        caller = inputs.caller_id(sip_user(msg.from_uri) or msg.from_uri)
         session = CallSession(call_id=new_call_id(), worker=worker, leg=msg.leg, caller=caller,
                               called=called, send=self.pool.send, store=self.store,
                               recordings_dir=self.cfg.paths.recordings)

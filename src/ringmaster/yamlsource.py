@@ -98,7 +98,8 @@ class Source:
 
 
 def _pos(node: yaml.Node | yaml.Event) -> tuple[int, int]:
-    return node.start_mark.line + 1, node.start_mark.column + 1
+    mark = node.start_mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
 def load(path: str | Path) -> Source:
@@ -184,18 +185,19 @@ def _check_events(text: str, file: str) -> None:
     for ev in yaml.parse(text, Loader=_Loader):
         if isinstance(ev, yaml.NodeEvent) and not isinstance(ev, yaml.AliasEvent):
             tag = getattr(ev, "tag", None)
-            if tag not in SAFE_TAGS:
+            if tag is not None and tag not in SAFE_TAGS:
                 shown = "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
                 refuse(ev, f"tag {shown} is not allowed: only plain YAML values (safe loading)")
         if isinstance(ev, yaml.AliasEvent):
+            anchor = str(ev.anchor)
             aliases += 1
             if aliases > MAX_ALIASES:
                 refuse(ev, f"more than {MAX_ALIASES} aliases")
-            if any(s[0] == ev.anchor for s in stack):
-                refuse(ev, f"alias *{ev.anchor} refers to its own anchor (a recursive structure)")
-            if ev.anchor not in done:
-                refuse(ev, f"alias *{ev.anchor} has no anchor &{ev.anchor} before it")
-            add(ev, *done[ev.anchor])
+            if any(s[0] == anchor for s in stack):
+                refuse(ev, f"alias *{anchor} refers to its own anchor (a recursive structure)")
+            if anchor not in done:
+                refuse(ev, f"alias *{anchor} has no anchor &{anchor} before it")
+            add(ev, *done[anchor])
         elif isinstance(ev, yaml.ScalarEvent):
             add(ev, 1, 0)
             if ev.anchor is not None:
