@@ -152,3 +152,26 @@ def test_fuzz_structured_yaml_never_raises_anything_but_located_errors(tmp_path_
                     max_size=200))
 def test_fuzz_arbitrary_text_never_raises_anything_but_located_errors(tmp_path_factory, text):
     _assert_loads_or_refuses(text, tmp_path_factory.getbasetemp())
+
+
+# ------------------------------------------------------------------ reload on a running daemon
+
+
+def test_reload_of_hostile_yaml_is_refused_with_places_and_the_daemon_keeps_its_plan(daemon_factory):
+    """A recursive alias used to reach the daemon as a bare RecursionError message, and a bomb
+    held its event loop; now each is refused as FILE:LINE:COL and the old plan stays live."""
+    d = daemon_factory(workers=1)
+    good = d.config_path.read_text()
+    for hostile, expected in [("x-bad: &a [*a]\n", "refers to its own anchor"),
+                              (BOMB.replace("a: &a", "zz: &a"), "values once aliases are expanded"),
+                              ("x-tag: !!python/name:os.system\n", "is not allowed")]:
+        d.config_path.write_text(hostile + good)
+        out = subprocess.run([sys.executable, "-m", "ringmaster.cli", "reload", "-c", str(d.config_path)],
+                             capture_output=True, text=True, timeout=20)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "Traceback" not in out.stderr and expected in out.stderr, out.stderr
+        assert re.search(rf"{re.escape(str(d.config_path))}:\d+:\d+: ", out.stderr), out.stderr
+    d.config_path.write_text(good)
+    st = d.status()
+    assert st is not None and st["ok"] and d.proc.poll() is None
+    assert not [e for e in d.events("reload.rejected") if "error" in e and "Recursion" in str(e["error"])]
