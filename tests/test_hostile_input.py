@@ -88,6 +88,7 @@ async def test_hostile_caller_ids_never_move_a_recording_out_of_its_folder(daemo
     recordings = (d.dir / "recordings").resolve()
     agent = await Phone("alice", d.ports.caller(0), d.ports.base + 80).start()
     callers = ["../../evil", "7" * 230]
+    rings: list[dict[str, str]] = []
     try:
         assert (await register(agent, d, "alice", "alice-secret")).registered
         wait_agent(d, "alice", "available")
@@ -95,6 +96,7 @@ async def test_hostile_caller_ids_never_move_a_recording_out_of_its_folder(daemo
             mark = len(agent.events)
             call = asyncio.create_task(_sipp(d, caller, "500"))
             inc = await agent.wait(p.Incoming, timeout=15, after=mark)
+            rings.append(dict(inc.headers))
             agent.send(p.Answer(leg=inc.leg))
             await asyncio.sleep(1.5)
             agent.send(p.Hangup(leg=inc.leg))
@@ -112,6 +114,11 @@ async def test_hostile_caller_ids_never_move_a_recording_out_of_its_folder(daemo
         assert len(rec.name) <= 255
     assert all(f.resolve().is_relative_to(recordings) for f in d.dir.parent.glob("**/*evil*"))
     assert not d.events("acd.recording_refused")
+    # the agent's phone learns the caller ID as the call record keeps it (bounded where it enters)
+    assert rings[0].get("X-Ringmaster-Var-caller") == "../../evil", rings[0]
+    assert rings[1].get("X-Ringmaster-Var-caller") == "7" * inputs.CALLER_ID_MAX, rings[1]
+    assert {r["caller"] for r in ended} == {"../../evil", "7" * inputs.CALLER_ID_MAX}
+    assert all(v.isprintable() and len(v) <= 200 for r in rings for k, v in r.items() if k.startswith("X-Ringmaster-Var-"))
 
 
 def test_recording_template_is_a_relative_path_of_plain_fields():
