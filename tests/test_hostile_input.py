@@ -10,6 +10,7 @@ import asyncio
 import json
 import sqlite3
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,19 @@ def test_hostile_http_bodies_are_400_with_the_reason_never_5xx(daemon_factory):
             assert json.loads(out)["error"], out
 
     fuzz()
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(path=st.sampled_from(["/api/calls", "/api/tasks"]),
+           params=st.dictionaries(st.sampled_from(["since", "until", "queue", "agent", "caller", "channel", "state",
+                                                   "disposition", "min_wait", "limit"]),
+                                  st.one_of(st.text(max_size=30), st.sampled_from(
+                                      ["0", "-1", "1e999", "nan", "9" * 400, "0001-01-01", "9999-12-31", "15m",
+                                       "99999999999d", "%", "'; DROP TABLE calls; --"])), max_size=4))
+    def fuzz_query(path: str, params: dict[str, str]) -> None:
+        code, _, out = http(d, "GET", f"{path}?{urllib.parse.urlencode(params)}", "supervisor")
+        assert code in (200, 400), (code, params, out[:200])
+
+    fuzz_query()
     assert d.proc.poll() is None
     assert not [line for line in d.log_text().splitlines() if "Traceback" in line or "Error handling request" in line]
 
