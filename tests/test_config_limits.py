@@ -4,12 +4,15 @@ and never with a traceback or a hang. Issue 17, item 7."""
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -97,6 +100,27 @@ def test_a_plain_large_plan_within_the_limits_still_loads(tmp_path: Path):
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+@pytest.mark.parametrize("change, expected", [
+    # found by the demo-config fuzz below: each used to raise out of `check` with a traceback
+    ({"schedules": "schedules:\n  office: {timezone: UTC, hours: {mon-fri: true}}\n"}, "a span like 09:00-17:00"),
+    ({"play: welcome": 'play: ""'}, "not a prompt file name"),
+    ({"play: welcome": "play: " + "x" * 300}, "not a prompt file"),
+])
+def test_odd_values_found_by_fuzzing_are_located_errors(tmp_path: Path, change: dict[str, str], expected: str):
+    text = GOOD
+    for old, new in change.items():
+        text = text + new if old == "schedules" else text.replace(old, new)
+    f = _write(tmp_path, text)
+    _assert_refused_with_places(_check(f), f, expected)
+
+
+def test_music_on_hold_with_an_impossible_name_is_a_located_error(tmp_path: Path):
+    text = GOOD + ("agents:\n  alice: {softphone: {username: alice, password: alice-secret-pw}}\n"
+                   "queues:\n  sales: {members: [alice], moh: " + "m" * 300 + "}\n")
+    f = _write(tmp_path, text)
+    _assert_refused_with_places(_check(f), f, "music on hold not found")
+
+
 # ------------------------------------------------------------------ fuzz
 
 _scalar = st.one_of(
@@ -175,3 +199,41 @@ def test_reload_of_hostile_yaml_is_refused_with_places_and_the_daemon_keeps_its_
     st = d.status()
     assert st is not None and st["ok"] and d.proc.poll() is None
     assert not [e for e in d.events("reload.rejected") if "error" in e and "Recursion" in str(e["error"])]
+
+
+def _paths(data: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out += _paths(v, prefix + (k,))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out += _paths(v, prefix + (i,))
+    return out
+
+
+DEMO = yaml.safe_load((Path(__file__).resolve().parent.parent / "config" / "ringmaster.yaml").read_text())
+DEMO_PATHS = _paths(DEMO)[1:]
+_hostile_value = st.one_of(
+    st.sampled_from([None, True, -1, 0, 10**40, 1e308, -1e-308, "", " ", "\u202e", "../../etc/passwd", "x" * 5000,
+                     "{caller.__class__}", "{", "%s%n", "sip:", "127.0.0.1:0", "999.1.1.1:5060", "09:00-08:00",
+                     "2026-02-30", "Mars/Olympus", "\\", [], {}, [[[]]], {"a": {"b": {}}}, ["1", 2, None]]),
+    st.text(max_size=20), st.integers(), st.floats(allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=st.lists(st.tuples(st.sampled_from(DEMO_PATHS), _hostile_value), min_size=1, max_size=4))
+def test_fuzz_the_demo_config_with_hostile_values_gives_located_errors_only(tmp_path_factory, changes):
+    """The whole `check` path (every section's validation, flows, ACD, ports) on the annotated
+    demo config with up to four values replaced by hostile ones."""
+    data = copy.deepcopy(DEMO)
+    for path, value in changes:
+        node = data
+        try:
+            for part in path[:-1]:
+                node = node[part]
+            node[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier change replaced this branch
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    _assert_loads_or_refuses(text, tmp_path_factory.getbasetemp())

@@ -474,7 +474,11 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
             errors.append(src.error(("queues", qname, "exit_key", "flow"),
                                     f"exit key goes to unknown flow {q.exit_key.flow!r}{did_you_mean(q.exit_key.flow, set(cfg.flows))}"))
         moh = Path(q.moh) if Path(q.moh).is_absolute() else Path(cfg.paths.prompts) / q.moh
-        if not moh.is_dir() and not ctx.prompt_path(q.moh).is_file():
+        try:
+            found = moh.is_dir() or ctx.prompt_path(q.moh).is_file()
+        except (OSError, ValueError):  # '' or a name longer than NAME_MAX: not found either
+            found = False
+        if not found:
             errors.append(src.error(("queues", qname, "moh"), f"music on hold not found: {q.moh} (a prompt name or a directory)"))
     return errors
 
