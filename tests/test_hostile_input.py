@@ -117,8 +117,8 @@ async def test_hostile_caller_ids_never_move_a_recording_out_of_its_folder(daemo
     assert not d.events("acd.recording_refused")
     # the agent's phone learns the caller ID as the call record keeps it (bounded where it enters)
     assert rings[0].get("X-Ringmaster-Var-caller") == "../../evil", rings[0]
-    assert rings[1].get("X-Ringmaster-Var-caller") == "7" * inputs.CALLER_ID_MAX, rings[1]
-    assert {r["caller"] for r in ended} == {"../../evil", "7" * inputs.CALLER_ID_MAX}
+    assert rings[1].get("X-Ringmaster-Var-caller") == "7" * inputs.PARTY_ID_MAX, rings[1]
+    assert {r["caller"] for r in ended} == {"../../evil", "7" * inputs.PARTY_ID_MAX}
     assert all(v.isprintable() and len(v) <= 200 for r in rings for k, v in r.items() if k.startswith("X-Ringmaster-Var-"))
 
 

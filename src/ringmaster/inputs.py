@@ -105,16 +105,16 @@ def dtmf_digits(digits: str) -> str:
     return "".join(c for c in digits.upper() if c in DTMF_DIGITS)
 
 
-# ---------------------------------------------------------------- caller IDs
+# ---------------------------------------------------------------- caller and called IDs
 
-CALLER_ID_MAX = 128  # E.164 is 15 digits; SIP user parts can be names, not novels
+PARTY_ID_MAX = 128  # E.164 is 15 digits; SIP user parts can be names, not novels
 
 
-def caller_id(value: str) -> str:
-    """A caller ID as the call record and the flows keep it: printable characters only, at most
-    CALLER_ID_MAX. It is still the caller's choice: where it becomes a path or a header, that
-    place applies its own rule (file_name_part, header_value)."""
-    return "".join(c for c in value if c.isprintable())[:CALLER_ID_MAX]
+def party_id(value: str) -> str:
+    """A caller ID or a called number as the call record, the routing and the flows keep it:
+    printable characters only, at most PARTY_ID_MAX. It is still the caller's choice: where it
+    becomes a path or a header, that place applies its own rule (file_name_part, header_value)."""
+    return "".join(c for c in value if c.isprintable())[:PARTY_ID_MAX]
 
 
 # ---------------------------------------------------------------- paths
