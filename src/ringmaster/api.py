@@ -443,7 +443,11 @@ def _op(summary: str, role: str = "operator", params: list[dict[str, Any]] | Non
     if params:
         op["parameters"] = params
     if body:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}},
+                             "description": f"a JSON object of at most {BODY_MAX} bytes, nested at most "
+                                            f"{BODY_DEPTH} levels; no other fields"}
+        op["responses"]["400"] = {"description": "bad body or parameters: {\"error\": reason}"}
+        op["responses"]["413"] = {"description": f"body over {BODY_MAX} bytes"}
     return op
 
 
@@ -469,7 +473,7 @@ OPENAPI: dict[str, Any] = {
         "/api/calls/{call_id}/recording": {
             "get": _op("The call's recording (WAV)", "supervisor", [_p("call_id")]),
             "post": _op("Pause or resume a live call's recording", "supervisor", [_p("call_id")],
-                        {"type": "object", "required": ["action"],
+                        {"type": "object", "required": ["action"], "additionalProperties": False,
                          "properties": {"action": {"type": "string", "enum": ["pause", "resume"]}}})},
         "/api/tasks": {"get": _op("Chat and email tasks, oldest first", params=[
             _q("since", desc="ISO time or an age (2h)"), _q("until"), _q("queue"), _q("agent"),
@@ -479,7 +483,7 @@ OPENAPI: dict[str, Any] = {
         "/api/queues": {"get": _op("Queues: waiting callers, longest wait, agents by state, today's figures")},
         "/api/agents": {"get": _op("Agents and their state")},
         "/api/agents/{agent}": {"post": _op("Change an agent's state", "supervisor", [_p("agent")],
-                                            {"type": "object", "required": ["action"],
+                                            {"type": "object", "required": ["action"], "additionalProperties": False,
                                              "properties": {"action": {"type": "string", "enum": ["login", "logout", "pause", "unpause"]},
                                                             "reason": {"type": "string", "maxLength": 64}}})},
         "/api/reload": {"post": _op("Validate the config file and switch to its plan (422 with the errors if invalid)", "admin")},
