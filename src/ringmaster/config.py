@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ringmaster import yamlsource
 from ringmaster.acd.config import AgentConfig, PresenceProfile, QueueConfig
 from ringmaster.schedules import Schedule
-from ringmaster.yamlsource import ConfigError, ConfigInvalid, Source, did_you_mean
+from ringmaster.yamlsource import MAX_ERRORS, ConfigError, ConfigInvalid, Source, did_you_mean
 
 _HOSTPORT = re.compile(r"^(?P<host>[^:\s]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d{1,5}))?$")
 
@@ -346,13 +346,15 @@ def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> set[str]:
 
 def pydantic_errors(src: Source, exc: ValidationError, model: Any, prefix: tuple[Any, ...] = ()) -> list[ConfigError]:
     out = []
-    for err in exc.errors():
+    for n, err in enumerate(exc.errors()):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         path = prefix + loc
         kind = err["type"]
         if kind == "extra_forbidden":
             key = str(loc[-1])
-            hint = did_you_mean(key, _allowed_keys(model, loc[:-1]))
+            # difflib costs ~0.1 ms a key: past what is shown (MAX_ERRORS), a file of 20 000
+            # unknown keys must not take seconds to refuse
+            hint = did_you_mean(key, _allowed_keys(model, loc[:-1])) if n < MAX_ERRORS else ""
             out.append(src.error(path, f"unknown key {key!r}{hint}", key=True))
         elif kind == "missing":
             out.append(src.error(path[:-1], f"missing required key {loc[-1]!r}"))
