@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ringmaster import yamlsource
+from ringmaster import inputs, yamlsource
 from ringmaster.acd.config import AgentConfig, PresenceProfile, QueueConfig
 from ringmaster.schedules import Schedule
 from ringmaster.yamlsource import MAX_ERRORS, ConfigError, ConfigInvalid, Source, did_you_mean
@@ -276,7 +276,7 @@ class UnknownNumber(Strict):
     reject: int = Field(default=404, ge=400, le=699)
 
 
-NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NAME = inputs.PLAIN_NAME
 
 
 class Config(Strict):

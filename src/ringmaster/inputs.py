@@ -28,6 +28,11 @@ _JSON_BRACKET = re.compile(rb"[\[\]{}]")
 FILE_NAME_MAX = 64
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9+=@,_.-]")
 
+# Names that become MQTT topic levels (agents/NAME/commands), broker user names and file-name
+# parts: agent, queue and skill names. No '/', '+', '#' (MQTT 3.1.1 section 4.7: level
+# separator and wildcards), no NUL, nothing a shell or a file system treats specially.
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
 # RFC 3261 section 25.1: token characters, for a header's name
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 HEADER_VALUE_MAX = 200

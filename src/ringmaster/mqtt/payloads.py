@@ -13,12 +13,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ringmaster.inputs import InputRefused, json_object
+from ringmaster.inputs import PLAIN_NAME, InputRefused, json_object
 
 VERSION = 1
 MAX_BYTES = 64_000
 TASK_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,100}$")
-NAME = r"^[A-Za-z0-9_.-]{1,64}$"  # queue and skill names, as in the config
+NAME = PLAIN_NAME.pattern  # queue and skill names, as in the config
 PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"  # reasons end up in state messages and the store
 # due times: from the epoch to 2100-01-01; anything else is a typo or an attack (inf, 1e300)
 DUE_MIN, DUE_MAX = 0.0, 4_102_444_800.0
