@@ -372,18 +372,19 @@ class CallSession:
                 self.play_id = ""
                 self._feed(PromptsDone(interrupted=msg.interrupted))
         elif isinstance(msg, p.Digit):
-            if len(msg.digit) != 1 or msg.digit not in inputs.DTMF_DIGITS:
+            digit = msg.digit.upper()  # SIP INFO senders write a-d too (RFC 4733 events 12-15)
+            if len(digit) != 1 or digit not in inputs.DTMF_DIGITS:
                 # the worker filters too; the controller trusts no one with what reaches a flow
                 self.log.warning("call.digit_refused", digit=repr(msg.digit[:8]), method=msg.method[:16])
                 return
-            self.log.info("call.digit", digit=msg.digit, method=msg.method)
-            self.store.event(self.call_id, "DIGIT", digit=msg.digit, method=msg.method)
-            if self.message is not None and msg.digit == "#":
+            self.log.info("call.digit", digit=digit, method=msg.method)
+            self.store.event(self.call_id, "DIGIT", digit=digit, method=msg.method)
+            if self.message is not None and digit == "#":
                 self._stop_message(feed=True)  # "press the pound key when you are done"
             elif self.queued is not None and self.acd is not None:
-                self.acd.digit(self, msg.digit)  # an exit key, maybe
+                self.acd.digit(self, digit)  # an exit key, maybe
             else:
-                self._feed(DigitPressed(msg.digit))
+                self._feed(DigitPressed(digit))
         elif isinstance(msg, p.DigitsCollected):
             if msg.collect_id == self.collect_id:
                 self.collect_id = ""
