@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from ringmaster import inputs
 from ringmaster import stats as st
 from ringmaster.acd.config import CHANNELS
 from ringmaster.calllog import parse_time
@@ -33,6 +34,9 @@ ROLES = {"operator": 1, "supervisor": 2, "admin": 3}
 DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
 CALL_PARAMS = {"since", "until", "queue", "agent", "caller", "disposition", "min_wait", "limit"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# request bodies are small commands ({"action": "pause", "reason": "lunch"}): a few kB at most
+BODY_MAX = 16_384
+BODY_DEPTH = 4
 
 
 def _bad(reason: str) -> web.HTTPBadRequest:
@@ -48,7 +52,7 @@ class Api:
         self.controller = controller
         self.cfg = cfg
         self.runner: web.AppRunner | None = None
-        app = web.Application(middlewares=[self._auth])
+        app = web.Application(middlewares=[self._auth], client_max_size=BODY_MAX)
         app.add_routes([
             web.get("/openapi.json", self.openapi),
             web.get("/metrics", self.metrics),
@@ -133,7 +137,7 @@ class Api:
                 clauses.append("wait_seconds >= ?")
                 params.append(float(q["min_wait"]))
             limit = int(q.get("limit", "100"))
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # year 1 or 9999 overflows a local timestamp
             raise _bad(str(exc)) from None
         if not 1 <= limit <= 10000:
             raise _bad("limit: 1 to 10000")
@@ -183,7 +187,7 @@ class Api:
                                    until=parse_time(q["until"]) if "until" in q else None,
                                    queue=q.get("queue"), agent=q.get("agent"), channel=q.get("channel"),
                                    state=q.get("state"), limit=int(q.get("limit", "100")))
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # year 1 or 9999 overflows a local timestamp
             raise _bad(str(exc)) from None
         if not 1 <= (f.limit or 0) <= 10000:
             raise _bad("limit: 1 to 10000")
@@ -245,22 +249,25 @@ class Api:
     # ------------------------------------------------------------ changes
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
+        """The request's JSON object, within ringmaster.inputs' bounds; 400 with the reason if not
+        (a body of 20 000 brackets used to raise RecursionError: a 500)."""
+        raw = await request.read()  # at most BODY_MAX: aiohttp answers 413 beyond client_max_size
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise _bad("the body must be JSON") from None
-        if not isinstance(body, dict):
-            raise _bad("the body must be a JSON object")
-        return body
+            return inputs.json_object(raw, max_bytes=BODY_MAX, max_depth=BODY_DEPTH)
+        except inputs.InputRefused as exc:
+            raise _bad(f"body: {exc}") from None
 
     async def agent_change(self, request: web.Request) -> web.Response:
         body = await self._body(request)
+        unknown = set(body) - {"action", "reason"}
+        if unknown:
+            raise _bad(f"unknown field(s) {sorted(unknown)[:5]}; fields: action, reason")
         action = body.get("action")
-        if action not in ("login", "logout", "pause", "unpause"):
+        if not isinstance(action, str) or action not in ("login", "logout", "pause", "unpause"):
             raise _bad("action: login, logout, pause or unpause")
         reason = body.get("reason", "")
-        if not isinstance(reason, str) or len(reason) > 64:
-            raise _bad("reason: a string of at most 64 characters")
+        if not isinstance(reason, str) or len(reason) > 64 or not reason.isprintable():
+            raise _bad("reason: a string of at most 64 printable characters")
         result = self.controller.agent_command(request.match_info["agent"], action, reason)
         if result.get("error"):
             raise _bad(result["error"])
@@ -269,7 +276,9 @@ class Api:
 
     async def recording_control(self, request: web.Request) -> web.Response:
         body = await self._body(request)
-        if body.get("action") not in ("pause", "resume"):
+        if set(body) - {"action"}:
+            raise _bad(f"unknown field(s) {sorted(set(body) - {'action'})[:5]}; fields: action")
+        if not isinstance(body.get("action"), str) or body["action"] not in ("pause", "resume"):
             raise _bad("action: pause or resume")
         result = self.controller.set_recording(request.match_info["call_id"], body["action"] == "pause")
         if result.get("error"):
@@ -446,7 +455,11 @@ def _op(summary: str, role: str = "operator", params: list[dict[str, Any]] | Non
     if params:
         op["parameters"] = params
     if body:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}},
+                             "description": f"a JSON object of at most {BODY_MAX} bytes, nested at most "
+                                            f"{BODY_DEPTH} levels; no other fields"}
+        op["responses"]["400"] = {"description": "bad body or parameters: {\"error\": reason}"}
+        op["responses"]["413"] = {"description": f"body over {BODY_MAX} bytes"}
     return op
 
 
@@ -472,7 +485,7 @@ OPENAPI: dict[str, Any] = {
         "/api/calls/{call_id}/recording": {
             "get": _op("The call's recording (WAV)", "supervisor", [_p("call_id")]),
             "post": _op("Pause or resume a live call's recording", "supervisor", [_p("call_id")],
-                        {"type": "object", "required": ["action"],
+                        {"type": "object", "required": ["action"], "additionalProperties": False,
                          "properties": {"action": {"type": "string", "enum": ["pause", "resume"]}}})},
         "/api/tasks": {"get": _op("Chat and email tasks, oldest first", params=[
             _q("since", desc="ISO time or an age (2h)"), _q("until"), _q("queue"), _q("agent"),
@@ -482,7 +495,7 @@ OPENAPI: dict[str, Any] = {
         "/api/queues": {"get": _op("Queues: waiting callers, longest wait, agents by state, today's figures")},
         "/api/agents": {"get": _op("Agents and their state")},
         "/api/agents/{agent}": {"post": _op("Change an agent's state", "supervisor", [_p("agent")],
-                                            {"type": "object", "required": ["action"],
+                                            {"type": "object", "required": ["action"], "additionalProperties": False,
                                              "properties": {"action": {"type": "string", "enum": ["login", "logout", "pause", "unpause"]},
                                                             "reason": {"type": "string", "maxLength": 64}}})},
         "/api/reload": {"post": _op("Validate the config file and switch to its plan (422 with the errors if invalid)", "admin")},

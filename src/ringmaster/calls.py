@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from ringmaster import inputs
 from ringmaster import protocol as p
 from ringmaster.flows.actions import (
     Action,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ringmaster.call")
 
 Send = Callable[[str, p.Message], bool]
+MAX_COLLECTED = 64  # a collect step's `max` is at most 64 digits
 
 
 def new_call_id() -> str:
@@ -373,19 +375,27 @@ class CallSession:
                 self.play_id = ""
                 self._feed(PromptsDone(interrupted=msg.interrupted))
         elif isinstance(msg, p.Digit):
-            self.log.info("call.digit", digit=msg.digit, method=msg.method)
-            self.store.event(self.call_id, "DIGIT", digit=msg.digit, method=msg.method)
-            if self.message is not None and msg.digit == "#":
+            digit = msg.digit.upper()  # SIP INFO senders write a-d too (RFC 4733 events 12-15)
+            if len(digit) != 1 or digit not in inputs.DTMF_DIGITS:
+                # the worker filters too; the controller trusts no one with what reaches a flow
+                self.log.warning("call.digit_refused", digit=repr(msg.digit[:8]), method=msg.method[:16])
+                return
+            self.log.info("call.digit", digit=digit, method=msg.method)
+            self.store.event(self.call_id, "DIGIT", digit=digit, method=msg.method)
+            if self.message is not None and digit == "#":
                 self._stop_message(feed=True)  # "press the pound key when you are done"
             elif self.queued is not None and self.acd is not None:
-                self.acd.digit(self, msg.digit)  # an exit key, maybe
+                self.acd.digit(self, digit)  # an exit key, maybe
             else:
-                self._feed(DigitPressed(msg.digit))
+                self._feed(DigitPressed(digit))
         elif isinstance(msg, p.DigitsCollected):
             if msg.collect_id == self.collect_id:
                 self.collect_id = ""
-                self.store.event(self.call_id, "DIGITS", digits=msg.digits, reason=msg.reason)
-                self._feed(DigitsEntered(msg.digits, msg.reason))
+                digits = inputs.dtmf_digits(msg.digits[:MAX_COLLECTED])
+                if digits != msg.digits:
+                    self.log.warning("call.digits_filtered", got=repr(msg.digits[:40]), kept=digits)
+                self.store.event(self.call_id, "DIGITS", digits=digits, reason=msg.reason)
+                self._feed(DigitsEntered(digits, msg.reason))
         elif isinstance(msg, p.Error):
             self.log.error("call.worker_error", command=msg.command, error=msg.message)
             if msg.command == "record_start" and (self.queue_rec_id or self.rec_id):

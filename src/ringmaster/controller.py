@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from ringmaster import inputs
 from ringmaster import protocol as p
 from ringmaster.acd.runtime import AcdRuntime
 from ringmaster.calls import CallSession, new_call_id, sip_user
@@ -221,7 +222,10 @@ class Controller:
             # a registered trunk calls our Contact (the registration user); the DID is in To
             if called == reg.spec.username:
                 called = sip_user(msg.to_uri) or called
-        caller = sip_user(msg.from_uri) or msg.from_uri
+        # both are the caller's to choose: bounded here, before routing matches the plan's
+        # patterns against them and the store and flows keep them
+        called = inputs.party_id(called)
+        caller = inputs.party_id(sip_user(msg.from_uri) or msg.from_uri)
         session = CallSession(call_id=new_call_id(), worker=worker, leg=msg.leg, caller=caller,
                               called=called, send=self.pool.send, store=self.store,
                               recordings_dir=self.cfg.paths.recordings)

@@ -74,6 +74,8 @@ class Schedule(BaseModel):
             v = {str(k): ([x] if isinstance(x, str) else x) for k, x in v.items()}
             for key, spans in v.items():
                 _day_set(key)
+                if spans is not None and not isinstance(spans, list):
+                    raise ValueError(f"{key}: a span like 09:00-17:00 or a list of them")
                 for s in spans or []:
                     _span(str(s))
         return v

@@ -122,16 +122,18 @@ class TaskRouter:
                 self._agent_command(parts[1], parse(AgentCommand, payload))
             # everything else under the prefix is what we publish ourselves (or others' business)
         except BadPayload as exc:
-            self.error(topic, str(exc), payload)
+            self.error(topic, str(exc), payload, exc.field)
         except Exception:  # a bug here must not drop the MQTT link (the message would come back)
             log.exception("tasks.message_failed", topic=topic)
             self.error(topic, "internal error: the message was not applied (see the daemon's log)", payload)
 
-    def error(self, topic: str, reason: str, payload: bytes = b"") -> None:
+    def error(self, topic: str, reason: str, payload: bytes = b"", field: str = "") -> None:
+        """Answer a payload that was not applied on `errors`: its topic, the reason, the field
+        at fault ("" when it is the topic or the state, not a field) and the payload's start."""
         self.errors += 1
-        log.warning("tasks.bad_payload", topic=topic, reason=reason)
+        log.warning("tasks.bad_payload", topic=topic, reason=reason, field=field)
         if self.link is not None:
-            self.link.publish("errors", {"topic": self.link.prefix + topic, "error": reason,
+            self.link.publish("errors", {"topic": self.link.prefix + topic, "error": reason, "field": field,
                                          "payload": payload[:200].decode(errors="replace")})
 
     async def _new_task(self, msg: NewTask) -> None:

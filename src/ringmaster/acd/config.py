@@ -6,11 +6,13 @@ ring timeout, retry, wrapup, max wait, join-empty, leave-when-empty, auto-pause.
 
 from __future__ import annotations
 
+import string
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CHANNELS = ("voice", "chat", "email")
+RECORDING_FIELDS = ("queue", "date", "call_id", "agent", "caller")
 STRATEGY_NAMES = ("ring-all", "linear", "round-robin", "longest-idle", "fewest-calls", "least-talk-time", "random")
 
 
@@ -117,8 +119,26 @@ class Announce(_Strict):
 
 
 class Recording(_Strict):
-    template: str = Field(default="{queue}/{date}/{call_id}.wav",
+    template: str = Field(default="{queue}/{date}/{call_id}.wav", max_length=200,
                           description="path under paths.recordings; {queue} {date} {call_id} {agent} {caller}")
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        # a relative path of plain fields: no attribute or index lookups ({caller.__class__}),
+        # no format specs, nothing that leaves paths.recordings; the values are made safe file
+        # name parts when a call is recorded (ringmaster.inputs.file_name_part)
+        try:
+            parsed = list(string.Formatter().parse(v))
+        except ValueError as exc:
+            raise ValueError(f"not a valid template: {exc}") from None
+        for _, name, spec, conv in parsed:
+            if name is not None and (name not in RECORDING_FIELDS or spec or conv):
+                raise ValueError(f"{{{name}}} is not a template field; fields: "
+                                 + " ".join(f"{{{f}}}" for f in RECORDING_FIELDS))
+        if v.startswith("/") or ".." in v.split("/") or not v.endswith(".wav"):
+            raise ValueError("a relative path under paths.recordings ending in .wav, without '..'")
+        return v
 
 
 class ExitKey(_Strict):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ringmaster import inputs
 from ringmaster import protocol as p
 from ringmaster.acd.config import Overflow
 from ringmaster.acd.engine import (
@@ -288,12 +288,25 @@ class AcdRuntime:
         spec = self.cfg.queues[q.queue]
         path = None
         if spec.record is not None:
-            rel = spec.record.template.format(queue=q.queue, date=time.strftime("%Y-%m-%d", time.gmtime(now)),
-                                              call_id=a.call_id, agent=a.agent, caller=q.session.caller or "unknown")
-            path = os.path.join(self.cfg.paths.recordings, rel)
+            path = self._recording_path(spec.record.template, q, a.agent, now)
         q.session.log.info("acd.connected", agent=a.agent, wait=round(now - q.enqueued_at, 2), recording=path)
         self._call_event("answered", q, agent=a.agent, wait=round(now - q.enqueued_at, 2))
         q.session.queue_bridged(ring.leg, path)
+
+    def _recording_path(self, template: str, q: Queued, agent: str, now: float) -> str | None:
+        """The recording's file under paths.recordings, or None (not recorded) if it would leave it.
+
+        Every field is a file name part (a caller ID '../../x' or 230 characters long is the
+        caller's to choose), and the result is resolved and checked to stay inside the folder.
+        """
+        fields = {"queue": q.queue, "date": time.strftime("%Y-%m-%d", time.gmtime(now)),
+                  "call_id": q.session.call_id, "agent": agent, "caller": q.session.caller}
+        rel = template.format(**{k: inputs.file_name_part(v) for k, v in fields.items()})
+        try:
+            return str(inputs.contained(self.cfg.paths.recordings, rel))
+        except inputs.InputRefused as exc:
+            q.session.log.error("acd.recording_refused", reason=exc.reason, template=template)
+            return None
 
     def _leave(self, a: LeaveQueue) -> None:
         q = self.calls.pop(a.call_id, None)
@@ -388,7 +401,9 @@ def _variable_headers(session: CallSession) -> tuple[tuple[str, str], ...]:
         return ()
     out = []
     for name, value in sorted(session.run.variables.items()):
-        text = str(value)
-        if name and len(text) <= 200 and all(c.isalnum() or c in "_-" for c in name) and "\r" not in text and "\n" not in text:
+        # names and values come from the caller (DTMF, caller ID) and the plan: a header the
+        # agent's phone cannot parse, or one CR/LF away from another header, is left out
+        text = inputs.header_value(str(value))
+        if text is not None and inputs.header_name_ok(name) and all(c.isalnum() or c in "_-" for c in name):
             out.append((f"X-Ringmaster-Var-{name}", text))
     return tuple(out[:20])

@@ -96,8 +96,19 @@ def _parse_step(raw: Any, index: int, path: PathT, ctx: NodeContext, chk: _Check
                 chk.errors.append(e if not shorthand else chk.src.error(opts_path, f"{kind}: {e.message}"))
         return None, node_id
     ok = True
-    for opt_path, file in cls.file_refs(options, ctx):
-        if not file.is_file():
+    try:
+        refs = cls.file_refs(options, ctx)
+    except ValueError as exc:  # '' is no file name (pathlib: "has an empty name")
+        chk.err(opts_path, f"{kind}: not a prompt file name: {exc}")
+        return None, node_id
+    for opt_path, file in refs:
+        try:
+            found = file.is_file()
+        except OSError as exc:  # a name longer than NAME_MAX, say
+            chk.err(opts_path if shorthand else opts_path + opt_path, f"{kind}: not a prompt file: {exc.strerror}")
+            ok = False
+            continue
+        if not found:
             chk.err(opts_path if shorthand else opts_path + opt_path, f"{kind}: prompt file not found: {file}")
             ok = False
     for opt_path, what, name in cls.name_refs(options):

@@ -6,26 +6,41 @@ a BadPayload with the reason; the router answers it on the errors topic and chan
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ringmaster.inputs import PLAIN_NAME, InputRefused, json_object
+
 VERSION = 1
+MAX_BYTES = 64_000
 TASK_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,100}$")
+NAME = PLAIN_NAME.pattern  # queue and skill names, as in the config
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"  # reasons end up in state messages and the store
+# due times: from the epoch to 2100-01-01; anything else is a typo or an attack (inf, 1e300)
+DUE_MIN, DUE_MAX = 0.0, 4_102_444_800.0
 
 AGENT_COMMANDS = ("login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer")
 TASK_COMMANDS = ("cancel", "transfer", "complete")
 
 
 class BadPayload(Exception):
-    pass
+    """A payload (or a command in it) that cannot be applied; str() is "field: reason" when the
+    reason belongs to one field, and `field` says which ("" for the payload as a whole)."""
+
+    def __init__(self, reason: str, field: str = ""):
+        self.reason = reason
+        self.field = field
+        super().__init__(reason if not field or reason.startswith(f"{field}:") else f"{field}: {reason}")
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON has types, and a sender that writes "7" or true for a number has a bug we
+    # should tell it about, not guess around (pydantic's lax mode would take both)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     version: int
 
@@ -40,59 +55,85 @@ class _Payload(BaseModel):
 class NewTask(_Payload):
     id: str | None = Field(default=None, pattern=TASK_ID.pattern)
     channel: Literal["chat", "email"]
-    queue: str
+    queue: str = Field(pattern=NAME)
     priority: int = Field(default=0, ge=-100, le=100)
-    skills: dict[str, int] = Field(default_factory=dict)
-    due: float | str | None = Field(default=None, description="email: epoch seconds or ISO 8601")
+    skills: dict[str, int] = Field(default_factory=dict, max_length=32)
+    due: Any = Field(default=None, description="email: epoch seconds or ISO 8601")
     data: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("skills")
+    @classmethod
+    def _skills(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, level in v.items():
+            if not re.match(NAME, name):
+                raise ValueError(f"skill name {name[:70]!r} is not plain (letters, digits, _ . -; at most 64)")
+            if not 0 <= level <= 100:
+                raise ValueError(f"skill {name!r}: level {level} is not 0-100")
+        return v
+
+    @field_validator("due")
+    @classmethod
+    def _due(cls, v: Any) -> float | None:
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            raise ValueError("epoch seconds or an ISO 8601 time")
+        if isinstance(v, str):
+            try:
+                if len(v) > 40:
+                    raise ValueError
+                v = datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+            except (ValueError, OverflowError):
+                raise ValueError(f"not a time: {v[:50]!r} (epoch seconds or ISO 8601)") from None
+        if not (math.isfinite(v) and DUE_MIN <= v <= DUE_MAX):
+            raise ValueError(f"{v} is not a time between 1970 and 2100")
+        return float(v)
+
     def due_epoch(self) -> float | None:
-        if self.due is None or isinstance(self.due, float | int):
-            return None if self.due is None else float(self.due)
-        try:
-            return datetime.fromisoformat(self.due.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            raise BadPayload(f"due: not a time: {self.due!r} (epoch seconds or ISO 8601)") from None
+        return self.due  # type: ignore[no-any-return]
 
 
 class AgentCommand(_Payload):
     command: Literal["login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer"]
-    reason: str = Field(default="", max_length=64)
+    reason: str = Field(default="", max_length=64, pattern=PLAIN_TEXT)
     task: str | None = Field(default=None, pattern=TASK_ID.pattern)
     channel: Literal["voice", "chat", "email"] | None = None
-    queue: str | None = None
+    queue: str | None = Field(default=None, pattern=NAME)
 
 
 class TaskCommand(_Payload):
     command: Literal["cancel", "transfer", "complete"]
-    queue: str | None = None
-    reason: str = Field(default="", max_length=64)
+    queue: str | None = Field(default=None, pattern=NAME)
+    reason: str = Field(default="", max_length=64, pattern=PLAIN_TEXT)
 
 
 def parse(model: type[_Payload], raw: bytes) -> Any:
-    if len(raw) > 64_000:
-        raise BadPayload(f"payload of {len(raw)} bytes is too large (limit 64000)")
+    """raw as a model instance; BadPayload (never anything else) with the field and reason."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadPayload(f"invalid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadPayload("the payload must be a JSON object")
+        data = json_object(raw, max_bytes=MAX_BYTES)
+    except InputRefused as exc:
+        raise BadPayload(exc.reason, exc.field or "payload") from None
     if "version" not in data:
-        raise BadPayload(f"missing version (this is version {VERSION})")
+        raise BadPayload(f"missing version (this is version {VERSION})", "version")
     if "command" in data and model is not NewTask:
         allowed = AGENT_COMMANDS if model is AgentCommand else TASK_COMMANDS
         if data["command"] not in allowed:
-            raise BadPayload(f"unknown command {data['command']!r}; commands: {', '.join(allowed)}")
+            shown = repr(data["command"])[:70]
+            raise BadPayload(f"unknown command {shown}; commands: {', '.join(allowed)}", "command")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BadPayload("; ".join(_describe(e) for e in exc.errors())) from None
+        errors = exc.errors()
+        first = _field(errors[0])
+        raise BadPayload("; ".join(_describe(e) for e in errors[:5]), first) from None
+
+
+def _field(err: Any) -> str:
+    return ".".join(str(x) for x in err.get("loc", ())) or "payload"
 
 
 def _describe(err: Any) -> str:
-    where = ".".join(str(x) for x in err.get("loc", ())) or "payload"
-    msg = str(err.get("msg", "invalid"))
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":
         msg = "unknown field"
-    return f"{where}: {msg}"
+    return f"{_field(err)}: {msg}"

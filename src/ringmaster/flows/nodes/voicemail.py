@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 class VoicemailOptions(NodeOptions):
-    box: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    box: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$", description="a folder name: no leading dot")
     greeting: list[str] = Field(default_factory=list)
     max_seconds: float = Field(default=120.0, gt=0, le=3600)
 
