@@ -1,7 +1,8 @@
 """RFC 4475's torture messages, bit-exact from the RFC's own archive (tests/data/rfc4475),
-sent as they are to the edge from the trusted trunk and straight to a worker's SIP port from an
-untrusted source: whatever each one is answered, the daemon, the edge and every worker survive,
-no worker slot stays charged, and the whole capacity still answers calls (issues 17 and 19).
+sent as they are to the edge (UDP and TCP, from the trusted trunk and from untrusted ports) and
+straight to a worker's SIP port from an untrusted source: whatever each one is answered, the
+daemon, the edge and every worker survive, no worker slot stays charged, and the whole capacity
+still answers calls (issues 17 and 19).
 
 The exact reply codes are not asserted: RFC 4475 itself leaves many of them open (section 1: a
 seed for a test plan, "not a test plan in itself"), and the worker's refusal of requests that do
@@ -11,6 +12,8 @@ centre needs: no message kills or wedges anything."""
 from __future__ import annotations
 
 import hashlib
+import socket
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -59,6 +62,31 @@ def _send_every_message(sender: RawSip, to_port: int, wait: float = 0.15) -> dic
     return got
 
 
+def _send_every_message_over_tcp(to_port: int, from_ports: list[int], wait: float = 0.1) -> int:
+    """Each torture message on a TCP connection of its own (the edge listens on TCP too, and a
+    stream frames messages by Content-Length, which several of them get wrong: one per
+    connection, so a bad length swallows nothing else), from `from_ports` in turn; the
+    connection is reset after `wait` seconds (SO_LINGER 0: no TIME_WAIT, so the trusted port can
+    be bound again at once). Returns how many connections the edge accepted."""
+    accepted = 0
+    for i, path in enumerate(TORTURE):
+        conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.settimeout(wait)
+        try:
+            conn.bind(("127.0.0.1", from_ports[i % len(from_ports)]))
+            conn.connect(("127.0.0.1", to_port))
+            accepted += 1
+            conn.sendall(path.read_bytes())
+            conn.recv(65535)
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            conn.close()
+    return accepted
+
+
 def _settled(d, timeout: float = 15.0) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """status() once every worker holds no call leg and its edge_calls is 0 (the controller's
     edge watch runs every 5 s and puts a drifted count right; a slot or a leg that stays taken
@@ -94,6 +122,9 @@ def test_the_torture_set_sent_to_the_edge_leaves_the_edge_and_workers_serving(da
     try:
         codes = _send_every_message(trunk, d.ports.edge)
         _send_every_message(stranger, d.ports.edge)
+        trusted_tcp = [d.ports.caller(i) for i in range(5, 10)]  # unused by UDP here and by SIPp
+        assert _send_every_message_over_tcp(d.ports.edge, trusted_tcp) == len(TORTURE)
+        _send_every_message_over_tcp(d.ports.edge, [d.ports.caller(22), d.ports.caller(23)])
         # the edge still answers the trunk: a well-formed request to an unknown number
         trunk.send(trunk.invite(d.ports.edge, user="0900123456"), d.ports.edge)
         assert status_of(trunk.final_reply(3.0)) == 404
