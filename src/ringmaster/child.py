@@ -48,8 +48,20 @@ def kill_group(pid: int, sig: int) -> bool:
         return False
 
 
-def group_alive(pid: int) -> bool:
-    return kill_group(pid, 0)
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs. Zombies do not count: a container's
+    init may never reap the orphans of a killed Kamailio, and they hold nothing."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 async def clear_leftover(pidfile: Path, marker: str, what: str) -> bool:
