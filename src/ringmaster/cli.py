@@ -8,6 +8,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         state = "connected" if mq["connected"] else f"DISCONNECTED ({mq['last_error'] or 'connecting'})"
         print(f"mqtt: {mq['broker']}{' (embedded)' if mq['embedded'] else ''} {state}; {mq['queued']} to send, "
               f"{mq['tasks_open']} open tasks, {mq['bad_payloads']} refused messages")
+    st = reply.get("store")
+    if st:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["since"])) if st.get("since") else ""
+        state = "ok" if st["state"] == "ok" else f"FAILING since {since} ({st['last_error']})"
+        print(f"store: {state}; {st['pending']} records pending"
+              + (f" ({st['spilled']} in the spill file)" if st.get("spilled") else "")
+              + f", {st['write_failures']} write failures since start")
     if reply["registrations"]:
         print("registrations:")
         for r in reply["registrations"]:

@@ -37,7 +37,9 @@ class Controller:
         self.cfg = cfg
         self.config_file = config_file
         self.dialplan = DialPlan(cfg)
-        self.store = Store(cfg.storage.path)
+        # writes a failing store cannot take are spilled beside the edge's runtime files: another
+        # path than the store's, so a full or read-only store disk does not take them too
+        self.store = Store(cfg.storage.path, spill_path=Path(cfg.paths.runtime) / "store-spill.jsonl")
         specs = worker_specs(cfg)
         self.pool = WorkerPool(specs, self.on_worker_event, self.on_worker_lost,
                                restart_delay=cfg.workers.restart_delay)
@@ -464,7 +466,8 @@ class Controller:
                            for q, st in (self.acd.engine.queues.items() if self.acd else [])},
                 "schedules": {n: self.schedule_overrides.get(n, "auto") for n in sorted(self.dialplan.schedules)},
                 "registrations": [r.as_dict() for r in self.registrations.values()],
-                "mqtt": self.mqtt_status()}
+                "mqtt": self.mqtt_status(),
+                "store": self.store.status()}
 
     def mqtt_status(self) -> dict[str, Any] | None:
         if self.mqtt is None:

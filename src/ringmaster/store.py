@@ -4,13 +4,25 @@ Writes are queued and committed in batches by a single task, so the event loop n
 on the disk and a burst of calls costs one fsync per batch, not one per row. `flush()`
 returns once everything queued so far is committed: the daemon calls it before it exits,
 and a call's final row is committed within one batch of the call ending.
+
+A store fault (the filesystem turns read-only, fills up, or fails I/O) loses no record: the
+writes that could not be committed stay pending, in order, and the whole pending list is
+retried in one transaction every `RETRY_SECONDS` until it commits, so each write lands exactly
+once and in the order it was made (a call's UPDATEs after its INSERT). Past `MAX_PENDING` the
+pending writes go to a spill file (JSON lines, on another path: the runtime dir); at a stop
+while the store is still failing, what is left goes there too, and the next start writes it
+first. A spill carries an id that is recorded in `store_spills` in the same transaction as
+its rows, so a crash between that commit and the file's removal cannot replay it twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sqlite3
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,9 +160,42 @@ MIGRATIONS: list[str] = [
     CREATE INDEX task_log_at ON task_log(at);
     CREATE INDEX task_log_task ON task_log(task_id);
     """,
+    """
+    -- spill files (writes kept through a store fault) already written: replayed exactly once
+    CREATE TABLE store_spills (
+        id           TEXT PRIMARY KEY,
+        rows         INTEGER NOT NULL,
+        replayed_at  REAL NOT NULL
+    );
+    """,
 ]
 
 DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
+
+
+RETRY_SECONDS = 1.0  # while the store fails, the pending writes are retried this often
+MAX_PENDING = 50_000  # writes kept in memory through a fault; past this they go to the spill file
+CLOSE_GRACE_SECONDS = 2.0  # at a stop, how long a failing store gets before its writes are spilled
+
+# SQLite primary result codes that mean the store (disk, filesystem) failed, not the statement:
+# the write is kept and retried. Any other error (a constraint, a bad statement) is the row's own
+# and retrying cannot help: that row alone is logged and dropped, as before.
+_FAULT_CODES = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL,
+})
+
+
+def is_store_fault(exc: BaseException) -> bool:
+    """True for an error of the disk or filesystem under the store (read-only, full, I/O),
+    after which the same write may succeed later."""
+    if isinstance(exc, OSError):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return (code & 0xFF) in _FAULT_CODES
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        m in str(exc) for m in ("readonly", "read-only", "disk", "full", "I/O", "locked", "unable to open"))
 
 
 @dataclass(frozen=True)
@@ -159,13 +204,41 @@ class _Write:
     params: tuple[Any, ...]
 
 
+@dataclass
+class StoreHealth:
+    """What `status` and /metrics show of the store. state: ok | failing; since: epoch seconds
+    of the first failed write of the current fault; pending: writes not yet committed (memory
+    and spill file); write_failures: failed commit attempts since start (an alert counter)."""
+
+    state: str = "ok"
+    since: float | None = None
+    last_error: str | None = None
+    write_failures: int = 0
+    pending: int = 0
+    spilled: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "since": self.since, "pending": self.pending, "spilled": self.spilled,
+                "write_failures": self.write_failures, "last_error": self.last_error}
+
+
 class Store:
-    def __init__(self, path: str | Path):
+    """path: the SQLite file; spill_path: where writes go that a failing store cannot take
+    (on another filesystem than path, e.g. the runtime dir; None: memory only)."""
+
+    def __init__(self, path: str | Path, spill_path: str | Path | None = None):
         self.path = str(path)
+        self.spill_path = Path(spill_path) if spill_path is not None else None
         self.db: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[_Write | asyncio.Future[None]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Write | asyncio.Future[None] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self.last_commit_seconds = 0.0
+        self._pending: list[_Write] = []  # not yet committed, oldest first (after the spill file's)
+        self._waiters: list[asyncio.Future[None]] = []
+        self._spill_rows = 0  # writes in the spill file, not yet committed
+        self._spill_error_logged = False
+        self.health = StoreHealth()
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +248,14 @@ class Store:
         await self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, no corruption
         await self.db.execute("PRAGMA busy_timeout=5000")
         await self.migrate()
+        if self.spill_path is not None and self.spill_path.exists():
+            # a previous run stopped or died with writes it could not commit: they go first
+            self._spill_rows = sum(1 for r in _spill_records(self.spill_path) if r[0] != "#spill")
+            log.warning("store.spill_found", path=str(self.spill_path), rows=self._spill_rows)
+            if self._spill_rows:
+                await self._commit_pending()
+            else:
+                self._drop_spill()
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
 
     async def migrate(self) -> int:
@@ -190,11 +271,25 @@ class Store:
         return len(MIGRATIONS)
 
     async def close(self) -> None:
+        """Commit what is queued; a store still failing after CLOSE_GRACE_SECONDS has its pending
+        writes spilled (the next start writes them)."""
         if self._writer is not None:
-            await self.flush()
-            self._writer.cancel()
+            try:
+                await asyncio.wait_for(self.flush(), CLOSE_GRACE_SECONDS)
+            except TimeoutError:
+                pass
+            # the writer ends between two commit attempts, never inside one: a commit cut by a
+            # cancel could land in SQLite and be spilled as well (written twice)
+            self._stop.set()
+            self._queue.put_nowait(None)
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
+            self._take_queued()
+            if self._pending:
+                if self.spill_path is not None and self._spill():
+                    log.warning("store.spilled_at_stop", path=str(self.spill_path), rows=self._spill_rows)
+                else:
+                    log.error("store.records_lost_at_stop", rows=len(self._pending), error=self.health.last_error)
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -209,29 +304,156 @@ class Store:
         self._queue.put_nowait(fut)
         await fut
 
+    def pending(self) -> int:
+        """Writes made but not committed yet (queued, kept through a fault, or spilled)."""
+        return self._queue.qsize() + len(self._pending) + self._spill_rows
+
+    def status(self) -> dict[str, Any]:
+        self.health.pending = self.pending()
+        self.health.spilled = self._spill_rows
+        return self.health.as_dict()
+
+    def _take_queued(self, limit: int | None = None) -> None:
+        n = 0
+        while not self._queue.empty() and (limit is None or n < limit):
+            item = self._queue.get_nowait()
+            if item is None:
+                continue
+            if isinstance(item, asyncio.Future):
+                self._waiters.append(item)
+            else:
+                self._pending.append(item)
+                n += 1
+
     async def _write_loop(self) -> None:
-        assert self.db is not None
         while True:
-            item = await self._queue.get()
-            batch = [item]
-            while not self._queue.empty() and len(batch) < 500:
-                batch.append(self._queue.get_nowait())
-            waiters = [b for b in batch if isinstance(b, asyncio.Future)]
-            writes = [b for b in batch if isinstance(b, _Write)]
-            t0 = time.perf_counter()
-            try:
-                for w in writes:
-                    try:
-                        await self.db.execute(w.sql, w.params)
-                    except Exception:  # one bad row must not drop the batch around it
-                        log.exception("store.write_failed", sql=w.sql.split()[0:3])
-                await self.db.commit()
-            except Exception:
-                log.exception("store.commit_failed", rows=len(writes))
-            self.last_commit_seconds = time.perf_counter() - t0
-            for f in waiters:
-                if not f.done():
-                    f.set_result(None)
+            if self.health.state == "ok":
+                item = await self._queue.get()
+                if item is None:  # close(): everything before it was taken and tried
+                    return
+                (self._waiters if isinstance(item, asyncio.Future) else self._pending).append(item)  # type: ignore[arg-type]
+                self._take_queued(500)
+            else:
+                # failing: wait, take what came meanwhile, then try everything again
+                try:
+                    await asyncio.wait_for(self._stop.wait(), RETRY_SECONDS)
+                    return
+                except TimeoutError:
+                    pass
+                self._take_queued()
+            await self._commit_pending()
+            if self.health.state != "ok" and len(self._pending) > MAX_PENDING and self.spill_path is not None:
+                self._spill()
+
+    async def _commit_pending(self) -> None:
+        """One transaction: the spill file's writes, then the pending ones, in order. On a store
+        fault nothing of it stays (rollback) and all of it is kept for the next try."""
+        assert self.db is not None
+        spill = list(_spill_records(self.spill_path)) if self._spill_rows and self.spill_path else []
+        spill_id = spill[0][1][0] if spill and spill[0][0] == "#spill" else None
+        t0 = time.perf_counter()
+        bad: set[int] = set()
+        try:
+            if spill_id is not None:
+                async with self.db.execute("SELECT 1 FROM store_spills WHERE id=?", (spill_id,)) as cur:
+                    done = await cur.fetchone() is not None
+                if not done:  # else: committed before a crash that left the file behind
+                    for sql, params in spill[1:]:
+                        await self._execute(sql, params)
+                    await self.db.execute("INSERT INTO store_spills (id, rows, replayed_at) VALUES (?,?,?)",
+                                          (spill_id, len(spill) - 1, time.time()))
+            for i, w in enumerate(self._pending):
+                if not await self._execute(w.sql, w.params):
+                    bad.add(i)
+            await self.db.commit()
+        except Exception as exc:
+            await self._rollback()
+            if not is_store_fault(exc):  # not the disk: retrying cannot help (as before: logged, dropped)
+                log.exception("store.commit_failed", rows=len(self._pending))
+                self._pending = []
+                self._resolve_waiters()
+                return
+            if bad:
+                self._pending = [w for i, w in enumerate(self._pending) if i not in bad]
+            self._failed(exc)
+            return
+        written = len(self._pending) + max(0, len(spill) - 1)
+        self._pending = []
+        if spill_id is not None or self._spill_rows:
+            self._drop_spill()
+        self.last_commit_seconds = time.perf_counter() - t0
+        if self.health.state != "ok":
+            log.info("store.recovered", failing_seconds=round(time.time() - (self.health.since or time.time()), 1),
+                     written=written, write_failures=self.health.write_failures)
+            self.health.state, self.health.since, self.health.last_error = "ok", None, None
+        self._resolve_waiters()
+
+    def _resolve_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for f in waiters:
+            if not f.done():
+                f.set_result(None)
+
+    async def _execute(self, sql: str, params: Any) -> bool:
+        """False if this one row is bad (not a store fault): it is logged and dropped, so one bad
+        row never holds back the batch around it. A store fault propagates."""
+        assert self.db is not None
+        try:
+            await self.db.execute(sql, tuple(params))
+        except Exception as exc:
+            if is_store_fault(exc):
+                raise
+            log.exception("store.write_failed", sql=sql.split()[0:3])
+            return False
+        return True
+
+    async def _rollback(self) -> None:
+        assert self.db is not None
+        try:
+            await self.db.rollback()
+        except Exception:  # SQLite may have rolled back already (SQLITE_FULL, IOERR)
+            pass
+
+    def _failed(self, exc: BaseException) -> None:
+        h = self.health
+        h.write_failures += 1
+        h.last_error = f"{type(exc).__name__}: {exc}"
+        if h.state == "ok":
+            # one line per fault, not one per retry: the metrics counter counts the retries
+            h.state, h.since = "failing", time.time()
+            log.error("store.failing", error=h.last_error, path=self.path, pending=self.pending(),
+                      retry_seconds=RETRY_SECONDS)
+
+    def _spill(self) -> bool:
+        """Append the pending writes to the spill file (oldest first, after what it holds)."""
+        assert self.spill_path is not None
+        try:
+            self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.spill_path.exists()
+            with open(self.spill_path, "a", encoding="utf-8") as f:
+                if new:
+                    f.write(json.dumps(["#spill", [uuid.uuid4().hex]]) + "\n")
+                for w in self._pending:
+                    f.write(json.dumps([w.sql, list(w.params)]) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            if not self._spill_error_logged:
+                self._spill_error_logged = True
+                log.error("store.spill_failed", path=str(self.spill_path), error=str(exc), kept_in_memory=len(self._pending))
+            return False
+        self._spill_rows += len(self._pending)
+        log.warning("store.spilled", path=str(self.spill_path), rows=len(self._pending), total=self._spill_rows)
+        self._pending = []
+        return True
+
+    def _drop_spill(self) -> None:
+        assert self.spill_path is not None
+        try:
+            self.spill_path.unlink(missing_ok=True)
+        except OSError as exc:  # its id is in store_spills: a later start will not replay it again
+            log.error("store.spill_not_removed", path=str(self.spill_path), error=str(exc))
+        self._spill_rows = 0
 
     # ------------------------------------------------------------ calls
 
@@ -398,3 +620,20 @@ class Store:
         async with self.db.execute("SELECT * FROM calls WHERE call_id=?", (call_id,)) as cur:
             row = await cur.fetchone()
         return dict(row) if row else None
+
+
+def _spill_records(path: Path | None) -> list[tuple[str, list[Any]]]:
+    """The spill file's lines: ("#spill", [id]) first, then (sql, params). A line cut short by a
+    crash while it was written is skipped (the rows before it are whole)."""
+    out: list[tuple[str, list[Any]]] = []
+    if path is None or not path.exists():
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                sql, params = json.loads(line)
+            except (ValueError, TypeError):
+                log.error("store.spill_line_skipped", path=str(path), line=line[:80])
+                continue
+            out.append((str(sql), list(params)))
+    return out
