@@ -79,9 +79,7 @@ class Controller:
         Path(self.cfg.paths.recordings).mkdir(parents=True, exist_ok=True)
         await self.store.open()
         self.schedule_overrides.update(await self.store.schedule_overrides())
-        orphans = await self.store.close_orphans(time.time())
-        if orphans:
-            log.warning("store.orphan_calls_closed", count=orphans)
+        await self.store.close_orphans(time.time())  # logs store.orphans_closed
         await self.edge.check()
         if self.broker is not None:
             await self.broker.start()

@@ -167,6 +167,15 @@ MIGRATIONS: list[str] = [
         rows         INTEGER NOT NULL,
         replayed_at  REAL NOT NULL
     );
+    -- one row per daemon run; alive_at is its heartbeat: after a crash, the moment open calls
+    -- and offers are closed at (the downtime is nobody's wait or talk time)
+    CREATE TABLE store_runs (
+        id          INTEGER PRIMARY KEY,
+        pid         INTEGER NOT NULL,
+        started_at  REAL NOT NULL,
+        alive_at    REAL NOT NULL,
+        stopped_at  REAL
+    );
     """,
 ]
 
@@ -176,6 +185,7 @@ DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
 RETRY_SECONDS = 1.0  # while the store fails, the pending writes are retried this often
 MAX_PENDING = 50_000  # writes kept in memory through a fault; past this they go to the spill file
 CLOSE_GRACE_SECONDS = 2.0  # at a stop, how long a failing store gets before its writes are spilled
+HEARTBEAT_SECONDS = 1.0  # how often the run's alive_at is written (the error on a crash's time)
 
 # SQLite primary result codes that mean the store (disk, filesystem) failed, not the statement:
 # the write is kept and retried. Any other error (a constraint, a bad statement) is the row's own
@@ -239,6 +249,9 @@ class Store:
         self._spill_rows = 0  # writes in the spill file, not yet committed
         self._spill_error_logged = False
         self.health = StoreHealth()
+        self._run_id: int | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.previous_alive_at: float | None = None  # the last heartbeat of a run that did not stop
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -256,7 +269,27 @@ class Store:
                 await self._commit_pending()
             else:
                 self._drop_spill()
+        await self._begin_run()
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="store-heartbeat")
+
+    async def _begin_run(self) -> None:
+        assert self.db is not None
+        async with self.db.execute("SELECT alive_at FROM store_runs WHERE stopped_at IS NULL"
+                                   " ORDER BY id DESC LIMIT 1") as cur:
+            row = await cur.fetchone()
+        self.previous_alive_at = float(row[0]) if row else None
+        now = time.time()
+        cur = await self.db.execute("INSERT INTO store_runs (pid, started_at, alive_at) VALUES (?,?,?)",
+                                    (os.getpid(), now, now))
+        self._run_id = cur.lastrowid
+        await self.db.commit()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            if self.health.state == "ok" and not self._pending:  # a failing store is not fed more
+                self._put("UPDATE store_runs SET alive_at=? WHERE id=?", time.time(), self._run_id)
 
     async def migrate(self) -> int:
         assert self.db is not None
@@ -273,7 +306,13 @@ class Store:
     async def close(self) -> None:
         """Commit what is queued; a store still failing after CLOSE_GRACE_SECONDS has its pending
         writes spilled (the next start writes them)."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
         if self._writer is not None:
+            now = time.time()
+            self._put("UPDATE store_runs SET alive_at=?, stopped_at=? WHERE id=?", now, now, self._run_id)
             try:
                 await asyncio.wait_for(self.flush(), CLOSE_GRACE_SECONDS)
             except TimeoutError:
@@ -600,13 +639,17 @@ class Store:
         self.event(call_id, "RECORDING_DELETED", at, reason="retention")
 
     async def close_orphans(self, at: float) -> int:
-        """Calls a previous run left in progress (crash, power loss) are closed as failed."""
+        """Calls a previous run left in progress (crash, power loss) are closed as failed, and
+        their queue_log entries and offers get their closing events (see ringmaster.orphans),
+        at the moment that run was last alive. at: now. Returns the number of calls closed."""
         assert self.db is not None
-        cur = await self.db.execute(
-            "UPDATE calls SET ended_at=?, disposition='failed', hangup_cause='controller_restart'"
-            " WHERE disposition='in_progress'", (at,))
-        await self.db.commit()
-        return cur.rowcount
+        from ringmaster.orphans import close_orphans
+
+        report = await close_orphans(self.db, at, self.previous_alive_at)
+        if report.calls:
+            log.warning("store.orphans_closed", calls=report.calls, queue_outcomes=report.outcomes,
+                        offers=report.offers, closed_at=report.closed_at, downtime=round(at - (report.closed_at or at), 1))
+        return report.calls
 
     # ------------------------------------------------------------ reading
 
