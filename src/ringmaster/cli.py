@@ -36,8 +36,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
+    import tempfile
+
+    from ringmaster.prompts import WORKER_FORMAT, check_files
+
+    with tempfile.TemporaryDirectory(prefix="ringmaster-check-") as tmp:
+        bad = check_files(cfg, tmp)
+    for where, file, why, converted in bad:
+        what = (f"converted to {WORKER_FORMAT} when ringmaster loads it" if converted
+                else "cannot be converted: left out of what callers hear")
+        print(f"{args.config}: {where}: {'warning' if converted else 'error'}: {file}: {why}; {what}",
+              file=sys.stderr)
+    unplayable = sum(1 for b in bad if not b[3])
+    if unplayable:
+        print(f"{args.config}: {unplayable} prompt or hold-music file(s) cannot be played", file=sys.stderr)
+        return 1
     print(f"{args.config}: OK ({len(cfg.flows)} flows, {len(cfg.entry_points)} entry points, "
-          f"{cfg.workers.count} workers)")
+          f"{cfg.workers.count} workers{f'; {len(bad)} audio file(s) to convert' if bad else ''})")
     return 0
 
 

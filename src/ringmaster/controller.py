@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from ringmaster import prompts
 from ringmaster import protocol as p
 from ringmaster.acd.runtime import AcdRuntime
 from ringmaster.calls import CallSession, new_call_id, sip_user
@@ -77,6 +78,10 @@ class Controller:
     async def start(self) -> None:
         Path(self.cfg.paths.runtime).mkdir(parents=True, exist_ok=True)
         Path(self.cfg.paths.recordings).mkdir(parents=True, exist_ok=True)
+        # prompts and hold music the workers cannot play as they are: converted (or left out) now,
+        # one warning each, not in the middle of a caller's wait
+        prompts.configure(Path(self.cfg.paths.runtime) / "prompts-8k")
+        prompts.prewarm(self.cfg)
         await self.store.open()
         self.schedule_overrides.update(await self.store.schedule_overrides())
         await self.store.close_orphans(time.time())  # logs store.orphans_closed
@@ -383,6 +388,7 @@ class Controller:
         self.dialplan = plan
         self.cfg = self.cfg.model_copy(update={k: getattr(cfg, k) for k in
                                                ("flows", "entry_points", "unknown_number", "schedules", "logging")})
+        prompts.prewarm(self.cfg)  # the new plan's prompts: converted now, not on a caller's time
         log.info("reload.applied", flows=len(plan.flows), entry_points=len(cfg.entry_points),
                  needs_restart=restart or None)
         task = asyncio.create_task(self._edge_policy(self.cfg), name="edge-policy")

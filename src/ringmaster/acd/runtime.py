@@ -335,11 +335,9 @@ class AcdRuntime:
     # ------------------------------------------------------------ helpers
 
     def moh_files(self, queue: str) -> tuple[str, ...]:
-        moh = self.cfg.queues[queue].moh
-        base = Path(moh) if Path(moh).is_absolute() else Path(self.cfg.paths.prompts) / moh
-        if base.is_dir():
-            return tuple(str(f) for f in sorted(base.glob("*.wav")))
-        return (str(base if base.suffix else base.with_suffix(".wav")),)
+        from ringmaster.prompts import moh_files
+
+        return moh_files(self.cfg, queue)  # made playable (converted or left out) when played
 
     def _prompts(self, names: list[str]) -> list[str]:
         base = Path(self.cfg.paths.prompts)
