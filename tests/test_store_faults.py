@@ -9,6 +9,7 @@ next start writes them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -192,3 +193,53 @@ async def test_records_made_while_the_store_refuses_writes_or_is_full_are_writte
         assert len(spills) == 1 and spills[0][0] > 0
         assert json.dumps(_failing_status(d)["state"]) == '"ok"'
         d.stop()
+
+
+async def test_past_the_memory_bound_writes_go_to_the_spill_file_and_land_once_in_order(tmp_path: Path, monkeypatch):
+    """The store alone on the loop filesystem: 40 writes while its files refuse writes, with
+    room for 10 in memory: the rest go to the spill file (another filesystem), and all 40 land
+    once, in order, when the store takes writes again. A spill file found again after it was
+    written (a crash between the commit and its removal) is not written twice."""
+    from ringmaster import store as store_mod
+
+    monkeypatch.setattr(store_mod, "MAX_PENDING", 10)
+    monkeypatch.setattr(store_mod, "RETRY_SECONDS", 0.1)
+    with loop_ext4(tmp_path) as mnt:
+        db, spill = mnt / "s.db", tmp_path / "run" / "store-spill.jsonl"
+        s = store_mod.Store(db, spill_path=spill)
+        await s.open()
+        await s.flush()
+        _checkpoint(db)
+        subprocess.run(["chattr", "+i", str(db), str(mnt / "s.db-wal")], check=True)
+        try:
+            for i in range(40):
+                s.event(f"c{i:02d}", "NOTE", float(i), n=i)
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)
+            st = s.status()
+            assert st["state"] == "failing" and st["pending"] >= 40 and st["spilled"] >= 30, st
+            assert spill.exists()
+            kept = spill.read_bytes()
+        finally:
+            subprocess.run(["chattr", "-i", str(db), str(mnt / "s.db-wal")], check=True)
+        await asyncio.wait_for(s.flush(), 5)
+        assert s.status()["state"] == "ok" and s.status()["pending"] == 0 and not spill.exists()
+        await s.close()
+        con = sqlite3.connect(db)
+        try:
+            rows = [r[0] for r in con.execute("SELECT call_id FROM call_events WHERE event='NOTE' ORDER BY id")]
+        finally:
+            con.close()
+        assert rows == [f"c{i:02d}" for i in range(40)]  # each once, in the order made
+
+        spill.write_bytes(kept)  # as if the daemon died before removing the file it had written
+        s2 = store_mod.Store(db, spill_path=spill)
+        await s2.open()
+        await s2.close()
+        assert not spill.exists()
+        con = sqlite3.connect(db)
+        try:
+            n = con.execute("SELECT COUNT(*) FROM call_events WHERE event='NOTE'").fetchone()[0]
+        finally:
+            con.close()
+        assert n == 40
