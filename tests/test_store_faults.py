@@ -168,32 +168,39 @@ async def test_records_made_while_the_store_refuses_writes_or_is_full_are_writte
         _assert_complete(db, calls)
         assert _metric(d, "ringmaster_store_ok") == 1 and _metric(d, "ringmaster_store_pending_records") == 0
 
-        # --- spell 3: the daemon stops while the store still fails: the records are spilled
+        # --- spell 3: the daemon stops while the store still fails (the records are spilled),
+        # starts again while it still fails (takes calls), then the store recovers
         _checkpoint(db)
+        spill = d.dir / "run" / "store-spill.jsonl"
         subprocess.run(["chattr", "+i", str(db), str(mnt / "ringmaster.db-wal")], check=True)
         try:
             _three_callers(d, "33")
             _wait(lambda: _failing_status(d)["state"] == "failing", 10, "store not failing")
             assert d.stop() == 0
+            assert d.events("store.spilled_at_stop") and spill.exists()
+            d._log.close()
+            d.start()
+            st = _failing_status(d)
+            assert st["state"] == "failing" and st["spilled"] > 0, st
+            _three_callers(d, "44")
+            assert len(_calls(db)) == 6
         finally:
             subprocess.run(["chattr", "-i", str(db), str(mnt / "ringmaster.db-wal")], check=True)
-        spill = d.dir / "run" / "store-spill.jsonl"
-        assert d.events("store.spilled_at_stop") and spill.exists()
-        assert len(_calls(db)) == 6
-        d.start()
+        _wait(lambda: _failing_status(d)["state"] == "ok", 10, "store did not recover after the restart")
         assert not spill.exists()
         calls = _calls(db)
-        assert len(calls) == 9, calls
-        _assert_complete(db, calls)  # spilled ends came before the start's orphan closing
+        assert len(calls) == 12, calls
+        _assert_complete(db, calls)  # nothing of the first run was taken for an orphan
         con = sqlite3.connect(db)
         try:
             spills = con.execute("SELECT rows FROM store_spills").fetchall()
+            runs = con.execute("SELECT stopped_at FROM store_runs ORDER BY id").fetchall()
         finally:
             con.close()
         assert len(spills) == 1 and spills[0][0] > 0
+        assert len(runs) == 2 and runs[0][0] is not None  # the first run's clean stop came from the spill
         assert json.dumps(_failing_status(d)["state"]) == '"ok"'
         d.stop()
-
 
 async def test_past_the_memory_bound_writes_go_to_the_spill_file_and_land_once_in_order(tmp_path: Path, monkeypatch):
     """The store alone on the loop filesystem: 40 writes while its files refuse writes, with

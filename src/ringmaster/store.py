@@ -243,11 +243,15 @@ class Store:
         self._queue: asyncio.Queue[_Write | asyncio.Future[None] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        # one connection, so one transaction at a time: the writer's batches and the few
+        # transactions made outside it (closing orphans at start) must not interleave
+        self._tx = asyncio.Lock()
         self.last_commit_seconds = 0.0
         self._pending: list[_Write] = []  # not yet committed, oldest first (after the spill file's)
         self._waiters: list[asyncio.Future[None]] = []
         self._spill_rows = 0  # writes in the spill file, not yet committed
         self._spill_error_logged = False
+        self._readonly = False  # the last fault was SQLITE_READONLY: reopen before retrying
         self.health = StoreHealth()
         self._run_id: int | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -255,11 +259,7 @@ class Store:
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = await aiosqlite.connect(self.path)
-        self.db.row_factory = aiosqlite.Row
-        await self.db.execute("PRAGMA journal_mode=WAL")
-        await self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, no corruption
-        await self.db.execute("PRAGMA busy_timeout=5000")
+        await self._connect()
         await self.migrate()
         if self.spill_path is not None and self.spill_path.exists():
             # a previous run stopped or died with writes it could not commit: they go first
@@ -273,17 +273,51 @@ class Store:
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="store-heartbeat")
 
+    async def _connect(self) -> None:
+        self.db = await aiosqlite.connect(self.path)
+        self.db.row_factory = aiosqlite.Row
+        await self.db.execute("PRAGMA journal_mode=WAL")
+        await self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, no corruption
+        await self.db.execute("PRAGMA busy_timeout=5000")
+
+    async def _reconnect(self) -> None:
+        """SQLite opens a file it may not write read-only, and that connection stays read-only
+        after the file is writable again: a store that failed with READONLY is reopened before
+        each retry."""
+        old = self.db
+        try:
+            await self._connect()
+        except Exception as exc:
+            self.db = old
+            self.health.last_error = f"{type(exc).__name__}: {exc}"
+            return
+        if old is not None:
+            try:
+                await old.close()
+            except Exception:
+                pass
+
     async def _begin_run(self) -> None:
         assert self.db is not None
         async with self.db.execute("SELECT alive_at FROM store_runs WHERE stopped_at IS NULL"
                                    " ORDER BY id DESC LIMIT 1") as cur:
             row = await cur.fetchone()
         self.previous_alive_at = float(row[0]) if row else None
+        async with self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM store_runs") as cur:
+            row = await cur.fetchone()
+        self._run_id = int(row[0]) if row else 1
         now = time.time()
-        cur = await self.db.execute("INSERT INTO store_runs (pid, started_at, alive_at) VALUES (?,?,?)",
-                                    (os.getpid(), now, now))
-        self._run_id = cur.lastrowid
-        await self.db.commit()
+        sql = "INSERT INTO store_runs (id, pid, started_at, alive_at) VALUES (?,?,?,?)"
+        try:
+            await self.db.execute(sql, (self._run_id, os.getpid(), now, now))
+            await self.db.commit()
+        except Exception as exc:
+            if not is_store_fault(exc):
+                raise
+            # a store that cannot be written at start: calls are still taken, records kept
+            await self._rollback()
+            self._failed(exc)
+            self._pending.append(_Write(sql, (self._run_id, os.getpid(), now, now)))
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -380,7 +414,11 @@ class Store:
                 except TimeoutError:
                     pass
                 self._take_queued()
-            await self._commit_pending()
+                if self._readonly:
+                    async with self._tx:
+                        await self._reconnect()
+            async with self._tx:
+                await self._commit_pending()
             if self.health.state != "ok" and len(self._pending) > MAX_PENDING and self.spill_path is not None:
                 self._spill()
 
@@ -454,6 +492,8 @@ class Store:
             pass
 
     def _failed(self, exc: BaseException) -> None:
+        code = getattr(exc, "sqlite_errorcode", None)
+        self._readonly = isinstance(code, int) and (code & 0xFF) in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
         h = self.health
         h.write_failures += 1
         h.last_error = f"{type(exc).__name__}: {exc}"
@@ -645,7 +685,16 @@ class Store:
         assert self.db is not None
         from ringmaster.orphans import close_orphans
 
-        report = await close_orphans(self.db, at, self.previous_alive_at)
+        async with self._tx:
+            try:
+                report = await close_orphans(self.db, at, self.previous_alive_at)
+            except Exception as exc:
+                await self._rollback()
+                if not is_store_fault(exc):
+                    raise
+                self._failed(exc)  # they stay open; the next start closes them
+                log.error("store.orphans_not_closed", error=str(exc))
+                return 0
         if report.calls:
             log.warning("store.orphans_closed", calls=report.calls, queue_outcomes=report.outcomes,
                         offers=report.offers, closed_at=report.closed_at, downtime=round(at - (report.closed_at or at), 1))
