@@ -131,3 +131,46 @@ async def test_a_clean_stop_while_an_agent_is_rung_closes_the_offer_and_the_call
                                                         ("ABANDON", "NONE")], log
     _offers_closed(d, call["call_id"])
     assert all(r["event"] in OUTCOMES or r["event"] in ("ENTERQUEUE", "RINGCANCELED") for r in log)
+
+
+def test_chat_offers_open_at_a_clean_stop_or_a_crash_are_closed_and_the_chat_offered_anew(daemon_factory):
+    """A chat task outlives a restart; the offer it had open gets its RINGCANCELED in task_log:
+    at a clean stop from the stop itself, after a SIGKILL from the next start (at the moment the
+    killed run was last alive)."""
+    from tests.test_presence_mqtt import agent_client, integration, login, mqtt_config, rows
+
+    d = daemon_factory(workers=1, start=False)
+    mqtt_config(d, {"ann": {"auto_login": False}}, {"offer_timeout": 120})
+    d.start()
+    chat, ann = integration(d), agent_client(d, "ann")
+    try:
+        login(ann, "ann")
+        chat.publish("tasks/new", {"version": 1, "id": "chat-1", "channel": "chat", "queue": "chat", "data": {}})
+        ann.wait_for("agents/ann/offers", lambda m: m["event"] == "offer" and m["task"] == "chat-1")
+    finally:
+        chat.close()
+        ann.close()
+    assert d.stop() == 0
+    log = rows(d, "SELECT event, agent FROM task_log WHERE task_id='chat-1' ORDER BY id")
+    assert log == [("ENTERQUEUE", "NONE"), ("RINGCANCELED", "ann")], log
+
+    d._log.close()
+    d.start()  # the task is back and offered to ann again
+    _wait(lambda: rows(d, "SELECT agent FROM task_offers WHERE task_id='chat-1'") == [("ann",)], 10,
+          "the restored chat was not offered again")
+    time.sleep(1.5)
+    killed_at = time.time()
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    _wait(lambda: _ours(d.dir) == [], 10, f"children of the killed daemon still run: {_ours(d.dir)}")
+    assert rows(d, "SELECT COUNT(*) FROM task_log WHERE event='RINGCANCELED'") == [(1,)]
+    time.sleep(2.0)
+    d._log.close()
+    d.start()
+    d.wait_event("store.task_offers_closed", timeout=10)
+    log = rows(d, "SELECT event, agent, at, data FROM task_log WHERE task_id='chat-1' ORDER BY id")
+    assert [(e, a) for e, a, _, _ in log] == [("ENTERQUEUE", "NONE"), ("RINGCANCELED", "ann"),
+                                              ("RINGCANCELED", "ann")], log
+    # closed within a heartbeat (1 s) of the kill, not at the restart 2 s later
+    assert killed_at - 1.5 <= log[2][2] <= killed_at + 0.5 and 300 <= int(log[2][3]) <= 4000, (log, killed_at)
+    d.stop()

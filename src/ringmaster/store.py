@@ -176,6 +176,16 @@ MIGRATIONS: list[str] = [
         alive_at    REAL NOT NULL,
         stopped_at  REAL
     );
+    -- offers of chat and email tasks in flight (task_log, like queue_log, has no offer-start
+    -- event): a task outlives a restart, the offer it had open is closed at the next start
+    CREATE TABLE task_offers (
+        task_id  TEXT NOT NULL,
+        agent    TEXT NOT NULL,
+        queue    TEXT NOT NULL,
+        channel  TEXT NOT NULL,
+        at       REAL NOT NULL,
+        PRIMARY KEY (task_id, agent)
+    );
     """,
 ]
 
@@ -625,6 +635,8 @@ class Store:
         """One task_log row, and the task's row follows the event."""
         self._put("INSERT INTO task_log (at, task_id, queue, agent, event, data, channel) VALUES (?,?,?,?,?,?,?)",
                   at, task_id, queue, agent, event, "|".join(str(d) for d in data), channel)
+        if event in ("CONNECT", "RINGNOANSWER", "RINGCANCELED"):
+            self._put("DELETE FROM task_offers WHERE task_id=? AND agent=?", task_id, agent)
         if event == "ENTERQUEUE":
             self._put("UPDATE tasks SET queue=?, enqueued_at=?, state='queued', agent=NULL, assigned_at=NULL"
                       " WHERE task_id=?", queue, at, task_id)
@@ -637,6 +649,43 @@ class Store:
         elif event == "ABANDON":
             self._put("UPDATE tasks SET state='cancelled', disposition='cancelled', ended_at=?,"
                       " wait_seconds=round(? - created_at, 3) WHERE task_id=?", at, at, task_id)
+
+    def task_offered(self, task_id: str, agents: tuple[str, ...], queue: str, channel: str, at: float) -> None:
+        for agent in agents:
+            self._put("INSERT OR REPLACE INTO task_offers (task_id, agent, queue, channel, at) VALUES (?,?,?,?,?)",
+                      task_id, agent, queue, channel, at)
+
+    async def close_task_offers(self, now: float) -> int:
+        """Offers of tasks a previous run left open (a crash; a clean stop withdraws them) get
+        their RINGCANCELED in task_log, at the moment that run was last alive. Returns how many."""
+        assert self.db is not None
+        from ringmaster.orphans import last_alive
+
+        async with self._tx:
+            try:
+                async with self.db.execute("SELECT task_id, agent, queue, channel, at FROM task_offers") as cur:
+                    offers = [tuple(r) for r in await cur.fetchall()]
+                if not offers:
+                    return 0
+                async with self.db.execute("SELECT alive_at FROM store_runs WHERE id<? ORDER BY id DESC LIMIT 1",
+                                           (self._run_id,)) as cur:
+                    row = await cur.fetchone()
+                end = min(now, await last_alive(self.db, float(row[0]) if row else None) or now)
+                for task_id, agent, queue, channel, at in offers:
+                    end_at = max(end, float(at))
+                    await self.db.execute(
+                        "INSERT INTO task_log (at, task_id, queue, agent, event, data, channel) VALUES (?,?,?,?,?,?,?)",
+                        (end_at, task_id, queue, agent, "RINGCANCELED", str(round((end_at - float(at)) * 1000)), channel))
+                await self.db.execute("DELETE FROM task_offers")
+                await self.db.commit()
+            except Exception as exc:
+                await self._rollback()
+                if not is_store_fault(exc):
+                    raise
+                self._failed(exc)
+                return 0
+        log.warning("store.task_offers_closed", offers=len(offers), closed_at=end)
+        return len(offers)
 
     async def open_tasks(self) -> list[dict[str, Any]]:
         assert self.db is not None
