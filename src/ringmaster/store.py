@@ -273,9 +273,14 @@ class Store:
         await self.migrate()
         if self.spill_path is not None and self.spill_path.exists():
             # a previous run stopped or died with writes it could not commit: they go first
-            self._spill_rows = sum(1 for r in _spill_records(self.spill_path) if r[0] != "#spill")
+            records = _spill_records(self.spill_path)
+            self._spill_rows = sum(1 for r in records if r[0] != "#spill")
             log.warning("store.spill_found", path=str(self.spill_path), rows=self._spill_rows)
-            if self._spill_rows:
+            if records and records[0][0] == "#spill" and await self._spill_done(str(records[0][1][0])):
+                # written before a crash that left the file: gone now, before anything is
+                # appended to it under an id that would make the new rows look written too
+                self._drop_spill()
+            elif self._spill_rows:
                 await self._commit_pending()
             else:
                 self._drop_spill()
@@ -373,6 +378,7 @@ class Store:
                     log.warning("store.spilled_at_stop", path=str(self.spill_path), rows=self._spill_rows)
                 else:
                     log.error("store.records_lost_at_stop", rows=len(self._pending), error=self.health.last_error)
+            self._resolve_waiters()  # nobody waits for ever on a flush at a stop
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -441,12 +447,12 @@ class Store:
         t0 = time.perf_counter()
         bad: set[int] = set()
         try:
-            if spill_id is not None:
-                async with self.db.execute("SELECT 1 FROM store_spills WHERE id=?", (spill_id,)) as cur:
-                    done = await cur.fetchone() is not None
-                if not done:  # else: committed before a crash that left the file behind
-                    for sql, params in spill[1:]:
+            done = spill_id is not None and await self._spill_done(spill_id)
+            if spill and not done:  # else: committed before a crash that left the file behind
+                for sql, params in spill:
+                    if sql != "#spill":
                         await self._execute(sql, params)
+                if spill_id is not None:  # (a file cut before its header was whole has no id)
                     await self.db.execute("INSERT INTO store_spills (id, rows, replayed_at) VALUES (?,?,?)",
                                           (spill_id, len(spill) - 1, time.time()))
             for i, w in enumerate(self._pending):
@@ -464,9 +470,9 @@ class Store:
                 self._pending = [w for i, w in enumerate(self._pending) if i not in bad]
             self._failed(exc)
             return
-        written = len(self._pending) + max(0, len(spill) - 1)
+        written = len(self._pending) + sum(1 for r in spill if r[0] != "#spill")
         self._pending = []
-        if spill_id is not None or self._spill_rows:
+        if spill or self._spill_rows:
             self._drop_spill()
         self.last_commit_seconds = time.perf_counter() - t0
         if self.health.state != "ok":
@@ -474,6 +480,11 @@ class Store:
                      written=written, write_failures=self.health.write_failures)
             self.health.state, self.health.since, self.health.last_error = "ok", None, None
         self._resolve_waiters()
+
+    async def _spill_done(self, spill_id: str) -> bool:
+        assert self.db is not None
+        async with self.db.execute("SELECT 1 FROM store_spills WHERE id=?", (spill_id,)) as cur:
+            return await cur.fetchone() is not None
 
     def _resolve_waiters(self) -> None:
         waiters, self._waiters = self._waiters, []
