@@ -388,7 +388,11 @@ class Controller:
         self.dialplan = plan
         self.cfg = self.cfg.model_copy(update={k: getattr(cfg, k) for k in
                                                ("flows", "entry_points", "unknown_number", "schedules", "logging")})
-        prompts.prewarm(self.cfg)  # the new plan's prompts: converted now, not on a caller's time
+        # the new plan's prompts are converted in a thread, not on the event loop
+        try:
+            asyncio.get_running_loop().run_in_executor(None, prompts.prewarm, self.cfg)
+        except RuntimeError:  # no loop (called outside the daemon)
+            prompts.prewarm(self.cfg)
         log.info("reload.applied", flows=len(plan.flows), entry_points=len(cfg.entry_points),
                  needs_restart=restart or None)
         task = asyncio.create_task(self._edge_policy(self.cfg), name="edge-policy")

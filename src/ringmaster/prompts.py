@@ -19,6 +19,7 @@ import os
 import subprocess
 import wave
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,8 +77,12 @@ class PromptFiles:
     def __init__(self, cache_dir: str | Path):
         self.cache_dir = Path(cache_dir)
         self._known: dict[tuple[str, int, int], FileVerdict] = {}
+        self._converting: set[tuple[str, int, int]] = set()
+        self._pool: ThreadPoolExecutor | None = None
 
-    def verdict(self, path: str) -> FileVerdict:
+    def verdict(self, path: str, wait: bool = True) -> FileVerdict:
+        """How path plays. wait=False (a call is waiting on the event loop): a bad file not
+        converted yet is converted in a thread and left out until it is done."""
         try:
             st = os.stat(path)
         except OSError as exc:
@@ -86,24 +91,38 @@ class PromptFiles:
         known = self._known.get(key)
         if known is not None:
             return known
-        reason = probe(path)
+        reason = probe(path)  # a header read: cheap
         if reason is None:
             v = FileVerdict(path, None, path)
+            self._known[key] = v
+            return v
+        if wait:
+            return self._converted(path, key, reason)
+        if key not in self._converting:
+            self._converting.add(key)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt-convert")
+            self._pool.submit(self._converted, path, key, reason)
+        return FileVerdict(path, reason, None)
+
+    def _converted(self, path: str, key: tuple[str, int, int], reason: str) -> FileVerdict:
+        out, error = self._convert(path, key)
+        if out is not None:
+            log.warning("prompt.converted", file=path, reason=reason, to=out)
         else:
-            out, error = self._convert(path, key)
-            if out is not None:
-                log.warning("prompt.converted", file=path, reason=reason, to=out)
-            else:
-                log.warning("prompt.skipped", file=path, reason=reason, error=error)
-            v = FileVerdict(path, reason, out)
+            log.warning("prompt.skipped", file=path, reason=reason, error=error)
+        v = FileVerdict(path, reason, out)
         self._known[key] = v
+        self._converting.discard(key)
         return v
 
     def playable(self, files: Iterable[str]) -> tuple[str, ...]:
         """The files to hand a worker for this list: bad ones converted or left out. If none
-        is left, the list as given (the worker then reports the error and the flow goes on)."""
+        is left, the list as given (the worker then reports the error and the flow goes on).
+        Never waits for sox: files the config names were converted at load (`prewarm`); one
+        that appeared since (a new file in a hold-music folder) is converted in a thread."""
         files = tuple(files)
-        out = tuple(v.playable for v in map(self.verdict, files) if v.playable is not None)
+        out = tuple(v.playable for v in (self.verdict(f, wait=False) for f in files) if v.playable is not None)
         return out or files
 
     def _convert(self, path: str, key: tuple[str, int, int]) -> tuple[str | None, str]:
@@ -190,4 +209,8 @@ def prewarm(cfg: Config) -> int:
     Returns how many cannot be played as they are."""
     if _default is None:
         return 0
-    return sum(1 for _, f in config_files(cfg) if os.path.isfile(f) and _default.verdict(f).reason is not None)
+    try:
+        return sum(1 for _, f in config_files(cfg) if os.path.isfile(f) and _default.verdict(f).reason is not None)
+    except Exception:  # never stop a start or a reload: files are still checked when played
+        log.exception("prompt.prewarm_failed")
+        return 0
