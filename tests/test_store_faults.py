@@ -250,3 +250,38 @@ async def test_past_the_memory_bound_writes_go_to_the_spill_file_and_land_once_i
         finally:
             con.close()
         assert n == 40
+
+
+async def test_a_store_filesystem_gone_read_only_loses_nothing_across_a_repair_and_restart(daemon_factory, tmp_path: Path):
+    """ext4 turned read-only under the daemon (`remount,abort`: what `errors=remount-ro` does
+    on a disk error; it cannot be undone while mounted). Calls go on; the records wait in
+    memory, go to the spill file at the stop, and the start after the repair (umount, fsck,
+    mount) writes them: all calls complete, queue_log whole."""
+    with loop_ext4(tmp_path) as mnt:
+        d = daemon_factory(workers=2, start=False)
+        acd_config(d, {"members": ["alice"]})
+        d.config["storage"] = {"path": str(mnt / "ringmaster.db")}
+        d.start()
+        db = mnt / "ringmaster.db"
+        _three_callers(d, "11")
+        _wait(lambda: sum(c["disposition"] != "in_progress" for c in _calls(db)) == 3, 10, "calls not stored")
+        subprocess.run(["mount", "-o", "remount,abort", str(mnt)], check=True, capture_output=True)
+        _three_callers(d, "22")
+        st = _wait(lambda: (s := _failing_status(d))["state"] == "failing" and s, 10, "store not failing")
+        assert st["pending"] > 0, st
+        assert d.proc is not None and d.proc.poll() is None  # the daemon lives on
+        assert d.stop() == 0
+        spill = d.dir / "run" / "store-spill.jsonl"
+        assert spill.exists() and d.events("store.spilled_at_stop")
+        # the repair: unmount, check, mount again
+        img = tmp_path / "store.img"
+        assert subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0
+        subprocess.run(["e2fsck", "-fy", str(img)], capture_output=True)
+        subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True, capture_output=True)
+        d._log.close()
+        d.start()
+        assert not spill.exists()
+        calls = _calls(db)
+        assert len(calls) == 6, calls
+        _assert_complete(db, calls)
+        d.stop()

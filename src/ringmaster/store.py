@@ -292,7 +292,10 @@ class Store:
         self.db = await aiosqlite.connect(self.path)
         self.db.row_factory = aiosqlite.Row
         await self.db.execute("PRAGMA journal_mode=WAL")
-        await self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, no corruption
+        # FULL: each batch commit fsyncs the WAL. With NORMAL a committed batch lives in the page
+        # cache until the next checkpoint, and a filesystem that aborts (ext4 errors=remount-ro)
+        # or a power cut loses it: measured, docs/engine-findings.md 32. One fsync per batch.
+        await self.db.execute("PRAGMA synchronous=FULL")
         await self.db.execute("PRAGMA busy_timeout=5000")
 
     async def _reconnect(self) -> None:
