@@ -197,7 +197,7 @@ async def test_records_made_while_the_store_refuses_writes_or_is_full_are_writte
             runs = con.execute("SELECT stopped_at FROM store_runs ORDER BY id").fetchall()
         finally:
             con.close()
-        assert len(spills) == 1 and spills[0][0] > 0
+        assert spills and all(n > 0 for (n,) in spills)  # one per spell, each written once
         assert len(runs) == 2 and runs[0][0] is not None  # the first run's clean stop came from the spill
         assert json.dumps(_failing_status(d)["state"]) == '"ok"'
         d.stop()
@@ -252,11 +252,11 @@ async def test_past_the_memory_bound_writes_go_to_the_spill_file_and_land_once_i
         assert n == 40
 
 
-async def test_a_store_filesystem_gone_read_only_loses_nothing_across_a_repair_and_restart(daemon_factory, tmp_path: Path):
+async def test_a_store_filesystem_gone_read_only_then_a_crash_loses_nothing_after_the_repair(daemon_factory, tmp_path: Path):
     """ext4 turned read-only under the daemon (`remount,abort`: what `errors=remount-ro` does
-    on a disk error; it cannot be undone while mounted). Calls go on; the records wait in
-    memory, go to the spill file at the stop, and the start after the repair (umount, fsck,
-    mount) writes them: all calls complete, queue_log whole."""
+    on a disk error; it cannot be undone while mounted). Calls go on; their records go to the
+    spill file (runtime dir) at each retry; the daemon is then killed (SIGKILL), and the start
+    after the repair (umount, fsck, mount) writes them: all calls complete, queue_log whole."""
     with loop_ext4(tmp_path) as mnt:
         d = daemon_factory(workers=2, start=False)
         acd_config(d, {"members": ["alice"]})
@@ -270,12 +270,17 @@ async def test_a_store_filesystem_gone_read_only_loses_nothing_across_a_repair_a
         st = _wait(lambda: (s := _failing_status(d))["state"] == "failing" and s, 10, "store not failing")
         assert st["pending"] > 0, st
         assert d.proc is not None and d.proc.poll() is None  # the daemon lives on
-        assert d.stop() == 0
+        time.sleep(1.5)  # a retry or so: the records are in the spill file
+        d.proc.kill()  # and then the daemon dies too (SIGKILL: no stop, no last spill)
+        d.proc.wait()
         spill = d.dir / "run" / "store-spill.jsonl"
-        assert spill.exists() and d.events("store.spilled_at_stop")
+        assert spill.exists() and d.events("store.spilling")
         # the repair: unmount, check, mount again
         img = tmp_path / "store.img"
-        assert subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0
+        # the killed daemon's children (workers, edge) go with it (PR_SET_PDEATHSIG), not at once
+        _wait(lambda: subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0, 10,
+              "store filesystem still busy: " + subprocess.run(["fuser", "-vm", str(mnt)], capture_output=True,
+                                                              text=True).stderr)
         subprocess.run(["e2fsck", "-fy", str(img)], capture_output=True)
         subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True, capture_output=True)
         d._log.close()

@@ -8,11 +8,14 @@ and a call's final row is committed within one batch of the call ending.
 A store fault (the filesystem turns read-only, fills up, or fails I/O) loses no record: the
 writes that could not be committed stay pending, in order, and the whole pending list is
 retried in one transaction every `RETRY_SECONDS` until it commits, so each write lands exactly
-once and in the order it was made (a call's UPDATEs after its INSERT). Past `MAX_PENDING` the
-pending writes go to a spill file (JSON lines, on another path: the runtime dir); at a stop
-while the store is still failing, what is left goes there too, and the next start writes it
-first. A spill carries an id that is recorded in `store_spills` in the same transaction as
-its rows, so a crash between that commit and the file's removal cannot replay it twice.
+once and in the order it was made (a call's UPDATEs after its INSERT). After each failed try
+the pending writes are appended to a spill file (JSON lines, fsynced, on another path: the
+runtime dir), so a crash during the fault loses at most one retry interval of records; the
+next start writes the file first (before it closes the calls a crash left open). Only if the
+spill file cannot be written either do the writes stay in memory (an error past
+`MAX_PENDING`). A spill carries an id that is recorded in `store_spills` in the same
+transaction as its rows, so a crash between that commit and the file's removal cannot replay
+it twice.
 """
 
 from __future__ import annotations
@@ -193,7 +196,7 @@ DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
 
 
 RETRY_SECONDS = 1.0  # while the store fails, the pending writes are retried this often
-MAX_PENDING = 50_000  # writes kept in memory through a fault; past this they go to the spill file
+MAX_PENDING = 50_000  # writes held in memory (no spill file possible) before an error says so
 CLOSE_GRACE_SECONDS = 2.0  # at a stop, how long a failing store gets before its writes are spilled
 HEARTBEAT_SECONDS = 1.0  # how often the run's alive_at is written (the error on a crash's time)
 
@@ -262,6 +265,7 @@ class Store:
         self._spill_rows = 0  # writes in the spill file, not yet committed
         self._spill_error_logged = False
         self._readonly = False  # the last fault was SQLITE_READONLY: reopen before retrying
+        self._memory_warned = False
         self.health = StoreHealth()
         self._run_id: int | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -376,11 +380,10 @@ class Store:
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
             self._take_queued()
-            if self._pending:
-                if self.spill_path is not None and self._spill():
-                    log.warning("store.spilled_at_stop", path=str(self.spill_path), rows=self._spill_rows)
-                else:
-                    log.error("store.records_lost_at_stop", rows=len(self._pending), error=self.health.last_error)
+            if self._pending and (self.spill_path is None or not self._spill()):
+                log.error("store.records_lost_at_stop", rows=len(self._pending), error=self.health.last_error)
+            if self._spill_rows:
+                log.warning("store.spilled_at_stop", path=str(self.spill_path), rows=self._spill_rows)
             self._resolve_waiters()  # nobody waits for ever on a flush at a stop
         if self.db is not None:
             await self.db.close()
@@ -438,8 +441,11 @@ class Store:
                         await self._reconnect()
             async with self._tx:
                 await self._commit_pending()
-            if self.health.state != "ok" and len(self._pending) > MAX_PENDING and self.spill_path is not None:
-                self._spill()
+            if self.health.state != "ok" and self._pending:
+                if self.spill_path is None or not self._spill():
+                    if len(self._pending) > MAX_PENDING and not self._memory_warned:
+                        self._memory_warned = True
+                        log.error("store.pending_in_memory", rows=len(self._pending), spill=str(self.spill_path))
 
     async def _commit_pending(self) -> None:
         """One transaction: the spill file's writes, then the pending ones, in order. On a store
@@ -482,6 +488,7 @@ class Store:
             log.info("store.recovered", failing_seconds=round(time.time() - (self.health.since or time.time()), 1),
                      written=written, write_failures=self.health.write_failures)
             self.health.state, self.health.since, self.health.last_error = "ok", None, None
+            self._memory_warned = self._spill_error_logged = False
         self._resolve_waiters()
 
     async def _spill_done(self, spill_id: str) -> bool:
@@ -546,7 +553,8 @@ class Store:
                 log.error("store.spill_failed", path=str(self.spill_path), error=str(exc), kept_in_memory=len(self._pending))
             return False
         self._spill_rows += len(self._pending)
-        log.warning("store.spilled", path=str(self.spill_path), rows=len(self._pending), total=self._spill_rows)
+        if self._spill_rows == len(self._pending):  # the first of this file: one line, not one a second
+            log.warning("store.spilling", path=str(self.spill_path), rows=self._spill_rows)
         self._pending = []
         return True
 
