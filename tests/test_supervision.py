@@ -140,3 +140,29 @@ def test_nothing_is_left_after_a_clean_stop(daemon_factory):
     assert not (d.dir / "run" / "edge" / "kamailio.pid").exists()
     out = subprocess.run(["pgrep", "-f", str(d.dir)], capture_output=True, text=True)
     assert out.stdout.strip() == ""
+
+
+async def test_softphone_registrations_survive_a_restart_of_the_daemon(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice"]})
+    d.start()
+    (alice,) = await agents_up(d, ("alice",))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        assert d.stop() == 0  # a clean stop writes the registrations back
+        mark = len(alice.events)
+        d.start()
+        # the controller learns from the edge's table that alice is reachable, without a REGISTER
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (d.status() or {}).get("agents", {}).get("alice") != "available":
+            await asyncio.sleep(0.2)
+        assert d.status()["agents"]["alice"] == "available"
+        a = await caller.call(f"sip:500@{d.edge}")
+        inc = await alice.wait(p.Incoming, timeout=8, after=mark)
+        alice.send(p.Answer(leg=inc.leg))
+        await alice.wait(p.MediaReady, lambda m: m.leg == inc.leg)
+        assert [m for m in alice.events[mark:] if isinstance(m, p.RegState)] == []
+        await caller.hangup(a)
+    finally:
+        await caller.stop()
+        await alice.stop()
