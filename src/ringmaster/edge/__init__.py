@@ -206,6 +206,11 @@ class Edge(SupervisedChild):
             if "edge." in line:
                 m = re.search(r"(edge\.[a-z_]+)(.*)$", line)
                 elog.warning(m.group(1), detail=m.group(2).strip()) if m else elog.info("edge.log", line=line)
+            elif self.stopping and "receive_fd" in line:
+                # Kamailio's TCP main process reads EOF from each child's socket pair as the
+                # children exit on our SIGTERM and logs it as CRITICAL (tcp_main.c); it is the
+                # stop going as planned, not a fault: kept for debugging, not paged on
+                elog.debug("edge.stop_noise", line=line)
             elif " ERROR:" in line or "CRITICAL" in line or "ALERT" in line:
                 elog.error("edge.log", line=line)
             elif self.cfg.logging.level == "debug":
