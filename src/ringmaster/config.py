@@ -299,6 +299,10 @@ class Config(Strict):
             return spec.presence
         return self.profiles.get(spec.profile or "default") or PresenceProfile()
 
+    run_as: str | None = Field(
+        default=None, pattern=r"^[a-z_][a-z0-9_-]*$",
+        description="when started as root, Kamailio and mosquitto drop to this user (and its group); "
+                    "ignored when not root")
     sip: SipConfig = Field(default_factory=SipConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
