@@ -132,6 +132,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("queues:")
         for name, q in reply["queues"].items():
             print(f"  {name:<12} waiting {q['waiting']}  answered {q['answered']}  abandoned {q['abandoned']}")
+            for task, reason in q.get("unroutable", {}).items():  # waiting for nobody: say why
+                print(f"    unroutable {task}: {reason}")
     if reply.get("agents"):
         print("agents:")
         for name, state in reply["agents"].items():

@@ -240,8 +240,7 @@ class TaskRouter:
     def unroutable(self, a: Unroutable, text: str) -> None:
         """A task (or call) that no logged-in agent can take: on `errors` and, for a chat or
         email, in its events and its stored log; "" reason: it can be offered again."""
-        if a.reason:
-            self.errors += 1
+        if a.reason:  # not counted in `errors` (refused messages): the task itself was taken
             self._publish("errors", {"topic": f"{self._prefix()}tasks/{a.call_id}", "error": text,
                                      "field": "", "reason": a.reason, "task": a.call_id, "queue": a.queue,
                                      "channel": a.channel})

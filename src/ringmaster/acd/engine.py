@@ -224,7 +224,7 @@ class QueueEngine:
         task = self.tasks.get(call_id)
         a = self.agents[agent]
         if task is None or task.agent is not None or agent not in task.ringing:
-            # ring-all race (shared/notes/kamailio-edge.md pitfall 4): another agent already has
+            # ring-all race (docs/notes/kamailio-edge.md pitfall 4): another agent already has
             # the task; this one is hung up at once and not counted as having handled it
             if a.offered.pop(call_id, None) is not None:
                 self._touch(agent)

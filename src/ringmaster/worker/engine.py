@@ -1,6 +1,6 @@
 """MediaEngine: one pjsua2 endpoint driven by protocol commands from one socket.
 
-Threading (shared/notes/pjsua2.md): the thread that calls libCreate must also poll
+Threading (docs/notes/pjsua2.md): the thread that calls libCreate must also poll
 libHandleEvents, or DTMF callbacks are never delivered; so the whole worker is one
 thread that alternates `libHandleEvents(10 ms)` (which sleeps in pjsip's ioqueue and
 releases the GIL: 0.8 % idle CPU measured) with a non-blocking read of the command socket.
@@ -345,7 +345,7 @@ class MediaEngine:
             return 403, "Forbidden"
         # Not 503: the edge's dispatcher marks a worker that answers 503 as down until its
         # next OPTIONS ping, so a burst spread over the pool would take every worker out
-        # (shared/notes/kamailio-edge.md pitfall 5). 480 + Retry-After is relayed to the
+        # (docs/notes/kamailio-edge.md pitfall 5). 480 + Retry-After is relayed to the
         # caller as "try again shortly" and the worker stays in rotation.
         return 480, "Busy With A Burst"
 
