@@ -90,3 +90,35 @@ def test_check_warns_about_a_queue_no_agent_can_serve(daemon_factory):
     assert "warning: queue 'nobody' has no members: its callers and tasks wait forever (no max_wait)" in out.stderr
     assert "warning: queue 'french': no member has its required skills (fr>=1)" in out.stderr
     assert "'chat'" not in out.stderr
+
+
+def test_a_call_no_logged_in_member_can_take_says_why_on_errors_and_in_status(daemon_factory):
+    """A caller in a queue whose only member (a softphone) is not registered, so not logged in:
+    the same diagnosis as a task, with the call's id and channel `voice`, while it waits."""
+    from tests.helpers.sipp import sipp_args
+
+    d = daemon_factory(workers=1, start=False)
+    diagnosis_config(d)
+    d.config["agents"]["ann"]["auto_login"] = True  # logged in while registered: it is not
+    d.config["flows"]["main"] = [{"queue": "chat"}, "hangup"]
+    d.config["entry_points"].append({"number": "500", "flow": "main"})
+    d.start()
+    chat = integration(d)
+    sipp = subprocess.Popen(sipp_args("uac_hold.xml", d.edge, d.ports.caller(0), service="500", hold_ms=4000,
+                                      timeout=20), cwd=d.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        err = chat.wait_for("errors", lambda m: m.get("channel") == "voice", timeout=10)
+        assert err["reason"] == "no-member-logged-in" and err["queue"] == "chat", err
+        st = d.status()
+        assert st is not None and st["queues"]["chat"]["unroutable"] == {err["task"]: "no-member-logged-in"}
+        assert err["task"] in st["calls"]["ids"]
+        logged = d.wait_event("acd.unroutable")
+        assert logged[0]["call_id"] == err["task"] and logged[0]["channel"] == "voice"
+    finally:
+        try:
+            sipp.wait(30)
+        finally:
+            if sipp.poll() is None:
+                sipp.kill()
+                sipp.wait()
+        chat.close()

@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 PLACEHOLDER = re.compile(r"\b([a-z0-9]+(?:-[a-z0-9]+)*)-change-me\b")
@@ -52,13 +53,16 @@ def render(text: str, state_dir: str = STATE_DIR, run_dir: str = RUN_DIR) -> tup
         raise ValueError("no -change-me secrets in the source config")
     for key, value in (("path", f"{state_dir}/ringmaster.db"), ("recordings", f"{state_dir}/recordings"),
                        ("runtime", run_dir)):
-        out, n = re.subn(rf"^(\s+{key}:\s+)\.\./var/\S+", lambda m, v=value: m.group(1) + v, out, count=1,
-                         flags=re.M)
+        out, n = re.subn(rf"^(\s+{key}:\s+)\.\./var/\S+", _keep_indent(value), out, count=1, flags=re.M)
         if n != 1:
             raise ValueError(f"no relative `{key}: ../var/...` line in the source config")
     header = ("# made by scripts/run-demo from config/ringmaster.yaml with random secrets (see\n"
               "# demo-secrets.env beside it); delete both files to make new ones\n")
     return header + out, found
+
+
+def _keep_indent(value: str) -> Callable[[re.Match[str]], str]:
+    return lambda m: m.group(1) + value
 
 
 def write_private(path: Path, text: str) -> None:
