@@ -56,8 +56,8 @@ def render(text: str, state_dir: str = STATE_DIR, run_dir: str = RUN_DIR) -> tup
         out, n = re.subn(rf"^(\s+{key}:\s+)\.\./var/\S+", _keep_indent(value), out, count=1, flags=re.M)
         if n != 1:
             raise ValueError(f"no relative `{key}: ../var/...` line in the source config")
-    header = ("# made by scripts/run-demo from config/ringmaster.yaml with random secrets (see\n"
-              "# demo-secrets.env beside it); delete both files to make new ones\n")
+    header = ("# made by ringmaster.demo (scripts/run-demo, scripts/install-service) from\n"
+              "# config/ringmaster.yaml with random secrets, also kept in a .env file beside it\n")
     return header + out, found
 
 
