@@ -120,6 +120,7 @@ def test_readme_walkthrough_runs_as_written_against_the_demo():
             assert re.search(r'ringmaster/agents/alice/offers \{.*"event": ?"offer".*"task": ?"chat-1"', text), text[-3000:]
             assert re.search(r'ringmaster/agents/alice/offers \{.*"event": ?"offer".*"task": ?"mail-1"', text), text[-3000:]
             assert "unroutable chat-2: no-skills" in text
+            assert "change-me" not in text  # `check` finds no placeholder secret in the made config
         finally:
             assert d.stop() == 0
         con = sqlite3.connect(folder / "state" / "ringmaster.db")
@@ -132,3 +133,29 @@ def test_readme_walkthrough_runs_as_written_against_the_demo():
         assert schedules == [("office", "open")]
         errors = [ln for ln in d.log_text().splitlines() if '"level": "error"' in ln]
         assert errors == [], errors[:5]
+
+
+def test_demo_secrets_are_made_fresh_and_the_committed_placeholders_are_flagged(tmp_path: Path):
+    """ringmaster.demo (scripts/run-demo's first step) leaves no placeholder and no two runs
+    share a secret; `check` on the committed config names every placeholder still there."""
+    source = (ROOT / "config" / "ringmaster.yaml").read_text()
+    one, s1 = demo.render(source)
+    two, s2 = demo.render(source)
+    assert "change-me" not in one.replace("in -change-me", "")
+    assert set(s1) == {"ADMIN_TOKEN", "WALLBOARD_TOKEN", "DEMO_CHAT_PW", "ALICE_SIP_PW", "ALICE_MQTT_PW",
+                       "BOB_SIP_PW", "BOB_MQTT_PW"}
+    assert not set(s1.values()) & set(s2.values())
+    out = subprocess.run([sys.executable, "-m", "ringmaster.cli", "check", str(ROOT / "config" / "ringmaster.yaml")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0
+    assert "7 secret(s) still end in -change-me" in out.stderr and "agents.alice.softphone.password" in out.stderr
+    # the files: made once, private, printed once; a second run leaves them alone and prints nothing
+    args = ["--out", str(tmp_path / "demo.yaml"), "--secrets", str(tmp_path / "demo-secrets.env"),
+            "--config", str(ROOT / "config" / "ringmaster.yaml")]
+    first = subprocess.run([sys.executable, "-m", "ringmaster.demo", *args], capture_output=True, text=True, timeout=30)
+    assert first.returncode == 0 and "ALICE_SIP_PW=" in first.stdout
+    made = (tmp_path / "demo.yaml").read_text()
+    assert (tmp_path / "demo.yaml").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "demo-secrets.env").stat().st_mode & 0o777 == 0o600
+    again = subprocess.run([sys.executable, "-m", "ringmaster.demo", *args], capture_output=True, text=True, timeout=30)
+    assert again.returncode == 0 and again.stdout == "" and (tmp_path / "demo.yaml").read_text() == made

@@ -38,6 +38,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ringmaster.acd.config import routing_warnings
     for w in routing_warnings(cfg.queues, cfg.agents):
         print(f"{args.config}: warning: {w}", file=sys.stderr)
+    placeholders = cfg.placeholder_secrets()
+    if placeholders:
+        print(f"{args.config}: warning: {len(placeholders)} secret(s) still end in -change-me, replace them "
+              f"(scripts/run-demo does for the demo): {', '.join(placeholders)}", file=sys.stderr)
     print(f"{args.config}: OK ({len(cfg.flows)} flows, {len(cfg.entry_points)} entry points, "
           f"{cfg.workers.count} workers)")
     return 0

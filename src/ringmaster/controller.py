@@ -106,6 +106,8 @@ class Controller:
         from ringmaster.acd.config import routing_warnings
         for w in routing_warnings(self.cfg.queues, self.cfg.agents):
             log.warning("acd.queue_unstaffed", detail=w)
+        if self.cfg.placeholder_secrets():
+            log.warning("config.placeholder_secrets", places=self.cfg.placeholder_secrets())
 
     async def stop(self) -> None:
         """Hang up every call, let the BYEs out, record the ends, stop workers then the edge."""
