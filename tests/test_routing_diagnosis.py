@@ -112,6 +112,8 @@ def test_a_call_no_logged_in_member_can_take_says_why_on_errors_and_in_status(da
         st = d.status()
         assert st is not None and st["queues"]["chat"]["unroutable"] == {err["task"]: "no-member-logged-in"}
         assert err["task"] in st["calls"]["ids"]
+        ev = chat.wait_for("calls/events", lambda m: m["event"] == "unroutable")
+        assert ev["call_id"] == err["task"] and ev["reason"] == "no-member-logged-in"
         logged = d.wait_event("acd.unroutable")
         assert logged[0]["call_id"] == err["task"] and logged[0]["channel"] == "voice"
     finally:

@@ -450,7 +450,8 @@ def _version() -> str:
         return "unknown"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: every subcommand with its options (each with help text)."""
     ap = argparse.ArgumentParser(prog="ringmaster", description="SIP ACD and IVR server")
     ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -470,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
                             ("stats", cmd_stats, "queue and agent figures over an interval (from the stored events)")):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("-c", "--config", default=DEFAULT_CONFIG, metavar="FILE",
-                        help="the YAML config (default: %(default)s; the demo's is config/ringmaster.yaml)")
+                        help="the YAML config (default: %(default)s; the demo's: config/demo.yaml)")
         sp.set_defaults(fn=fn)
         if name == "check":
             sp.add_argument("file", nargs="?", help="config file (overrides -c)")
@@ -532,7 +533,11 @@ def main(argv: list[str] | None = None) -> int:
             g.add_argument("--open", action="store_true", help="open whatever the hours say (kept across restarts)")
             g.add_argument("--closed", action="store_true", help="closed whatever the hours say (kept across restarts)")
             g.add_argument("--auto", action="store_true", help="follow the opening hours again")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if getattr(args, "file", None):
         args.config = args.file
     return int(args.fn(args))

@@ -244,7 +244,10 @@ class TaskRouter:
             self._publish("errors", {"topic": f"{self._prefix()}tasks/{a.call_id}", "error": text,
                                      "field": "", "reason": a.reason, "task": a.call_id, "queue": a.queue,
                                      "channel": a.channel})
-        if a.channel != "voice":
+        if a.channel == "voice":  # the call's own event stream (screen pops, CRM) says it too
+            self._publish("calls/events", {"event": "unroutable" if a.reason else "routable", "call_id": a.call_id,
+                                           "queue": a.queue, "reason": a.reason or None, "detail": text or None})
+        else:
             self._task_event(a.call_id, "unroutable" if a.reason else "routable", queue=a.queue,
                              reason=a.reason or None, detail=text or None, channel=a.channel)
             self.store.task_event(self.clock(), a.call_id, a.queue, "NONE",
