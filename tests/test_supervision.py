@@ -106,6 +106,7 @@ async def test_softphone_registrations_survive_a_restart_of_the_edge(daemon_fact
     (alice,) = await agents_up(d, ("alice",))
     caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
     try:
+        await asyncio.sleep(6)  # the edge writes registrations back every 5 s
         old = d.status()["edge"]["pid"]
         os.kill(old, signal.SIGKILL)
         deadline = time.monotonic() + 15

@@ -415,6 +415,15 @@ class Api:
                [({}, c.load_check.corrections)])
         metric("ringmaster_store_last_commit_seconds", "gauge", "Duration of the store's last batch commit",
                [({}, round(c.store.last_commit_seconds, 6))])
+        st = c.store.status()
+        metric("ringmaster_store_ok", "gauge", "The store takes writes (0: failing; records are kept pending)",
+               [({}, 1 if st["state"] == "ok" else 0)])
+        metric("ringmaster_store_pending_records", "gauge",
+               "Records made but not yet in the store (grows while the store fails; memory and spill file)",
+               [({}, st["pending"])])
+        metric("ringmaster_store_write_failures_total", "counter",
+               "Failed store commit attempts (read-only, full or failing disk); alert on any increase",
+               [({}, st["write_failures"])])
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ringmaster import inputs
+from ringmaster import inputs, prompts
 from ringmaster import protocol as p
 from ringmaster.flows.actions import (
     Action,
@@ -170,7 +170,7 @@ class CallSession:
 
     def _play(self, action: PlayPrompts) -> None:
         self.play_id = f"{self.call_id}-p{next(self._plays)}"
-        self._command(p.Play(leg=self.leg, files=action.files, play_id=self.play_id,
+        self._command(p.Play(leg=self.leg, files=prompts.playable(action.files), play_id=self.play_id,
                              barge_in=action.barge_in))
 
     # ------------------------------------------------------------ ACD (called by AcdRuntime)
@@ -184,14 +184,14 @@ class CallSession:
             return
         self.moh_play_id = f"{self.call_id}-moh{next(self._plays)}"
         if self.media_ready:
-            self._command(p.Play(leg=self.leg, files=self.moh, play_id=self.moh_play_id, loop=True))
+            self._command(p.Play(leg=self.leg, files=prompts.playable(self.moh), play_id=self.moh_play_id, loop=True))
 
     def queue_announce(self, files: tuple[str, ...]) -> None:
         if self.queued is None or not self.media_ready:
             return
         self.moh_play_id = ""
         self.announce_play_id = f"{self.call_id}-ann{next(self._plays)}"
-        self._command(p.Play(leg=self.leg, files=files, play_id=self.announce_play_id))
+        self._command(p.Play(leg=self.leg, files=prompts.playable(files), play_id=self.announce_play_id))
 
     def dial_agent(self, leg: str, uri: str, headers: tuple[tuple[str, str], ...]) -> None:
         self.bind_leg(leg)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     if placeholders:
         print(f"{args.config}: warning: {len(placeholders)} secret(s) still end in -change-me, replace them "
               f"(scripts/run-demo does for the demo): {', '.join(placeholders)}", file=sys.stderr)
+    import tempfile
+
+    from ringmaster.prompts import WORKER_FORMAT, check_files
+
+    with tempfile.TemporaryDirectory(prefix="ringmaster-check-") as tmp:
+        bad = check_files(cfg, tmp)
+    for where, file, why, converted in bad:
+        what = (f"converted to {WORKER_FORMAT} when ringmaster loads it" if converted
+                else "cannot be converted: left out of what callers hear")
+        print(f"{args.config}: {where}: {'warning' if converted else 'error'}: {file}: {why}; {what}",
+              file=sys.stderr)
+    unplayable = sum(1 for b in bad if not b[3])
+    if unplayable:
+        print(f"{args.config}: {unplayable} prompt or hold-music file(s) cannot be played", file=sys.stderr)
+        return 1
     print(f"{args.config}: OK ({len(cfg.flows)} flows, {len(cfg.entry_points)} entry points, "
-          f"{cfg.workers.count} workers)")
+          f"{cfg.workers.count} workers{f'; {len(bad)} audio file(s) to convert' if bad else ''})")
     return 0
 
 
@@ -149,6 +165,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         state = "connected" if mq["connected"] else f"DISCONNECTED ({mq['last_error'] or 'connecting'})"
         print(f"mqtt: {mq['broker']}{' (embedded)' if mq['embedded'] else ''} {state}; {mq['queued']} to send, "
               f"{mq['tasks_open']} open tasks, {mq['bad_payloads']} refused messages")
+    st = reply.get("store")
+    if st:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["since"])) if st.get("since") else ""
+        state = "ok" if st["state"] == "ok" else f"FAILING since {since} ({st['last_error']})"
+        print(f"store: {state}; {st['pending']} records pending"
+              + (f" ({st['spilled']} in the spill file)" if st.get("spilled") else "")
+              + f", {st['write_failures']} write failures since start")
     if reply["registrations"]:
         print("registrations:")
         for r in reply["registrations"]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from ringmaster import inputs
+from ringmaster import inputs, prompts
 from ringmaster import protocol as p
 from ringmaster.acd.runtime import AcdRuntime
 from ringmaster.calls import CallSession, new_call_id, sip_user
@@ -38,7 +38,9 @@ class Controller:
         self.cfg = cfg
         self.config_file = config_file
         self.dialplan = DialPlan(cfg)
-        self.store = Store(cfg.storage.path)
+        # writes a failing store cannot take are spilled beside the edge's runtime files: another
+        # path than the store's, so a full or read-only store disk does not take them too
+        self.store = Store(cfg.storage.path, spill_path=Path(cfg.paths.runtime) / "store-spill.jsonl")
         specs = worker_specs(cfg)
         self.pool = WorkerPool(specs, self.on_worker_event, self.on_worker_lost,
                                restart_delay=cfg.workers.restart_delay)
@@ -76,11 +78,13 @@ class Controller:
     async def start(self) -> None:
         Path(self.cfg.paths.runtime).mkdir(parents=True, exist_ok=True)
         Path(self.cfg.paths.recordings).mkdir(parents=True, exist_ok=True)
+        # prompts and hold music the workers cannot play as they are: converted (or left out) now,
+        # one warning each, not in the middle of a caller's wait
+        prompts.configure(Path(self.cfg.paths.runtime) / "prompts-8k")
+        prompts.prewarm(self.cfg)
         await self.store.open()
         self.schedule_overrides.update(await self.store.schedule_overrides())
-        orphans = await self.store.close_orphans(time.time())
-        if orphans:
-            log.warning("store.orphan_calls_closed", count=orphans)
+        await self.store.close_orphans(time.time())  # logs store.orphans_closed
         await self.edge.check()
         if self.broker is not None:
             await self.broker.start()
@@ -392,6 +396,11 @@ class Controller:
         self.dialplan = plan
         self.cfg = self.cfg.model_copy(update={k: getattr(cfg, k) for k in
                                                ("flows", "entry_points", "unknown_number", "schedules", "logging")})
+        # the new plan's prompts are converted in a thread, not on the event loop
+        try:
+            asyncio.get_running_loop().run_in_executor(None, prompts.prewarm, self.cfg)
+        except RuntimeError:  # no loop (called outside the daemon)
+            prompts.prewarm(self.cfg)
         log.info("reload.applied", flows=len(plan.flows), entry_points=len(cfg.entry_points),
                  needs_restart=restart or None)
         task = asyncio.create_task(self._edge_policy(self.cfg), name="edge-policy")
@@ -475,7 +484,8 @@ class Controller:
                            for acd in ([self.acd] if self.acd else []) for q, st in acd.engine.queues.items()},
                 "schedules": {n: self.schedule_overrides.get(n, "auto") for n in sorted(self.dialplan.schedules)},
                 "registrations": [r.as_dict() for r in self.registrations.values()],
-                "mqtt": self.mqtt_status()}
+                "mqtt": self.mqtt_status(),
+                "store": self.store.status()}
 
     def mqtt_status(self) -> dict[str, Any] | None:
         if self.mqtt is None:

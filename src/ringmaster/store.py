@@ -4,13 +4,28 @@ Writes are queued and committed in batches by a single task, so the event loop n
 on the disk and a burst of calls costs one fsync per batch, not one per row. `flush()`
 returns once everything queued so far is committed: the daemon calls it before it exits,
 and a call's final row is committed within one batch of the call ending.
+
+A store fault (the filesystem turns read-only, fills up, or fails I/O) loses no record: the
+writes that could not be committed stay pending, in order, and the whole pending list is
+retried in one transaction every `RETRY_SECONDS` until it commits, so each write lands exactly
+once and in the order it was made (a call's UPDATEs after its INSERT). After each failed try
+the pending writes are appended to a spill file (JSON lines, fsynced, on another path: the
+runtime dir), so a crash during the fault loses at most one retry interval of records; the
+next start writes the file first (before it closes the calls a crash left open). Only if the
+spill file cannot be written either do the writes stay in memory (an error past
+`MAX_PENDING`). A spill carries an id that is recorded in `store_spills` in the same
+transaction as its rows, so a crash between that commit and the file's removal cannot replay
+it twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sqlite3
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,9 +163,62 @@ MIGRATIONS: list[str] = [
     CREATE INDEX task_log_at ON task_log(at);
     CREATE INDEX task_log_task ON task_log(task_id);
     """,
+    """
+    -- spill files (writes kept through a store fault) already written: replayed exactly once
+    CREATE TABLE store_spills (
+        id           TEXT PRIMARY KEY,
+        rows         INTEGER NOT NULL,
+        replayed_at  REAL NOT NULL
+    );
+    -- one row per daemon run; alive_at is its heartbeat: after a crash, the moment open calls
+    -- and offers are closed at (the downtime is nobody's wait or talk time)
+    CREATE TABLE store_runs (
+        id          INTEGER PRIMARY KEY,
+        pid         INTEGER NOT NULL,
+        started_at  REAL NOT NULL,
+        alive_at    REAL NOT NULL,
+        stopped_at  REAL
+    );
+    -- offers of chat and email tasks in flight (task_log, like queue_log, has no offer-start
+    -- event): a task outlives a restart, the offer it had open is closed at the next start
+    CREATE TABLE task_offers (
+        task_id  TEXT NOT NULL,
+        agent    TEXT NOT NULL,
+        queue    TEXT NOT NULL,
+        channel  TEXT NOT NULL,
+        at       REAL NOT NULL,
+        PRIMARY KEY (task_id, agent)
+    );
+    """,
 ]
 
 DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
+
+
+RETRY_SECONDS = 1.0  # while the store fails, the pending writes are retried this often
+MAX_PENDING = 50_000  # writes held in memory (no spill file possible) before an error says so
+CLOSE_GRACE_SECONDS = 2.0  # at a stop, how long a failing store gets before its writes are spilled
+HEARTBEAT_SECONDS = 1.0  # how often the run's alive_at is written (the error on a crash's time)
+
+# SQLite primary result codes that mean the store (disk, filesystem) failed, not the statement:
+# the write is kept and retried. Any other error (a constraint, a bad statement) is the row's own
+# and retrying cannot help: that row alone is logged and dropped, as before.
+_FAULT_CODES = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL,
+})
+
+
+def is_store_fault(exc: BaseException) -> bool:
+    """True for an error of the disk or filesystem under the store (read-only, full, I/O),
+    after which the same write may succeed later."""
+    if isinstance(exc, OSError):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return (code & 0xFF) in _FAULT_CODES
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        m in str(exc) for m in ("readonly", "read-only", "disk", "full", "I/O", "locked", "unable to open"))
 
 
 @dataclass(frozen=True)
@@ -159,23 +227,125 @@ class _Write:
     params: tuple[Any, ...]
 
 
+@dataclass
+class StoreHealth:
+    """What `status` and /metrics show of the store. state: ok | failing; since: epoch seconds
+    of the first failed write of the current fault; pending: writes not yet committed (memory
+    and spill file); write_failures: failed commit attempts since start (an alert counter)."""
+
+    state: str = "ok"
+    since: float | None = None
+    last_error: str | None = None
+    write_failures: int = 0
+    pending: int = 0
+    spilled: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "since": self.since, "pending": self.pending, "spilled": self.spilled,
+                "write_failures": self.write_failures, "last_error": self.last_error}
+
+
 class Store:
-    def __init__(self, path: str | Path):
+    """path: the SQLite file; spill_path: where writes go that a failing store cannot take
+    (on another filesystem than path, e.g. the runtime dir; None: memory only)."""
+
+    def __init__(self, path: str | Path, spill_path: str | Path | None = None):
         self.path = str(path)
+        self.spill_path = Path(spill_path) if spill_path is not None else None
         self.db: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[_Write | asyncio.Future[None]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Write | asyncio.Future[None] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        # one connection, so one transaction at a time: the writer's batches and the few
+        # transactions made outside it (closing orphans at start) must not interleave
+        self._tx = asyncio.Lock()
         self.last_commit_seconds = 0.0
+        self._pending: list[_Write] = []  # not yet committed, oldest first (after the spill file's)
+        self._waiters: list[asyncio.Future[None]] = []
+        self._spill_rows = 0  # writes in the spill file, not yet committed
+        self._spill_error_logged = False
+        self._readonly = False  # the last fault was SQLITE_READONLY: reopen before retrying
+        self._memory_warned = False
+        self.health = StoreHealth()
+        self._run_id: int | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.previous_alive_at: float | None = None  # the last heartbeat of a run that did not stop
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        await self._connect()
+        await self.migrate()
+        if self.spill_path is not None and self.spill_path.exists():
+            # a previous run stopped or died with writes it could not commit: they go first
+            records = _spill_records(self.spill_path)
+            self._spill_rows = sum(1 for r in records if r[0] != "#spill")
+            log.warning("store.spill_found", path=str(self.spill_path), rows=self._spill_rows)
+            if records and records[0][0] == "#spill" and await self._spill_done(str(records[0][1][0])):
+                # written before a crash that left the file: gone now, before anything is
+                # appended to it under an id that would make the new rows look written too
+                self._drop_spill()
+            elif self._spill_rows:
+                await self._commit_pending()
+            else:
+                self._drop_spill()
+        await self._begin_run()
+        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="store-heartbeat")
+
+    async def _connect(self) -> None:
         self.db = await aiosqlite.connect(self.path)
         self.db.row_factory = aiosqlite.Row
         await self.db.execute("PRAGMA journal_mode=WAL")
-        await self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, no corruption
+        # FULL: each batch commit fsyncs the WAL. With NORMAL a committed batch lives in the page
+        # cache until the next checkpoint, and a filesystem that aborts (ext4 errors=remount-ro)
+        # or a power cut loses it: measured, docs/engine-findings.md 34. One fsync per batch.
+        await self.db.execute("PRAGMA synchronous=FULL")
         await self.db.execute("PRAGMA busy_timeout=5000")
-        await self.migrate()
-        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    async def _reconnect(self) -> None:
+        """SQLite opens a file it may not write read-only, and that connection stays read-only
+        after the file is writable again: a store that failed with READONLY is reopened before
+        each retry."""
+        old = self.db
+        try:
+            await self._connect()
+        except Exception as exc:
+            self.db = old
+            self.health.last_error = f"{type(exc).__name__}: {exc}"
+            return
+        if old is not None:
+            try:
+                await old.close()
+            except Exception:
+                pass
+
+    async def _begin_run(self) -> None:
+        assert self.db is not None
+        async with self.db.execute("SELECT alive_at FROM store_runs WHERE stopped_at IS NULL"
+                                   " ORDER BY id DESC LIMIT 1") as cur:
+            row = await cur.fetchone()
+        self.previous_alive_at = float(row[0]) if row else None
+        async with self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM store_runs") as cur:
+            row = await cur.fetchone()
+        self._run_id = int(row[0]) if row else 1
+        now = time.time()
+        sql = "INSERT INTO store_runs (id, pid, started_at, alive_at) VALUES (?,?,?,?)"
+        try:
+            await self.db.execute(sql, (self._run_id, os.getpid(), now, now))
+            await self.db.commit()
+        except Exception as exc:
+            if not is_store_fault(exc):
+                raise
+            # a store that cannot be written at start: calls are still taken, records kept
+            await self._rollback()
+            self._failed(exc)
+            self._pending.append(_Write(sql, (self._run_id, os.getpid(), now, now)))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            if self.health.state == "ok" and not self._pending:  # a failing store is not fed more
+                self._put("UPDATE store_runs SET alive_at=? WHERE id=?", time.time(), self._run_id)
 
     async def migrate(self) -> int:
         assert self.db is not None
@@ -190,11 +360,31 @@ class Store:
         return len(MIGRATIONS)
 
     async def close(self) -> None:
+        """Commit what is queued; a store still failing after CLOSE_GRACE_SECONDS has its pending
+        writes spilled (the next start writes them)."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
         if self._writer is not None:
-            await self.flush()
-            self._writer.cancel()
+            now = time.time()
+            self._put("UPDATE store_runs SET alive_at=?, stopped_at=? WHERE id=?", now, now, self._run_id)
+            try:
+                await asyncio.wait_for(self.flush(), CLOSE_GRACE_SECONDS)
+            except TimeoutError:
+                pass
+            # the writer ends between two commit attempts, never inside one: a commit cut by a
+            # cancel could land in SQLite and be spilled as well (written twice)
+            self._stop.set()
+            self._queue.put_nowait(None)
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
+            self._take_queued()
+            if self._pending and (self.spill_path is None or not self._spill()):
+                log.error("store.records_lost_at_stop", rows=len(self._pending), error=self.health.last_error)
+            if self._spill_rows:
+                log.warning("store.spilled_at_stop", path=str(self.spill_path), rows=self._spill_rows)
+            self._resolve_waiters()  # nobody waits for ever on a flush at a stop
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -209,29 +399,172 @@ class Store:
         self._queue.put_nowait(fut)
         await fut
 
+    def pending(self) -> int:
+        """Writes made but not committed yet (queued, kept through a fault, or spilled)."""
+        return self._queue.qsize() + len(self._pending) + self._spill_rows
+
+    def status(self) -> dict[str, Any]:
+        self.health.pending = self.pending()
+        self.health.spilled = self._spill_rows
+        return self.health.as_dict()
+
+    def _take_queued(self, limit: int | None = None) -> None:
+        n = 0
+        while not self._queue.empty() and (limit is None or n < limit):
+            item = self._queue.get_nowait()
+            if item is None:
+                continue
+            if isinstance(item, asyncio.Future):
+                self._waiters.append(item)
+            else:
+                self._pending.append(item)
+                n += 1
+
     async def _write_loop(self) -> None:
-        assert self.db is not None
         while True:
-            item = await self._queue.get()
-            batch = [item]
-            while not self._queue.empty() and len(batch) < 500:
-                batch.append(self._queue.get_nowait())
-            waiters = [b for b in batch if isinstance(b, asyncio.Future)]
-            writes = [b for b in batch if isinstance(b, _Write)]
-            t0 = time.perf_counter()
-            try:
-                for w in writes:
-                    try:
-                        await self.db.execute(w.sql, w.params)
-                    except Exception:  # one bad row must not drop the batch around it
-                        log.exception("store.write_failed", sql=w.sql.split()[0:3])
-                await self.db.commit()
-            except Exception:
-                log.exception("store.commit_failed", rows=len(writes))
-            self.last_commit_seconds = time.perf_counter() - t0
-            for f in waiters:
-                if not f.done():
-                    f.set_result(None)
+            if self.health.state == "ok":
+                item = await self._queue.get()
+                if item is None:  # close(): everything before it was taken and tried
+                    return
+                (self._waiters if isinstance(item, asyncio.Future) else self._pending).append(item)  # type: ignore[arg-type]
+                self._take_queued(500)
+            else:
+                # failing: wait, take what came meanwhile, then try everything again
+                try:
+                    await asyncio.wait_for(self._stop.wait(), RETRY_SECONDS)
+                    return
+                except TimeoutError:
+                    pass
+                self._take_queued()
+                if self._readonly:
+                    async with self._tx:
+                        await self._reconnect()
+            async with self._tx:
+                await self._commit_pending()
+            if self.health.state != "ok" and self._pending:
+                if self.spill_path is None or not self._spill():
+                    if len(self._pending) > MAX_PENDING and not self._memory_warned:
+                        self._memory_warned = True
+                        log.error("store.pending_in_memory", rows=len(self._pending), spill=str(self.spill_path))
+
+    async def _commit_pending(self) -> None:
+        """One transaction: the spill file's writes, then the pending ones, in order. On a store
+        fault nothing of it stays (rollback) and all of it is kept for the next try."""
+        assert self.db is not None
+        spill = list(_spill_records(self.spill_path)) if self._spill_rows and self.spill_path else []
+        spill_id = spill[0][1][0] if spill and spill[0][0] == "#spill" else None
+        t0 = time.perf_counter()
+        bad: set[int] = set()
+        try:
+            done = spill_id is not None and await self._spill_done(spill_id)
+            if spill and not done:  # else: committed before a crash that left the file behind
+                for sql, params in spill:
+                    if sql != "#spill":
+                        await self._execute(sql, params)
+                if spill_id is not None:  # (a file cut before its header was whole has no id)
+                    await self.db.execute("INSERT INTO store_spills (id, rows, replayed_at) VALUES (?,?,?)",
+                                          (spill_id, len(spill) - 1, time.time()))
+            for i, w in enumerate(self._pending):
+                if not await self._execute(w.sql, w.params):
+                    bad.add(i)
+            await self.db.commit()
+        except Exception as exc:
+            await self._rollback()
+            if not is_store_fault(exc):  # not the disk: retrying cannot help (as before: logged, dropped)
+                log.exception("store.commit_failed", rows=len(self._pending))
+                self._pending = []
+                self._resolve_waiters()
+                return
+            if bad:
+                self._pending = [w for i, w in enumerate(self._pending) if i not in bad]
+            self._failed(exc)
+            return
+        written = len(self._pending) + sum(1 for r in spill if r[0] != "#spill")
+        self._pending = []
+        if spill or self._spill_rows:
+            self._drop_spill()
+        self.last_commit_seconds = time.perf_counter() - t0
+        if self.health.state != "ok":
+            log.info("store.recovered", failing_seconds=round(time.time() - (self.health.since or time.time()), 1),
+                     written=written, write_failures=self.health.write_failures)
+            self.health.state, self.health.since, self.health.last_error = "ok", None, None
+            self._memory_warned = self._spill_error_logged = False
+        self._resolve_waiters()
+
+    async def _spill_done(self, spill_id: str) -> bool:
+        assert self.db is not None
+        async with self.db.execute("SELECT 1 FROM store_spills WHERE id=?", (spill_id,)) as cur:
+            return await cur.fetchone() is not None
+
+    def _resolve_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for f in waiters:
+            if not f.done():
+                f.set_result(None)
+
+    async def _execute(self, sql: str, params: Any) -> bool:
+        """False if this one row is bad (not a store fault): it is logged and dropped, so one bad
+        row never holds back the batch around it. A store fault propagates."""
+        assert self.db is not None
+        try:
+            await self.db.execute(sql, tuple(params))
+        except Exception as exc:
+            if is_store_fault(exc):
+                raise
+            log.exception("store.write_failed", sql=sql.split()[0:3])
+            return False
+        return True
+
+    async def _rollback(self) -> None:
+        assert self.db is not None
+        try:
+            await self.db.rollback()
+        except Exception:  # SQLite may have rolled back already (SQLITE_FULL, IOERR)
+            pass
+
+    def _failed(self, exc: BaseException) -> None:
+        code = getattr(exc, "sqlite_errorcode", None)
+        self._readonly = isinstance(code, int) and (code & 0xFF) in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
+        h = self.health
+        h.write_failures += 1
+        h.last_error = f"{type(exc).__name__}: {exc}"
+        if h.state == "ok":
+            # one line per fault, not one per retry: the metrics counter counts the retries
+            h.state, h.since = "failing", time.time()
+            log.error("store.failing", error=h.last_error, path=self.path, pending=self.pending(),
+                      retry_seconds=RETRY_SECONDS)
+
+    def _spill(self) -> bool:
+        """Append the pending writes to the spill file (oldest first, after what it holds)."""
+        assert self.spill_path is not None
+        try:
+            self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.spill_path.exists()
+            with open(self.spill_path, "a", encoding="utf-8") as f:
+                if new:
+                    f.write(json.dumps(["#spill", [uuid.uuid4().hex]]) + "\n")
+                for w in self._pending:
+                    f.write(json.dumps([w.sql, list(w.params)]) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            if not self._spill_error_logged:
+                self._spill_error_logged = True
+                log.error("store.spill_failed", path=str(self.spill_path), error=str(exc), kept_in_memory=len(self._pending))
+            return False
+        self._spill_rows += len(self._pending)
+        if self._spill_rows == len(self._pending):  # the first of this file: one line, not one a second
+            log.warning("store.spilling", path=str(self.spill_path), rows=self._spill_rows)
+        self._pending = []
+        return True
+
+    def _drop_spill(self) -> None:
+        assert self.spill_path is not None
+        try:
+            self.spill_path.unlink(missing_ok=True)
+        except OSError as exc:  # its id is in store_spills: a later start will not replay it again
+            log.error("store.spill_not_removed", path=str(self.spill_path), error=str(exc))
+        self._spill_rows = 0
 
     # ------------------------------------------------------------ calls
 
@@ -324,6 +657,8 @@ class Store:
         """One task_log row, and the task's row follows the event."""
         self._put("INSERT INTO task_log (at, task_id, queue, agent, event, data, channel) VALUES (?,?,?,?,?,?,?)",
                   at, task_id, queue, agent, event, "|".join(str(d) for d in data), channel)
+        if event in ("CONNECT", "RINGNOANSWER", "RINGCANCELED"):
+            self._put("DELETE FROM task_offers WHERE task_id=? AND agent=?", task_id, agent)
         if event == "ENTERQUEUE":
             self._put("UPDATE tasks SET queue=?, enqueued_at=?, state='queued', agent=NULL, assigned_at=NULL"
                       " WHERE task_id=?", queue, at, task_id)
@@ -336,6 +671,43 @@ class Store:
         elif event == "ABANDON":
             self._put("UPDATE tasks SET state='cancelled', disposition='cancelled', ended_at=?,"
                       " wait_seconds=round(? - created_at, 3) WHERE task_id=?", at, at, task_id)
+
+    def task_offered(self, task_id: str, agents: tuple[str, ...], queue: str, channel: str, at: float) -> None:
+        for agent in agents:
+            self._put("INSERT OR REPLACE INTO task_offers (task_id, agent, queue, channel, at) VALUES (?,?,?,?,?)",
+                      task_id, agent, queue, channel, at)
+
+    async def close_task_offers(self, now: float) -> int:
+        """Offers of tasks a previous run left open (a crash; a clean stop withdraws them) get
+        their RINGCANCELED in task_log, at the moment that run was last alive. Returns how many."""
+        assert self.db is not None
+        from ringmaster.orphans import last_alive
+
+        async with self._tx:
+            try:
+                async with self.db.execute("SELECT task_id, agent, queue, channel, at FROM task_offers") as cur:
+                    offers = [tuple(r) for r in await cur.fetchall()]
+                if not offers:
+                    return 0
+                async with self.db.execute("SELECT alive_at FROM store_runs WHERE id<? ORDER BY id DESC LIMIT 1",
+                                           (self._run_id,)) as cur:
+                    row = await cur.fetchone()
+                end = min(now, await last_alive(self.db, float(row[0]) if row else None) or now)
+                for task_id, agent, queue, channel, at in offers:
+                    end_at = max(end, float(at))
+                    await self.db.execute(
+                        "INSERT INTO task_log (at, task_id, queue, agent, event, data, channel) VALUES (?,?,?,?,?,?,?)",
+                        (end_at, task_id, queue, agent, "RINGCANCELED", str(round((end_at - float(at)) * 1000)), channel))
+                await self.db.execute("DELETE FROM task_offers")
+                await self.db.commit()
+            except Exception as exc:
+                await self._rollback()
+                if not is_store_fault(exc):
+                    raise
+                self._failed(exc)
+                return 0
+        log.warning("store.task_offers_closed", offers=len(offers), closed_at=end)
+        return len(offers)
 
     async def open_tasks(self) -> list[dict[str, Any]]:
         assert self.db is not None
@@ -378,13 +750,26 @@ class Store:
         self.event(call_id, "RECORDING_DELETED", at, reason="retention")
 
     async def close_orphans(self, at: float) -> int:
-        """Calls a previous run left in progress (crash, power loss) are closed as failed."""
+        """Calls a previous run left in progress (crash, power loss) are closed as failed, and
+        their queue_log entries and offers get their closing events (see ringmaster.orphans),
+        at the moment that run was last alive. at: now. Returns the number of calls closed."""
         assert self.db is not None
-        cur = await self.db.execute(
-            "UPDATE calls SET ended_at=?, disposition='failed', hangup_cause='controller_restart'"
-            " WHERE disposition='in_progress'", (at,))
-        await self.db.commit()
-        return cur.rowcount
+        from ringmaster.orphans import close_orphans
+
+        async with self._tx:
+            try:
+                report = await close_orphans(self.db, at, self.previous_alive_at)
+            except Exception as exc:
+                await self._rollback()
+                if not is_store_fault(exc):
+                    raise
+                self._failed(exc)  # they stay open; the next start closes them
+                log.error("store.orphans_not_closed", error=str(exc))
+                return 0
+        if report.calls:
+            log.warning("store.orphans_closed", calls=report.calls, queue_outcomes=report.outcomes,
+                        offers=report.offers, closed_at=report.closed_at, downtime=round(at - (report.closed_at or at), 1))
+        return report.calls
 
     # ------------------------------------------------------------ reading
 
@@ -398,3 +783,20 @@ class Store:
         async with self.db.execute("SELECT * FROM calls WHERE call_id=?", (call_id,)) as cur:
             row = await cur.fetchone()
         return dict(row) if row else None
+
+
+def _spill_records(path: Path | None) -> list[tuple[str, list[Any]]]:
+    """The spill file's lines: ("#spill", [id]) first, then (sql, params). A line cut short by a
+    crash while it was written is skipped (the rows before it are whole)."""
+    out: list[tuple[str, list[Any]]] = []
+    if path is None or not path.exists():
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                sql, params = json.loads(line)
+            except (ValueError, TypeError):
+                log.error("store.spill_line_skipped", path=str(path), line=line[:80])
+                continue
+            out.append((str(sql), list(params)))
+    return out

@@ -63,6 +63,7 @@ class TaskRouter:
 
     async def start(self) -> None:
         now = self.clock()
+        await self.store.close_task_offers(now)  # offers a crash left open: RINGCANCELED
         presences = await self.store.agent_presences()
         for agent, (logged_in, paused) in presences.items():
             if agent in self.engine.agents:
@@ -97,6 +98,15 @@ class TaskRouter:
         if self._stats_task is not None:
             self._stats_task.cancel()
             await asyncio.gather(self._stats_task, return_exceptions=True)
+        # offers in flight end here (RINGCANCELED, and the agents hear offer-cancelled); the
+        # tasks themselves are kept and offered anew at the next start
+        now = self.clock()
+        withdrawn: list[Any] = []
+        for task in list(self.engine.tasks.values()):
+            if task.channel != "voice" and task.ringing:
+                withdrawn += self.engine.withdraw_offers(task.id, now)
+        if withdrawn:
+            self.acd.apply(withdrawn)
         self._flush()
         if self.link is not None:
             await self.link.stop()
@@ -227,6 +237,7 @@ class TaskRouter:
                 self._publish(f"agents/{agent}/offers", {
                     "event": "offer", "task": a.call_id, "channel": a.channel, "queue": a.queue,
                     "timeout": a.timeout, "expires_at": round(self.clock() + a.timeout, 3), "data": data})
+            self.store.task_offered(a.call_id, a.agents, a.queue, a.channel, self.clock())
             self._task_event(a.call_id, "offered", queue=a.queue, agents=list(a.agents), channel=a.channel)
         elif isinstance(a, CancelRing):
             for agent in a.agents:

@@ -54,6 +54,7 @@ class WorkerProcess:
         self._output_task: asyncio.Task[None] | None = None
         self.stopping = False
         self.slots: p.Slots | None = None  # the worker's last report of its pjsua call slots
+        self._waker: socket.socket | None = None  # sends the wake-up datagram (see _wake)
         self.log = log.bind(worker=spec.name)
 
     @property
@@ -138,6 +139,21 @@ class WorkerProcess:
         if self.writer is None or self.writer.is_closing():
             raise ConnectionError(f"worker {self.name} is not connected")
         self.writer.write(p.encode(cmd))
+        self._wake()
+
+    def _wake(self) -> None:
+        """An idle worker sleeps in pjsip's ioqueue, which does not watch our socket: a CRLF
+        keep-alive (RFC 5626 3.5.1) to its SIP port ends the sleep; pjsip drops it unparsed.
+        Sent after every command, so no command ever waits out the idle poll (no race with the
+        worker falling asleep: the datagram waits in the socket until the next poll)."""
+        if self._waker is None:
+            self._waker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._waker.setblocking(False)
+            self._waker.bind((self.spec.sip_host, 0))  # never 0.0.0.0: the daemon binds only where told
+        try:
+            self._waker.sendto(b"\r\n\r\n", (self.spec.sip_host, self.spec.sip_port))
+        except OSError:
+            pass  # the command is in the socket anyway; the worker reads it at its next poll
 
     def kill(self) -> None:
         if self.proc and self.proc.returncode is None:
@@ -165,4 +181,7 @@ class WorkerProcess:
                 await asyncio.gather(task, return_exceptions=True)
         if self.writer is not None:
             self.writer.close()
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
         return self.proc.returncode or 0

@@ -641,6 +641,12 @@ class QueueEngine:
                 for q in queues:
                     self._free[(q, ch)].discard(agent)
 
+    def withdraw_offers(self, task_id: str, now: float) -> list[Action]:
+        """Cancel a task's offers in flight and offer it to no one else (a clean stop: the task
+        itself is kept for the next start, which offers it anew)."""
+        task = self.tasks.get(task_id)
+        return self._cancel_rings(task, now) if task is not None else []
+
     def _cancel_rings(self, task: QueuedTask, now: float) -> list[Action]:
         if not task.ringing:
             return []

@@ -289,6 +289,9 @@ class AcdRuntime:
         if len(uris) > 1:
             headers += (("X-Ring", ", ".join(uris)),)
         q.legs[leg] = RingLeg(a.call_id, leg, a.agents)
+        # queue_log has no ring-start event (Asterisk logs only how a ring ended): the offer is
+        # kept in call_events, so a start after a crash can close the offers left open
+        self.store.event(a.call_id, "OFFERED", self.clock(), queue=a.queue, agents=list(a.agents), leg=leg)
         self._call_event("offered", q, agents=list(a.agents))
         q.session.log.info("acd.ring", queue=a.queue, agents=list(a.agents), leg=leg)
         q.session.dial_agent(leg, uris[0], headers)
@@ -374,11 +377,9 @@ class AcdRuntime:
     # ------------------------------------------------------------ helpers
 
     def moh_files(self, queue: str) -> tuple[str, ...]:
-        moh = self.cfg.queues[queue].moh
-        base = Path(moh) if Path(moh).is_absolute() else Path(self.cfg.paths.prompts) / moh
-        if base.is_dir():
-            return tuple(str(f) for f in sorted(base.glob("*.wav")))
-        return (str(base if base.suffix else base.with_suffix(".wav")),)
+        from ringmaster.prompts import moh_files
+
+        return moh_files(self.cfg, queue)  # made playable (converted or left out) when played
 
     def _prompts(self, names: list[str]) -> list[str]:
         base = Path(self.cfg.paths.prompts)

@@ -40,6 +40,14 @@ from ringmaster.worker.legs import (
 )
 
 POLL_MS = 10
+# A worker with nothing to do (no leg, no dial waiting, no recording to finish) does not poll:
+# it sleeps in pjsip's ioqueue until a SIP packet arrives, a pjsip timer falls due, or the
+# controller wakes it with a CRLF keep-alive datagram to its SIP port (RFC 5626 3.5.1; pjsip
+# drops it unparsed) sent after each command. The long timeout is only a backstop.
+IDLE_POLL_MS = 5000
+# ... and after this long idle the conference bridge's clock (the null sound device's thread,
+# 50 ticks/s) stops too; the first leg starts it again before its media exists.
+SOUND_OFF_AFTER = 10.0
 # After any message in or out, poll fast for a while: the controller's answer to an event
 # (answer an INVITE, play after a digit) is then picked up within ~1 ms instead of waiting
 # out a 10 ms poll; a quiet worker goes back to 10 ms and costs < 1 % CPU.
@@ -107,6 +115,8 @@ class MediaEngine:
         self.seq = 0
         self.running = True
         self.fast_until = 0.0
+        self.busy_at = 0.0  # last loop turn with something to do
+        self.sound_on = False  # the null sound device (the conference bridge's clock) is open
         self.ep: pj.Endpoint | None = None
         self.account: WorkerAccount | None = None
         self.refusing: RefusingAccount | None = None
@@ -132,6 +142,12 @@ class MediaEngine:
         cfg.medConfig.clockRate = 8000
         cfg.medConfig.sndClockRate = 8000
         cfg.medConfig.noVad = True
+        # No media thread: pjmedia's own polls its own ioqueue every 10 ms, call or no call
+        # (0.4-0.5 % of a core per idle worker, measured). Without `hasIoqueue` pjsua puts
+        # the media sockets in SIP's ioqueue (pjsua_media.c), polled by this thread's
+        # libHandleEvents, which wakes on their packets like on SIP's.
+        cfg.medConfig.hasIoqueue = False
+        cfg.medConfig.threadCnt = 0
         ep.libInit(cfg)
         native.set_transaction_timers(SIP_T1_MS, SIP_T2_MS, SIP_T4_MS, SIP_TIMEOUT_MS)
         tcfg = pj.TransportConfig()
@@ -141,7 +157,7 @@ class MediaEngine:
             tcfg.publicAddress = self.s.public_host
         ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
         ep.libStart()
-        ep.audDevManager().setNullDev()
+        ep.audDevManager().setNoDev()  # no clock until a leg needs one (sound_needed)
         # G.711 only: speex/16000 (pjsua's default first choice) distorts bridges (measured)
         for codec in ep.codecEnum2():
             cid = codec.codecId
@@ -177,12 +193,34 @@ class MediaEngine:
         if self.s.public_host:
             tc.publicAddress = self.s.public_host
 
+    def sound_needed(self) -> None:
+        """Open the null sound device (its clock drives the conference bridge) before a leg's
+        media exists: an admitted INVITE (select_account) or a dial."""
+        if not self.sound_on and self.ep is not None:
+            self.ep.audDevManager().setNullDev()
+            self.sound_on = True
+
+    def _busy(self) -> bool:
+        # (registrations need no polling: pjsip's refresh timers end the sleep themselves)
+        return bool(self.legs or self.pending_dials or self.finalizing or self.refused) or native.call_count() > 0
+
+    def _poll_ms(self) -> int:
+        now = time.monotonic()
+        if now < self.fast_until:
+            return FAST_POLL_MS
+        if self._busy():
+            self.busy_at = now
+            return POLL_MS
+        if self.sound_on and now - self.busy_at > SOUND_OFF_AFTER and self.ep is not None:
+            self.ep.audDevManager().setNoDev()
+            self.sound_on = False
+        return IDLE_POLL_MS
+
     def run(self) -> None:
         assert self.ep is not None
         while self.running:
             self.graveyard.empty()
-            fast = time.monotonic() < self.fast_until
-            self.ep.libHandleEvents(FAST_POLL_MS if fast else POLL_MS)
+            self.ep.libHandleEvents(self._poll_ms())
             self._drain_media_queue()
             self._read_commands()
             self._check_collections()
@@ -332,6 +370,7 @@ class MediaEngine:
         else:
             if method == "INVITE":
                 self.budget.take()
+                self.sound_needed()
             if prm.accountIndex == self.refusing.getId():
                 prm.accountIndex = self.account.getId()
             return
@@ -655,6 +694,7 @@ class MediaEngine:
             self.dial_retry_at = time.monotonic() + DIAL_RECHECK
             return False  # a burst spent the media budget: wait like for a free slot
         self.budget.take()
+        self.sound_needed()
         leg = Leg(self, self.account, cmd.leg)
         prm = pj.CallOpParam(True)
         for name, value in cmd.extra_headers:
