@@ -278,3 +278,26 @@ def test_a_calls_own_skills_from_the_ivr_narrow_the_agents():
     assert rings(e.enqueue("k1", "q", now=10, skills={"fr": 3}))[0].agents == ("b",)
     assert rings(e.enqueue("k2", "q", now=11, skills={"en": 1}))[0].agents == ("a",)
     assert rings(e.enqueue("k3", "q", now=12, skills={"de": 1})) == []  # nobody speaks German
+
+
+def test_unroutable_reason_is_data_and_follows_logins():
+    """The sans-IO core says why a task cannot reach a logged-in member, once on entry and again
+    only when the reason changes; a paused member does not make a task unroutable."""
+    from ringmaster.acd.engine import Unroutable
+
+    def why(actions) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+        return [(a.call_id, a.reason) for a in actions if isinstance(a, Unroutable)]
+
+    e = engine({"q": {"members": ["a", "b"]}, "empty": {"members": []}}, names=("a", "b"), login=False,
+               a={"en": 5}, b={"en": 1})
+    assert why(e.enqueue("t1", "q", 10.0, skills={"en": 3}, channel="chat")) == [("t1", "no-member-logged-in")]
+    assert why(e.enqueue("t2", "q", 10.0, skills={"fr": 1}, channel="chat")) == [("t2", "no-skills")]
+    assert why(e.enqueue("t3", "empty", 10.0)) == [("t3", "no-members")]
+    assert why(e.agent_login("b", 11.0)) == []           # b lacks en 3: nothing changes for t1
+    assert why(e.agent_login("a", 12.0)) == [("t1", "")]  # now routable, and offered
+    assert e.tasks["t1"].ringing == {"a": 12.0}
+    assert why(e.agent_logout("a", 13.0)) == [("t1", "no-member-logged-in")]
+    e.agent_login("a", 14.0)
+    assert why(e.agent_pause("a", "lunch", 15.0)) == []
+    assert e.diagnose("q", {"en": 3}) == "" and e.diagnose("q", {"en": 6}) == "no-skills"
+    assert e.diagnose("empty") == "no-members"

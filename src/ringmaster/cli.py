@@ -36,6 +36,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
+    from ringmaster.acd.config import routing_warnings
+    for w in routing_warnings(cfg.queues, cfg.agents):
+        print(f"{args.config}: warning: {w}", file=sys.stderr)
+    placeholders = cfg.placeholder_secrets()
+    if placeholders:
+        print(f"{args.config}: warning: {len(placeholders)} secret(s) still end in -change-me, replace them "
+              f"(scripts/run-demo does for the demo): {', '.join(placeholders)}", file=sys.stderr)
     import tempfile
 
     from ringmaster.prompts import WORKER_FORMAT, check_files
@@ -145,6 +152,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("queues:")
         for name, q in reply["queues"].items():
             print(f"  {name:<12} waiting {q['waiting']}  answered {q['answered']}  abandoned {q['abandoned']}")
+            for task, reason in q.get("unroutable", {}).items():  # waiting for nobody: say why
+                print(f"    unroutable {task}: {reason}")
     if reply.get("agents"):
         print("agents:")
         for name, state in reply["agents"].items():
@@ -455,8 +464,19 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _version() -> str:
+    """The installed package's version (pyproject.toml), or "unknown" when run from a bare tree."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("ringmaster")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: every subcommand with its options (each with help text)."""
     ap = argparse.ArgumentParser(prog="ringmaster", description="SIP ACD and IVR server")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (("run", cmd_run, "run the daemon"),
                             ("check", cmd_check, "validate a config file"),
@@ -473,31 +493,32 @@ def main(argv: list[str] | None = None) -> int:
                             ("tasks", cmd_tasks, "list and filter chat/email tasks, or export their events (--log)"),
                             ("stats", cmd_stats, "queue and agent figures over an interval (from the stored events)")):
         sp = sub.add_parser(name, help=help_)
-        sp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+        sp.add_argument("-c", "--config", default=DEFAULT_CONFIG, metavar="FILE",
+                        help="the YAML config (default: %(default)s; the demo's: config/demo.yaml)")
         sp.set_defaults(fn=fn)
         if name == "check":
             sp.add_argument("file", nargs="?", help="config file (overrides -c)")
         if name == "status":
-            sp.add_argument("--json", action="store_true")
+            sp.add_argument("--json", action="store_true", help="print the state as JSON (for scripts)")
         if name == "agent":
-            sp.add_argument("agent")
+            sp.add_argument("agent", help="the agent's name in the config's agents")
             g = sp.add_mutually_exclusive_group(required=True)
-            g.add_argument("--login", action="store_true")
-            g.add_argument("--logout", action="store_true")
+            g.add_argument("--login", action="store_true", help="log the agent in to its queues")
+            g.add_argument("--logout", action="store_true", help="log the agent out (its offers are cancelled)")
             g.add_argument("--pause", metavar="REASON", help="pause with a reason (lunch, training, ...)")
-            g.add_argument("--unpause", action="store_true")
+            g.add_argument("--unpause", action="store_true", help="end a pause (e.g. an auto-pause after no-answers)")
         if name == "recording":
-            sp.add_argument("call_id")
+            sp.add_argument("call_id", help="a live call's id (ringmaster status lists them)")
             g = sp.add_mutually_exclusive_group(required=True)
             g.add_argument("--pause", action="store_true", help="e.g. while the caller reads a card number")
-            g.add_argument("--resume", action="store_true")
+            g.add_argument("--resume", action="store_true", help="record again")
         if name == "simulate":
-            sp.add_argument("flow")
+            sp.add_argument("flow", help="a flow's name in the config's flows")
             sp.add_argument("--digits", default="", help="input at each wait, comma-separated: 1,9,1234#  (empty = silence)")
             sp.add_argument("--caller", default="", help="caller ID")
             sp.add_argument("--called", default="", help="called number")
             sp.add_argument("--at", default="", help="time of the call, ISO 8601 (default now)")
-            sp.add_argument("--override", action="append", help="schedule=open|closed")
+            sp.add_argument("--override", action="append", help="schedule=open|closed (repeatable)")
             sp.add_argument("--transfer", default="completed", help="result of transfers (completed, busy, no_answer)")
         if name == "stats":
             sp.add_argument("--since", help="ISO time, or an age: 15m, 2h, 7d (default 24h)")
@@ -505,36 +526,41 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("--short-abandon", type=float, default=5.0, help="seconds: quicker abandons leave the SL base")
             sp.add_argument("--channel", choices=["voice", "chat", "email"], default="voice",
                             help="calls (default), or chat/email tasks (abandoned = cancelled while waiting)")
-            sp.add_argument("--format", choices=["table", "json"], default="table")
+            sp.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
         if name == "tasks":
-            sp.add_argument("--agent")
-            sp.add_argument("--channel", choices=["chat", "email"])
-            sp.add_argument("--state", choices=["queued", "assigned", "completed", "cancelled"])
-            sp.add_argument("--limit", type=int)
-            sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+            sp.add_argument("--agent", help="only tasks this agent took")
+            sp.add_argument("--channel", choices=["chat", "email"], help="only this channel")
+            sp.add_argument("--state", choices=["queued", "assigned", "completed", "cancelled"], help="only tasks in this state")
+            sp.add_argument("--limit", type=int, help="at most this many rows")
+            sp.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default: table)")
             sp.add_argument("--log", action="store_true", help="the task events in Asterisk queue_log format")
         if name in ("calls", "events", "tasks"):
             sp.add_argument("--since", help="ISO time, or an age: 15m, 2h, 7d")
             sp.add_argument("--until", help="ISO time, or an age: 15m, 2h, 7d")
-            sp.add_argument("--queue")
+            sp.add_argument("--queue", help="only this queue")
         if name == "calls":
-            sp.add_argument("--agent")
+            sp.add_argument("--agent", help="only calls this agent answered")
             sp.add_argument("--caller", help="caller ID contains this")
-            sp.add_argument("--disposition", choices=["in_progress", "completed", "rejected", "abandoned", "failed"])
+            sp.add_argument("--disposition", choices=["in_progress", "completed", "rejected", "abandoned", "failed"],
+                            help="only calls that ended this way")
             sp.add_argument("--min-wait", type=float, help="waited at least this many seconds in a queue")
-            sp.add_argument("--limit", type=int)
-            sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+            sp.add_argument("--limit", type=int, help="at most this many rows")
+            sp.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default: table)")
             sp.add_argument("--follow", action="store_true", help="keep printing calls as they end")
         if name == "graph":
-            sp.add_argument("flow")
+            sp.add_argument("flow", help="a flow's name in the config's flows")
             sp.add_argument("-o", "--output", help="write OUTPUT.mmd, OUTPUT.dot (and OUTPUT.svg with graphviz)")
         if name == "schedule":
-            sp.add_argument("name")
+            sp.add_argument("name", help="a schedule's name in the config's schedules")
             g = sp.add_mutually_exclusive_group(required=True)
-            g.add_argument("--open", action="store_true")
-            g.add_argument("--closed", action="store_true")
+            g.add_argument("--open", action="store_true", help="open whatever the hours say (kept across restarts)")
+            g.add_argument("--closed", action="store_true", help="closed whatever the hours say (kept across restarts)")
             g.add_argument("--auto", action="store_true", help="follow the opening hours again")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if getattr(args, "file", None):
         args.config = args.file
     return int(args.fn(args))

@@ -292,6 +292,22 @@ NAME = inputs.PLAIN_NAME
 
 
 class Config(Strict):
+    def placeholder_secrets(self) -> list[str]:
+        """Where a password or token still ends in `-change-me` (the committed demo config's
+        placeholders; scripts/run-demo replaces them), as dotted places, e.g. `agents.alice.mqtt_password`."""
+        found: list[tuple[str, str | None]] = []
+        found += [(f"sip.registrations.{r.name}.password", r.password) for r in self.sip.registrations]
+        if self.http is not None:
+            found += [(f"http.tokens.{t.name}", t.token) for t in self.http.tokens]
+        if self.mqtt is not None:
+            found += [(f"mqtt.clients.{c.username}.password", c.password) for c in self.mqtt.clients]
+            found.append(("mqtt.password", self.mqtt.password))
+        for name, a in self.agents.items():
+            found.append((f"agents.{name}.mqtt_password", a.mqtt_password))
+            if a.softphone is not None:
+                found.append((f"agents.{name}.softphone.password", a.softphone.password))
+        return [place for place, value in found if value and value.endswith("-change-me")]
+
     def presence_of(self, agent: str) -> PresenceProfile:
         """The agent's presence: its own, its profile's, the profile named default, or the defaults."""
         spec = self.agents[agent]
@@ -299,6 +315,10 @@ class Config(Strict):
             return spec.presence
         return self.profiles.get(spec.profile or "default") or PresenceProfile()
 
+    run_as: str | None = Field(
+        default=None, pattern=r"^[a-z_][a-z0-9_-]*$",
+        description="when started as root, Kamailio and mosquitto drop to this user (and its group); "
+                    "ignored when not root")
     sip: SipConfig = Field(default_factory=SipConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)

@@ -107,6 +107,11 @@ class Controller:
             self._background.add(task)
         log.info("controller.started", workers=len(self.pool.workers), edge=self.cfg.sip.listen,
                  pid=os.getpid())
+        from ringmaster.acd.config import routing_warnings
+        for w in routing_warnings(self.cfg.queues, self.cfg.agents):
+            log.warning("acd.queue_unstaffed", detail=w)
+        if self.cfg.placeholder_secrets():
+            log.warning("config.placeholder_secrets", places=self.cfg.placeholder_secrets())
 
     async def stop(self) -> None:
         """Hang up every call, let the BYEs out, record the ends, stop workers then the edge."""
@@ -473,8 +478,10 @@ class Controller:
                           "ids": [s.call_id for s in self.live_sessions()]},
                 "flows": sorted(self.dialplan.flows),
                 "agents": self._agents_status(),
-                "queues": {q: {"waiting": len(st.waiting), "answered": st.answered, "abandoned": st.abandoned}
-                           for q, st in (self.acd.engine.queues.items() if self.acd else [])},
+                "queues": {q: {"waiting": len(st.waiting), "answered": st.answered, "abandoned": st.abandoned,
+                               # waiting calls/tasks no logged-in member can take, and why
+                               "unroutable": acd.waiting_diagnosis(q)}
+                           for acd in ([self.acd] if self.acd else []) for q, st in acd.engine.queues.items()},
                 "schedules": {n: self.schedule_overrides.get(n, "auto") for n in sorted(self.dialplan.schedules)},
                 "registrations": [r.as_dict() for r in self.registrations.values()],
                 "mqtt": self.mqtt_status(),

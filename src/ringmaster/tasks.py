@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ringmaster.acd.config import CHANNELS
-from ringmaster.acd.engine import Bridge, CancelRing, QueueLog, Ring
+from ringmaster.acd.engine import Bridge, CancelRing, QueueLog, Ring, Unroutable
 from ringmaster.mqtt.payloads import AgentCommand, BadPayload, NewTask, TaskCommand, parse
 
 if TYPE_CHECKING:
@@ -247,6 +247,25 @@ class TaskRouter:
             self._publish(f"agents/{a.agent}/offers", {"event": "assigned", "task": a.call_id, "channel": a.channel,
                                                        "queue": task.queue if task else "",
                                                        "data": task.data if task else {}})
+
+    def unroutable(self, a: Unroutable, text: str) -> None:
+        """A task (or call) that no logged-in agent can take: on `errors` and, for a chat or
+        email, in its events and its stored log; "" reason: it can be offered again."""
+        if a.reason:  # not counted in `errors` (refused messages): the task itself was taken
+            self._publish("errors", {"topic": f"{self._prefix()}tasks/{a.call_id}", "error": text,
+                                     "field": "", "reason": a.reason, "task": a.call_id, "queue": a.queue,
+                                     "channel": a.channel})
+        if a.channel == "voice":  # the call's own event stream (screen pops, CRM) says it too
+            self._publish("calls/events", {"event": "unroutable" if a.reason else "routable", "call_id": a.call_id,
+                                           "queue": a.queue, "reason": a.reason or None, "detail": text or None})
+        else:
+            self._task_event(a.call_id, "unroutable" if a.reason else "routable", queue=a.queue,
+                             reason=a.reason or None, detail=text or None, channel=a.channel)
+            self.store.task_event(self.clock(), a.call_id, a.queue, "NONE",
+                                  "UNROUTABLE" if a.reason else "ROUTABLE", (a.reason,) if a.reason else (), a.channel)
+
+    def _prefix(self) -> str:
+        return self.link.prefix if self.link is not None else ""
 
     def agent_changed(self, agent: str) -> None:
         self._agents_dirty.add(agent)

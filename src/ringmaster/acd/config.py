@@ -171,3 +171,21 @@ class QueueConfig(_Strict):
     @classmethod
     def _list(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+
+def routing_warnings(queues: dict[str, QueueConfig], agents: dict[str, AgentConfig]) -> list[str]:
+    """Queues whose callers and tasks no agent can ever take, as sentences for `ringmaster check`
+    and the daemon's start: no members, or no member with the queue's required skills. Valid
+    configs (a queue may be staffed later by a reload of the agents), hence warnings, not errors."""
+    out = []
+    for name, q in queues.items():
+        if not q.members:
+            wait = f"max_wait {q.max_wait:g} s" if q.max_wait is not None else "forever (no max_wait)"
+            out.append(f"queue {name!r} has no members: its callers and tasks wait {wait}")
+            continue
+        skilled = [m.agent for m in q.members if m.agent in agents
+                   and all(agents[m.agent].skills.get(s, 0) >= lv for s, lv in q.skills.items())]
+        if not skilled:
+            need = ", ".join(f"{s}>={lv}" for s, lv in sorted(q.skills.items()))
+            out.append(f"queue {name!r}: no member has its required skills ({need})")
+    return out

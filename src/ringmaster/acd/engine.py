@@ -103,7 +103,31 @@ class AgentChanged:
     agent: str
 
 
-Action = Ring | CancelRing | Bridge | DropAgent | LeaveQueue | Announce | QueueLog | AgentChanged
+@dataclass(frozen=True)
+class Unroutable:
+    """Why a waiting task cannot be offered to anyone now, or "" once it can again.
+
+    reason: `no-members` (the queue lists nobody), `no-skills` (no member has the queue's and
+    the task's skills at the levels asked), `no-member-logged-in` (members with the skills
+    exist, none is logged in). A paused or busy member does not make a task unroutable: it
+    will be offered when that member is free. Emitted when a task enters a queue in that state
+    and whenever the reason changes while it waits (an agent logged in or out).
+    """
+
+    call_id: str
+    queue: str
+    reason: str
+    channel: str = "voice"
+
+
+UNROUTABLE_TEXT = {
+    "no-members": "queue {queue!r} has no members",
+    "no-skills": "no member of queue {queue!r} has the skills {skills}",
+    "no-member-logged-in": "no member of queue {queue!r} with the skills is logged in",
+}
+
+
+Action = Ring | CancelRing | Bridge | DropAgent | LeaveQueue | Announce | QueueLog | AgentChanged | Unroutable
 
 HOLD_WEIGHT = 0.25  # weight of the newest answered call in the average hold time estimate
 
@@ -164,6 +188,7 @@ class QueueEngine:
         self._dirty.add(queue)
         self._arm(task, now)
         out: list[Action] = [QueueLog(now, call_id, queue, "NONE", "ENTERQUEUE", ("", caller), channel)]
+        out += self._diagnose_task(task)
         return out + self._dispatch(now)
 
     def caller_left(self, call_id: str, now: float) -> list[Action]:
@@ -199,7 +224,7 @@ class QueueEngine:
         task = self.tasks.get(call_id)
         a = self.agents[agent]
         if task is None or task.agent is not None or agent not in task.ringing:
-            # ring-all race (shared/notes/kamailio-edge.md pitfall 4): another agent already has
+            # ring-all race (docs/notes/kamailio-edge.md pitfall 4): another agent already has
             # the task; this one is hung up at once and not counted as having handled it
             if a.offered.pop(call_id, None) is not None:
                 self._touch(agent)
@@ -304,6 +329,7 @@ class QueueEngine:
         a.idle_since = now
         self._touch(agent)
         out: list[Action] = [QueueLog(now, "NONE", q, agent, "ADDMEMBER", ()) for q in self.by_agent.get(agent, [])]
+        out += self._rediagnose(agent)
         return out + [AgentChanged(agent)] + self._dispatch(now)
 
     def agent_logout(self, agent: str, now: float) -> list[Action]:
@@ -313,6 +339,7 @@ class QueueEngine:
         a.logged_in = False
         self._touch(agent)
         out: list[Action] = [QueueLog(now, "NONE", q, agent, "REMOVEMEMBER", ()) for q in self.by_agent.get(agent, [])]
+        out += self._rediagnose(agent)
         return out + [AgentChanged(agent)] + self._cancel_offers_to(agent, now) + self._empty_check(now)
 
     def agent_pause(self, agent: str, reason: str, now: float) -> list[Action]:
@@ -514,6 +541,43 @@ class QueueEngine:
             if any(a.skill(s) < level for s, level in task.skills.items()):
                 continue
             out.append(a)
+        return out
+
+    # ------------------------------------------------------------ routing diagnosis
+
+    def diagnose(self, queue: str, skills: dict[str, int] | None = None) -> str:
+        """Why a task for `queue` needing `skills` (on top of the queue's own) could not be
+        offered to anyone, as one of Unroutable's reasons, or "" when some logged-in member
+        has the skills (free or not). Costs the queue's member count."""
+        spec = self.queues[queue].spec
+        if not spec.members:
+            return "no-members"
+        need = {**spec.skills}
+        for s, level in (skills or {}).items():
+            need[s] = max(level, need.get(s, 0))
+        skilled = [self.agents[m.agent] for m in spec.members
+                   if all(self.agents[m.agent].skill(s) >= level for s, level in need.items())]
+        if not skilled:
+            return "no-skills"
+        if not any(a.logged_in for a in skilled):
+            return "no-member-logged-in"
+        return ""
+
+    def _diagnose_task(self, task: QueuedTask) -> list[Action]:
+        reason = self.diagnose(task.queue, task.skills)
+        if reason == task.unroutable:
+            return []
+        task.unroutable = reason
+        return [Unroutable(task.id, task.queue, reason, task.channel)]
+
+    def _rediagnose(self, agent: str) -> list[Action]:
+        """The agent logged in or out: the waiting tasks of its queues may have become
+        routable, or unroutable."""
+        out: list[Action] = []
+        for q in self.by_agent.get(agent, ()):
+            for task in self.queues[q].waiting:
+                if task.agent is None:
+                    out += self._diagnose_task(task)
         return out
 
     # ------------------------------------------------------------ helpers

@@ -129,6 +129,7 @@ class QueuedTask:
     next_announce: float | None = None
     agent: str | None = None          # connected agent
     answered_at: float | None = None
+    unroutable: str = ""              # why no logged-in member could take it (engine.Unroutable), "" if one can
 
     def sort_key(self) -> tuple[int, float, int]:
         return (-self.priority, self.due if self.due is not None else self.enqueued_at, self.seq)

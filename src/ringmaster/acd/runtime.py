@@ -25,6 +25,7 @@ from ringmaster import inputs
 from ringmaster import protocol as p
 from ringmaster.acd.config import Overflow
 from ringmaster.acd.engine import (
+    UNROUTABLE_TEXT,
     Action,
     AgentChanged,
     Announce,
@@ -35,6 +36,7 @@ from ringmaster.acd.engine import (
     QueueEngine,
     QueueLog,
     Ring,
+    Unroutable,
 )
 from ringmaster.calls import sip_user
 
@@ -217,6 +219,9 @@ class AcdRuntime:
                 if self.router is not None:
                     self.router.agent_changed(a.agent)
                 continue
+            if isinstance(a, Unroutable):
+                self._unroutable(a)
+                continue
             if isinstance(a, Ring | CancelRing | Bridge | QueueLog) and a.channel != "voice":
                 if self.router is not None:
                     self.router.apply(a)
@@ -242,6 +247,30 @@ class AcdRuntime:
         self._arm_timer()
         if actions and self.on_change is not None:
             self.on_change()
+
+    def _unroutable(self, a: Unroutable) -> None:
+        """Say why a waiting call or task cannot reach any agent (or that it can again): in the
+        log, on MQTT `errors` and the task's events (the router), and in `status` (read live)."""
+        skills = self.engine.tasks[a.call_id].skills if a.call_id in self.engine.tasks else {}
+        if a.reason:
+            text = UNROUTABLE_TEXT[a.reason].format(queue=a.queue, skills=_skills_text(self.engine, a.queue, skills))
+            log.warning("acd.unroutable", call_id=a.call_id, queue=a.queue, channel=a.channel, reason=a.reason,
+                        detail=text)
+        else:
+            text = ""
+            log.info("acd.routable", call_id=a.call_id, queue=a.queue, channel=a.channel)
+        if self.router is not None:
+            self.router.unroutable(a, text)
+
+    def waiting_diagnosis(self, queue: str) -> dict[str, str]:
+        """task/call id -> why it cannot reach a logged-in agent, for the queue's waiting tasks
+        that cannot (status)."""
+        out = {}
+        for t in self.engine.queues[queue].waiting:
+            reason = self.engine.diagnose(queue, t.skills) if t.agent is None else ""
+            if reason:
+                out[t.id] = reason
+        return out
 
     def _agent_uri(self, agent: str) -> str:
         spec = self.cfg.agents[agent]
@@ -394,6 +423,13 @@ class AcdRuntime:
     def _tick(self) -> None:
         self._timer = None
         self.apply(self.engine.tick(self.clock()))
+
+
+def _skills_text(engine: QueueEngine, queue: str, skills: dict[str, int]) -> str:
+    need = {**engine.queues[queue].spec.skills}
+    for s, level in skills.items():
+        need[s] = max(level, need.get(s, 0))
+    return ", ".join(f"{s}>={level}" for s, level in sorted(need.items())) or "(none)"
 
 
 def _variable_headers(session: CallSession) -> tuple[tuple[str, str], ...]:

@@ -1,6 +1,6 @@
 """What the edge may let in and send out, computed from the config and handed to Kamailio.
 
-The edge is the security boundary (shared/DESIGN.md): it relays an INVITE only where the dial
+The edge is the security boundary (docs/design.md): it relays an INVITE only where the dial
 plan says a call may go. Four tables, loaded by Kamailio's htable module from db_text files in
 the edge's runtime dir and re-read on `htable.reload` when a reload changes the plan:
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import structlog
 
+from ringmaster import runas
 from ringmaster.child import SupervisedChild, clear_leftover, die_with_parent
 from ringmaster.config import Config
 
@@ -56,7 +57,9 @@ def render(cfg: Config, controller_password: str, rundir: Path) -> tuple[str, st
         "max_packet_size 131072",  # payloads are refused above 64 kB anyway: the broker drops larger ones
         "set_tcp_nodelay true",  # Nagle plus delayed ACKs cost ~40 ms per small message
 
-        f"user {getpass.getuser()}",  # don't switch to a `mosquitto` user who cannot read these files
+        # as root: the configured unprivileged user (its files are handed to it); otherwise
+        # ourselves, not a `mosquitto` user who could not read these files
+        f"user {cfg.run_as if cfg.run_as and os.geteuid() == 0 else getpass.getuser()}",
         "log_dest stderr",
         "log_type error",
         "log_type warning",
@@ -94,6 +97,10 @@ class EmbeddedBroker(SupervisedChild):
         (self.rundir / "mosquitto.acl").write_text(acl)
         path = self.rundir / "mosquitto.conf"
         path.write_text(conf)
+        run_as = runas.resolve(self.cfg.run_as)
+        if run_as is not None:  # mosquitto reads the password file and ACL, and persists, as the user
+            run_as.check_reachable(self.rundir, "the MQTT broker's runtime dir")
+            run_as.give(self.rundir)
         return path
 
     async def start(self) -> None:

@@ -1,6 +1,6 @@
 """MediaEngine: one pjsua2 endpoint driven by protocol commands from one socket.
 
-Threading (shared/notes/pjsua2.md): the thread that calls libCreate must also poll
+Threading (docs/notes/pjsua2.md): the thread that calls libCreate must also poll
 libHandleEvents, or DTMF callbacks are never delivered; so the whole worker is one
 thread that alternates `libHandleEvents(10 ms)` (which sleeps in pjsip's ioqueue and
 releases the GIL: 0.8 % idle CPU measured) with a non-blocking read of the command socket.
@@ -62,7 +62,7 @@ INFO_DIGIT_GAP = 0.12
 # asynchronously), and a leg we hung up holds its slot until its BYE is answered or times out
 # (SIP_TIMEOUT_MS). The edge counts only inbound calls, so an agent leg can be asked for in
 # that moment (bench/run acd: about 1 in 700 agent legs). The dial is tried again only when
-# pjsua's count of slots drops, never in a spin (docs/engine-findings.md, 11 and 14).
+# pjsua's count of slots drops, never in a spin (docs/engine-findings.md, 11 and 21).
 DIAL_WAIT = 5.0
 DIAL_RECHECK = 0.02
 MAX_LEGS = 4  # PJSUA_MAX_CALLS of the PyPI wheel; asking for more is silently clamped
@@ -172,7 +172,7 @@ class MediaEngine:
         # No re-INVITE to "lock" the codec when an answer lists several (pjsua's default): a
         # second offer per agent leg costs a round trip, and UAs that do not expect it (SIPp's
         # UAS scenarios, some gateways) drop the call, so our BYE went unanswered and held the
-        # leg's slot (docs/engine-findings.md, 14). RFC 3264 6.1 lets us send with the first.
+        # leg's slot (docs/engine-findings.md, 21). RFC 3264 6.1 lets us send with the first.
         acfg.mediaConfig.lockCodecEnabled = False
         self.account = WorkerAccount(self)
         self.account.create(acfg)
@@ -384,7 +384,7 @@ class MediaEngine:
             return 403, "Forbidden"
         # Not 503: the edge's dispatcher marks a worker that answers 503 as down until its
         # next OPTIONS ping, so a burst spread over the pool would take every worker out
-        # (shared/notes/kamailio-edge.md pitfall 5). 480 + Retry-After is relayed to the
+        # (docs/notes/kamailio-edge.md pitfall 5). 480 + Retry-After is relayed to the
         # caller as "try again shortly" and the worker stays in rotation.
         return 480, "Busy With A Burst"
 

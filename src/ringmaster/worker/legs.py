@@ -1,6 +1,6 @@
 """pjsua2 objects of one worker: call legs, prompt players, recorders, registrations.
 
-Rules from shared/notes/pjsua2.md that shape this file:
+Rules from docs/notes/pjsua2.md that shape this file:
 - every pjsua2 object is held by the worker's registries (a Call or player held only by a
   local is garbage-collected at once: 603 or silence);
 - callbacks never raise (pjsua2 prints and swallows): each body reports errors as events;

@@ -6,12 +6,12 @@ library that is already loaded, so these calls act on the worker's own pjsua ins
 
 - `pjsua_call_get_count()`: the number of call slots pjsua really holds (at most
   PJSUA_MAX_CALLS = 4 in the wheel). A slot stays taken until the call's invite session is
-  gone, which can be well after our last callback (docs/engine-findings.md, 11 and 14), so the
+  gone, which can be well after our last callback (docs/engine-findings.md, 11 and 21), so the
   worker's own dict of legs is not the truth.
 - `pjsip_tsx_set_timers(t1, t2, t4, td)`: the SIP transaction timers of RFC 3261 17.1.1.2 and
   17.1.2.2. `td` is pjsip's "Timer D" value that it also uses as the transaction timeout
   (Timers B, F and H), 32 s by default: a BYE that the far end never answers keeps the leg,
-  and its call slot, for 32 s (docs/engine-findings.md, 14).
+  and its call slot, for 32 s (docs/engine-findings.md, 21).
 """
 
 from __future__ import annotations
