@@ -148,7 +148,13 @@ class SipConfig(Strict):
 
 
 class WorkersConfig(Strict):
-    count: int = Field(default=2, ge=1, le=200, description="warm pjsua2 worker processes")
+    count: int = Field(default=2, ge=1, le=200, description="warm pjsua2 worker processes (the pool never shrinks below)")
+    max: int | None = Field(default=None, ge=1, le=500,
+                            description="most workers the pool grows to under load (default: count, a fixed pool)")
+    spare: int = Field(default=1, ge=0, le=50,
+                       description="workers kept free of calls ahead of the load, so no caller waits for a spawn")
+    idle_retire: float = Field(default=60.0, ge=1, le=86400,
+                               description="seconds a worker above the warm count may sit without a call before it stops")
     max_inbound_calls: int = Field(default=2, ge=1, le=3, description="inbound calls per worker; the rest of its 4 legs are for agent legs")
     address: str = "127.0.0.1"
     sip_port_base: int = Field(default=5100, ge=1024, le=65000)
@@ -165,9 +171,16 @@ class WorkersConfig(Strict):
         lo, hi = self.rtp_range
         if not 1024 <= lo < hi <= 65535:
             raise ValueError("rtp_ports: expected LOW-HIGH within 1024-65535, LOW < HIGH")
-        if (hi - lo + 1) // self.count < 8:
-            raise ValueError(f"rtp_ports: {hi - lo + 1} ports are too few for {self.count} workers (8 each: 4 legs x RTP+RTCP)")
+        if self.max is not None and self.max < self.count:
+            raise ValueError(f"max ({self.max}) is below count ({self.count}): the pool cannot shrink below its warm count")
+        if (hi - lo + 1) // self.ceiling < 8:
+            raise ValueError(f"rtp_ports: {hi - lo + 1} ports are too few for {self.ceiling} workers (8 each: 4 legs x RTP+RTCP)")
         return self
+
+    @property
+    def ceiling(self) -> int:
+        """The most workers that may run at once (every one has its SIP port and RTP slice)."""
+        return self.max if self.max is not None else self.count
 
     @property
     def rtp_range(self) -> tuple[int, int]:
@@ -520,9 +533,9 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
 def _check_ports(cfg: Config, src: Source) -> list[ConfigError]:
     errors = []
     w = cfg.workers
-    first, last = w.sip_port_base, w.sip_port_base + w.count  # + the registration agent
+    first, last = w.sip_port_base, w.sip_port_base + w.ceiling  # + the registration agent
     if last > 65535:
-        errors.append(src.error(("workers", "sip_port_base"), f"workers.sip_port_base: {w.count} workers need ports up to {last}"))
+        errors.append(src.error(("workers", "sip_port_base"), f"workers.sip_port_base: {w.ceiling} workers need ports up to {last}"))
     lo, hi = w.rtp_range
     if first <= cfg.sip.port <= last and w.address == cfg.sip.host:
         errors.append(src.error(("workers", "sip_port_base"), f"workers' SIP ports {first}-{last} overlap the edge's {cfg.sip.listen}"))

@@ -25,6 +25,7 @@ from ringmaster.flows.interpreter import FlowRun
 from ringmaster.mqtt.broker import EmbeddedBroker
 from ringmaster.mqtt.link import MqttLink
 from ringmaster.pool import WorkerPool, registration_agent_spec, worker_specs
+from ringmaster.poolplan import PoolPlan, Retire, Spawn, WorkerView
 from ringmaster.registrations import RegistrationState
 from ringmaster.store import Store
 from ringmaster.tasks import TaskRouter
@@ -42,9 +43,14 @@ class Controller:
         # path than the store's, so a full or read-only store disk does not take them too
         self.store = Store(cfg.storage.path, spill_path=Path(cfg.paths.runtime) / "store-spill.jsonl")
         specs = worker_specs(cfg)
+        w = cfg.workers
         self.pool = WorkerPool(specs, self.on_worker_event, self.on_worker_lost,
-                               restart_delay=cfg.workers.restart_delay)
-        self.edge = Edge(cfg, specs, config_file)
+                               restart_delay=w.restart_delay, warm=w.count)
+        self.edge = Edge(cfg, specs[:w.count], config_file)
+        self.pool_plan = PoolPlan([s.name for s in specs], warm=w.count, spare=w.spare, idle_retire=w.idle_retire)
+        self._pool_task: asyncio.Task[None] | None = None
+        self.spawning: set[str] = set()
+        self.retiring: set[str] = set()
         # upstream registrations live in their own pjsua2 process (see registration_agent_spec)
         self.reg_agent = WorkerPool([registration_agent_spec(cfg)], self.on_worker_event,
                                     self.on_reg_agent_lost, restart_delay=cfg.workers.restart_delay) \
@@ -97,6 +103,8 @@ class Controller:
         self.edge_events.start()
         self._reg_task = asyncio.create_task(self._registration_loop(), name="registrations")
         self._edge_task = asyncio.create_task(self._edge_watch_loop(), name="edge-watch")
+        if self.cfg.workers.ceiling > self.cfg.workers.count:
+            self._pool_task = asyncio.create_task(self._pool_loop(), name="pool-plan")
         days = self.cfg.storage.recording_retention_days
         if days is not None:
             from ringmaster import retention
@@ -120,6 +128,8 @@ class Controller:
             self._reg_task.cancel()
         if self._edge_task is not None:
             self._edge_task.cancel()
+        if self._pool_task is not None:
+            self._pool_task.cancel()
         for task in list(self._background):
             if task.get_name() == "retention":
                 task.cancel()
@@ -334,6 +344,65 @@ class Controller:
                     reg.worker, reg.state, reg.retry_at = worker, "registering", None
                     log.info("registration.sent", registration=s.name, registrar=s.registrar, worker=worker)
             await asyncio.sleep(0.25)
+
+    # ------------------------------------------------------------ an elastic pool
+
+    async def _pool_loop(self, every: float = 0.25) -> None:
+        """Grow the pool ahead of the load and retire idle workers (poolplan.PoolPlan)."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                self._plan_pool()
+            except Exception:
+                log.exception("pool.plan_failed")
+
+    def worker_calls(self) -> dict[str, int]:
+        """worker -> live call legs it holds (inbound and dialled), as the controller knows them."""
+        held = dict.fromkeys(self.pool.workers, 0)
+        for (worker, _leg), s in self.sessions.items():
+            if worker in held and not s.ended:
+                held[worker] += 1
+        return held
+
+    def _plan_pool(self) -> None:
+        calls = self.worker_calls()
+        running = [WorkerView(name, calls.get(name, 0)) for name, wp in self.pool.workers.items()
+                   if name not in self.retiring and wp.alive]
+        running += [WorkerView(name, 0, ready=False) for name in self.spawning]
+        for step in self.pool_plan.decide(running, time.monotonic()):
+            if isinstance(step, Spawn) and step.worker not in self.spawning:
+                self.spawning.add(step.worker)
+                self._background_task(self._grow(step.worker), f"grow-{step.worker}")
+            elif isinstance(step, Retire):
+                self.retiring.add(step.worker)
+                self._background_task(self._retire(step.worker), f"retire-{step.worker}")
+
+    def _background_task(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _grow(self, name: str) -> None:
+        try:
+            await self.pool.grow(name)
+            await self.edge.add_worker(self.pool.specs[name])
+        except Exception as exc:
+            log.error("pool.grow_failed", worker=name, error=str(exc))
+            await self.pool.retire(name)
+        finally:
+            self.spawning.discard(name)
+
+    async def _retire(self, name: str) -> None:
+        try:
+            await self.edge.remove_worker(self.pool.specs[name])
+            await asyncio.sleep(1.0)  # an INVITE already on its way still lands: let it
+            while self.worker_calls().get(name, 0):
+                await asyncio.sleep(0.5)
+            await self.pool.retire(name)
+        except Exception as exc:
+            log.error("pool.retire_failed", worker=name, error=str(exc))
+        finally:
+            self.retiring.discard(name)
 
     # ------------------------------------------------------------ the edge's view
 

@@ -1,8 +1,10 @@
-"""WorkerPool: a warm, supervised set of pjsua2 media workers with fixed SIP ports.
+"""WorkerPool: a supervised set of pjsua2 media workers with fixed SIP ports, `count` of them
+warm from the start and up to `max` under load (poolplan.PoolPlan decides when).
 
 Each worker slot has a fixed SIP port and its own slice of the RTP range, so a replacement
 comes back at the address the edge's dispatcher list already names: the edge needs no
-reload, and calls resume flowing to that slot as soon as it answers again.
+reload, and calls resume flowing to that slot as soon as it answers again. A slot grown or
+retired is added to or removed from the edge's set at run time (Edge.add_worker/remove_worker).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ log = structlog.get_logger("ringmaster.pool")
 def worker_specs(cfg: Config) -> list[WorkerSpec]:
     w = cfg.workers
     lo, hi = w.rtp_range
-    share = (hi - lo + 1) // w.count
+    share = (hi - lo + 1) // w.ceiling
     share -= share % 2  # RTP on even ports, RTCP beside it
     proxy = f"sip:{cfg.sip.host}:{cfg.sip.port};lr"
     # Workers take SIP from the edge alone: Kamailio sends from its listen socket, so that
@@ -32,7 +34,7 @@ def worker_specs(cfg: Config) -> list[WorkerSpec]:
     return [WorkerSpec(name=f"w{i + 1}", sip_host=w.address, sip_port=w.sip_port_base + i,
                        rtp_port=lo + i * share, rtp_count=share, proxy=proxy,
                        public_host=cfg.sip.advertised_address, allowed_sources=(edge,))
-            for i in range(w.count)]
+            for i in range(w.ceiling)]
 
 
 def registration_agent_spec(cfg: Config) -> WorkerSpec:
@@ -45,14 +47,15 @@ def registration_agent_spec(cfg: Config) -> WorkerSpec:
     """
     w = cfg.workers
     lo, _ = w.rtp_range
-    return WorkerSpec(name="reg", sip_host=w.address, sip_port=w.sip_port_base + w.count,
+    return WorkerSpec(name="reg", sip_host=w.address, sip_port=w.sip_port_base + w.ceiling,
                       rtp_port=lo, rtp_count=2, public_host=cfg.sip.advertised_address)
 
 
 class WorkerPool:
     def __init__(self, specs: list[WorkerSpec], on_event: Callable[[WorkerProcess, p.Message], None],
-                 on_worker_lost: Callable[[str], None], restart_delay: float = 0.2):
-        self.specs = {s.name: s for s in specs}
+                 on_worker_lost: Callable[[str], None], restart_delay: float = 0.2, warm: int | None = None):
+        self.specs = {s.name: s for s in specs}  # every slot; the first `warm` run from the start
+        self.warm = len(specs) if warm is None else warm
         self.on_event = on_event
         self.on_worker_lost = on_worker_lost
         self.restart_delay = restart_delay
@@ -63,7 +66,29 @@ class WorkerPool:
         self.last_restart_seconds: float | None = None  # death -> replacement ready
 
     async def start(self) -> None:
-        await asyncio.gather(*(self._spawn(name) for name in self.specs))
+        await asyncio.gather(*(self._spawn(name) for name in list(self.specs)[:self.warm]))
+
+    async def grow(self, name: str) -> None:
+        """Start the worker of one more slot (PoolPlan decided it); raises if it fails."""
+        if name in self.workers:
+            return
+        try:
+            await self._spawn(name)
+        except Exception:
+            self.workers.pop(name, None)
+            raise
+        log.info("pool.grown", worker=name, running=len(self.workers))
+
+    async def retire(self, name: str) -> int:
+        """Stop one worker for good (no respawn); its slot may be grown again later."""
+        wp = self.workers.get(name)
+        if wp is None:
+            return 0
+        code = await wp.stop()
+        if self.workers.get(name) is wp:
+            del self.workers[name]
+        log.info("pool.retired", worker=name, running=len(self.workers), code=code)
+        return code
 
     async def _spawn(self, name: str) -> None:
         wp = WorkerProcess(self.specs[name], self.on_event, self._exited)

@@ -328,6 +328,29 @@ class Edge(SupervisedChild):
         """worker name -> calls the dispatcher counts on it (DLGLOAD of algorithm 10)."""
         return (await self.dispatcher_view())[1]
 
+    def _write_dispatcher_list(self) -> None:
+        """The list file follows the running workers, so a restarted edge loads the same set."""
+        maxload = self.cfg.workers.max_inbound_calls
+        text = "".join(f"1 sip:{w.sip_host}:{w.sip_port} 8 0 {_ds_attrs(w, maxload)}\n" for w in self.workers)
+        tmp = self.rundir / "dispatcher.list.tmp"
+        tmp.write_text(text)
+        tmp.replace(self.rundir / "dispatcher.list")
+
+    async def add_worker(self, worker: WorkerSpec) -> None:
+        """A grown worker joins the dispatcher set at run time (no edge restart, no call dropped)."""
+        if any(w.name == worker.name for w in self.workers):
+            return
+        self.workers.append(worker)
+        self._write_dispatcher_list()
+        await self.rpc("dispatcher.add", 1, f"sip:{worker.sip_host}:{worker.sip_port}", 8, 0,
+                       _ds_attrs(worker, self.cfg.workers.max_inbound_calls))
+
+    async def remove_worker(self, worker: WorkerSpec) -> None:
+        """A retiring worker gets no new call from now on; its calls go on until they end."""
+        self.workers = [w for w in self.workers if w.name != worker.name]
+        self._write_dispatcher_list()
+        await self.rpc("dispatcher.remove", 1, f"sip:{worker.sip_host}:{worker.sip_port}")
+
     async def reset_load(self, worker: WorkerSpec) -> None:
         """Zero the dispatcher's call count of one worker: remove it from the set and add it
         back with the same flags and attributes (there is no RPC that sets a load)."""
