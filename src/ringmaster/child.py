@@ -133,9 +133,16 @@ class SupervisedChild:
             self._supervisor.cancel()
         if self.proc is not None:
             pid = self.proc.pid
-            if self.proc.returncode is None:
-                self.proc.send_signal(signal.SIGTERM)  # the main process stops its own children
-                if await self._exited(timeout=5) is None:
+            # the main process stops its own children; a SIGTERM that lands while Kamailio is
+            # still starting its processes was seen to be lost (a stop 0.6 s after start waited
+            # out the timeout), so it is sent again each second
+            for _ in range(5):
+                if self.proc.returncode is not None:
+                    break
+                self.proc.send_signal(signal.SIGTERM)
+                await self._exited(timeout=1.0, every=0.05)
+            else:
+                if self.proc.returncode is None:
                     log.error(f"{self.name}.stop_timeout")
             # the main process is gone; anything of its group that is not goes now
             for _ in range(40):
