@@ -49,8 +49,27 @@ class Ports:
         return f"{self.base + 100}-{self.base + 199}"
 
 
+def _ephemeral() -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _usable_bases() -> list[int]:
+    """Block bases that stay out of the kernel's ephemeral range: a client socket that happened
+    to get an ephemeral port inside a test's block made Kamailio fail to bind its TCP listener
+    ("Address already in use", once in a full run). Blocks are reused after the last one."""
+    lo, hi = _ephemeral()
+    return [b for b in range(PORT_BASE, 65536 - BLOCK, BLOCK) if b + BLOCK <= lo or b > hi]
+
+
+_bases = _usable_bases() or [PORT_BASE]
+
+
 def allocate_ports() -> Ports:
-    return Ports(PORT_BASE + BLOCK * next(_blocks))
+    return Ports(_bases[next(_blocks) % len(_bases)])
 
 
 TONES = {"welcome": 440, "other": 1000, "long": 620}
