@@ -78,6 +78,7 @@ class CallSession:
     store: Store
     bind_leg: Callable[[str], None] = lambda leg: None
     recordings_dir: str = "."
+    direct_media: bool = False  # sip.direct_media: unrecorded bridges leave the worker's media path
     run: FlowRun | None = None
     arrived_at: float = field(default_factory=time.time)
     answered_at: float | None = None
@@ -203,7 +204,8 @@ class CallSession:
     def queue_bridged(self, agent_leg: str, recording: str | None) -> None:
         self.queued, self.moh_play_id, self.announce_play_id = None, "", ""
         self.queue_agent_leg = agent_leg
-        self._command(p.Bridge(leg_a=self.leg, leg_b=agent_leg))  # stops the hold music
+        # stops the hold music
+        self._command(p.Bridge(leg_a=self.leg, leg_b=agent_leg, direct_media=self.direct_media and not recording))
         if recording:
             self.queue_rec_id = f"{self.call_id}-qr{next(self._plays)}"
             self._command(p.RecordStart(rec_id=self.queue_rec_id, legs=(self.leg, agent_leg), path=recording))
@@ -299,7 +301,8 @@ class CallSession:
                 if self._ring_timer is not None:
                     self._ring_timer.cancel()
                 self.store.event(self.call_id, "TRANSFER_ANSWERED", target=self.connect.uri if self.connect else "")
-                self._command(p.Bridge(leg_a=self.leg, leg_b=self.b_leg))
+                record = self.connect is not None and self.connect.record
+                self._command(p.Bridge(leg_a=self.leg, leg_b=self.b_leg, direct_media=self.direct_media and not record))
                 if self.connect is not None and self.connect.record:
                     self.rec_id = f"{self.call_id}-r{next(self._plays)}"
                     path = os.path.join(self.recordings_dir, f"{self.call_id}.wav")

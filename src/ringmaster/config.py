@@ -130,6 +130,11 @@ class SipConfig(Strict):
     kamailio: str = "/usr/sbin/kamailio"
     kamailio_modules: str = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
     shared_memory_mb: int = Field(default=256, ge=64)
+    direct_media: bool = Field(default=False, description=(
+        "once caller and agent (or a transfer target) are bridged and the call is not recorded, "
+        "re-INVITE both so their RTP flows between them, not through a worker (Asterisk's "
+        "direct_media, FreeSWITCH's bypass_media_after_bridge): talk time then costs the server "
+        "only signalling. Both parties must reach each other's RTP address (no NAT between them)"))
 
     @field_validator("listen")
     @classmethod

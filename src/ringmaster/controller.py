@@ -74,6 +74,8 @@ class Controller:
         self.started_at = time.time()
         self.schedule_overrides: dict[str, str] = {}  # schedule -> open|closed, set by operators
         self.calls_total = 0
+        # bridges whose media left the workers (direct) or stayed / came back (anchored)
+        self.media_paths: dict[str, int] = {"direct": 0, "anchored": 0}
         self.load_check = LoadReconciler()
         self.edge_counters: dict[str, int] = {}
         self.auth_banned: list[str] = []
@@ -171,6 +173,9 @@ class Controller:
         if isinstance(msg, p.Slots):
             self._slots(wp, msg)
             return
+        if isinstance(msg, p.MediaPath):
+            self._media_path(wp, msg)
+            return
         if isinstance(msg, p.SourceRefused):
             # the worker's own defence held: someone reached its SIP port around the edge
             # (403) or a burst spent its media budget (480); summed per second by the worker
@@ -187,6 +192,15 @@ class Controller:
         if session.ended and not session.b_leg:
             for key in [k for k, v in self.sessions.items() if v is session]:
                 del self.sessions[key]
+
+    def _media_path(self, wp: WorkerProcess, msg: p.MediaPath) -> None:
+        """A bridge's RTP now flows between the parties ("direct") or through the worker
+        ("anchored": a release refused, or media taken back for a prompt or a recording)."""
+        session = self.sessions.get((wp.name, msg.leg_a))
+        self.media_paths[msg.path] += 1
+        (log.info if msg.path == "direct" or not msg.reason.startswith(("caller leg", "agent leg", "re-INVITE", "no plain"))
+         else log.warning)("call.media_" + msg.path, worker=wp.name, leg=msg.leg_a, other_leg=msg.leg_b,
+                           call_id=session.call_id if session else "", reason=msg.reason)
 
     def _slots(self, wp: WorkerProcess, msg: p.Slots) -> None:
         """A worker's call slots as pjsua counts them (shown by `ringmaster status`); a dial
@@ -247,7 +261,7 @@ class Controller:
         caller = inputs.party_id(sip_user(msg.from_uri) or msg.from_uri)
         session = CallSession(call_id=new_call_id(), worker=worker, leg=msg.leg, caller=caller,
                               called=called, send=self.pool.send, store=self.store,
-                              recordings_dir=self.cfg.paths.recordings)
+                              recordings_dir=self.cfg.paths.recordings, direct_media=self.cfg.sip.direct_media)
         session.bind_leg = lambda leg: self.sessions.__setitem__((worker, leg), session)
         session.acd = self.acd
         self.sessions[(worker, msg.leg)] = session
@@ -544,6 +558,7 @@ class Controller:
                 "workers": workers, "worker_restarts": self.pool.restarts,
                 "last_worker_restart_seconds": self.pool.last_restart_seconds,
                 "calls": {"live": len(self.live_sessions()), "total": self.calls_total,
+                          "media_paths": dict(self.media_paths),
                           "ids": [s.call_id for s in self.live_sessions()]},
                 "flows": sorted(self.dialplan.flows),
                 "agents": self._agents_status(),

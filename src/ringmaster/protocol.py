@@ -111,8 +111,13 @@ class Dial(Message):
 @message("bridge")
 @dataclass(frozen=True)
 class Bridge(Message):
+    """Connect two legs' audio. direct_media: once both have media, take the worker out of the
+    path (re-INVITEs, worker/directmedia.py) so caller and agent send RTP to each other; a
+    later Play, CollectDigits or RecordStart on either leg brings the media back first."""
+
     leg_a: str
     leg_b: str
+    direct_media: bool = False
 
 
 @message("unbridge")
@@ -242,6 +247,19 @@ class CallState(Message):
 @dataclass(frozen=True)
 class MediaReady(Message):
     leg: str
+
+
+@message("media_path")
+@dataclass(frozen=True)
+class MediaPath(Message):
+    """Where a bridge's RTP flows now. path: "direct" (between the parties, the worker keeps
+    only the signalling), "anchored" (through the worker: a release failed, or media was taken
+    back); reason says why, e.g. "re-INVITE answered 488" or "play"."""
+
+    leg_a: str
+    leg_b: str
+    path: Literal["direct", "anchored"]
+    reason: str = ""
 
 
 @message("digit")

@@ -306,9 +306,10 @@ class Edge(SupervisedChild):
 
     async def counters(self) -> dict[str, int]:
         """The edge's security counters (htable edgestats): auth_failures, auth_bans, malformed,
-        unknown_dialog, unknown_number, refused_target, stray_reply; 0 for those never counted."""
+        unknown_dialog, unknown_number, refused_target, stray_reply, direct_media (re-INVITEs whose
+        body the edge set from a worker's X-Ringmaster-Sdp); 0 for those never counted."""
         names = ("auth_failures", "auth_bans", "malformed", "unknown_dialog", "unknown_number", "refused_target",
-                 "stray_reply")
+                 "stray_reply", "direct_media")
         out = dict.fromkeys(names, 0)
         rows = await self.rpc("htable.dump", "edgestats") or []
         for slot in rows if isinstance(rows, list) else [rows]:

@@ -9,6 +9,7 @@ The only other threads are pjmedia's clock threads, which talk to us through a q
 
 from __future__ import annotations
 
+import base64
 import gc
 import os
 import queue
@@ -26,6 +27,7 @@ import pjsua2 as pj
 from ringmaster import protocol as p
 from ringmaster.worker import native
 from ringmaster.worker.admission import MediaBudget, SourcePolicy
+from ringmaster.worker.directmedia import Release, offer_for
 from ringmaster.worker.dtmfrelay import blank_body, body_is_safe
 from ringmaster.worker.legs import (
     Collection,
@@ -105,6 +107,9 @@ class MediaEngine:
         self.recordings: dict[str, Recording] = {}
         self.registrations: dict[str, Registration] = {}
         self.bridges: set[frozenset[str]] = set()
+        self.releases: dict[frozenset[str], Release] = {}  # bridges asked for direct media
+        self.answered: list[tuple[Leg, int]] = []  # re-INVITEs of ours answered (leg, code)
+        self.deferred: dict[str, list[p.Message]] = {}  # leg -> commands waiting for its media
         self.media_q: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.graveyard = Graveyard()
         self.finalizing: list[tuple[str, str, float]] = []  # (rec_id, path, give-up time)
@@ -202,7 +207,7 @@ class MediaEngine:
 
     def _busy(self) -> bool:
         # (registrations need no polling: pjsip's refresh timers end the sleep themselves)
-        return bool(self.legs or self.pending_dials or self.finalizing or self.refused) or native.call_count() > 0
+        return bool(self.legs or self.pending_dials or self.answered or self.finalizing or self.refused) or native.call_count() > 0
 
     def _poll_ms(self) -> int:
         now = time.monotonic()
@@ -222,6 +227,8 @@ class MediaEngine:
             self.graveyard.empty()
             self.ep.libHandleEvents(self._poll_ms())
             self._drain_media_queue()
+            if self.answered:
+                self._releases_answered()
             self._read_commands()
             self._check_collections()
             self._send_info_digits()
@@ -319,6 +326,9 @@ class MediaEngine:
         except p.ProtocolError as exc:
             self.report_error("decode", str(exc))
             return
+        self._dispatch_message(msg)
+
+    def _dispatch_message(self, msg: p.Message) -> None:
         handler: Callable[[Any], None] | None = getattr(self, f"do_{msg.type}", None)
         if handler is None:
             self.report_error(msg.type, "not a command")
@@ -432,6 +442,9 @@ class MediaEngine:
         leg.collection = None
         for pair in [b for b in self.bridges if leg.leg_id in b]:
             self.bridges.discard(pair)
+        for pair in [r for r in self.releases if leg.leg_id in r]:
+            del self.releases[pair]
+        self.deferred.pop(leg.leg_id, None)
         self.legs.pop(leg.leg_id, None)
         self.graveyard.bury(leg)
 
@@ -447,6 +460,12 @@ class MediaEngine:
                 leg.audio.startTransmit(rec.recorder)  # type: ignore[union-attr]
         if first:
             self.send(p.MediaReady(leg=leg.leg_id))
+        for rel in list(self.releases.values()):
+            if leg.leg_id in rel.legs:
+                if rel.step == "want":
+                    self._release_start(rel)
+                elif rel.step == "anchoring":
+                    self._anchoring_done(rel)
 
     def digit(self, leg: Leg, digit: str, method: str) -> None:
         signal = digit.upper()
@@ -611,6 +630,8 @@ class MediaEngine:
 
     def do_play(self, cmd: p.Play) -> None:
         leg = self._leg(cmd.leg)
+        if self._needs_media(cmd, (cmd.leg,), "play"):
+            return
         if leg.audio is None:
             raise ValueError("leg has no active media yet")
         for f in cmd.files:
@@ -642,6 +663,8 @@ class MediaEngine:
 
     def do_collect(self, cmd: p.CollectDigits) -> None:
         leg = self._leg(cmd.leg)
+        if self._needs_media(cmd, (cmd.leg,), "collect"):
+            return
         if cmd.max_digits < 1:
             raise ValueError("max_digits must be at least 1")
         if cmd.flush:
@@ -730,6 +753,143 @@ class MediaEngine:
                                          interrupted=True))
         if a.audio is not None and b.audio is not None:
             self._connect(a, b)
+        if cmd.direct_media:
+            rel = Release(a.leg_id, b.leg_id)
+            self.releases[rel.legs] = rel
+            self._release_start(rel)
+
+    # ------------------------------------------------------------ direct media (directmedia.py)
+
+    def _release_start(self, rel: Release) -> None:
+        """Re-INVITE the first leg with the second's media, once both legs have media."""
+        a, b = self.legs.get(rel.first), self.legs.get(rel.second)
+        if a is None or b is None or a.audio is None or b.audio is None:
+            return  # media_ready calls again when the media is there
+        if a.reinvite_out or b.reinvite_out:
+            return
+        if any(rel.legs & set(rec.legs) for rec in self.recordings.values()):
+            self._anchored(rel, "recording")  # the recorder needs both voices in this worker
+            return
+        offer = offer_for(a.local_sdp, b.remote_sdp)
+        if offer is None:
+            self._anchored(rel, "no plain RTP audio SDP to offer")
+            return
+        if self._reinvite(a, offer):
+            rel.step = "first"
+        else:
+            self._anchored(rel, "re-INVITE could not be sent")
+
+    def _reinvite(self, leg: Leg, offer: tuple[str, Any] | None) -> bool:
+        """Send a re-INVITE on `leg`: with `offer` (body, origin), our media inactive and the
+        edge told to send `body`; without, our media back to sendrecv. False if pjsua refused
+        (e.g. an INVITE transaction of the peer's is still open)."""
+        prm = pj.CallOpParam(True)
+        prm.opt.flag |= pj.PJSUA_CALL_SET_MEDIA_DIR
+        dirs = pj.IntVector()
+        dirs.append(pj.PJMEDIA_DIR_NONE if offer else pj.PJMEDIA_DIR_ENCODING_DECODING)
+        prm.opt.mediaDir = dirs
+        if offer is not None:
+            body, origin = offer
+            h = pj.SipHeader()
+            h.hName = "X-Ringmaster-Sdp"
+            h.hValue = base64.b64encode(body.encode()).decode()
+            prm.txOption.headers.append(h)
+            leg.forced_origin = origin
+        else:
+            self.sound_needed()
+        leg.reinvite_out = True
+        leg.reinvite_off = offer is not None
+        try:
+            leg.reinvite(prm)
+        except pj.Error:
+            leg.reinvite_out = False
+            leg.forced_origin = None
+            return False
+        return True
+
+    def reinvite_answered(self, leg: Leg, code: int) -> None:
+        """pjsua callback (onCallTsxState): the final answer to a re-INVITE of ours; acted on
+        in the main loop, never from inside pjsua's callback."""
+        self.answered.append((leg, code))
+
+    def _releases_answered(self) -> None:
+        answered, self.answered = self.answered, []
+        for leg, code in answered:
+            rel = next((r for r in self.releases.values() if leg.leg_id in r.legs), None)
+            if rel is None or leg.disconnected:
+                continue
+            ok = 200 <= code < 300
+            if ok and leg.reinvite_off:
+                self._media_off(leg)
+            if rel.step == "first" and leg.leg_id == rel.first:
+                other = self.legs.get(rel.second)
+                offer = offer_for(other.local_sdp, leg.remote_sdp) if ok and other else None
+                if offer is not None and other is not None and self._reinvite(other, offer):
+                    rel.step = "second"
+                else:
+                    self._take_back(rel, f"caller leg re-INVITE answered {code}" if not ok
+                                    else "agent leg re-INVITE not sent")
+            elif rel.step == "second" and leg.leg_id == rel.second:
+                if ok:
+                    rel.step = "direct"
+                    self.send(p.MediaPath(leg_a=rel.first, leg_b=rel.second, path="direct"))
+                else:
+                    self._take_back(rel, f"agent leg re-INVITE answered {code}")
+            elif rel.step == "anchoring":
+                self._take_back(rel, rel.reason)  # legs whose re-INVITE was out: ask now
+
+    def _media_off(self, leg: Leg) -> None:
+        """After our inactive re-INVITE was accepted: the leg has no conference port."""
+        info = leg.getInfo()
+        if not any(m.type == pj.PJMEDIA_TYPE_AUDIO and m.status == pj.PJSUA_CALL_MEDIA_ACTIVE
+                   for m in info.media):
+            leg.audio = None
+            leg.media_off = True
+
+    def _take_back(self, rel: Release, reason: str) -> None:
+        """Bring a bridge's media back into the worker (sendrecv re-INVITEs on the legs whose
+        media is off or whose re-INVITE of ours is out); MediaPath "anchored" when done."""
+        rel.step = "anchoring"
+        rel.reason = reason
+        for leg_id in (rel.first, rel.second):
+            leg = self.legs.get(leg_id)
+            if leg is not None and leg.media_off and not leg.reinvite_out:
+                self._reinvite(leg, None)
+        self._anchoring_done(rel)
+
+    def _anchoring_done(self, rel: Release) -> None:
+        legs = [self.legs.get(i) for i in (rel.first, rel.second)]
+        if all(leg is None or (not leg.media_off and not leg.reinvite_out) for leg in legs):
+            self._anchored(rel, rel.reason)
+
+    def _anchored(self, rel: Release, reason: str) -> None:
+        rel.step = "anchored"
+        self.releases.pop(rel.legs, None)
+        self.send(p.MediaPath(leg_a=rel.first, leg_b=rel.second, path="anchored", reason=reason))
+        for leg_id in (rel.first, rel.second):
+            for cmd in self.deferred.pop(leg_id, []):
+                self._dispatch_message(cmd)  # a command that waited for the media to be back
+
+    def _needs_media(self, cmd: p.Message, leg_ids: tuple[str, ...], why: str) -> bool:
+        """True if `cmd` must wait: one of its legs' media is away (direct media) or on its
+        way; the bridge's media is taken back and `cmd` runs when it is here again."""
+        for leg_id in leg_ids:
+            rel = next((r for r in self.releases.values() if leg_id in r.legs), None)
+            if rel is None:
+                continue
+            leg = self.legs.get(leg_id)
+            if rel.step == "want":
+                self._anchored(rel, why)  # never released: nothing to take back
+                continue
+            if leg is not None and (leg.media_off or leg.reinvite_out or rel.step != "direct"):
+                self.deferred.setdefault(leg_id, []).append(cmd)
+                if rel.step == "direct":
+                    self._take_back(rel, why)
+                elif rel.step in ("first", "second"):
+                    rel.reason = why
+                    rel.step = "anchoring"  # stop the release where it is, then come back
+                return True
+        return False
 
     def do_unbridge(self, cmd: p.Unbridge) -> None:
         self.bridges.discard(frozenset((cmd.leg_a, cmd.leg_b)))
@@ -741,6 +901,8 @@ class MediaEngine:
     def do_record_start(self, cmd: p.RecordStart) -> None:
         if cmd.rec_id in self.recordings:
             raise ValueError(f"recording {cmd.rec_id} already running")
+        if self._needs_media(cmd, cmd.legs, "record"):
+            return
         legs = [self._leg(leg_id) for leg_id in cmd.legs]
         os.makedirs(os.path.dirname(os.path.abspath(cmd.path)), exist_ok=True)
         recorder = pj.AudioMediaRecorder()

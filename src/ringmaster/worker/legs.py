@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 
 from ringmaster import protocol as p
+from ringmaster.worker.directmedia import Origin, with_origin
 
 if TYPE_CHECKING:
     from ringmaster.worker.engine import MediaEngine
@@ -104,6 +105,15 @@ class Leg(pj.Call):
         self.info_next_at = 0.0
         self.created = time.monotonic()
         self.bad_dtmf_reported = False  # a non-DTMF signal is reported once per leg
+        # direct media (directmedia.py): the peer's last SDP (its INVITE's offer, its 2xx's
+        # answer), pjsua's last SDP for this leg, the o= pjsua's next offer must carry, and
+        # whether a re-INVITE of ours is out (its final answer moves the release on)
+        self.remote_sdp = ""
+        self.local_sdp = ""
+        self.forced_origin: Origin | None = None
+        self.reinvite_out = False
+        self.reinvite_off = False  # ... and it turns our media off (True) or back on
+        self.media_off = False  # our media is inactive: the peer talks RTP to the other party
 
     # -- callbacks (main thread: the one polling libHandleEvents)
 
@@ -124,10 +134,27 @@ class Leg(pj.Call):
             for i, media in enumerate(info.media):
                 if (media.type == pj.PJMEDIA_TYPE_AUDIO
                         and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE):
-                    first = self.audio is None
+                    first = self.audio is None and not self.media_off
+                    self.media_off = False
                     self.audio = self.getAudioMedia(i)
                     self.engine.media_ready(self, first)
                     return
+            if self.audio is not None and self.reinvite_out:
+                # our own re-INVITE made the stream inactive (direct media): no conference
+                # port is left to connect, and none must be used until media comes back
+                self.audio = None
+                self.media_off = True
+
+    def onCallSdpCreated(self, prm: pj.OnCallSdpCreatedParam) -> None:
+        with _guard(self.engine, "onCallSdpCreated", self.leg_id):
+            if prm.remSdp.wholeSdp:
+                self.remote_sdp = prm.remSdp.wholeSdp  # the offer we are answering
+            if self.forced_origin is not None:
+                # the edge sends our X-Ringmaster-Sdp, whose o= is this; pjsua's later offers
+                # must go on from the same version (RFC 3264 8)
+                prm.sdp.wholeSdp = with_origin(prm.sdp.wholeSdp, self.forced_origin)
+                self.forced_origin = None
+            self.local_sdp = prm.sdp.wholeSdp
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         with _guard(self.engine, "onDtmfDigit", self.leg_id):
@@ -141,6 +168,18 @@ class Leg(pj.Call):
         if e.type != pj.PJSIP_EVENT_TSX_STATE:
             return
         tsx = e.body.tsxState.tsx
+        if tsx.method == "INVITE":
+            if (tsx.role == pj.PJSIP_ROLE_UAC and tsx.statusCode >= 200
+                    and tsx.state in (pj.PJSIP_TSX_STATE_COMPLETED, pj.PJSIP_TSX_STATE_TERMINATED)):
+                with _guard(self.engine, "onCallTsxState", self.leg_id):
+                    if e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG and 200 <= tsx.statusCode < 300:
+                        body = _body(e.body.tsxState.src.rdata.wholeMsg)
+                        if body:
+                            self.remote_sdp = body  # the answer to our INVITE or re-INVITE
+                    if self.reinvite_out:
+                        self.reinvite_out = False
+                        self.engine.reinvite_answered(self, tsx.statusCode)
+            return
         if (tsx.role != pj.PJSIP_ROLE_UAS or tsx.state != pj.PJSIP_TSX_STATE_TRYING
                 or tsx.method != "INFO"):
             return
@@ -284,6 +323,12 @@ class WorkerEndpoint(pj.Endpoint):
             if refusing is not None:
                 prm.accountIndex = refusing.getId()
             self.engine.report_error("onSelectAccount", f"{type(exc).__name__}: {exc}")
+
+
+def _body(whole: str) -> str:
+    """The body of a whole SIP message as pjsua gives it (rdata.wholeMsg)."""
+    head, sep, body = whole.partition("\r\n\r\n")
+    return body if sep else ""
 
 
 def _from_uri(whole: str) -> str:
