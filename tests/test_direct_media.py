@@ -19,7 +19,9 @@ from ringmaster import protocol as p
 from ringmaster.worker.directmedia import audio_section, offer_for, origin_of, with_origin
 from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone, read_wav, write_tone
 from tests.helpers.phone import Phone
+from tests.helpers.sipp import agent_scenario, run_sipp
 from tests.test_acd_calls import acd_config, register, wait_agent
+from tests.test_leg_slots import queue_config, start_agents, wait_slots_free
 
 CALLER, AGENT = 700.0, 1300.0
 
@@ -153,3 +155,48 @@ async def test_a_recorded_queue_keeps_the_media_in_the_worker(daemon_factory, tm
     assert has_tone(mixed, CALLER, tol=TONES_TOL) and has_tone(mixed, AGENT, tol=TONES_TOL)
     st = d.status()
     assert st["calls"]["media_paths"] == {"direct": 0, "anchored": 0}  # never asked to leave
+
+
+def _sipp_queue(d, take_reinvite: bool):  # type: ignore[no-untyped-def]
+    trunk = d.ports.caller(20)
+    queue_config(d, trunk)
+    d.config["sip"]["direct_media"] = True
+    d.start()
+    return start_agents(d, agent_scenario(d.dir, copy_record_route=False, take_reinvite=take_reinvite), trunk)
+
+
+def test_sipp_agents_that_omit_record_route_take_direct_media_and_free_their_slots(daemon_factory):
+    # the agent's re-INVITE still reaches it through the edge (the edge Record-Routes the
+    # agent leg's 2xx itself), where the body is set
+    d = daemon_factory(workers=1, start=False)
+    agents = _sipp_queue(d, take_reinvite=True)
+    try:
+        for i in range(3):
+            r = run_sipp("uac_hold_reinvite.xml", d.edge, d.ports.caller(0), d.dir, service="500",
+                         hold_ms=1000, timeout=20)
+            assert (r.successful, r.failed) == (1, 0), f"call {i + 1}: {r.output}"
+        rows = d.wait_calls_ended(3)
+        assert [r["disposition"] for r in rows] == ["completed"] * 3 and all(r["agent"] for r in rows)
+        assert d.status()["calls"]["media_paths"] == {"direct": 3, "anchored": 0}
+        wait_slots_free(d, timeout=5)
+    finally:
+        agents.kill()
+        agents.wait()
+
+
+def test_an_agent_that_refuses_the_new_offer_keeps_the_media_in_the_worker(daemon_factory):
+    # the caller leg was already moved: it is moved back (a second re-INVITE), the call goes on
+    d = daemon_factory(workers=1, start=False)
+    agents = _sipp_queue(d, take_reinvite=False)
+    try:
+        r = run_sipp("uac_hold_reinvite.xml", d.edge, d.ports.caller(0), d.dir, service="500",
+                     hold_ms=1000, timeout=20)
+        assert (r.successful, r.failed) == (1, 0), r.output
+        row = d.wait_calls_ended(1)[0]
+        assert row["disposition"] == "completed" and row["agent"] and row["hangup_by"] == "caller"
+        assert d.status()["calls"]["media_paths"] == {"direct": 0, "anchored": 1}
+        assert "488" in d.events("call.media_anchored")[0]["reason"]
+        wait_slots_free(d, timeout=5)
+    finally:
+        agents.kill()
+        agents.wait()

@@ -70,13 +70,56 @@ BYE_DEAF = """<label id="deaf"/>
   <recv request="BYE" timeout="40000" ontimeout="end" next="deaf"/>"""
 
 
-def agent_scenario(folder: Path, copy_record_route: bool, answer_bye: bool = True) -> Path:
-    """tests/sipp/uas_agent.xml with its Record-Route and BYE behaviour filled in."""
+REINVITE_OK = """<send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:agent@[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=agent 53655765 2353687638 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 8 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=sendrecv
+
+    ]]>
+  </send>"""
+REINVITE_REFUSED = """<send>
+    <![CDATA[
+
+      SIP/2.0 488 Not Acceptable Here
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+
+
+def agent_scenario(folder: Path, copy_record_route: bool, answer_bye: bool = True,
+                   take_reinvite: bool = True) -> Path:
+    """tests/sipp/uas_agent.xml with its Record-Route, BYE and re-INVITE behaviour filled in."""
     text = (SCENARIOS / "uas_agent.xml").read_text()
     # an empty line would end the headers: drop the whole line when Record-Route is omitted
     text = re.sub(r"^[ \t]*\[record_route\][ \t]*\n", "      [last_Record-Route:]\n" if copy_record_route else "",
                   text, flags=re.M)
     text = text.replace("[bye_answer]", BYE_ANSWER if answer_bye else BYE_DEAF)
-    out = folder / f"uas_agent_rr{int(copy_record_route)}_bye{int(answer_bye)}.xml"
+    text = text.replace("[reinvite_answer]", REINVITE_OK if take_reinvite else REINVITE_REFUSED)
+    out = folder / f"uas_agent_rr{int(copy_record_route)}_bye{int(answer_bye)}_ri{int(take_reinvite)}.xml"
     out.write_text(text)
     return out
