@@ -149,8 +149,9 @@ def most_at_once(spans: list[tuple[float, float]]) -> int:
     return best
 
 
-def bench_config(tmp: Path, workers: int, rtp_ports: str, record: bool) -> dict[str, object]:
+def bench_config(tmp: Path, workers: int, rtp_ports: str, record: bool, direct: bool = True) -> dict[str, object]:
     cfg = base_config(tmp, PORTS, workers=workers)
+    cfg["sip"]["direct_media"] = direct  # type: ignore[index]
     prompts = tmp / "prompts"
     write_tone(prompts / "menu.wav", 500, PROMPT_S)
     write_tone(prompts / "hold.wav", 440, 3.0)
@@ -215,6 +216,8 @@ def main() -> int:
     ap.add_argument("--rtp-ports", default="46000-46799", help="the whole server's RTP port range")
     ap.add_argument("--limit", type=int, default=0, help="most callers up at once (SIPp -l; default: all)")
     ap.add_argument("--idle-seconds", type=float, default=10.0)
+    ap.add_argument("--media", choices=("direct", "anchored"), default="direct",
+                    help="direct: sip.direct_media on (bridged RTP flows caller<->agent); anchored: through the workers")
     args = ap.parse_args()
     call_s = DIGIT_S + 0.3 + args.talk + 1.0  # answer .. BYE, with setup
     workers = args.workers or math.ceil(args.rate * call_s / 2) + 4
@@ -222,11 +225,12 @@ def main() -> int:
     probe_rate = max(0.2, args.rate / 10)
 
     tmp = Path(tempfile.mkdtemp(prefix="ringmaster-bench-load-"))
-    d = Daemon(tmp, PORTS, bench_config(tmp, workers, args.rtp_ports, args.record))
+    d = Daemon(tmp, PORTS, bench_config(tmp, workers, args.rtp_ports, args.record, args.media == "direct"))
     figure("rate", args.rate, "calls/s")
     figure("seconds", args.seconds, "s")
     figure("talk_after_digit", args.talk, "s")
     figure("recording", "on" if args.record else "off")
+    figure("media", args.media)
     figure("agents_record_route", args.record_route)
     figure("workers", workers)
     figure("rtp_ports", args.rtp_ports)
@@ -262,6 +266,7 @@ def main() -> int:
         # --- the run
         text = (HERE / "sipp" / "uac_menu_caller.xml").read_text()
         for key, value in {"@@DIGIT_MS@@": str(int(DIGIT_S * 1000)), "@@TALK_REST_MS@@": str(int(args.talk * 1000) - 300),
+                           "@@AFTER_REINVITE_MS@@": str(max(1000, int(args.talk * 1000) - 1300)),
                            "@@SPEECH@@": str(PCAPS / "g711a.pcap"), "@@DTMF@@": str(PCAPS / "dtmf_2833_1.pcap")}.items():
             text = text.replace(key, value)
         caller_scen = work / "uac_menu_caller.xml"
@@ -341,6 +346,9 @@ def main() -> int:
         figure("log_no_free_call_leg", log.count("no free call leg"), "lines")
         figure("log_dial_waiting", log.count('"leg.dial_waiting"'), "lines")
         st = d.status() or {}
+        paths = st.get("calls", {}).get("media_paths", {})
+        figure("bridges_direct_media", paths.get("direct", "n/a"), "calls")
+        figure("bridges_media_taken_back", paths.get("anchored", "n/a"), "calls")
         used = [w["slots_used"] for w in st.get("workers", []) if "slots_used" in w]
         figure("slots_used_after_run", sum(used) if used else "n/a", "slots" if used else "")
     finally:

@@ -41,20 +41,20 @@ from ringmaster.worker.legs import (
     WorkerEndpoint,
 )
 
-POLL_MS = 10
-# A worker with nothing to do (no leg, no dial waiting, no recording to finish) does not poll:
-# it sleeps in pjsip's ioqueue until a SIP packet arrives, a pjsip timer falls due, or the
-# controller wakes it with a CRLF keep-alive datagram to its SIP port (RFC 5626 3.5.1; pjsip
-# drops it unparsed) sent after each command. The long timeout is only a backstop.
+# The worker does not poll: it sleeps in pjsip's ioqueue until a SIP or RTP packet arrives (the
+# media sockets are in that ioqueue too, see start), a pjsip timer falls due, the controller
+# wakes it with a CRLF keep-alive datagram to its SIP port after each command (RFC 5626 3.5.1;
+# pjsip drops it unparsed), a media clock thread wakes it the same way (a prompt's end), or the
+# next deadline of its own (digit timeouts, paced INFO digits, a dial waiting for a slot, a
+# recording's WAV header) is due. Polling every 10 ms with legs up, and every 1 ms for 0.2 s
+# after any message, cost a busy worker ~100-1000 loop turns/s whether or not anything
+# happened (docs/engine-findings.md, 39). These are backstops only.
 IDLE_POLL_MS = 5000
-# ... and after this long idle the conference bridge's clock (the null sound device's thread,
-# 50 ticks/s) stops too; the first leg starts it again before its media exists.
+BUSY_POLL_MS = 50
+POLL_MS = 10  # a recording's WAV header is looked for this often while it is finalised
+# after this long with no leg whose media is in this worker, the conference bridge's clock (the
+# null sound device's thread, 50 ticks/s) stops too; the next leg or re-anchor starts it again
 SOUND_OFF_AFTER = 10.0
-# After any message in or out, poll fast for a while: the controller's answer to an event
-# (answer an INVITE, play after a digit) is then picked up within ~1 ms instead of waiting
-# out a 10 ms poll; a quiet worker goes back to 10 ms and costs < 1 % CPU.
-FAST_POLL_MS = 1
-FAST_WINDOW = 0.2
 # SIP INFO digits leave one by one: the edge's parallel UDP processes can reorder requests
 # sent back to back, and a UAS answers an in-dialog request with a lower CSeq than one it
 # has already seen with 500 (RFC 3261 12.2.2): the digit is lost. Measured on the edge.
@@ -119,8 +119,8 @@ class MediaEngine:
         self.dial_retry_at = 0.0  # ... or after DIAL_RECHECK (a slot counted free not yet reusable)
         self.seq = 0
         self.running = True
-        self.fast_until = 0.0
-        self.busy_at = 0.0  # last loop turn with something to do
+        self.busy_at = 0.0  # last loop turn with media in this worker (or a dial waiting)
+        self.waker: socket.socket | None = None  # media threads wake the loop through it
         self.sound_on = False  # the null sound device (the conference bridge's clock) is open
         self.ep: pj.Endpoint | None = None
         self.account: WorkerAccount | None = None
@@ -188,6 +188,9 @@ class MediaEngine:
         rcfg.mediaConfig.useLoopMedTp = True
         self.refusing = RefusingAccount(self)
         self.refusing.create(rcfg)
+        self.waker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.waker.setblocking(False)
+        self.waker.bind((self.s.sip_host, 0))
         self.send(p.Ready(worker=self.s.name, pid=os.getpid(), sip_uri=acfg.idUri))
 
     def _media_ports(self, acfg: pj.AccountConfig) -> None:
@@ -205,21 +208,41 @@ class MediaEngine:
             self.ep.audDevManager().setNullDev()
             self.sound_on = True
 
-    def _busy(self) -> bool:
-        # (registrations need no polling: pjsip's refresh timers end the sleep themselves)
-        return bool(self.legs or self.pending_dials or self.answered or self.finalizing or self.refused) or native.call_count() > 0
+    def _next_deadline(self, now: float) -> float | None:
+        """The earliest moment the loop must act on its own (monotonic s), or None."""
+        due: list[float] = []
+        for leg in self.legs.values():
+            c = leg.collection
+            if c is not None and leg.prompt is None:
+                due.append(c.timer_from + (c.inter_digit_timeout if c.got_digit else c.first_timeout))
+            if leg.info_digits:
+                due.append(leg.info_next_at)
+        if self.pending_dials:
+            due.append(min(now + DIAL_RECHECK, max(self.dial_retry_at, now)))
+            due.extend(deadline for _, deadline in self.pending_dials)
+        if self.finalizing:
+            due.append(now + POLL_MS / 1000)
+        if self.refused:
+            due.append(self.refused_report_at)
+        return min(due) if due else None
 
     def _poll_ms(self) -> int:
+        # (registrations need no polling: pjsip's refresh timers end the sleep themselves)
         now = time.monotonic()
-        if now < self.fast_until:
-            return FAST_POLL_MS
-        if self._busy():
-            self.busy_at = now
-            return POLL_MS
-        if self.sound_on and now - self.busy_at > SOUND_OFF_AFTER and self.ep is not None:
+        if self.answered or not self.media_q.empty():
+            return 0
+        if self.inbuf:
+            return 1  # the rest of a command is on its way (a wake-up datagram came first)
+        if self.pending_dials or any(not leg.media_off or leg.reinvite_out for leg in self.legs.values()):
+            self.busy_at = now  # a leg has (or waits for) media in this worker: the clock runs
+        elif self.sound_on and now - self.busy_at > SOUND_OFF_AFTER and self.ep is not None:
             self.ep.audDevManager().setNoDev()
             self.sound_on = False
-        return IDLE_POLL_MS
+        backstop = BUSY_POLL_MS if self.legs or native.call_count() > 0 else IDLE_POLL_MS
+        due = self._next_deadline(now)
+        if due is None:
+            return backstop
+        return max(0, min(backstop, int((due - now) * 1000) + 1))
 
     def run(self) -> None:
         assert self.ep is not None
@@ -282,7 +305,6 @@ class MediaEngine:
     # ------------------------------------------------------------ output
 
     def send(self, msg: p.Message) -> None:
-        self.fast_until = time.monotonic() + FAST_WINDOW
         try:
             self.sock.sendall(p.encode(msg))
         except OSError:
@@ -297,7 +319,15 @@ class MediaEngine:
         self.send(p.CallState(leg=leg, state=state, code=code, reason=reason, remote_contact=remote_contact))
 
     def from_media_thread(self, item: tuple[str, Any]) -> None:
+        """Called on a media clock thread: queue `item` and end the main loop's sleep (a CRLF
+        datagram to our own SIP port, as the controller does)."""
         self.media_q.put(item)
+        waker = self.waker
+        if waker is not None:
+            try:
+                waker.sendto(b"\r\n\r\n", (self.s.sip_host, self.s.sip_port))
+            except OSError:
+                pass  # the item is queued; the loop's backstop picks it up
 
     # ------------------------------------------------------------ input
 
@@ -314,7 +344,6 @@ class MediaEngine:
                 self.running = False
                 return
             self.inbuf += chunk
-            self.fast_until = time.monotonic() + FAST_WINDOW
             while b"\n" in self.inbuf:
                 line, self.inbuf = self.inbuf.split(b"\n", 1)
                 if line.strip():
