@@ -273,3 +273,29 @@ async def test_text_starting_with_a_dash_is_spoken_not_taken_as_an_option(tmp_pa
     path = await speech.render("--help -w /tmp/x.wav", "en", "en")
     samples, _ = read_wav(path)
     assert rms(samples) > 1000 and not Path("/tmp/x.wav").exists() or np.any(samples)
+
+
+def test_check_refuses_a_language_no_one_supports_where_the_plan_sets_one(tmp_path: Path):
+    errs = _check(tmp_path, "languages: {supported: [en, da], fallback: en}\n"
+                            "flows:\n  f:\n    - set: {language: danish}\n    - set: {language: da-DK}\n"
+                            "    - set: {language: '${lang}'}\n    - hangup\n")
+    assert errs == ["plan.yaml:4:12: set: language 'danish' is not supported (languages.supported: en, da)"]
+
+
+def test_config_refuses_an_entry_point_language_or_a_spoken_announcement_missing_a_language(tmp_path: Path):
+    from ringmaster.config import load_config
+    from ringmaster.yamlsource import ConfigInvalid
+
+    prompts(tmp_path)
+    write_tone(tmp_path / "p" / "hold.wav", 440, 0.1)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({
+        "paths": {"prompts": "p"}, "languages": LANGS,
+        "queues": {"q": {"moh": "hold", "announce": {"say": {"position": {"en": "You are number ${position}."}}}}},
+        "flows": {"f": [{"queue": "q"}]},
+        "entry_points": [{"number": "1", "flow": "f", "variables": {"language": "de"}}]}, sort_keys=False))
+    with pytest.raises(ConfigInvalid) as exc:
+        load_config(path)
+    errs = [str(e).removeprefix(str(path)) for e in exc.value.errors]
+    assert errs == [":14:11: no text for language(s) da (languages.supported: en, da)",
+                    ":22:15: language 'de' is not supported (languages.supported: en, da)"], errs

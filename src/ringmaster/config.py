@@ -629,6 +629,26 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
             if client.username in cfg.agents or client.username == cfg.mqtt.client_id:
                 errors.append(src.error(("mqtt", "clients", i, "username"),
                                         f"MQTT client {client.username!r} has the name of an agent or of the controller"))
+    from ringmaster.flows.dialplan import languages_of
+
+    langs = cfg.languages
+    picker = languages_of(cfg)
+    if langs is not None and picker is not None:
+        for i, ep in enumerate(cfg.entry_points):
+            value = ep.variables.get("language")
+            if value is not None and not picker.supports(value):
+                errors.append(src.error(("entry_points", i, "variables", "language"),
+                                        f"language {value!r} is not supported (languages.supported: "
+                                        f"{', '.join(langs.supported)})"))
+        for qname, q in cfg.queues.items():
+            say = q.announce.say if q.announce is not None else None
+            for part in ("position", "wait"):
+                text = getattr(say, part) if say is not None else None
+                missing = [lang for lang in langs.supported if isinstance(text, dict) and lang not in text]
+                if missing:
+                    errors.append(src.error(("queues", qname, "announce", "say", part),
+                                            f"no text for language(s) {', '.join(missing)} "
+                                            f"(languages.supported: {', '.join(langs.supported)})"))
     for qname, q in cfg.queues.items():
         seen = set()
         for i, m in enumerate(q.members):

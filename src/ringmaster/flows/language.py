@@ -47,6 +47,11 @@ class Languages:
         return primary if primary in self.supported else self.fallback
 
 
+    def supports(self, value: str) -> bool:
+        """Is value served in a language of its own (not the fallback for want of one)?"""
+        return self.pick(value) != self.fallback or value.strip().lower().replace("_", "-").split("-", 1)[0] == self.fallback
+
+
 @dataclass(frozen=True)
 class PromptRef:
     """A prompt name as the plan wrote it, and the file it plays in each language.
