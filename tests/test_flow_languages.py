@@ -217,7 +217,7 @@ def test_check_and_simulate_on_the_command_line(tmp_path: Path):
     out = subprocess.run(cli + ["check", str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     out = subprocess.run(cli + ["simulate", "f", "--called", "4500", "-c", str(path)], capture_output=True, text=True)
-    assert "play welcome" in out.stdout and '"language": "da"' in out.stdout, out.stdout
+    assert "play da/welcome" in out.stdout and '"language": "da"' in out.stdout, out.stdout
 
 
 # ---------------------------------------------------------------- speech (real espeak-ng + sox)

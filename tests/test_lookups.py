@@ -325,3 +325,24 @@ def test_simulate_takes_canned_answers(tmp_path: Path):
     assert "no canned answer" in none.stdout and "play down" in none.stdout, none.stdout
     bad = subprocess.run(cli + ["--answer", "crn=timeout"], capture_output=True, text=True)
     assert bad.returncode == 2 and "endpoint of http_endpoints (crm)" in bad.stderr
+
+
+def test_branch_on_a_looked_up_variable_as_written_in_yaml(tmp_path: Path):
+    # `on:` is a YAML 1.1 boolean; as a key it must stay the word the plan wrote
+    d = tmp_path / "p"
+    d.mkdir()
+    for name in ("vip", "normal"):
+        write_tone(d / f"{name}.wav", 400, 0.05)
+    path = tmp_path / "c.yaml"
+    path.write_text("paths: {prompts: p}\nhttp_endpoints: {crm: {url: 'http://127.0.0.1:9/c'}}\n"
+                    "flows:\n  f:\n    - http: {endpoint: crm, map: {tier: tier}}\n"
+                    "    - branch: {on: tier, cases: [{exact: vip, then: vip}]}\n"
+                    "    - play: normal\n    - hangup\n    - id: vip\n      play: vip\n"
+                    "entry_points: [{number: '1', flow: f}]\n")
+    from ringmaster.config import load_config
+
+    p = DialPlan(load_config(path))
+    run = FlowRun(p, p.flows["f"])
+    run.start()
+    acts = run.feed(HttpAnswered("ok", 200, {"tier": "vip"}))
+    assert [Path(f).stem for f in acts[1].files] == ["vip"]

@@ -52,6 +52,15 @@ def collect(entry: str, c: CollectDigits) -> DigitsEntered:
     return DigitsEntered(entry, "inter_digit_timeout")
 
 
+def _shown(file: str, prompts_dir: Path) -> str:
+    """A prompt as the plan names it: relative to the prompts dir (da/welcome), no .wav."""
+    p = Path(file)
+    try:
+        return str(p.relative_to(prompts_dir).with_suffix(""))
+    except ValueError:
+        return p.stem
+
+
 def canned_answer(text: str) -> HttpAnswered:
     """An endpoint's answer from the command line: a JSON object (200), `timeout`, `error`
     (no connection) or an HTTP status such as 500. ValueError otherwise."""
@@ -91,6 +100,7 @@ def simulate(plan: DialPlan, flow: str, inputs: list[str], caller: str = "", cal
         raise KeyError(f"unknown flow {flow!r}; flows: {', '.join(sorted(plan.flows))}")
     when = at or datetime.now().astimezone()
     pending_answers = {k: list(v) for k, v in (answers or {}).items()}
+    prompts_dir = Path(plan.cfg.paths.prompts)
     run = FlowRun(plan, plan.flows[flow], variables={**(variables or {}), "caller": caller, "called": called},
                   clock=lambda: when, overrides=overrides or {})
     sim = Simulation()
@@ -110,7 +120,7 @@ def simulate(plan: DialPlan, flow: str, inputs: list[str], caller: str = "", cal
                 out.append(f"{where:<18} answer")
                 event = event or Answered()
             elif isinstance(a, PlayPrompts):
-                names = ", ".join(Path(f).stem for f in a.files)
+                names = ", ".join(_shown(f, prompts_dir) for f in a.files)
                 out.append(f"{where:<18} play {names}{' (barge-in)' if a.barge_in else ''}")
                 event = PromptsDone()
             elif isinstance(a, CollectDigits):

@@ -67,7 +67,6 @@ class SayNode(Node):
             run.note("say: nothing left to say")
             return NEXT
         voice = o.voice or tts.voice(language)
-        run.note(f"say [{language}] {said!r}")
         return Outcome([Speak(said, language, voice, barge_in=o.barge_in)])
 
     def on_event(self, run: FlowRun, event: FlowEvent) -> Outcome | None:
