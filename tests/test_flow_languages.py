@@ -300,3 +300,23 @@ def test_config_refuses_an_entry_point_language_or_a_spoken_announcement_missing
     errs = [str(e).removeprefix(str(path)) for e in exc.value.errors]
     assert errs == [":14:11: no text for language(s) da (languages.supported: en, da)",
                     ":22:15: language 'de' is not supported (languages.supported: en, da)"], errs
+
+
+def test_check_reports_a_voice_espeak_ng_does_not_have(tmp_path: Path):
+    prompts(tmp_path)
+    cfg = {"paths": {"prompts": "p"}, "languages": LANGS, "tts": {"voices": {"da": "dansk"}},
+           "flows": {"f": [{"say": {"text": {"en": "Hello", "da": "Hej"}}},
+                           {"say": {"text": "Hi", "voice": "en-us+f3"}}, "hangup"]},
+           "entry_points": [{"number": "1", "flow": "f"}]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cli = [sys.executable, "-m", "ringmaster.cli", "check", str(path)]
+    out = subprocess.run(cli, capture_output=True, text=True)
+    assert out.returncode == 1
+    assert (f"{path}: error: languages (da): espeak-ng has no voice 'dansk' for language 'da' (set tts.voices; "
+            "`espeak-ng --voices` lists them)") in out.stderr, out.stderr
+    assert "en-us" not in out.stderr  # en-us+f3: a voice and a variant, both known
+    cfg["tts"] = {"voices": {"da": "gmq/da"}}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = subprocess.run(cli, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

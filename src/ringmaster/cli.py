@@ -39,6 +39,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ringmaster.acd.config import routing_warnings
     for w in routing_warnings(cfg.queues, cfg.agents):
         print(f"{args.config}: warning: {w}", file=sys.stderr)
+    from ringmaster.tts import voice_problems
+
+    voices = voice_problems(cfg)
+    for problem in voices:
+        print(f"{args.config}: error: {problem}", file=sys.stderr)
     placeholders = cfg.placeholder_secrets()
     if placeholders:
         print(f"{args.config}: warning: {len(placeholders)} secret(s) still end in -change-me, replace them "
@@ -55,6 +60,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{args.config}: {where}: {'warning' if converted else 'error'}: {file}: {why}; {what}",
               file=sys.stderr)
     unplayable = sum(1 for b in bad if not b[3])
+    if voices:
+        print(f"{args.config}: {len(voices)} speech voice problem(s)", file=sys.stderr)
+        return 1
     if unplayable:
         print(f"{args.config}: {unplayable} prompt or hold-music file(s) cannot be played", file=sys.stderr)
         return 1

@@ -129,6 +129,10 @@ class Controller:
             log.warning("acd.queue_unstaffed", detail=w)
         if self.cfg.placeholder_secrets():
             log.warning("config.placeholder_secrets", places=self.cfg.placeholder_secrets())
+        from ringmaster.tts import voice_problems
+
+        for problem in voice_problems(self.cfg):  # the calls still run; what they say is left out
+            log.error("tts.voice_missing", detail=problem)
 
     async def stop(self) -> None:
         """Hang up every call, let the BYEs out, record the ends, stop workers then the edge."""

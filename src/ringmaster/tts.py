@@ -23,7 +23,7 @@ from pathlib import Path
 
 import structlog
 
-from ringmaster.config import TtsConfig
+from ringmaster.config import Config, TtsConfig
 from ringmaster.prompts import CHANNELS, RATE, SAMPLE_BYTES, probe
 
 log = structlog.get_logger("ringmaster.tts")
@@ -116,3 +116,64 @@ class Speech:
         if proc.returncode != 0:
             last = (err.decode(errors="replace").strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
             raise SpeechFailed(f"{argv[0]}: {last}")
+
+
+def engine_voices(command: str = "espeak-ng") -> set[str] | None:
+    """Every name espeak-ng accepts for -v (language codes, voice names, voice files), or None
+    when it cannot run. Variants (`en+f3`) are a voice plus `+variant`: check the voice part."""
+    import subprocess
+
+    try:
+        out = subprocess.run([command, "--voices"], capture_output=True, text=True, timeout=10,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    names: set[str] = set()
+    for line in out.stdout.splitlines()[1:]:
+        f = line.split()
+        if len(f) >= 5:  # Pty Language Age/Gender VoiceName File [Other Languages]
+            names |= {f[1], f[3], f[4], f[4].rsplit("/", 1)[-1]}
+    return names
+
+
+def spoken_voices(cfg: Config) -> list[tuple[str, str, str]]:
+    """(where, language, voice) of every voice the config's speech will use: each language
+    the plan serves when it has `say` steps or spoken announcements, and each step's own."""
+    from ringmaster.flows.dialplan import node_context, parse_flows
+
+    tts = cfg.tts
+    flows, _ = parse_flows(cfg.flows, node_context(cfg), None)
+    says = [(f"flows.{name}.{node.id}", node) for name, flow in flows.items() for node in flow.nodes
+            if node.kind == "say"]
+    announces = [q for q, spec in cfg.queues.items() if spec.announce is not None and spec.announce.say is not None]
+    if not says and not announces:
+        return []
+    langs = cfg.languages.supported if cfg.languages is not None else [tts.language]
+    out = [(f"languages ({lang})" if cfg.languages is not None else "tts.language", lang, tts.voice(lang))
+           for lang in langs]
+    for where, node in says:
+        o = node.options
+        if o.language is not None or o.voice is not None:
+            for lang in [o.language] if o.language is not None else langs:
+                out.append((where, lang, o.voice or tts.voice(lang)))
+    return out
+
+
+def voice_problems(cfg: Config) -> list[str]:
+    """What `check` and the daemon's start report: voices the engine does not have, or an
+    engine that cannot run, for a config whose plan speaks. Empty when all is well."""
+    wanted = spoken_voices(cfg)
+    if not wanted:
+        return []
+    known = engine_voices(cfg.tts.command)
+    if known is None:
+        return [f"tts: {cfg.tts.command} cannot run: `say` steps and spoken announcements will be silent "
+                "(install espeak-ng: scripts/setup)"]
+    out = []
+    for where, lang, voice in wanted:
+        if voice.split("+", 1)[0] not in known:
+            out.append(f"{where}: {cfg.tts.engine} has no voice {voice!r} for language {lang!r} "
+                       f"(set tts.voices; `{cfg.tts.command} --voices` lists them)")
+    return sorted(set(out))
