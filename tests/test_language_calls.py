@@ -148,3 +148,37 @@ async def test_danish_caller_hears_danish_prompts_and_a_danish_say_of_their_queu
     assert abs(speech_da[1] - wav_seconds(Path(said[("da", 2)]))) < 0.8, (speech_da, said)
     row = {r["caller"]: r for r in d.calls()}
     assert json.loads(row["4533334444"]["variables"])["language"] == "da"
+
+
+async def test_a_danish_number_announces_the_position_with_danish_recordings_and_fallback_digits(daemon_factory,
+                                                                                               tmp_path: Path):
+    from tests.helpers.audio import tone_sequence
+
+    d = daemon_factory(workers=1, start=False)
+    prompts = d.dir / "prompts"
+    (prompts / "da").mkdir(parents=True, exist_ok=True)
+    (prompts / "digits").mkdir(parents=True, exist_ok=True)
+    tones = {"hold": 440, "you_en": 1000, "you_da": 1200, "one": 1600, "inline_en": 1800, "inline_da": 1900}
+    write_tone(prompts / "hold.wav", tones["hold"], 3.0)
+    write_tone(prompts / "you-are-caller.wav", tones["you_en"], 0.4)
+    write_tone(prompts / "da" / "you-are-caller.wav", tones["you_da"], 0.4)
+    write_tone(prompts / "digits" / "1.wav", tones["one"], 0.4)  # no Danish recording: the fallback's
+    write_tone(prompts / "in-line.wav", tones["inline_en"], 0.4)
+    write_tone(prompts / "da" / "in-line.wav", tones["inline_da"], 0.4)
+    d.config["languages"] = {"supported": ["en", "da"], "fallback": "en"}
+    d.config["queues"] = {"support": {"moh": "hold", "announce": {"every": 5, "wait_time": False}}}
+    d.config["flows"] = {"main": [{"queue": "support"}]}
+    d.config["entry_points"] = [{"number": "4500", "flow": "main", "variables": {"language": "da"}}]
+    d.start()
+    phone = await Phone("4533334444", d.ports.caller(0), d.ports.base + 80).start()
+    try:
+        leg = await phone.call(f"sip:4500@{d.edge}")
+        phone.send(p.RecordStart(rec_id="r", legs=(leg,), path=str(tmp_path / "heard.wav")))
+        await asyncio.sleep(7.0)
+        phone.send(p.RecordStop(rec_id="r"))
+        await phone.wait(p.RecordingDone)
+        await phone.hangup(leg)
+    finally:
+        await phone.stop()
+    heard = [n for n, _ in tone_sequence(read_wav(tmp_path / "heard.wav")[0], tones)]
+    assert heard == ["hold", "you_da", "one", "inline_da", "hold"], heard

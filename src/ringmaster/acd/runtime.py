@@ -370,19 +370,24 @@ class AcdRuntime:
             return
         run = q.session.run
         language = run.language if run is not None else ""
+        # the call's plan (a reload may have changed languages and voices since the start)
+        plan_cfg = run.plan.cfg if run is not None else self.cfg
         if spec.say is not None:
-            self._say(q, a, spec.say, language or self.cfg.tts.language, spec.position, spec.wait_time)
+            self._say(q, a, spec.say, language or plan_cfg.tts.language, spec.position, spec.wait_time,
+                      plan_cfg.tts.voice(language or plan_cfg.tts.language))
             return
+        fallback = plan_cfg.languages.fallback if plan_cfg.languages is not None else ""
         files: list[str] = []
         if spec.position:
-            files += self._prompts(["you-are-caller", *self._number(a.position), "in-line"], language)
+            files += self._prompts(["you-are-caller", *self._number(a.position), "in-line"], language, fallback)
         if spec.wait_time and a.wait_seconds is not None:
             minutes = max(1, round(a.wait_seconds / 60))
-            files += self._prompts(["estimated-wait", *self._number(minutes), "minutes"], language)
+            files += self._prompts(["estimated-wait", *self._number(minutes), "minutes"], language, fallback)
         if files:
             q.session.queue_announce(tuple(files))
 
-    def _say(self, q: Queued, a: Announce, say: AnnounceSay, language: str, position: bool, wait: bool) -> None:
+    def _say(self, q: Queued, a: Announce, say: AnnounceSay, language: str, position: bool, wait: bool,
+             voice: str) -> None:
         """Render the spoken announcement (TTS, cached) and play it if the caller still waits."""
         from ringmaster.flows.spoken import pick_text, render
 
@@ -398,7 +403,6 @@ class AcdRuntime:
         speech = self.speech
         if not text or speech is None:
             return
-        voice = self.cfg.tts.voice(language)
 
         async def speak() -> None:
             try:
@@ -422,13 +426,11 @@ class AcdRuntime:
 
         return moh_files(self.cfg, queue)  # made playable (converted or left out) when played
 
-    def _prompts(self, names: list[str], language: str = "") -> list[str]:
+    def _prompts(self, names: list[str], language: str = "", fallback: str = "") -> list[str]:
         """The announcement's files that exist, each in the call's language's folder if it is
         there, else the fallback language's, else the prompts dir itself."""
         base = Path(self.cfg.paths.prompts)
-        dirs = [base / language] if language else []
-        if self.cfg.languages is not None:
-            dirs.append(base / self.cfg.languages.fallback)
+        dirs = [base / lang for lang in dict.fromkeys((language, fallback)) if lang]
         dirs.append(base)
         out = []
         for n in names:
