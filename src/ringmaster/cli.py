@@ -39,6 +39,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ringmaster.acd.config import routing_warnings
     for w in routing_warnings(cfg.queues, cfg.agents):
         print(f"{args.config}: warning: {w}", file=sys.stderr)
+    from ringmaster.tts import voice_problems
+
+    voices = voice_problems(cfg)
+    for problem in voices:
+        print(f"{args.config}: error: {problem}", file=sys.stderr)
     placeholders = cfg.placeholder_secrets()
     if placeholders:
         print(f"{args.config}: warning: {len(placeholders)} secret(s) still end in -change-me, replace them "
@@ -55,6 +60,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{args.config}: {where}: {'warning' if converted else 'error'}: {file}: {why}; {what}",
               file=sys.stderr)
     unplayable = sum(1 for b in bad if not b[3])
+    if voices:
+        print(f"{args.config}: {len(voices)} speech voice problem(s)", file=sys.stderr)
+        return 1
     if unplayable:
         print(f"{args.config}: {unplayable} prompt or hold-music file(s) cannot be played", file=sys.stderr)
         return 1
@@ -285,9 +293,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         at = at.astimezone()  # a local wall-clock time: the machine's zone
     inputs = args.digits.split(",") if args.digits else []
     overrides = dict(o.split("=", 1) for o in args.override or [])
+    from ringmaster.flows.actions import HttpAnswered
+    from ringmaster.flows.simulate import canned_answer
+
+    answers: dict[str, list[HttpAnswered]] = {}
+    variables: dict[str, str] = {}
+    if args.called:
+        route = plan.route(args.called)
+        if route.flow is not None and route.flow.name == args.flow:
+            variables.update(route.variables)
+    try:
+        for item in args.answer or []:
+            name, sep, text = item.partition("=")
+            if not sep or name not in plan.cfg.http_endpoints:
+                raise ValueError(f"--answer {item!r}: expected ENDPOINT=ANSWER with an endpoint of http_endpoints "
+                                 f"({', '.join(sorted(plan.cfg.http_endpoints)) or 'none defined'})")
+            answers.setdefault(name, []).append(canned_answer(text))
+        for item in args.set or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise ValueError(f"--set {item!r}: expected NAME=VALUE")
+            variables[name] = value
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     try:
         sim = simulate(plan, args.flow, inputs, caller=args.caller, called=args.called, at=at,
-                       overrides=overrides, transfer_result=args.transfer)
+                       overrides=overrides, transfer_result=args.transfer, answers=answers, variables=variables)
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
@@ -520,6 +552,12 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--at", default="", help="time of the call, ISO 8601 (default now)")
             sp.add_argument("--override", action="append", help="schedule=open|closed (repeatable)")
             sp.add_argument("--transfer", default="completed", help="result of transfers (completed, busy, no_answer)")
+            sp.add_argument("--answer", action="append", metavar="ENDPOINT=ANSWER",
+                            help="canned answer of an http endpoint: a JSON object, timeout, error or a status "
+                                 "such as 500 (repeatable; used in turn)")
+            sp.add_argument("--set", action="append", metavar="NAME=VALUE",
+                            help="a variable the call starts with, e.g. language=da (repeatable; the entry "
+                                 "point's variables apply when --called routes to the flow)")
         if name == "stats":
             sp.add_argument("--since", help="ISO time, or an age: 15m, 2h, 7d (default 24h)")
             sp.add_argument("--until", help="ISO time, or an age (default now)")

@@ -22,6 +22,7 @@ from ringmaster.edge.events import EdgeEvents
 from ringmaster.edge.loadcheck import LoadReconciler
 from ringmaster.flows import DialPlan
 from ringmaster.flows.interpreter import FlowRun
+from ringmaster.lookups import LookupClient
 from ringmaster.mqtt.broker import EmbeddedBroker
 from ringmaster.mqtt.link import MqttLink
 from ringmaster.pool import WorkerPool, registration_agent_spec, worker_specs
@@ -29,6 +30,7 @@ from ringmaster.poolplan import PoolPlan, Retire, Spawn, WorkerView
 from ringmaster.registrations import RegistrationState
 from ringmaster.store import Store
 from ringmaster.tasks import TaskRouter
+from ringmaster.tts import Speech
 from ringmaster.workerproc import WorkerProcess
 
 log = structlog.get_logger("ringmaster.controller")
@@ -60,7 +62,12 @@ class Controller:
             r.name: RegistrationState(r, contact=f"sip:{r.username}@{cfg.sip.host}:{cfg.sip.port}")
             for r in cfg.sip.registrations}
         self.changed = asyncio.Event()  # set on every ACD change: the wallboard pushes at once
+        # `say` steps and spoken announcements; `http` steps' lookups
+        self.speech = Speech(cfg.tts, cfg.tts.cache or Path(cfg.paths.runtime) / "tts")
+        self.lookups = LookupClient()
         self.acd = AcdRuntime(cfg, self.store, on_change=self.changed.set) if cfg.queues else None
+        if self.acd is not None:
+            self.acd.speech = self.speech
         self.broker = EmbeddedBroker(cfg) if cfg.mqtt is not None and cfg.mqtt.embedded else None
         self.mqtt: MqttLink | None = None
         if cfg.mqtt is not None and self.acd is not None:
@@ -122,6 +129,10 @@ class Controller:
             log.warning("acd.queue_unstaffed", detail=w)
         if self.cfg.placeholder_secrets():
             log.warning("config.placeholder_secrets", places=self.cfg.placeholder_secrets())
+        from ringmaster.tts import voice_problems
+
+        for problem in voice_problems(self.cfg):  # the calls still run; what they say is left out
+            log.error("tts.voice_missing", detail=problem)
 
     async def stop(self) -> None:
         """Hang up every call, let the BYEs out, record the ends, stop workers then the edge."""
@@ -151,6 +162,7 @@ class Controller:
             await self.router.stop()
         if self.broker is not None:
             await self.broker.stop()
+        await self.lookups.close()
         await self.store.close()
         bad = [c for c in codes if c != 0]
         if bad:
@@ -264,6 +276,7 @@ class Controller:
                               recordings_dir=self.cfg.paths.recordings, direct_media=self.cfg.sip.direct_media)
         session.bind_leg = lambda leg: self.sessions.__setitem__((worker, leg), session)
         session.acd = self.acd
+        session.speech, session.lookups = self.speech, self.lookups
         self.sessions[(worker, msg.leg)] = session
         self.calls_total += 1
         self.store.call_arrived(session.call_id, msg.sip_call_id, caller, called, msg.request_uri,
@@ -274,7 +287,7 @@ class Controller:
             session.reject(route.reject, "no_route")
             return
         self.store.call_flow(session.call_id, route.flow.name)
-        session.run = FlowRun(self.dialplan, route.flow, variables={"caller": caller, "called": called},
+        session.run = FlowRun(self.dialplan, route.flow, variables={**dict(route.variables), "caller": caller, "called": called},
                               overrides=self.schedule_overrides)
         session.start()
 
@@ -478,7 +491,9 @@ class Controller:
             return {"reloaded": False, "errors": [msg]}
         self.dialplan = plan
         self.cfg = self.cfg.model_copy(update={k: getattr(cfg, k) for k in
-                                               ("flows", "entry_points", "unknown_number", "schedules", "logging")})
+                                               ("flows", "entry_points", "unknown_number", "schedules", "logging",
+                                                "languages", "tts", "http_endpoints")})
+        self.speech.cfg = cfg.tts  # the cache keeps its directory until a restart
         # the new plan's prompts are converted in a thread, not on the event loop
         try:
             asyncio.get_running_loop().run_in_executor(None, prompts.prewarm, self.cfg)

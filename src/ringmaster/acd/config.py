@@ -112,10 +112,33 @@ class AutoPause(_Strict):
     reason: str = "no-answer"
 
 
+class AnnounceSay(_Strict):
+    """Spoken (TTS) announcements instead of the recorded prompts: a template, or language ->
+    template, with ${position} and ${wait} (seconds; ${wait:minutes} says "3 minutes") and the
+    call's variables (ringmaster.flows.spoken)."""
+
+    position: str | dict[str, str] | None = None
+    wait: str | dict[str, str] | None = None
+
+    @field_validator("position", "wait")
+    @classmethod
+    def _texts(cls, v: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        from ringmaster.flows.spoken import check_texts
+
+        if v is not None:
+            check_texts(v)
+        return v
+
+
 class Announce(_Strict):
+    """Position and estimated wait, every `every` seconds while the caller waits: recorded
+    prompts (you-are-caller, digits/N, in-line, estimated-wait, minutes, in the call's
+    language's folder when there is one), or `say` texts spoken by TTS."""
+
     every: float = Field(default=30.0, ge=5, le=600, description="seconds between announcements")
     position: bool = True
     wait_time: bool = True
+    say: AnnounceSay | None = None
 
 
 class Recording(_Strict):

@@ -22,17 +22,21 @@ from ringmaster.flows.actions import (
     HangUp,
     PlayPrompts,
     RecordMessage,
+    Speak,
 )
+from ringmaster.flows.language import LANGUAGE_VAR
 from ringmaster.schedules import evaluate
 
 if TYPE_CHECKING:
     from ringmaster.flows.dialplan import DialPlan, Flow
+    from ringmaster.flows.language import PromptRef
     from ringmaster.flows.nodes.base import Node, Outcome
 
 # A walk that makes this many jumps without waiting for anything is a loop that slipped past
 # `check` (it rejects loops without input): end the call rather than spin the controller.
 MAX_HOPS = 256
-_MEDIA = (PlayPrompts, CollectDigits, Connect, RecordMessage, EnqueueCall)
+# an http lookup is not media: it runs before the answer (the caller hears ringing meanwhile)
+_MEDIA = (PlayPrompts, Speak, CollectDigits, Connect, RecordMessage, EnqueueCall)
 
 
 def _utcnow() -> datetime:
@@ -68,6 +72,18 @@ class FlowRun:
 
     def note(self, text: str) -> None:
         self.trace.append(f"{self.flow.name}:{self.node.id} {text}")
+
+    @property
+    def language(self) -> str:
+        """The language this call is served in: its `language` variable if the plan supports
+        it (or its primary subtag), else the plan's fallback; "" when the plan has no languages."""
+        langs = self.plan.languages
+        return langs.pick(self.variables.get(LANGUAGE_VAR)) if langs is not None else ""
+
+    def files(self, prompts: tuple[PromptRef, ...]) -> tuple[str, ...]:
+        """The files of these prompts in the call's language (found at load: no disk access)."""
+        lang = self.language
+        return tuple(str(p.file(lang)) for p in prompts)
 
     def schedule_open(self, name: str) -> tuple[bool, str]:
         return evaluate(self.plan.schedules[name], self.clock(), self.overrides.get(name))

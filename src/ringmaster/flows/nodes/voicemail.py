@@ -6,12 +6,12 @@ recordings/voicemail/BOX/ with a row in the `voicemails` table (caller, box, len
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
 from ringmaster.flows.actions import FlowEvent, MessageRecorded, PlayPrompts, PromptsDone, RecordMessage
+from ringmaster.flows.language import PromptRef
 from ringmaster.flows.nodes.base import NEXT, Node, NodeContext, NodeOptions, Outcome
 from ringmaster.flows.nodes.play import prompt_list
 
@@ -34,11 +34,11 @@ class VoicemailNode(Node):
 
     def __init__(self, options: VoicemailOptions, ctx: NodeContext, node_id: str = ""):
         super().__init__(options, ctx, node_id)
-        self.greeting = tuple(str(ctx.prompt_path(p)) for p in options.greeting)
+        self.greeting = ctx.prompts(options.greeting)
 
     @classmethod
-    def file_refs(cls, options: Any, ctx: NodeContext) -> list[tuple[tuple[str | int, ...], Path]]:
-        return [(("greeting", i), ctx.prompt_path(n)) for i, n in enumerate(options.greeting)]
+    def file_refs(cls, options: Any, ctx: NodeContext) -> list[tuple[tuple[str | int, ...], PromptRef]]:
+        return [(("greeting", i), ctx.prompt(n)) for i, n in enumerate(options.greeting)]
 
     def _record(self) -> Outcome:
         return Outcome([RecordMessage(self.options.box, self.options.max_seconds)])
@@ -46,7 +46,7 @@ class VoicemailNode(Node):
     def enter(self, run: FlowRun) -> Outcome:
         run.fresh_state(self)["recording"] = not self.greeting
         if self.greeting:
-            return Outcome([PlayPrompts(self.greeting, barge_in=False)])
+            return Outcome([PlayPrompts(run.files(self.greeting), barge_in=False)])
         return self._record()
 
     def on_event(self, run: FlowRun, event: FlowEvent) -> Outcome | None:
