@@ -11,11 +11,21 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ringmaster.acd.config import CHANNELS, AgentConfig, PresenceProfile, QueueConfig
 
-__all__ = ["CHANNELS", "AgentState", "QueuedTask", "QueuedCall", "QueueState"]
+__all__ = ["CHANNELS", "AgentAction", "AgentState", "QueuedTask", "QueueState"]
+
+
+class AgentAction(StrEnum):
+    """What an operator (CLI, API) or the agent's desk (MQTT) may do to an agent's presence."""
+
+    LOGIN = "login"
+    LOGOUT = "logout"
+    PAUSE = "pause"      # with a reason (lunch, training, ...)
+    UNPAUSE = "unpause"
 
 
 @dataclass(eq=False)  # identity: agents and tasks are compared by who they are
@@ -133,9 +143,6 @@ class QueuedTask:
 
     def sort_key(self) -> tuple[int, float, int]:
         return (-self.priority, self.due if self.due is not None else self.enqueued_at, self.seq)
-
-
-QueuedCall = QueuedTask
 
 
 @dataclass
