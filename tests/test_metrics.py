@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,7 +19,7 @@ from ringmaster.api import ROUTES, Api, openapi_document
 from ringmaster.config import HttpConfig
 from ringmaster.metrics import Metrics
 from ringmaster.reports import CallFilter, TaskFilter
-from ringmaster.store import Store
+from ringmaster.store import MIGRATIONS, Store
 
 ODD = 'sa"les\\east\nfloor'  # a queue name a YAML key can hold: quote, backslash, newline
 
@@ -70,22 +71,52 @@ def test_metrics_are_the_live_state_with_labels_escaped():
 
 
 def test_the_call_logs_totals_are_counted_once_per_call_and_survive_a_restart(tmp_path: Path):
+    db = tmp_path / "calls.db"
+    old = sqlite3.connect(db)  # a store of the schema before call_totals, with a call log already
+    for sql in MIGRATIONS[:6]:
+        old.executescript(sql)
+    old.executemany("INSERT INTO calls (call_id, sip_call_id, caller, called, request_uri, worker, arrived_at,"
+                    " disposition) VALUES (?, 's', '1', '500', 'sip:500@x', 'w1', 1.0, ?)",
+                    [("old1", "completed"), ("old2", "rejected"), ("old3", "in_progress")])
+    old.execute("PRAGMA user_version=6")
+    old.commit()
+    old.close()
+
+    def table() -> dict[str, int]:
+        con = sqlite3.connect(db)
+        try:
+            return dict(con.execute("SELECT disposition, calls FROM call_totals").fetchall())
+        finally:
+            con.close()
+
+    def counted() -> dict[str, int]:
+        con = sqlite3.connect(db)
+        try:
+            return dict(con.execute("SELECT disposition, COUNT(*) FROM calls WHERE disposition != 'in_progress'"
+                                    " GROUP BY disposition").fetchall())
+        finally:
+            con.close()
+
     async def run() -> None:
-        store = Store(tmp_path / "calls.db")
+        store = Store(db)
         await store.open()
+        assert store.ended_calls == {"completed": 1, "rejected": 1}  # counted once, at the upgrade
+        assert await store.close_orphans(2.0) == 1  # old3, left open by a "crash"
         for i, disp in enumerate(["completed", "completed", "abandoned"]):
             store.call_arrived(f"c{i}", f"s{i}", "1", "500", "sip:500@x", "w1", 100.0 + i)
             store.call_ended(f"c{i}", 200.0 + i, disp, "caller_hangup", 200, "caller", [], {})
         store.call_ended("c0", 300.0, "failed", "again", 0, "ringmaster", [], {})  # a second end: not a call
         store.call_arrived("c9", "s9", "1", "500", "sip:500@x", "w1", 400.0)  # still in progress
-        assert store.ended_calls == {"completed": 2, "abandoned": 1}
+        want = {"completed": 3, "abandoned": 1, "rejected": 1, "failed": 1}
+        assert store.ended_calls == want
         await store.close()
-        again = Store(tmp_path / "calls.db")
+        assert table() == counted() == want
+        again = Store(db)
         await again.open()
-        assert again.ended_calls == {"completed": 2, "abandoned": 1}
+        assert again.ended_calls == want
         assert await again.close_orphans(500.0) == 1  # c9, left open by a "crash"
-        assert again.ended_calls == {"completed": 2, "abandoned": 1, "failed": 1}
         await again.close()
+        assert again.ended_calls == table() == counted() == {**want, "failed": 2}
 
     asyncio.run(run())
 

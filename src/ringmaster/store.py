@@ -191,6 +191,29 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (task_id, agent)
     );
     """,
+    """
+    -- the call log's calls by how they ended, kept by SQLite itself as calls end (whoever writes
+    -- the end: the writer, a spill replay, the orphan closing at start), so /metrics and a start
+    -- read five rows, never the calls table (counted once here, at the upgrade)
+    CREATE TABLE call_totals (
+        disposition  TEXT PRIMARY KEY,
+        calls        INTEGER NOT NULL
+    );
+    INSERT INTO call_totals (disposition, calls)
+        SELECT disposition, COUNT(*) FROM calls WHERE disposition != 'in_progress' GROUP BY disposition;
+    CREATE TRIGGER call_totals_ended AFTER UPDATE OF disposition ON calls
+        WHEN old.disposition = 'in_progress' AND new.disposition != 'in_progress'
+    BEGIN
+        INSERT INTO call_totals (disposition, calls) VALUES (new.disposition, 1)
+            ON CONFLICT(disposition) DO UPDATE SET calls = calls + 1;
+    END;
+    CREATE TRIGGER call_totals_stored_ended AFTER INSERT ON calls
+        WHEN new.disposition != 'in_progress'
+    BEGIN
+        INSERT INTO call_totals (disposition, calls) VALUES (new.disposition, 1)
+            ON CONFLICT(disposition) DO UPDATE SET calls = calls + 1;
+    END;
+    """,
 ]
 
 DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
@@ -271,7 +294,7 @@ class Store:
         self._run_id: int | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.previous_alive_at: float | None = None  # the last heartbeat of a run that did not stop
-        # the call log's calls by disposition, kept as calls end (seeded by one count at open), so
+        # the call log's calls by disposition, kept as calls end (read from call_totals at open), so
         # /metrics never counts the table; calls that arrived in this run and have not ended yet
         self.ended_calls: Counter[str] = Counter()
         self._open_calls: set[str] = set()
@@ -294,8 +317,7 @@ class Store:
             else:
                 self._drop_spill()
         assert self.db is not None
-        async with self.db.execute("SELECT disposition, COUNT(*) FROM calls WHERE disposition != 'in_progress'"
-                                   " GROUP BY disposition") as cur:
+        async with self.db.execute("SELECT disposition, calls FROM call_totals") as cur:
             self.ended_calls = Counter({str(r[0]): int(r[1]) for r in await cur.fetchall()})
         await self._begin_run()
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
