@@ -115,13 +115,6 @@ class Bridge(Message):
     leg_b: str
 
 
-@message("unbridge")
-@dataclass(frozen=True)
-class Unbridge(Message):
-    leg_a: str
-    leg_b: str
-
-
 @message("record_start")
 @dataclass(frozen=True)
 class RecordStart(Message):
@@ -390,7 +383,7 @@ def decode(line: bytes | str) -> Message:
 
 
 COMMANDS: tuple[type[Message], ...] = (
-    Answer, Reject, Play, StopPlay, CollectDigits, Dial, Bridge, Unbridge, RecordStart,
+    Answer, Reject, Play, StopPlay, CollectDigits, Dial, Bridge, RecordStart,
     RecordPause, RecordResume, RecordStop, Hangup, SendDtmf, Refer, Register, Unregister, Shutdown,
 )
 EVENTS: tuple[type[Message], ...] = (
