@@ -143,6 +143,7 @@ class Api:
         self.params = {(r.method, r.path): r.params for r in ROUTES}
 
     async def start(self) -> None:
+        """Open the reader on the store and listen on the configured address (OSError if it cannot)."""
         self.reader = ReportReader(self.controller.store.path)
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
@@ -150,6 +151,7 @@ class Api:
         log.info("api.listening", listen=self.cfg.listen)
 
     async def stop(self) -> None:
+        """Stop listening (open event streams end) and close the reader."""
         if self.runner is not None:
             await self.runner.cleanup()
         if self.reader is not None:

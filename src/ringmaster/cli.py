@@ -246,7 +246,10 @@ def _command(args: argparse.Namespace, command: str, show: Callable[[dict[str, A
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    action = "login" if args.login else "logout" if args.logout else "pause" if args.pause is not None else "unpause"
+    from ringmaster.acd.model import AgentAction
+
+    action = (AgentAction.LOGIN if args.login else AgentAction.LOGOUT if args.logout
+              else AgentAction.PAUSE if args.pause is not None else AgentAction.UNPAUSE)
     return _command(args, "agent", lambda r: f"agent {r['agent']}: {r['state']}",
                     agent=args.agent, action=action, reason=args.pause or "")
 

@@ -75,6 +75,7 @@ class LiveAgent:
 
     @classmethod
     def of(cls, a: AgentState, now: float) -> LiveAgent:
+        """The agent's view at `now` (epoch seconds)."""
         return cls(a.id, a.status(now), a.logged_in, a.paused, a.registered,
                    {ch: LiveChannel(channel_state(a, ch, now), a.capacity(ch),
                                     tuple(sorted(t for t, c in a.holding.items() if c == ch)),
@@ -97,6 +98,7 @@ class LiveTask:
 
     @classmethod
     def of(cls, t: QueuedTask) -> LiveTask:
+        """The task's view."""
         return cls(t.id, t.queue, t.channel, t.enqueued_at, t.agent, t.unroutable)
 
 
@@ -113,6 +115,7 @@ class LiveQueue:
     abandoned: int
 
     def waiting_on(self, channel: str) -> list[LiveTask]:
+        """The tasks of `channel` waiting in the queue (ringing ones too), in service order."""
         return [t for t in self.waiting if t.channel == channel]
 
     def longest_wait(self, channel: str, now: float) -> float:
@@ -133,6 +136,7 @@ class LiveQueue:
 
     @classmethod
     def of(cls, q: QueueState) -> LiveQueue:
+        """The queue's view."""
         return cls(q.name, tuple(m.agent for m in q.spec.members), q.spec.service_level,
                    tuple(LiveTask.of(t) for t in q.waiting), q.answered, q.abandoned)
 

@@ -43,6 +43,7 @@ class LiveCollector(Collector):
         self.source = source
 
     def collect(self) -> Iterator[Metric]:
+        """One LiveState, as metric families (called by prometheus_client at each scrape)."""
         s = self.source()
         now = s.at
         calls = _counter("ringmaster_calls_total", "Calls in the call log by how they ended", ["disposition"])
@@ -147,5 +148,6 @@ class Metrics:
         ProcessCollector(registry=self.registry)
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition of every metric now: (body, Content-Type). accept: the scraper's Accept header."""
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type

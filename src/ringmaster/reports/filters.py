@@ -202,6 +202,7 @@ class TaskFilter:
         return f
 
     def where(self) -> tuple[str, list[Any]]:
+        """The SQL WHERE clause (with its leading " WHERE ", or "") and its parameters."""
         return where([("created_at", self.since, ">="), ("created_at", self.until, "<"),
                       ("queue", self.queue, "="), ("agent", self.agent, "="),
                       ("channel", self.channel, "="), ("state", self.state, "=")])
@@ -216,6 +217,7 @@ class EventFilter:
     queue: str | None = None
 
     def where(self) -> tuple[str, list[Any]]:
+        """The SQL WHERE clause (with its leading " WHERE ", or "") and its parameters."""
         return where([("at", self.since, ">="), ("at", self.until, "<"), ("queue", self.queue, "=")])
 
 

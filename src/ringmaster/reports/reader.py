@@ -35,6 +35,7 @@ class ReportReader:
         self._con: sqlite3.Connection | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(connection, *args) in the reader thread; its result, or StoreUnreadable."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, fn, args)
 
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
