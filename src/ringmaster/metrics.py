@@ -21,9 +21,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from ringmaster.acd.config import CHANNELS
 from ringmaster.live import ChannelState, LiveState
-from ringmaster.store import DISPOSITIONS
+from ringmaster.store import Disposition
 
-ENDED = tuple(d for d in DISPOSITIONS if d != "in_progress")
+ENDED = tuple(d.value for d in Disposition if d != Disposition.IN_PROGRESS)
 TASK_CHANNELS = tuple(ch for ch in CHANNELS if ch != "voice")
 
 

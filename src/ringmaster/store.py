@@ -28,6 +28,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +217,17 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
+class Disposition(StrEnum):
+    """How a call ended, as the calls table stores it (a StrEnum: members equal their strings)."""
+
+    IN_PROGRESS = "in_progress"  # not ended yet
+    COMPLETED = "completed"      # served (by the IVR or an agent) and hung up
+    REJECTED = "rejected"        # refused before answer (no route, a flow that hangs up unanswered)
+    ABANDONED = "abandoned"      # the caller left a queue unserved
+    FAILED = "failed"            # ended by a fault: a worker died, a shutdown, a crash
+
+
+DISPOSITIONS: tuple[str, ...] = tuple(Disposition)
 
 
 RETRY_SECONDS = 1.0  # while the store fails, the pending writes are retried this often
