@@ -137,7 +137,8 @@ class Api:
         self._today_cache: tuple[float, dict[str, st.QueueStats]] = (0.0, {})
         self.metrics_registry = Metrics(lambda: self.controller.live_state())
         app = web.Application(middlewares=[self._auth], client_max_size=BODY_MAX)
-        app.add_routes([web.route(r.method, r.path, getattr(self, r.handler)) for r in ROUTES])
+        app.add_routes([web.get(r.path, getattr(self, r.handler)) if r.method == "GET"  # HEAD too, as before
+                        else web.route(r.method, r.path, getattr(self, r.handler)) for r in ROUTES])
         self.app = app
         self.needs = {(r.method, r.path): r.role for r in ROUTES}
         self.params = {(r.method, r.path): r.params for r in ROUTES}
@@ -163,7 +164,8 @@ class Api:
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
         route = resource.canonical if resource else ""
-        needed = self.needs.get((request.method, route), "operator")
+        method = "GET" if request.method == "HEAD" else request.method  # a HEAD needs what its GET needs
+        needed = self.needs.get((method, route), "operator")
         if needed is None:
             return await handler(request)
         header = request.headers.get("Authorization", "")
