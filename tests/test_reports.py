@@ -1,7 +1,7 @@
 """The reports module on call logs written by the real Store: today's figures kept by reading
 only the new rows equal the figures computed from the whole day, whatever the interleaving of
 reads and writes; the CLI and the API's filter give the same calls; a caller ID with LIKE's
-wildcards matches only itself."""
+wildcards matches only itself; `calls --follow` prints a call once, when it ends."""
 
 from __future__ import annotations
 
@@ -148,3 +148,30 @@ def test_the_cli_refuses_a_bad_time_with_the_reason(calllog: Path):
     out = subprocess.run([*CLI, "calls", "-c", str(calllog / "rm.yaml"), "--since", "yesterday"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "expected an ISO time" in out.stderr
+
+
+def test_follow_prints_each_call_once_when_it_ends_not_before(calllog: Path):
+    proc = subprocess.Popen([*CLI, "calls", "-c", str(calllog / "rm.yaml"), "--follow", "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # it has read where the log ends: older calls are not printed again
+
+        async def write(end: bool) -> None:
+            store = Store(calllog / "calls.db")
+            await store.open()
+            if not end:
+                store.call_arrived("new1", "sip-new1", "4599", "500", "sip:500@x", "w1", time.time())
+            else:
+                store.call_ended("new1", time.time(), "completed", "caller_hangup", 200, "caller", [], {})
+            await store.close()
+
+        asyncio.run(write(end=False))
+        time.sleep(1.5)  # in progress: not printed yet
+        asyncio.run(write(end=True))
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert json.loads(line)["call_id"] == "new1" and json.loads(line)["disposition"] == "completed"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert "new1" not in out  # once
