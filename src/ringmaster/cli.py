@@ -254,7 +254,10 @@ def _command(args: argparse.Namespace, command: str, show: Callable[[dict[str, A
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    action = "login" if args.login else "logout" if args.logout else "pause" if args.pause is not None else "unpause"
+    from ringmaster.acd.model import AgentAction
+
+    action = (AgentAction.LOGIN if args.login else AgentAction.LOGOUT if args.logout
+              else AgentAction.PAUSE if args.pause is not None else AgentAction.UNPAUSE)
     return _command(args, "agent", lambda r: f"agent {r['agent']}: {r['state']}",
                     agent=args.agent, action=action, reason=args.pause or "")
 
@@ -358,52 +361,60 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calllog(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from ringmaster import calllog
+def _reports(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """(config, read-only connection to its store), or (None, None) after saying why."""
+    from ringmaster.reports import reads
 
     cfg = _load(args.config)
     if cfg is None:
         return None, None
     try:
-        return calllog, calllog.connect(cfg.storage.path)
+        return cfg, reads.connect(cfg.storage.path)
     except FileNotFoundError as exc:
         print(exc, file=sys.stderr)
         return None, None
 
 
-def cmd_calls(args: argparse.Namespace) -> int:
-    calllog, con = _calllog(args)
-    if con is None:
-        return 1
-    try:
-        f = calllog.CallFilter(
-            since=calllog.parse_time(args.since) if args.since else None,
-            until=calllog.parse_time(args.until) if args.until else None,
-            queue=args.queue, agent=args.agent, caller=args.caller, disposition=args.disposition,
-            min_wait=args.min_wait, limit=args.limit)
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if args.follow:
-        try:
-            for chunk in calllog.follow(con, f, args.format):
-                print(chunk, end="", flush=True)
-        except KeyboardInterrupt:
-            return 0
-    rows = [calllog.row_view(r) for r in calllog.query_calls(con, f)]
-    print(calllog.render(rows, args.format), end="")
-    return 0
-
-
 def _interval(args: argparse.Namespace) -> tuple[float | None, float | None]:
     """--since/--until as epoch seconds; ValueError with the reason for a bad time."""
-    from ringmaster.calllog import parse_time
+    from ringmaster.reports import parse_time
 
     return (parse_time(args.since) if args.since else None, parse_time(args.until) if args.until else None)
 
 
+def cmd_calls(args: argparse.Namespace) -> int:
+    from ringmaster.reports import CallFilter, reads
+    from ringmaster.reports.render import CALL_COLUMNS, call_view, render
+
+    cfg, con = _reports(args)
+    if con is None:
+        return 1
+    try:
+        since, until = _interval(args)
+        f = CallFilter(since=since, until=until, queue=args.queue, agent=args.agent, caller=args.caller,
+                       disposition=args.disposition, min_wait=args.min_wait, limit=args.limit)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.follow:
+        seen = 0
+        try:
+            for batch in reads.follow(con, f):
+                rows = [call_view(r) for r in batch]
+                print(render(rows, args.format, CALL_COLUMNS, header=seen == 0 and args.format != "table"),
+                      end="", flush=True)
+                seen += len(rows)
+        except KeyboardInterrupt:
+            return 0
+    rows = [call_view(r) for r in reads.calls(con, f)]
+    print(render(rows, args.format, CALL_COLUMNS), end="")
+    return 0
+
+
 def cmd_events(args: argparse.Namespace) -> int:
-    calllog, con = _calllog(args)
+    from ringmaster.reports import EventFilter, reads
+
+    cfg, con = _reports(args)
     if con is None:
         return 1
     try:
@@ -411,63 +422,49 @@ def cmd_events(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    for line in calllog.queue_log_lines(con, since, until, args.queue):
+    for line in reads.queue_log_lines(con, EventFilter(since, until, args.queue)):
         print(line)
     return 0
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from ringmaster import tasklog
+    from ringmaster.reports import EventFilter, TaskFilter, reads
+    from ringmaster.reports.render import TASK_COLUMNS, render
 
-    calllog, con = _calllog(args)
+    cfg, con = _reports(args)
     if con is None:
         return 1
     try:
         since, until = _interval(args)
+        f = TaskFilter(since=since, until=until, queue=args.queue, agent=args.agent, channel=args.channel,
+                       state=args.state, limit=args.limit)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
     if args.log:
-        for line in tasklog.log_lines(con, since, until, args.queue):
+        for line in reads.queue_log_lines(con, EventFilter(since, until, args.queue), table="task_log"):
             print(line)
         return 0
-    f = tasklog.TaskFilter(since=since, until=until, queue=args.queue, agent=args.agent, channel=args.channel,
-                           state=args.state, limit=args.limit)
-    print(calllog.render(tasklog.query(con, f), args.format, columns=tasklog.COLUMNS), end="")
+    print(render(reads.tasks(con, f), args.format, TASK_COLUMNS), end="")
     return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    import time as _time
+    from ringmaster.reports import parse_time, reads
+    from ringmaster.reports import stats as st
 
-    from ringmaster import stats as st
-
-    calllog, con = _calllog(args)
+    cfg, con = _reports(args)
     if con is None:
         return 1
-    cfg = _load(args.config)
     try:
-        since = calllog.parse_time(args.since) if args.since else calllog.parse_time("24h")
-        until = calllog.parse_time(args.until) if args.until else _time.time()
+        since = parse_time(args.since) if args.since else parse_time("24h")
+        until = parse_time(args.until) if args.until else time.time()
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    # everything before `until`: logins and pauses opened earlier still count inside the interval
-    if args.channel == "voice":
-        rows = [tuple(r) for r in con.execute(
-            "SELECT at, call_id, queue, agent, event, data FROM queue_log WHERE at < ? ORDER BY at, id", (until,))]
-        wrapups = {n: q.wrapup for n, q in cfg.queues.items()}
-    else:  # the channel's task events, with the agents' logins and pauses (one presence for all)
-        rows = [tuple(r) for r in con.execute(
-            "SELECT at, call_id, queue, agent, event, data FROM queue_log WHERE at < ?"
-            " AND event IN ('ADDMEMBER', 'REMOVEMEMBER', 'PAUSE', 'UNPAUSE')", (until,))]
-        rows += [tuple(r) for r in con.execute(
-            "SELECT at, task_id, queue, agent, event, data FROM task_log WHERE at < ? AND channel = ?",
-            (until, args.channel))]
-        rows.sort(key=lambda r: r[0])
-        wrapups = {n: 0.0 for n in cfg.queues}
-    queues, agents = st.compute(rows, since, until, {n: q.service_level for n, q in cfg.queues.items()},  # type: ignore[arg-type]
-                                wrapups, args.short_abandon)
+    queues, agents = reads.stats(con, since, until, args.channel,
+                                 {n: q.service_level for n, q in cfg.queues.items()},
+                                 {n: q.wrapup for n, q in cfg.queues.items()}, args.short_abandon)
     if args.format == "json":
         print(json.dumps(st.as_dicts(queues, agents), indent=2))
         return 0
@@ -507,6 +504,9 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: every subcommand with its options (each with help text)."""
+    from ringmaster.reports.filters import TASK_STATES
+    from ringmaster.store import DISPOSITIONS
+
     ap = argparse.ArgumentParser(prog="ringmaster", description="SIP ACD and IVR server")
     ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -568,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "tasks":
             sp.add_argument("--agent", help="only tasks this agent took")
             sp.add_argument("--channel", choices=["chat", "email"], help="only this channel")
-            sp.add_argument("--state", choices=["queued", "assigned", "completed", "cancelled"], help="only tasks in this state")
+            sp.add_argument("--state", choices=TASK_STATES, help="only tasks in this state")
             sp.add_argument("--limit", type=int, help="at most this many rows")
             sp.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default: table)")
             sp.add_argument("--log", action="store_true", help="the task events in Asterisk queue_log format")
@@ -579,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "calls":
             sp.add_argument("--agent", help="only calls this agent answered")
             sp.add_argument("--caller", help="caller ID contains this")
-            sp.add_argument("--disposition", choices=["in_progress", "completed", "rejected", "abandoned", "failed"],
+            sp.add_argument("--disposition", choices=DISPOSITIONS,
                             help="only calls that ended this way")
             sp.add_argument("--min-wait", type=float, help="waited at least this many seconds in a queue")
             sp.add_argument("--limit", type=int, help="at most this many rows")

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from ringmaster import inputs, prompts
+from ringmaster import inputs, live, prompts
 from ringmaster import protocol as p
 from ringmaster.acd.runtime import AcdRuntime
 from ringmaster.calls import CallSession, new_call_id, sip_user
@@ -585,6 +585,30 @@ class Controller:
                 "registrations": [r.as_dict() for r in self.registrations.values()],
                 "mqtt": self.mqtt_status(),
                 "store": self.store.status()}
+
+    def live_state(self) -> live.LiveState:
+        """What is true now, as typed read-only values (ringmaster.live): the API, the wallboard
+        and /metrics read this, never the controller's parts."""
+        now = time.time()
+        engine = self.acd.engine if self.acd is not None else None
+        legs = self.worker_calls()
+        mq = self.mqtt_status()
+        health = self.store.status()
+        return live.LiveState(
+            at=now,
+            agents=live.agents_of(engine.agents.values(), now) if engine else {},
+            queues={n: live.LiveQueue.of(q) for n, q in engine.queues.items()} if engine else {},
+            tasks=tuple(live.LiveTask.of(t) for t in engine.tasks.values()) if engine else (),
+            calls_in_progress=len(self.live_sessions()),
+            workers=tuple(live.LiveWorker(n, w.alive, legs.get(n, 0)) for n, w in sorted(self.pool.workers.items())),
+            worker_restarts=self.pool.restarts,
+            registrations=tuple(live.LiveRegistration(r.spec.name, r.state == "registered")
+                                for r in self.registrations.values()),
+            edge=live.LiveEdge(self.edge_events.connected, dict(self.edge_counters), len(self.auth_banned),
+                               self.load_check.corrections),
+            store=live.LiveStore(health["state"] == "ok", health["pending"], health["write_failures"],
+                                 self.store.last_commit_seconds, dict(self.store.ended_calls)),
+            mqtt=live.LiveMqtt(mq["connected"], mq["queued"], mq["bad_payloads"]) if mq else None)
 
     def mqtt_status(self) -> dict[str, Any] | None:
         if self.mqtt is None:

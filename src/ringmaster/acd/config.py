@@ -7,11 +7,22 @@ ring timeout, retry, wrapup, max wait, join-empty, leave-when-empty, auto-pause.
 from __future__ import annotations
 
 import string
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-CHANNELS = ("voice", "chat", "email")
+
+class Channel(StrEnum):
+    """How a task reaches an agent. A StrEnum: a member equals its value ("voice"), so stored
+    rows, MQTT payloads and config keys stay plain strings."""
+
+    VOICE = "voice"
+    CHAT = "chat"
+    EMAIL = "email"
+
+
+CHANNELS: tuple[str, ...] = tuple(Channel)  # typed str: code and stored rows compare plain strings
 RECORDING_FIELDS = ("queue", "date", "call_id", "agent", "caller")
 STRATEGY_NAMES = ("ring-all", "linear", "round-robin", "longest-idle", "fewest-calls", "least-talk-time", "random")
 

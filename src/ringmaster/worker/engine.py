@@ -926,13 +926,6 @@ class MediaEngine:
                 return True
         return False
 
-    def do_unbridge(self, cmd: p.Unbridge) -> None:
-        self.bridges.discard(frozenset((cmd.leg_a, cmd.leg_b)))
-        a, b = self.legs.get(cmd.leg_a), self.legs.get(cmd.leg_b)
-        if a and b and a.audio is not None and b.audio is not None:
-            a.audio.stopTransmit(b.audio)
-            b.audio.stopTransmit(a.audio)
-
     def do_record_start(self, cmd: p.RecordStart) -> None:
         if cmd.rec_id in self.recordings:
             raise ValueError(f"recording {cmd.rec_id} already running")
