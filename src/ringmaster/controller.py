@@ -22,6 +22,7 @@ from ringmaster.edge.events import EdgeEvents
 from ringmaster.edge.loadcheck import LoadReconciler
 from ringmaster.flows import DialPlan
 from ringmaster.flows.interpreter import FlowRun
+from ringmaster.legaudit import LegAudit, MissingLeg, UnknownLeg
 from ringmaster.lookups import LookupClient
 from ringmaster.mqtt.broker import EmbeddedBroker
 from ringmaster.mqtt.link import MqttLink
@@ -87,6 +88,7 @@ class Controller:
         self.edge_counters: dict[str, int] = {}
         self.auth_banned: list[str] = []
         self.over_capacity_refused = 0
+        self.leg_audit = LegAudit()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -201,6 +203,8 @@ class Controller:
                 log.error("worker.error", worker=wp.name, command=msg.command, error=msg.message, leg=leg)
             return
         session.on_event(msg)
+        if isinstance(msg, p.CallState) and msg.state == "disconnected" and leg != session.leg:
+            self.sessions.pop((wp.name, leg), None)  # an agent or transfer leg ended: not ours any more
         if session.ended and not session.b_leg:
             for key in [k for k, v in self.sessions.items() if v is session]:
                 del self.sessions[key]
@@ -430,6 +434,7 @@ class Controller:
             log.error("pool.retire_failed", worker=name, error=str(exc))
         finally:
             self.retiring.discard(name)
+            self.leg_audit.forget(name)
 
     # ------------------------------------------------------------ the edge's view
 
@@ -445,7 +450,34 @@ class Controller:
             except Exception as exc:  # the edge may be restarting: try again next time
                 log.info("edge.check_skipped", error=str(exc))
 
+    def audit_legs(self, now: float | None = None) -> None:
+        """Hold each worker's legs (its last Slots report) against the calls' legs; act on what
+        has differed for longer than the audit's grace (legaudit.py)."""
+        now = time.monotonic() if now is None else now
+        for name, wp in list(self.pool.workers.items()):
+            if not wp.alive or wp.slots is None:
+                continue
+            known = {leg for (w, leg), s in self.sessions.items() if w == name and not s.ended}
+            held = set(wp.slots.legs) | set(wp.slots.waiting)
+            for finding in self.leg_audit.check(name, known, held, wp.slots.used, now):
+                if isinstance(finding, UnknownLeg):
+                    log.warning("worker.leg_unknown_hung_up", worker=name, leg=finding.leg)
+                    self.pool.send(name, p.Hangup(leg=finding.leg))
+                elif isinstance(finding, MissingLeg):
+                    session = self.sessions.get((name, finding.leg))
+                    log.warning("worker.leg_missing_closed", worker=name, leg=finding.leg,
+                                call_id=session.call_id if session else "")
+                    self.on_worker_event(wp, p.CallState(leg=finding.leg, state="disconnected", code=0,
+                                                         reason="leg lost in the worker (leg audit)"))
+                else:
+                    log.error("worker.slots_hidden", worker=name, slots_used=finding.slots_used,
+                              legs=finding.legs, action="drained, replaced when its calls end")
+                    if name not in self.retiring:
+                        self.retiring.add(name)
+                        self._background_task(self._retire(name), f"retire-{name}")
+
     async def check_edge(self) -> None:
+        self.audit_legs()
         self.edge_counters = await self.edge.counters()
         self.auth_banned = await self.edge.banned_sources()
         loads = await self.edge.dispatcher_loads()
@@ -572,6 +604,7 @@ class Controller:
                          "worker_full_refused": self.over_capacity_refused},
                 "workers": workers, "worker_restarts": self.pool.restarts,
                 "last_worker_restart_seconds": self.pool.last_restart_seconds,
+                "leg_audit_findings": self.leg_audit.findings_total,
                 "calls": {"live": len(self.live_sessions()), "total": self.calls_total,
                           "media_paths": dict(self.media_paths),
                           "ids": [s.call_id for s in self.live_sessions()]},

@@ -303,12 +303,14 @@ class RegState(Message):
 @message("slots")
 @dataclass(frozen=True)
 class Slots(Message):
-    """The worker's call slots as pjsua counts them (sent when the count or the waiting dials
-    change): `used` of `max` slots taken; `waiting` = leg ids of dials queued until one frees."""
+    """The worker's call slots as pjsua counts them (sent when the count, the legs or the
+    waiting dials change): `used` of `max` slots taken; `waiting` = leg ids of dials queued
+    until one frees; `legs` = ids of the legs the worker holds (legaudit.py compares them)."""
 
     used: int
     max: int
     waiting: tuple[str, ...] = ()
+    legs: tuple[str, ...] = ()
 
 @message("refer_status")
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ class MediaEngine:
         self.graveyard = Graveyard()
         self.finalizing: list[tuple[str, str, float]] = []  # (rec_id, path, give-up time)
         self.pending_dials: list[tuple[p.Dial, float]] = []  # waiting for a free leg (deadline)
-        self.slots_sent: tuple[int, tuple[str, ...]] = (0, ())  # last Slots reported
+        self.slots_sent: tuple[int, tuple[str, ...], tuple[str, ...]] = (0, (), ())  # last Slots reported
         self.slots_refused = 0  # slot count at the last refused dial: retry when it drops
         self.dial_retry_at = 0.0  # ... or after DIAL_RECHECK (a slot counted free not yet reusable)
         self.seq = 0
@@ -196,7 +196,11 @@ class MediaEngine:
     def _media_ports(self, acfg: pj.AccountConfig) -> None:
         tc = acfg.mediaConfig.transportConfig
         tc.port = self.s.rtp_port
-        tc.portRange = self.s.rtp_port_range
+        # pjsua's range is of RTP start ports, inclusive (pjsua_media.c: a port above
+        # port + port_range wraps): with our slice's size it also took the slice's last port
+        # + 2, which is the next worker's first RTP port ("Address already in use" under
+        # load, issue 10). Each pair needs its RTCP port (+1) inside the slice too.
+        tc.portRange = max(0, self.s.rtp_port_range - 2)
         tc.boundAddress = self.s.sip_host
         if self.s.public_host:
             tc.publicAddress = self.s.public_host
@@ -734,10 +738,10 @@ class MediaEngine:
                 else:
                     waiting.append((cmd, deadline))
             self.pending_dials = waiting
-        report = (used, tuple(cmd.leg for cmd, _ in self.pending_dials))
+        report = (used, tuple(cmd.leg for cmd, _ in self.pending_dials), tuple(sorted(self.legs)))
         if report != self.slots_sent:
             self.slots_sent = report
-            self.send(p.Slots(used=report[0], max=MAX_LEGS, waiting=report[1]))
+            self.send(p.Slots(used=report[0], max=MAX_LEGS, waiting=report[1], legs=report[2]))
 
     def _try_dial(self, cmd: p.Dial) -> bool:
         """Place the call; False if every call slot is taken (pjsua frees a slot some time
@@ -767,7 +771,7 @@ class MediaEngine:
             self.legs.pop(cmd.leg, None)
             self.graveyard.bury(leg)
             why = exc.info() if hasattr(exc, "info") else str(exc)
-            if "PJ_ETOOMANY" in why:
+            if "PJ_ETOOMANY" in why or "Address already in use" in why:
                 # the count said a slot is free but pjsua still refused (finding 11: a slot can
                 # be reusable a moment after DISCONNECTED): look again shortly, not every turn
                 self.slots_refused = used
