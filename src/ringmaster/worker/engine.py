@@ -48,7 +48,7 @@ from ringmaster.worker.legs import (
 # next deadline of its own (digit timeouts, paced INFO digits, a dial waiting for a slot, a
 # recording's WAV header) is due. Polling every 10 ms with legs up, and every 1 ms for 0.2 s
 # after any message, cost a busy worker ~100-1000 loop turns/s whether or not anything
-# happened (docs/engine-findings.md, 39). These are backstops only.
+# happened (docs/engine-findings.md, 47). These are backstops only.
 IDLE_POLL_MS = 5000
 BUSY_POLL_MS = 50
 POLL_MS = 10  # a recording's WAV header is looked for this often while it is finalised
@@ -484,7 +484,7 @@ class MediaEngine:
         # ~Call ran after pjsua had given its call id to an INVITE of the same poll, cleared
         # that call's user data and hung it up: the caller got BYE 2 ms after our 200, the
         # controller never heard of it and the worker aborted at shutdown on pjsua's
-        # call_id assertion (issue 10; docs/engine-findings.md, 40).
+        # call_id assertion (issue 10; docs/engine-findings.md, 48).
 
     def media_ready(self, leg: Leg, first: bool) -> None:
         # a re-INVITE gives new media: redo the bridges and recordings this leg is in
