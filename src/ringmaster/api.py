@@ -1,8 +1,10 @@
 """The HTTP API (aiohttp) and Prometheus /metrics, served by the daemon.
 
 Bearer tokens from the config carry a role: operator reads; supervisor may also change agent
-states and pause recordings; admin may also reload the plan. No token -> 401, wrong role -> 403,
-bad parameters -> 400 with the reason; none of them changes anything.
+states, pause recordings and read every voicemail box; admin may also reload the plan. An agent
+token (an agent's desk) reaches only the voicemail boxes its agent may read, and nothing else.
+No token -> 401, wrong role -> 403, bad parameters -> 400 with the reason; none of them
+changes anything.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("ringmaster.api")
 
-ROLES = {"operator": 1, "supervisor": 2, "admin": 3}
+ROLES = {"agent": 0, "operator": 1, "supervisor": 2, "admin": 3}
 DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
 CALL_PARAMS = {"since", "until", "queue", "agent", "caller", "disposition", "min_wait", "limit"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -67,6 +69,11 @@ class Api:
             web.get("/api/agents", self.agents),
             web.post("/api/agents/{agent}", self.agent_change),
             web.post("/api/reload", self.reload),
+            web.get("/api/voicemail", self.voicemail_list),
+            web.get("/api/voicemail/{message}", self.voicemail_message),
+            web.get("/api/voicemail/{message}/audio", self.voicemail_audio),
+            web.post("/api/voicemail/{message}", self.voicemail_change),
+            web.delete("/api/voicemail/{message}", self.voicemail_delete),
             web.get("/wallboard", self.wallboard),
             web.get("/wallboard/events", self.wallboard_events),
         ])
@@ -76,7 +83,12 @@ class Api:
         self.needs = {("POST", "/api/agents/{agent}"): "supervisor",
                       ("GET", "/api/calls/{call_id}/recording"): "supervisor",
                       ("POST", "/api/calls/{call_id}/recording"): "supervisor",
-                      ("POST", "/api/reload"): "admin"}
+                      ("POST", "/api/reload"): "admin",
+                      # voicemail: an agent token sees its own boxes; operators none (like
+                      # recordings, a caller's voice is for supervisors); see _boxes
+                      ("GET", "/api/voicemail"): "agent", ("GET", "/api/voicemail/{message}"): "agent",
+                      ("GET", "/api/voicemail/{message}/audio"): "agent",
+                      ("POST", "/api/voicemail/{message}"): "agent", ("DELETE", "/api/voicemail/{message}"): "agent"}
 
     async def start(self) -> None:
         self.runner = web.AppRunner(self.app, access_log=None)
@@ -100,9 +112,10 @@ class Api:
             # a wall display (and EventSource) cannot send headers: the page takes ?token=
             given = request.query.get("token", "")
         role = None
+        token = None
         for t in self.cfg.tokens:
             if given and hmac.compare_digest(given.encode(), t.token.encode()):
-                role = t.role
+                role, token = t.role, t
         if role is None:
             raise web.HTTPUnauthorized(text=json.dumps({"error": "a valid bearer token is required"}),
                                        content_type="application/json", headers={"WWW-Authenticate": "Bearer"})
@@ -112,6 +125,7 @@ class Api:
             raise web.HTTPForbidden(text=json.dumps({"error": f"role {role} may not do this; it needs {needed}"}),
                                     content_type="application/json")
         request["role"] = role
+        request["token"] = token
         return await handler(request)
 
     # ------------------------------------------------------------ reads
@@ -288,6 +302,113 @@ class Api:
     async def reload(self, request: web.Request) -> web.Response:
         result = self.controller.reload()
         return _json(result, status=200 if result.get("reloaded") else 422)
+
+    # ------------------------------------------------------------ voicemail
+
+    def _boxes(self, request: web.Request) -> frozenset[str] | None:
+        """The boxes this token may read: None (all) for supervisors and admins, its agent's for
+        an agent token; an operator token gets 403."""
+        from ringmaster.voicemail import boxes_of
+
+        role = request["role"]
+        if role in ("supervisor", "admin"):
+            return None
+        if role == "agent":
+            return boxes_of(self.controller.cfg, request["token"].agent)
+        raise web.HTTPForbidden(text=json.dumps({"error": "voicemail needs an agent token (its own boxes) or supervisor"}),
+                                content_type="application/json")
+
+    def _message_id(self, request: web.Request) -> int:
+        raw = request.match_info["message"]
+        if not raw.isdigit() or len(raw) > 18:
+            raise _bad("message: a message id (a number)")
+        return int(raw)
+
+    @staticmethod
+    def _vm_error(exc: Exception) -> web.HTTPException:
+        code = getattr(exc, "code", 400)
+        cls = {403: web.HTTPForbidden, 404: web.HTTPNotFound, 503: web.HTTPServiceUnavailable,
+               500: web.HTTPInternalServerError}.get(code, web.HTTPBadRequest)
+        return cls(text=json.dumps({"error": str(exc)}), content_type="application/json")
+
+    async def voicemail_list(self, request: web.Request) -> web.Response:
+        from ringmaster.voicemail import STATES, VoicemailError, url_base
+
+        q = request.query
+        unknown = set(q) - {"box", "state", "limit"}
+        if unknown:
+            raise _bad(f"unknown parameter(s) {sorted(unknown)}; known: box, state, limit")
+        visible = self._boxes(request)
+        boxes: frozenset[str] | None = visible
+        if "box" in q:
+            if q["box"] not in self.controller.cfg.voicemail.boxes:
+                raise web.HTTPNotFound(text=json.dumps({"error": f"no box {q['box']!r}"}), content_type="application/json")
+            if visible is not None and q["box"] not in visible:
+                raise web.HTTPForbidden(text=json.dumps({"error": f"box {q['box']!r} is not one of yours"}),
+                                        content_type="application/json")
+            boxes = frozenset({q["box"]})
+        if "state" in q and q["state"] not in STATES:
+            raise _bad(f"state: one of {', '.join(STATES)}")
+        try:
+            limit = int(q.get("limit", "500"))
+        except ValueError:
+            raise _bad("limit: a number") from None
+        if not 1 <= limit <= 10000:
+            raise _bad("limit: 1 to 10000")
+        try:
+            msgs = await self.controller.voicemail.messages(boxes, q.get("state"), limit)
+        except VoicemailError as exc:
+            raise self._vm_error(exc) from None
+        base = url_base(self.controller.cfg)
+        names = sorted(self.controller.cfg.voicemail.boxes) if boxes is None else sorted(boxes)
+        return _json({"boxes": names, "messages": [m.view(base) for m in msgs], "count": len(msgs)})
+
+    async def voicemail_message(self, request: web.Request) -> web.Response:
+        from ringmaster.voicemail import VoicemailError, url_base
+
+        try:
+            m = await self.controller.voicemail.message(self._message_id(request), self._boxes(request))
+        except VoicemailError as exc:
+            raise self._vm_error(exc) from None
+        return _json({"message": m.view(url_base(self.controller.cfg))})
+
+    async def voicemail_audio(self, request: web.Request) -> web.StreamResponse:
+        from ringmaster.voicemail import VoicemailError
+
+        vm = self.controller.voicemail
+        try:
+            m = await vm.message(self._message_id(request), self._boxes(request))
+            path = vm.audio_path(m)
+        except VoicemailError as exc:
+            raise self._vm_error(exc) from None
+        log.info("api.voicemail_fetched", message=m.id, box=m.box, token=request["token"].name)
+        return web.FileResponse(path, headers={"Content-Type": "audio/wav",
+                                               "Content-Disposition": f'attachment; filename="voicemail-{m.id}.wav"'})
+
+    async def voicemail_change(self, request: web.Request) -> web.Response:
+        from ringmaster.voicemail import VoicemailError, url_base
+
+        body = await self._body(request)
+        if set(body) - {"state"}:
+            raise _bad(f"unknown field(s) {sorted(set(body) - {'state'})[:5]}; fields: state")
+        if body.get("state") not in ("heard", "new"):
+            raise _bad("state: heard or new")
+        try:
+            m = await self.controller.voicemail.set_state(self._message_id(request), body["state"],
+                                                          request["token"].name, self._boxes(request))
+        except VoicemailError as exc:
+            raise self._vm_error(exc) from None
+        return _json({"message": m.view(url_base(self.controller.cfg))})
+
+    async def voicemail_delete(self, request: web.Request) -> web.Response:
+        from ringmaster.voicemail import VoicemailError
+
+        try:
+            m = await self.controller.voicemail.delete(self._message_id(request), request["token"].name,
+                                                       self._boxes(request))
+        except VoicemailError as exc:
+            raise self._vm_error(exc) from None
+        return _json({"message": m.id, "box": m.box, "deleted": True})
 
     # ------------------------------------------------------------ wallboard
 
@@ -507,6 +628,18 @@ OPENAPI: dict[str, Any] = {
                                             {"type": "object", "required": ["action"], "additionalProperties": False,
                                              "properties": {"action": {"type": "string", "enum": ["login", "logout", "pause", "unpause"]},
                                                             "reason": {"type": "string", "maxLength": 64}}})},
+        "/api/voicemail": {"get": _op("Voicemail messages (not deleted) in the boxes the token may read, newest first",
+                                      "agent (own boxes) or supervisor", [
+                                          _q("box"), _q("state", desc="new or heard"), _q("limit", "integer")])},
+        "/api/voicemail/{message}": {
+            "get": _op("One voicemail message", "agent (own boxes) or supervisor", [_p("message")]),
+            "post": _op("Mark a message heard, or new again", "agent (own boxes) or supervisor", [_p("message")],
+                        {"type": "object", "required": ["state"], "additionalProperties": False,
+                         "properties": {"state": {"type": "string", "enum": ["heard", "new"]}}}),
+            "delete": _op("Delete a message (its audio; the record stays, marked)", "agent (own boxes) or supervisor",
+                          [_p("message")])},
+        "/api/voicemail/{message}/audio": {"get": _op("The message's audio (WAV, 8 kHz mono)",
+                                                      "agent (own boxes) or supervisor", [_p("message")])},
         "/api/reload": {"post": _op("Validate the config file and switch to its plan (422 with the errors if invalid)", "admin")},
         "/metrics": {"get": _op("Prometheus metrics")},
         "/wallboard": {"get": _op("The live wallboard page (token in ?token= for wall displays)",

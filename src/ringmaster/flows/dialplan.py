@@ -112,11 +112,12 @@ def _parse_step(raw: Any, index: int, path: PathT, ctx: NodeContext, chk: _Check
             chk.err(opts_path if shorthand else opts_path + opt_path, f"{kind}: prompt file not found: {file}")
             ok = False
     for opt_path, what, name in cls.name_refs(options):
-        known = ctx.schedules if what == "schedule" else ctx.queues
+        known = {"schedule": ctx.schedules, "queue": ctx.queues, "box": ctx.boxes}[what]
         if name not in known:
+            plural = "boxes are defined in voicemail.boxes" if what == "box" else f"{what}s are defined"
             chk.err(opts_path if shorthand else opts_path + opt_path,
                     f"{kind}: unknown {what} {name!r}{did_you_mean(name, set(known))}"
-                    f"{'' if known else f' (no {what}s are defined)'}")
+                    f"{'' if known else f' (no {plural})'}")
             ok = False
     if not ok:
         return None, node_id
@@ -251,7 +252,8 @@ def check_flows(raw_flows: dict[str, Any], refs: list[tuple[PathT, str]], ctx: N
 
 
 def node_context(cfg: Config) -> NodeContext:
-    return NodeContext(Path(cfg.paths.prompts), schedules=frozenset(cfg.schedules), queues=frozenset(cfg.queues))
+    return NodeContext(Path(cfg.paths.prompts), schedules=frozenset(cfg.schedules), queues=frozenset(cfg.queues),
+                       boxes=frozenset(cfg.voicemail.boxes))
 
 
 @dataclass(frozen=True)

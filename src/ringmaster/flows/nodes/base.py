@@ -76,6 +76,7 @@ class NodeContext:
     prompts_dir: Path
     schedules: frozenset[str] = frozenset()
     queues: frozenset[str] = frozenset()
+    boxes: frozenset[str] = frozenset()  # voicemail.boxes
 
     def prompt_path(self, name: str) -> Path:
         p = Path(name)
