@@ -30,7 +30,8 @@ import structlog
 
 log = structlog.get_logger("ringmaster.mwi")
 
-MAX_SUBSCRIPTIONS = 10_000  # one or two per softphone; a bound against a phone that forgets its dialogs
+MAX_SUBSCRIPTIONS = 10_000  # in all: a bound on memory
+PER_USER = 4  # a phone that subscribes anew without ending its old dialogs keeps its newest 4
 # what a value from the edge may hold: SIP tokens, URIs and host:port, no quotes, no spaces
 _SAFE = re.compile(r"^[A-Za-z0-9!#$%&'()*+,\-./:;=?@\[\]_~^{}]{1,512}$")  # no '|': the edge's field separator
 _URI = re.compile(r"^sips?:[^\s<>\"|]+$")
@@ -139,9 +140,14 @@ class MwiNotifier:
             self._dirty[sub.key] = "terminated"  # an unsubscribe, or a fetch of the state (RFC 6665 4.4.3)
             log.info("mwi.unsubscribed", user=sub.user, call_id=sub.call_id)
         else:
-            if old is None and len(self.subs) >= MAX_SUBSCRIPTIONS:
-                log.warning("mwi.too_many_subscriptions", user=sub.user)
-                return
+            if old is None:
+                mine = sorted((s for s in self.subs.values() if s.user == sub.user), key=lambda s: s.expires_at)
+                for stale in mine[:max(0, len(mine) - PER_USER + 1)]:
+                    del self.subs[stale.key]  # forgotten by its phone: no NOTIFY
+                    self._dirty.pop(stale.key, None)
+                if len(self.subs) >= MAX_SUBSCRIPTIONS:
+                    log.warning("mwi.too_many_subscriptions", user=sub.user)
+                    return
             self.subs[sub.key] = sub
             self._dirty[sub.key] = "active"
             if old is None:

@@ -173,8 +173,9 @@ class Voicemail:
                                  "will be written", 503) from None
 
     async def message_left(self, call_id: str, box: str, caller: str, path: str, seconds: float) -> None:
-        """A caller left a message (its row and length are queued in the store already)."""
-        await self._flush()
+        """A caller left a message (its row and length are queued in the store already). Waits
+        for the store however long it fails: the readers hear of the message once it is stored."""
+        await self.store.flush()
         rows = await self._rows("SELECT * FROM voicemails WHERE call_id=? AND path=? ORDER BY id DESC LIMIT 1",
                                 [call_id, path])
         if not rows:
