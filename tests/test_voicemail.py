@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ringmaster import protocol as p
 from tests.helpers.audio import read_wav, tone_sequence, write_tone
 from tests.helpers.mqtt import Client
@@ -130,6 +128,10 @@ async def test_message_is_published_listed_downloaded_marked_and_deleted_by_its_
     assert code == 200 and audio[:4] == b"RIFF"
     seconds, heard = wav_seconds(audio, tmp_path)
     assert 1.7 <= seconds <= 4.0 and heard == ["caller_voice"], (seconds, heard)
+
+    metrics = http(d, "GET", "/metrics", token=TOKENS["admin"])[2].decode()
+    assert 'ringmaster_voicemail_messages{box="alice",state="new"} 1' in metrics
+    assert 'ringmaster_voicemail_messages{box="bob",state="new"} 1' in metrics
 
     # bob's desk cannot see, fetch, mark or delete alice's message; an operator reads no voicemail
     bob_msgs = api(d, "GET", "/api/voicemail", "bob")[1]["messages"]
@@ -255,10 +257,9 @@ def test_check_rejects_unknown_box_owner_and_agent_token(tmp_path):
         assert line.startswith(f"{path}:") and line.split(":")[1].isdigit(), line
 
 
-@pytest.mark.parametrize("days", [0.00002])  # ~1.7 s
-async def test_retention_deletes_old_messages_and_tells_their_readers(daemon_factory, tmp_path, days):
+async def test_retention_deletes_old_messages_and_keeps_their_rows(daemon_factory, tmp_path):
     d = daemon_factory(workers=1, start=False)
-    vm_config(d, mqtt=True)
+    vm_config(d)
     d.start()
     write_tone(tmp_path / "voice.wav", TONES["caller_voice"], 1.0)
     caller = await Phone("4511223344", d.ports.caller(0), d.ports.base + 80).start()
@@ -267,25 +268,19 @@ async def test_retention_deletes_old_messages_and_tells_their_readers(daemon_fac
     finally:
         await caller.stop()
     (msg,) = api(d, "GET", "/api/voicemail", "alice")[1]["messages"]
-    assert msg["box"] == "sales"  # a queue's box: its member alice reads it
+    assert msg["box"] == "sales"  # a queue's box: its member alice reads it, bob does not
     assert api(d, "GET", "/api/voicemail", "bob")[1]["messages"] == []
     d.stop()
-    # the next start sweeps at once: the message is older than the retention
-    vm_config(d, mqtt=True, retention_days=days)
-    desk = None
+    await asyncio.sleep(1.0)
+    # the next start sweeps at once: the message is older than the retention (0.86 s)
+    vm_config(d, retention_days=0.00001)
     d.start()
-    try:
-        desk = Client(d.ports.base + 8, "alice", "alice-mqtt-pw", client_id="desk-alice")
-        await wait_for(lambda: d.events("voicemail.expired"))
-        con = sqlite3.connect(d.db_path)
-        row = con.execute("SELECT deleted_by, path FROM voicemails").fetchone()
-        con.close()
-        assert row[0] == "retention" and not Path(row[1]).exists()
-        assert api(d, "GET", "/api/voicemail", "admin")[1]["messages"] == []
-    finally:
-        if desk is not None:
-            desk.close()
-
+    await wait_for(lambda: d.events("voicemail.expired"))
+    con = sqlite3.connect(d.db_path)
+    row = con.execute("SELECT deleted_by, path FROM voicemails").fetchone()
+    con.close()
+    assert row[0] == "retention" and not Path(row[1]).exists()
+    assert api(d, "GET", "/api/voicemail", "admin")[1]["messages"] == []
 
 def _subscribe(sock: RawSip, edge_port: int, aor: str, user: str, call_id: str, cseq: int, event: str = "message-summary",
                expires: int = 600, auth: str = "") -> str:
@@ -338,3 +333,35 @@ def test_edge_refuses_other_packages_unauthenticated_and_foreign_lamp_subscripti
     assert d.events("mwi.subscribed") == []
     # counted towards a ban like a REGISTER's
     assert [e["detail"].split()[0] for e in d.events("edge.auth_failed")] == ["user=alice"]
+
+
+async def test_expiry_skips_a_message_still_being_left_and_tells_the_readers_of_each_deleted_one(tmp_path):
+    from ringmaster.config import Config
+    from ringmaster.store import Store
+    from ringmaster.voicemail import Voicemail
+
+    rec = tmp_path / "recordings"
+    cfg = Config.model_validate({
+        "agents": {a: {"softphone": {"username": a, "password": f"{a}-secret"}} for a in ("alice", "bob")},
+        "queues": {"sales": {"members": ["alice", "bob"]}},
+        "voicemail": {"boxes": {"sales": {"queue": "sales"}}}, "paths": {"recordings": str(rec)}})
+    store = Store(tmp_path / "s.db")
+    await store.open()
+    try:
+        for call_id in ("old-1", "live-2"):
+            path = rec / "voicemail" / "sales" / f"{call_id}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_tone(path, 440.0, 0.5)
+            store.voicemail_started(call_id, "sales", "4511223344", str(path), 1000.0)
+            store.voicemail_finished(call_id, str(path), 0.5)
+        await store.flush()
+        published: list[tuple[str, dict[str, Any]]] = []
+        told: list[frozenset[str]] = []
+        vm = Voicemail(lambda: cfg, store, publish=lambda t, p: published.append((t, p)), counts_changed=told.append)
+        assert await vm.expire(1.0, lambda: {"live-2"}, now=1000.0 + 86400 + 1) == 1
+        assert [(t, p["event"], p["new"]) for t, p in published] == [("voicemail/sales/events", "deleted", 1)]
+        assert told == [frozenset({"alice", "bob"})]
+        assert not (rec / "voicemail" / "sales" / "old-1.wav").exists()
+        assert [m.call_id for m in await vm.messages()] == ["live-2"]
+    finally:
+        await store.close()

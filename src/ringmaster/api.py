@@ -534,6 +534,13 @@ class Api:
         metric("ringmaster_edge_load_corrections_total", "counter",
                "Times the edge's count of a worker's calls drifted from the calls it held and was reset",
                [({}, c.load_check.corrections)])
+        vm = {(r["box"], r["heard"]): r["n"] for r in await self._rows(
+            "SELECT box, heard, COUNT(*) AS n FROM voicemails WHERE deleted_at IS NULL GROUP BY box, heard", ())}
+        metric("ringmaster_voicemail_messages", "gauge", "Voicemail messages by box and state (new, heard)",
+               [({"box": b, "state": st_}, vm.get((b, int(st_ == "heard")), 0))
+                for b in sorted(c.cfg.voicemail.boxes) for st_ in ("new", "heard")])
+        metric("ringmaster_mwi_subscriptions", "gauge", "Softphones subscribed to their message-waiting lamp",
+               [({}, len(c.mwi.subs))])
         metric("ringmaster_store_last_commit_seconds", "gauge", "Duration of the store's last batch commit",
                [({}, round(c.store.last_commit_seconds, 6))])
         st = c.store.status()

@@ -166,6 +166,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         state = "connected" if mq["connected"] else f"DISCONNECTED ({mq['last_error'] or 'connecting'})"
         print(f"mqtt: {mq['broker']}{' (embedded)' if mq['embedded'] else ''} {state}; {mq['queued']} to send, "
               f"{mq['tasks_open']} open tasks, {mq['bad_payloads']} refused messages")
+    mwi = reply.get("mwi")
+    if mwi and (mwi["subscriptions"] or mwi["notifies_sent"] or mwi["notifies_failed"]):
+        print(f"message-waiting: {mwi['subscriptions']} phones subscribed; {mwi['notifies_sent']} NOTIFYs sent, "
+              f"{mwi['notifies_failed']} failed")
     st = reply.get("store")
     if st:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["since"])) if st.get("since") else ""
