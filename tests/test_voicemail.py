@@ -365,3 +365,50 @@ async def test_expiry_skips_a_message_still_being_left_and_tells_the_readers_of_
         assert [m.call_id for m in await vm.messages()] == ["live-2"]
     finally:
         await store.close()
+
+
+async def test_a_pjsua2_softphone_lamp_lights_on_a_message_and_goes_out_when_heard(daemon_factory, tmp_path):
+    """pjsip's own MWI subscriber (as in softphones built on it): registers, subscribes with
+    digest, and parses the NOTIFYs; the lamp follows a message left and heard."""
+    d = daemon_factory(workers=1, start=False)
+    vm_config(d)
+    d.start()
+    write_tone(tmp_path / "voice.wav", TONES["caller_voice"], 1.0)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.helpers.mwiphone", "--edge", d.edge, "--user", "alice",
+        "--password", "alice-secret", "--port", str(d.ports.caller(8)),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    seen: list[dict[str, Any]] = []
+
+    async def until(pred) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        while True:
+            for e in seen:
+                if pred(e):
+                    return e
+            line = await asyncio.wait_for(proc.stdout.readline(), 15)  # type: ignore[union-attr]
+            assert line, f"the phone exited; seen {seen}"
+            if line.startswith(b"{"):  # pjlib prints a banner before its log level applies
+                seen.append(json.loads(line))
+
+    try:
+        assert (await until(lambda e: e["event"] == "registered"))["code"] == 200
+        await until(lambda e: e["event"] == "mwi" and "Voice-Message: 0/0" in e["body"])
+        caller = await Phone("4511223344", d.ports.caller(0), d.ports.base + 80).start()
+        try:
+            await leave_message(d, caller, "100", tmp_path / "voice.wav")
+        finally:
+            await caller.stop()
+        lit = await until(lambda e: e["event"] == "mwi" and "Voice-Message: 1/0" in e["body"])
+        assert "Messages-Waiting: yes" in lit["body"]
+        (msg,) = api(d, "GET", "/api/voicemail?box=alice", "alice")[1]["messages"]
+        assert api(d, "POST", f"/api/voicemail/{msg['id']}", "alice", {"state": "heard"})[0] == 200
+        out = await until(lambda e: e["event"] == "mwi" and "Voice-Message: 0/1" in e["body"])
+        assert "Messages-Waiting: no" in out["body"]
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    await wait_for(lambda: d.events("mwi.unsubscribed"))  # the phone's un-SUBSCRIBE on shutdown
