@@ -90,6 +90,8 @@ def boxes_of(cfg: Config, agent: str) -> frozenset[str]:
 
 
 def url_base(cfg: Config) -> str | None:
+    """Where readers fetch a message's audio: `voicemail.url_base`, else http:// + http.listen;
+    None without an HTTP API."""
     if cfg.voicemail.url_base:
         return cfg.voicemail.url_base.rstrip("/")
     return f"http://{cfg.http.listen}" if cfg.http is not None else None
