@@ -114,3 +114,18 @@ async def test_a_phone_that_forgets_its_dialogs_keeps_only_its_newest_subscripti
     n.on_event(event(call_id="b1", user="bob"))
     assert sorted(k[0] for k, s in n.subs.items() if s.user == "alice") == [f"c{i}" for i in range(10 - PER_USER, 10)]
     assert ("b1", "ph1") in n.subs
+
+
+async def test_a_refresh_of_a_dialog_from_before_a_restart_notifies_above_any_earlier_cseq():
+    edge = Edge()
+
+    async def count(user: str) -> tuple[int, int] | None:
+        return (0, 0)
+
+    n = MwiNotifier(edge.send, count, "10.0.0.1", 5060, clock=lambda: 1_795_000_000.0)
+    try:
+        await run(n, [event(refresh=1), event(call_id="c2")])
+    finally:
+        await n.stop()
+    cseqs = {s[3].split("Call-ID: ")[1].split("\r\n")[0]: s[3].split("CSeq: ")[1].split(" ")[0] for s in edge.sent}
+    assert cseqs == {"c1": str(1_795_000_000 - 1_672_531_200 + 1), "c2": "1"}

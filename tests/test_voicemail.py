@@ -283,12 +283,15 @@ async def test_retention_deletes_old_messages_and_keeps_their_rows(daemon_factor
     assert api(d, "GET", "/api/voicemail", "admin")[1]["messages"] == []
 
 def _subscribe(sock: RawSip, edge_port: int, aor: str, user: str, call_id: str, cseq: int, event: str = "message-summary",
-               expires: int = 600, auth: str = "") -> str:
-    """A SUBSCRIBE from `user`'s phone for `aor`'s lamp; returns the edge's final answer."""
-    msg = (f"SUBSCRIBE sip:{aor}@127.0.0.1:{edge_port} SIP/2.0\r\n"
+               expires: int = 600, auth: str = "", to_tag: str = "") -> str:
+    """A SUBSCRIBE from `user`'s phone for `aor`'s lamp (in the dialog when to_tag is given: then
+    to the edge's Contact); returns the edge's final answer."""
+    ruri = f"sip:127.0.0.1:{edge_port}" if to_tag else f"sip:{aor}@127.0.0.1:{edge_port}"
+    msg = (f"SUBSCRIBE {ruri} SIP/2.0\r\n"
            f"Via: SIP/2.0/UDP 127.0.0.1:{sock.port};branch={branch()};rport\r\n"
            f"From: <sip:{user}@127.0.0.1:{edge_port}>;tag=ph{call_id[:6]}\r\n"
-           f"To: <sip:{aor}@127.0.0.1:{edge_port}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} SUBSCRIBE\r\n"
+           f"To: <sip:{aor}@127.0.0.1:{edge_port}>{f';tag={to_tag}' if to_tag else ''}\r\n"
+           f"Call-ID: {call_id}\r\nCSeq: {cseq} SUBSCRIBE\r\n"
            f"Contact: <sip:{user}@127.0.0.1:{sock.port}>\r\nMax-Forwards: 70\r\nEvent: {event}\r\n"
            f"Expires: {expires}\r\n{auth}Content-Length: 0\r\n\r\n")
     sock.send(msg.encode(), edge_port)
@@ -412,3 +415,42 @@ async def test_a_pjsua2_softphone_lamp_lights_on_a_message_and_goes_out_when_hea
             proc.kill()
             await proc.wait()
     await wait_for(lambda: d.events("mwi.unsubscribed"))  # the phone's un-SUBSCRIBE on shutdown
+
+
+def _notifies(sock: RawSip, seconds: float) -> list[str]:
+    return [m for m in sock.replies(seconds) if m.startswith("NOTIFY ")]
+
+
+def test_a_subscription_outlives_a_daemon_restart_at_its_next_refresh(daemon_factory):
+    """The edge keeps no subscription state and the daemon keeps it in memory: after a restart
+    the phone's refresh is answered and its lamp is served again, in the same dialog, with a
+    CSeq above every one the phone saw (RFC 3261 12.2.2)."""
+    d = daemon_factory(workers=1, start=False)
+    vm_config(d)
+    d.start()
+    sock = RawSip(d.ports.caller(7))
+    port = d.ports.edge
+    uri = f"sip:alice@127.0.0.1:{port}"
+    try:
+        challenge = _subscribe(sock, port, "alice", "alice", "r1", 1)
+        ok = _subscribe(sock, port, "alice", "alice", "r1", 2, auth=_digest(challenge, "alice", "alice-secret", uri))
+        assert status_of(ok) == 200, ok
+        our_tag = re.search(r"^To: .*;tag=(\S+)\r$", ok, re.M)[1]  # type: ignore[index]
+        first = _notifies(sock, 1.0)
+        assert first and "CSeq: 1 NOTIFY" in first[0]
+        d.stop()
+        d.start()
+        refresh_uri = f"sip:127.0.0.1:{port}"
+        challenge = _subscribe(sock, port, "alice", "alice", "r1", 3, to_tag=our_tag)
+        assert status_of(challenge) == 401, challenge
+        ok = _subscribe(sock, port, "alice", "alice", "r1", 4, to_tag=our_tag,
+                        auth=_digest(challenge, "alice", "alice-secret", refresh_uri))
+        assert status_of(ok) == 200 and f";tag={our_tag}" in ok, ok
+        again = _notifies(sock, 1.0)
+        assert again, "no NOTIFY after the refresh"
+        cseq = int(re.search(r"^CSeq: (\d+) NOTIFY\r$", again[0], re.M)[1])  # type: ignore[index]
+        from_line = re.search(r"^From: (.*)\r$", again[0], re.M)[1]  # type: ignore[index]
+        assert cseq > 1000 and from_line.endswith(f";tag={our_tag}") and from_line.count(";tag=") == 1, again[0]
+        assert "Voice-Message: 0/0" in again[0]
+    finally:
+        sock.close()

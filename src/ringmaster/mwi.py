@@ -31,6 +31,7 @@ import structlog
 log = structlog.get_logger("ringmaster.mwi")
 
 MAX_SUBSCRIPTIONS = 10_000  # in all: a bound on memory
+CSEQ_EPOCH = 1_672_531_200  # 2023-01-01: see on_event
 PER_USER = 4  # a phone that subscribes anew without ending its old dialogs keeps its newest 4
 # what a value from the edge may hold: SIP tokens, URIs and host:port, no quotes, no spaces
 _SAFE = re.compile(r"^[A-Za-z0-9!#$%&'()*+,\-./:;=?@\[\]_~^{}]{1,512}$")  # no '|': the edge's field separator
@@ -134,6 +135,11 @@ class MwiNotifier:
         old = self.subs.get(sub.key)
         if old is not None:
             sub.cseq = old.cseq  # the same dialog: our CSeq goes on rising
+        elif event.get("refresh") == 1:
+            # a dialog from before a restart: the phone has seen our CSeqs from 1 up and answers
+            # a lower one 500 (RFC 3261 12.2.2); seconds since 2023 are above any count of NOTIFYs
+            # one run sends (fewer than one a second), and below 2**31 until 2091
+            sub.cseq = max(0, int(self.clock()) - CSEQ_EPOCH)
         if expires == 0:
             self.subs.pop(sub.key, None)
             self._terminated[sub.key] = sub
