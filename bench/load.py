@@ -48,11 +48,14 @@ from tests.helpers.sipp import _counts, agent_scenario, sipp_args
 
 HERE = Path(__file__).resolve().parent
 PCAPS = Path("/usr/share/sip-tester")
-PORTS = Ports(45000)  # edge 45000, SIPp callers 45030-45039, probe 45032 (bench range 44000-47999)
-WORKER_SIP_BASE = 45200  # up to 400 workers
-AGENT_PORTS = (45080, 45081, 45082, 45083)
-AGENT_MEDIA = (45710, 45714, 45718, 45722)
-CALLER_MEDIA = 45700
+# Every port below the kernel's ephemeral range (32768-60999 on Debian): 68 workers' and the
+# controller's wake-up sockets take ephemeral ports, and one took a worker's SIP port once when
+# the bench lived at 45000-47999 (the pool then failed to start).
+PORTS = Ports(12000)  # edge 12000, SIPp callers 12030-12039, probe 12032 (bench range 12000-12799)
+WORKER_SIP_BASE = 12200  # up to 400 workers
+AGENT_PORTS = (12080, 12081, 12082, 12083)
+AGENT_MEDIA = (12710, 12714, 12718, 12722)
+CALLER_MEDIA = 12700
 AGENTS = 250
 DIGIT_S = 1.5
 PROMPT_S = 2.8
@@ -213,7 +216,7 @@ def main() -> int:
                     help="agents copy the edge's Record-Route into their 200 OK, or omit it")
     ap.add_argument("--workers", type=int, default=0,
                     help="pool size (default: enough for the calls up at once, 2 inbound per worker, + 4)")
-    ap.add_argument("--rtp-ports", default="46000-46799", help="the whole server's RTP port range")
+    ap.add_argument("--rtp-ports", default="17200-17999", help="the whole server's RTP port range")
     ap.add_argument("--limit", type=int, default=0, help="most callers up at once (SIPp -l; default: all)")
     ap.add_argument("--idle-seconds", type=float, default=10.0)
     ap.add_argument("--media", choices=("direct", "anchored"), default="direct",

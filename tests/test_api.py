@@ -15,6 +15,17 @@ from tests.test_acd_calls import acd_config, agents_up, wait_agent
 TOKENS = {"operator": "op-" + "o" * 20, "supervisor": "sup-" + "s" * 20, "admin": "adm-" + "a" * 20}
 
 
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """One sample's value from a /metrics body, read with prometheus_client's parser (None: absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and s.labels == labels:
+                return float(s.value)
+    return None
+
+
 def http(d, method: str, path: str, role: str | None = None, body: Any = None,  # type: ignore[no-untyped-def]
          token: str | None = None) -> tuple[int, dict[str, str], bytes]:
     url = f"http://127.0.0.1:{d.ports.base + 6}{path}"
@@ -93,12 +104,23 @@ async def test_api_roles_reads_changes_and_refusals(daemon_factory):
         assert q["today"]["offered"] == 1 and q["today"]["answered"] == 1
         code, _, body = http(d, "GET", "/metrics", "operator")
         text = body.decode()
-        assert code == 200 and 'ringmaster_calls_total{disposition="completed"} 1' in text
-        assert 'ringmaster_queue_waiting{queue="sales",channel="voice"} 0' in text and 'ringmaster_agents{state="paused",channel="voice"} 1' in text
-        assert 'ringmaster_workers{alive="true"} 1' in text and "ringmaster_store_last_commit_seconds" in text
+        assert code == 200 and metric(text, "ringmaster_calls_total", disposition="completed") == 1
+        assert metric(text, "ringmaster_calls_in_progress") == 0
+        assert metric(text, "ringmaster_queue_waiting", queue="sales", channel="voice") == 0
+        assert metric(text, "ringmaster_agents", state="paused", channel="voice") == 1
+        assert metric(text, "ringmaster_workers", alive="true") == 1
+        assert metric(text, "ringmaster_store_last_commit_seconds") is not None
         assert http(d, "GET", "/metrics")[0] == 401
         code, _, body = http(d, "GET", "/openapi.json")
-        assert code == 200 and "/api/calls" in json.loads(body)["paths"]
+        doc = json.loads(body)
+        assert code == 200 and "/api/calls" in doc["paths"]
+        # every documented query parameter is taken; anything else is refused
+        for path in ("/api/calls", "/api/tasks"):
+            good = {"since": "1h", "until": "0s", "queue": "sales", "agent": "alice", "caller": "45",
+                    "disposition": "completed", "min_wait": "0", "limit": "5", "channel": "chat", "state": "queued"}
+            for prm in doc["paths"][path]["get"]["parameters"]:
+                assert http(d, "GET", f"{path}?{prm['name']}={good[prm['name']]}", "operator")[0] == 200, (path, prm)
+            assert http(d, "GET", f"{path}?undocumented=1", "operator")[0] == 400
     finally:
         await caller.stop()
         await alice.stop()

@@ -16,7 +16,7 @@ from tests.helpers.audio import write_tone
 from tests.helpers.mqtt import Client
 from tests.helpers.phone import Phone
 from tests.test_acd_calls import agents_up, wait_agent
-from tests.test_api import TOKENS, http
+from tests.test_api import TOKENS, http, metric
 from tests.test_presence_mqtt import INTEGRATION, integration
 
 
@@ -124,14 +124,14 @@ async def test_scripted_calls_and_tasks_give_the_same_numbers_in_cli_api_and_met
         assert [(t["task_id"], t["state"]) for t in api_tasks] == [("t1", "completed"), ("t2", "cancelled")]
         # --- /metrics
         metrics = http(d, "GET", "/metrics", "operator")[2].decode()
-        for line in ('ringmaster_calls_total{disposition="completed"} 2',
-                     'ringmaster_calls_total{disposition="abandoned"} 2',
-                     'ringmaster_calls_total{disposition="in_progress"} 0',
-                     'ringmaster_queue_waiting{queue="sales",channel="voice"} 0',
-                     'ringmaster_tasks_open{channel="chat",state="assigned"} 0',
-                     'ringmaster_tasks_open{channel="email",state="waiting"} 0',
-                     "ringmaster_mqtt_connected 1"):
-            assert line in metrics, line
+        for name, labels, value in (("ringmaster_calls_total", {"disposition": "completed"}, 2),
+                                    ("ringmaster_calls_total", {"disposition": "abandoned"}, 2),
+                                    ("ringmaster_calls_in_progress", {}, 0),
+                                    ("ringmaster_queue_waiting", {"queue": "sales", "channel": "voice"}, 0),
+                                    ("ringmaster_tasks_open", {"channel": "chat", "state": "assigned"}, 0),
+                                    ("ringmaster_tasks_open", {"channel": "email", "state": "waiting"}, 0),
+                                    ("ringmaster_mqtt_connected", {}, 1)):
+            assert metric(metrics, name, **labels) == value, (name, labels)
     finally:
         await caller.stop()
         for ph in (alice, bob):

@@ -17,13 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from ringmaster import protocol as p
 from tests.helpers.audio import read_wav, tone_sequence, write_tone
 from tests.helpers.mqtt import Client
 from tests.helpers.phone import Phone
 from tests.helpers.rawsip import RawSip, branch, status_of
 from tests.helpers.sipp import sipp_args
-from tests.test_api import http
+from tests.test_api import http, metric
 
 TOKENS = {"admin": "adm-" + "a" * 20, "operator": "op-" + "o" * 20,
           "alice": "alice-desk-" + "x" * 12, "bob": "bob-desk-" + "y" * 12}
@@ -129,9 +131,22 @@ async def test_message_is_published_listed_downloaded_marked_and_deleted_by_its_
     seconds, heard = wav_seconds(audio, tmp_path)
     assert 1.7 <= seconds <= 4.0 and heard == ["caller_voice"], (seconds, heard)
 
-    metrics = http(d, "GET", "/metrics", token=TOKENS["admin"])[2].decode()
-    assert 'ringmaster_voicemail_messages{box="alice",state="new"} 1' in metrics
-    assert 'ringmaster_voicemail_messages{box="bob",state="new"} 1' in metrics
+    def lamps() -> dict[tuple[str, str], float]:  # /metrics' voicemail counts (kept as they change)
+        text = http(d, "GET", "/metrics", token=TOKENS["admin"])[2].decode()
+        return {(s.labels["box"], s.labels["state"]): s.value for fam in text_string_to_metric_families(text)
+                if fam.name == "ringmaster_voicemail_messages" for s in fam.samples}
+
+    assert lamps() == {("alice", "new"): 1, ("alice", "heard"): 0, ("bob", "new"): 1, ("bob", "heard"): 0,
+                       ("sales", "new"): 0, ("sales", "heard"): 0}
+    # every documented query parameter is taken; anything else is refused
+    doc = json.loads(http(d, "GET", "/openapi.json")[2])
+    good = {"box": "alice", "state": "new", "limit": "5"}
+    for prm in doc["paths"]["/api/voicemail"]["get"]["parameters"]:
+        code, body = api(d, "GET", f"/api/voicemail?{prm['name']}={good[prm['name']]}", "alice")
+        assert code == 200 and body["count"] == 1, (prm, body)
+    assert api(d, "GET", "/api/voicemail?undocumented=1", "alice")[0] == 400
+    assert api(d, "GET", "/api/voicemail?limit=0", "alice")[0] == 400
+    assert api(d, "GET", "/api/voicemail?box=nosuch", "alice")[0] == 404
 
     # bob's desk cannot see, fetch, mark or delete alice's message; an operator reads no voicemail
     bob_msgs = api(d, "GET", "/api/voicemail", "bob")[1]["messages"]
@@ -153,6 +168,7 @@ async def test_message_is_published_listed_downloaded_marked_and_deleted_by_its_
     assert code == 200 and body["message"]["state"] == "heard" and body["message"]["heard_by"] == "alice-desk"
     ev = desk.wait_for("voicemail/alice/events", lambda m: m["event"] == "heard")
     assert (ev["new"], ev["heard"]) == (0, 1)
+    assert (lamps()[("alice", "new")], lamps()[("alice", "heard")]) == (0, 1)
     assert api(d, "GET", "/api/voicemail?state=new", "alice")[1]["messages"] == []
 
     # the CLI (through the daemon): list, play into a file, new again, delete
@@ -184,6 +200,7 @@ async def test_message_is_published_listed_downloaded_marked_and_deleted_by_its_
     assert [(r[0], r[1]) for r in rows] == [("alice", "cli"), ("bob", "bob-desk")]
     assert not any(Path(r[2]).exists() for r in rows)
     assert api(d, "GET", "/api/voicemail", "admin")[1]["messages"] == []
+    assert set(lamps().values()) == {0}
     desk.close()
     snoop.close()
 
@@ -202,6 +219,8 @@ async def test_owner_phone_message_waiting_lamp_follows_new_heard_deleted(daemon
                     and (e["new"], e["heard"]) == (new, heard)]
 
         await wait_for(lambda: notified(0, 0))  # subscribed: the lamp's state at once
+        metrics = http(d, "GET", "/metrics", token=TOKENS["admin"])[2].decode()
+        assert metric(metrics, "ringmaster_mwi_subscriptions") == 1
         caller = await Phone("4511223344", d.ports.caller(0), d.ports.base + 80).start()
         try:
             await leave_message(d, caller, "100", tmp_path / "voice.wav")
@@ -361,11 +380,17 @@ async def test_expiry_skips_a_message_still_being_left_and_tells_the_readers_of_
         published: list[tuple[str, dict[str, Any]]] = []
         told: list[frozenset[str]] = []
         vm = Voicemail(lambda: cfg, store, publish=lambda t, p: published.append((t, p)), counts_changed=told.append)
-        assert await vm.expire(1.0, lambda: {"live-2"}, now=1000.0 + 86400 + 1) == 1
-        assert [(t, p["event"], p["new"]) for t, p in published] == [("voicemail/sales/events", "deleted", 1)]
-        assert told == [frozenset({"alice", "bob"})]
-        assert not (rec / "voicemail" / "sales" / "old-1.wav").exists()
-        assert [m.call_id for m in await vm.messages()] == ["live-2"]
+        await vm.start()
+        try:
+            assert vm.box_counts() == {"sales": (2, 0)}  # read once at start
+            assert await vm.expire(1.0, lambda: {"live-2"}, now=1000.0 + 86400 + 1) == 1
+            assert [(t, p["event"], p["new"]) for t, p in published] == [("voicemail/sales/events", "deleted", 1)]
+            assert told == [frozenset({"alice", "bob"})]
+            assert not (rec / "voicemail" / "sales" / "old-1.wav").exists()
+            assert [m.call_id for m in await vm.messages()] == ["live-2"]
+            assert vm.box_counts() == {"sales": (1, 0)} and vm.counts(["sales"]) == (1, 0)
+        finally:
+            await vm.stop()
     finally:
         await store.close()
 
@@ -454,3 +479,64 @@ def test_a_subscription_outlives_a_daemon_restart_at_its_next_refresh(daemon_fac
         assert "Voice-Message: 0/0" in again[0]
     finally:
         sock.close()
+
+
+async def test_a_store_from_before_voicemail_access_upgrades_after_call_totals_and_a_fresh_one_has_both(tmp_path):
+    """Migration 8 (voicemail heard/deleted columns) runs after 7 (call_totals) on a store that
+    has neither and one that has 7 only; a fresh store gets both. Messages left before the
+    upgrade are counted at start, listed and can be marked."""
+    from ringmaster.config import Config
+    from ringmaster.store import MIGRATIONS, Store
+    from ringmaster.voicemail import Voicemail
+
+    assert len(MIGRATIONS) == 8
+    rec = tmp_path / "recordings"
+    cfg = Config.model_validate({
+        "agents": {"alice": {"softphone": {"username": "alice", "password": "alice-secret"}}},
+        "voicemail": {"boxes": {"alice": {"agent": "alice"}}}, "paths": {"recordings": str(rec)}})
+
+    def columns(db: Path) -> tuple[int, set[str], set[str]]:
+        con = sqlite3.connect(db)
+        try:
+            return (con.execute("PRAGMA user_version").fetchone()[0],
+                    {r[1] for r in con.execute("PRAGMA table_info(voicemails)")},
+                    {r[0] for r in con.execute("SELECT name FROM sqlite_master")})
+        finally:
+            con.close()
+
+    for version in (6, 7):
+        db = tmp_path / f"v{version}.db"
+        old = sqlite3.connect(db)
+        for sql in MIGRATIONS[:version]:
+            old.executescript(sql)
+        old.executemany("INSERT INTO voicemails (call_id, box, caller, path, started_at, seconds, heard)"
+                        " VALUES (?, 'alice', '4511223344', ?, ?, 3.0, ?)",
+                        [("c1", str(rec / "c1.wav"), 10.0, 0), ("c2", str(rec / "c2.wav"), 20.0, 1),
+                         ("c3", str(rec / "c3.wav"), 30.0, 0)])
+        old.execute(f"PRAGMA user_version={version}")
+        old.commit()
+        old.close()
+        store = Store(db)
+        await store.open()
+        vm = Voicemail(lambda: cfg, store)
+        await vm.start()
+        try:
+            assert vm.box_counts() == {"alice": (2, 1)}, version
+            newest = (await vm.messages(["alice"]))[0]
+            assert newest.call_id == "c3" and newest.state == "new" and newest.heard_by is None
+            marked = await vm.set_state(newest.id, "heard", "alice-desk")
+            assert (marked.state, marked.heard_by) == ("heard", "alice-desk")
+            assert vm.box_counts() == {"alice": (1, 2)}
+        finally:
+            await vm.stop()
+            await store.close()
+        got, cols, names = columns(db)
+        assert got == 8 and {"heard_at", "heard_by", "deleted_at", "deleted_by"} <= cols
+        assert {"call_totals", "voicemails_live", "call_totals_ended"} <= names
+
+    fresh = Store(tmp_path / "fresh.db")
+    await fresh.open()
+    await fresh.close()
+    got, cols, names = columns(tmp_path / "fresh.db")
+    assert got == 8 and {"heard_at", "heard_by", "deleted_at", "deleted_by"} <= cols
+    assert {"call_totals", "voicemails_live"} <= names

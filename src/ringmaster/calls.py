@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -32,11 +32,14 @@ from ringmaster.flows.actions import (
     EnqueueCall,
     FlowEvent,
     HangUp,
+    HttpAnswered,
+    HttpRequest,
     MessageRecorded,
     PlayPrompts,
     PromptsDone,
     QueueLeft,
     RecordMessage,
+    Speak,
     StoreCallback,
 )
 from ringmaster.flows.interpreter import FlowRun
@@ -44,6 +47,8 @@ from ringmaster.store import Store
 
 if TYPE_CHECKING:
     from ringmaster.acd.runtime import AcdRuntime
+    from ringmaster.lookups import LookupClient
+    from ringmaster.tts import Speech
 
 log = structlog.get_logger("ringmaster.call")
 
@@ -112,6 +117,10 @@ class CallSession:
     queue_rec_id: str = ""
     ended_by_agent: bool = False
     abandoned_in_queue: bool = False
+    # IO the flow asks for and waits on: speech to render, lookups to make (cancelled at the end)
+    speech: Speech | None = None
+    lookups: LookupClient | None = None
+    _io: set[asyncio.Task[None]] = field(default_factory=set)
     _plays: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -160,6 +169,10 @@ class CallSession:
                     self._feed(QueueLeft("no_acd"))
                 else:
                     self.acd.enqueue(self, action.queue, action.priority, action.skills)
+            elif isinstance(action, Speak):
+                self._background(self._speak(action))
+            elif isinstance(action, HttpRequest):
+                self._background(self._lookup(action))
             elif isinstance(action, StoreCallback):
                 self.store.callback_requested(self.call_id, action.queue, action.number, time.time())
                 self.log.info("call.callback_requested", queue=action.queue, number=action.number)
@@ -172,6 +185,53 @@ class CallSession:
                     self._command(p.Reject(leg=self.leg, code=code))
                 else:
                     self._command(p.Hangup(leg=self.leg))
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._io.add(task)
+        task.add_done_callback(self._io.discard)
+
+    def _cancel_io(self) -> None:
+        for task in list(self._io):
+            task.cancel()
+
+    async def _speak(self, action: Speak) -> None:
+        """Render the text (or take it from the cache) and play it as a prompt; a rendering
+        that fails ends the step as an interrupted prompt, so the flow goes on."""
+        path: str | None = None
+        if self.speech is None:
+            self.log.error("call.say_failed", error="no speech engine configured")
+        else:
+            try:
+                path = str(await self.speech.render(action.text, action.language, action.voice))
+            except Exception as exc:  # SpeechFailed, or anything else: never silence forever
+                self.log.error("call.say_failed", language=action.language, voice=action.voice, error=str(exc))
+        if self.hangup is not None or self.ended:
+            return
+        if path is None:
+            self.store.event(self.call_id, "SAY_FAILED", language=action.language)
+            self._feed(PromptsDone(interrupted=True))
+            return
+        self.store.event(self.call_id, "SAY", language=action.language, voice=action.voice, text=action.text)
+        self.log.info("call.say", language=action.language, voice=action.voice, file=path)
+        self.execute([PlayPrompts((path,), barge_in=action.barge_in)])
+
+    async def _lookup(self, action: HttpRequest) -> None:
+        started = time.monotonic()
+        if self.lookups is None:
+            answer = HttpAnswered("error", detail="no HTTP client")
+        else:
+            answer = await self.lookups.request(action.endpoint, dict(action.values), self.call_id)
+        ms = round((time.monotonic() - started) * 1000)
+        if self.hangup is not None or self.ended:
+            return
+        self.store.event(self.call_id, "HTTP", endpoint=action.name, result=answer.result, status=answer.status, ms=ms)
+        fields = dict(endpoint=action.name, result=answer.result, status=answer.status, ms=ms)
+        if answer.result == "ok":
+            self.log.info("call.http", **fields)
+        else:
+            self.log.warning("call.http", detail=answer.detail, **fields)
+        self._feed(answer)
 
     def _play(self, action: PlayPrompts) -> None:
         self.play_id = f"{self.call_id}-p{next(self._plays)}"
@@ -434,6 +494,7 @@ class CallSession:
         if self.ended:
             return
         self.ended_at = time.time()
+        self._cancel_io()
         if self.hangup is not None and self.hangup.cause == "transfer_target_hangup":
             by, cause, disposition = "target", self.hangup.cause, "completed"
         elif self.ended_by_agent:
@@ -453,6 +514,7 @@ class CallSession:
         if self.ended:
             return
         self.ended_at = time.time()
+        self._cancel_io()
         if self._ring_timer is not None:
             self._ring_timer.cancel()
         self._stop_message(feed=False)

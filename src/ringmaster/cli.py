@@ -40,6 +40,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ringmaster.acd.config import routing_warnings
     for w in routing_warnings(cfg.queues, cfg.agents):
         print(f"{args.config}: warning: {w}", file=sys.stderr)
+    from ringmaster.tts import voice_problems
+
+    voices = voice_problems(cfg)
+    for problem in voices:
+        print(f"{args.config}: error: {problem}", file=sys.stderr)
     placeholders = cfg.placeholder_secrets()
     if placeholders:
         print(f"{args.config}: warning: {len(placeholders)} secret(s) still end in -change-me, replace them "
@@ -56,6 +61,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{args.config}: {where}: {'warning' if converted else 'error'}: {file}: {why}; {what}",
               file=sys.stderr)
     unplayable = sum(1 for b in bad if not b[3])
+    if voices:
+        print(f"{args.config}: {len(voices)} speech voice problem(s)", file=sys.stderr)
+        return 1
     if unplayable:
         print(f"{args.config}: {unplayable} prompt or hold-music file(s) cannot be played", file=sys.stderr)
         return 1
@@ -251,7 +259,10 @@ def _command(args: argparse.Namespace, command: str, show: Callable[[dict[str, A
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    action = "login" if args.login else "logout" if args.logout else "pause" if args.pause is not None else "unpause"
+    from ringmaster.acd.model import AgentAction
+
+    action = (AgentAction.LOGIN if args.login else AgentAction.LOGOUT if args.logout
+              else AgentAction.PAUSE if args.pause is not None else AgentAction.UNPAUSE)
     return _command(args, "agent", lambda r: f"agent {r['agent']}: {r['state']}",
                     agent=args.agent, action=action, reason=args.pause or "")
 
@@ -338,9 +349,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         at = at.astimezone()  # a local wall-clock time: the machine's zone
     inputs = args.digits.split(",") if args.digits else []
     overrides = dict(o.split("=", 1) for o in args.override or [])
+    from ringmaster.flows.actions import HttpAnswered
+    from ringmaster.flows.simulate import canned_answer
+
+    answers: dict[str, list[HttpAnswered]] = {}
+    variables: dict[str, str] = {}
+    if args.called:
+        route = plan.route(args.called)
+        if route.flow is not None and route.flow.name == args.flow:
+            variables.update(route.variables)
+    try:
+        for item in args.answer or []:
+            name, sep, text = item.partition("=")
+            if not sep or name not in plan.cfg.http_endpoints:
+                raise ValueError(f"--answer {item!r}: expected ENDPOINT=ANSWER with an endpoint of http_endpoints "
+                                 f"({', '.join(sorted(plan.cfg.http_endpoints)) or 'none defined'})")
+            answers.setdefault(name, []).append(canned_answer(text))
+        for item in args.set or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise ValueError(f"--set {item!r}: expected NAME=VALUE")
+            variables[name] = value
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     try:
         sim = simulate(plan, args.flow, inputs, caller=args.caller, called=args.called, at=at,
-                       overrides=overrides, transfer_result=args.transfer)
+                       overrides=overrides, transfer_result=args.transfer, answers=answers, variables=variables)
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
@@ -378,52 +413,60 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calllog(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from ringmaster import calllog
+def _reports(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """(config, read-only connection to its store), or (None, None) after saying why."""
+    from ringmaster.reports import reads
 
     cfg = _load(args.config)
     if cfg is None:
         return None, None
     try:
-        return calllog, calllog.connect(cfg.storage.path)
+        return cfg, reads.connect(cfg.storage.path)
     except FileNotFoundError as exc:
         print(exc, file=sys.stderr)
         return None, None
 
 
-def cmd_calls(args: argparse.Namespace) -> int:
-    calllog, con = _calllog(args)
-    if con is None:
-        return 1
-    try:
-        f = calllog.CallFilter(
-            since=calllog.parse_time(args.since) if args.since else None,
-            until=calllog.parse_time(args.until) if args.until else None,
-            queue=args.queue, agent=args.agent, caller=args.caller, disposition=args.disposition,
-            min_wait=args.min_wait, limit=args.limit)
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if args.follow:
-        try:
-            for chunk in calllog.follow(con, f, args.format):
-                print(chunk, end="", flush=True)
-        except KeyboardInterrupt:
-            return 0
-    rows = [calllog.row_view(r) for r in calllog.query_calls(con, f)]
-    print(calllog.render(rows, args.format), end="")
-    return 0
-
-
 def _interval(args: argparse.Namespace) -> tuple[float | None, float | None]:
     """--since/--until as epoch seconds; ValueError with the reason for a bad time."""
-    from ringmaster.calllog import parse_time
+    from ringmaster.reports import parse_time
 
     return (parse_time(args.since) if args.since else None, parse_time(args.until) if args.until else None)
 
 
+def cmd_calls(args: argparse.Namespace) -> int:
+    from ringmaster.reports import CallFilter, reads
+    from ringmaster.reports.render import CALL_COLUMNS, call_view, render
+
+    cfg, con = _reports(args)
+    if con is None:
+        return 1
+    try:
+        since, until = _interval(args)
+        f = CallFilter(since=since, until=until, queue=args.queue, agent=args.agent, caller=args.caller,
+                       disposition=args.disposition, min_wait=args.min_wait, limit=args.limit)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.follow:
+        seen = 0
+        try:
+            for batch in reads.follow(con, f):
+                rows = [call_view(r) for r in batch]
+                print(render(rows, args.format, CALL_COLUMNS, header=seen == 0 and args.format != "table"),
+                      end="", flush=True)
+                seen += len(rows)
+        except KeyboardInterrupt:
+            return 0
+    rows = [call_view(r) for r in reads.calls(con, f)]
+    print(render(rows, args.format, CALL_COLUMNS), end="")
+    return 0
+
+
 def cmd_events(args: argparse.Namespace) -> int:
-    calllog, con = _calllog(args)
+    from ringmaster.reports import EventFilter, reads
+
+    cfg, con = _reports(args)
     if con is None:
         return 1
     try:
@@ -431,63 +474,49 @@ def cmd_events(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    for line in calllog.queue_log_lines(con, since, until, args.queue):
+    for line in reads.queue_log_lines(con, EventFilter(since, until, args.queue)):
         print(line)
     return 0
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from ringmaster import tasklog
+    from ringmaster.reports import EventFilter, TaskFilter, reads
+    from ringmaster.reports.render import TASK_COLUMNS, render
 
-    calllog, con = _calllog(args)
+    cfg, con = _reports(args)
     if con is None:
         return 1
     try:
         since, until = _interval(args)
+        f = TaskFilter(since=since, until=until, queue=args.queue, agent=args.agent, channel=args.channel,
+                       state=args.state, limit=args.limit)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
     if args.log:
-        for line in tasklog.log_lines(con, since, until, args.queue):
+        for line in reads.queue_log_lines(con, EventFilter(since, until, args.queue), table="task_log"):
             print(line)
         return 0
-    f = tasklog.TaskFilter(since=since, until=until, queue=args.queue, agent=args.agent, channel=args.channel,
-                           state=args.state, limit=args.limit)
-    print(calllog.render(tasklog.query(con, f), args.format, columns=tasklog.COLUMNS), end="")
+    print(render(reads.tasks(con, f), args.format, TASK_COLUMNS), end="")
     return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    import time as _time
+    from ringmaster.reports import parse_time, reads
+    from ringmaster.reports import stats as st
 
-    from ringmaster import stats as st
-
-    calllog, con = _calllog(args)
+    cfg, con = _reports(args)
     if con is None:
         return 1
-    cfg = _load(args.config)
     try:
-        since = calllog.parse_time(args.since) if args.since else calllog.parse_time("24h")
-        until = calllog.parse_time(args.until) if args.until else _time.time()
+        since = parse_time(args.since) if args.since else parse_time("24h")
+        until = parse_time(args.until) if args.until else time.time()
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    # everything before `until`: logins and pauses opened earlier still count inside the interval
-    if args.channel == "voice":
-        rows = [tuple(r) for r in con.execute(
-            "SELECT at, call_id, queue, agent, event, data FROM queue_log WHERE at < ? ORDER BY at, id", (until,))]
-        wrapups = {n: q.wrapup for n, q in cfg.queues.items()}
-    else:  # the channel's task events, with the agents' logins and pauses (one presence for all)
-        rows = [tuple(r) for r in con.execute(
-            "SELECT at, call_id, queue, agent, event, data FROM queue_log WHERE at < ?"
-            " AND event IN ('ADDMEMBER', 'REMOVEMEMBER', 'PAUSE', 'UNPAUSE')", (until,))]
-        rows += [tuple(r) for r in con.execute(
-            "SELECT at, task_id, queue, agent, event, data FROM task_log WHERE at < ? AND channel = ?",
-            (until, args.channel))]
-        rows.sort(key=lambda r: r[0])
-        wrapups = {n: 0.0 for n in cfg.queues}
-    queues, agents = st.compute(rows, since, until, {n: q.service_level for n, q in cfg.queues.items()},  # type: ignore[arg-type]
-                                wrapups, args.short_abandon)
+    queues, agents = reads.stats(con, since, until, args.channel,
+                                 {n: q.service_level for n, q in cfg.queues.items()},
+                                 {n: q.wrapup for n, q in cfg.queues.items()}, args.short_abandon)
     if args.format == "json":
         print(json.dumps(st.as_dicts(queues, agents), indent=2))
         return 0
@@ -527,6 +556,9 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: every subcommand with its options (each with help text)."""
+    from ringmaster.reports.filters import TASK_STATES
+    from ringmaster.store import DISPOSITIONS
+
     ap = argparse.ArgumentParser(prog="ringmaster", description="SIP ACD and IVR server")
     ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -573,6 +605,12 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--at", default="", help="time of the call, ISO 8601 (default now)")
             sp.add_argument("--override", action="append", help="schedule=open|closed (repeatable)")
             sp.add_argument("--transfer", default="completed", help="result of transfers (completed, busy, no_answer)")
+            sp.add_argument("--answer", action="append", metavar="ENDPOINT=ANSWER",
+                            help="canned answer of an http endpoint: a JSON object, timeout, error or a status "
+                                 "such as 500 (repeatable; used in turn)")
+            sp.add_argument("--set", action="append", metavar="NAME=VALUE",
+                            help="a variable the call starts with, e.g. language=da (repeatable; the entry "
+                                 "point's variables apply when --called routes to the flow)")
         if name == "stats":
             sp.add_argument("--since", help="ISO time, or an age: 15m, 2h, 7d (default 24h)")
             sp.add_argument("--until", help="ISO time, or an age (default now)")
@@ -583,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "tasks":
             sp.add_argument("--agent", help="only tasks this agent took")
             sp.add_argument("--channel", choices=["chat", "email"], help="only this channel")
-            sp.add_argument("--state", choices=["queued", "assigned", "completed", "cancelled"], help="only tasks in this state")
+            sp.add_argument("--state", choices=TASK_STATES, help="only tasks in this state")
             sp.add_argument("--limit", type=int, help="at most this many rows")
             sp.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default: table)")
             sp.add_argument("--log", action="store_true", help="the task events in Asterisk queue_log format")
@@ -594,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "calls":
             sp.add_argument("--agent", help="only calls this agent answered")
             sp.add_argument("--caller", help="caller ID contains this")
-            sp.add_argument("--disposition", choices=["in_progress", "completed", "rejected", "abandoned", "failed"],
+            sp.add_argument("--disposition", choices=DISPOSITIONS,
                             help="only calls that ended this way")
             sp.add_argument("--min-wait", type=float, help="waited at least this many seconds in a queue")
             sp.add_argument("--limit", type=int, help="at most this many rows")

@@ -321,12 +321,24 @@ class MqttConfig(_Listening):
 
 
 class EntryPoint(Strict):
-    """Maps the called number (user part of the Request-URI) to a flow."""
+    """Maps the called number (user part of the Request-URI) to a flow, with the call's first
+    variables (e.g. `variables: {language: da}` for a Danish number)."""
 
     number: str | None = None
     prefix: str | None = None
     pattern: str | None = Field(default=None, description="Python regular expression, full match")
     flow: str
+    variables: dict[str, str] = Field(default_factory=dict, description="variables the call starts with")
+
+    @field_validator("variables")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"variable name {name!r}: letters, digits and _ (not starting with a digit)")
+            if name in ("caller", "called"):
+                raise ValueError(f"{name!r} is set from the call itself")
+        return v
 
     @model_validator(mode="after")
     def _one_match(self) -> EntryPoint:
@@ -349,6 +361,101 @@ class UnknownNumber(Strict):
 
 
 NAME = inputs.PLAIN_NAME
+LANGUAGE_CODE = r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$"  # BCP 47 primary language and subtags, lower case
+
+
+class LanguagesConfig(Strict):
+    """The languages callers are served in. A prompt name `welcome` plays
+    `<prompts>/<language>/welcome.wav` for the call's `language` variable; the fallback
+    language's prompts may also sit directly in `<prompts>/`. A call with no language, or one
+    not listed (a CRM answered `fr`), hears the fallback."""
+
+    supported: list[Annotated[str, Field(pattern=LANGUAGE_CODE)]] = Field(
+        min_length=1, description="every prompt a flow names must exist in each of these (checked)")
+    fallback: str = Field(pattern=LANGUAGE_CODE, description="one of supported")
+
+    @model_validator(mode="after")
+    def _fallback(self) -> LanguagesConfig:
+        if self.fallback not in self.supported:
+            raise ValueError(f"fallback {self.fallback!r} is not one of supported ({', '.join(self.supported)})")
+        if len(set(self.supported)) != len(self.supported):
+            raise ValueError("a language is listed twice in supported")
+        return self
+
+
+class TtsConfig(Strict):
+    """Text to speech for `say` steps and spoken queue announcements: espeak-ng (Debian),
+    converted with sox to the workers' 8 kHz mono WAV and cached by (engine, voice, language, text)."""
+
+    engine: Literal["espeak-ng"] = "espeak-ng"
+    command: str = Field(default="espeak-ng", description="the engine's executable")
+    voices: dict[str, str] = Field(default_factory=dict,
+                                   description="language -> voice (default: the language code, e.g. da, en-us)")
+    language: str = Field(default="en", pattern=LANGUAGE_CODE,
+                          description="the language spoken when the plan has no `languages:` and a step names none")
+    speed: int = Field(default=150, ge=80, le=450, description="words per minute")
+    cache: str = Field(default="", description="directory of rendered speech (default: <runtime>/tts)")
+    timeout: float = Field(default=10.0, gt=0, le=60, description="seconds one rendering may take")
+
+    @field_validator("voices")
+    @classmethod
+    def _voices(cls, v: dict[str, str]) -> dict[str, str]:
+        for lang, voice in v.items():
+            if not re.match(LANGUAGE_CODE, lang):
+                raise ValueError(f"{lang!r} is not a language code such as da or en-us")
+            if not re.match(r"^[A-Za-z0-9_+-][A-Za-z0-9_+/.-]{0,63}$", voice) or ".." in voice:
+                raise ValueError(f"voice {voice!r}: an espeak-ng voice name such as da, en-us or en+f3")
+        return v
+
+    def voice(self, language: str) -> str:
+        return self.voices.get(language) or self.voices.get(language.split("-", 1)[0]) or language
+
+
+class EndpointTls(Strict):
+    verify: bool = Field(default=True, description="check the server's certificate (never turn off in production)")
+    ca_file: str | None = Field(default=None, description="PEM file of the CA(s) to trust instead of the system's")
+
+
+class HttpEndpoint(Strict):
+    """A CRM or other service an `http` flow step may call. The URL is fixed here: a flow
+    adds the call's variables to its query (GET) or JSON body (POST), never to the URL, so no
+    caller input can make the server call another address."""
+
+    url: str = Field(description="http:// or https:// URL, without variables")
+    method: Literal["GET", "POST"] = "GET"
+    timeout: float = Field(default=2.0, gt=0, le=30,
+                           description="seconds the caller waits at most, retries included; then on_timeout")
+    retries: int = Field(default=1, ge=0, le=5,
+                         description="further attempts after a connection failure or a 5xx, within the timeout")
+    retry_delay: float = Field(default=0.1, ge=0, le=5, description="seconds between attempts")
+    bearer_token: str | None = Field(default=None, min_length=8, description="sent as Authorization: Bearer ...")
+    hmac_secret: str | None = Field(default=None, min_length=16,
+                                    description="signs each request: X-Ringmaster-Signature: sha256=HMAC(secret, timestamp.payload)")
+    headers: dict[str, str] = Field(default_factory=dict, description="further request headers")
+    tls: EndpointTls = Field(default_factory=EndpointTls)
+    max_bytes: int = Field(default=65536, ge=256, le=1048576, description="a larger answer is an error")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host")
+        if "${" in v or "{" in v:
+            raise ValueError("the URL is fixed: variables go into the query or body, not the URL")
+        if parts.username or parts.password:
+            raise ValueError("no credentials in the URL: use bearer_token or hmac_secret")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not inputs.header_name_ok(name) or inputs.header_value(value) != value:
+                raise ValueError(f"header {name!r}: a token name and a printable value")
+        return v
 
 
 class Config(Strict):
@@ -362,6 +469,9 @@ class Config(Strict):
         if self.mqtt is not None:
             found += [(f"mqtt.clients.{c.username}.password", c.password) for c in self.mqtt.clients]
             found.append(("mqtt.password", self.mqtt.password))
+        for name, e in self.http_endpoints.items():
+            found += [(f"http_endpoints.{name}.bearer_token", e.bearer_token),
+                      (f"http_endpoints.{name}.hmac_secret", e.hmac_secret)]
         for name, a in self.agents.items():
             found.append((f"agents.{name}.mqtt_password", a.mqtt_password))
             if a.softphone is not None:
@@ -391,6 +501,10 @@ class Config(Strict):
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     queues: dict[str, QueueConfig] = Field(default_factory=dict)
     voicemail: VoicemailConfig = Field(default_factory=VoicemailConfig)
+    languages: LanguagesConfig | None = None
+    tts: TtsConfig = Field(default_factory=TtsConfig)
+    http_endpoints: dict[str, HttpEndpoint] = Field(
+        default_factory=dict, description="services `http` flow steps may call, by name")
     flows: dict[str, list[Any]] = Field(default_factory=dict)
     entry_points: list[EntryPoint] = Field(default_factory=list)
     unknown_number: UnknownNumber = Field(default_factory=UnknownNumber)
@@ -509,10 +623,21 @@ def _raw_flow_errors(src: Source, base_dir: Path) -> list[ConfigError]:
     names = frozenset(schedules) if isinstance(schedules, dict) else frozenset()
     queues = data.get("queues")
     qnames = frozenset(queues) if isinstance(queues, dict) else frozenset()
+    endpoints = data.get("http_endpoints")
+    enames = frozenset(endpoints) if isinstance(endpoints, dict) else frozenset()
     vm = data.get("voicemail")
     boxes = vm.get("boxes") if isinstance(vm, dict) else None
     bnames = frozenset(boxes) if isinstance(boxes, dict) else frozenset()
-    return check_flows(flows, refs, NodeContext(Path(paths.prompts), schedules=names, queues=qnames, boxes=bnames), src)
+    langs = None
+    if data.get("languages") is not None:
+        try:
+            lc = LanguagesConfig.model_validate(data["languages"])
+        except ValidationError:
+            return []  # its own error is reported; every prompt would be misjudged without it
+        from ringmaster.flows.language import Languages
+        langs = Languages(tuple(lc.supported), lc.fallback)
+    return check_flows(flows, refs, NodeContext(Path(paths.prompts), schedules=names, queues=qnames,
+                                                endpoints=enames, languages=langs, boxes=bnames), src)
 
 
 def _resolve_paths(paths: PathsConfig, base: Path) -> PathsConfig:
@@ -565,6 +690,26 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
             if client.username in cfg.agents or client.username == cfg.mqtt.client_id:
                 errors.append(src.error(("mqtt", "clients", i, "username"),
                                         f"MQTT client {client.username!r} has the name of an agent or of the controller"))
+    from ringmaster.flows.dialplan import languages_of
+
+    langs = cfg.languages
+    picker = languages_of(cfg)
+    if langs is not None and picker is not None:
+        for i, ep in enumerate(cfg.entry_points):
+            value = ep.variables.get("language")
+            if value is not None and not picker.supports(value):
+                errors.append(src.error(("entry_points", i, "variables", "language"),
+                                        f"language {value!r} is not supported (languages.supported: "
+                                        f"{', '.join(langs.supported)})"))
+        for qname, q in cfg.queues.items():
+            say = q.announce.say if q.announce is not None else None
+            for part in ("position", "wait"):
+                text = getattr(say, part) if say is not None else None
+                missing = [lang for lang in langs.supported if isinstance(text, dict) and lang not in text]
+                if missing:
+                    errors.append(src.error(("queues", qname, "announce", "say", part),
+                                            f"no text for language(s) {', '.join(missing)} "
+                                            f"(languages.supported: {', '.join(langs.supported)})"))
     for qname, q in cfg.queues.items():
         seen = set()
         for i, m in enumerate(q.members):

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from ringmaster import inputs, prompts
+from ringmaster import inputs, live, prompts
 from ringmaster import protocol as p
 from ringmaster.acd.runtime import AcdRuntime
 from ringmaster.calls import CallSession, new_call_id, sip_user
@@ -22,6 +22,7 @@ from ringmaster.edge.events import EdgeEvents
 from ringmaster.edge.loadcheck import LoadReconciler
 from ringmaster.flows import DialPlan
 from ringmaster.flows.interpreter import FlowRun
+from ringmaster.lookups import LookupClient
 from ringmaster.mqtt.broker import EmbeddedBroker
 from ringmaster.mqtt.link import MqttLink
 from ringmaster.mwi import MwiNotifier
@@ -30,6 +31,7 @@ from ringmaster.poolplan import PoolPlan, Retire, Spawn, WorkerView
 from ringmaster.registrations import RegistrationState
 from ringmaster.store import Store
 from ringmaster.tasks import TaskRouter
+from ringmaster.tts import Speech
 from ringmaster.voicemail import Voicemail, boxes_of
 from ringmaster.workerproc import WorkerProcess
 
@@ -62,7 +64,12 @@ class Controller:
             r.name: RegistrationState(r, contact=f"sip:{r.username}@{cfg.sip.host}:{cfg.sip.port}")
             for r in cfg.sip.registrations}
         self.changed = asyncio.Event()  # set on every ACD change: the wallboard pushes at once
+        # `say` steps and spoken announcements; `http` steps' lookups
+        self.speech = Speech(cfg.tts, cfg.tts.cache or Path(cfg.paths.runtime) / "tts")
+        self.lookups = LookupClient()
         self.acd = AcdRuntime(cfg, self.store, on_change=self.changed.set) if cfg.queues else None
+        if self.acd is not None:
+            self.acd.speech = self.speech
         self.broker = EmbeddedBroker(cfg) if cfg.mqtt is not None and cfg.mqtt.embedded else None
         self.mqtt: MqttLink | None = None
         if cfg.mqtt is not None and self.acd is not None:
@@ -101,6 +108,7 @@ class Controller:
         await self.store.open()
         self.schedule_overrides.update(await self.store.schedule_overrides())
         await self.store.close_orphans(time.time())  # logs store.orphans_closed
+        await self.voicemail.start()  # its boxes' counts, read once before any call can change them
         await self.edge.check()
         if self.broker is not None:
             await self.broker.start()
@@ -138,6 +146,10 @@ class Controller:
             log.warning("acd.queue_unstaffed", detail=w)
         if self.cfg.placeholder_secrets():
             log.warning("config.placeholder_secrets", places=self.cfg.placeholder_secrets())
+        from ringmaster.tts import voice_problems
+
+        for problem in voice_problems(self.cfg):  # the calls still run; what they say is left out
+            log.error("tts.voice_missing", detail=problem)
 
     async def stop(self) -> None:
         """Hang up every call, let the BYEs out, record the ends, stop workers then the edge."""
@@ -168,6 +180,8 @@ class Controller:
             await self.router.stop()
         if self.broker is not None:
             await self.broker.stop()
+        await self.lookups.close()
+        await self.voicemail.stop()
         await self.store.close()
         bad = [c for c in codes if c != 0]
         if bad:
@@ -285,6 +299,7 @@ class Controller:
         session.on_message = self._message_left
         session.bind_leg = lambda leg: self.sessions.__setitem__((worker, leg), session)
         session.acd = self.acd
+        session.speech, session.lookups = self.speech, self.lookups
         self.sessions[(worker, msg.leg)] = session
         self.calls_total += 1
         self.store.call_arrived(session.call_id, msg.sip_call_id, caller, called, msg.request_uri,
@@ -295,7 +310,7 @@ class Controller:
             session.reject(route.reject, "no_route")
             return
         self.store.call_flow(session.call_id, route.flow.name)
-        session.run = FlowRun(self.dialplan, route.flow, variables={"caller": caller, "called": called},
+        session.run = FlowRun(self.dialplan, route.flow, variables={**dict(route.variables), "caller": caller, "called": called},
                               overrides=self.schedule_overrides)
         session.start()
 
@@ -503,7 +518,8 @@ class Controller:
         self.dialplan = plan
         self.cfg = self.cfg.model_copy(update={k: getattr(cfg, k) for k in
                                                ("flows", "entry_points", "unknown_number", "schedules", "logging",
-                                                "voicemail")})
+                                                "languages", "tts", "http_endpoints", "voicemail")})
+        self.speech.cfg = cfg.tts  # the cache keeps its directory until a restart
         # the new plan's prompts are converted in a thread, not on the event loop
         try:
             asyncio.get_running_loop().run_in_executor(None, prompts.prewarm, self.cfg)
@@ -548,15 +564,17 @@ class Controller:
         self.mwi.users_changed(self._softphone_users(agents))
 
     async def _mwi_counts(self, user: str) -> tuple[int, int] | None:
-        """(new, heard) over every box the softphone user's agent may read; None: no such agent."""
+        """(new, heard) over every box the softphone user's agent may read (kept counts: no IO);
+        None: no such agent."""
         agent = next((n for n, a in self.cfg.agents.items() if a.softphone is not None and a.softphone.username == user), None)
         if agent is None:
             return None
-        return await self.voicemail.counts(boxes_of(self.cfg, agent))
+        return self.voicemail.counts(boxes_of(self.cfg, agent))
 
     async def voicemail_command(self, req: dict[str, Any]) -> dict[str, Any]:
         """The control socket's `voicemail` command (the CLI): list, get, heard, new, delete.
         The CLI's user reads the daemon's files: it sees every box, as an admin does."""
+        from ringmaster.reports import FilterError, VoicemailFilter
         from ringmaster.voicemail import VoicemailError, url_base
 
         action = req.get("action")
@@ -566,7 +584,11 @@ class Controller:
                 box = req.get("box")
                 if box is not None and box not in self.cfg.voicemail.boxes:
                     return {"error": f"unknown box {box!r}; boxes: {', '.join(sorted(self.cfg.voicemail.boxes)) or 'none'}"}
-                msgs = await self.voicemail.messages([box] if isinstance(box, str) else None, req.get("state"))
+                try:
+                    f = VoicemailFilter(box=box, state=req.get("state"))  # the CLI lists every message
+                except FilterError as exc:
+                    return {"error": str(exc)}
+                msgs = await self.voicemail.messages(None, f)
                 return {"messages": [m.view(base) for m in msgs]}
             message = req.get("message")
             if not isinstance(message, int) or isinstance(message, bool):
@@ -656,6 +678,31 @@ class Controller:
                 "mqtt": self.mqtt_status(),
                 "mwi": self.mwi.status(),
                 "store": self.store.status()}
+
+    def live_state(self) -> live.LiveState:
+        """What is true now, as typed read-only values (ringmaster.live): the API, the wallboard
+        and /metrics read this, never the controller's parts."""
+        now = time.time()
+        engine = self.acd.engine if self.acd is not None else None
+        legs = self.worker_calls()
+        mq = self.mqtt_status()
+        health = self.store.status()
+        return live.LiveState(
+            at=now,
+            agents=live.agents_of(engine.agents.values(), now) if engine else {},
+            queues={n: live.LiveQueue.of(q) for n, q in engine.queues.items()} if engine else {},
+            tasks=tuple(live.LiveTask.of(t) for t in engine.tasks.values()) if engine else (),
+            calls_in_progress=len(self.live_sessions()),
+            workers=tuple(live.LiveWorker(n, w.alive, legs.get(n, 0)) for n, w in sorted(self.pool.workers.items())),
+            worker_restarts=self.pool.restarts,
+            registrations=tuple(live.LiveRegistration(r.spec.name, r.state == "registered")
+                                for r in self.registrations.values()),
+            edge=live.LiveEdge(self.edge_events.connected, dict(self.edge_counters), len(self.auth_banned),
+                               self.load_check.corrections),
+            store=live.LiveStore(health["state"] == "ok", health["pending"], health["write_failures"],
+                                 self.store.last_commit_seconds, dict(self.store.ended_calls)),
+            mqtt=live.LiveMqtt(mq["connected"], mq["queued"], mq["bad_payloads"]) if mq else None,
+            voicemail=live.LiveVoicemail(self.voicemail.box_counts(), len(self.mwi.subs)))
 
     def mqtt_status(self) -> dict[str, Any] | None:
         if self.mqtt is None:

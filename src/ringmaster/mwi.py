@@ -14,7 +14,7 @@ its subscriptions back at the phones' next refresh.
 
 Why not Kamailio's presence/presence_mwi/pua modules: they need a package the edge does not
 install (kamailio-presence-modules), a database for presentities and watchers, and a PUBLISH
-path from the controller; the counts live in the controller's store anyway. See docs/mwi.md.
+path from the controller; the counts live in the controller's store anyway. See docs/voicemail.md.
 """
 
 from __future__ import annotations

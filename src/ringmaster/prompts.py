@@ -164,10 +164,10 @@ def config_files(cfg: Config) -> list[tuple[str, str]]:
     flows, _ = parse_flows(cfg.flows, ctx, None)
     for name, flow in flows.items():
         for i, node in enumerate(flow.nodes):
-            for _, file in type(node).file_refs(node.options, ctx):
+            for _, prompt in type(node).file_refs(node.options, ctx):
                 step = flow.paths[i] if i < len(flow.paths) else ("flows", name, i)
                 where = f"{'.'.join(str(x) for x in step)} ({node.kind})"  # the file names itself
-                out.append((where, str(file)))
+                out += [(where, str(file)) for _, file in prompt.files]
     for q in cfg.queues:
         out += [(f"queues.{q}.moh", f) for f in moh_files(cfg, q)]
     return out

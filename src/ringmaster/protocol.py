@@ -120,13 +120,6 @@ class Bridge(Message):
     direct_media: bool = False
 
 
-@message("unbridge")
-@dataclass(frozen=True)
-class Unbridge(Message):
-    leg_a: str
-    leg_b: str
-
-
 @message("record_start")
 @dataclass(frozen=True)
 class RecordStart(Message):
@@ -408,7 +401,7 @@ def decode(line: bytes | str) -> Message:
 
 
 COMMANDS: tuple[type[Message], ...] = (
-    Answer, Reject, Play, StopPlay, CollectDigits, Dial, Bridge, Unbridge, RecordStart,
+    Answer, Reject, Play, StopPlay, CollectDigits, Dial, Bridge, RecordStart,
     RecordPause, RecordResume, RecordStop, Hangup, SendDtmf, Refer, Register, Unregister, Shutdown,
 )
 EVENTS: tuple[type[Message], ...] = (

@@ -26,7 +26,9 @@ import os
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +193,29 @@ MIGRATIONS: list[str] = [
     );
     """,
     """
+    -- the call log's calls by how they ended, kept by SQLite itself as calls end (whoever writes
+    -- the end: the writer, a spill replay, the orphan closing at start), so /metrics and a start
+    -- read five rows, never the calls table (counted once here, at the upgrade)
+    CREATE TABLE call_totals (
+        disposition  TEXT PRIMARY KEY,
+        calls        INTEGER NOT NULL
+    );
+    INSERT INTO call_totals (disposition, calls)
+        SELECT disposition, COUNT(*) FROM calls WHERE disposition != 'in_progress' GROUP BY disposition;
+    CREATE TRIGGER call_totals_ended AFTER UPDATE OF disposition ON calls
+        WHEN old.disposition = 'in_progress' AND new.disposition != 'in_progress'
+    BEGIN
+        INSERT INTO call_totals (disposition, calls) VALUES (new.disposition, 1)
+            ON CONFLICT(disposition) DO UPDATE SET calls = calls + 1;
+    END;
+    CREATE TRIGGER call_totals_stored_ended AFTER INSERT ON calls
+        WHEN new.disposition != 'in_progress'
+    BEGIN
+        INSERT INTO call_totals (disposition, calls) VALUES (new.disposition, 1)
+            ON CONFLICT(disposition) DO UPDATE SET calls = calls + 1;
+    END;
+    """,
+    """
     -- voicemail people reach: heard (by whom), deleted (by whom: an API token, the CLI,
     -- retention); a deleted message keeps its row (the audio goes), like a call's recording
     ALTER TABLE voicemails ADD COLUMN heard_at REAL;
@@ -201,7 +226,17 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-DISPOSITIONS = ("in_progress", "completed", "rejected", "abandoned", "failed")
+class Disposition(StrEnum):
+    """How a call ended, as the calls table stores it (a StrEnum: members equal their strings)."""
+
+    IN_PROGRESS = "in_progress"  # not ended yet
+    COMPLETED = "completed"      # served (by the IVR or an agent) and hung up
+    REJECTED = "rejected"        # refused before answer (no route, a flow that hangs up unanswered)
+    ABANDONED = "abandoned"      # the caller left a queue unserved
+    FAILED = "failed"            # ended by a fault: a worker died, a shutdown, a crash
+
+
+DISPOSITIONS: tuple[str, ...] = tuple(Disposition)
 
 
 RETRY_SECONDS = 1.0  # while the store fails, the pending writes are retried this often
@@ -279,6 +314,10 @@ class Store:
         self._run_id: int | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.previous_alive_at: float | None = None  # the last heartbeat of a run that did not stop
+        # the call log's calls by disposition, kept as calls end (read from call_totals at open), so
+        # /metrics never counts the table; calls that arrived in this run and have not ended yet
+        self.ended_calls: Counter[str] = Counter()
+        self._open_calls: set[str] = set()
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -297,6 +336,9 @@ class Store:
                 await self._commit_pending()
             else:
                 self._drop_spill()
+        assert self.db is not None
+        async with self.db.execute("SELECT disposition, calls FROM call_totals") as cur:
+            self.ended_calls = Counter({str(r[0]): int(r[1]) for r in await cur.fetchall()})
         await self._begin_run()
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="store-heartbeat")
@@ -579,6 +621,7 @@ class Store:
 
     def call_arrived(self, call_id: str, sip_call_id: str, caller: str, called: str,
                      request_uri: str, worker: str, at: float) -> None:
+        self._open_calls.add(call_id)
         self._put("INSERT INTO calls (call_id, sip_call_id, caller, called, request_uri, worker, arrived_at)"
                   " VALUES (?,?,?,?,?,?,?)", call_id, sip_call_id, caller, called, request_uri, worker, at)
         self.event(call_id, "ARRIVED", at, called=called, caller=caller, worker=worker)
@@ -593,6 +636,9 @@ class Store:
     def call_ended(self, call_id: str, at: float, disposition: str, cause: str, code: int,
                    by: str, ivr_path: list[str], variables: dict[str, Any]) -> None:
         assert disposition in DISPOSITIONS
+        if call_id in self._open_calls:  # counted once, however often a call's end is written
+            self._open_calls.discard(call_id)
+            self.ended_calls[disposition] += 1
         self._put("UPDATE calls SET ended_at=?, disposition=?, hangup_cause=?, hangup_code=?,"
                   " hangup_by=?, ivr_path=?, variables=? WHERE call_id=? AND ended_at IS NULL",
                   at, disposition, cause, code, by, json.dumps(ivr_path), json.dumps(variables), call_id)
@@ -784,24 +830,11 @@ class Store:
                 self._failed(exc)  # they stay open; the next start closes them
                 log.error("store.orphans_not_closed", error=str(exc))
                 return 0
+        self.ended_calls["failed"] += report.calls
         if report.calls:
             log.warning("store.orphans_closed", calls=report.calls, queue_outcomes=report.outcomes,
                         offers=report.offers, closed_at=report.closed_at, downtime=round(at - (report.closed_at or at), 1))
         return report.calls
-
-    # ------------------------------------------------------------ reading
-
-    async def calls(self, limit: int = 100) -> list[dict[str, Any]]:
-        assert self.db is not None
-        async with self.db.execute("SELECT * FROM calls ORDER BY arrived_at DESC LIMIT ?", (limit,)) as cur:
-            return [dict(r) for r in await cur.fetchall()]
-
-    async def call(self, call_id: str) -> dict[str, Any] | None:
-        assert self.db is not None
-        async with self.db.execute("SELECT * FROM calls WHERE call_id=?", (call_id,)) as cur:
-            row = await cur.fetchone()
-        return dict(row) if row else None
-
 
 def _spill_records(path: Path | None) -> list[tuple[str, list[Any]]]:
     """The spill file's lines: ("#spill", [id]) first, then (sql, params). A line cut short by a

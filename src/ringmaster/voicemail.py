@@ -6,7 +6,8 @@ voicemail step records a message (calls.py); `Voicemail.message_left` then tells
 readers: MQTT `voicemail/BOX/events` and the message-waiting lamps of their softphones
 (ringmaster.mwi, RFC 3842). The API, the CLI (through the daemon's control socket) and
 retention list, hand out, mark heard and delete messages through this one class, so the store
-keeps its single writer and the lamps follow every change.
+keeps its single writer and the lamps follow every change. Its reads of the stored messages
+are ringmaster.reports' (reads.voicemails, voicemail_counts, ...), like every other read.
 
 Message states follow Asterisk's folders: new (INBOX) and heard (Old). A deleted message
 keeps its row (deleted_at, deleted_by), its WAV is removed.
@@ -20,16 +21,20 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from ringmaster.config import Config
+from ringmaster.reports import VoicemailFilter, reads
+from ringmaster.reports.filters import MESSAGE_STATES, MessageState
+from ringmaster.reports.reader import ReportReader, StoreUnreadable
 from ringmaster.store import Store
 
 log = structlog.get_logger("ringmaster.voicemail")
+T = TypeVar("T")
 
-STATES = ("new", "heard")
+STATES = MESSAGE_STATES  # new, heard (reports.filters.MessageState)
 FLUSH_TIMEOUT = 5.0  # a change is answered once stored; a failing store answers "try again" after this
 
 
@@ -62,7 +67,7 @@ class Message:
     def from_row(cls, r: Any) -> Message:
         return cls(id=int(r["id"]), box=r["box"], caller=r["caller"], call_id=r["call_id"],
                    started_at=float(r["started_at"]), seconds=r["seconds"],
-                   state="heard" if r["heard"] else "new", heard_at=r["heard_at"], heard_by=r["heard_by"],
+                   state=MessageState.HEARD if r["heard"] else MessageState.NEW, heard_at=r["heard_at"], heard_by=r["heard_by"],
                    path=r["path"])
 
     def view(self, url_base: str | None) -> dict[str, Any]:
@@ -102,7 +107,13 @@ class Voicemail:
 
     config: the live config (a reload may change the boxes); publish(topic, payload): MQTT,
     or None without MQTT; counts_changed(agents): told after every change, with the agents
-    whose message counts may have moved (the MWI notifier listens)."""
+    whose message counts may have moved (the MWI notifier listens).
+
+    Reads go through ringmaster.reports (its reads, in a ReportReader thread of this class's
+    own on a read-only connection: the control socket's CLI commands need them without an
+    HTTP API). `totals` holds each box's (new, heard) counts: read once at start, then the
+    changed box is read again after each change (one indexed count), so the lamps, MQTT and
+    /metrics never count the table."""
 
     def __init__(self, config: Callable[[], Config], store: Store,
                  publish: Callable[[str, dict[str, Any]], None] | None = None,
@@ -111,51 +122,65 @@ class Voicemail:
         self.store = store
         self.publish = publish
         self.counts_changed = counts_changed
+        self.reader: ReportReader | None = None
+        self.totals: dict[str, tuple[int, int]] = {}  # box -> (new, heard), messages not deleted
+        self._later: set[asyncio.Task[None]] = set()  # changes answered 503, told once stored
+
+    async def start(self) -> None:
+        """Open the reader on the store (open already: its file exists) and read every box's
+        counts once. A store that cannot be read is logged; the counts then start at 0 and a
+        box's are read again at its next change."""
+        self.reader = ReportReader(self.store.path)
+        try:
+            self.totals = await self._read(reads.voicemail_counts, None)
+        except VoicemailError as exc:
+            log.error("voicemail.counts_unreadable", error=str(exc))
+
+    async def stop(self) -> None:
+        """Close the reader (after the reads in flight); changes still waiting for the store are
+        no longer announced (they are stored all the same)."""
+        for task in list(self._later):
+            task.cancel()
+        if self.reader is not None:
+            reader, self.reader = self.reader, None
+            await asyncio.to_thread(reader.close)
 
     # ------------------------------------------------------------ reads
 
-    async def _rows(self, sql: str, params: Iterable[Any]) -> list[Any]:
-        db = self.store.db
-        assert db is not None
-        async with db.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A reports read in the reader thread; VoicemailError 503 if the store cannot be read."""
+        if self.reader is None:
+            raise VoicemailError("voicemail is not started", 503)
+        try:
+            return await self.reader.run(fn, *args)
+        except StoreUnreadable as exc:
+            raise VoicemailError(str(exc), 503) from None
 
-    async def messages(self, boxes: Iterable[str] | None = None, state: str | None = None,
-                       limit: int = 500) -> list[Message]:
-        """Messages not deleted, newest first. boxes: only these (None: all); state: new or heard."""
-        clauses: list[str] = ["deleted_at IS NULL"]
-        params: list[Any] = []
-        if boxes is not None:
-            names = sorted(boxes)
-            if not names:
-                return []
-            clauses.append(f"box IN ({','.join('?' * len(names))})")
-            params += names
-        if state is not None:
-            if state not in STATES:
-                raise VoicemailError(f"state: one of {', '.join(STATES)}")
-            clauses.append("heard = ?")
-            params.append(int(state == "heard"))
-        rows = await self._rows(f"SELECT * FROM voicemails WHERE {' AND '.join(clauses)}"
-                                " ORDER BY started_at DESC, id DESC LIMIT ?", [*params, limit])
+    async def messages(self, boxes: Iterable[str] | None = None, f: VoicemailFilter | None = None) -> list[Message]:
+        """Messages not deleted, newest first. boxes: only these (None: all); f: box, state, limit
+        (default: 500 messages)."""
+        rows = await self._read(reads.voicemails, f or VoicemailFilter(limit=500),
+                                None if boxes is None else frozenset(boxes))
         return [Message.from_row(r) for r in rows]
 
     async def message(self, message_id: int, boxes: Iterable[str] | None = None) -> Message:
         """One message that is not deleted, if in boxes (None: any); VoicemailError 404 if not."""
-        rows = await self._rows("SELECT * FROM voicemails WHERE id=? AND deleted_at IS NULL", [message_id])
-        if not rows or (boxes is not None and rows[0]["box"] not in set(boxes)):
+        row = await self._read(reads.voicemail, message_id)
+        if row is None or (boxes is not None and row["box"] not in set(boxes)):
             raise VoicemailError(f"no voicemail message {message_id}" + ("" if boxes is None else " in your boxes"), 404)
-        return Message.from_row(rows[0])
+        return Message.from_row(row)
 
-    async def counts(self, boxes: Iterable[str]) -> tuple[int, int]:
-        """(new, heard) messages in these boxes: RFC 3842's Voice-Message new/old."""
-        names = sorted(boxes)
-        if not names:
-            return 0, 0
-        rows = await self._rows(f"SELECT heard, COUNT(*) FROM voicemails WHERE deleted_at IS NULL"
-                                f" AND box IN ({','.join('?' * len(names))}) GROUP BY heard", names)
-        by = {int(r[0]): int(r[1]) for r in rows}
-        return by.get(0, 0), by.get(1, 0)
+    def counts(self, boxes: Iterable[str]) -> tuple[int, int]:
+        """(new, heard) messages in these boxes: RFC 3842's Voice-Message new/old (no IO)."""
+        new = heard = 0
+        for b in set(boxes):
+            n, h = self.totals.get(b, (0, 0))
+            new, heard = new + n, heard + h
+        return new, heard
+
+    def box_counts(self) -> dict[str, tuple[int, int]]:
+        """Each configured box's (new, heard) messages (no IO): what /metrics shows."""
+        return {b: self.totals.get(b, (0, 0)) for b in sorted(self.config().voicemail.boxes)}
 
     def audio_path(self, m: Message) -> Path:
         """The message's WAV, only ever inside the recordings dir; VoicemailError 404 if gone."""
@@ -167,32 +192,45 @@ class Voicemail:
 
     # ------------------------------------------------------------ changes
 
-    async def _flush(self) -> None:
+    async def _flush(self, m: Message, event: str) -> None:
+        """Wait until the change is stored; after FLUSH_TIMEOUT, VoicemailError 503, and the
+        readers are told of the change (`event`) once the store has taken it."""
+        flushed = asyncio.ensure_future(self.store.flush())
         try:
-            await asyncio.wait_for(asyncio.shield(self.store.flush()), FLUSH_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(flushed), FLUSH_TIMEOUT)
         except TimeoutError:
+            task = asyncio.create_task(self._changed_once_stored(flushed, m, event))
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
             raise VoicemailError("the store is not taking writes right now; the change is kept and "
                                  "will be written", 503) from None
+
+    async def _changed_once_stored(self, flushed: asyncio.Future[None], m: Message, event: str) -> None:
+        await flushed
+        await self._changed(m, event)
 
     async def message_left(self, call_id: str, box: str, caller: str, path: str, seconds: float) -> None:
         """A caller left a message (its row and length are queued in the store already). Waits
         for the store however long it fails: the readers hear of the message once it is stored."""
         await self.store.flush()
-        rows = await self._rows("SELECT * FROM voicemails WHERE call_id=? AND path=? ORDER BY id DESC LIMIT 1",
-                                [call_id, path])
-        if not rows:
+        try:
+            row = await self._read(reads.voicemail_recorded, call_id, path)
+        except VoicemailError as exc:  # stored, but not announced: the next change of its box counts it
+            log.error("voicemail.announce_failed", box=box, call_id=call_id, error=str(exc))
             return
-        m = Message.from_row(rows[0])
+        if row is None:
+            return
+        m = Message.from_row(row)
         log.info("voicemail.new", box=box, message=m.id, call_id=call_id, caller=caller, seconds=round(seconds, 1))
         await self._changed(m, "new")
 
     async def set_state(self, message_id: int, state: str, by: str, boxes: Iterable[str] | None = None) -> Message:
         """Mark a message heard or new again. by: who (a token's name, cli)."""
-        if state not in STATES:
-            raise VoicemailError(f"state: one of {', '.join(STATES)}")
+        if state not in MESSAGE_STATES:
+            raise VoicemailError(f"state: one of {', '.join(MESSAGE_STATES)}")
         m = await self.message(message_id, boxes)
-        self.store.voicemail_heard(m.id, state == "heard", time.time(), by)
-        await self._flush()
+        self.store.voicemail_heard(m.id, state == MessageState.HEARD, time.time(), by)
+        await self._flush(m, state)
         m = await self.message(message_id)
         log.info("voicemail.marked", message=m.id, box=m.box, state=state, by=by)
         await self._changed(m, state)
@@ -203,7 +241,7 @@ class Voicemail:
         m = await self.message(message_id, boxes)
         self._unlink(m)
         self.store.voicemail_deleted(m.id, time.time(), by)
-        await self._flush()
+        await self._flush(m, "deleted")
         log.info("voicemail.deleted", message=m.id, box=m.box, by=by)
         await self._changed(m, "deleted")
         return m
@@ -213,8 +251,7 @@ class Voicemail:
         """Retention: delete messages that started more than `days` ago (a message still being
         recorded, its call live, is left). Returns how many were deleted."""
         now = time.time() if now is None else now
-        rows = await self._rows("SELECT * FROM voicemails WHERE deleted_at IS NULL AND started_at < ?"
-                                " ORDER BY started_at LIMIT ?", [now - days * 86400, limit])
+        rows = await self._read(reads.voicemails_left_before, now - days * 86400, limit)
         gone: list[Message] = []
         for r in rows:
             m = Message.from_row(r)
@@ -249,8 +286,14 @@ class Voicemail:
 
     async def _changed(self, m: Message, event: str) -> None:
         cfg = self.config()
+        # the box's counts read again once the change is stored: exact whatever happened meanwhile
+        # (reads run in order in the one reader thread, so the last one assigned is the newest)
+        try:
+            self.totals[m.box] = (await self._read(reads.voicemail_counts, [m.box])).get(m.box, (0, 0))
+        except VoicemailError as exc:
+            log.warning("voicemail.counts_unreadable", box=m.box, error=str(exc))  # the last ones stay
         if self.publish is not None:
-            new, heard = await self.counts([m.box])
+            new, heard = self.totals.get(m.box, (0, 0))
             self.publish(f"voicemail/{m.box}/events", {
                 "event": event, "box": m.box, "message": m.id, "caller": m.caller, "call_id": m.call_id,
                 "seconds": m.seconds, "started_at": m.started_at, "url": m.view(url_base(cfg))["url"],

@@ -252,7 +252,8 @@ def _build(node: yaml.Node, path: PathKey, src: Source, ctor: yaml.SafeLoader,
             if not isinstance(key, (str, int)):
                 errors.append(ConfigError(src.file, *_pos(knode), "a key must be a string"))
                 continue
-            key = str(key)
+            # YAML 1.1 reads the keys on/off/yes/no as booleans: `branch: {on: tier}` meant "on"
+            key = knode.value if isinstance(key, bool) else str(key)
             if key in out:
                 first = src.keys[path + (key,)]
                 errors.append(ConfigError(src.file, *_pos(knode),

@@ -7,11 +7,22 @@ ring timeout, retry, wrapup, max wait, join-empty, leave-when-empty, auto-pause.
 from __future__ import annotations
 
 import string
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-CHANNELS = ("voice", "chat", "email")
+
+class Channel(StrEnum):
+    """How a task reaches an agent. A StrEnum: a member equals its value ("voice"), so stored
+    rows, MQTT payloads and config keys stay plain strings."""
+
+    VOICE = "voice"
+    CHAT = "chat"
+    EMAIL = "email"
+
+
+CHANNELS: tuple[str, ...] = tuple(Channel)  # typed str: code and stored rows compare plain strings
 RECORDING_FIELDS = ("queue", "date", "call_id", "agent", "caller")
 STRATEGY_NAMES = ("ring-all", "linear", "round-robin", "longest-idle", "fewest-calls", "least-talk-time", "random")
 
@@ -112,10 +123,33 @@ class AutoPause(_Strict):
     reason: str = "no-answer"
 
 
+class AnnounceSay(_Strict):
+    """Spoken (TTS) announcements instead of the recorded prompts: a template, or language ->
+    template, with ${position} and ${wait} (seconds; ${wait:minutes} says "3 minutes") and the
+    call's variables (ringmaster.flows.spoken)."""
+
+    position: str | dict[str, str] | None = None
+    wait: str | dict[str, str] | None = None
+
+    @field_validator("position", "wait")
+    @classmethod
+    def _texts(cls, v: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        from ringmaster.flows.spoken import check_texts
+
+        if v is not None:
+            check_texts(v)
+        return v
+
+
 class Announce(_Strict):
+    """Position and estimated wait, every `every` seconds while the caller waits: recorded
+    prompts (you-are-caller, digits/N, in-line, estimated-wait, minutes, in the call's
+    language's folder when there is one), or `say` texts spoken by TTS."""
+
     every: float = Field(default=30.0, ge=5, le=600, description="seconds between announcements")
     position: bool = True
     wait_time: bool = True
+    say: AnnounceSay | None = None
 
 
 class Recording(_Strict):

@@ -46,6 +46,8 @@ class Ring:
 
 @dataclass(frozen=True)
 class CancelRing:
+    """Withdraw the offer of a task from these agents (for a call: CANCEL their ringing legs)."""
+
     call_id: str
     agents: tuple[str, ...]
     channel: str = "voice"
@@ -80,6 +82,10 @@ class LeaveQueue:
 
 @dataclass(frozen=True)
 class Announce:
+    """Tell a waiting caller its place (1-based, among the callers of its queue) and the estimated wait in
+    seconds (None: no answered call yet to estimate from).
+    """
+
     call_id: str
     position: int
     wait_seconds: float | None
@@ -87,6 +93,11 @@ class Announce:
 
 @dataclass(frozen=True)
 class QueueLog:
+    """One queue_log row to store: at (epoch seconds), the call or task id, queue, agent ("NONE" if none),
+    Asterisk's event name (ENTERQUEUE, CONNECT, RINGNOANSWER, ABANDON, ...) and its data fields in
+    Asterisk's order; channel: voice (queue_log) or chat/email (task_log).
+    """
+
     at: float
     call_id: str
     queue: str
@@ -133,6 +144,16 @@ HOLD_WEIGHT = 0.25  # weight of the newest answered call in the average hold tim
 
 
 class QueueEngine:
+    """The ACD of every queue and agent: feed it events (the methods, named for them, each taking
+    `now` in seconds on the caller's clock) and carry out the actions each returns, in order. No
+    IO and no clock of its own: `tick(now)` runs the timers due, `next_deadline()` says when.
+
+    queues, agents: the config sections; rng: for the random strategy (seed it in tests);
+    presence: agent -> its channels' capacities, wrap-up and policy. A method given an unknown
+    queue or agent raises KeyError; an event that no longer applies (a task already gone)
+    returns no actions.
+    """
+
     def __init__(self, queues: dict[str, QueueConfig], agents: dict[str, AgentConfig],
                  rng: random.Random | None = None, presence: dict[str, PresenceProfile] | None = None):
         self.rng = rng or random.Random()
@@ -161,6 +182,7 @@ class QueueEngine:
 
     @property
     def calls(self) -> dict[str, QueuedTask]:
+        """Every open task by id (the older name of `tasks`, which holds chats and emails too)."""
         return self.tasks
 
     # ------------------------------------------------------------ tasks (calls, chats, emails)
@@ -168,6 +190,12 @@ class QueueEngine:
     def enqueue(self, call_id: str, queue: str, now: float, priority: int = 0, caller: str = "",
                 skills: dict[str, int] | None = None, channel: str = "voice", due: float | None = None,
                 data: dict[str, Any] | None = None) -> list[Action]:
+        """A call (or a chat/email task) enters `queue`: ENTERQUEUE, then offers if an agent can take it
+        now. A caller is turned away with FULL (max_length) or JOINEMPTY (nobody logged in, join_empty
+        off) and a LeaveQueue to the overflow; a chat or email always waits. priority: higher first;
+        skills: name -> least level needed; due: an email's due time (it orders emails). Enqueueing an
+        id already queued does nothing.
+        """
         if call_id in self.tasks:
             return []
         q = self.queues[queue]
@@ -210,6 +238,9 @@ class QueueEngine:
         return out + self._dispatch(now)
 
     def exit_key(self, call_id: str, key: str, now: float) -> list[Action]:
+        """The waiting caller pressed `key`: if it is the queue's exit key, EXITWITHKEY and a LeaveQueue to
+        the key's flow; any other key (or a caller already connected) does nothing.
+        """
         task = self.tasks.get(call_id)
         if task is None or task.agent is not None:
             return []
@@ -322,6 +353,7 @@ class QueueEngine:
     # ------------------------------------------------------------ agents
 
     def agent_login(self, agent: str, now: float) -> list[Action]:
+        """The agent logs in to all its queues (ADDMEMBER in each) and may be offered work at once."""
         a = self.agents[agent]
         if a.logged_in:
             return []
@@ -333,6 +365,9 @@ class QueueEngine:
         return out + [AgentChanged(agent)] + self._dispatch(now)
 
     def agent_logout(self, agent: str, now: float) -> list[Action]:
+        """The agent logs out of all its queues (REMOVEMEMBER in each); its offers in flight are withdrawn
+        and callers of queues left with nobody may leave (leave_when_empty).
+        """
         a = self.agents[agent]
         if not a.logged_in:
             return []
@@ -343,6 +378,9 @@ class QueueEngine:
         return out + [AgentChanged(agent)] + self._cancel_offers_to(agent, now) + self._empty_check(now)
 
     def agent_pause(self, agent: str, reason: str, now: float) -> list[Action]:
+        """Pause the agent with a reason (PAUSE in each queue): no new offers until unpaused. Pausing again
+        with the same reason does nothing.
+        """
         a = self.agents[agent]
         if a.paused == reason:
             return []
@@ -353,6 +391,7 @@ class QueueEngine:
         return out
 
     def agent_unpause(self, agent: str, now: float) -> list[Action]:
+        """End the agent's pause (UNPAUSE with the reason it had) and reset its no-answer streak."""
         a = self.agents[agent]
         if a.paused is None:
             return []
@@ -363,6 +402,9 @@ class QueueEngine:
         return out + [AgentChanged(agent)] + self._dispatch(now)
 
     def agent_registered(self, agent: str, registered: bool, now: float) -> list[Action]:
+        """The agent's softphone registered at the edge, or its registration ended: only a registered
+        softphone is offered calls (a mobile always counts as registered).
+        """
         a = self.agents[agent]
         if a.spec.mobile is not None or a.registered == registered:
             return []
@@ -387,6 +429,7 @@ class QueueEngine:
     # ------------------------------------------------------------ restart: state back from the store
 
     def restore_agent(self, agent: str, logged_in: bool, paused: str | None, now: float) -> None:
+        """At start: the agent's login and pause as stored before the restart. Writes no queue event."""
         a = self.agents[agent]
         a.logged_in, a.paused = logged_in, paused
         if logged_in and not a.idle_since:
@@ -415,11 +458,15 @@ class QueueEngine:
         self._arm(task, now)
 
     def dispatch(self, now: float) -> list[Action]:
+        """Offer what can be offered now (after restoring state at start)."""
         return self._dispatch(now)
 
     # ------------------------------------------------------------ clock
 
     def tick(self, now: float) -> list[Action]:
+        """Run the timers due by `now`: ring timeouts (RINGNOANSWER), max waits (EXITWITHTIMEOUT),
+        announcements, retries and tier times, wrap-up ends. Call it at `next_deadline()`.
+        """
         out: list[Action] = []
         while self._timers and self._timers[0][0] <= now:
             at, _, kind, key = heapq.heappop(self._timers)
@@ -455,6 +502,7 @@ class QueueEngine:
         return out
 
     def next_deadline(self) -> float | None:
+        """When the next timer is due (seconds on the clock given to the events), or None if none is."""
         while self._timers:
             at, _, kind, key = self._timers[0]
             if kind == "agent" or self._timer_at.get(key) == at:
@@ -463,6 +511,9 @@ class QueueEngine:
         return None
 
     def estimated_wait(self, task: QueuedTask) -> float | None:
+        """Seconds a waiting task may still wait: the queue's average hold of answered calls times its
+        place; None before any call was answered.
+        """
         q = self.queues[task.queue]
         if q.answered == 0:
             return None

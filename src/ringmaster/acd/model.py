@@ -11,15 +11,31 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ringmaster.acd.config import CHANNELS, AgentConfig, PresenceProfile, QueueConfig
 
-__all__ = ["CHANNELS", "AgentState", "QueuedTask", "QueuedCall", "QueueState"]
+__all__ = ["CHANNELS", "AgentAction", "AgentState", "QueuedTask", "QueueState"]
+
+
+class AgentAction(StrEnum):
+    """What an operator (CLI, API) or the agent's desk (MQTT) may do to an agent's presence."""
+
+    LOGIN = "login"
+    LOGOUT = "logout"
+    PAUSE = "pause"      # with a reason (lunch, training, ...)
+    UNPAUSE = "unpause"
 
 
 @dataclass(eq=False)  # identity: agents and tasks are compared by who they are
 class AgentState:
+    """One agent's presence: logged in, paused (with the reason), registered at the edge, and per channel
+    the tasks it holds and is offered (task id -> channel), wrap-up ends (channel -> epoch seconds) and
+    the figures strategies use (idle since, calls by queue, talk time, no-answer streak). Times are
+    seconds on the engine's clock.
+    """
+
     id: str
     spec: AgentConfig
     presence: PresenceProfile = field(default_factory=PresenceProfile)
@@ -38,22 +54,27 @@ class AgentState:
     # the voice view, which the call side and the status pages read
     @property
     def call(self) -> str | None:
+        """The call (voice task) the agent is connected to, or None."""
         return next((t for t, ch in self.holding.items() if ch == "voice"), None)
 
     @property
     def reserved_by(self) -> str | None:
+        """The call ringing this agent now, or None."""
         return next((t for t, ch in self.offered.items() if ch == "voice"), None)
 
     def capacity(self, channel: str) -> int:
+        """Tasks of `channel` the agent may hold and be offered at once (voice: always 1)."""
         if channel == "voice":
             return 1
         return self.presence.capacity_of(channel)
 
     def load(self, channel: str) -> int:
+        """Tasks of `channel` the agent holds plus those offered to it."""
         return (sum(1 for ch in self.holding.values() if ch == channel)
                 + sum(1 for ch in self.offered.values() if ch == channel))
 
     def in_wrapup(self, channel: str, now: float) -> bool:
+        """True while the agent wraps up after a task of `channel` (until wrapup_until)."""
         return now < self.wrapup_until.get(channel, 0.0)
 
     def engaged(self, channel: str, now: float) -> bool:
@@ -61,6 +82,9 @@ class AgentState:
         return channel in self.holding.values() or channel in self.offered.values() or self.in_wrapup(channel, now)
 
     def can_take(self, channel: str, now: float) -> bool:
+        """Whether an offer of `channel` may be made now: logged in, not paused, registered (voice), not
+        wrapping up, under capacity, and no other channel engaged under the exclusive policy.
+        """
         if not self.logged_in or self.paused is not None:
             return False
         if channel == "voice" and not self.registered:
@@ -73,9 +97,11 @@ class AgentState:
         return True
 
     def available(self, now: float) -> bool:
+        """can_take for voice."""
         return self.can_take("voice", now)
 
     def skill(self, name: str) -> int:
+        """The agent's level of skill `name` (0: none)."""
         return self.spec.skills.get(name, 0)
 
     def status(self, now: float) -> str:
@@ -111,6 +137,11 @@ class AgentState:
 
 @dataclass(eq=False)
 class QueuedTask:
+    """A call (voice), chat or email waiting in a queue or held by an agent: who asked for it (priority,
+    needed skills, an email's due time), when it entered (epoch seconds on the engine's clock) and its
+    offers in flight (ringing: agent -> offer start).
+    """
+
     id: str
     queue: str
     priority: int
@@ -132,14 +163,19 @@ class QueuedTask:
     unroutable: str = ""              # why no logged-in member could take it (engine.Unroutable), "" if one can
 
     def sort_key(self) -> tuple[int, float, int]:
+        """Service order: higher priority first, then the due time (email) or entry time, then arrival
+        order.
+        """
         return (-self.priority, self.due if self.due is not None else self.enqueued_at, self.seq)
-
-
-QueuedCall = QueuedTask
 
 
 @dataclass
 class QueueState:
+    """One queue: its config, the tasks waiting in service order, round-robin memory, counts since start
+    (answered, answered within the service level, abandoned) and the average hold time used for
+    estimates. unoffered: per channel, the waiting tasks with no offer out.
+    """
+
     name: str
     spec: QueueConfig
     waiting: list[QueuedTask] = field(default_factory=list)  # in service order
@@ -153,21 +189,25 @@ class QueueState:
     unoffered: dict[str, list[QueuedTask]] = field(default_factory=lambda: {ch: [] for ch in CHANNELS})
 
     def add(self, task: QueuedTask) -> None:
+        """A task enters the waiting list, in service order."""
         bisect.insort(self.waiting, task, key=QueuedTask.sort_key)
         self.offer_ended(task)
 
     def discard(self, task: QueuedTask) -> None:
+        """A task leaves the waiting list (answered, left, moved)."""
         if task in self.waiting:
             self.waiting.remove(task)
         self.offer_made(task)
 
     def offer_made(self, task: QueuedTask) -> None:
+        """An offer went out for the task: it leaves the unoffered list of its channel."""
         lst = self.unoffered[task.channel]
         i = bisect.bisect_left(lst, task.sort_key(), key=QueuedTask.sort_key)
         if i < len(lst) and lst[i] is task:
             del lst[i]
 
     def offer_ended(self, task: QueuedTask) -> None:
+        """The task's offers ended without an answer: it is unoffered again."""
         lst = self.unoffered[task.channel]
         i = bisect.bisect_left(lst, task.sort_key(), key=QueuedTask.sort_key)
         if not (i < len(lst) and lst[i] is task):

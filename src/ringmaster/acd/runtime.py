@@ -23,7 +23,7 @@ import structlog
 
 from ringmaster import inputs
 from ringmaster import protocol as p
-from ringmaster.acd.config import Overflow
+from ringmaster.acd.config import AnnounceSay, Overflow
 from ringmaster.acd.engine import (
     UNROUTABLE_TEXT,
     Action,
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from ringmaster.config import Config
     from ringmaster.store import Store
     from ringmaster.tasks import TaskRouter
+    from ringmaster.tts import Speech
 
 log = structlog.get_logger("ringmaster.acd")
 
@@ -82,6 +83,8 @@ class AcdRuntime:
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self.router: TaskRouter | None = None  # chats, emails, presence over MQTT (set by the router)
+        self.speech: Speech | None = None  # spoken announcements (set by the controller)
+        self._speaking: set[asyncio.Task[None]] = set()
         now = clock()
         for name, agent in cfg.agents.items():
             if agent.auto_login and agent.mobile is not None:
@@ -365,14 +368,56 @@ class AcdRuntime:
         spec = self.cfg.queues[q.queue].announce if q is not None else None
         if q is None or spec is None:
             return
+        run = q.session.run
+        language = run.language if run is not None else ""
+        # the call's plan (a reload may have changed languages and voices since the start)
+        plan_cfg = run.plan.cfg if run is not None else self.cfg
+        if spec.say is not None:
+            self._say(q, a, spec.say, language or plan_cfg.tts.language, spec.position, spec.wait_time,
+                      plan_cfg.tts.voice(language or plan_cfg.tts.language))
+            return
+        fallback = plan_cfg.languages.fallback if plan_cfg.languages is not None else ""
         files: list[str] = []
         if spec.position:
-            files += self._prompts(["you-are-caller", *self._number(a.position), "in-line"])
+            files += self._prompts(["you-are-caller", *self._number(a.position), "in-line"], language, fallback)
         if spec.wait_time and a.wait_seconds is not None:
             minutes = max(1, round(a.wait_seconds / 60))
-            files += self._prompts(["estimated-wait", *self._number(minutes), "minutes"])
+            files += self._prompts(["estimated-wait", *self._number(minutes), "minutes"], language, fallback)
         if files:
             q.session.queue_announce(tuple(files))
+
+    def _say(self, q: Queued, a: Announce, say: AnnounceSay, language: str, position: bool, wait: bool,
+             voice: str) -> None:
+        """Render the spoken announcement (TTS, cached) and play it if the caller still waits."""
+        from ringmaster.flows.spoken import pick_text, render
+
+        run = q.session.run
+        variables = {**(run.variables if run is not None else {}), "position": a.position,
+                     "wait": "" if a.wait_seconds is None else round(a.wait_seconds)}
+        parts = []
+        if position and say.position is not None:
+            parts.append(render(pick_text(say.position, language), variables, language)[0])
+        if wait and say.wait is not None and a.wait_seconds is not None:
+            parts.append(render(pick_text(say.wait, language), variables, language)[0])
+        text = " ".join(p for p in parts if p)
+        speech = self.speech
+        if not text or speech is None:
+            return
+
+        async def speak() -> None:
+            try:
+                path = await speech.render(text, language, voice)
+            except Exception as exc:  # the caller keeps the hold music
+                q.session.log.error("acd.announce_failed", queue=q.queue, language=language, error=str(exc))
+                return
+            if self.calls.get(a.call_id) is q:
+                q.session.log.info("acd.announce_said", queue=q.queue, language=language, position=a.position,
+                                   file=str(path))
+                q.session.queue_announce((str(path),))
+
+        task = asyncio.get_running_loop().create_task(speak())
+        self._speaking.add(task)
+        task.add_done_callback(self._speaking.discard)
 
     # ------------------------------------------------------------ helpers
 
@@ -381,10 +426,18 @@ class AcdRuntime:
 
         return moh_files(self.cfg, queue)  # made playable (converted or left out) when played
 
-    def _prompts(self, names: list[str]) -> list[str]:
+    def _prompts(self, names: list[str], language: str = "", fallback: str = "") -> list[str]:
+        """The announcement's files that exist, each in the call's language's folder if it is
+        there, else the fallback language's, else the prompts dir itself."""
         base = Path(self.cfg.paths.prompts)
-        files = [base / f"{n}.wav" for n in names]
-        return [str(f) for f in files if f.is_file()]
+        dirs = [base / lang for lang in dict.fromkeys((language, fallback)) if lang]
+        dirs.append(base)
+        out = []
+        for n in names:
+            found = next((f for f in (d / f"{n}.wav" for d in dirs) if f.is_file()), None)
+            if found is not None:
+                out.append(str(found))
+        return out
 
     @staticmethod
     def _number(n: int) -> list[str]:

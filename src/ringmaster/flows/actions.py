@@ -7,6 +7,10 @@ adapter (ringmaster.calls) maps them to protocol commands for the leg's worker.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ringmaster.config import HttpEndpoint
 
 # ---- actions (flow -> engine)
 
@@ -73,7 +77,30 @@ class EnqueueCall:
     skills: tuple[tuple[str, int], ...] = ()  # (skill, minimum level) this call needs
 
 
-Action = AnswerCall | PlayPrompts | CollectDigits | HangUp | Connect | RecordMessage | StoreCallback | EnqueueCall
+@dataclass(frozen=True)
+class Speak:
+    """Say text (already expanded: no variables left) in language with a TTS voice, then
+    PromptsDone as for a prompt. The call adapter renders it (ringmaster.tts) and plays it."""
+
+    text: str
+    language: str
+    voice: str
+    barge_in: bool = False
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """Call a configured HTTP endpoint with these values (query for GET, JSON body for POST);
+    the engine answers with HttpAnswered, within the endpoint's timeout. The endpoint's
+    settings travel with the request, so a call started before a reload uses its plan's."""
+
+    name: str
+    endpoint: HttpEndpoint
+    values: tuple[tuple[str, str], ...]
+
+
+Action = (AnswerCall | PlayPrompts | CollectDigits | HangUp | Connect | RecordMessage | StoreCallback | EnqueueCall
+          | Speak | HttpRequest)
 
 
 # ---- events (engine -> flow)
@@ -123,4 +150,17 @@ class QueueLeft:
     reason: str
 
 
-FlowEvent = Answered | PromptsDone | DigitPressed | DigitsEntered | ConnectEnded | MessageRecorded | QueueLeft
+@dataclass(frozen=True)
+class HttpAnswered:
+    """result: 'ok' (a 2xx with a JSON object), 'error' (connection refused, a non-2xx after the
+    retries, a body that is not a JSON object) or 'timeout' (no answer within the timeout).
+    status: the HTTP status (0 when there was none); data: the JSON object ({} unless ok)."""
+
+    result: str
+    status: int = 0
+    data: dict[str, Any] | None = None
+    detail: str = ""
+
+
+FlowEvent = (Answered | PromptsDone | DigitPressed | DigitsEntered | ConnectEnded | MessageRecorded | QueueLeft
+             | HttpAnswered)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from ringmaster.flows.language import Languages
 from ringmaster.flows.nodes import NODE_TYPES, Node, NodeContext, TargetSpec
 from ringmaster.flows.nodes.base import HANGUP_TARGET
 from ringmaster.schedules import Schedule
@@ -98,21 +99,30 @@ def _parse_step(raw: Any, index: int, path: PathT, ctx: NodeContext, chk: _Check
     ok = True
     try:
         refs = cls.file_refs(options, ctx)
-    except ValueError as exc:  # '' is no file name (pathlib: "has an empty name")
+    except ValueError as exc:  # '' is no file name (pathlib: "has an empty name"), ${account}/x
         chk.err(opts_path, f"{kind}: not a prompt file name: {exc}")
         return None, node_id
-    for opt_path, file in refs:
-        try:
-            found = file.is_file()
-        except OSError as exc:  # a name longer than NAME_MAX, say
-            chk.err(opts_path if shorthand else opts_path + opt_path, f"{kind}: not a prompt file: {exc.strerror}")
-            ok = False
-            continue
-        if not found:
-            chk.err(opts_path if shorthand else opts_path + opt_path, f"{kind}: prompt file not found: {file}")
-            ok = False
+    for opt_path, prompt in refs:
+        where = opts_path if shorthand else opts_path + opt_path
+        for lang, file in prompt.files:
+            try:
+                found = file.is_file()
+            except OSError as exc:  # a name longer than NAME_MAX, say
+                chk.err(where, f"{kind}: not a prompt file: {exc.strerror}")
+                ok = False
+                break
+            if not found:
+                in_lang = f" for language {lang!r}" if lang else ""
+                chk.err(where, f"{kind}: prompt {prompt.name!r}{in_lang}: file not found: {file}"
+                        if lang else f"{kind}: prompt file not found: {file}")
+                ok = False
+    try:
+        cls.check_options(options, ctx)
+    except ValueError as exc:
+        chk.err(opts_path, f"{kind}: {exc}")
+        return None, node_id
     for opt_path, what, name in cls.name_refs(options):
-        known = {"schedule": ctx.schedules, "queue": ctx.queues, "box": ctx.boxes}[what]
+        known = {"schedule": ctx.schedules, "queue": ctx.queues, "endpoint": ctx.endpoints, "box": ctx.boxes}[what]
         if name not in known:
             plural = "boxes are defined in voicemail.boxes" if what == "box" else f"{what}s are defined"
             chk.err(opts_path if shorthand else opts_path + opt_path,
@@ -251,15 +261,25 @@ def check_flows(raw_flows: dict[str, Any], refs: list[tuple[PathT, str]], ctx: N
     return chk.errors
 
 
+def languages_of(cfg: Config) -> Languages | None:
+    if cfg.languages is None:
+        return None
+    return Languages(tuple(cfg.languages.supported), cfg.languages.fallback)
+
+
 def node_context(cfg: Config) -> NodeContext:
     return NodeContext(Path(cfg.paths.prompts), schedules=frozenset(cfg.schedules), queues=frozenset(cfg.queues),
+                       endpoints=frozenset(cfg.http_endpoints), languages=languages_of(cfg),
                        boxes=frozenset(cfg.voicemail.boxes))
 
 
 @dataclass(frozen=True)
 class Route:
+    """flow: where the call goes (None: rejected with `reject`); variables: what it starts with."""
+
     flow: Flow | None
     reject: int = 0
+    variables: tuple[tuple[str, str], ...] = ()
 
 
 class DialPlan:
@@ -271,6 +291,7 @@ class DialPlan:
             raise ValueError("; ".join(e.message for e in errors))
         self.cfg = cfg
         self.flows = flows
+        self.languages = languages_of(cfg)
         self.schedules: dict[str, Schedule] = dict(cfg.schedules)
         self._patterns = [(ep, re.compile(ep.pattern)) for ep in cfg.entry_points if ep.pattern]
 
@@ -285,14 +306,14 @@ class DialPlan:
         eps = self.cfg.entry_points
         for ep in eps:
             if ep.number is not None and ep.number == number:
-                return Route(self.flows[ep.flow])
+                return Route(self.flows[ep.flow], variables=tuple(ep.variables.items()))
         prefixed = sorted((ep for ep in eps if ep.prefix is not None and number.startswith(ep.prefix)),
                           key=lambda ep: -len(ep.prefix or ""))
         if prefixed:
-            return Route(self.flows[prefixed[0].flow])
+            return Route(self.flows[prefixed[0].flow], variables=tuple(prefixed[0].variables.items()))
         for ep, rx in self._patterns:
             if rx.fullmatch(number):
-                return Route(self.flows[ep.flow])
+                return Route(self.flows[ep.flow], variables=tuple(ep.variables.items()))
         un = self.cfg.unknown_number
         if un.flow is not None:
             return Route(self.flows[un.flow])

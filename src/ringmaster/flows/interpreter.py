@@ -22,17 +22,21 @@ from ringmaster.flows.actions import (
     HangUp,
     PlayPrompts,
     RecordMessage,
+    Speak,
 )
+from ringmaster.flows.language import LANGUAGE_VAR
 from ringmaster.schedules import evaluate
 
 if TYPE_CHECKING:
     from ringmaster.flows.dialplan import DialPlan, Flow
+    from ringmaster.flows.language import PromptRef
     from ringmaster.flows.nodes.base import Node, Outcome
 
 # A walk that makes this many jumps without waiting for anything is a loop that slipped past
 # `check` (it rejects loops without input): end the call rather than spin the controller.
 MAX_HOPS = 256
-_MEDIA = (PlayPrompts, CollectDigits, Connect, RecordMessage, EnqueueCall)
+# an http lookup is not media: it runs before the answer (the caller hears ringing meanwhile)
+_MEDIA = (PlayPrompts, Speak, CollectDigits, Connect, RecordMessage, EnqueueCall)
 
 
 def _utcnow() -> datetime:
@@ -41,6 +45,14 @@ def _utcnow() -> datetime:
 
 @dataclass
 class FlowRun:
+    """One call's walk through a flow of `plan`: `start()` runs the first steps, `feed(event)`
+    each worker event (digits, playback done, ...), and each returns the actions to carry out
+    (play, collect, connect, enqueue, hang up). variables: the call's variables (caller, called,
+    and what `set`/`collect` add); clock: the time schedules are evaluated at (UTC, injected for
+    tests and simulate); overrides: schedule -> open|closed forced by an operator. path and
+    trace record each step for the call record and simulate.
+    """
+
     plan: DialPlan
     flow: Flow
     variables: dict[str, Any] = field(default_factory=dict)
@@ -57,29 +69,53 @@ class FlowRun:
 
     @property
     def node(self) -> Node:
+        """The step the run is at (flow.nodes[index])."""
         return self.flow.nodes[self.index]
 
     def state(self, node: Node) -> dict[str, Any]:
+        """The step's scratch state (retries, digits so far), kept for the whole run by flow and
+        step (a step entered anew empties it with fresh_state)."""
         return self._states.setdefault((self.flow.name, node.id), {})
 
     def fresh_state(self, node: Node) -> dict[str, Any]:
+        """The step's scratch state, emptied: a menu or collect entered anew starts counting again."""
         self._states[(self.flow.name, node.id)] = {}
         return self._states[(self.flow.name, node.id)]
 
     def note(self, text: str) -> None:
+        """Add a line to the trace: what this step decided."""
         self.trace.append(f"{self.flow.name}:{self.node.id} {text}")
 
+    @property
+    def language(self) -> str:
+        """The language this call is served in: its `language` variable if the plan supports
+        it (or its primary subtag), else the plan's fallback; "" when the plan has no languages."""
+        langs = self.plan.languages
+        return langs.pick(self.variables.get(LANGUAGE_VAR)) if langs is not None else ""
+
+    def files(self, prompts: tuple[PromptRef, ...]) -> tuple[str, ...]:
+        """The files of these prompts in the call's language (found at load: no disk access)."""
+        lang = self.language
+        return tuple(str(p.file(lang)) for p in prompts)
+
     def schedule_open(self, name: str) -> tuple[bool, str]:
+        """(open, why) for the schedule `name` at the run's clock, an operator's override first. KeyError
+        for an unknown schedule (check rejects plans naming one).
+        """
         return evaluate(self.plan.schedules[name], self.clock(), self.overrides.get(name))
 
     # ---- driving
 
     def start(self) -> list[Action]:
+        """Walk from the flow's first step to the first one that waits for an event (or the end)."""
         from ringmaster.flows.nodes.base import Outcome
 
         return self._walk(Outcome(then="next"))
 
     def feed(self, event: FlowEvent) -> list[Action]:
+        """An event for the step that waits (a digit, digits collected, playback or recording done, a
+        connect result); the actions that follow. Nothing once the run finished.
+        """
         if self.finished or self.index < 0:
             return []
         outcome = self.node.on_event(self, event)

@@ -108,7 +108,7 @@ class MediaEngine:
         self.registrations: dict[str, Registration] = {}
         self.bridges: set[frozenset[str]] = set()
         self.releases: dict[frozenset[str], Release] = {}  # bridges asked for direct media
-        self.answered: list[tuple[Leg, int]] = []  # re-INVITEs of ours answered (leg, code)
+        self.answered: list[tuple[str, int]] = []  # re-INVITEs of ours answered (leg id, code)
         self.deferred: dict[str, list[p.Message]] = {}  # leg -> commands waiting for its media
         self.media_q: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.graveyard = Graveyard()
@@ -475,7 +475,12 @@ class MediaEngine:
             del self.releases[pair]
         self.deferred.pop(leg.leg_id, None)
         self.legs.pop(leg.leg_id, None)
-        self.graveyard.bury(leg)
+        # No graveyard for a leg: it goes when its DISCONNECTED callback returns (pjsua2 allows
+        # deleting a Call there, call.cpp processStateChange). Kept to the next loop turn, its
+        # ~Call ran after pjsua had given its call id to an INVITE of the same poll, cleared
+        # that call's user data and hung it up: the caller got BYE 2 ms after our 200, the
+        # controller never heard of it and the worker aborted at shutdown on pjsua's
+        # call_id assertion (issue 10; docs/engine-findings.md, 40).
 
     def media_ready(self, leg: Leg, first: bool) -> None:
         # a re-INVITE gives new media: redo the bridges and recordings this leg is in
@@ -839,13 +844,14 @@ class MediaEngine:
     def reinvite_answered(self, leg: Leg, code: int) -> None:
         """pjsua callback (onCallTsxState): the final answer to a re-INVITE of ours; acted on
         in the main loop, never from inside pjsua's callback."""
-        self.answered.append((leg, code))
+        self.answered.append((leg.leg_id, code))  # the id: never keep a Leg past its end
 
     def _releases_answered(self) -> None:
         answered, self.answered = self.answered, []
-        for leg, code in answered:
-            rel = next((r for r in self.releases.values() if leg.leg_id in r.legs), None)
-            if rel is None or leg.disconnected:
+        for leg_id, code in answered:
+            rel = next((r for r in self.releases.values() if leg_id in r.legs), None)
+            leg = self.legs.get(leg_id)
+            if rel is None or leg is None or leg.disconnected:
                 continue
             ok = 200 <= code < 300
             if ok and leg.reinvite_off:
@@ -919,13 +925,6 @@ class MediaEngine:
                     rel.step = "anchoring"  # stop the release where it is, then come back
                 return True
         return False
-
-    def do_unbridge(self, cmd: p.Unbridge) -> None:
-        self.bridges.discard(frozenset((cmd.leg_a, cmd.leg_b)))
-        a, b = self.legs.get(cmd.leg_a), self.legs.get(cmd.leg_b)
-        if a and b and a.audio is not None and b.audio is not None:
-            a.audio.stopTransmit(b.audio)
-            b.audio.stopTransmit(a.audio)
 
     def do_record_start(self, cmd: p.RecordStart) -> None:
         if cmd.rec_id in self.recordings:

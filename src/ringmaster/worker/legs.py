@@ -251,7 +251,10 @@ class Registration(pj.Account):
             op = pj.CallOpParam()
             op.statusCode = 403
             call.hangup(op)
-            self.engine.graveyard.bury(call)
+            # dropped now, not on the next loop turn: the hangup freed its pjsua call id, which
+            # the next INVITE of this same poll may get; pjsua2's ~Call clears the user data
+            # of, and hangs up, whatever call holds that id then (engine.leg_gone)
+            del call
             self.engine.report_error("incoming", "call reached the registration agent; not served here")
 
     def onIncomingSubscribe(self, prm: pj.OnIncomingSubscribeParam) -> None:
@@ -298,7 +301,10 @@ class RefusingAccount(pj.Account):
                 h.hName, h.hValue = "Retry-After", "1"
                 op.txOption.headers.append(h)
             call.hangup(op)
-            self.engine.graveyard.bury(call)
+            # dropped now, not on the next loop turn: the hangup freed its pjsua call id, which
+            # the next INVITE of this same poll may get; pjsua2's ~Call clears the user data
+            # of, and hangs up, whatever call holds that id then (engine.leg_gone)
+            del call
 
     def onIncomingSubscribe(self, prm: pj.OnIncomingSubscribeParam) -> None:
         _refuse_subscription(prm)

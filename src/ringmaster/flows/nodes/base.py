@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from ringmaster.flows.actions import Action, FlowEvent
+from ringmaster.flows.language import Languages, PromptRef, prompt_ref
 
 if TYPE_CHECKING:
     from ringmaster.flows.interpreter import FlowRun
@@ -71,12 +72,22 @@ NEXT = Outcome(then="next")
 
 @dataclass(frozen=True)
 class NodeContext:
-    """What parsing a node may need: where prompts live, what exists in the plan."""
+    """What parsing a node may need: where prompts live, in which languages, what exists in
+    the plan (schedules, queues, HTTP endpoints, voicemail boxes)."""
 
     prompts_dir: Path
     schedules: frozenset[str] = frozenset()
     queues: frozenset[str] = frozenset()
+    endpoints: frozenset[str] = frozenset()
     boxes: frozenset[str] = frozenset()  # voicemail.boxes
+    languages: Languages | None = None
+
+    def prompt(self, name: str) -> PromptRef:
+        """name's file in each language (ValueError: not a prompt name; see flows.language)."""
+        return prompt_ref(name, self.prompts_dir, self.languages)
+
+    def prompts(self, names: list[str]) -> tuple[PromptRef, ...]:
+        return tuple(self.prompt(n) for n in names)
 
     def prompt_path(self, name: str) -> Path:
         p = Path(name)
@@ -99,14 +110,21 @@ class Node:
         self.id = node_id
 
     @classmethod
-    def file_refs(cls, options: Any, ctx: NodeContext) -> list[tuple[tuple[str | int, ...], Path]]:
-        """(option path, file) pairs that must exist; checked at load time with positions."""
+    def file_refs(cls, options: Any, ctx: NodeContext) -> list[tuple[tuple[str | int, ...], PromptRef]]:
+        """(option path, prompt) pairs whose file must exist in every language; checked at
+        load time with positions. ValueError for a name that is no prompt name."""
         return []
 
     @classmethod
     def name_refs(cls, options: Any) -> list[tuple[tuple[str | int, ...], str, str]]:
-        """(option path, kind, name) of plan objects it needs: ('schedule', 'office'), ..."""
+        """(option path, kind, name) of plan objects it needs: ('schedule', 'office'),
+        ('queue', 'sales'), ('endpoint', 'crm')."""
         return []
+
+    @classmethod
+    def check_options(cls, options: Any, ctx: NodeContext) -> None:
+        """Checks that need the plan around the step (its languages, say); ValueError with
+        the reason, reported at the step's options."""
 
     def targets(self) -> list[tuple[tuple[str | int, ...], TargetSpec]]:
         """(option path, target) of every jump this node can make, for checks and graphs."""

@@ -7,12 +7,12 @@ Too few digits or no input -> `invalid_prompt` and again, up to `max_attempts`; 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator, model_validator
 
 from ringmaster.flows.actions import CollectDigits, DigitsEntered, FlowEvent, PlayPrompts
+from ringmaster.flows.language import PromptRef
 from ringmaster.flows.nodes.base import NEXT, Node, NodeContext, NodeOptions, Outcome, TargetSpec
 from ringmaster.flows.nodes.play import prompt_list
 
@@ -48,26 +48,26 @@ class CollectNode(Node):
 
     def __init__(self, options: CollectOptions, ctx: NodeContext, node_id: str = ""):
         super().__init__(options, ctx, node_id)
-        self.prompt = tuple(str(ctx.prompt_path(p)) for p in options.prompt)
-        self.invalid = tuple(str(ctx.prompt_path(p)) for p in options.invalid_prompt)
+        self.prompt = ctx.prompts(options.prompt)
+        self.invalid = ctx.prompts(options.invalid_prompt)
 
     @classmethod
-    def file_refs(cls, options: Any, ctx: NodeContext) -> list[tuple[tuple[str | int, ...], Path]]:
-        return [((key, i), ctx.prompt_path(n)) for key in ("prompt", "invalid_prompt")
+    def file_refs(cls, options: Any, ctx: NodeContext) -> list[tuple[tuple[str | int, ...], PromptRef]]:
+        return [((key, i), ctx.prompt(n)) for key in ("prompt", "invalid_prompt")
                 for i, n in enumerate(getattr(options, key))]
 
     def targets(self) -> list[tuple[tuple[str | int, ...], TargetSpec]]:
         return [(("on_failure",), self.options.on_failure)] if self.options.on_failure else []
 
-    def _ask(self, files: tuple[str, ...]) -> list[Any]:
+    def _ask(self, run: FlowRun, prompts: tuple[PromptRef, ...]) -> list[Any]:
         o = self.options
-        actions: list[Any] = [PlayPrompts(files, barge_in=True)] if files else []
+        actions: list[Any] = [PlayPrompts(run.files(prompts), barge_in=True)] if prompts else []
         return actions + [CollectDigits(max_digits=o.max, terminators=o.terminator, first_timeout=o.timeout,
                                         inter_digit_timeout=o.inter_digit_timeout, flush=True)]
 
     def enter(self, run: FlowRun) -> Outcome:
         run.fresh_state(self)["attempts"] = 0
-        return Outcome(self._ask(self.prompt))
+        return Outcome(self._ask(run, self.prompt))
 
     def on_event(self, run: FlowRun, event: FlowEvent) -> Outcome | None:
         if not isinstance(event, DigitsEntered):
@@ -82,7 +82,7 @@ class CollectNode(Node):
         run.note(f"too short {event.digits!r} ({state['attempts']}/{o.max_attempts})")
         if state["attempts"] >= o.max_attempts:
             return Outcome(then=o.on_failure or "next")
-        return Outcome(self._ask(self.invalid + self.prompt))
+        return Outcome(self._ask(run, self.invalid + self.prompt))
 
     def describe(self) -> str:
         return f"collect {self.options.var} ({self.options.min}-{self.options.max} digits)"

@@ -13,12 +13,12 @@ The digits chosen are stored in the variable `var` (default `menu_<id>`), for th
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator, model_validator
 
 from ringmaster.flows.actions import CollectDigits, DigitsEntered, FlowEvent, PlayPrompts
+from ringmaster.flows.language import PromptRef
 from ringmaster.flows.nodes.base import Node, NodeContext, NodeOptions, Outcome, TargetSpec
 from ringmaster.flows.nodes.play import prompt_list
 
@@ -72,22 +72,18 @@ class MenuNode(Node):
     def __init__(self, options: MenuOptions, ctx: NodeContext, node_id: str = ""):
         super().__init__(options, ctx, node_id)
         o = options
-
-        def files(names: list[str]) -> tuple[str, ...]:
-            return tuple(str(ctx.prompt_path(n)) for n in names)
-
-        self.greeting = files(o.greeting)
-        self.short = files(o.short_greeting) if o.short_greeting else self.greeting
-        self.invalid = files(o.invalid_prompt)
-        self.timeout_prompt = files(o.timeout_prompt)
+        self.greeting = ctx.prompts(o.greeting)
+        self.short = ctx.prompts(o.short_greeting) if o.short_greeting else self.greeting
+        self.invalid = ctx.prompts(o.invalid_prompt)
+        self.timeout_prompt = ctx.prompts(o.timeout_prompt)
         self.max_len = max(len(k) for k in o.options)
 
     @classmethod
-    def file_refs(cls, options: Any, ctx: NodeContext) -> list[tuple[tuple[str | int, ...], Path]]:
-        refs: list[tuple[tuple[str | int, ...], Path]] = []
+    def file_refs(cls, options: Any, ctx: NodeContext) -> list[tuple[tuple[str | int, ...], PromptRef]]:
+        refs: list[tuple[tuple[str | int, ...], PromptRef]] = []
         for key in ("greeting", "short_greeting", "invalid_prompt", "timeout_prompt"):
             for i, name in enumerate(getattr(options, key) or []):
-                refs.append(((key, i), ctx.prompt_path(name)))
+                refs.append(((key, i), ctx.prompt(name)))
         return refs
 
     def targets(self) -> list[tuple[tuple[str | int, ...], TargetSpec]]:
@@ -101,16 +97,16 @@ class MenuNode(Node):
     def falls_through(self) -> bool:
         return self.options.on_max_failures is None or self.options.on_max_timeouts is None
 
-    def _prompt(self, files: tuple[str, ...], flush: bool) -> list[Any]:
+    def _prompt(self, run: FlowRun, prompts: tuple[PromptRef, ...], flush: bool) -> list[Any]:
         o = self.options
-        return [PlayPrompts(files, barge_in=True),
+        return [PlayPrompts(run.files(prompts), barge_in=True),
                 CollectDigits(max_digits=self.max_len, terminators=o.terminator, first_timeout=o.timeout,
                               inter_digit_timeout=o.inter_digit_timeout, flush=flush)]
 
     def enter(self, run: FlowRun) -> Outcome:
         state = run.fresh_state(self)
         state.update(failures=0, timeouts=0)
-        return Outcome(self._prompt(self.greeting, flush=True))
+        return Outcome(self._prompt(run, self.greeting, flush=True))
 
     def on_event(self, run: FlowRun, event: FlowEvent) -> Outcome | None:
         if not isinstance(event, DigitsEntered):
@@ -127,12 +123,12 @@ class MenuNode(Node):
             run.note(f"timeout {state['timeouts']}/{o.max_timeouts}")
             if state["timeouts"] >= o.max_timeouts:
                 return Outcome(then=o.on_max_timeouts or "next")
-            return Outcome(self._prompt(self.timeout_prompt + self.short, flush=True))
+            return Outcome(self._prompt(run, self.timeout_prompt + self.short, flush=True))
         state["failures"] += 1
         run.note(f"invalid {digits!r} {state['failures']}/{o.max_failures}")
         if state["failures"] >= o.max_failures:
             return Outcome(then=o.on_max_failures or "next")
-        return Outcome(self._prompt(self.invalid + self.short, flush=True))
+        return Outcome(self._prompt(run, self.invalid + self.short, flush=True))
 
     def describe(self) -> str:
         return "menu " + ", ".join(self.options.greeting)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
 from ringmaster.flows.actions import FlowEvent, PlayPrompts, PromptsDone
+from ringmaster.flows.language import PromptRef
 from ringmaster.flows.nodes.base import NEXT, Node, NodeContext, NodeOptions, Outcome
 
 if TYPE_CHECKING:
@@ -19,7 +19,8 @@ def prompt_list(v: Any) -> Any:
 
 
 class PlayOptions(NodeOptions):
-    prompts: list[str] = Field(min_length=1, description="prompt names (in the prompts dir) or paths to 8 kHz WAV files")
+    prompts: list[str] = Field(min_length=1, description="prompt names (in the prompts dir, per language: "
+                               "`welcome` or `${language}/welcome`) or paths to 8 kHz WAV files")
     barge_in: bool = Field(default=False, description="a digit stops the prompt")
 
     _one = field_validator("prompts", mode="before")(classmethod(lambda cls, v: prompt_list(v)))
@@ -32,14 +33,14 @@ class PlayNode(Node):
 
     def __init__(self, options: PlayOptions, ctx: NodeContext, node_id: str = ""):
         super().__init__(options, ctx, node_id)
-        self.files = tuple(str(ctx.prompt_path(p)) for p in options.prompts)
+        self.prompts = ctx.prompts(options.prompts)
 
     @classmethod
-    def file_refs(cls, options: Any, ctx: NodeContext) -> list[tuple[tuple[str | int, ...], Path]]:
-        return [(("prompts", i), ctx.prompt_path(p)) for i, p in enumerate(options.prompts)]
+    def file_refs(cls, options: Any, ctx: NodeContext) -> list[tuple[tuple[str | int, ...], PromptRef]]:
+        return [(("prompts", i), ctx.prompt(p)) for i, p in enumerate(options.prompts)]
 
     def enter(self, run: FlowRun) -> Outcome:
-        return Outcome([PlayPrompts(self.files, barge_in=self.options.barge_in)])
+        return Outcome([PlayPrompts(run.files(self.prompts), barge_in=self.options.barge_in)])
 
     def on_event(self, run: FlowRun, event: FlowEvent) -> Outcome | None:
         return NEXT if isinstance(event, PromptsDone) else None

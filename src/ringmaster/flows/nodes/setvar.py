@@ -31,6 +31,14 @@ class SetNode(Node):
         super().__init__(options, ctx, node_id)
         self.values = dict(options.root)
 
+    @classmethod
+    def check_options(cls, options: SetOptions, ctx: NodeContext) -> None:  # type: ignore[override]
+        # `set: {language: danish}` would silently serve the fallback: say so at load
+        value = options.root.get("language")
+        langs = ctx.languages
+        if langs is not None and isinstance(value, str) and "${" not in value and not langs.supports(value):
+            raise ValueError(f"language {value!r} is not supported (languages.supported: {', '.join(langs.supported)})")
+
     def enter(self, run: FlowRun) -> Outcome:
         for name, value in self.values.items():
             run.variables[name] = expand(value, run.variables) if isinstance(value, str) else value

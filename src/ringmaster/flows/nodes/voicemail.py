@@ -8,12 +8,12 @@ and its readers hear of it (ringmaster.voicemail: MQTT, message-waiting lamps).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
 from ringmaster.flows.actions import FlowEvent, MessageRecorded, PlayPrompts, PromptsDone, RecordMessage
+from ringmaster.flows.language import PromptRef
 from ringmaster.flows.nodes.base import NEXT, Node, NodeContext, NodeOptions, Outcome
 from ringmaster.flows.nodes.play import prompt_list
 
@@ -36,11 +36,11 @@ class VoicemailNode(Node):
 
     def __init__(self, options: VoicemailOptions, ctx: NodeContext, node_id: str = ""):
         super().__init__(options, ctx, node_id)
-        self.greeting = tuple(str(ctx.prompt_path(p)) for p in options.greeting)
+        self.greeting = ctx.prompts(options.greeting)
 
     @classmethod
-    def file_refs(cls, options: Any, ctx: NodeContext) -> list[tuple[tuple[str | int, ...], Path]]:
-        return [(("greeting", i), ctx.prompt_path(n)) for i, n in enumerate(options.greeting)]
+    def file_refs(cls, options: Any, ctx: NodeContext) -> list[tuple[tuple[str | int, ...], PromptRef]]:
+        return [(("greeting", i), ctx.prompt(n)) for i, n in enumerate(options.greeting)]
 
     @classmethod
     def name_refs(cls, options: VoicemailOptions) -> list[tuple[tuple[str | int, ...], str, str]]:  # type: ignore[override]
@@ -52,7 +52,7 @@ class VoicemailNode(Node):
     def enter(self, run: FlowRun) -> Outcome:
         run.fresh_state(self)["recording"] = not self.greeting
         if self.greeting:
-            return Outcome([PlayPrompts(self.greeting, barge_in=False)])
+            return Outcome([PlayPrompts(run.files(self.greeting), barge_in=False)])
         return self._record()
 
     def on_event(self, run: FlowRun, event: FlowEvent) -> Outcome | None:
