@@ -140,7 +140,9 @@ async def test_after_hours_caller_hears_closed_and_leaves_a_stored_voicemail(dae
                       {"voicemail": {"box": "sales", "greeting": "leave", "max_seconds": 10}},
                       {"play": "bye"}, "hangup"]}
     # open around the clock, so only the operator's override can close it
-    ivr_config(d, flows, schedules={"office": {"timezone": "UTC", "hours": {"mon-sun": "00:00-24:00"}}})
+    ivr_config(d, flows, schedules={"office": {"timezone": "UTC", "hours": {"mon-sun": "00:00-24:00"}}},
+               agents={"alice": {"softphone": {"username": "alice", "password": "alice-secret"}}},
+               voicemail={"boxes": {"sales": {"agent": "alice"}}})
     d.start()
     cli = [sys.executable, "-m", "ringmaster.cli"]
     out = subprocess.run(cli + ["schedule", "office", "--closed", "-c", str(d.config_path)], capture_output=True, text=True)

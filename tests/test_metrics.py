@@ -18,7 +18,7 @@ from ringmaster.acd.engine import QueueEngine
 from ringmaster.api import ROUTES, Api, openapi_document
 from ringmaster.config import HttpConfig
 from ringmaster.metrics import Metrics
-from ringmaster.reports import CallFilter, TaskFilter
+from ringmaster.reports import CallFilter, TaskFilter, VoicemailFilter
 from ringmaster.store import MIGRATIONS, Store
 
 ODD = 'sa"les\\east\nfloor'  # a queue name a YAML key can hold: quote, backslash, newline
@@ -32,7 +32,8 @@ def _state(engine: QueueEngine, now: float, ended: dict[str, int]) -> live.LiveS
         workers=(live.LiveWorker("w1", True, 2), live.LiveWorker("w2", False, 0)), worker_restarts=1,
         registrations=(live.LiveRegistration("pbx", True),),
         edge=live.LiveEdge(True, {"malformed": 4, "auth_bans": 2}, 1, 0),
-        store=live.LiveStore(True, 0, 0, 0.002, ended), mqtt=None)
+        store=live.LiveStore(True, 0, 0, 0.002, ended), mqtt=None,
+        voicemail=live.LiveVoicemail({ODD: (3, 0), "alice": (0, 2)}, 1))
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -64,6 +65,9 @@ def test_metrics_are_the_live_state_with_labels_escaped():
     assert m[("ringmaster_worker_busy_legs", (("worker", "w1"),))] == 2
     assert m[("ringmaster_workers", (("alive", "false"),))] == 1
     assert ("ringmaster_mqtt_connected", ()) not in m  # no MQTT: the family is there, without a value
+    assert m[("ringmaster_voicemail_messages", (("box", ODD), ("state", "new")))] == 3
+    assert m[("ringmaster_voicemail_messages", (("box", "alice"), ("state", "heard")))] == 2
+    assert m[("ringmaster_mwi_subscriptions", ())] == 1
     assert any(name.startswith("process_") for name, _ in m)  # the controller process' own
     # a scraper that asks for OpenMetrics gets it
     body, ctype = Metrics(lambda: _state(engine, 20.0, {})).render("application/openmetrics-text; version=1.0.0")
@@ -139,4 +143,8 @@ def test_the_openapi_document_lists_exactly_the_served_routes_and_filters():
             named = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
             assert named == {seg[1:-1] for seg in path.split("/") if seg.startswith("{")}, path
     assert doc["paths"]["/openapi.json"]["get"]["security"] == []
+    vm = doc["paths"]["/api/voicemail"]["get"]
+    assert {p["name"] for p in vm["parameters"]} == {p.name for p in VoicemailFilter.PARAMS} == {"box", "state", "limit"}
+    assert "operator token is refused" in vm["description"]  # role agent's rank is not the whole rule
+    assert set(doc["paths"]["/api/voicemail/{message}"]) == {"get", "post", "delete"}
     assert "supervisor" in doc["paths"]["/api/agents/{agent}"]["post"]["description"]

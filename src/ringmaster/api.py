@@ -1,9 +1,10 @@
 """The HTTP API (aiohttp), the wallboard and Prometheus /metrics, served by the daemon.
 
 Bearer tokens from the config carry a role: operator reads; supervisor may also change agent
-states and pause recordings; admin may also reload the plan. No token -> 401, wrong role -> 403,
-bad parameters -> 400 with the reason, a store that cannot be read -> 503; none of them changes
-anything.
+states, pause recordings and read every voicemail box; admin may also reload the plan. An agent
+token (an agent's desk) reaches only the voicemail boxes its agent may read, and nothing else.
+No token -> 401, wrong role -> 403, bad parameters -> 400 with the reason, a store that cannot
+be read -> 503; none of them changes anything.
 
 Every route is one entry of ROUTES: the app is built from it, the role each route needs comes
 from it, and /openapi.json is generated from it (query parameters from the reports' filters),
@@ -32,11 +33,12 @@ from ringmaster.acd.config import CHANNELS
 from ringmaster.acd.model import AgentAction
 from ringmaster.config import HttpConfig
 from ringmaster.metrics import Metrics
-from ringmaster.reports import CallFilter, FilterError, TaskFilter, reads
+from ringmaster.reports import CallFilter, FilterError, TaskFilter, VoicemailFilter, reads
 from ringmaster.reports import stats as st
-from ringmaster.reports.filters import Param
+from ringmaster.reports.filters import MESSAGE_STATES, Param
 from ringmaster.reports.reader import ReportReader, StoreUnreadable
 from ringmaster.reports.today import TodayFigures
+from ringmaster.voicemail import VoicemailError, boxes_of, url_base
 
 if TYPE_CHECKING:
     from ringmaster.controller import Controller
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ringmaster.api")
 T = TypeVar("T")
 
-ROLES = {"operator": 1, "supervisor": 2, "admin": 3}
+ROLES = {"agent": 0, "operator": 1, "supervisor": 2, "admin": 3}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # request bodies are small commands ({"action": "pause", "reason": "lunch"}): a few kB at most
 BODY_MAX = 16_384
@@ -64,7 +66,9 @@ class RecordingAction(StrEnum):
 class Route:
     """One served route: method, path (aiohttp syntax, {name} for path parameters), the Api
     method that answers it, what it does, the least role it needs (None: no token at all),
-    its query parameters and the JSON Schema of its body (None: no body)."""
+    its query parameters and the JSON Schema of its body (None: no body); access: who may call
+    it, where the role's rank alone does not say (the voicemail routes: ROLES["agent"] lets
+    every token through, the handler keeps operators out and agents to their boxes)."""
 
     method: str
     path: str
@@ -74,6 +78,39 @@ class Route:
     params: tuple[Param, ...] = ()
     body: dict[str, Any] | None = None
     responses: dict[str, str] = field(default_factory=dict)
+    access: str = ""
+
+
+def _voicemail_routes() -> tuple[Route, ...]:
+    # role "agent" lets every token through the middleware; Api._boxes then keeps an agent token
+    # to its agent's boxes and refuses operators (like recordings, a caller's voice is for
+    # supervisors), who with admins read every box
+    access = ("Role: agent (the boxes its agent may read), supervisor or admin (every box); "
+              "an operator token is refused (403).")
+    forbidden = {"403": "an operator token, or a box that is not this agent's"}
+    unreadable = {"503": "the store cannot be read"}
+    missing = {"404": "no such message in the boxes this token may read"}
+    stored = {"503": "the store is not taking writes: the change is kept, written and announced when it recovers"}
+
+    def route(method: str, path: str, handler: str, summary: str, **kw: Any) -> Route:
+        return Route(method, path, handler, summary, role="agent", access=access, **kw)
+
+    return (
+        route("GET", "/api/voicemail", "voicemail_list",
+              "Voicemail messages (not deleted) in the boxes the token may read, newest first",
+              params=VoicemailFilter.PARAMS, responses={**forbidden, "404": "no such box", **unreadable}),
+        route("GET", "/api/voicemail/{message}", "voicemail_message", "One voicemail message",
+              responses={**forbidden, **missing, **unreadable}),
+        route("GET", "/api/voicemail/{message}/audio", "voicemail_audio", "The message's audio (WAV, 8 kHz mono)",
+              responses={**forbidden, "404": "no such message in the token's boxes, or its audio is gone",
+                         **unreadable}),
+        route("POST", "/api/voicemail/{message}", "voicemail_change", "Mark a message heard, or new again",
+              body={"type": "object", "required": ["state"], "additionalProperties": False,
+                    "properties": {"state": {"type": "string", "enum": list(MESSAGE_STATES)}}},
+              responses={**forbidden, **missing, **stored}),
+        route("DELETE", "/api/voicemail/{message}", "voicemail_delete",
+              "Delete a message (its audio; the record stays, marked)", responses={**forbidden, **missing, **stored}),
+    )
 
 
 _TOKEN = (Param("token", "string", "the bearer token, for wall displays and EventSource that cannot send headers",
@@ -105,6 +142,7 @@ ROUTES: tuple[Route, ...] = (
                                "reason": {"type": "string", "maxLength": REASON_MAX}}}),
     Route("POST", "/api/reload", "reload", "Validate the config file and switch to its plan (422 with the errors if invalid)",
           role="admin", responses={"422": "the config is invalid: the previous plan stays live"}),
+    *_voicemail_routes(),
     Route("GET", "/wallboard", "wallboard", "The live wallboard page (token in ?token= for wall displays)",
           params=_TOKEN),
     Route("GET", "/wallboard/events", "wallboard_events",
@@ -174,14 +212,16 @@ class Api:
             # a wall display (and EventSource) cannot send headers: the page takes ?token=
             given = request.query.get("token", "")
         role = None
+        token = None
         for t in self.cfg.tokens:
             if given and hmac.compare_digest(given.encode(), t.token.encode()):
-                role = t.role
+                role, token = t.role, t
         if role is None:
             raise _error(web.HTTPUnauthorized, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
         if ROLES[role] < ROLES[needed]:
             raise _error(web.HTTPForbidden, f"role {role} may not do this; it needs {needed}")
         request["role"] = role
+        request["token"] = token
         return await handler(request)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -302,6 +342,91 @@ class Api:
         result = self.controller.reload()
         return _json(result, status=200 if result.get("reloaded") else 422)
 
+    # ------------------------------------------------------------ voicemail
+
+    def _boxes(self, request: web.Request) -> frozenset[str] | None:
+        """The boxes this token may read: None (all) for supervisors and admins, its agent's for
+        an agent token; an operator token gets 403."""
+        role = request["role"]
+        if role in ("supervisor", "admin"):
+            return None
+        if role == "agent":
+            return boxes_of(self.controller.cfg, request["token"].agent)
+        raise _error(web.HTTPForbidden, "voicemail needs an agent token (its own boxes) or supervisor")
+
+    def _message_id(self, request: web.Request) -> int:
+        raw = request.match_info["message"]
+        if not raw.isdigit() or len(raw) > 18:
+            raise _bad("message: a message id (a number)")
+        return int(raw)
+
+    @staticmethod
+    def _vm_error(exc: VoicemailError) -> web.HTTPException:
+        cls = {403: web.HTTPForbidden, 404: web.HTTPNotFound, 503: web.HTTPServiceUnavailable,
+               500: web.HTTPInternalServerError}.get(exc.code, web.HTTPBadRequest)
+        return _error(cls, str(exc))
+
+    async def voicemail_list(self, request: web.Request) -> web.Response:
+        visible = self._boxes(request)
+        try:
+            f = VoicemailFilter.from_query(request.query)
+        except FilterError as exc:
+            raise _bad(str(exc)) from None
+        boxes = visible
+        if f.box is not None:
+            if f.box not in self.controller.cfg.voicemail.boxes:
+                raise _error(web.HTTPNotFound, f"no box {f.box!r}")
+            if visible is not None and f.box not in visible:
+                raise _error(web.HTTPForbidden, f"box {f.box!r} is not one of yours")
+            boxes = frozenset({f.box})
+        try:
+            msgs = await self.controller.voicemail.messages(visible, f)
+        except VoicemailError as exc:
+            raise self._vm_error(exc) from None
+        base = url_base(self.controller.cfg)
+        names = sorted(self.controller.cfg.voicemail.boxes) if boxes is None else sorted(boxes)
+        return _json({"boxes": names, "messages": [m.view(base) for m in msgs], "count": len(msgs)})
+
+    async def voicemail_message(self, request: web.Request) -> web.Response:
+        try:
+            m = await self.controller.voicemail.message(self._message_id(request), self._boxes(request))
+        except VoicemailError as exc:
+            raise self._vm_error(exc) from None
+        return _json({"message": m.view(url_base(self.controller.cfg))})
+
+    async def voicemail_audio(self, request: web.Request) -> web.StreamResponse:
+        vm = self.controller.voicemail
+        try:
+            m = await vm.message(self._message_id(request), self._boxes(request))
+            path = vm.audio_path(m)
+        except VoicemailError as exc:
+            raise self._vm_error(exc) from None
+        log.info("api.voicemail_fetched", message=m.id, box=m.box, token=request["token"].name)
+        return web.FileResponse(path, headers={"Content-Type": "audio/wav",
+                                               "Content-Disposition": f'attachment; filename="voicemail-{m.id}.wav"'})
+
+    async def voicemail_change(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if set(body) - {"state"}:
+            raise _bad(f"unknown field(s) {sorted(set(body) - {'state'})[:5]}; fields: state")
+        state = body.get("state")
+        if not isinstance(state, str) or state not in MESSAGE_STATES:
+            raise _bad("state: " + " or ".join(MESSAGE_STATES))
+        try:
+            m = await self.controller.voicemail.set_state(self._message_id(request), state,
+                                                          request["token"].name, self._boxes(request))
+        except VoicemailError as exc:
+            raise self._vm_error(exc) from None
+        return _json({"message": m.view(url_base(self.controller.cfg))})
+
+    async def voicemail_delete(self, request: web.Request) -> web.Response:
+        try:
+            m = await self.controller.voicemail.delete(self._message_id(request), request["token"].name,
+                                                       self._boxes(request))
+        except VoicemailError as exc:
+            raise self._vm_error(exc) from None
+        return _json({"message": m.id, "box": m.box, "deleted": True})
+
     # ------------------------------------------------------------ wallboard
 
     async def wallboard(self, request: web.Request) -> web.Response:
@@ -372,7 +497,7 @@ def _operation(r: Route) -> dict[str, Any]:
         responses |= {"401": {"description": "no or unknown token"},
                       "403": {"description": "the token's role may not do this"}}
     op: dict[str, Any] = {"summary": r.summary, "operationId": r.handler,
-                          "description": f"Role: {r.role} or above." if r.role else "No token needed."}
+                          "description": r.access or (f"Role: {r.role} or above." if r.role else "No token needed.")}
     if r.role is None:
         op["security"] = []
     params: list[dict[str, Any]] = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}

@@ -102,6 +102,10 @@ class CallSession:
     collect_id: str = ""
     # voicemail being recorded: (rec_id, path, started monotonic), stopped by #, hang-up or timer
     message: tuple[str, str, float] | None = None
+    message_box: str = ""
+    # told when a message is stored: (rec_id, call_id, box, caller, path, seconds); the controller's
+    # voicemail announces it once the worker's RecordingDone says the WAV is whole
+    on_message: Callable[[str, str, str, str, str, float], None] = lambda *a: None
     _message_timer: asyncio.TimerHandle | None = None
     # ACD: the queue the caller waits in, its hold music, the agent leg once bridged
     acd: AcdRuntime | None = None
@@ -308,6 +312,7 @@ class CallSession:
         rec_id = f"{self.call_id}-vm{next(self._plays)}"
         path = os.path.join(self.recordings_dir, "voicemail", action.box, f"{self.call_id}.wav")
         self.message = (rec_id, path, time.monotonic())
+        self.message_box = action.box
         self.store.voicemail_started(self.call_id, action.box, self.caller, path, time.time())
         self.log.info("call.voicemail_recording", box=action.box, path=path)
         self._command(p.RecordStart(rec_id=rec_id, legs=(self.leg,), path=path))
@@ -325,6 +330,7 @@ class CallSession:
         self._command(p.RecordStop(rec_id=rec_id))
         self.store.voicemail_finished(self.call_id, path, seconds)
         self.log.info("call.voicemail_stored", path=path, seconds=round(seconds, 1))
+        self.on_message(rec_id, self.call_id, self.message_box, self.caller, path, seconds)
         if feed:
             self._feed(MessageRecorded(path, seconds))
 

@@ -1,11 +1,12 @@
 """`ringmaster` command line: run, check, status, reload, schedule, agent, recording, simulate,
-graph, schema, calls, events, tasks."""
+graph, schema, calls, events, tasks, stats, voicemail."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import shutil
 import signal
 import sys
 import time
@@ -126,7 +127,7 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
             return 1
     control = ControlServer(socket_path(cfg.paths.runtime),
                             {"status": status, "reload": reload, "schedule": schedule, "recording": recording,
-                             "agent": agent})
+                             "agent": agent, "voicemail": controller.voicemail_command})
     await control.start()
     log.info("ringmaster.running", control=str(control.path))
     await stop.wait()
@@ -173,6 +174,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         state = "connected" if mq["connected"] else f"DISCONNECTED ({mq['last_error'] or 'connecting'})"
         print(f"mqtt: {mq['broker']}{' (embedded)' if mq['embedded'] else ''} {state}; {mq['queued']} to send, "
               f"{mq['tasks_open']} open tasks, {mq['bad_payloads']} refused messages")
+    mwi = reply.get("mwi")
+    if mwi and (mwi["subscriptions"] or mwi["notifies_sent"] or mwi["notifies_failed"]):
+        print(f"message-waiting: {mwi['subscriptions']} phones subscribed; {mwi['notifies_sent']} NOTIFYs sent, "
+              f"{mwi['notifies_failed']} failed")
     st = reply.get("store")
     if st:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["since"])) if st.get("since") else ""
@@ -272,6 +277,54 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return _command(args, "schedule", lambda r: f"schedule {r['schedule']}: {r['state']}", name=args.name, state=state)
 
 
+def cmd_voicemail(args: argparse.Namespace) -> int:
+    """list / play (download the WAV) / heard / new / delete, through the running daemon."""
+    action = args.action
+    if action == "list":
+        params: dict[str, Any] = {"box": args.box, "state": args.state}
+        reply = _control(args, "voicemail", action="list", **{k: v for k, v in params.items() if v is not None})
+        if reply is None:
+            return 3
+        if not reply.get("ok") or reply.get("error"):
+            print(reply.get("error"), file=sys.stderr)
+            return 1
+        msgs = reply["messages"]
+        if args.format == "json":
+            print(json.dumps(msgs, indent=2))
+            return 0
+        print(f"{'id':>6}  {'box':<16} {'state':<6} {'left at':<19} {'seconds':>7}  caller")
+        for m in msgs:
+            at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["started_at"]))
+            secs = f"{m['seconds']:.1f}" if m["seconds"] is not None else "-"
+            print(f"{m['id']:>6}  {m['box']:<16} {m['state']:<6} {at:<19} {secs:>7}  {m['caller']}")
+        return 0
+    if args.message is None:
+        print(f"voicemail {action}: give the message id (`ringmaster voicemail list` shows them)", file=sys.stderr)
+        return 2
+    if action == "play":
+        reply = _control(args, "voicemail", action="get", message=args.message)
+        if reply is None:
+            return 3
+        if not reply.get("ok") or reply.get("error"):
+            print(reply.get("error"), file=sys.stderr)
+            return 1
+        out = args.output or f"voicemail-{args.message}.wav"
+        try:
+            if out == "-":
+                sys.stdout.buffer.write(Path(reply["path"]).read_bytes())
+                return 0
+            shutil.copyfile(reply["path"], out)
+        except OSError as exc:
+            print(f"cannot copy {reply['path']} to {out}: {exc.strerror}", file=sys.stderr)
+            return 1
+        m = reply["message"]
+        print(f"wrote {out} (message {m['id']}, box {m['box']}, caller {m['caller']}, {m['seconds']} s)")
+        return 0
+    return _command(args, "voicemail", lambda r: f"message {r['message']['id']} ({r['message']['box']}): "
+                                                 f"{'deleted' if r.get('deleted') else r['message']['state']}",
+                    action=action, message=args.message)
+
+
 def _plan(path: str):  # type: ignore[no-untyped-def]
     from ringmaster.flows import DialPlan
 
@@ -332,7 +385,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    import shutil
     import subprocess
 
     from ringmaster.flows.graph import dot, mermaid
@@ -523,7 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
                             ("calls", cmd_calls, "list and filter the call log (table, csv, json; --follow)"),
                             ("events", cmd_events, "export queue events in Asterisk queue_log format"),
                             ("tasks", cmd_tasks, "list and filter chat/email tasks, or export their events (--log)"),
-                            ("stats", cmd_stats, "queue and agent figures over an interval (from the stored events)")):
+                            ("stats", cmd_stats, "queue and agent figures over an interval (from the stored events)"),
+                            ("voicemail", cmd_voicemail, "list voicemail messages, play (download) one, mark it heard or new, delete it")):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("-c", "--config", default=DEFAULT_CONFIG, metavar="FILE",
                         help="the YAML config (default: %(default)s; the demo's: config/demo.yaml)")
@@ -588,6 +641,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "graph":
             sp.add_argument("flow", help="a flow's name in the config's flows")
             sp.add_argument("-o", "--output", help="write OUTPUT.mmd, OUTPUT.dot (and OUTPUT.svg with graphviz)")
+        if name == "voicemail":
+            sp.add_argument("action", nargs="?", default="list", choices=["list", "play", "heard", "new", "delete"],
+                            help="list (default); play: write the message's WAV to a file; heard / new: mark it; "
+                                 "delete: remove its audio")
+            sp.add_argument("message", nargs="?", type=int, help="the message id (play, heard, new, delete)")
+            sp.add_argument("--box", help="list: only this box")
+            sp.add_argument("--state", choices=["new", "heard"], help="list: only new or only heard messages")
+            sp.add_argument("-o", "--output", help="play: the file to write (default voicemail-ID.wav; - for stdout)")
+            sp.add_argument("--format", choices=["table", "json"], default="table", help="list: output format (default: table)")
         if name == "schedule":
             sp.add_argument("name", help="a schedule's name in the config's schedules")
             g = sp.add_mutually_exclusive_group(required=True)

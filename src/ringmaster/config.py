@@ -196,6 +196,8 @@ class WorkersConfig(Strict):
 class StorageConfig(Strict):
     path: str = "var/ringmaster.db"
     recording_retention_days: float | None = Field(default=None, gt=0, description="delete call recordings older than this; calls keep their record, marked")
+    voicemail_retention_days: float | None = Field(
+        default=None, gt=0, description="delete voicemail messages (heard or not) older than this; the row stays, marked deleted")
 
 
 class PathsConfig(Strict):
@@ -210,9 +212,49 @@ class LoggingConfig(Strict):
 
 
 class ApiToken(Strict):
+    """A bearer token and its role. agent: only the voicemail boxes `agent` may read (an agent's
+    desk); operator: read; supervisor: + agent states, recordings, every voicemail box; admin: + reload."""
+
     name: str
     token: str = Field(min_length=16, description="a bearer token; generate with `openssl rand -hex 24`")
-    role: Literal["operator", "supervisor", "admin"] = "operator"
+    role: Literal["agent", "operator", "supervisor", "admin"] = "operator"
+    agent: str | None = Field(default=None, description="role agent: the agent (in `agents`) this token is")
+
+    @model_validator(mode="after")
+    def _agent(self) -> ApiToken:
+        if (self.role == "agent") != (self.agent is not None):
+            raise ValueError("a token of role agent names its agent (agent: NAME); other roles name none")
+        return self
+
+
+BOX_NAME = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"  # a folder under recordings/voicemail: no leading dot
+
+
+class VoicemailBox(Strict):
+    """A mailbox the flows' voicemail step records into, owned by an agent or by a queue.
+
+    An agent box is read by its agent; a queue box by the queue's members (unless members is
+    false: then supervisors only). Whoever may read a box sees its messages in the API and on
+    MQTT, and their softphone's message-waiting lamp counts them (RFC 3842)."""
+
+    agent: str | None = Field(default=None, description="the agent who owns the box")
+    queue: str | None = Field(default=None, description="the queue that owns the box")
+    members: bool = Field(default=True, description="queue box: its members may read it")
+
+    @model_validator(mode="after")
+    def _owner(self) -> VoicemailBox:
+        if (self.agent is None) == (self.queue is None):
+            raise ValueError("a box has exactly one owner: agent: NAME or queue: NAME")
+        return self
+
+
+class VoicemailConfig(Strict):
+    """Voicemail boxes, by name (the name a flow's `voicemail: {box: NAME}` step uses)."""
+
+    boxes: dict[str, VoicemailBox] = Field(default_factory=dict)
+    url_base: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+                                 description="how clients reach the HTTP API, for the message URL on MQTT "
+                                             "(default: http:// + http.listen)")
 
 
 class _Listening(Strict):
@@ -458,6 +500,7 @@ class Config(Strict):
     profiles: dict[str, PresenceProfile] = Field(default_factory=dict, description="presence profiles agents refer to")
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     queues: dict[str, QueueConfig] = Field(default_factory=dict)
+    voicemail: VoicemailConfig = Field(default_factory=VoicemailConfig)
     languages: LanguagesConfig | None = None
     tts: TtsConfig = Field(default_factory=TtsConfig)
     http_endpoints: dict[str, HttpEndpoint] = Field(
@@ -582,6 +625,9 @@ def _raw_flow_errors(src: Source, base_dir: Path) -> list[ConfigError]:
     qnames = frozenset(queues) if isinstance(queues, dict) else frozenset()
     endpoints = data.get("http_endpoints")
     enames = frozenset(endpoints) if isinstance(endpoints, dict) else frozenset()
+    vm = data.get("voicemail")
+    boxes = vm.get("boxes") if isinstance(vm, dict) else None
+    bnames = frozenset(boxes) if isinstance(boxes, dict) else frozenset()
     langs = None
     if data.get("languages") is not None:
         try:
@@ -591,7 +637,7 @@ def _raw_flow_errors(src: Source, base_dir: Path) -> list[ConfigError]:
         from ringmaster.flows.language import Languages
         langs = Languages(tuple(lc.supported), lc.fallback)
     return check_flows(flows, refs, NodeContext(Path(paths.prompts), schedules=names, queues=qnames,
-                                                endpoints=enames, languages=langs), src)
+                                                endpoints=enames, languages=langs, boxes=bnames), src)
 
 
 def _resolve_paths(paths: PathsConfig, base: Path) -> PathsConfig:
@@ -624,6 +670,21 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
                                     f"agent {name!r}: unknown profile {agent.profile!r}{did_you_mean(agent.profile, set(cfg.profiles))}"))
         if agent.profile is not None and agent.presence is not None:
             errors.append(src.error(("agents", name, "presence"), f"agent {name!r}: give a profile or its own presence, not both"))
+    for box, spec in cfg.voicemail.boxes.items():
+        if not re.match(BOX_NAME, box):
+            errors.append(src.error(("voicemail", "boxes", box), f"box name {box!r}: a folder name (letters, digits, "
+                                                                 "'_', '.', '-'; no leading dot; at most 64)"))
+        if spec.agent is not None and spec.agent not in cfg.agents:
+            errors.append(src.error(("voicemail", "boxes", box, "agent"),
+                                    f"box {box!r}: unknown agent {spec.agent!r}{did_you_mean(spec.agent, set(cfg.agents))}"))
+        if spec.queue is not None and spec.queue not in cfg.queues:
+            errors.append(src.error(("voicemail", "boxes", box, "queue"),
+                                    f"box {box!r}: unknown queue {spec.queue!r}{did_you_mean(spec.queue, set(cfg.queues))}"))
+    if cfg.http is not None:
+        for i, tok in enumerate(cfg.http.tokens):
+            if tok.agent is not None and tok.agent not in cfg.agents:
+                errors.append(src.error(("http", "tokens", i, "agent"),
+                                        f"token {tok.name!r}: unknown agent {tok.agent!r}{did_you_mean(tok.agent, set(cfg.agents))}"))
     if cfg.mqtt is not None:
         for i, client in enumerate(cfg.mqtt.clients):
             if client.username in cfg.agents or client.username == cfg.mqtt.client_id:

@@ -26,12 +26,14 @@ from ringmaster.legaudit import LegAudit, MissingLeg, UnknownLeg
 from ringmaster.lookups import LookupClient
 from ringmaster.mqtt.broker import EmbeddedBroker
 from ringmaster.mqtt.link import MqttLink
+from ringmaster.mwi import MwiNotifier
 from ringmaster.pool import WorkerPool, registration_agent_spec, worker_specs
 from ringmaster.poolplan import PoolPlan, Retire, Spawn, WorkerView
 from ringmaster.registrations import RegistrationState
 from ringmaster.store import Store
 from ringmaster.tasks import TaskRouter
 from ringmaster.tts import Speech
+from ringmaster.voicemail import Voicemail, boxes_of
 from ringmaster.workerproc import WorkerProcess
 
 log = structlog.get_logger("ringmaster.controller")
@@ -76,6 +78,12 @@ class Controller:
                                  username=cfg.mqtt.client_id if self.broker else None)
         self.router = TaskRouter(self.acd, self.store, self.mqtt) if self.acd is not None else None
         self.edge_events = EdgeEvents(cfg.sip.host, events_port(cfg), self._edge_event)
+        # voicemail: messages, their readers on MQTT, and the phones' message-waiting lamps
+        self._messages: dict[str, tuple[str, str, str, str, float]] = {}  # rec_id -> message not yet announced
+        self.mwi = MwiNotifier(self.edge_events.send, self._mwi_counts, cfg.sip.host, cfg.sip.port)
+        self.voicemail = Voicemail(lambda: self.cfg, self.store,
+                                   publish=self.mqtt.publish if self.mqtt is not None else None,
+                                   counts_changed=self._voicemail_counts_changed)
         self._reg_task: asyncio.Task[None] | None = None
         self._edge_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -102,6 +110,7 @@ class Controller:
         await self.store.open()
         self.schedule_overrides.update(await self.store.schedule_overrides())
         await self.store.close_orphans(time.time())  # logs store.orphans_closed
+        await self.voicemail.start()  # its boxes' counts, read once before any call can change them
         await self.edge.check()
         if self.broker is not None:
             await self.broker.start()
@@ -112,6 +121,7 @@ class Controller:
             await self.reg_agent.start()
         await self.edge.start()
         self.edge_events.start()
+        self.mwi.start()
         self._reg_task = asyncio.create_task(self._registration_loop(), name="registrations")
         self._edge_task = asyncio.create_task(self._edge_watch_loop(), name="edge-watch")
         if self.cfg.workers.ceiling > self.cfg.workers.count:
@@ -123,6 +133,13 @@ class Controller:
             task = asyncio.create_task(retention.run_forever(
                 self.store, days, self.cfg.paths.recordings, lambda: {s.call_id for s in self.live_sessions()}),
                 name="retention")
+            self._background.add(task)
+        vm_days = self.cfg.storage.voicemail_retention_days
+        if vm_days is not None:
+            from ringmaster import retention
+
+            task = asyncio.create_task(retention.run_voicemail_forever(
+                self.voicemail, vm_days, lambda: {s.call_id for s in self.live_sessions()}), name="retention")
             self._background.add(task)
         log.info("controller.started", workers=len(self.pool.workers), edge=self.cfg.sip.listen,
                  pid=os.getpid())
@@ -154,6 +171,7 @@ class Controller:
         while self.live_sessions() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         await self.edge_events.stop()
+        await self.mwi.stop()
         codes = await self.pool.stop()
         if self.reg_agent is not None:
             codes += await self.reg_agent.stop()  # its shutdown un-REGISTERs
@@ -165,6 +183,7 @@ class Controller:
         if self.broker is not None:
             await self.broker.stop()
         await self.lookups.close()
+        await self.voicemail.stop()
         await self.store.close()
         bad = [c for c in codes if c != 0]
         if bad:
@@ -189,6 +208,9 @@ class Controller:
             return
         if isinstance(msg, p.MediaPath):
             self._media_path(wp, msg)
+            return
+        if isinstance(msg, p.RecordingDone):
+            self._announce_message(msg.rec_id)
             return
         if isinstance(msg, p.SourceRefused):
             # the worker's own defence held: someone reached its SIP port around the edge
@@ -278,6 +300,7 @@ class Controller:
         session = CallSession(call_id=new_call_id(), worker=worker, leg=msg.leg, caller=caller,
                               called=called, send=self.pool.send, store=self.store,
                               recordings_dir=self.cfg.paths.recordings, direct_media=self.cfg.sip.direct_media)
+        session.on_message = self._message_left
         session.bind_leg = lambda leg: self.sessions.__setitem__((worker, leg), session)
         session.acd = self.acd
         session.speech, session.lookups = self.speech, self.lookups
@@ -298,6 +321,9 @@ class Controller:
     # ------------------------------------------------------------ agents at the edge
 
     def _edge_event(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "mwi-subscribe":
+            self.mwi.on_event(event)
+            return
         if self.acd is None:
             return
         if event.get("event") == "sync":
@@ -524,7 +550,7 @@ class Controller:
         self.dialplan = plan
         self.cfg = self.cfg.model_copy(update={k: getattr(cfg, k) for k in
                                                ("flows", "entry_points", "unknown_number", "schedules", "logging",
-                                                "languages", "tts", "http_endpoints")})
+                                                "languages", "tts", "http_endpoints", "voicemail")})
         self.speech.cfg = cfg.tts  # the cache keeps its directory until a restart
         # the new plan's prompts are converted in a thread, not on the event loop
         try:
@@ -545,6 +571,72 @@ class Controller:
             log.info("edge.policy_applied", tables=changed)
         except Exception as exc:
             log.error("edge.policy_failed", error=str(exc))
+
+    # ------------------------------------------------------------ voicemail
+
+    def _message_left(self, rec_id: str, call_id: str, box: str, caller: str, path: str, seconds: float) -> None:
+        # announced when the worker reports the WAV whole (RecordingDone, docs/engine-findings.md
+        # 9: a reader fetching it at once must get a valid file), or after a few seconds anyway
+        # (the worker died: the message is still there, maybe cut)
+        self._messages[rec_id] = (call_id, box, caller, path, seconds)
+        asyncio.get_running_loop().call_later(MESSAGE_DONE_WAIT, self._announce_message, rec_id)
+
+    def _announce_message(self, rec_id: str) -> None:
+        args = self._messages.pop(rec_id, None)
+        if args is None:
+            return
+        task = asyncio.create_task(self.voicemail.message_left(*args))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _softphone_users(self, agents: frozenset[str]) -> set[str]:
+        return {a.softphone.username for n, a in self.cfg.agents.items() if n in agents and a.softphone is not None}
+
+    def _voicemail_counts_changed(self, agents: frozenset[str]) -> None:
+        self.mwi.users_changed(self._softphone_users(agents))
+
+    async def _mwi_counts(self, user: str) -> tuple[int, int] | None:
+        """(new, heard) over every box the softphone user's agent may read (kept counts: no IO);
+        None: no such agent."""
+        agent = next((n for n, a in self.cfg.agents.items() if a.softphone is not None and a.softphone.username == user), None)
+        if agent is None:
+            return None
+        return self.voicemail.counts(boxes_of(self.cfg, agent))
+
+    async def voicemail_command(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The control socket's `voicemail` command (the CLI): list, get, heard, new, delete.
+        The CLI's user reads the daemon's files: it sees every box, as an admin does."""
+        from ringmaster.reports import FilterError, VoicemailFilter
+        from ringmaster.voicemail import VoicemailError, url_base
+
+        action = req.get("action")
+        base = url_base(self.cfg)
+        try:
+            if action == "list":
+                box = req.get("box")
+                if box is not None and box not in self.cfg.voicemail.boxes:
+                    return {"error": f"unknown box {box!r}; boxes: {', '.join(sorted(self.cfg.voicemail.boxes)) or 'none'}"}
+                try:
+                    f = VoicemailFilter(box=box, state=req.get("state"))  # the CLI lists every message
+                except FilterError as exc:
+                    return {"error": str(exc)}
+                msgs = await self.voicemail.messages(None, f)
+                return {"messages": [m.view(base) for m in msgs]}
+            message = req.get("message")
+            if not isinstance(message, int) or isinstance(message, bool):
+                return {"error": "message: a message id (a number; `ringmaster voicemail list` shows them)"}
+            if action == "get":
+                m = await self.voicemail.message(message)
+                return {"message": m.view(base), "path": str(self.voicemail.audio_path(m))}
+            if action in ("heard", "new"):
+                m = await self.voicemail.set_state(message, action, "cli")
+                return {"message": m.view(base)}
+            if action == "delete":
+                m = await self.voicemail.delete(message, "cli")
+                return {"message": m.view(base), "deleted": True}
+        except VoicemailError as exc:
+            return {"error": str(exc)}
+        return {"error": "action: list, get, heard, new or delete"}
 
     def agent_command(self, agent: str, action: str, reason: str = "") -> dict[str, Any]:
         if self.acd is None:
@@ -617,6 +709,7 @@ class Controller:
                 "schedules": {n: self.schedule_overrides.get(n, "auto") for n in sorted(self.dialplan.schedules)},
                 "registrations": [r.as_dict() for r in self.registrations.values()],
                 "mqtt": self.mqtt_status(),
+                "mwi": self.mwi.status(),
                 "store": self.store.status()}
 
     def live_state(self) -> live.LiveState:
@@ -641,7 +734,8 @@ class Controller:
                                self.load_check.corrections),
             store=live.LiveStore(health["state"] == "ok", health["pending"], health["write_failures"],
                                  self.store.last_commit_seconds, dict(self.store.ended_calls)),
-            mqtt=live.LiveMqtt(mq["connected"], mq["queued"], mq["bad_payloads"]) if mq else None)
+            mqtt=live.LiveMqtt(mq["connected"], mq["queued"], mq["bad_payloads"]) if mq else None,
+            voicemail=live.LiveVoicemail(self.voicemail.box_counts(), len(self.mwi.subs)))
 
     def mqtt_status(self) -> dict[str, Any] | None:
         if self.mqtt is None:
@@ -651,6 +745,9 @@ class Controller:
                 "bad_payloads": self.router.errors if self.router else 0,
                 "embedded": self.broker is not None,
                 "tasks_open": sum(1 for t in self.acd.engine.tasks.values() if t.channel != "voice") if self.acd else 0}
+
+
+MESSAGE_DONE_WAIT = 3.0  # seconds a new voicemail message waits for its RecordingDone
 
 
 def _agent_state(a: Any, now: float) -> str:

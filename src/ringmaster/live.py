@@ -193,6 +193,16 @@ class LiveRegistration:
 
 
 @dataclass(frozen=True)
+class LiveVoicemail:
+    """Voicemail: each configured box's messages not deleted as (new, heard), kept by
+    ringmaster.voicemail as they change (read once at start), and the softphones subscribed to
+    their message-waiting lamp (RFC 3842) now."""
+
+    boxes: dict[str, tuple[int, int]]
+    mwi_subscriptions: int
+
+
+@dataclass(frozen=True)
 class LiveState:
     """Everything live, at `at` (epoch seconds)."""
 
@@ -207,6 +217,7 @@ class LiveState:
     edge: LiveEdge
     store: LiveStore
     mqtt: LiveMqtt | None = None
+    voicemail: LiveVoicemail | None = None
 
 
 def agents_of(agents: Iterable[AgentState], now: float) -> dict[str, LiveAgent]:

@@ -1,8 +1,9 @@
 """/metrics: the live state (ringmaster.live) as Prometheus metrics, through prometheus_client.
 
 A custom collector reads one LiveState per scrape; nothing is counted twice and no table is
-read (the call log's totals are kept by the store as calls end), so a scrape costs the same on
-the first day and the thousandth. prometheus_client writes the exposition format (label values
+read (the call log's totals are kept by the store as calls end, the voicemail boxes' counts
+by ringmaster.voicemail as messages change), so a scrape costs the same on the first day and
+the thousandth. prometheus_client writes the exposition format (label values
 escaped) and negotiates OpenMetrics with scrapers that ask for it; process_* metrics (CPU,
 memory, file descriptors of the controller) come with it.
 
@@ -123,6 +124,17 @@ class LiveCollector(Collector):
         yield CounterMetricFamily("ringmaster_edge_load_corrections_total",
                                   "Times the edge's count of a worker's calls drifted from the calls it held and was reset",
                                   value=e.load_corrections)
+
+        messages = _gauge("ringmaster_voicemail_messages", "Voicemail messages by box and state (new, heard)",
+                          ["box", "state"])
+        mwi = _gauge("ringmaster_mwi_subscriptions", "Softphones subscribed to their message-waiting lamp")
+        if s.voicemail is not None:
+            for box, (new, heard) in sorted(s.voicemail.boxes.items()):
+                messages.add_metric([box, "new"], new)
+                messages.add_metric([box, "heard"], heard)
+            mwi.add_metric([], s.voicemail.mwi_subscriptions)
+        yield messages
+        yield mwi
 
         st = s.store
         yield GaugeMetricFamily("ringmaster_store_last_commit_seconds", "Duration of the store's last batch commit",

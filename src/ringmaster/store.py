@@ -215,6 +215,15 @@ MIGRATIONS: list[str] = [
             ON CONFLICT(disposition) DO UPDATE SET calls = calls + 1;
     END;
     """,
+    """
+    -- voicemail people reach: heard (by whom), deleted (by whom: an API token, the CLI,
+    -- retention); a deleted message keeps its row (the audio goes), like a call's recording
+    ALTER TABLE voicemails ADD COLUMN heard_at REAL;
+    ALTER TABLE voicemails ADD COLUMN heard_by TEXT;
+    ALTER TABLE voicemails ADD COLUMN deleted_at REAL;
+    ALTER TABLE voicemails ADD COLUMN deleted_by TEXT;
+    CREATE INDEX voicemails_live ON voicemails(box, heard) WHERE deleted_at IS NULL;
+    """,
 ]
 
 class Disposition(StrEnum):
@@ -667,6 +676,15 @@ class Store:
 
     def voicemail_finished(self, call_id: str, path: str, seconds: float) -> None:
         self._put("UPDATE voicemails SET seconds=? WHERE call_id=? AND path=?", round(seconds, 2), call_id, path)
+
+    def voicemail_heard(self, message: int, heard: bool, at: float, by: str) -> None:
+        """Mark a message heard (Asterisk's Old folder) or new again; by: who (token name, cli)."""
+        self._put("UPDATE voicemails SET heard=?, heard_at=?, heard_by=? WHERE id=? AND deleted_at IS NULL",
+                  int(heard), at if heard else None, by if heard else None, message)
+
+    def voicemail_deleted(self, message: int, at: float, by: str) -> None:
+        """The message's audio is gone: its row stays, marked (by: a token name, cli, retention)."""
+        self._put("UPDATE voicemails SET deleted_at=?, deleted_by=? WHERE id=? AND deleted_at IS NULL", at, by, message)
 
     def callback_requested(self, call_id: str, queue: str, number: str, at: float) -> None:
         self._put("INSERT INTO callbacks (call_id, queue, number, requested_at) VALUES (?,?,?,?)",

@@ -1,4 +1,6 @@
-"""Registration events pushed by the edge (Kamailio evapi): `{"event": "registered", "user": ...}`.
+"""Registration events pushed by the edge (Kamailio evapi): `{"event": "registered", "user": ...}`,
+and message-waiting subscriptions (`mwi-subscribe`); the controller sends the edge its
+message-waiting NOTIFYs over the same connection (`send`).
 
 evapi frames each message as a netstring (`LEN:DATA,`). The client reconnects with backoff
 when the edge restarts; after every (re)connect it reports "sync" so the controller re-reads
@@ -43,7 +45,16 @@ class EdgeEvents:
         self.port = port
         self.handler = handler
         self._task: asyncio.Task[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
         self.connected = False
+
+    def send(self, message: str) -> None:
+        """One message to the edge (a netstring, as evapi reads them): the NOTIFYs of
+        ringmaster.mwi. ConnectionError if the edge is not connected right now."""
+        if self._writer is None or not self.connected:
+            raise ConnectionError("the edge's events connection is down")
+        data = message.encode()
+        self._writer.write(str(len(data)).encode() + b":" + data + b",")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="edge-events")
@@ -63,6 +74,7 @@ class EdgeEvents:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
+            self._writer = writer
             self.connected = True
             self.handler({"event": "sync"})
             buf = bytearray()
@@ -84,5 +96,6 @@ class EdgeEvents:
                 pass
             finally:
                 self.connected = False
+                self._writer = None
                 writer.close()
             log.warning("edge.events_disconnected")

@@ -122,11 +122,12 @@ def _parse_step(raw: Any, index: int, path: PathT, ctx: NodeContext, chk: _Check
         chk.err(opts_path, f"{kind}: {exc}")
         return None, node_id
     for opt_path, what, name in cls.name_refs(options):
-        known = {"schedule": ctx.schedules, "queue": ctx.queues, "endpoint": ctx.endpoints}[what]
+        known = {"schedule": ctx.schedules, "queue": ctx.queues, "endpoint": ctx.endpoints, "box": ctx.boxes}[what]
         if name not in known:
+            plural = "boxes are defined in voicemail.boxes" if what == "box" else f"{what}s are defined"
             chk.err(opts_path if shorthand else opts_path + opt_path,
                     f"{kind}: unknown {what} {name!r}{did_you_mean(name, set(known))}"
-                    f"{'' if known else f' (no {what}s are defined)'}")
+                    f"{'' if known else f' (no {plural})'}")
             ok = False
     if not ok:
         return None, node_id
@@ -268,7 +269,8 @@ def languages_of(cfg: Config) -> Languages | None:
 
 def node_context(cfg: Config) -> NodeContext:
     return NodeContext(Path(cfg.paths.prompts), schedules=frozenset(cfg.schedules), queues=frozenset(cfg.queues),
-                       endpoints=frozenset(cfg.http_endpoints), languages=languages_of(cfg))
+                       endpoints=frozenset(cfg.http_endpoints), languages=languages_of(cfg),
+                       boxes=frozenset(cfg.voicemail.boxes))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ Authentication is on (no anonymous clients) and the ACL is the product's securit
 - an integration client (`mqtt.clients`: the chat or email system, a CRM or WFM tool) publishes
   tasks/new, tasks/+/commands and agents/+/commands and reads everything under the prefix;
 - an agent (user name = agent id, password `mqtt_password`) publishes only to its own
-  agents/ID/commands and reads only its own agents/ID/offers and agents/ID/state.
+  agents/ID/commands and reads only its own agents/ID/offers and agents/ID/state, and the
+  voicemail/BOX/events of the boxes it may read.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ def render(cfg: Config, controller_password: str, rundir: Path) -> tuple[str, st
     for c in m.clients:
         acl += [f"user {c.username}", f"topic write {p}tasks/new", f"topic write {p}tasks/+/commands",
                 f"topic write {p}agents/+/commands", f"topic read {p}#", ""]
+    # an agent reads the events of the voicemail boxes it may read (ringmaster.voicemail)
+    from ringmaster.voicemail import boxes_of
+
+    for name, a in sorted(cfg.agents.items()):
+        boxes = sorted(boxes_of(cfg, name)) if a.mqtt_password else []
+        if boxes:
+            acl += [f"user {name}"] + [f"topic read {p}voicemail/{b}/events" for b in boxes] + [""]
     # %u is the connecting user: agents are confined to their own topics
     acl += [f"pattern write {p}agents/%u/commands", f"pattern read {p}agents/%u/offers",
             f"pattern read {p}agents/%u/state", ""]

@@ -1,6 +1,6 @@
 """What the reports can be filtered by: one definition for the CLI (`ringmaster calls`,
-`tasks`, `events`, `stats`) and the HTTP API (/api/calls, /api/tasks), validated the same
-way, and the source of the API's documented query parameters (api.py's OpenAPI document).
+`tasks`, `events`, `stats`, `voicemail`) and the HTTP API (/api/calls, /api/tasks,
+/api/voicemail), validated the same way, and the source of the API's documented query parameters (api.py's OpenAPI document).
 
 Times: ISO 8601 (`2026-11-23T08:00`, local time if no zone) or an age (`15m`, `2h`, `7d`
 ago; `-2h` works too). A refused value raises FilterError naming the parameter.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -33,6 +33,16 @@ class TaskState(StrEnum):
 
 
 TASK_STATES = tuple(s.value for s in TaskState)
+
+
+class MessageState(StrEnum):
+    """A voicemail message's state, as Asterisk's folders: new (INBOX) or heard (Old)."""
+
+    NEW = "new"
+    HEARD = "heard"
+
+
+MESSAGE_STATES = tuple(s.value for s in MessageState)
 TASK_CHANNELS = ("chat", "email")
 
 
@@ -206,6 +216,45 @@ class TaskFilter:
         return where([("created_at", self.since, ">="), ("created_at", self.until, "<"),
                       ("queue", self.queue, "="), ("agent", self.agent, "="),
                       ("channel", self.channel, "="), ("state", self.state, "=")])
+
+
+@dataclass(frozen=True)
+class VoicemailFilter:
+    """Which voicemail messages (never deleted ones): in `box`, in `state` (new or heard); at
+    most `limit` (None: all), newest first. Which boxes a reader may see is not a filter: the
+    reads take that set beside it (reads.voicemails)."""
+
+    box: str | None = None
+    state: str | None = None
+    limit: int | None = None
+
+    PARAMS = (Param("box", "string", "only this box (one the token may read)", _text),
+              Param("state", "string", "only new or only heard messages", _choice(MESSAGE_STATES), MESSAGE_STATES),
+              Param("limit", "integer", f"at most this many messages (1-{MAX_LIMIT}; default 500)", _limit))
+
+    def __post_init__(self) -> None:
+        if self.state is not None and self.state not in MESSAGE_STATES:
+            raise FilterError(f"state: one of {', '.join(MESSAGE_STATES)}")
+        if self.limit is not None and self.limit < 1:
+            raise FilterError("limit: 1 or more")
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> VoicemailFilter:
+        """The API's filter from its query string: 500 messages unless `limit`."""
+        f: VoicemailFilter = _from_query(cls, cls.PARAMS, query, limit=500)
+        return f
+
+    def where(self, boxes: Iterable[str] | None = None) -> tuple[str, list[Any]]:
+        """The SQL WHERE clause (with its leading " WHERE ") and its parameters; boxes: only
+        messages in these (None: any box)."""
+        heard = None if self.state is None else int(self.state == MessageState.HEARD)
+        clause, params = where([("box", self.box, "="), ("heard", heard, "=")])
+        clause = (clause + " AND " if clause else " WHERE ") + "deleted_at IS NULL"
+        if boxes is not None:
+            names = sorted(boxes)
+            clause += f" AND box IN ({','.join('?' * len(names))})" if names else " AND 0"
+            params += names
+        return clause, params
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Every read of the stored records for people and tools: calls, their events and queue
-events, chat/email tasks, the queue_log and task_log, and the events behind the figures.
+events, chat/email tasks, the queue_log and task_log, the events behind the figures, and
+voicemail messages with their counts per box.
 
 Plain functions over a read-only sqlite3 connection (WAL lets readers and the daemon's one
 writer work at once). The CLI calls them directly; the daemon's API calls the same functions
@@ -12,12 +13,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ringmaster.reports.filters import CallFilter, EventFilter, TaskFilter
+from ringmaster.reports.filters import CallFilter, EventFilter, TaskFilter, VoicemailFilter
 from ringmaster.reports.stats import PRESENCE_EVENTS, AgentStats, QueueStats, Tally
 
 
@@ -169,3 +170,53 @@ def stats(con: sqlite3.Connection, since: float, until: float, channel: str, ser
     for at, queue, agent, event, data in rows:
         tally.add(at, queue, agent, event, data)
     return tally.result()
+
+
+def voicemails(con: sqlite3.Connection, f: VoicemailFilter, boxes: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Voicemail messages not deleted that match `f`, in `boxes` (None: every box), newest
+    first: the voicemails table's rows (id, call_id, box, caller, path, started_at, seconds,
+    heard, heard_at, heard_by, deleted_at, deleted_by)."""
+    clause, params = f.where(boxes)
+    sql = f"SELECT * FROM voicemails{clause} ORDER BY started_at DESC, id DESC"
+    if f.limit:
+        sql += " LIMIT ?"
+        params.append(int(f.limit))
+    return [dict(r) for r in con.execute(sql, params)]
+
+
+def voicemail(con: sqlite3.Connection, message_id: int) -> dict[str, Any] | None:
+    """One voicemail message's row, or None if there is none or it is deleted."""
+    row = con.execute("SELECT * FROM voicemails WHERE id=? AND deleted_at IS NULL", (message_id,)).fetchone()
+    return dict(row) if row is not None else None
+
+
+def voicemail_recorded(con: sqlite3.Connection, call_id: str, path: str) -> dict[str, Any] | None:
+    """The message a call recorded into `path` (its newest row), deleted or not; None if not stored."""
+    row = con.execute("SELECT * FROM voicemails WHERE call_id=? AND path=? ORDER BY id DESC LIMIT 1",
+                      (call_id, path)).fetchone()
+    return dict(row) if row is not None else None
+
+
+def voicemail_counts(con: sqlite3.Connection, boxes: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
+    """box -> (new, heard) messages not deleted (RFC 3842's new/old), over `boxes` (None:
+    every box); a box with no message is left out. One pass over the voicemails_live index."""
+    sql = "SELECT box, heard, COUNT(*) FROM voicemails WHERE deleted_at IS NULL"
+    params: list[Any] = []
+    if boxes is not None:
+        names = sorted(boxes)
+        if not names:
+            return {}
+        sql += f" AND box IN ({','.join('?' * len(names))})"
+        params = names
+    out: dict[str, list[int]] = {}
+    for box, heard, n in con.execute(sql + " GROUP BY box, heard", params):
+        out.setdefault(box, [0, 0])[1 if heard else 0] += int(n)
+    return {b: (c[0], c[1]) for b, c in out.items()}
+
+
+def voicemails_left_before(con: sqlite3.Connection, before: float, limit: int) -> list[dict[str, Any]]:
+    """Messages not deleted that were left before `before` (epoch seconds), oldest first, at
+    most `limit`: what retention deletes."""
+    return [dict(r) for r in con.execute(
+        "SELECT * FROM voicemails WHERE deleted_at IS NULL AND started_at < ? ORDER BY started_at LIMIT ?",
+        (before, limit))]

@@ -73,12 +73,13 @@ NEXT = Outcome(then="next")
 @dataclass(frozen=True)
 class NodeContext:
     """What parsing a node may need: where prompts live, in which languages, what exists in
-    the plan (schedules, queues, HTTP endpoints)."""
+    the plan (schedules, queues, HTTP endpoints, voicemail boxes)."""
 
     prompts_dir: Path
     schedules: frozenset[str] = frozenset()
     queues: frozenset[str] = frozenset()
     endpoints: frozenset[str] = frozenset()
+    boxes: frozenset[str] = frozenset()  # voicemail.boxes
     languages: Languages | None = None
 
     def prompt(self, name: str) -> PromptRef:

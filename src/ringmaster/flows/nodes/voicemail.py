@@ -1,7 +1,9 @@
 """voicemail: record a message for a mailbox. `- voicemail: {box: sales, greeting: leave-message}`.
 
+The box is one of `voicemail.boxes` (owned by an agent or a queue; `check` refuses another).
 The message ends with #, the caller hanging up, or max_seconds; it is stored as a WAV under
-recordings/voicemail/BOX/ with a row in the `voicemails` table (caller, box, length, path).
+recordings/voicemail/BOX/ with a row in the `voicemails` table (caller, box, length, path),
+and its readers hear of it (ringmaster.voicemail: MQTT, message-waiting lamps).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class VoicemailNode(Node):
     @classmethod
     def file_refs(cls, options: Any, ctx: NodeContext) -> list[tuple[tuple[str | int, ...], PromptRef]]:
         return [(("greeting", i), ctx.prompt(n)) for i, n in enumerate(options.greeting)]
+
+    @classmethod
+    def name_refs(cls, options: VoicemailOptions) -> list[tuple[tuple[str | int, ...], str, str]]:  # type: ignore[override]
+        return [(("box",), "box", options.box)]
 
     def _record(self) -> Outcome:
         return Outcome([RecordMessage(self.options.box, self.options.max_seconds)])
