@@ -97,6 +97,29 @@ def cpu_percent(before: dict[int, int], after: dict[int, int], seconds: float) -
     return 100.0 * used / CLK / seconds
 
 
+def kind_of(pid: int, root: int) -> str:
+    """Which part of the server a process is: controller, worker, edge (Kamailio) or other."""
+    if pid == root:
+        return "controller"
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    if "ringmaster.worker" in cmd:
+        return "worker"
+    if "kamailio" in cmd:
+        return "edge"
+    return "other"
+
+
+def cpu_by_kind(before: dict[int, int], after: dict[int, int], seconds: float, root: int) -> dict[str, float]:
+    """cpu_percent split by kind_of (the kinds of the processes alive at the end)."""
+    out: dict[str, float] = defaultdict(float)
+    for pid, t in after.items():
+        out[kind_of(pid, root)] += 100.0 * (t - before.get(pid, 0)) / CLK / seconds
+    return out
+
+
 def pss_mb(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -290,7 +313,9 @@ def main() -> int:
             _, status, usage = os.wait4(callers.pid, 0)
             callers.returncode = os.waitstatus_to_exitcode(status)
         window = time.monotonic() - w0
-        server_cpu = cpu_percent(srv0, ticks(server_pids(d.proc.pid)), window)
+        srv1 = ticks(server_pids(d.proc.pid))
+        server_cpu = cpu_percent(srv0, srv1, window)
+        by_kind = cpu_by_kind(srv0, srv1, window, d.proc.pid)
         gen_cpu = cpu_percent(gen0, ticks([a.pid for a in agents]), window)
         gen_cpu += 100.0 * (usage.ru_utime + usage.ru_stime) / window
         own1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -321,6 +346,8 @@ def main() -> int:
         figure("run_window", round(window, 1), "s")
         figure("server_cpu", round(server_cpu, 1), "% of one core")
         figure("server_cpu_per_call_per_s", round(server_cpu / args.rate, 2), "% of one core")
+        for kind in ("controller", "worker", "edge", "other"):
+            figure(f"server_cpu_{kind}", round(by_kind.get(kind, 0.0), 1), "% of one core")
         figure("server_pss", round(pss_loaded, 1), "MB")
         figure("loadgen_cpu", round(gen_cpu, 1), "% of one core")
         figure("loadgen_share_of_cores", round(gen_cpu / (os.cpu_count() or 1), 1), f"% of {os.cpu_count()} cores")
