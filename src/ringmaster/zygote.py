@@ -6,9 +6,11 @@ of private memory); workers forked from one process that imported them once shar
 copy-on-write (docs/design.md, "Worker spawning"; docs/engine-findings.md 49).
 
 Life cycle and exit codes:
-- The zygote is a SupervisedChild of the daemon: it dies with the daemon (PR_SET_PDEATHSIG)
-  and is restarted with backoff when it dies. Its workers have it as parent and die with it
-  (PR_SET_PDEATHSIG again: SIGTERM, so they hang up their calls as on any stop).
+- The zygote is a SupervisedChild of the daemon: it gets SIGTERM when the daemon dies
+  (PR_SET_PDEATHSIG) and passes it to its workers, which hang up their calls as on any stop.
+  It is restarted with backoff when it dies. Its workers have it as parent and die with it
+  (PR_SET_PDEATHSIG again, SIGKILL: a zygote that died unasked is a crash, and their calls are
+  closed as on any worker death, not recorded as hung up normally).
 - The zygote reaps its children and reports each exit code; ForkedWorker.wait() returns it.
 - A worker whose zygote died before reporting its exit has no parent left to learn the code
   from: it is watched through a pidfd (pidfd_open(2), which names the process and not a

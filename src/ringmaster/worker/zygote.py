@@ -17,8 +17,13 @@ It speaks JSON over an AF_UNIX SOCK_SEQPACKET socket, one message per datagram:
                         {"op": "fork_failed", "id": N, "error": "..."}
                         {"op": "exited", "pid": P, "code": C} C as asyncio's returncode
                                                              (-SIGNAL when killed by one)
-The zygote ends when the controller's end closes or on SIGTERM; its children then get SIGTERM
-(PR_SET_PDEATHSIG) and hang up their calls as on any stop.
+Ending: on SIGTERM (the daemon's stop, or PR_SET_PDEATHSIG when the daemon dies) the zygote
+passes SIGTERM to its workers, which hang up their calls, and waits for them (STOP_WAIT
+seconds at most) before it exits, as an exec'd worker stopped with the daemon would. If the
+zygote dies any other way (killed, crashed) its workers get SIGKILL (their PR_SET_PDEATHSIG):
+the controller sees worker deaths, closes their calls as failed (worker_died) and the edge
+hangs the callers up; a worker that hung up cleanly on its own would report its calls as
+ended normally ("caller_hangup", seen when they got SIGTERM), which they were not.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import select
 import signal
 import socket
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -44,6 +50,10 @@ from ringmaster.worker.engine import WorkerSettings
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PR_SET_NAME = 15  # the thread name `ps`/`top` show (15 bytes)
 MAX_MESSAGE = 65536
+STOP_WAIT = 5.0  # seconds the zygote waits for its workers after SIGTERM
+
+children: set[int] = set()  # the workers forked and not yet reaped
+terminating = False
 
 
 def _prctl(option: int, arg: int | bytes) -> None:
@@ -51,7 +61,10 @@ def _prctl(option: int, arg: int | bytes) -> None:
 
 
 def _send(ctl: socket.socket, msg: dict[str, Any]) -> None:
-    ctl.send(json.dumps(msg).encode())
+    try:
+        ctl.send(json.dumps(msg).encode())
+    except OSError:
+        pass  # the controller's end is gone (its EOF ends the loop): the workers still get stopped
 
 
 def _child(ctl: socket.socket, wake: tuple[int, int], settings: dict[str, Any], proto_fd: int,
@@ -59,7 +72,7 @@ def _child(ctl: socket.socket, wake: tuple[int, int], settings: dict[str, Any], 
     """In the forked child: become a worker as an exec'd one would be, then run the engine."""
     zygote = os.getppid()
     os.setsid()  # a signal to the zygote's group must not reach workers mid-call
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # see the module's docstring: "Ending"
     if os.getppid() != zygote:
         return 1  # the zygote died before the prctl: nobody would stop this worker
     ctl.close()
@@ -105,6 +118,7 @@ def _fork(ctl: socket.socket, wake: tuple[int, int], req: dict[str, Any], fds: l
                 sys.stderr.flush()
             finally:
                 os._exit(code)  # never back into the zygote's loop
+    children.add(pid)
     for fd in fds:
         os.close(fd)
     _send(ctl, {"op": "forked", "id": req.get("id"), "pid": pid})
@@ -118,6 +132,7 @@ def _reap(ctl: socket.socket) -> None:
             return
         if pid == 0:
             return
+        children.discard(pid)
         _send(ctl, {"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
@@ -128,8 +143,9 @@ def serve(ctl: socket.socket) -> None:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # the wake-up byte does the work
+    signal.signal(signal.SIGTERM, _on_term)
     _send(ctl, {"op": "ready", "pid": os.getpid()})
-    while True:
+    while not terminating:
         readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])
         if wake_r in readable:
             try:
@@ -140,7 +156,7 @@ def serve(ctl: socket.socket) -> None:
         if ctl.fileno() in readable:
             data, fds, _, _ = socket.recv_fds(ctl, MAX_MESSAGE, 2)
             if not data:
-                return  # the controller is gone or stopping
+                break  # the controller is gone or stopping
             try:
                 req = json.loads(data)
                 if req.get("op") != "fork":
@@ -151,6 +167,29 @@ def serve(ctl: socket.socket) -> None:
                 print(f"zygote: bad request: {exc}", file=sys.stderr, flush=True)
                 continue
             _fork(ctl, (wake_r, wake_w), req, fds)
+    _stop_children(ctl, wake_r)
+
+
+def _on_term(signum: int, frame: object) -> None:
+    global terminating
+    terminating = True  # the wake-up byte ends the select
+
+
+def _stop_children(ctl: socket.socket, wake_r: int) -> None:
+    """SIGTERM to every worker, then reap them (reporting their codes) for STOP_WAIT seconds."""
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_WAIT
+    while children and time.monotonic() < deadline:
+        select.select([wake_r], [], [], 0.1)
+        try:
+            os.read(wake_r, 512)
+        except BlockingIOError:
+            pass
+        _reap(ctl)
 
 
 def main() -> None:
@@ -163,10 +202,7 @@ def main() -> None:
     # move every object made so far out of the collector's reach: a collection in a worker would
     # otherwise write to their headers and copy the pages they sit on (gc.freeze docs)
     gc.freeze()
-    try:
-        serve(ctl)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the controller's end closed while we reported
+    serve(ctl)
 
 
 if __name__ == "__main__":
