@@ -135,11 +135,26 @@ class RawUac:
                   f"To: <sip:{number}@{self.target[0]}:{self.target[1]}>\r\nCall-ID: {call_id}\r\n"
                   "CSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
 
-    def invite(self, number: str, rtp_port: int, timeout: float = 5.0) -> Reply:
-        """Send an INVITE and wait for its final reply; on 2xx, ACK it and keep the dialog."""
+    def new_call(self) -> None:
+        """Forget the last dialog: the next INVITE starts a new call from the same socket."""
+        self.call_id, self.tag, self.cseq = uuid.uuid4().hex, uuid.uuid4().hex[:10], 1
+        self.remote_tag, self.route, self.remote_target = "", [], ""
+        self.replies.clear()
+        self.requests.clear()
+
+    def send_invite(self, number: str, rtp_port: int) -> None:
+        """Send an INVITE without waiting (complete_invite takes its answer)."""
         self.ruri = f"sip:{number}@{self.target[0]}:{self.target[1]}"
         self.to_uri = f"<sip:{number}@{self.target[0]}:{self.target[1]}>"
         self.send(self.invite_text(number, rtp_port))
+
+    def invite(self, number: str, rtp_port: int, timeout: float = 5.0) -> Reply:
+        """Send an INVITE and wait for its final reply; on 2xx, ACK it and keep the dialog."""
+        self.send_invite(number, rtp_port)
+        return self.complete_invite(timeout)
+
+    def complete_invite(self, timeout: float = 5.0) -> Reply:
+        """Wait for the INVITE's final reply; on 2xx, ACK it and keep the dialog."""
         reply = self.wait_reply("INVITE", 1, timeout=timeout)
         if 200 <= reply.code < 300:
             self.remote_tag = re.search(r";tag=([^;>\s]+)", _header(reply.text, "To")[0]).group(1)  # type: ignore[union-attr]
