@@ -496,9 +496,12 @@ class Controller:
                     self.on_worker_event(wp, p.CallState(leg=finding.leg, state="disconnected", code=0,
                                                          reason="leg lost in the worker (leg audit)"))
                 else:
-                    log.error("worker.slots_hidden", worker=name, slots_used=finding.slots_used,
-                              legs=finding.legs, action="drained, replaced when its calls end")
-                    if name not in self.retiring:
+                    # one worker drained at a time: the audit must never empty the pool
+                    draining = bool(self.retiring)
+                    log.error("worker.slots_hidden", worker=name, slots_used=finding.slots_used, legs=finding.legs,
+                              action="left alone: another worker is draining" if draining
+                              else "drained, replaced when its calls end")
+                    if not draining:
                         self.retiring.add(name)
                         self._background_task(self._retire(name), f"retire-{name}")
 
