@@ -303,6 +303,8 @@ class Controller:
         session.on_message = self._message_left
         session.bind_leg = lambda leg: self.sessions.__setitem__((worker, leg), session)
         session.acd = self.acd
+        # hold music when a party holds a call outside a queue (a queue's own `moh` otherwise)
+        session.default_moh = (str(Path(self.cfg.paths.prompts) / "please-hold.wav"),)
         session.speech, session.lookups = self.speech, self.lookups
         self.sessions[(worker, msg.leg)] = session
         self.calls_total += 1
