@@ -20,7 +20,7 @@ import pytest
 
 from ringmaster import protocol as p
 from ringmaster.worker.directmedia import offer_direction, puts_on_hold
-from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone, read_wav, write_tone
+from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone, read_wav, rms, write_tone
 from tests.helpers.phone import Phone
 from tests.test_acd_calls import HOLD, acd_config, register, wait_agent
 from tests.test_leg_slots import wait_slots_free
@@ -141,4 +141,64 @@ async def test_agent_holds_caller_hears_hold_music_then_both_talk_again(daemon_f
     if direct_media:
         # direct, taken back for the hold music, direct again after the resume
         assert d.status()["calls"]["media_paths"] == {"direct": 2, "anchored": 1}
+    wait_slots_free(d, timeout=5)
+
+
+async def test_caller_holds_a_recorded_call_agent_hears_music_and_the_recording_marks_a_silent_stretch(
+        daemon_factory, tmp_path: Path):
+    d = daemon_factory(workers=1, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice"], "record": {"template": "{queue}/{call_id}.wav"}})
+    d.config["sip"]["direct_media"] = True  # a recorded bridge keeps its media in the worker anyway
+    d.start()
+    write_tone(tmp_path / "caller.wav", CALLER, 30)
+    write_tone(tmp_path / "agent.wav", AGENT, 30)
+    agent = await Phone("alice", d.ports.caller(0), d.ports.base + 80).start()
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        assert (await register(agent, d, "alice", "alice-secret")).registered
+        wait_agent(d, "alice", "available")
+        a = await caller.call(f"sip:500@{d.edge}")
+        b = await agent.answer_next()
+        caller.send(p.Play(leg=a, files=(str(tmp_path / "caller.wav"),), loop=True))
+        agent.send(p.Play(leg=b, files=(str(tmp_path / "agent.wav"),), loop=True))
+        await asyncio.sleep(1.5)
+        caller.send(p.Hold(leg=a, direction="sendonly"))
+        await asyncio.to_thread(d.wait_event, "call.hold", 1, 10.0)
+        await asyncio.sleep(0.5)
+        on_hold = await _heard(agent, b, tmp_path / "agent_on_hold.wav", 2.0)
+        assert has_tone(on_hold, HOLD, tol=TONES_TOL), dominant_frequencies(on_hold)
+        assert not has_tone(on_hold, CALLER, tol=TONES_TOL), dominant_frequencies(on_hold)
+        caller.send(p.Hold(leg=a, direction="sendrecv"))
+        await asyncio.to_thread(d.wait_event, "call.unhold", 1, 10.0)
+        await asyncio.sleep(0.5)
+        agent_after = await _heard(agent, b, tmp_path / "agent_after.wav")
+        assert has_tone(agent_after, CALLER, tol=TONES_TOL), dominant_frequencies(agent_after)
+        await asyncio.sleep(1.0)
+        agent.send(p.Hangup(leg=b))  # the agent ends it: COMPLETEAGENT
+        await caller.wait(p.CallState, lambda m: m.leg == a and m.state == "disconnected", timeout=8)
+    finally:
+        await caller.stop()
+        await agent.stop()
+    row = d.wait_calls_ended(1)[0]
+    assert row["holds"] == 1 and row["hangup_by"] == "agent"
+    con = sqlite3.connect(d.db_path)
+    try:
+        marks = [(e, json.loads(data)) for e, data in con.execute(
+            "SELECT event, data FROM call_events WHERE call_id=? AND event IN ('HOLD','UNHOLD') ORDER BY id",
+            (row["call_id"],))]
+        qlog = [r[0] for r in con.execute("SELECT event FROM queue_log WHERE call_id=? ORDER BY id", (row["call_id"],))]
+    finally:
+        con.close()
+    assert [(e, m["party"]) for e, m in marks] == [("HOLD", "caller"), ("UNHOLD", "caller")]
+    start, end = marks[0][1]["recording_offset"], marks[1][1]["recording_offset"]
+    assert 1.0 < start < end and abs((end - start) - row["hold_seconds"]) < 0.05
+    assert qlog[-3:] == ["HOLD", "UNHOLD", "COMPLETEAGENT"]
+    mixed, rate = read_wav(Path(row["recording"]))
+    before = mixed[int(0.3 * rate):int((start - 0.2) * rate)]
+    during = mixed[int((start + 0.3) * rate):int((end - 0.3) * rate)]
+    after = mixed[int((end + 0.5) * rate):]
+    assert has_tone(before, CALLER, tol=TONES_TOL) and has_tone(before, AGENT, tol=TONES_TOL)
+    # paused on hold: the stretch is in the file (the timeline keeps its length) and silent
+    assert len(during) > rate and rms(during) < 50, rms(during)
+    assert has_tone(after, CALLER, tol=TONES_TOL) and has_tone(after, AGENT, tol=TONES_TOL)
     wait_slots_free(d, timeout=5)
