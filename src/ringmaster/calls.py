@@ -303,6 +303,21 @@ class CallSession:
         self._stop_queue_recording()
         self.execute([HangUp(200, cause=cause)])
 
+    def continue_after_agent(self, flow: str) -> None:
+        """The agent hung up and the queue says `continue_on_agent_hangup: FLOW` (Asterisk's
+        Queue option c): the caller goes on at that flow's start (e.g. a survey) instead of
+        being hung up. The call record keeps the agent and talk time; what the flow collects
+        lands in its variables and DIGITS events."""
+        self.close_holds("agent_hangup")
+        self.queue_agent_leg = ""
+        self._stop_queue_recording()
+        self._command(p.StopPlay(leg=self.leg))  # hold music, if the agent hung up holding
+        self.store.event(self.call_id, "CONTINUE", flow=flow, after="agent_hangup")
+        self.log.info("call.continue_after_agent", flow=flow)
+        if self.run is None or self.hangup is not None:
+            return
+        self.execute(self.run.jump(flow))
+
     def set_recording(self, paused: bool) -> str | None:
         """Pause (e.g. while a card number is read out) or resume this call's recording.
         Returns an error text, or None."""

@@ -728,6 +728,10 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
             if q.overflow.flow is not None and q.overflow.flow not in cfg.flows:
                 errors.append(src.error(("queues", qname, "overflow", "flow"),
                                         f"overflow to unknown flow {q.overflow.flow!r}{did_you_mean(q.overflow.flow, set(cfg.flows))}"))
+        after = q.continue_on_agent_hangup
+        if after is not None and after not in cfg.flows:
+            errors.append(src.error(("queues", qname, "continue_on_agent_hangup"),
+                                    f"continue_on_agent_hangup to unknown flow {after!r}{did_you_mean(after, set(cfg.flows))}"))
         if q.exit_key is not None and q.exit_key.flow not in cfg.flows:
             errors.append(src.error(("queues", qname, "exit_key", "flow"),
                                     f"exit key goes to unknown flow {q.exit_key.flow!r}{did_you_mean(q.exit_key.flow, set(cfg.flows))}"))

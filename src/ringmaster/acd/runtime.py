@@ -147,7 +147,12 @@ class AcdRuntime:
                 q.session.close_holds("agent_hangup")  # UNHOLD before COMPLETEAGENT
                 self._record_talk(q, now)
                 self.apply(self.engine.call_ended(q.session.call_id, "agent", now))
-                q.session.end_from_queue("agent_hangup")
+                spec = self.cfg.queues.get(q.queue)
+                after = spec.continue_on_agent_hangup if spec is not None else None
+                if after is not None and q.session.run is not None and after in q.session.run.plan.flows:
+                    q.session.continue_after_agent(after)  # Asterisk's Queue option c
+                else:
+                    q.session.end_from_queue("agent_hangup")
                 self._forget(q.session.call_id)
             elif ring is not None:
                 q.legs.pop(leg, None)

@@ -878,7 +878,12 @@ class MediaEngine:
         for leg_id, code in answered:
             rel = next((r for r in self.releases.values() if leg_id in r.legs), None)
             leg = self.legs.get(leg_id)
-            if rel is None or leg is None or leg.disconnected:
+            if leg is None or leg.disconnected:
+                continue
+            if rel is None:
+                if leg.audio is not None:  # a lone leg's media is back (_needs_media)
+                    for cmd in self.deferred.pop(leg_id, []):
+                        self._dispatch_message(cmd)
                 continue
             ok = 200 <= code < 300
             if ok and leg.reinvite_off:
