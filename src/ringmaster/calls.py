@@ -72,6 +72,30 @@ def sip_user(uri: str) -> str:
     return u.split("@", 1)[0] if "@" in u else ""
 
 
+def display_name(from_value: str) -> str:
+    """The display name of a From header value ('"Dana Jensen" <sip:...>' or 'Dana <sip:...>'),
+    made safe to quote again (RFC 3261 25.1 quoted-string: no quote, backslash or control
+    character), at most 64 characters; "" when there is none."""
+    v = from_value.strip()
+    if v.startswith('"'):
+        name = v[1:].split('"', 1)[0]
+    elif "<" in v:
+        name = v.split("<", 1)[0]
+    else:
+        return ""
+    return "".join(c for c in name if c.isprintable() and c not in '"\\').strip()[:64]
+
+
+def identity(number: str, name: str, host: str) -> str | None:
+    """The caller's identity as a name-addr for an agent leg's From / P-Asserted-Identity
+    ('"Dana" <sip:4511223344@edge>'), or None when the number is not a plain SIP user part
+    (RFC 3261 25.1 unreserved characters; a withheld or odd caller ID is not passed on)."""
+    if not number or any(not (c.isalnum() or c in "+-_.!~*'()&=$,;?/") for c in number) or len(number) > 64:
+        return None
+    uri = f"sip:{number}@{host}"
+    return f'"{name}" <{uri}>' if name else f"<{uri}>"
+
+
 @dataclass
 class CallSession:
     call_id: str
@@ -123,6 +147,11 @@ class CallSession:
     hold_seconds: float = 0.0
     hold_count: int = 0
     default_moh: tuple[str, ...] = ()
+    # who is calling, for the agent's phone: the From's display name, the host the identity
+    # URIs carry (the edge), and whether agent legs also get P-Asserted-Identity (sip.send_pai)
+    caller_name: str = ""
+    identity_host: str = ""
+    send_pai: bool = False
     hold_play_id: str = ""
     recording_started_at: float | None = None  # wall time the live recording began (hold marks)
     recording_paused_by_operator: bool = False
@@ -268,8 +297,14 @@ class CallSession:
         self._command(p.Play(leg=self.leg, files=prompts.playable(files), play_id=self.announce_play_id))
 
     def dial_agent(self, leg: str, uri: str, headers: tuple[tuple[str, str], ...]) -> None:
+        """Ring an agent: the leg's From (and, if sip.send_pai, P-Asserted-Identity, RFC 3325)
+        carry the caller's number and name, so the phone shows who is calling; the IVR's
+        variables stay in their X- headers."""
         self.bind_leg(leg)
-        self._command(p.Dial(leg=leg, uri=uri, extra_headers=headers))
+        who = identity(self.caller, self.caller_name, self.identity_host) if self.identity_host else None
+        if who is not None and self.send_pai:
+            headers = (*headers, ("P-Asserted-Identity", who))
+        self._command(p.Dial(leg=leg, uri=uri, extra_headers=headers, from_uri=who or ""))
 
     def hangup_leg(self, leg: str, code: int = 200) -> None:
         self._command(p.Hangup(leg=leg, code=code))

@@ -135,6 +135,10 @@ class SipConfig(Strict):
         "re-INVITE both so their RTP flows between them, not through a worker (Asterisk's "
         "direct_media, FreeSWITCH's bypass_media_after_bridge): talk time then costs the server "
         "only signalling. Both parties must reach each other's RTP address (no NAT between them)"))
+    send_pai: bool = Field(default=False, description=(
+        "agent legs also carry the caller's identity in P-Asserted-Identity (RFC 3325; Asterisk's "
+        "send_pai): only where the agents' side is a trust domain that honours it, e.g. a mobile "
+        "trunk that shows PAI. The caller's number and name are in From either way"))
 
     @field_validator("listen")
     @classmethod

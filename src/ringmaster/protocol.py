@@ -106,6 +106,9 @@ class Dial(Message):
     leg: str
     uri: str
     extra_headers: tuple[tuple[str, str], ...] = ()
+    # the new dialog's From (name-addr, e.g. '"Dana" <sip:4511223344@edge>'): the caller's
+    # identity toward an agent's phone; "" = the worker's own account URI
+    from_uri: str = ""
 
 
 @message("bridge")

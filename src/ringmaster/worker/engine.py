@@ -781,6 +781,8 @@ class MediaEngine:
         self.sound_needed()
         leg = Leg(self, self.account, cmd.leg)
         prm = pj.CallOpParam(True)
+        if cmd.from_uri:
+            prm.txOption.localUri = cmd.from_uri  # pjsua's From for this dialog, not the account's
         for name, value in cmd.extra_headers:
             h = pj.SipHeader()
             h.hName = name
@@ -1149,13 +1151,14 @@ def _wav_complete(path: str) -> bool:
 
 
 def _parse_request(whole: str) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """Request-URI and X- headers of an INVITE (the To header may differ from the R-URI)."""
+    """Request-URI, X- headers and P-Asserted-Identity (RFC 3325) of an INVITE (the To header
+    may differ from the R-URI)."""
     head = whole.split("\r\n\r\n", 1)[0].split("\r\n")
     parts = head[0].split(" ")
     ruri = parts[1] if len(parts) >= 3 else ""
     headers = []
     for line in head[1:]:
         m = _HEADER_RE.match(line)
-        if m and m.group(1).lower().startswith("x-"):
+        if m and (m.group(1).lower().startswith("x-") or m.group(1).lower() == "p-asserted-identity"):
             headers.append((m.group(1), m.group(2)))
     return ruri, tuple(headers)
