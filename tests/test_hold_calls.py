@@ -202,3 +202,46 @@ async def test_caller_holds_a_recorded_call_agent_hears_music_and_the_recording_
     assert len(during) > rate and rms(during) < 50, rms(during)
     assert has_tone(after, CALLER, tol=TONES_TOL) and has_tone(after, AGENT, tol=TONES_TOL)
     wait_slots_free(d, timeout=5)
+
+
+def test_stats_average_hold_per_stretch_by_queue_and_agent() -> None:
+    from ringmaster.reports.stats import compute
+
+    events = [
+        (10.0, "c1", "sales", "alice", "CONNECT", "3|c1|1"),
+        (20.0, "c1", "sales", "alice", "HOLD", "agent"),
+        (30.0, "c1", "sales", "alice", "UNHOLD", "10|agent"),
+        (40.0, "c1", "sales", "alice", "HOLD", "caller"),
+        (44.0, "c1", "sales", "alice", "UNHOLD", "4|caller"),
+        (50.0, "c2", "sales", "bob", "HOLD", "agent"),  # still on hold at the interval's end
+        (60.0, "c3", "support", "bob", "UNHOLD", "7|agent"),
+    ]
+    queues, agents = compute(events, 0.0, 100.0, {}, {})
+    q = {s.queue: s for s in queues}
+    a = {s.agent: s for s in agents}
+    assert (q["sales"].holds, q["sales"].hold_seconds, q["sales"].avg_hold) == (2, 14, 7.0)
+    assert (q["support"].holds, q["support"].avg_hold) == (1, 7.0)
+    assert (a["alice"].holds, a["alice"].avg_hold) == (2, 7.0)
+    assert (a["bob"].holds, a["bob"].hold_seconds) == (1, 7)
+
+
+async def test_a_store_from_before_hold_time_gets_its_columns(tmp_path: Path) -> None:
+    from ringmaster.store import MIGRATIONS, Store
+
+    db = tmp_path / "v8.db"
+    old = sqlite3.connect(db)
+    for sql in MIGRATIONS[:8]:
+        old.executescript(sql)
+    old.execute("PRAGMA user_version=8")
+    old.commit()
+    old.close()
+    store = Store(db)
+    await store.open()
+    await store.close()
+    con = sqlite3.connect(db)
+    try:
+        cols = {r[1] for r in con.execute("PRAGMA table_info(calls)")}
+        assert con.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    finally:
+        con.close()
+    assert {"hold_seconds", "holds"} <= cols
