@@ -121,6 +121,9 @@ async def test_softphone_registrations_survive_a_restart_of_the_edge(daemon_fact
         inc = await alice.wait(p.Incoming, timeout=8, after=mark)
         alice.send(p.Answer(leg=inc.leg))
         await alice.wait(p.MediaReady, lambda m: m.leg == inc.leg)
+        # alice's media is ready before her 200 OK reaches the worker: hanging up now raced the
+        # connection (0.7 ms apart in a passing run) and left the call abandoned
+        await asyncio.to_thread(d.wait_event, "acd.connected")
         regs = [m for m in alice.events[mark:] if isinstance(m, p.RegState)]
         assert regs == [], regs
         await caller.hangup(a)

@@ -169,6 +169,9 @@ class WorkersConfig(Strict):
     sip_port_base: int = Field(default=5100, ge=1024, le=65000)
     rtp_ports: str = Field(default="20000-29999", pattern=r"^\d{4,5}-\d{4,5}$")
     restart_delay: float = Field(default=0.2, ge=0, le=30, description="seconds before respawning a dead worker")
+    spawn: Literal["zygote", "exec"] = Field(
+        default="zygote", description="zygote: fork workers from one process that imported pjsua2 once (their"
+        " import memory is shared); exec: start a new interpreter per worker")
 
     @field_validator("address")
     @classmethod

@@ -50,7 +50,7 @@ class Controller:
         specs = worker_specs(cfg)
         w = cfg.workers
         self.pool = WorkerPool(specs, self.on_worker_event, self.on_worker_lost,
-                               restart_delay=w.restart_delay, warm=w.count)
+                               restart_delay=w.restart_delay, warm=w.count, spawn=w.spawn)
         self.edge = Edge(cfg, specs[:w.count], config_file)
         self.pool_plan = PoolPlan([s.name for s in specs], warm=w.count, spare=w.spare, idle_retire=w.idle_retire)
         self._pool_task: asyncio.Task[None] | None = None

@@ -5,6 +5,10 @@ Each worker slot has a fixed SIP port and its own slice of the RTP range, so a r
 comes back at the address the edge's dispatcher list already names: the edge needs no
 reload, and calls resume flowing to that slot as soon as it answers again. A slot grown or
 retired is added to or removed from the edge's set at run time (Edge.add_worker/remove_worker).
+
+With spawn="zygote" the pool starts a Zygote first and forks every worker from it (shared
+import memory, ringmaster.zygote); it is stopped after the workers. A zygote that dies is
+restarted; its workers die with it and are replaced like any dead worker.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import structlog
 from ringmaster import protocol as p
 from ringmaster.config import Config
 from ringmaster.workerproc import WorkerProcess, WorkerSpec
+from ringmaster.zygote import Zygote
 
 log = structlog.get_logger("ringmaster.pool")
 
@@ -53,7 +58,12 @@ def registration_agent_spec(cfg: Config) -> WorkerSpec:
 
 class WorkerPool:
     def __init__(self, specs: list[WorkerSpec], on_event: Callable[[WorkerProcess, p.Message], None],
-                 on_worker_lost: Callable[[str], None], restart_delay: float = 0.2, warm: int | None = None):
+                 on_worker_lost: Callable[[str], None], restart_delay: float = 0.2, warm: int | None = None,
+                 spawn: str = "exec"):
+        """spawn: "zygote" (fork workers from one zygote process) or "exec" (a new interpreter each)."""
+        if spawn not in ("zygote", "exec"):
+            raise ValueError(f"spawn: expected zygote or exec, got {spawn!r}")
+        self.zygote = Zygote() if spawn == "zygote" else None
         self.specs = {s.name: s for s in specs}  # every slot; the first `warm` run from the start
         self.warm = len(specs) if warm is None else warm
         self.on_event = on_event
@@ -66,6 +76,8 @@ class WorkerPool:
         self.last_restart_seconds: float | None = None  # death -> replacement ready
 
     async def start(self) -> None:
+        if self.zygote is not None:
+            await self.zygote.start()
         await asyncio.gather(*(self._spawn(name) for name in list(self.specs)[:self.warm]))
 
     async def grow(self, name: str) -> None:
@@ -91,7 +103,7 @@ class WorkerPool:
         return code
 
     async def _spawn(self, name: str) -> None:
-        wp = WorkerProcess(self.specs[name], self.on_event, self._exited)
+        wp = WorkerProcess(self.specs[name], self.on_event, self._exited, zygote=self.zygote)
         self.workers[name] = wp
         await wp.start()
 
@@ -132,4 +144,7 @@ class WorkerPool:
         self.stopping = True
         for t in list(self._respawns):
             t.cancel()
-        return list(await asyncio.gather(*(w.stop() for w in self.workers.values())))
+        codes = list(await asyncio.gather(*(w.stop() for w in self.workers.values())))
+        if self.zygote is not None:
+            await self.zygote.stop()  # after the workers: it reports their exit codes
+        return codes

@@ -1,23 +1,25 @@
 """WorkerProcess: the controller's handle on one pjsua2 media worker child process.
 
-Spawns `python -m ringmaster.worker` with one end of a socketpair, sends commands and
-delivers decoded events to a callback. Knows nothing about calls or routing.
+Starts the worker with one end of a socketpair, either forked by the zygote (ringmaster.zygote,
+`workers.spawn: zygote`, the default) or exec'd as `python -m ringmaster.worker`
+(`workers.spawn: exec`); sends commands and delivers decoded events to a callback. Knows
+nothing about calls or routing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
 from ringmaster import protocol as p
 from ringmaster.child import die_with_parent
+from ringmaster.zygote import ForkedWorker, Zygote
 
 log = structlog.get_logger("ringmaster.worker")
 
@@ -40,14 +42,23 @@ class WorkerSpec:
     def sip_uri(self) -> str:
         return f"sip:{self.name}@{self.sip_host}:{self.sip_port}"
 
+    def settings(self) -> dict[str, Any]:
+        """The worker engine's settings (ringmaster.worker.engine.WorkerSettings fields), as the
+        zygote gets them; the exec'd worker gets the same from its command line."""
+        return {"name": self.name, "sip_host": self.sip_host, "sip_port": self.sip_port,
+                "rtp_port": self.rtp_port, "rtp_port_range": self.rtp_count, "proxy": self.proxy,
+                "public_host": self.public_host, "allowed_sources": list(self.allowed_sources)}
+
 
 class WorkerProcess:
     def __init__(self, spec: WorkerSpec, on_event: EventHandler,
-                 on_exit: Callable[[WorkerProcess, int], None] | None = None):
+                 on_exit: Callable[[WorkerProcess, int], None] | None = None, zygote: Zygote | None = None):
+        """zygote: fork the worker from it; None: exec a new interpreter."""
         self.spec = spec
         self.on_event = on_event
         self.on_exit = on_exit
-        self.proc: asyncio.subprocess.Process | None = None
+        self.zygote = zygote
+        self.proc: asyncio.subprocess.Process | ForkedWorker | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.ready = asyncio.get_running_loop().create_future()
         self._reader_task: asyncio.Task[None] | None = None
@@ -73,6 +84,26 @@ class WorkerProcess:
 
     async def start(self, timeout: float = 10.0) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = await (self.zygote.fork(self.spec.settings(), child, timeout) if self.zygote is not None
+                               else self._exec(child))
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        s = self.spec
+        self._output_task = asyncio.create_task(self._pump_output(self.proc), name=f"out-{s.name}")
+        reader, self.writer = await asyncio.open_unix_connection(sock=parent)
+        self._reader_task = asyncio.create_task(self._read(reader), name=f"read-{s.name}")
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ready), timeout)
+        except TimeoutError:
+            self.kill()
+            raise RuntimeError(f"worker {s.name} did not become ready in {timeout}s") from None
+        self.log.info("worker.ready", pid=self.proc.pid, sip=s.sip_uri, spawn="zygote" if self.zygote else "exec")
+
+    async def _exec(self, child: socket.socket) -> asyncio.subprocess.Process:
         s = self.spec
         args = [sys.executable, "-m", "ringmaster.worker", "--fd", str(child.fileno()),
                 "--name", s.name, "--sip", f"{s.sip_host}:{s.sip_port}",
@@ -83,23 +114,13 @@ class WorkerProcess:
             args += ["--public-host", s.public_host]
         for source in s.allowed_sources:
             args += ["--allow-source", source]
-        self.proc = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             *args, pass_fds=[child.fileno()], stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C to the daemon must not kill workers mid-call
             preexec_fn=die_with_parent())  # ... but a daemon that dies takes them with it
-        child.close()
-        self._output_task = asyncio.create_task(self._pump_output(self.proc), name=f"out-{s.name}")
-        reader, self.writer = await asyncio.open_unix_connection(sock=parent)
-        self._reader_task = asyncio.create_task(self._read(reader), name=f"read-{s.name}")
-        try:
-            await asyncio.wait_for(asyncio.shield(self.ready), timeout)
-        except TimeoutError:
-            self.kill()
-            raise RuntimeError(f"worker {s.name} did not become ready in {timeout}s") from None
-        self.log.info("worker.ready", pid=self.proc.pid, sip=s.sip_uri)
 
-    async def _pump_output(self, proc: asyncio.subprocess.Process) -> None:
+    async def _pump_output(self, proc: asyncio.subprocess.Process | ForkedWorker) -> None:
         """pjsua's console lines and any traceback become log events bound to this worker."""
         assert proc.stdout is not None
         async for raw in proc.stdout:
@@ -157,7 +178,10 @@ class WorkerProcess:
 
     def kill(self) -> None:
         if self.proc and self.proc.returncode is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
 
     async def stop(self, timeout: float = 5.0) -> int:
         """Ask the worker to hang up and exit; kill it if it does not within timeout."""

@@ -1,4 +1,7 @@
-"""Entry point of a media worker process (spawned by the controller's WorkerPool)."""
+"""Entry point of a media worker process (spawned by the controller's WorkerPool).
+
+`run` is also what a worker forked by the zygote (ringmaster.worker.zygote) runs, so both
+spawn paths start the engine the same way."""
 
 from __future__ import annotations
 
@@ -7,6 +10,19 @@ import signal
 import socket
 
 from ringmaster.worker.engine import MediaEngine, WorkerSettings
+
+
+def run(settings: WorkerSettings, sock: socket.socket) -> None:
+    """Run one media engine on the protocol socket until Shutdown, SIGTERM or SIGINT."""
+    engine = MediaEngine(settings, sock)
+
+    def on_term(signum: int, frame: object) -> None:
+        engine.running = False  # the loop hangs up and destroys pjsua2 cleanly
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    engine.start()
+    engine.run()
 
 
 def main() -> None:
@@ -28,16 +44,7 @@ def main() -> None:
                               proxy=args.proxy, public_host=args.public_host,
                               log_level=args.log_level,
                               allowed_sources=tuple(args.allow_source))
-    sock = socket.socket(fileno=args.fd)
-    engine = MediaEngine(settings, sock)
-
-    def on_term(signum: int, frame: object) -> None:
-        engine.running = False  # the loop hangs up and destroys pjsua2 cleanly
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    engine.start()
-    engine.run()
+    run(settings, socket.socket(fileno=args.fd))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,209 @@
+"""The zygote: one process that imports pjsua2 and the media engine once, then forks every
+media worker from that state, so the Python import state (about 13 MB per worker, measured)
+is shared copy-on-write instead of built again by each worker (docs/engine-findings.md 50).
+Run as `python -m ringmaster.worker.zygote --fd N` by ringmaster.zygote.Zygote.
+
+No libCreate ever runs here: pjsua2's endpoint, threads, sockets and pools are made in each
+child after the fork, so a child starts exactly as an exec'd worker does (worker.__main__.run)
+and the zygote stays single-threaded (fork is safe; PR_SET_PDEATHSIG, which follows the
+thread that forked, follows the zygote itself).
+
+It speaks JSON over an AF_UNIX SOCK_SEQPACKET socket, one message per datagram:
+  controller -> zygote  {"op": "fork", "id": N, "settings": {WorkerSettings fields}}
+                        with two descriptors by SCM_RIGHTS: the worker's end of its protocol
+                        socketpair, then the write end of its output pipe (stdout and stderr)
+  zygote -> controller  {"op": "ready", "pid": P}           imports done, forks served
+                        {"op": "forked", "id": N, "pid": P}
+                        {"op": "fork_failed", "id": N, "error": "..."}
+                        {"op": "exited", "pid": P, "code": C} C as asyncio's returncode
+                                                             (-SIGNAL when killed by one)
+Ending: on SIGTERM (the daemon's stop, or PR_SET_PDEATHSIG when the daemon dies) the zygote
+passes SIGTERM to its workers, which hang up their calls, and waits for them (STOP_WAIT
+seconds at most) before it exits, as an exec'd worker stopped with the daemon would. If the
+zygote dies any other way (killed, crashed) its workers get SIGKILL (their PR_SET_PDEATHSIG):
+the controller sees worker deaths, closes their calls as failed (worker_died) and the edge
+hangs the callers up; a worker that hung up cleanly on its own would report its calls as
+ended normally ("caller_hangup", seen when they got SIGTERM), which they were not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+# everything a worker imports, imported once here: these pages are what the forks share
+import pjsua2  # noqa: F401
+
+from ringmaster.worker.__main__ import run
+from ringmaster.worker.engine import WorkerSettings
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PR_SET_NAME = 15  # the thread name `ps`/`top` show (15 bytes)
+MAX_MESSAGE = 65536
+STOP_WAIT = 5.0  # seconds the zygote waits for its workers after SIGTERM
+
+children: set[int] = set()  # the workers forked and not yet reaped
+terminating = False
+
+
+def _prctl(option: int, arg: int | bytes) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
+
+
+def _send(ctl: socket.socket, msg: dict[str, Any]) -> None:
+    try:
+        ctl.send(json.dumps(msg).encode())
+    except OSError:
+        pass  # the controller's end is gone (its EOF ends the loop): the workers still get stopped
+
+
+def _child(ctl: socket.socket, wake: tuple[int, int], settings: dict[str, Any], proto_fd: int,
+           out_fd: int) -> int:
+    """In the forked child: become a worker as an exec'd one would be, then run the engine."""
+    zygote = os.getppid()
+    os.setsid()  # a signal to the zygote's group must not reach workers mid-call
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # see the module's docstring: "Ending"
+    if os.getppid() != zygote:
+        return 1  # the zygote died before the prctl: nobody would stop this worker
+    ctl.close()
+    signal.set_wakeup_fd(-1)
+    for fd in wake:
+        os.close(fd)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)  # run() sets its own TERM/INT handlers
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    os.close(null)
+    os.close(out_fd)
+    name = str(settings["name"])
+    _prctl(PR_SET_NAME, f"rm-{name}".encode()[:15])
+    fields = dict(settings, allowed_sources=tuple(settings.get("allowed_sources", ())))
+    run(WorkerSettings(**fields), socket.socket(fileno=proto_fd))
+    return 0
+
+
+def _fork(ctl: socket.socket, wake: tuple[int, int], req: dict[str, Any], fds: list[int]) -> None:
+    if len(fds) != 2 or not isinstance(req.get("settings"), dict):
+        for fd in fds:
+            os.close(fd)
+        _send(ctl, {"op": "fork_failed", "id": req.get("id"), "error": f"expected settings and 2 fds, got {len(fds)}"})
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()  # nothing buffered here may be written again by the child
+    gc.freeze()  # what the zygote made since the last fork: kept out of the child's collections
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = _child(ctl, wake, req["settings"], fds[0], fds[1])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)  # never back into the zygote's loop
+    children.add(pid)
+    for fd in fds:
+        os.close(fd)
+    _send(ctl, {"op": "forked", "id": req.get("id"), "pid": pid})
+
+
+def _reap(ctl: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        _send(ctl, {"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def serve(ctl: socket.socket) -> None:
+    """Fork workers on request and report their exits until the controller's end closes."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # the wake-up byte does the work
+    signal.signal(signal.SIGTERM, _on_term)
+    _send(ctl, {"op": "ready", "pid": os.getpid()})
+    while not terminating:
+        readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])
+        if wake_r in readable:
+            try:
+                os.read(wake_r, 512)
+            except BlockingIOError:
+                pass
+            _reap(ctl)
+        if ctl.fileno() in readable:
+            data, fds, _, _ = socket.recv_fds(ctl, MAX_MESSAGE, 2)
+            if not data:
+                break  # the controller is gone or stopping
+            try:
+                req = json.loads(data)
+                if req.get("op") != "fork":
+                    raise ValueError(f"unknown op {req.get('op')!r}")
+            except (ValueError, AttributeError) as exc:
+                for fd in fds:
+                    os.close(fd)
+                print(f"zygote: bad request: {exc}", file=sys.stderr, flush=True)
+                continue
+            _fork(ctl, (wake_r, wake_w), req, fds)
+    _stop_children(ctl, wake_r)
+
+
+def _on_term(signum: int, frame: object) -> None:
+    global terminating
+    terminating = True  # the wake-up byte ends the select
+
+
+def _stop_children(ctl: socket.socket, wake_r: int) -> None:
+    """SIGTERM to every worker, then reap them (reporting their codes) for STOP_WAIT seconds."""
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_WAIT
+    while children and time.monotonic() < deadline:
+        select.select([wake_r], [], [], 0.1)
+        try:
+            os.read(wake_r, 512)
+        except BlockingIOError:
+            pass
+        _reap(ctl)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="ringmaster-zygote")
+    ap.add_argument("--fd", type=int, required=True, help="inherited SOCK_SEQPACKET socket to the controller")
+    args = ap.parse_args()
+    ctl = socket.socket(fileno=args.fd)
+    _prctl(PR_SET_NAME, b"rm-zygote")
+    gc.collect()
+    # move every object made so far out of the collector's reach: a collection in a worker would
+    # otherwise write to their headers and copy the pages they sit on (gc.freeze docs)
+    gc.freeze()
+    serve(ctl)
+
+
+if __name__ == "__main__":
+    main()
