@@ -163,9 +163,9 @@ class AcdRuntime:
 
     def hold_changed(self, session: CallSession, party: str, held: bool, seconds: float) -> None:
         """A party of a connected queue call held or resumed: queue_log HOLD (data: party) or
-        UNHOLD (data: hold seconds, party), under the call's queue and agent. Stock Asterisk's
-        app_queue logs no hold events (its documented set has none); HOLD / UNHOLD are the
-        names patched Asterisks and queue_log readers such as QueueMetrics use."""
+        UNHOLD (data: hold seconds, party), under the call's queue and agent. Asterisk's
+        app_queue writes no hold event to queue_log; HOLD / UNHOLD are ours, named and shaped
+        like its events (upper case, whole seconds) so queue_log readers can skip or use them."""
         q = self.calls.get(session.call_id)
         if q is None or q.agent is None:
             return
