@@ -489,7 +489,7 @@ async def test_a_store_from_before_voicemail_access_upgrades_after_call_totals_a
     from ringmaster.store import MIGRATIONS, Store
     from ringmaster.voicemail import Voicemail
 
-    assert len(MIGRATIONS) == 8
+    assert len(MIGRATIONS) >= 8  # 9: hold time (issue 11)
     rec = tmp_path / "recordings"
     cfg = Config.model_validate({
         "agents": {"alice": {"softphone": {"username": "alice", "password": "alice-secret"}}},
@@ -531,12 +531,12 @@ async def test_a_store_from_before_voicemail_access_upgrades_after_call_totals_a
             await vm.stop()
             await store.close()
         got, cols, names = columns(db)
-        assert got == 8 and {"heard_at", "heard_by", "deleted_at", "deleted_by"} <= cols
+        assert got == len(MIGRATIONS) and {"heard_at", "heard_by", "deleted_at", "deleted_by"} <= cols
         assert {"call_totals", "voicemails_live", "call_totals_ended"} <= names
 
     fresh = Store(tmp_path / "fresh.db")
     await fresh.open()
     await fresh.close()
     got, cols, names = columns(tmp_path / "fresh.db")
-    assert got == 8 and {"heard_at", "heard_by", "deleted_at", "deleted_by"} <= cols
+    assert got == len(MIGRATIONS) and {"heard_at", "heard_by", "deleted_at", "deleted_by"} <= cols
     assert {"call_totals", "voicemails_live"} <= names

@@ -72,6 +72,30 @@ def sip_user(uri: str) -> str:
     return u.split("@", 1)[0] if "@" in u else ""
 
 
+def display_name(from_value: str) -> str:
+    """The display name of a From header value ('"Dana Jensen" <sip:...>' or 'Dana <sip:...>'),
+    made safe to quote again (RFC 3261 25.1 quoted-string: no quote, backslash or control
+    character), at most 64 characters; "" when there is none."""
+    v = from_value.strip()
+    if v.startswith('"'):
+        name = v[1:].split('"', 1)[0]
+    elif "<" in v:
+        name = v.split("<", 1)[0]
+    else:
+        return ""
+    return "".join(c for c in name if c.isprintable() and c not in '"\\').strip()[:64]
+
+
+def identity(number: str, name: str, host: str) -> str | None:
+    """The caller's identity as a name-addr for an agent leg's From / P-Asserted-Identity
+    ('"Dana" <sip:4511223344@edge>'), or None when the number is not a plain SIP user part
+    (RFC 3261 25.1 unreserved characters; a withheld or odd caller ID is not passed on)."""
+    if not number or any(not (c.isalnum() or c in "+-_.!~*'()&=$,;?/") for c in number) or len(number) > 64:
+        return None
+    uri = f"sip:{number}@{host}"
+    return f'"{name}" <{uri}>' if name else f"<{uri}>"
+
+
 @dataclass
 class CallSession:
     call_id: str
@@ -117,6 +141,20 @@ class CallSession:
     queue_rec_id: str = ""
     ended_by_agent: bool = False
     abandoned_in_queue: bool = False
+    # hold (RFC 3264 8.4) from either party's phone: leg -> (wall time it began, party); the
+    # other party hears `hold_moh` (the queue's moh, else the plan's default hold music)
+    holds: dict[str, tuple[float, str]] = field(default_factory=dict)
+    hold_seconds: float = 0.0
+    hold_count: int = 0
+    default_moh: tuple[str, ...] = ()
+    # who is calling, for the agent's phone: the From's display name, the host the identity
+    # URIs carry (the edge), and whether agent legs also get P-Asserted-Identity (sip.send_pai)
+    caller_name: str = ""
+    identity_host: str = ""
+    send_pai: bool = False
+    hold_play_id: str = ""
+    recording_started_at: float | None = None  # wall time the live recording began (hold marks)
+    recording_paused_by_operator: bool = False
     # IO the flow asks for and waits on: speech to render, lookups to make (cancelled at the end)
     speech: Speech | None = None
     lookups: LookupClient | None = None
@@ -259,8 +297,14 @@ class CallSession:
         self._command(p.Play(leg=self.leg, files=prompts.playable(files), play_id=self.announce_play_id))
 
     def dial_agent(self, leg: str, uri: str, headers: tuple[tuple[str, str], ...]) -> None:
+        """Ring an agent: the leg's From (and, if sip.send_pai, P-Asserted-Identity, RFC 3325)
+        carry the caller's number and name, so the phone shows who is calling; the IVR's
+        variables stay in their X- headers."""
         self.bind_leg(leg)
-        self._command(p.Dial(leg=leg, uri=uri, extra_headers=headers))
+        who = identity(self.caller, self.caller_name, self.identity_host) if self.identity_host else None
+        if who is not None and self.send_pai:
+            headers = (*headers, ("P-Asserted-Identity", who))
+        self._command(p.Dial(leg=leg, uri=uri, extra_headers=headers, from_uri=who or ""))
 
     def hangup_leg(self, leg: str, code: int = 200) -> None:
         self._command(p.Hangup(leg=leg, code=code))
@@ -271,6 +315,7 @@ class CallSession:
         # stops the hold music
         self._command(p.Bridge(leg_a=self.leg, leg_b=agent_leg, direct_media=self.direct_media and not recording))
         if recording:
+            self.recording_started_at = time.time()
             self.queue_rec_id = f"{self.call_id}-qr{next(self._plays)}"
             self._command(p.RecordStart(rec_id=self.queue_rec_id, legs=(self.leg, agent_leg), path=recording))
             self.store.call_recording(self.call_id, recording)
@@ -287,10 +332,26 @@ class CallSession:
 
     def end_from_queue(self, cause: str) -> None:
         """The agent hung up: the caller's call is complete."""
+        self.close_holds("agent_hangup")
         self.queue_agent_leg = ""
         self.ended_by_agent = True
         self._stop_queue_recording()
         self.execute([HangUp(200, cause=cause)])
+
+    def continue_after_agent(self, flow: str) -> None:
+        """The agent hung up and the queue says `continue_on_agent_hangup: FLOW` (Asterisk's
+        Queue option c): the caller goes on at that flow's start (e.g. a survey) instead of
+        being hung up. The call record keeps the agent and talk time; what the flow collects
+        lands in its variables and DIGITS events."""
+        self.close_holds("agent_hangup")
+        self.queue_agent_leg = ""
+        self._stop_queue_recording()
+        self._command(p.StopPlay(leg=self.leg))  # hold music, if the agent hung up holding
+        self.store.event(self.call_id, "CONTINUE", flow=flow, after="agent_hangup")
+        self.log.info("call.continue_after_agent", flow=flow)
+        if self.run is None or self.hangup is not None:
+            return
+        self.execute(self.run.jump(flow))
 
     def set_recording(self, paused: bool) -> str | None:
         """Pause (e.g. while a card number is read out) or resume this call's recording.
@@ -298,6 +359,12 @@ class CallSession:
         rec_id = self.queue_rec_id or self.rec_id
         if not rec_id:
             return "this call is not being recorded"
+        self.recording_paused_by_operator = paused
+        if self.holds:
+            # on hold the recording is paused already; it resumes with the call only if the
+            # operator has not paused it in the meantime
+            self.store.event(self.call_id, "RECORDING_PAUSED" if paused else "RECORDING_RESUMED", on_hold=True)
+            return None
         self._command(p.RecordPause(rec_id=rec_id) if paused else p.RecordResume(rec_id=rec_id))
         self.store.event(self.call_id, "RECORDING_PAUSED" if paused else "RECORDING_RESUMED")
         self.log.info("call.recording_paused" if paused else "call.recording_resumed")
@@ -370,11 +437,13 @@ class CallSession:
                 record = self.connect is not None and self.connect.record
                 self._command(p.Bridge(leg_a=self.leg, leg_b=self.b_leg, direct_media=self.direct_media and not record))
                 if self.connect is not None and self.connect.record:
+                    self.recording_started_at = time.time()
                     self.rec_id = f"{self.call_id}-r{next(self._plays)}"
                     path = os.path.join(self.recordings_dir, f"{self.call_id}.wav")
                     self._command(p.RecordStart(rec_id=self.rec_id, legs=(self.leg, self.b_leg), path=path))
                     self.store.call_recording(self.call_id, path)
             elif msg.state == "disconnected":
+                self.close_holds("transfer_target_hangup")
                 b_leg, self.b_leg = self.b_leg, ""
                 if self._ring_timer is not None:
                     self._ring_timer.cancel()
@@ -407,6 +476,9 @@ class CallSession:
     def on_event(self, msg: p.Message) -> None:
         if isinstance(msg, p.TransferRequested):
             self._transfer_refused(msg)
+            return
+        if isinstance(msg, p.HoldState):
+            self._hold_changed(msg)
             return
         leg = getattr(msg, "leg", None)
         if leg and leg != self.leg:
@@ -478,6 +550,87 @@ class CallSession:
                 self.play_id = ""
                 self._feed(PromptsDone(interrupted=True))
 
+    # ------------------------------------------------------------ hold (RFC 3264 8.4)
+
+    def _talking_to(self, leg: str) -> tuple[str, str] | None:
+        """(party of `leg`, the leg it talks to) for a bridged call's caller, agent or transfer
+        target; None for a leg that is not in a conversation (a ring, an IVR-only call)."""
+        other = self.queue_agent_leg or (self.b_leg if self.b_answered_at is not None else "")
+        if not other:
+            return None
+        if leg == self.leg:
+            return "caller", other
+        if leg == self.queue_agent_leg:
+            return "agent", self.leg
+        if leg == self.b_leg:
+            return "transfer_target", self.leg
+        return None
+
+    def _hold_changed(self, msg: p.HoldState) -> None:
+        """A party's phone holds (re-INVITE sendonly/inactive) or resumes (sendrecv): the
+        other party hears hold music meanwhile (the bridge is cut, so not the holding phone's
+        own sound), the stretch is kept as hold time, queue_log gets HOLD / UNHOLD and a
+        recording is paused (a silent stretch) and marked with its offsets."""
+        talk = self._talking_to(msg.leg)
+        if talk is None or self.hangup is not None or self.ended:
+            return
+        party, other = talk
+        far = other if msg.leg == self.leg else msg.leg  # the bridge is caller <-> far
+        now = time.time()
+        offset = round(now - self.recording_started_at, 2) if self.recording_started_at is not None else None
+        if msg.held and msg.leg not in self.holds:
+            first = not self.holds
+            self.holds[msg.leg] = (now, party)
+            self.hold_count += 1
+            self.store.event(self.call_id, "HOLD", now, party=party, direction=msg.direction,
+                             recording_offset=offset)
+            self.log.info("call.hold", party=party, direction=msg.direction)
+            if self.acd is not None:
+                self.acd.hold_changed(self, party, True, 0.0)
+            if first:
+                self._command(p.Unbridge(leg_a=self.leg, leg_b=far))
+                rec_id = self.queue_rec_id or self.rec_id
+                if rec_id and not self.recording_paused_by_operator:
+                    self._command(p.RecordPause(rec_id=rec_id))
+            moh = self.moh or self.default_moh
+            if moh and other not in self.holds:
+                self.hold_play_id = f"{self.call_id}-hold{next(self._plays)}"
+                self._command(p.Play(leg=other, files=prompts.playable(moh), play_id=self.hold_play_id, loop=True))
+            if msg.leg in self.holds and self.holds.keys() >= {self.leg, other}:
+                self._command(p.StopPlay(leg=msg.leg))  # both hold: nobody listens to music
+        elif not msg.held and msg.leg in self.holds:
+            self._end_hold(msg.leg, now, offset, "resumed")
+            if other not in self.holds:
+                self._command(p.StopPlay(leg=other))
+            if not self.holds:
+                recorded = bool(self.queue_rec_id or self.rec_id)
+                self._command(p.Bridge(leg_a=self.leg, leg_b=far,
+                                       direct_media=self.direct_media and not recorded))
+                rec_id = self.queue_rec_id or self.rec_id
+                if rec_id and not self.recording_paused_by_operator:
+                    self._command(p.RecordResume(rec_id=rec_id))
+            elif moh := (self.moh or self.default_moh):
+                # the other party still holds: the one who resumed hears the music now
+                self._command(p.Play(leg=msg.leg, files=prompts.playable(moh), play_id=self.hold_play_id, loop=True))
+
+    def _end_hold(self, leg: str, now: float, offset: float | None, how: str) -> None:
+        started, party = self.holds.pop(leg)
+        seconds = max(0.0, now - started)
+        self.hold_seconds += seconds
+        self.store.call_hold(self.call_id, self.hold_seconds, self.hold_count)
+        self.store.event(self.call_id, "UNHOLD", now, party=party, seconds=round(seconds, 2), how=how,
+                         recording_offset=offset)
+        self.log.info("call.unhold", party=party, seconds=round(seconds, 2), how=how)
+        if self.acd is not None:
+            self.acd.hold_changed(self, party, False, seconds)
+
+    def close_holds(self, how: str) -> None:
+        """The call (or the held party's leg) ends while on hold: the stretch ends there."""
+        now = time.time()
+        offset = round(now - self.recording_started_at, 2) if self.recording_started_at is not None else None
+        for leg in list(self.holds):
+            self._end_hold(leg, now, offset, how)
+
     def _transfer_refused(self, msg: p.TransferRequested) -> None:
         """A REFER, INVITE-with-Replaces or 3xx on one of this call's legs (caller or
         agent). The worker has already refused it and dialled nothing; the dial plan's
@@ -522,6 +675,7 @@ class CallSession:
         self._record_end("failed", cause, 0, "ringmaster")
 
     def _leave_acd(self) -> None:
+        self.close_holds("caller_hangup")
         if self.acd is None:
             return
         self._stop_queue_recording()

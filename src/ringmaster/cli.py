@@ -525,16 +525,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return "-" if v is None else str(v)
 
     print(f"{'queue':<12} {'offered':>7} {'answered':>8} {'abandoned':>9} {'short':>5} {'timeout':>7} "
-          f"{'SL%':>6} {'ASA':>6} {'AHT':>6} {'longest':>7}")
+          f"{'SL%':>6} {'ASA':>6} {'AHT':>6} {'longest':>7} {'holds':>5} {'avg hold':>8}")
     for q in queues:
         print(f"{q.queue:<12} {q.offered:>7} {q.answered:>8} {q.abandoned:>9} {q.abandoned_short:>5} {q.timeout:>7} "
-              f"{fmt(q.service_level_pct):>6} {fmt(q.asa):>6} {fmt(q.aht):>6} {q.longest_wait:>7}")
+              f"{fmt(q.service_level_pct):>6} {fmt(q.asa):>6} {fmt(q.aht):>6} {q.longest_wait:>7} "
+              f"{q.holds:>5} {fmt(q.avg_hold):>8}")
     print()
-    print(f"{'agent':<12} {'answered':>8} {'no-answer':>9} {'talk s':>7} {'login s':>8} {'occupancy%':>10}  paused s")
+    print(f"{'agent':<12} {'answered':>8} {'no-answer':>9} {'talk s':>7} {'login s':>8} {'occupancy%':>10} "
+          f"{'holds':>5} {'avg hold':>8}  paused s")
     for a in agents:
         paused = ", ".join(f"{k} {v}" for k, v in sorted(a.pause_seconds.items())) or "-"
         print(f"{a.agent:<12} {a.answered:>8} {a.no_answer:>9} {a.talk_seconds:>7} {a.login_seconds:>8} "
-              f"{fmt(a.occupancy_pct):>10}  {paused}")
+              f"{fmt(a.occupancy_pct):>10} {a.holds:>5} {fmt(a.avg_hold):>8}  {paused}")
     return 0
 
 

@@ -135,6 +135,10 @@ class SipConfig(Strict):
         "re-INVITE both so their RTP flows between them, not through a worker (Asterisk's "
         "direct_media, FreeSWITCH's bypass_media_after_bridge): talk time then costs the server "
         "only signalling. Both parties must reach each other's RTP address (no NAT between them)"))
+    send_pai: bool = Field(default=False, description=(
+        "agent legs also carry the caller's identity in P-Asserted-Identity (RFC 3325; Asterisk's "
+        "send_pai): only where the agents' side is a trust domain that honours it, e.g. a mobile "
+        "trunk that shows PAI. The caller's number and name are in From either way"))
 
     @field_validator("listen")
     @classmethod
@@ -731,6 +735,10 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
             if q.overflow.flow is not None and q.overflow.flow not in cfg.flows:
                 errors.append(src.error(("queues", qname, "overflow", "flow"),
                                         f"overflow to unknown flow {q.overflow.flow!r}{did_you_mean(q.overflow.flow, set(cfg.flows))}"))
+        after = q.continue_on_agent_hangup
+        if after is not None and after not in cfg.flows:
+            errors.append(src.error(("queues", qname, "continue_on_agent_hangup"),
+                                    f"continue_on_agent_hangup to unknown flow {after!r}{did_you_mean(after, set(cfg.flows))}"))
         if q.exit_key is not None and q.exit_key.flow not in cfg.flows:
             errors.append(src.error(("queues", qname, "exit_key", "flow"),
                                     f"exit key goes to unknown flow {q.exit_key.flow!r}{did_you_mean(q.exit_key.flow, set(cfg.flows))}"))

@@ -15,7 +15,7 @@ import structlog
 from ringmaster import inputs, live, prompts
 from ringmaster import protocol as p
 from ringmaster.acd.runtime import AcdRuntime
-from ringmaster.calls import CallSession, new_call_id, sip_user
+from ringmaster.calls import CallSession, display_name, new_call_id, sip_user
 from ringmaster.config import Config
 from ringmaster.edge import Edge, events_port
 from ringmaster.edge.events import EdgeEvents
@@ -303,6 +303,12 @@ class Controller:
         session.on_message = self._message_left
         session.bind_leg = lambda leg: self.sessions.__setitem__((worker, leg), session)
         session.acd = self.acd
+        # hold music when a party holds a call outside a queue (a queue's own `moh` otherwise)
+        session.default_moh = (str(Path(self.cfg.paths.prompts) / "please-hold.wav"),)
+        # the agent's phone shows the caller: From's name and number, on the edge's host
+        session.caller_name = display_name(msg.from_uri)
+        session.identity_host = self.cfg.sip.host
+        session.send_pai = self.cfg.sip.send_pai
         session.speech, session.lookups = self.speech, self.lookups
         self.sessions[(worker, msg.leg)] = session
         self.calls_total += 1

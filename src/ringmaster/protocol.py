@@ -106,6 +106,9 @@ class Dial(Message):
     leg: str
     uri: str
     extra_headers: tuple[tuple[str, str], ...] = ()
+    # the new dialog's From (name-addr, e.g. '"Dana" <sip:4511223344@edge>'): the caller's
+    # identity toward an agent's phone; "" = the worker's own account URI
+    from_uri: str = ""
 
 
 @message("bridge")
@@ -118,6 +121,28 @@ class Bridge(Message):
     leg_a: str
     leg_b: str
     direct_media: bool = False
+
+
+@message("unbridge")
+@dataclass(frozen=True)
+class Unbridge(Message):
+    """Disconnect two bridged legs' audio (e.g. while one holds the other). If the bridge's
+    media had gone direct, the worker takes it back first (sendrecv re-INVITEs, MediaPath
+    "anchored"); a later Bridge joins them again, directly if asked."""
+
+    leg_a: str
+    leg_b: str
+
+
+@message("hold")
+@dataclass(frozen=True)
+class Hold(Message):
+    """Re-INVITE the peer of `leg` offering `direction` for our audio (RFC 3264 8.4):
+    "sendonly" or "inactive" puts the peer on hold, "sendrecv" resumes. Test phones use it
+    to act as an agent pressing Hold; the controller never holds a party itself."""
+
+    leg: str
+    direction: Literal["sendonly", "inactive", "sendrecv"] = "sendonly"
 
 
 @message("record_start")
@@ -253,6 +278,21 @@ class MediaPath(Message):
     leg_b: str
     path: Literal["direct", "anchored"]
     reason: str = ""
+
+
+@message("hold_state")
+@dataclass(frozen=True)
+class HoldState(Message):
+    """The peer of `leg` put the call on hold or took it off (its last offer, RFC 3264 8.4).
+
+    held: the offer's audio direction was "sendonly" or "inactive", or its connection address
+    was 0.0.0.0 (the RFC 2543 way, which RFC 3264 8.4 asks us to understand); direction: that
+    offer's direction as we read it ("sendonly", "inactive", "sendrecv", "recvonly"). Sent
+    once per change. The worker changes nothing itself: the controller decides (hold music)."""
+
+    leg: str
+    held: bool
+    direction: str = ""
 
 
 @message("digit")
@@ -403,11 +443,11 @@ def decode(line: bytes | str) -> Message:
 
 
 COMMANDS: tuple[type[Message], ...] = (
-    Answer, Reject, Play, StopPlay, CollectDigits, Dial, Bridge, RecordStart,
+    Answer, Reject, Play, StopPlay, CollectDigits, Dial, Bridge, Unbridge, Hold, RecordStart,
     RecordPause, RecordResume, RecordStop, Hangup, SendDtmf, Refer, Register, Unregister, Shutdown,
 )
 EVENTS: tuple[type[Message], ...] = (
-    Ready, Incoming, CallState, MediaReady, Digit, PlaybackDone, DigitsCollected,
+    Ready, Incoming, CallState, MediaReady, HoldState, Digit, PlaybackDone, DigitsCollected,
     RecordingDone, RegState, ReferStatus, TransferRequested, SourceRefused, Error,
 )
 

@@ -224,6 +224,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE voicemails ADD COLUMN deleted_by TEXT;
     CREATE INDEX voicemails_live ON voicemails(box, heard) WHERE deleted_at IS NULL;
     """,
+    """
+    -- hold from a party's phone (RFC 3264 8.4): total seconds on hold and how many stretches
+    ALTER TABLE calls ADD COLUMN hold_seconds REAL;
+    ALTER TABLE calls ADD COLUMN holds INTEGER;
+    """,
 ]
 
 class Disposition(StrEnum):
@@ -663,6 +668,10 @@ class Store:
 
     def call_talk(self, call_id: str, talk_seconds: float) -> None:
         self._put("UPDATE calls SET talk_seconds=? WHERE call_id=?", round(talk_seconds, 3), call_id)
+
+    def call_hold(self, call_id: str, hold_seconds: float, holds: int) -> None:
+        """The call's hold time so far (seconds, all stretches) and its number of holds."""
+        self._put("UPDATE calls SET hold_seconds=?, holds=? WHERE call_id=?", round(hold_seconds, 3), holds, call_id)
 
     def event(self, call_id: str, event: str, at: float | None = None, **data: Any) -> None:
         self._put("INSERT INTO call_events (call_id, at, event, data) VALUES (?,?,?,?)",

@@ -200,6 +200,10 @@ class QueueConfig(_Strict):
     wrapup: float = Field(default=0.0, ge=0, le=3600)
     auto_pause: AutoPause | None = None
     record: Recording | None = None
+    continue_on_agent_hangup: str | None = Field(
+        default=None, max_length=100,
+        description="flow the caller goes on to when the agent hangs up, instead of being hung up "
+                    "(Asterisk's Queue option c), e.g. an after-call survey")
 
     @field_validator("members", mode="before")
     @classmethod

@@ -144,9 +144,15 @@ class AcdRuntime:
         elif msg.state == "disconnected":
             if leg == q.agent_leg:
                 # the agent hung up on a connected call: COMPLETEAGENT, then the caller goes
+                q.session.close_holds("agent_hangup")  # UNHOLD before COMPLETEAGENT
                 self._record_talk(q, now)
                 self.apply(self.engine.call_ended(q.session.call_id, "agent", now))
-                q.session.end_from_queue("agent_hangup")
+                spec = self.cfg.queues.get(q.queue)
+                after = spec.continue_on_agent_hangup if spec is not None else None
+                if after is not None and q.session.run is not None and after in q.session.run.plan.flows:
+                    q.session.continue_after_agent(after)  # Asterisk's Queue option c
+                else:
+                    q.session.end_from_queue("agent_hangup")
                 self._forget(q.session.call_id)
             elif ring is not None:
                 q.legs.pop(leg, None)
@@ -154,6 +160,18 @@ class AcdRuntime:
                     for agent in ring.agents:
                         self.apply(self.engine.ring_failed(q.session.call_id, agent, now,
                                                            "busy" if msg.code == 486 else "noanswer"))
+
+    def hold_changed(self, session: CallSession, party: str, held: bool, seconds: float) -> None:
+        """A party of a connected queue call held or resumed: queue_log HOLD (data: party) or
+        UNHOLD (data: hold seconds, party), under the call's queue and agent. Asterisk's
+        app_queue writes no hold event to queue_log; HOLD / UNHOLD are ours, named and shaped
+        like its events (upper case, whole seconds) so queue_log readers can skip or use them."""
+        q = self.calls.get(session.call_id)
+        if q is None or q.agent is None:
+            return
+        now = self.clock()
+        data: tuple[object, ...] = (party,) if held else (round(seconds), party)
+        self.store.queue_log(now, session.call_id, q.queue, q.agent, "HOLD" if held else "UNHOLD", data)
 
     def caller_ended_connected(self, session: CallSession) -> None:
         """The caller hung up while talking to the agent: COMPLETECALLER."""

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 CALL_COLUMNS = ["call_id", "arrived", "caller", "called", "flow", "queue", "agent", "wait_s", "talk_s",
-                "disposition", "hangup_by", "hangup_cause", "recording"]
+                "hold_s", "disposition", "hangup_by", "hangup_cause", "variables", "recording"]
 TASK_COLUMNS = ["task_id", "created", "channel", "queue", "priority", "state", "agent", "wait_s", "handle_s",
                 "disposition", "due"]
 
@@ -23,8 +23,15 @@ def call_view(rec: dict[str, Any]) -> dict[str, Any]:
     return {"call_id": rec["call_id"], "arrived": datetime.fromtimestamp(rec["arrived_at"]).isoformat(timespec="seconds"),
             "caller": rec["caller"], "called": rec["called"], "flow": rec["flow"], "queue": rec["queue"],
             "agent": rec["agent"], "wait_s": rnd(rec["wait_seconds"]), "talk_s": rnd(rec["talk_seconds"]),
+            "hold_s": rnd(rec.get("hold_seconds")),
             "disposition": rec["disposition"], "hangup_by": rec["hangup_by"], "hangup_cause": rec["hangup_cause"],
-            "recording": rec["recording"]}
+            "variables": _variables(rec.get("variables") or {}), "recording": rec["recording"]}
+
+
+def _variables(variables: dict[str, Any]) -> str:
+    """The IVR's variables as `name=value` pairs (e.g. a survey's answers), without the caller
+    and called numbers that have their own columns."""
+    return " ".join(f"{k}={v}" for k, v in sorted(variables.items()) if k not in ("caller", "called"))
 
 
 def render(rows: list[dict[str, Any]], fmt: str, columns: list[str], header: bool = True) -> str:

@@ -9,8 +9,10 @@ Definitions (stated, because contact centers differ on them):
 - ASA = mean wait of answered calls; AHT = mean talk (COMPLETE*) + the queue's wrap-up;
 - longest wait = over answered, abandoned and timed-out/keyed/empty exits;
 - login time: from ADDMEMBER to REMOVEMEMBER (or the interval's end); pause time by reason: from
-  PAUSE to UNPAUSE; occupancy = (talk + wrap-up) / (logged in - paused).
-Waits and talk times are whole seconds, as Asterisk writes them.
+  PAUSE to UNPAUSE; occupancy = (talk + wrap-up) / (logged in - paused);
+- hold = the stretches a party's phone held the call (UNHOLD's seconds, credited to the call's
+  queue and agent whichever party held); avg_hold = hold seconds / holds (per stretch).
+Waits, talk and hold times are whole seconds, as Asterisk writes them.
 
 No IO: `Tally` is fed event tuples and gives figures; the reads that feed it live in
 reports.reads and reports.today.
@@ -49,6 +51,9 @@ class QueueStats:
     avg_talk: float | None = None
     avg_wrapup: float | None = None
     longest_wait: int = 0
+    holds: int = 0
+    hold_seconds: int = 0
+    avg_hold: float | None = None
     _wait_sum: int = field(default=0, repr=False)
     _talk_sum: int = field(default=0, repr=False)
     _talks: int = field(default=0, repr=False)
@@ -66,6 +71,9 @@ class AgentStats:
     login_seconds: float = 0.0
     pause_seconds: dict[str, float] = field(default_factory=dict)
     occupancy_pct: float | None = None
+    holds: int = 0
+    hold_seconds: int = 0
+    avg_hold: float | None = None
 
 
 def _ints(data: str) -> list[int]:
@@ -151,6 +159,12 @@ class Tally:
             s._talks += 1
             self._a(agent).talk_seconds += _at(d, 1)
             self._a(agent).wrapup_seconds += self.wrapups.get(queue, 0.0)
+        elif event == "UNHOLD":
+            s, ag = self._q(queue), self._a(agent)
+            s.holds += 1
+            s.hold_seconds += _at(d, 0)
+            ag.holds += 1
+            ag.hold_seconds += _at(d, 0)
         elif event == "RINGNOANSWER":
             self._a(agent).no_answer += 1
         elif event == "ABANDON":
@@ -193,6 +207,10 @@ class Tally:
                 s.avg_talk = round(s._talk_sum / s._talks, 1)
                 s.avg_wrapup = self.wrapups.get(s.queue, 0.0)
                 s.aht = round(s.avg_talk + s.avg_wrapup, 1)
+        for s in queues.values():
+            s.avg_hold = round(s.hold_seconds / s.holds, 1) if s.holds else None
+        for ag in agents.values():
+            ag.avg_hold = round(ag.hold_seconds / ag.holds, 1) if ag.holds else None
         for ag in agents.values():
             available = ag.login_seconds - sum(ag.pause_seconds.values())
             if available > 0:

@@ -113,6 +113,48 @@ def offer_for(own_last: str, peer: str) -> tuple[str, Origin] | None:
     return "\r\n".join(lines) + "\r\n", nxt
 
 
+def offer_direction(sdp: str) -> str:
+    """The direction a peer's SDP offer asks for its first audio stream, as a hold is read:
+    the stream's own a=sendrecv/sendonly/recvonly/inactive, else the session's, else
+    "sendrecv" (RFC 3264 5.1, 6.1). A connection address of 0.0.0.0 (the stream's c=, else the
+    session's) is the RFC 2543 hold, read as "inactive" unless the offer says "sendonly"
+    (RFC 3264 8.4). "" when the SDP has no audio stream (nothing to say about a hold)."""
+    session_dir = ""
+    session_c = ""
+    media_dir = ""
+    media_c = ""
+    in_audio = seen_audio = False
+    for line in _lines(sdp):
+        if line.startswith("m="):
+            if seen_audio:
+                break
+            in_audio = line[2:].startswith("audio ")
+            seen_audio = in_audio
+            continue
+        if line in DIRECTIONS:
+            if in_audio:
+                media_dir = line[2:]
+            elif not seen_audio:
+                session_dir = line[2:]
+        elif line.startswith("c="):
+            if in_audio:
+                media_c = line
+            elif not seen_audio:
+                session_c = line
+    if not seen_audio:
+        return ""
+    direction = media_dir or session_dir or "sendrecv"
+    address = (media_c or session_c).split()[-1:] or [""]
+    if address[0].split("/", 1)[0] == "0.0.0.0" and direction != "sendonly":
+        direction = "inactive"
+    return direction
+
+
+def puts_on_hold(direction: str) -> bool:
+    """True for an offer direction that holds the other side (we may not send to it)."""
+    return direction in ("sendonly", "inactive")
+
+
 @dataclass
 class Release:
     """One bridge's way out of the worker's media path.

@@ -67,6 +67,7 @@ INFO_DIGIT_GAP = 0.12
 # pjsua's count of slots drops, never in a spin (docs/engine-findings.md, 11 and 21).
 DIAL_WAIT = 5.0
 DIAL_RECHECK = 0.02
+MEDIA_BACK_WAIT = 2.0  # how long a resumed leg's sendrecv re-INVITE is retried (s)
 MAX_LEGS = 4  # PJSUA_MAX_CALLS of the PyPI wheel; asking for more is silently clamped
 # SIP transaction timers (RFC 3261 17.1.1.2): T1, T2, T4 as the RFC; the transaction timeout
 # (Timers B, F, H) is 64*T1 = 32 s by default, which is how long a BYE that the far end never
@@ -109,6 +110,7 @@ class MediaEngine:
         self.bridges: set[frozenset[str]] = set()
         self.releases: dict[frozenset[str], Release] = {}  # bridges asked for direct media
         self.answered: list[tuple[str, int]] = []  # re-INVITEs of ours answered (leg id, code)
+        self.media_back: list[tuple[str, float]] = []  # resumed legs to re-INVITE sendrecv (deadline)
         self.deferred: dict[str, list[p.Message]] = {}  # leg -> commands waiting for its media
         self.media_q: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.graveyard = Graveyard()
@@ -235,6 +237,8 @@ class MediaEngine:
         now = time.monotonic()
         if self.answered or not self.media_q.empty():
             return 0
+        if self.media_back:
+            return 10  # a resumed leg's re-INVITE is retried shortly
         if self.inbuf:
             return 1  # the rest of a command is on its way (a wake-up datagram came first)
         if self.pending_dials or any(not leg.media_off or leg.reinvite_out for leg in self.legs.values()):
@@ -256,6 +260,8 @@ class MediaEngine:
             self._drain_media_queue()
             if self.answered:
                 self._releases_answered()
+            if self.media_back:
+                self._bring_media_back()
             self._read_commands()
             self._check_collections()
             self._send_info_digits()
@@ -486,6 +492,16 @@ class MediaEngine:
         # controller never heard of it and the worker aborted at shutdown on pjsua's
         # call_id assertion (issue 10; docs/engine-findings.md, 48).
 
+    def hold_changed(self, leg: Leg, held: bool, direction: str) -> None:
+        """pjsua callback (onCallMediaState): the peer's offer put the leg on hold or took it
+        off. Reported only: the controller decides what the other party hears."""
+        self.send(p.HoldState(leg=leg.leg_id, held=held, direction=direction))
+        if not held and leg.media_off:
+            # the peer resumes a leg whose media we had turned off (direct media): pjsua
+            # answered its offer "inactive" (the leg's media direction stays as we last set
+            # it), so offer sendrecv ourselves, from the main loop (not inside pjsua's callback)
+            self.media_back.append((leg.leg_id, time.monotonic() + MEDIA_BACK_WAIT))
+
     def media_ready(self, leg: Leg, first: bool) -> None:
         # a re-INVITE gives new media: redo the bridges and recordings this leg is in
         for pair in self.bridges:
@@ -496,14 +512,21 @@ class MediaEngine:
         for rec in self.recordings.values():
             if leg.leg_id in rec.legs and not rec.paused:
                 leg.audio.startTransmit(rec.recorder)  # type: ignore[union-attr]
+        if leg.prompt is not None:
+            leg.prompt.startTransmit(leg.audio)  # a prompt (hold music) goes on after a hold
         if first:
             self.send(p.MediaReady(leg=leg.leg_id))
+        released = False
         for rel in list(self.releases.values()):
             if leg.leg_id in rel.legs:
+                released = True
                 if rel.step == "want":
                     self._release_start(rel)
                 elif rel.step == "anchoring":
                     self._anchoring_done(rel)
+        if not released and not leg.reinvite_out:
+            for cmd in self.deferred.pop(leg.leg_id, []):
+                self._dispatch_message(cmd)  # waited for this lone leg's media (_needs_media)
 
     def digit(self, leg: Leg, digit: str, method: str) -> None:
         signal = digit.upper()
@@ -758,6 +781,8 @@ class MediaEngine:
         self.sound_needed()
         leg = Leg(self, self.account, cmd.leg)
         prm = pj.CallOpParam(True)
+        if cmd.from_uri:
+            prm.txOption.localUri = cmd.from_uri  # pjsua's From for this dialog, not the account's
         for name, value in cmd.extra_headers:
             h = pj.SipHeader()
             h.hName = name
@@ -855,7 +880,12 @@ class MediaEngine:
         for leg_id, code in answered:
             rel = next((r for r in self.releases.values() if leg_id in r.legs), None)
             leg = self.legs.get(leg_id)
-            if rel is None or leg is None or leg.disconnected:
+            if leg is None or leg.disconnected:
+                continue
+            if rel is None:
+                if leg.audio is not None:  # a lone leg's media is back (_needs_media)
+                    for cmd in self.deferred.pop(leg_id, []):
+                        self._dispatch_message(cmd)
                 continue
             ok = 200 <= code < 300
             if ok and leg.reinvite_off:
@@ -876,6 +906,24 @@ class MediaEngine:
                     self._take_back(rel, f"agent leg re-INVITE answered {code}")
             elif rel.step == "anchoring":
                 self._take_back(rel, rel.reason)  # legs whose re-INVITE was out: ask now
+            elif rel.step == "want":
+                self._release_start(rel)  # it waited for this re-INVITE (media back after a hold)
+
+    def _bring_media_back(self) -> None:
+        """Re-INVITE (sendrecv) the legs whose peer resumed while our media was off; pjsua
+        refuses while the peer's re-INVITE still waits for its ACK, so try again next turn."""
+        now = time.monotonic()
+        still = []
+        for leg_id, deadline in self.media_back:
+            leg = self.legs.get(leg_id)
+            if leg is None or leg.disconnected or not leg.media_off or leg.reinvite_out:
+                continue
+            if not self._reinvite(leg, None):
+                if now < deadline:
+                    still.append((leg_id, deadline))
+                else:
+                    self.report_error("hold", "could not take the media back after the peer resumed", leg_id)
+        self.media_back = still
 
     def _media_off(self, leg: Leg) -> None:
         """After our inactive re-INVITE was accepted: the leg has no conference port."""
@@ -892,13 +940,17 @@ class MediaEngine:
         rel.reason = reason
         for leg_id in (rel.first, rel.second):
             leg = self.legs.get(leg_id)
-            if leg is not None and leg.media_off and not leg.reinvite_out:
+            if leg is not None and leg.media_off and not leg.reinvite_out and not leg.hold_reported:
                 self._reinvite(leg, None)
         self._anchoring_done(rel)
 
     def _anchoring_done(self, rel: Release) -> None:
+        # a leg whose peer holds with "inactive" answers our sendrecv offer with "inactive"
+        # again (RFC 3264 8.4): its media comes back when the peer resumes, not before; asking
+        # again would loop re-INVITEs
         legs = [self.legs.get(i) for i in (rel.first, rel.second)]
-        if all(leg is None or (not leg.media_off and not leg.reinvite_out) for leg in legs):
+        if all(leg is None or (not leg.reinvite_out and (not leg.media_off or leg.hold_reported))
+               for leg in legs):
             self._anchored(rel, rel.reason)
 
     def _anchored(self, rel: Release, reason: str) -> None:
@@ -928,7 +980,50 @@ class MediaEngine:
                     rel.reason = why
                     rel.step = "anchoring"  # stop the release where it is, then come back
                 return True
+        for leg_id in leg_ids:
+            # a leg left with its media away after the other party of its direct bridge
+            # ended (e.g. a survey after the agent hung up): bring it back on its own
+            leg = self.legs.get(leg_id)
+            if (leg is not None and (leg.media_off or (leg.reinvite_out and leg.audio is None))
+                    and not any(leg_id in r.legs for r in self.releases.values())):
+                self.deferred.setdefault(leg_id, []).append(cmd)
+                if not leg.reinvite_out and not self._reinvite(leg, None):
+                    self.deferred.pop(leg_id, None)
+                    raise ValueError("leg media is away and the re-INVITE to bring it back failed")
+                return True
         return False
+
+    def do_unbridge(self, cmd: p.Unbridge) -> None:
+        pair = frozenset((cmd.leg_a, cmd.leg_b))
+        self.bridges.discard(pair)
+        a, b = self.legs.get(cmd.leg_a), self.legs.get(cmd.leg_b)
+        if a is not None and b is not None and a.audio is not None and b.audio is not None:
+            for src, dst in ((a, b), (b, a)):
+                try:
+                    src.audio.stopTransmit(dst.audio)  # type: ignore[union-attr]
+                except pj.Error:
+                    pass
+        rel = self.releases.get(pair)
+        if rel is None:
+            return
+        # the parties no longer talk: bring their media back (hold music needs it here)
+        if rel.step == "want":
+            self.releases.pop(pair, None)
+        elif rel.step == "direct":
+            self._take_back(rel, "unbridge")
+        elif rel.step in ("first", "second"):
+            rel.reason = "unbridge"
+            rel.step = "anchoring"
+
+    def do_hold(self, cmd: p.Hold) -> None:
+        leg = self._leg(cmd.leg)
+        prm = pj.CallOpParam(True)
+        prm.opt.flag |= pj.PJSUA_CALL_SET_MEDIA_DIR
+        dirs = pj.IntVector()
+        dirs.append({"sendonly": pj.PJMEDIA_DIR_ENCODING, "inactive": pj.PJMEDIA_DIR_NONE,
+                     "sendrecv": pj.PJMEDIA_DIR_ENCODING_DECODING}[cmd.direction])
+        prm.opt.mediaDir = dirs
+        leg.reinvite(prm)
 
     def do_record_start(self, cmd: p.RecordStart) -> None:
         if cmd.rec_id in self.recordings:
@@ -1056,13 +1151,14 @@ def _wav_complete(path: str) -> bool:
 
 
 def _parse_request(whole: str) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """Request-URI and X- headers of an INVITE (the To header may differ from the R-URI)."""
+    """Request-URI, X- headers and P-Asserted-Identity (RFC 3325) of an INVITE (the To header
+    may differ from the R-URI)."""
     head = whole.split("\r\n\r\n", 1)[0].split("\r\n")
     parts = head[0].split(" ")
     ruri = parts[1] if len(parts) >= 3 else ""
     headers = []
     for line in head[1:]:
         m = _HEADER_RE.match(line)
-        if m and m.group(1).lower().startswith("x-"):
+        if m and (m.group(1).lower().startswith("x-") or m.group(1).lower() == "p-asserted-identity"):
             headers.append((m.group(1), m.group(2)))
     return ruri, tuple(headers)

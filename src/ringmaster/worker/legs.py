@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 
 from ringmaster import protocol as p
-from ringmaster.worker.directmedia import Origin, with_origin
+from ringmaster.worker.directmedia import Origin, offer_direction, puts_on_hold, with_origin
 
 if TYPE_CHECKING:
     from ringmaster.worker.engine import MediaEngine
@@ -114,6 +114,11 @@ class Leg(pj.Call):
         self.reinvite_out = False
         self.reinvite_off = False  # ... and it turns our media off (True) or back on
         self.media_off = False  # our media is inactive: the peer talks RTP to the other party
+        self.media_seen = False  # MediaReady was sent (once per leg)
+        # hold (RFC 3264 8.4): the direction of the peer's last offer, and the hold state last
+        # reported to the controller (HoldState), so each change is reported once
+        self.peer_direction = ""
+        self.hold_reported = False
 
     # -- callbacks (main thread: the one polling libHandleEvents)
 
@@ -131,10 +136,17 @@ class Leg(pj.Call):
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         with _guard(self.engine, "onCallMediaState", self.leg_id):
             info = self.getInfo()
+            held = puts_on_hold(self.peer_direction)
+            if held != self.hold_reported:
+                self.hold_reported = held
+                self.engine.hold_changed(self, held, self.peer_direction)
             for i, media in enumerate(info.media):
+                # REMOTE_HOLD: the peer sends only (it holds us); its audio still reaches a
+                # conference port, which bridges and recordings use as before
                 if (media.type == pj.PJMEDIA_TYPE_AUDIO
-                        and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE):
-                    first = self.audio is None and not self.media_off
+                        and media.status in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD)):
+                    first = not self.media_seen
+                    self.media_seen = True
                     self.media_off = False
                     self.audio = self.getAudioMedia(i)
                     self.engine.media_ready(self, first)
@@ -144,11 +156,16 @@ class Leg(pj.Call):
                 # port is left to connect, and none must be used until media comes back
                 self.audio = None
                 self.media_off = True
+            elif self.audio is not None:
+                # an "inactive" stream (the peer's hold, or our own Hold): pjsua removed its
+                # conference port; media_ready connects the new one when audio flows again
+                self.audio = None
 
     def onCallSdpCreated(self, prm: pj.OnCallSdpCreatedParam) -> None:
         with _guard(self.engine, "onCallSdpCreated", self.leg_id):
             if prm.remSdp.wholeSdp:
                 self.remote_sdp = prm.remSdp.wholeSdp  # the offer we are answering
+                self.peer_direction = offer_direction(self.remote_sdp)
             if self.forced_origin is not None:
                 # the edge sends our X-Ringmaster-Sdp, whose o= is this; pjsua's later offers
                 # must go on from the same version (RFC 3264 8)
