@@ -116,7 +116,8 @@ def test_malformed_requests_are_refused_before_a_worker_slot_is_charged(daemon_f
         assert status_of(trunk.final_reply(3.0)) == 513
     finally:
         trunk.close()
-    assert len(d.events("edge.malformed_refused")) >= 2 * len(MALFORMED) + 1
+    # (the edge's log lines reach the daemon's log a moment after its replies)
+    d.wait_event("edge.malformed_refused", 2 * len(MALFORMED) + 1, timeout=5)
     assert all(w["edge_calls"] == 0 for w in d.status()["workers"])
     _full_capacity_calls(d, tmp_path)
 

@@ -24,10 +24,14 @@ def _scan(tool: str, *args: str) -> str:
 def test_svmap_and_svwar_find_nothing_at_the_edge(daemon_factory):
     d = daemon_factory(workers=1)
     port = str(d.ports.edge)
-    svmap = _scan("sipvicious_svmap", "127.0.0.1", "-p", port, "-t", "0.5")
+    # the scanners' own socket in this test's port block, on loopback: by default they bind
+    # 0.0.0.0:5060 and then report whatever else on the host sends a SIP message there (a
+    # worker of a test running beside this one was reported once)
+    own = ["-b", "127.0.0.1", "-P", str(d.ports.sink(9))]  # (not a trusted caller port)
+    svmap = _scan("sipvicious_svmap", "127.0.0.1", "-p", port, "-t", "0.5", *own)
     assert "127.0.0.1:" + port not in svmap, svmap
     assert "found nothing" in svmap.lower(), svmap
-    svwar = _scan("sipvicious_svwar", "-e100-120", "127.0.0.1", "-p", port, "-m", "INVITE", "-t", "0.5")
+    svwar = _scan("sipvicious_svwar", "-e100-120", "127.0.0.1", "-p", port, "-m", "INVITE", "-t", "0.5", *own)
     assert "found nothing" in svwar.lower() and "noauth" not in svwar and "reqauth" not in svwar, svwar
     # and the scan was seen and dropped, not answered
     assert d.events("edge.scanner_dropped"), d.log_text()[-2000:]

@@ -69,8 +69,14 @@ def _usable_bases() -> list[int]:
 _bases = _usable_bases() or [PORT_BASE]
 
 
+# Under pytest-xdist (scripts/test runs two processes) each process takes every Nth block, so
+# two tests running at once never share a port.
+_XDIST_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+_XDIST_COUNT = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
 def allocate_ports() -> Ports:
-    return Ports(_bases[next(_blocks) % len(_bases)])
+    return Ports(_bases[(next(_blocks) * _XDIST_COUNT + _XDIST_INDEX) % len(_bases)])
 
 
 TONES = {"welcome": 440, "other": 1000, "long": 620}
