@@ -8,6 +8,7 @@ import asyncio
 import base64
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -33,7 +34,10 @@ class Browser:
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={self._profile}", f"--remote-debugging-port={self.port}",
              "--remote-debugging-address=127.0.0.1", f"--window-size={width},{height}", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # Chromium's own temporary files (/tmp/org.chromium.Chromium.*) go inside the
+            # profile, which close() removes: each run used to leave one in /tmp
+            env={**os.environ, "TMPDIR": self._profile})
         self.session = aiohttp.ClientSession()
         for _ in range(100):
             try:
