@@ -138,7 +138,7 @@ async def agents_up(d, names: tuple[str, ...]) -> list[Phone]:  # type: ignore[n
 
 async def test_ring_all_first_answer_wins_others_stop_ringing_and_all_are_available_after(daemon_factory):
     d = daemon_factory(workers=1, start=False)
-    d.config["workers"]["rtp_ports"] = f"{d.ports.base + 200}-{d.ports.base + 299}"
+    d.config["workers"]["rtp_ports"] = d.ports.rtp_spare
     acd_config(d, {"strategy": "ring-all", "members": ["alice", "bob", "carol"]}, agents=("alice", "bob", "carol"))
     d.start()
     phones = await agents_up(d, ("alice", "bob", "carol"))
@@ -473,7 +473,7 @@ async def _answer_rounds(d, caller: Phone, agents: dict[str, Phone], calls: int)
 
 async def test_round_robin_rotates_over_six_real_calls(daemon_factory):
     d = daemon_factory(workers=1, start=False)
-    d.config["workers"]["rtp_ports"] = f"{d.ports.base + 200}-{d.ports.base + 299}"
+    d.config["workers"]["rtp_ports"] = d.ports.rtp_spare
     acd_config(d, {"strategy": "round-robin", "members": ["alice", "bob", "carol"]}, agents=("alice", "bob", "carol"))
     d.start()
     phones = await agents_up(d, ("alice", "bob", "carol"))

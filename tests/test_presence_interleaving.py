@@ -73,7 +73,7 @@ def replay(d) -> tuple[int, int]:  # type: ignore[no-untyped-def]
 async def test_random_calls_chats_emails_logins_pauses_and_hangups_never_overbook(daemon_factory, seed: int):
     rng = random.Random(seed)
     d = daemon_factory(workers=2, start=False)
-    d.config["workers"]["rtp_ports"] = f"{d.ports.base + 200}-{d.ports.base + 299}"
+    d.config["workers"]["rtp_ports"] = d.ports.rtp_spare
     config(d)
     d.start()
     chat = integration(d)

@@ -21,7 +21,7 @@ from tests.helpers.audio import write_tone
 
 _blocks = itertools.count(0)
 PORT_BASE = int(os.environ.get("RINGMASTER_TEST_PORT_BASE", "21000"))
-BLOCK = 200
+BLOCK = 300  # tests with several agent phones move worker RTP to base+200..299
 
 
 @dataclass
@@ -48,6 +48,13 @@ class Ports:
     def rtp(self) -> str:
         return f"{self.base + 100}-{self.base + 199}"
 
+    @property
+    def rtp_spare(self) -> str:
+        """Worker RTP for tests whose agent phones take base+100..+199: still inside this block
+        (base+200..299 used to be written by hand and was the next block, the other xdist
+        process's edge port: "Address already in use" in CI)."""
+        return f"{self.base + 200}-{self.base + 299}"
+
 
 def _ephemeral() -> tuple[int, int]:
     try:
@@ -63,7 +70,7 @@ def _usable_bases() -> list[int]:
     ("Address already in use", once in a full run). Blocks are reused after the last one."""
     lo, hi = _ephemeral()
     # workers.sip_port_base (base + 10) may be at most 65000 (config.py)
-    return [b for b in range(PORT_BASE, 64800, BLOCK) if b + BLOCK <= lo or b > hi]
+    return [b for b in range(PORT_BASE, 65000 - BLOCK, BLOCK) if b + BLOCK <= lo or b > hi]
 
 
 _bases = _usable_bases() or [PORT_BASE]
