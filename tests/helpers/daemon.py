@@ -69,8 +69,10 @@ def _usable_bases() -> list[int]:
     to get an ephemeral port inside a test's block made Kamailio fail to bind its TCP listener
     ("Address already in use", once in a full run). Blocks are reused after the last one."""
     lo, hi = _ephemeral()
+    # RINGMASTER_TEST_PORT_END keeps runs started side by side (separate checkouts) apart
+    end = int(os.environ.get("RINGMASTER_TEST_PORT_END", "65000"))
     # workers.sip_port_base (base + 10) may be at most 65000 (config.py)
-    return [b for b in range(PORT_BASE, 65000 - BLOCK, BLOCK) if b + BLOCK <= lo or b > hi]
+    return [b for b in range(PORT_BASE, min(end, 65000) - BLOCK + 1, BLOCK) if b + BLOCK <= lo or b > hi]
 
 
 _bases = _usable_bases() or [PORT_BASE]
