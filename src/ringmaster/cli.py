@@ -38,7 +38,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if cfg is None:
         return 1
     from ringmaster.acd.config import routing_warnings
-    for w in routing_warnings(cfg.queues, cfg.agents):
+    from ringmaster.config import trunk_warnings
+    for w in routing_warnings(cfg.queues, cfg.agents) + trunk_warnings(cfg):
         print(f"{args.config}: warning: {w}", file=sys.stderr)
     from ringmaster.tts import voice_problems
 

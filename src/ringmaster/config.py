@@ -95,6 +95,52 @@ class UpstreamRegistration(Strict):
         return f"sip:{self.username}@{host}"
 
 
+class Trunk(Strict):
+    """An outbound route: a carrier or gateway that legs leave the edge through (today the
+    mobile agents' legs). Its digest credentials answer its 401/407 challenges at the edge
+    (Kamailio's uac module: uac_auth(), RFC 3261 22.2/22.3), so a carrier that challenges
+    INVITEs, as most do, is usable; the password never reaches a worker."""
+
+    address: str = Field(description="HOST:PORT where the edge sends the trunk's INVITEs")
+    username: str = Field(default="", pattern=r"^[^\s:\"]*$", description="digest user name; empty: the trunk does not challenge")
+    password: str = Field(default="", pattern=r"^[^\s\"]*$")
+    realm: str = Field(default="", pattern=r"^[^\s\"]*$", description=(
+        "the realm the credentials are for; empty: whatever realm the trunk's own challenge names "
+        "(only a challenge coming from the trunk's address is ever answered)"))
+    allowed: list[str] = Field(default_factory=list, description=(
+        "regular expressions (full match) of the numbers that may leave through this trunk; "
+        "empty: any. Premium-rate or international numbers stay out unless a pattern lists them"))
+
+    @field_validator("address")
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        host, port = split_hostport(v)
+        _check_ip(host)
+        if port is None:
+            raise ValueError("expected HOST:PORT")
+        return v
+
+    @field_validator("allowed")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r}: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Trunk:
+        if bool(self.username) != bool(self.password):
+            raise ValueError("give both username and password, or neither")
+        return self
+
+    def allows(self, number: str) -> bool:
+        """Whether `number` (as dialled, e.g. '+4512345678') may leave through this trunk."""
+        return not self.allowed or any(re.fullmatch(p, number) for p in self.allowed)
+
+
 DEFAULT_SCANNERS = ["friendly-scanner", "sipvicious", "sipcli", "VaxSIPUserAgent",
                     "sipsak", "sundayddr", "iWar", "SIVuS", "Gulp", "sip-scan", "smap"]
 
@@ -126,7 +172,8 @@ class SipConfig(Strict):
     registrations: list[UpstreamRegistration] = Field(default_factory=list)
     security: EdgeSecurity = Field(default_factory=EdgeSecurity)
     events_port: int | None = Field(default=None, ge=1024, le=65535, description="loopback TCP port where the edge pushes registration events (default: listen port + 2)")
-    mobile_trunk: str = Field(default="", description="HOST:PORT of the trunk that reaches mobile agents")
+    trunks: dict[str, Trunk] = Field(default_factory=dict, description="outbound routes by name")
+    mobile_trunk: str = Field(default="", description="the trunk that reaches mobile agents: a name from `trunks`, or HOST:PORT (no credentials)")
     kamailio: str = "/usr/sbin/kamailio"
     kamailio_modules: str = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
     shared_memory_mb: int = Field(default=256, ge=64)
@@ -154,6 +201,14 @@ class SipConfig(Strict):
     @property
     def port(self) -> int:
         return split_hostport(self.listen, 5060)[1] or 5060
+
+    @property
+    def mobile_route(self) -> Trunk | None:
+        """The trunk mobile agents are reached through (a bare HOST:PORT is a trunk without
+        credentials), or None when none is configured."""
+        if not self.mobile_trunk:
+            return None
+        return self.trunks.get(self.mobile_trunk) or Trunk(address=self.mobile_trunk)
 
 
 class WorkersConfig(Strict):
@@ -603,6 +658,7 @@ def validate(src: Source, base_dir: Path) -> Config:
     errors = check_flows(cfg.flows, config_flow_refs(cfg), node_context(cfg), src)
     errors += _check_acd(cfg, src)
     errors += _check_ports(cfg, src)
+    errors += _check_trunks(cfg, src)
     if errors:
         raise ConfigInvalid(errors)
     return cfg
@@ -750,6 +806,46 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
         if not found:
             errors.append(src.error(("queues", qname, "moh"), f"music on hold not found: {q.moh} (a prompt name or a directory)"))
     return errors
+
+
+def _check_trunks(cfg: Config, src: Source) -> list[ConfigError]:
+    """mobile_trunk names a trunk (or is HOST:PORT); mobile agents' numbers are ones it allows."""
+    errors = []
+    sip = cfg.sip
+    if sip.mobile_trunk and sip.mobile_trunk not in sip.trunks:
+        host, port = split_hostport(sip.mobile_trunk)
+        try:
+            _check_ip(host)
+            ok = port is not None
+        except ValueError:
+            ok = False
+        if not ok:
+            errors.append(src.error(("sip", "mobile_trunk"), f"sip.mobile_trunk {sip.mobile_trunk!r}: not a trunk of "
+                                    f"sip.trunks{did_you_mean(sip.mobile_trunk, set(sip.trunks))} nor HOST:PORT"))
+            return errors
+    trunk = sip.mobile_route
+    for name, agent in cfg.agents.items():
+        if agent.mobile is not None and trunk is not None and not trunk.allows(agent.mobile):
+            errors.append(src.error(("agents", name, "mobile"), f"agent {name!r}: {agent.mobile} is not a number "
+                                    f"trunk {sip.mobile_trunk!r} allows (sip.trunks.{sip.mobile_trunk}.allowed)"))
+    return errors
+
+
+def trunk_warnings(cfg: Config) -> list[str]:
+    """Valid but doubtful trunk settings, as sentences for `ringmaster check`."""
+    out = []
+    trunk = cfg.sip.mobile_route
+    mobiles = {name for name, a in cfg.agents.items() if a.mobile is not None}
+    if trunk is None:
+        out += [f"agent {name!r} has a mobile number but no sip.mobile_trunk is set: offers to it fail"
+                for name in sorted(mobiles)]
+    elif trunk.username:
+        for qname, q in cfg.queues.items():
+            if q.strategy == "ring-all" and any(m.agent in mobiles for m in q.members):
+                out.append(f"queue {qname!r} rings all, with mobile agents: trunk {cfg.sip.mobile_trunk!r} "
+                           "challenges are answered only on a leg to one agent (Kamailio 5.6 cannot per branch), "
+                           "so a challenged mobile branch of a ring-all fails")
+    return out
 
 
 def _check_ports(cfg: Config, src: Source) -> list[ConfigError]:

@@ -114,9 +114,15 @@ class LiveCollector(Collector):
                            "control bytes, size; unknown_dialog: forged in-dialog requests; unknown_number; "
                            "refused_target)", ["reason"])
         for reason, n in sorted(e.counters.items()):
-            if reason != "auth_bans":
+            if reason not in ("auth_bans", "direct_media", "trunk_auth"):  # those are not refusals
                 refused.add_metric([reason], n)
         yield refused
+        yield CounterMetricFamily("ringmaster_edge_direct_media_total",
+                                  "Re-INVITEs the edge sent with the far party's SDP (direct media)",
+                                  value=e.counters.get("direct_media", 0))
+        yield CounterMetricFamily("ringmaster_edge_trunk_auth_total",
+                                  "INVITEs the edge retried with a trunk's digest credentials",
+                                  value=e.counters.get("trunk_auth", 0))
         yield CounterMetricFamily("ringmaster_edge_auth_bans_total", "Sources banned for password guessing",
                                   value=e.counters.get("auth_bans", 0))
         yield GaugeMetricFamily("ringmaster_edge_auth_banned_sources", "Sources banned for password guessing right now",

@@ -23,7 +23,7 @@ import structlog
 
 from ringmaster import runas
 from ringmaster.child import SupervisedChild, clear_leftover, die_with_parent
-from ringmaster.config import Config
+from ringmaster.config import Config, Trunk
 from ringmaster.edge import policy
 from ringmaster.workerproc import WorkerSpec
 
@@ -78,6 +78,41 @@ def subscriber_table(cfg: Config) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _trunk_auth(trunk: Trunk | None) -> str:
+    """The body of failure_route[TRUNKAUTH]: answer the trunk's own 401/407 once per call
+    leg with its credentials (uac_auth builds the Authorization /
+    Proxy-Authorization, RFC 3261 22.2-22.3; the dialog module's track_cseq_updates then
+    shifts the CSeq of the dialog's later requests, which the retried INVITE raised by one).
+    Only a challenge whose reply came from the trunk's address is answered: an agent's phone
+    that challenges must not get a digest made with the trunk's password.
+
+    Only a leg to one mobile agent is armed: Debian 12's Kamailio 5.6.3 refuses uac_auth in
+    a branch-failure route (allowed from 5.7, kamailio commit 76df539), and a failure_route
+    runs once every branch of a ring-all fork has ended, too late for the challenged one."""
+    if trunk is None or not trunk.username:
+        return "\t# (no trunk credentials configured: a challenge ends the leg)\n\treturn;"
+    host, port = trunk.address.rsplit(":", 1)
+    return "\n".join([
+        '\tif (t_is_canceled() || !t_check_status("401|407")) return;',
+        f'\tif ($T_rpl($si) != "{host}" || $T_rpl($sp) != {port}) return;',
+        '\tif ($sht(trunkauth=>$ci:$rU) != $null) {',
+        '\t\txlog("L_WARN", "edge.trunk_auth_refused call=$ci status=$T_reply_code\\n");',
+        '\t\treturn;',
+        '\t}',
+        '\t$sht(trunkauth=>$ci:$rU) = 1;  # once per branch: a trunk that challenges again refused us',
+        f'\t$avp(auser) = "{trunk.username}";',
+        f'\t$avp(apass) = "{trunk.password}";',
+        f'\t$avp(arealm) = "{trunk.realm}";',
+        '\tif (!uac_auth()) {',
+        '\t\txlog("L_WARN", "edge.trunk_auth_failed call=$ci\\n");',
+        '\t\treturn;',
+        '\t}',
+        f'\t$du = "sip:{trunk.address}";',
+        '\t$var(cnt) = $shtinc(edgestats=>trunk_auth);',
+        '\tt_relay();',
+    ])
+
+
 def render(cfg: Config, workers: Sequence[WorkerSpec], config_file: str = "") -> tuple[str, str]:
     """The kamailio.cfg text and the dispatcher.list text for this config."""
     sip = cfg.sip
@@ -90,6 +125,7 @@ def render(cfg: Config, workers: Sequence[WorkerSpec], config_file: str = "") ->
             cond += f" && $sp == {peer.port}"
         trusted.append(f"\tif ({cond}) return 1;   # {peer.name}")
     sec = sip.security
+    trunk = sip.mobile_route
     scanners = "|".join(re.escape(ua) for ua in sip.security.scanner_user_agents) or "^$"
     values = {
         "CONFIG_FILE": config_file or "(memory)",
@@ -108,12 +144,14 @@ def render(cfg: Config, workers: Sequence[WorkerSpec], config_file: str = "") ->
         "SCANNERS": scanners.replace("\\", "\\\\").replace('"', '\\"'),
         "EVENTS": f"{sip.host}:{events_port(cfg)}",
         "LOCATION_DB": str(location_db(cfg)),
-        "MOBILE_ROUTE": (f'\t\tif ($sht(agents=>m:$rU) != $null) {{ $du = "sip:{sip.mobile_trunk}"; route(RELAY); }}'
-                         if sip.mobile_trunk else "\t\t# (no mobile_trunk configured: mobile agents cannot be reached)"),
+        "MOBILE_ROUTE": (f'\t\tif ($sht(agents=>m:$rU) != $null) {{ $du = "sip:{trunk.address}"; '
+                         f't_on_failure("TRUNKAUTH"); route(RELAY); }}'
+                         if trunk else "\t\t# (no mobile_trunk configured: mobile agents cannot be reached)"),
         "MOBILE_BRANCH": (f'\t\t}} else if ($sht(agents=>m:$var(u)) != $null) {{\n'
-                          f'\t\t\tappend_branch("sip:$var(u)@{sip.mobile_trunk}");\n'
+                          f'\t\t\tappend_branch("sip:$var(u)@{trunk.address}");\n'
                           f'\t\t\t$var(found) = $var(found) + 1;'
-                          if sip.mobile_trunk else "\t\t# (no mobile_trunk: mobile agents are not rung)"),
+                          if trunk else "\t\t# (no mobile_trunk: mobile agents are not rung)"),
+        "TRUNK_AUTH": _trunk_auth(trunk),
         "MAX_MESSAGE": str(sec.max_message_bytes),
         "MAX_VIAS": str(sec.max_via_headers),
         # a well-formed request has a line per header and per SDP line: 200 is far above any
@@ -161,6 +199,7 @@ class Edge(SupervisedChild):
         text, ds = render(self.cfg, self.workers, self.config_file)
         cfg_path = self.rundir / "kamailio.cfg"
         cfg_path.write_text(text)
+        os.chmod(cfg_path, 0o600)  # it holds the trunks' passwords (sip.trunks)
         (self.rundir / "dispatcher.list").write_text(ds)
         db = self.rundir / "dbtext"
         db.mkdir(exist_ok=True)
@@ -307,9 +346,10 @@ class Edge(SupervisedChild):
     async def counters(self) -> dict[str, int]:
         """The edge's security counters (htable edgestats): auth_failures, auth_bans, malformed,
         unknown_dialog, unknown_number, refused_target, stray_reply, direct_media (re-INVITEs whose
-        body the edge set from a worker's X-Ringmaster-Sdp); 0 for those never counted."""
+        body the edge set from a worker's X-Ringmaster-Sdp), trunk_auth (INVITEs retried with a
+        trunk's credentials); 0 for those never counted."""
         names = ("auth_failures", "auth_bans", "malformed", "unknown_dialog", "unknown_number", "refused_target",
-                 "stray_reply", "direct_media")
+                 "stray_reply", "direct_media", "trunk_auth")
         out = dict.fromkeys(names, 0)
         rows = await self.rpc("htable.dump", "edgestats") or []
         for slot in rows if isinstance(rows, list) else [rows]:
