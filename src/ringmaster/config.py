@@ -289,11 +289,44 @@ class _Listening(Strict):
         return port
 
 
+PAUSE_REASON = r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$"
+
+
+class DeskConfig(_Listening):
+    """The agents' desk (/desk): a page served over HTTPS on its own listener, where an agent
+    signs in with their own password (desk_password, else their SIP password) and gets a session
+    cookie (HttpOnly, Secure, SameSite=Strict) that ends after `idle_minutes` without a request
+    or `session_hours` after sign-in, whichever comes first. Browsers give microphones and
+    WebRTC only to secure pages, hence TLS. certificate/key: PEM files (relative to the config
+    file); scripts/run-demo makes a self-signed pair for the demo."""
+
+    listen: str = Field(default="127.0.0.1:8443")
+    certificate: str = Field(description="PEM certificate (chain) file the desk presents")
+    key: str = Field(description="PEM private key file of the certificate")
+    idle_minutes: int = Field(default=60, ge=1, le=24 * 60, description="a session ends after this long unused")
+    session_hours: int = Field(default=12, ge=1, le=7 * 24, description="a session ends this long after sign-in")
+    pause_reasons: list[str] = Field(default_factory=lambda: ["break", "lunch", "training", "meeting"],
+                                     min_length=1, max_length=32,
+                                     description="the reasons an agent may pick when pausing at the desk")
+
+    @field_validator("pause_reasons")
+    @classmethod
+    def _reasons(cls, v: list[str]) -> list[str]:
+        for r in v:
+            if not re.match(PAUSE_REASON, r):
+                raise ValueError(f"pause reason {r[:40]!r}: 1-32 letters, digits, space, _ . -")
+        if len(set(v)) != len(v):
+            raise ValueError("pause reasons repeat")
+        return v
+
+
 class HttpConfig(_Listening):
-    """The HTTP API and /metrics. operator: read; supervisor: + agent states, recordings; admin: + reload."""
+    """The HTTP API and /metrics. operator: read; supervisor: + agent states, recordings; admin: + reload.
+    desk: the agents' desk page on its own HTTPS listener (None: no desk)."""
 
     listen: str = Field(default="127.0.0.1:8080")
     tokens: list[ApiToken] = Field(default_factory=list)
+    desk: DeskConfig | None = None
 
 
 class MqttClient(Strict):
@@ -481,6 +514,7 @@ class Config(Strict):
                       (f"http_endpoints.{name}.hmac_secret", e.hmac_secret)]
         for name, a in self.agents.items():
             found.append((f"agents.{name}.mqtt_password", a.mqtt_password))
+            found.append((f"agents.{name}.desk_password", a.desk_password))
             if a.softphone is not None:
                 found.append((f"agents.{name}.softphone.password", a.softphone.password))
         return [place for place, value in found if value and value.endswith("-change-me")]
@@ -600,6 +634,10 @@ def validate(src: Source, base_dir: Path) -> Config:
         raise ConfigInvalid(errors) from None
     cfg = cfg.model_copy(update={"paths": _resolve_paths(cfg.paths, base_dir),
                                  "storage": cfg.storage.model_copy(update={"path": str(base_dir / cfg.storage.path)})})
+    if cfg.http is not None and cfg.http.desk is not None:  # the desk's PEM files, relative to the config too
+        desk = cfg.http.desk.model_copy(update={"certificate": str(base_dir / cfg.http.desk.certificate),
+                                                "key": str(base_dir / cfg.http.desk.key)})
+        cfg = cfg.model_copy(update={"http": cfg.http.model_copy(update={"desk": desk})})
     errors = check_flows(cfg.flows, config_flow_refs(cfg), node_context(cfg), src)
     errors += _check_acd(cfg, src)
     errors += _check_ports(cfg, src)
@@ -763,4 +801,7 @@ def _check_ports(cfg: Config, src: Source) -> list[ConfigError]:
         errors.append(src.error(("workers", "sip_port_base"), f"workers' SIP ports {first}-{last} overlap the edge's {cfg.sip.listen}"))
     if lo <= last and first <= hi:
         errors.append(src.error(("workers", "rtp_ports"), f"RTP ports {lo}-{hi} overlap the workers' SIP ports {first}-{last}"))
+    if cfg.http is not None and cfg.http.desk is not None and cfg.http.desk.listen == cfg.http.listen:
+        errors.append(src.error(("http", "desk", "listen"), f"http.desk.listen: the desk needs its own address, "
+                                                            f"not the API's {cfg.http.listen}"))
     return errors

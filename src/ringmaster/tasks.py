@@ -178,6 +178,13 @@ class TaskRouter:
         elif msg.command == "transfer":
             self._transfer(task_id, msg.queue)
 
+    def agent_command(self, agent: str, msg: AgentCommand) -> None:
+        """An agent's command from its desk (ringmaster.desk), checked exactly as one on its MQTT
+        topic; BadPayload with the reason when it cannot be applied (nothing changes then)."""
+        if agent not in self.engine.agents:
+            raise BadPayload(f"unknown agent {agent!r}")
+        self._agent_command(agent, msg)
+
     def _agent_command(self, agent: str, msg: AgentCommand) -> None:
         now = self.clock()
         st = self.engine.agents[agent]
