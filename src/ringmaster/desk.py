@@ -55,7 +55,10 @@ SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
 # state-button actions (the presence commands the phone, MQTT and the API use)
 STATE_ACTIONS = ("available", "pause", "logout", "wrapup-done")
 TASK_ACTIONS = ("accept", "reject", "complete")
-STATIC = {"desk.js": "application/javascript", "desk.css": "text/css"}
+STATIC = {"desk.js": "application/javascript", "desk-phone.js": "application/javascript", "desk.css": "text/css",
+          # JsSIP (npm), bundled for the browser by scripts/setup (package.json's "bundle")
+          "jssip.min.js": "application/javascript"}
+VENDOR = {"jssip.min.js"}
 
 
 def desk_secret(cfg: Config, agent: str) -> str | None:
@@ -218,14 +221,21 @@ class DeskApi:
     async def page(self, request: web.Request) -> web.StreamResponse:
         self._secure(request)
         html = resources.files("ringmaster.web").joinpath("desk.html").read_text()
-        return web.Response(text=html, content_type="text/html", headers=_PAGE_HEADERS)
+        webrtc = self.cfg_of().sip.webrtc
+        wss = f" wss://{webrtc.listen}" if webrtc is not None else ""
+        headers = dict(_PAGE_HEADERS)
+        headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace("CONNECT", wss)
+        return web.Response(text=html, content_type="text/html", headers=headers)
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         self._secure(request)
         name = request.match_info["name"]
         if name not in STATIC:  # a fixed list: no path from the request reaches the file system
             raise _error(web.HTTPNotFound, "no such file")
-        body = resources.files("ringmaster.web").joinpath(name).read_bytes()
+        path = resources.files("ringmaster.web").joinpath("vendor" if name in VENDOR else "").joinpath(name)
+        if not path.is_file():
+            raise _error(web.HTTPNotFound, f"{name} is not installed: run scripts/setup (npm install, npm run bundle)")
+        body = path.read_bytes()
         return web.Response(body=body, content_type=STATIC[name], headers={"Cache-Control": "no-cache"})
 
     # ------------------------------------------------------------ sign-in
@@ -286,6 +296,24 @@ class DeskApi:
                       "wrapup": wrapup,
                       "channels": {ch: {"state": c.state.value, "holding": list(c.holding), "offered": list(c.offered)}
                                    for ch, c in a.channels.items()}}
+
+    async def phone(self, request: web.Request) -> web.Response:
+        """What the page's WebRTC phone registers with: the edge's WSS address, the agent's SIP
+        URI, user name, realm and HA1 (MD5(user:realm:password), RFC 2617: JsSIP's `ha1`; the
+        password itself never leaves the server). 404 when the agent has no softphone or the
+        edge takes no browser phones (sip.webrtc)."""
+        s = self._session(request)
+        cfg = self.cfg_of()
+        spec = cfg.agents[s.agent]
+        if cfg.sip.webrtc is None or spec.softphone is None:
+            raise _error(web.HTTPNotFound, "no browser phone: the edge takes none (sip.webrtc), or this agent "
+                                           "has no softphone")
+        realm = cfg.sip.host
+        user = spec.softphone.username
+        ha1 = hashlib.md5(f"{user}:{realm}:{spec.softphone.password}".encode()).hexdigest()
+        return web.json_response({"ws": f"wss://{cfg.sip.webrtc.listen}", "uri": f"sip:{user}@{realm}",
+                                  "user": user, "realm": realm, "ha1": ha1, "display_name": spec.name or s.agent},
+                                 headers={"Cache-Control": "no-store"})
 
     async def me(self, request: web.Request) -> web.Response:
         return web.json_response(self.view(self._session(request).agent))
@@ -369,8 +397,9 @@ class DeskApi:
 # the page runs only its own scripts; no framing (clickjacking); no referrer leaves the desk
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
+    # CONNECT: the edge's WSS address, when browser phones are on
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-                               "connect-src 'self' wss: ws:; media-src 'self' blob:; frame-ancestors 'none'",
+                               "connect-src 'self'CONNECT; media-src 'self' blob:; frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",

@@ -66,7 +66,8 @@ class Browser:
 
     async def js(self, expression: str, wait: bool = False) -> Any:
         """The expression's value (JSON-able); wait: await it when it is a promise."""
-        res = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=wait)
+        res = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=wait,
+                              userGesture=True)  # a click from a test counts as the user's (autoplay, audio)
         if "exceptionDetails" in res:
             raise RuntimeError(f"page script failed: {res['exceptionDetails'].get('exception', {}).get('description')}")
         return res.get("result", {}).get("value")
