@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from ringmaster import protocol as p
-from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone, read_wav, write_tone
+from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone, read_wav, rms, write_tone
 from tests.helpers.browser import Browser
 from tests.helpers.phone import Phone
-from tests.test_acd_calls import acd_config, wait_agent
+from tests.test_acd_calls import HOLD, acd_config, wait_agent
 from tests.test_desk import CHROMIUM_TLS, SHOTS, desk_config
 
 CALLER, AGENT = 700.0, 1300.0
@@ -27,6 +27,13 @@ def media_flags(mic: Path) -> tuple[str, ...]:
     without a gesture (headless has no speakers: the analyser listens)."""
     return (*CHROMIUM_TLS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
             f"--use-file-for-fake-audio-capture={mic}", "--autoplay-policy=no-user-gesture-required")
+
+
+async def record(phone: Phone, leg: str, path: Path, seconds: float) -> None:
+    phone.send(p.RecordStart(rec_id=path.stem, legs=(leg,), path=str(path)))
+    await asyncio.sleep(seconds)
+    phone.send(p.RecordStop(rec_id=path.stem))
+    await phone.wait(p.RecordingDone, lambda m: m.rec_id == path.stem)
 
 
 def webrtc_config(d: Any) -> None:
@@ -87,6 +94,32 @@ async def test_caller_presses_1_page_rings_alice_answers_by_click_and_both_hear_
         caller.send(p.RecordStop(rec_id="talk"))
         await caller.wait(p.RecordingDone, lambda m: m.rec_id == "talk")
 
+        # hold from the page: the caller hears the queue's hold music instead of alice
+        await browser.js("document.getElementById('hold').click()")
+        await browser.until("document.getElementById('hold').getAttribute('aria-pressed') === 'true'")
+        d.wait_event("call.hold")
+        await asyncio.sleep(0.5)
+        await record(caller, a, tmp_path / "held.wav", 1.5)
+        await browser.screenshot(SHOTS / "13-on-hold.png")
+        await browser.js("document.getElementById('hold').click()")
+        await browser.until("document.getElementById('hold').getAttribute('aria-pressed') === 'false'")
+        d.wait_event("call.unhold")
+        await asyncio.sleep(0.5)
+        await record(caller, a, tmp_path / "resumed.wav", 1.5)
+        # mute: alice's microphone sends silence; unmute brings her back
+        await browser.js("document.getElementById('mute').click()")
+        await browser.until("document.getElementById('mute').getAttribute('aria-pressed') === 'true'")
+        await asyncio.sleep(0.5)
+        await record(caller, a, tmp_path / "muted.wav", 1.5)
+        await browser.screenshot(SHOTS / "14-muted.png")
+        await browser.js("document.getElementById('mute').click()")
+        await browser.until("document.getElementById('mute').getAttribute('aria-pressed') === 'false'")
+        # the keypad: RFC 4733 events in the call's RTP (Chromium's RTCDTMFSender)
+        for key in "5#":
+            await browser.js(f"document.querySelector('[data-dtmf=\"{key}\"]').click()")
+            await asyncio.sleep(0.4)
+        assert await browser.until("window.deskPhone.tonesSent.join('') === '5#'")
+
         await browser.js("document.getElementById('hangup').click()")
         await caller.wait(p.CallState, lambda m: m.leg == a and m.state == "disconnected", timeout=5)
         await browser.until("window.deskPhone.state === 'idle'")
@@ -99,5 +132,13 @@ async def test_caller_presses_1_page_rings_alice_answers_by_click_and_both_hear_
     assert sum(abs(h["freq"] - CALLER) < 20 and h["db"] > -70 for h in heard) >= 7, heard  # the page hears the caller
     samples, _ = read_wav(tmp_path / "caller_heard.wav")
     assert has_tone(samples, AGENT, tol=TONES_TOL), dominant_frequencies(samples)  # the caller hears alice
+    held, _ = read_wav(tmp_path / "held.wav")
+    assert has_tone(held, HOLD, tol=TONES_TOL) and not has_tone(held, AGENT, tol=TONES_TOL, min_share=0.2), \
+        dominant_frequencies(held)
+    resumed, _ = read_wav(tmp_path / "resumed.wav")
+    assert has_tone(resumed, AGENT, tol=TONES_TOL), dominant_frequencies(resumed)
+    muted, _ = read_wav(tmp_path / "muted.wav")
+    tail = muted[len(muted) // 3:]  # what was still in flight when the button was pressed is over
+    assert rms(tail) < 0.02 * rms(resumed), (rms(tail), rms(resumed))  # silence, not her tone
     row = d.wait_calls_ended(1)[0]
     assert row["agent"] == "alice" and row["disposition"] == "completed" and row["hangup_by"] == "agent", row

@@ -78,8 +78,11 @@ class Browser:
         deadline = loop.time() + timeout
         value = None
         while loop.time() < deadline:
-            value = await self.js(expression)
-            if value:
+            try:
+                value = await self.js(expression)
+            except RuntimeError as exc:  # the page is still loading (its elements are not there yet)
+                value = exc
+            if value and not isinstance(value, Exception):
                 return value
             await asyncio.sleep(0.05)
         raise AssertionError(f"{expression!r} still {value!r} after {timeout}s")

@@ -6,7 +6,7 @@
 
 (function () {
   const $ = id => document.getElementById(id);
-  const phone = { ua: null, session: null, analyser: null, ctx: null, state: "idle", registered: false };
+  const phone = { ua: null, session: null, analyser: null, ctx: null, state: "idle", registered: false, tonesSent: [] };
   window.deskPhone = phone;
 
   function status(text, cls) { const el = $("phone-status"); el.textContent = text; el.className = cls || ""; }
@@ -129,7 +129,14 @@
     });
     $("keypad").addEventListener("click", e => {
       const b = e.target.closest("[data-dtmf]");
-      if (b && phone.session) phone.session.sendDTMF(b.dataset.dtmf, { transportType: "RFC2833", duration: 160 });
+      const s = phone.session;
+      if (!b || !s) return;
+      // RFC 4733 events in the RTP stream (RTCDTMFSender): what the workers take as digits
+      const sender = s.connection && s.connection.getSenders().find(x => x.dtmf);
+      if (sender && !sender.dtmf.ontonechange) {
+        sender.dtmf.ontonechange = ev => { if (ev.tone) phone.tonesSent.push(ev.tone); };
+      }
+      s.sendDTMF(b.dataset.dtmf, { transportType: "RFC2833", duration: 160 });
     });
   });
   window.desk.onSignIn.push(start);
