@@ -56,7 +56,7 @@ async def test_caller_presses_1_page_rings_alice_answers_by_click_and_both_hear_
     d.config["agents"]["alice"]["name"] = "Alice"
     d.config["flows"]["main"] = [{"menu": {"greeting": "welcome", "options": {1: "sales"}, "timeout": 5.0,
                                            "invalid_prompt": "other", "timeout_prompt": "other"}}, "hangup",
-                                 {"id": "sales", "queue": "sales"}, "hangup"]
+                                 {"id": "sales", "set": {"topic": "billing"}}, {"queue": "sales"}, "hangup"]
     base = desk_config(d)
     webrtc_config(d)
     d.start()
@@ -77,6 +77,9 @@ async def test_caller_presses_1_page_rings_alice_answers_by_click_and_both_hear_
         who = await browser.until("window.deskPhone.state === 'ringing' && document.getElementById('call-who').textContent",
                                   timeout=10)
         assert "4511223344" in who, who
+        # the customer card pops with the ring: the caller and what the IVR set
+        assert await browser.until("document.querySelector('#card [data-field=topic]')?.textContent === 'billing'")
+        assert await browser.js("document.querySelector('#card [data-field=Caller]').textContent") == "4511223344"
         wait_agent(d, "alice", "ringing")
         await browser.screenshot(SHOTS / "11-ringing.png")
         await browser.js("document.getElementById('answer').click()")

@@ -728,6 +728,23 @@ class Controller:
                 "mwi": self.mwi.status(),
                 "store": self.store.status()}
 
+    def task_card(self, task_id: str) -> dict[str, Any] | None:
+        """The customer card of a task in the ACD (the desk shows it to the agent offered or
+        holding it): channel, queue, caller, enqueued_at (epoch s), and for a call the IVR's
+        variables, for a chat or email the task's data. None when the ACD has no such task."""
+        engine = self.acd.engine if self.acd is not None else None
+        task = engine.tasks.get(task_id) if engine is not None else None
+        if task is None:
+            return None
+        card: dict[str, Any] = {"task": task.id, "channel": task.channel, "queue": task.queue,
+                                "caller": task.caller, "enqueued_at": task.enqueued_at}
+        if task.channel == "voice":
+            session = next((s for s in self.live_sessions() if s.call_id == task_id), None)
+            card["variables"] = dict(session.run.variables) if session is not None and session.run is not None else {}
+        else:
+            card["data"] = dict(task.data)
+        return card
+
     def live_state(self) -> live.LiveState:
         """What is true now, as typed read-only values (ringmaster.live): the API, the wallboard
         and /metrics read this, never the controller's parts."""

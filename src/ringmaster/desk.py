@@ -279,7 +279,8 @@ class DeskApi:
 
     def view(self, agent: str) -> dict[str, Any]:
         """What the page shows of `agent`: its state word, pause reason, per channel state,
-        wrap-up seconds left, tasks offered and held (ids), and the pause reasons to pick from."""
+        wrap-up seconds left, tasks offered and held (ids) with their customer cards
+        (Controller.task_card), and the pause reasons to pick from."""
         state = self.controller.live_state()
         cfg = self.cfg_of()
         a = state.agents.get(agent)
@@ -288,12 +289,15 @@ class DeskApi:
                                "pause_reasons": list(self._desk().pause_reasons), "at": state.at}
         if a is None:  # an agent in no queue: the ACD does not know it
             return out | {"status": "logged-out", "state": "logged-out", "reason": None, "registered": False,
-                          "channels": {}, "wrapup": {}}
+                          "channels": {}, "wrapup": {}, "cards": []}
         state_word = "logged-out" if not a.logged_in else "paused" if a.paused is not None else "available"
         wrapup = {ch: round(c.wrapup_until - state.at, 1) for ch, c in a.channels.items()
                   if c.wrapup_until > state.at}
+        # the customer card of each task offered to or held by the agent (IVR variables, task fields)
+        task_ids = sorted({t for c in a.channels.values() for t in (*c.holding, *c.offered)})
+        cards = [c for c in (self.controller.task_card(t) for t in task_ids) if c is not None]
         return out | {"status": a.status, "state": state_word, "reason": a.paused, "registered": a.registered,
-                      "wrapup": wrapup,
+                      "wrapup": wrapup, "cards": cards,
                       "channels": {ch: {"state": c.state.value, "holding": list(c.holding), "offered": list(c.offered)}
                                    for ch, c in a.channels.items()}}
 

@@ -48,7 +48,32 @@ function render(v) {
     }
   }
   renderWrapup();
+  renderCard(v);
   for (const fn of desk.onView || []) fn(v);
+}
+
+// the customer card: the task in hand (held before offered), its caller and what the IVR
+// collected (a call) or the task's fields (a chat or email). Text only: the values come from
+// callers and integrations, never trusted as markup.
+function renderCard(v) {
+  const held = new Set(Object.values(v.channels || {}).flatMap(c => c.holding || []));
+  const cards = (v.cards || []).slice().sort((a, b) => held.has(b.task) - held.has(a.task));
+  const card = cards[0];
+  const dl = $("card");
+  dl.textContent = "";
+  $("card-empty").hidden = !!card;
+  if (!card) return;
+  dl.dataset.task = card.task;
+  const rows = [["Channel", card.channel], ["Queue", card.queue], ["Caller", card.caller || "–"],
+                ["Waiting since", new Date(card.enqueued_at * 1000).toLocaleTimeString()]];
+  for (const [k, val] of Object.entries(card.variables || card.data || {})) {
+    rows.push([k, typeof val === "object" ? JSON.stringify(val) : String(val)]);
+  }
+  for (const [k, val] of rows) {
+    const dt = document.createElement("dt"); dt.textContent = k;
+    const dd = document.createElement("dd"); dd.textContent = val; dd.dataset.field = k;
+    dl.append(dt, dd);
+  }
 }
 
 function renderWrapup() {
