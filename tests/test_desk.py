@@ -226,3 +226,93 @@ async def test_wrong_password_is_refused_and_bobs_session_cannot_act_on_alices_c
             await c.close()
         chat.close()
         watch.close()
+
+
+@pytest.mark.timeout(120)
+async def test_inbox_chat_offered_accepted_replied_and_completed_with_notes_in_the_page(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    mqtt_config(d, {"alice": {"auto_login": False, "name": "Alice"}}, queue={"offer_timeout": 30})
+    base = desk_config(d)
+    d.start()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    chat = integration(d)
+    browser = await Browser(d.ports.base + 7).open(f"{base}/desk", args=CHROMIUM_TLS)
+    stranger = DeskClient(base)
+    try:
+        # the MQTT relay is for signed-in agents only
+        async with stranger.session.get(base + "/desk/mqtt") as r:
+            assert r.status == 401
+        await browser.until("!document.getElementById('signin').hidden")
+        await browser.js("document.getElementById('agent').value='alice';"
+                         "document.getElementById('password').value='alice-secret';"
+                         "document.getElementById('signin-btn').click()")
+        await browser.until("!document.getElementById('desk').hidden")
+        await browser.until("document.getElementById('inbox-conn').textContent === 'online'", timeout=10)
+        await browser.js("document.getElementById('state').click()")
+        await browser.js("document.querySelector('[data-state-option=available]').click()")
+        # her softphone is not registered: chats and emails, no calls
+        await browser.until("document.getElementById('state-label').textContent === 'Available (phone not registered)'")
+
+        chat.publish("tasks/new", {"version": 1, "id": "chat-1", "channel": "chat", "queue": "chat",
+                                   "data": {"customer": "Dana", "text": "hello, my order is late"}})
+        offer = "document.querySelector('#inbox li.offer[data-task=\"chat-1\"]')"
+        await browser.until(f"!!{offer}", timeout=5)
+        left = await browser.js(f"{offer}.querySelector('.left').textContent")
+        assert left.endswith("s left") and 25 <= int(left.split("s")[0]) <= 30, left
+        assert "Chat from Dana" in await browser.js(f"{offer}.textContent")
+        # the card shows the task's fields too
+        assert await browser.until("document.querySelector('#card [data-field=customer]')?.textContent === 'Dana'")
+        await browser.screenshot(SHOTS / "20-chat-offered.png")
+        await browser.js(f"{offer}.querySelector('[data-action=accept]').click()")
+        await asyncio.to_thread(chat.wait_for, "tasks/chat-1/events",
+                                lambda m: m["event"] == "assigned" and m["agent"] == "alice")
+        held = "document.querySelector('#inbox li.held[data-task=\"chat-1\"]')"
+        await browser.until(f"!!{held}")
+
+        chat.publish("tasks/chat-1/commands", {"version": 1, "command": "message", "name": "Dana",
+                                               "text": "Where is <b>my</b> order?"})
+        line = await browser.until(f"{held}?.querySelector('.msgs .customer')?.textContent")
+        assert line == "Dana: Where is <b>my</b> order?"  # text, never markup
+        await browser.js(f"{held}.querySelector('.reply-text').value = 'It ships today.';"
+                         f"{held}.querySelector('[data-action=reply]').click()")
+        reply = await asyncio.to_thread(chat.wait_for, "tasks/chat-1/events", lambda m: m["event"] == "message")
+        assert (reply["from"], reply["agent"], reply["text"]) == ("agent", "alice", "It ships today.")
+        await browser.screenshot(SHOTS / "21-chat-conversation.png")
+        await browser.js(f"{held}.querySelector('.code').value = 'order-status';"
+                         f"{held}.querySelector('.notes').value = 'late parcel | told ETA\\nfollow up Friday';"
+                         f"{held}.querySelector('[data-action=complete]').click()")
+        await asyncio.to_thread(chat.wait_for, "tasks/chat-1/events", lambda m: m["event"] == "completed")
+        await browser.until("document.getElementById('inbox-empty').hidden === false")
+
+        # an email: subject and body shown, answered, completed
+        chat.publish("tasks/new", {"version": 1, "id": "mail-1", "channel": "email", "queue": "chat",
+                                   "data": {"from": "erik@example.com", "subject": "Invoice 42",
+                                            "body": "Hello,\nthe invoice is wrong.\nErik"}})
+        mail = "document.querySelector('#inbox li[data-task=\"mail-1\"]')"
+        await browser.until(f"{mail}?.querySelector('.subject')?.textContent === 'Subject: Invoice 42'", timeout=8)
+        assert await browser.js(f"{mail}.querySelector('.body').textContent") == "Hello,\nthe invoice is wrong.\nErik"
+        await browser.js(f"{mail}.querySelector('[data-action=accept]').click()")
+        await browser.until("!!document.querySelector('#inbox li.held[data-task=\"mail-1\"]')")
+        await browser.screenshot(SHOTS / "22-email.png")
+        held = "document.querySelector('#inbox li.held[data-task=\"mail-1\"]')"
+        await browser.js(f"{held}.querySelector('.reply-text').value = 'Corrected invoice attached.';"
+                         f"{held}.querySelector('[data-action=reply]').click()")
+        await asyncio.to_thread(chat.wait_for, "tasks/mail-1/events",
+                                lambda m: m["event"] == "message" and m["from"] == "agent")
+        await browser.js(f"{held}.querySelector('.code').value = 'billing';"
+                         f"{held}.querySelector('[data-action=complete]').click()")
+        await asyncio.to_thread(chat.wait_for, "tasks/mail-1/events", lambda m: m["event"] == "completed")
+    finally:
+        await browser.close()
+        await stranger.close()
+        chat.close()
+    deadline = time.monotonic() + 5
+    while len(rows(d, "SELECT * FROM tasks WHERE state='completed'")) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert rows(d, "SELECT task_id, state, agent FROM tasks ORDER BY task_id") == [
+        ("chat-1", "completed", "alice"), ("mail-1", "completed", "alice")]
+    log = rows(d, "SELECT agent, event, data FROM task_log WHERE task_id='chat-1' AND event IN ('MESSAGE', 'WRAPUP') "
+                  "ORDER BY id")
+    assert log == [("alice", "MESSAGE", "customer|Where is <b>my</b> order?"),
+                   ("alice", "MESSAGE", "agent|It ships today."),
+                   ("alice", "WRAPUP", "order-status|late parcel \u00a6 told ETA\u2424follow up Friday")], log

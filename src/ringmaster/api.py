@@ -138,6 +138,12 @@ def _desk_routes() -> tuple[Route, ...]:
         route("GET", "/desk/api/phone", "phone",
               "The WebRTC phone's registration: the edge's WSS address, SIP URI, user, realm and HA1",
               responses={**signed_out, "404": "no browser phone for this agent (sip.webrtc, softphone)"}),
+        route("GET", "/desk/api/inbox", "inbox",
+              "The inbox's MQTT connection: the WebSocket path, the agent's MQTT user and password, the prefix",
+              responses={**signed_out, "404": "no MQTT broker, or no mqtt_password for this agent"}),
+        route("GET", "/desk/mqtt", "mqtt_socket",
+              "MQTT over WebSocket (subprotocol mqtt), relayed to the broker (which checks the agent's "
+              "credentials and ACL)", responses=signed_out),
         route("GET", "/desk/api/events", "events", "Server-sent events: the agent's view on every change",
               responses=signed_out),
         route("POST", "/desk/api/state", "change_state", "The state button: available, pause, logout, wrapup-done",

@@ -57,8 +57,12 @@ STATE_ACTIONS = ("available", "pause", "logout", "wrapup-done")
 TASK_ACTIONS = ("accept", "reject", "complete")
 STATIC = {"desk.js": "application/javascript", "desk-phone.js": "application/javascript", "desk.css": "text/css",
           # JsSIP (npm), bundled for the browser by scripts/setup (package.json's "bundle")
-          "jssip.min.js": "application/javascript"}
-VENDOR = {"jssip.min.js"}
+          "jssip.min.js": "application/javascript",
+          "desk-inbox.js": "application/javascript",
+          # MQTT.js (npm), its own browser bundle, copied by scripts/setup
+          "mqtt.min.js": "application/javascript"}
+VENDOR = {"jssip.min.js", "mqtt.min.js"}
+MQTT_FRAME_MAX = 131_072  # the broker's max_packet_size (mqtt/broker.py)
 
 
 def desk_secret(cfg: Config, agent: str) -> str | None:
@@ -318,6 +322,60 @@ class DeskApi:
         return web.json_response({"ws": f"wss://{cfg.sip.webrtc.listen}", "uri": f"sip:{user}@{realm}",
                                   "user": user, "realm": realm, "ha1": ha1, "display_name": spec.name or s.agent},
                                  headers={"Cache-Control": "no-store"})
+
+    async def inbox(self, request: web.Request) -> web.Response:
+        """What the page's inbox connects with: MQTT over WebSocket at /desk/mqtt (relayed to the
+        broker), the agent's own MQTT user and password (the broker checks them and confines the
+        agent to its topics by its ACL) and the topic prefix. 404 without MQTT or an agent MQTT
+        password."""
+        s = self._session(request)
+        cfg = self.cfg_of()
+        spec = cfg.agents[s.agent]
+        if cfg.mqtt is None or not spec.mqtt_password:
+            raise _error(web.HTTPNotFound, "no inbox: no MQTT broker, or this agent has no mqtt_password")
+        return web.json_response({"path": "/desk/mqtt", "username": s.agent, "password": spec.mqtt_password,
+                                  "prefix": cfg.mqtt.topic_prefix}, headers={"Cache-Control": "no-store"})
+
+    async def mqtt_socket(self, request: web.Request) -> web.StreamResponse:
+        """MQTT over WebSocket (subprotocol mqtt) for a signed-in agent, relayed byte for byte to
+        the broker's TCP listener: the broker authenticates the agent's own credentials and
+        applies its ACL. Debian's mosquitto 2.0.11 cannot be asked for this itself: its
+        websockets listener ignores the bind address (it listened on every interface) and does
+        not start without a plain listener beside it (docs/engine-findings.md)."""
+        s = self._session(request)
+        mq = self.cfg_of().mqtt
+        if mq is None:
+            raise _error(web.HTTPNotFound, "no MQTT broker")
+        ws = web.WebSocketResponse(protocols=("mqtt",), max_msg_size=MQTT_FRAME_MAX, heartbeat=30.0)
+        await ws.prepare(request)
+        try:
+            reader, writer = await asyncio.open_connection(mq.host, mq.port)
+        except OSError as exc:
+            log.warning("desk.mqtt_unreachable", agent=s.agent, error=str(exc))
+            await ws.close(code=1011, message=b"broker unreachable")
+            return ws
+
+        async def up() -> None:
+            async for msg in ws:
+                if msg.type != web.WSMsgType.BINARY:
+                    break  # MQTT over WebSocket is binary frames only (MQTT 3.1.1, 6.0)
+                writer.write(msg.data)
+                await writer.drain()
+
+        async def down() -> None:
+            while data := await reader.read(65536):
+                await ws.send_bytes(data)
+
+        tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            writer.close()
+            await ws.close()
+        return ws
 
     async def me(self, request: web.Request) -> web.Response:
         return web.json_response(self.view(self._session(request).agent))
