@@ -64,7 +64,8 @@ def test_sessions_end_when_idle_or_old_and_five_wrong_passwords_lock_the_agent_f
     s = DeskSessions(idle=60.0, absolute=3600.0)
     sid = s.start("alice", 1000.0)
     assert s.get(sid, 1059.0) is not None and s.get(sid, 1110.0) is not None  # each use moves the idle clock
-    assert s.get(sid, 1171.0) is None  # 61 s unused
+    assert s.alive(sid, 1170.0) and not s.alive(sid, 1171.0)  # alive() is no use: 61 s unused
+    assert s.get(sid, 1171.0) is None
     sid = s.start("alice", 2000.0)
     for t in range(2000, 5600, 50):
         assert s.get(sid, float(t)) is not None
@@ -218,7 +219,14 @@ async def test_wrong_password_is_refused_and_bobs_session_cannot_act_on_alices_c
             assert await eve.sign_in("bob", "bob-wrong-pw") == 401
         assert await eve.sign_in("bob", "bob-secret") == 429
         assert (await bob.req("GET", "/desk/api/me"))[0] == 200  # a session already open goes on
+        # bob's MQTT relay (his own broker login) ends with his session
+        ws = await bob.session.ws_connect(base + "/desk/mqtt", protocols=("mqtt",))
+        assert ws.protocol == "mqtt"
         assert await bob.req("DELETE", "/desk/api/session") == (200, {"signed_out": True})
+        t0 = time.monotonic()
+        msg = await ws.receive(timeout=8)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and time.monotonic() - t0 < 6.5, msg
+        await ws.close()
         assert (await bob.req("GET", "/desk/api/me"))[0] == 401
         assert not any(r.get("level") == "error" for r in d.events("desk.sign_in_refused"))
     finally:

@@ -63,6 +63,7 @@ STATIC = {"desk.js": "application/javascript", "desk-phone.js": "application/jav
           "mqtt.min.js": "application/javascript"}
 VENDOR = {"jssip.min.js", "mqtt.min.js"}
 MQTT_FRAME_MAX = 131_072  # the broker's max_packet_size (mqtt/broker.py)
+SESSION_CHECK = 5.0  # seconds: how soon a relayed MQTT connection ends after its session did
 
 
 def desk_secret(cfg: Config, agent: str) -> str | None:
@@ -126,6 +127,11 @@ class DeskSessions:
             return None
         s.used = now
         return s
+
+    def alive(self, sid: str, now: float) -> bool:
+        """Whether `sid` is a live session, without counting this as a use."""
+        s = self.sessions.get(sid)
+        return s is not None and now - s.used <= self.idle and now - s.started <= self.absolute
 
     def end(self, sid: str) -> None:
         self.sessions.pop(sid, None)
@@ -339,7 +345,7 @@ class DeskApi:
     async def mqtt_socket(self, request: web.Request) -> web.StreamResponse:
         """MQTT over WebSocket (subprotocol mqtt) for a signed-in agent, relayed byte for byte to
         the broker's TCP listener: the broker authenticates the agent's own credentials and
-        applies its ACL. Debian's mosquitto 2.0.11 cannot be asked for this itself: its
+        applies its ACL. The connection ends within SESSION_CHECK seconds of a sign-out. Debian's mosquitto 2.0.11 cannot be asked for this itself: its
         websockets listener ignores the bind address (it listened on every interface) and does
         not start without a plain listener beside it (docs/engine-findings.md)."""
         s = self._session(request)
@@ -366,7 +372,14 @@ class DeskApi:
             while data := await reader.read(65536):
                 await ws.send_bytes(data)
 
-        tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
+        sid = request.cookies.get(COOKIE, "")
+
+        async def session_ends() -> None:
+            while self.sessions.alive(sid, self.clock()):
+                await asyncio.sleep(SESSION_CHECK)
+            log.info("desk.mqtt_closed_session_ended", agent=s.agent)
+
+        tasks = [asyncio.create_task(up()), asyncio.create_task(down()), asyncio.create_task(session_ends())]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -389,7 +402,8 @@ class DeskApi:
         await resp.prepare(request)
         changed = self.controller.changed
         try:
-            while self.sessions.sessions.get(sid) is s:
+            # an open page counts as use; the absolute limit and a sign-out end the stream
+            while self.sessions.get(sid, self.clock()) is s:
                 await resp.write(f"data: {json.dumps(self.view(s.agent))}\n\n".encode())
                 changed.clear()
                 try:
