@@ -7,17 +7,23 @@ analyser). Screenshots in /tmp/desk-shots."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ringmaster import protocol as p
+from ringmaster.edge.rtpengine import ng_ping
 from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone, read_wav, rms, write_tone
 from tests.helpers.browser import Browser
 from tests.helpers.phone import Phone
 from tests.test_acd_calls import HOLD, acd_config, wait_agent
+from tests.test_api import http
 from tests.test_desk import CHROMIUM_TLS, SHOTS, desk_config
+from tests.test_supervision import _ours, _wait
 
 CALLER, AGENT = 700.0, 1300.0
 
@@ -126,10 +132,23 @@ async def test_caller_presses_1_page_rings_alice_answers_by_click_and_both_hear_
         await browser.js("document.getElementById('hangup').click()")
         await caller.wait(p.CallState, lambda m: m.leg == a and m.state == "disconnected", timeout=5)
         await browser.until("window.deskPhone.state === 'idle'")
+
+        # paused for lunch at the state button: the next caller waits, the page does not ring
+        await browser.js("document.getElementById('state').click()")
+        await browser.js("document.querySelector('[data-state-option=pause][data-reason=lunch]').click()")
+        await browser.until("document.getElementById('state-label').textContent === 'Paused: lunch'")
+        wait_agent(d, "alice", "paused:lunch")
+        b = await caller.call(f"sip:500@{d.edge}")
+        await asyncio.sleep(1.0)
+        caller.send(p.SendDtmf(leg=b, digits="1"))
+        await asyncio.sleep(3.0)
+        assert await browser.js("window.deskPhone.state") == "idle"
+        assert json.loads(http(d, "GET", "/api/queues", "operator")[2])["queues"]["sales"]["waiting"] == 1
+        await browser.screenshot(SHOTS / "15-paused-caller-waits.png")
+        await caller.hangup(b)
     finally:
         await browser.close()
         await caller.stop()
-    import json
     heard = [json.loads(x) for x in peaks if x and x != "null"]
     assert heard, peaks
     assert sum(abs(h["freq"] - CALLER) < 20 and h["db"] > -70 for h in heard) >= 7, heard  # the page hears the caller
@@ -145,3 +164,26 @@ async def test_caller_presses_1_page_rings_alice_answers_by_click_and_both_hear_
     assert rms(tail) < 0.02 * rms(resumed), (rms(tail), rms(resumed))  # silence, not her tone
     row = d.wait_calls_ended(1)[0]
     assert row["agent"] == "alice" and row["disposition"] == "completed" and row["hangup_by"] == "agent", row
+
+
+async def test_rtpengine_is_restarted_when_killed_and_stopped_with_the_daemon(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    desk_config(d)
+    webrtc_config(d)
+    d.start()
+
+    def rtpengines() -> list[int]:
+        return [pid for pid, cmd in _ours(d.dir) if "rtpengine" in cmd and f"--listen-ng=127.0.0.1:{d.ports.rtpengine_ng}" in cmd]
+
+    (first,) = rtpengines()
+    assert await ng_ping(d.ports.rtpengine_ng)
+    os.kill(first, signal.SIGKILL)
+    (second,) = _wait(lambda: [pid for pid in rtpengines() if pid != first], 10, "rtpengine restarted")
+    assert d.wait_event("rtpengine.died") and second != first
+    for _ in range(50):
+        if await ng_ping(d.ports.rtpengine_ng):
+            break
+        await asyncio.sleep(0.1)
+    assert await ng_ping(d.ports.rtpengine_ng)
+    assert d.stop() == 0
+    assert rtpengines() == [], "rtpengine left running after SIGTERM"
