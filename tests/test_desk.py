@@ -180,6 +180,16 @@ async def test_wrong_password_is_refused_and_bobs_session_cannot_act_on_alices_c
         assert await alice.sign_in("alice", "alice-secret") == 401
         assert await eve.sign_in("mallory", "whatever-pw") == 401
         assert (await eve.req("GET", "/desk/api/me"))[0] == 401
+        # hostile bodies: refused with the reason, nothing signed in
+        for raw in (b"{", b"[1]", b'{"agent": "alice", "password": ' + b"[" * 50 + b"]" * 50 + b"}",
+                    b'{"agent": "' + b"a" * 5000 + b'", "password": "x"}'):
+            async with eve.session.post(base + "/desk/api/session", data=raw,
+                                        headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 400 and "error" in await r.json(), (raw[:40], r.status)
+        async with eve.session.post(base + "/desk/api/session", data=b"x" * 40_000,
+                                    headers={"Content-Type": "application/json"}) as r:
+            assert r.status in (400, 413), r.status
+        assert await eve.sign_in("a" * 65, "whatever-pw") == 400
         assert await alice.sign_in("alice", "alice-desk-pw") == 200
         assert await bob.sign_in("bob", "bob-secret") == 200
         # a form post from another site (no JSON content type) changes nothing
