@@ -67,6 +67,10 @@ def _demo_config(folder: Path, ports: Any) -> tuple[dict[str, Any], dict[str, st
     cfg["workers"].update(sip_port_base=ports.workers, rtp_ports=ports.rtp)
     cfg["http"]["listen"] = f"127.0.0.1:{ports.base + 6}"
     cfg["mqtt"]["listen"] = f"127.0.0.1:{ports.base + 8}"
+    cfg["http"]["desk"]["listen"] = f"127.0.0.1:{ports.base + 9}"
+    cfg["sip"]["webrtc"].update(listen=f"127.0.0.1:{ports.wss}", control_port=ports.rtpengine_ng,
+                                rtp_ports=ports.rtpengine)
+    demo.make_certificate(Path(cfg["http"]["desk"]["certificate"]), Path(cfg["http"]["desk"]["key"]))
     cfg["paths"]["prompts"] = str(ROOT / "prompts")
     cfg["logging"]["format"] = "json"
     try:

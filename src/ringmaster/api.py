@@ -32,6 +32,7 @@ from ringmaster import inputs
 from ringmaster.acd.config import CHANNELS
 from ringmaster.acd.model import AgentAction
 from ringmaster.config import HttpConfig
+from ringmaster.desk import DeskApi, ssl_context
 from ringmaster.metrics import Metrics
 from ringmaster.reports import CallFilter, FilterError, TaskFilter, VoicemailFilter, reads
 from ringmaster.reports import stats as st
@@ -113,6 +114,51 @@ def _voicemail_routes() -> tuple[Route, ...]:
     )
 
 
+def _desk_routes() -> tuple[Route, ...]:
+    # the desk signs its agents in itself (ringmaster.desk): no bearer token, a session cookie,
+    # and only on the desk's HTTPS listener (404 on the plain one)
+    access = ("A desk session: the rm_desk cookie from POST /desk/api/session (HTTPS listener http.desk only); "
+              "everything is about the session's own agent.")
+    signed_out = {"401": "no session, or it has expired", "404": "not the desk's HTTPS listener"}
+    stale = {"409": "the change cannot be applied now (the reason says why): nothing changed"}
+
+    def route(method: str, path: str, handler: str, summary: str, **kw: Any) -> Route:
+        return Route(method, path, "desk." + handler, summary, role=None, access=access, **kw)
+
+    return (
+        route("GET", "/desk", "page", "The agent's desk page (sign-in form until signed in)"),
+        route("GET", "/desk/static/{name}", "static", "The desk page's script and style"),
+        route("POST", "/desk/api/session", "sign_in", "Sign in: sets the session cookie",
+              body={"type": "object", "required": ["agent", "password"], "additionalProperties": False,
+                    "properties": {"agent": {"type": "string"}, "password": {"type": "string"}}},
+              responses={"401": "wrong agent or password", "429": "too many wrong passwords for this agent"}),
+        route("DELETE", "/desk/api/session", "sign_out", "Sign out: ends the session"),
+        route("GET", "/desk/api/me", "me", "The agent's state, wrap-up left, tasks and pause reasons",
+              responses=signed_out),
+        route("GET", "/desk/api/phone", "phone",
+              "The WebRTC phone's registration: the edge's WSS address, SIP URI, user, realm and HA1",
+              responses={**signed_out, "404": "no browser phone for this agent (sip.webrtc, softphone)"}),
+        route("GET", "/desk/api/inbox", "inbox",
+              "The inbox's MQTT connection: the WebSocket path, the agent's MQTT user and password, the prefix",
+              responses={**signed_out, "404": "no MQTT broker, or no mqtt_password for this agent"}),
+        route("GET", "/desk/mqtt", "mqtt_socket",
+              "MQTT over WebSocket (subprotocol mqtt), relayed to the broker (which checks the agent's "
+              "credentials and ACL)", responses=signed_out),
+        route("GET", "/desk/api/events", "events", "Server-sent events: the agent's view on every change",
+              responses=signed_out),
+        route("POST", "/desk/api/state", "change_state", "The state button: available, pause, logout, wrapup-done",
+              body={"type": "object", "required": ["action"], "additionalProperties": False,
+                    "properties": {"action": {"type": "string", "enum": ["available", "pause", "logout", "wrapup-done"]},
+                                   "reason": {"type": "string"}, "channel": {"type": "string"}}},
+              responses={**signed_out, **stale}),
+        route("POST", "/desk/api/tasks/{task}", "task_action",
+              "Accept or reject a chat/email offered to the agent, or complete one it holds",
+              body={"type": "object", "required": ["action"], "additionalProperties": False,
+                    "properties": {"action": {"type": "string", "enum": ["accept", "reject", "complete"]}}},
+              responses={**signed_out, "409": "the task is not offered to / held by this agent: nothing changed"}),
+    )
+
+
 _TOKEN = (Param("token", "string", "the bearer token, for wall displays and EventSource that cannot send headers",
                 lambda v: v),)
 ROUTES: tuple[Route, ...] = (
@@ -147,6 +193,7 @@ ROUTES: tuple[Route, ...] = (
           params=_TOKEN),
     Route("GET", "/wallboard/events", "wallboard_events",
           "Server-sent events: a snapshot on every change, at least every second", params=_TOKEN),
+    *_desk_routes(),
 )
 
 
@@ -174,20 +221,35 @@ class Api:
         self.today = TodayFigures()
         self._today_cache: tuple[float, dict[str, st.QueueStats]] = (0.0, {})
         self.metrics_registry = Metrics(lambda: self.controller.live_state())
+        # the desk's routes answer 404 unless http.desk is set and the request came over its TLS
+        self.desk = DeskApi(controller, lambda: self.controller.cfg)
         app = web.Application(middlewares=[self._auth], client_max_size=BODY_MAX)
-        app.add_routes([web.get(r.path, getattr(self, r.handler)) if r.method == "GET"  # HEAD too, as before
-                        else web.route(r.method, r.path, getattr(self, r.handler)) for r in ROUTES])
+        app.add_routes([web.get(r.path, self._handler(r.handler)) if r.method == "GET"  # HEAD too, as before
+                        else web.route(r.method, r.path, self._handler(r.handler)) for r in ROUTES])
         self.app = app
         self.needs = {(r.method, r.path): r.role for r in ROUTES}
         self.params = {(r.method, r.path): r.params for r in ROUTES}
 
+    def _handler(self, name: str) -> Handler:
+        # "desk.sign_in": a DeskApi method; others are the Api's own
+        owner: Any = self
+        for part in name.split(".")[:-1]:
+            owner = getattr(owner, part)
+        return getattr(owner, name.rsplit(".", 1)[-1])  # type: ignore[no-any-return]
+
     async def start(self) -> None:
-        """Open the reader on the store and listen on the configured address (OSError if it cannot)."""
+        """Open the reader on the store and listen on the configured address, and the desk on its
+        HTTPS address (OSError if one cannot listen; RuntimeError naming the file if the desk's
+        certificate or key cannot be loaded)."""
         self.reader = ReportReader(self.controller.store.path)
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, self.cfg.host, self.cfg.port).start()
         log.info("api.listening", listen=self.cfg.listen)
+        if self.cfg.desk is not None:
+            desk = self.cfg.desk
+            await web.TCPSite(self.runner, desk.host, desk.port, ssl_context=ssl_context(desk)).start()
+            log.info("desk.listening", listen=f"https://{desk.listen}/desk")
 
     async def stop(self) -> None:
         """Stop listening (open event streams end) and close the reader."""

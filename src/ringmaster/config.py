@@ -164,6 +164,58 @@ class EdgeSecurity(Strict):
     scanner_user_agents: list[str] = Field(default_factory=lambda: list(DEFAULT_SCANNERS))
 
 
+class WebRtcConfig(Strict):
+    """Browser phones (the desk's WebRTC phone): the edge takes SIP over secure WebSocket
+    (RFC 7118) on `listen`, and rtpengine, started and supervised by the daemon, bridges the
+    browser's media (DTLS-SRTP, ICE, RFC 8827) to the workers' plain RTP (G.711), on its own
+    `rtp_ports`. certificate/key: PEM files for WSS (default: http.desk's)."""
+
+    listen: str = Field(default="127.0.0.1:8089", description="the edge's WSS address (HOST:PORT)")
+    certificate: str | None = Field(default=None, description="PEM certificate for WSS (default: http.desk's)")
+    key: str | None = Field(default=None, description="PEM key for WSS (default: http.desk's)")
+    rtp_ports: str = Field(default="30000-30999", pattern=r"^\d{4,5}-\d{4,5}$",
+                           description="rtpengine's media ports (both the browser's and the workers' side)")
+    control_port: int | None = Field(default=None, ge=1024, le=65535,
+                                     description="rtpengine's ng control port on loopback (default: listen port + 1)")
+    rtpengine: str = Field(default="/usr/bin/rtpengine", description="the rtpengine binary (Debian: rtpengine-daemon)")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, port = split_hostport(v)
+        _check_ip(host)
+        if port is None:
+            raise ValueError("expected HOST:PORT")
+        return v
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _rtp(cls, v: str) -> str:
+        lo, hi = (int(x) for x in v.split("-"))
+        if not 1024 <= lo < hi <= 65535 or hi - lo < 3:
+            raise ValueError("LOW-HIGH within 1024-65535, at least 4 ports")
+        return v
+
+    @property
+    def host(self) -> str:
+        return split_hostport(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        port = split_hostport(self.listen)[1]
+        assert port is not None
+        return port
+
+    @property
+    def rtp_range(self) -> tuple[int, int]:
+        lo, hi = (int(x) for x in self.rtp_ports.split("-"))
+        return lo, hi
+
+    @property
+    def ng_port(self) -> int:
+        return self.control_port or self.port + 1
+
+
 class SipConfig(Strict):
     listen: str = Field(default="127.0.0.1:5060", description="the edge's SIP address (UDP and TCP)")
     transports: list[Literal["udp", "tcp"]] = Field(default=["udp", "tcp"], min_length=1)
@@ -182,6 +234,7 @@ class SipConfig(Strict):
         "re-INVITE both so their RTP flows between them, not through a worker (Asterisk's "
         "direct_media, FreeSWITCH's bypass_media_after_bridge): talk time then costs the server "
         "only signalling. Both parties must reach each other's RTP address (no NAT between them)"))
+    webrtc: WebRtcConfig | None = Field(default=None, description="browser phones over WSS, media through rtpengine")
     send_pai: bool = Field(default=False, description=(
         "agent legs also carry the caller's identity in P-Asserted-Identity (RFC 3325; Asterisk's "
         "send_pai): only where the agents' side is a trust domain that honours it, e.g. a mobile "
@@ -344,11 +397,44 @@ class _Listening(Strict):
         return port
 
 
+PAUSE_REASON = r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$"
+
+
+class DeskConfig(_Listening):
+    """The agents' desk (/desk): a page served over HTTPS on its own listener, where an agent
+    signs in with their own password (desk_password, else their SIP password) and gets a session
+    cookie (HttpOnly, Secure, SameSite=Strict) that ends after `idle_minutes` without a request
+    or `session_hours` after sign-in, whichever comes first. Browsers give microphones and
+    WebRTC only to secure pages, hence TLS. certificate/key: PEM files (relative to the config
+    file); scripts/run-demo makes a self-signed pair for the demo."""
+
+    listen: str = Field(default="127.0.0.1:8443")
+    certificate: str = Field(description="PEM certificate (chain) file the desk presents")
+    key: str = Field(description="PEM private key file of the certificate")
+    idle_minutes: int = Field(default=60, ge=1, le=24 * 60, description="a session ends after this long unused")
+    session_hours: int = Field(default=12, ge=1, le=7 * 24, description="a session ends this long after sign-in")
+    pause_reasons: list[str] = Field(default_factory=lambda: ["break", "lunch", "training", "meeting"],
+                                     min_length=1, max_length=32,
+                                     description="the reasons an agent may pick when pausing at the desk")
+
+    @field_validator("pause_reasons")
+    @classmethod
+    def _reasons(cls, v: list[str]) -> list[str]:
+        for r in v:
+            if not re.match(PAUSE_REASON, r):
+                raise ValueError(f"pause reason {r[:40]!r}: 1-32 letters, digits, space, _ . -")
+        if len(set(v)) != len(v):
+            raise ValueError("pause reasons repeat")
+        return v
+
+
 class HttpConfig(_Listening):
-    """The HTTP API and /metrics. operator: read; supervisor: + agent states, recordings; admin: + reload."""
+    """The HTTP API and /metrics. operator: read; supervisor: + agent states, recordings; admin: + reload.
+    desk: the agents' desk page on its own HTTPS listener (None: no desk)."""
 
     listen: str = Field(default="127.0.0.1:8080")
     tokens: list[ApiToken] = Field(default_factory=list)
+    desk: DeskConfig | None = None
 
 
 class MqttClient(Strict):
@@ -536,6 +622,7 @@ class Config(Strict):
                       (f"http_endpoints.{name}.hmac_secret", e.hmac_secret)]
         for name, a in self.agents.items():
             found.append((f"agents.{name}.mqtt_password", a.mqtt_password))
+            found.append((f"agents.{name}.desk_password", a.desk_password))
             if a.softphone is not None:
                 found.append((f"agents.{name}.softphone.password", a.softphone.password))
         return [place for place, value in found if value and value.endswith("-change-me")]
@@ -655,6 +742,18 @@ def validate(src: Source, base_dir: Path) -> Config:
         raise ConfigInvalid(errors) from None
     cfg = cfg.model_copy(update={"paths": _resolve_paths(cfg.paths, base_dir),
                                  "storage": cfg.storage.model_copy(update={"path": str(base_dir / cfg.storage.path)})})
+    if cfg.sip.webrtc is not None:  # WSS's PEM files: its own, else the desk's (checked in _check_ports)
+        w = cfg.sip.webrtc
+        desk = cfg.http.desk if cfg.http is not None else None
+        cert = w.certificate or (desk.certificate if desk else None)
+        key = w.key or (desk.key if desk else None)
+        webrtc = w.model_copy(update={"certificate": str(base_dir / cert) if cert else None,
+                                      "key": str(base_dir / key) if key else None})
+        cfg = cfg.model_copy(update={"sip": cfg.sip.model_copy(update={"webrtc": webrtc})})
+    if cfg.http is not None and cfg.http.desk is not None:  # the desk's PEM files, relative to the config too
+        desk = cfg.http.desk.model_copy(update={"certificate": str(base_dir / cfg.http.desk.certificate),
+                                                "key": str(base_dir / cfg.http.desk.key)})
+        cfg = cfg.model_copy(update={"http": cfg.http.model_copy(update={"desk": desk})})
     errors = check_flows(cfg.flows, config_flow_refs(cfg), node_context(cfg), src)
     errors += _check_acd(cfg, src)
     errors += _check_ports(cfg, src)
@@ -859,4 +958,20 @@ def _check_ports(cfg: Config, src: Source) -> list[ConfigError]:
         errors.append(src.error(("workers", "sip_port_base"), f"workers' SIP ports {first}-{last} overlap the edge's {cfg.sip.listen}"))
     if lo <= last and first <= hi:
         errors.append(src.error(("workers", "rtp_ports"), f"RTP ports {lo}-{hi} overlap the workers' SIP ports {first}-{last}"))
+    wr = cfg.sip.webrtc
+    if wr is not None:
+        if wr.certificate is None or wr.key is None:
+            errors.append(src.error(("sip", "webrtc"), "sip.webrtc: WSS needs a certificate and key "
+                                                       "(its own, or http.desk's)"))
+        rlo, rhi = wr.rtp_range
+        if rlo <= hi and lo <= rhi:
+            errors.append(src.error(("sip", "webrtc", "rtp_ports"),
+                                    f"rtpengine's ports {rlo}-{rhi} overlap the workers' RTP ports {lo}-{hi}"))
+        if wr.port in (cfg.sip.port, wr.ng_port) or rlo <= wr.ng_port <= rhi:
+            errors.append(src.error(("sip", "webrtc", "listen"),
+                                    "sip.webrtc: the WSS port, rtpengine's control port and its media ports must differ "
+                                    "from each other and from the edge's"))
+    if cfg.http is not None and cfg.http.desk is not None and cfg.http.desk.listen == cfg.http.listen:
+        errors.append(src.error(("http", "desk", "listen"), f"http.desk.listen: the desk needs its own address, "
+                                                            f"not the API's {cfg.http.listen}"))
     return errors

@@ -20,6 +20,7 @@ from ringmaster.config import Config
 from ringmaster.edge import Edge, events_port
 from ringmaster.edge.events import EdgeEvents
 from ringmaster.edge.loadcheck import LoadReconciler
+from ringmaster.edge.rtpengine import RtpEngine
 from ringmaster.flows import DialPlan
 from ringmaster.flows.interpreter import FlowRun
 from ringmaster.legaudit import LegAudit, MissingLeg, UnknownLeg
@@ -52,6 +53,8 @@ class Controller:
         self.pool = WorkerPool(specs, self.on_worker_event, self.on_worker_lost,
                                restart_delay=w.restart_delay, warm=w.count, spawn=w.spawn)
         self.edge = Edge(cfg, specs[:w.count], config_file)
+        # browser phones' media relay (sip.webrtc): started before the edge, which drives it
+        self.rtpengine = RtpEngine(cfg) if cfg.sip.webrtc is not None else None
         self.pool_plan = PoolPlan([s.name for s in specs], warm=w.count, spare=w.spare, idle_retire=w.idle_retire)
         self._pool_task: asyncio.Task[None] | None = None
         self.spawning: set[str] = set()
@@ -119,6 +122,8 @@ class Controller:
         await self.pool.start()
         if self.reg_agent is not None:
             await self.reg_agent.start()
+        if self.rtpengine is not None:
+            await self.rtpengine.start()
         await self.edge.start()
         self.edge_events.start()
         self.mwi.start()
@@ -178,6 +183,8 @@ class Controller:
         for s in self.live_sessions():
             s.fail("shutdown")
         await self.edge.stop()
+        if self.rtpengine is not None:
+            await self.rtpengine.stop()
         if self.router is not None:
             await self.router.stop()
         if self.broker is not None:
@@ -720,6 +727,23 @@ class Controller:
                 "mqtt": self.mqtt_status(),
                 "mwi": self.mwi.status(),
                 "store": self.store.status()}
+
+    def task_card(self, task_id: str) -> dict[str, Any] | None:
+        """The customer card of a task in the ACD (the desk shows it to the agent offered or
+        holding it): channel, queue, caller, enqueued_at (epoch s), and for a call the IVR's
+        variables, for a chat or email the task's data. None when the ACD has no such task."""
+        engine = self.acd.engine if self.acd is not None else None
+        task = engine.tasks.get(task_id) if engine is not None else None
+        if task is None:
+            return None
+        card: dict[str, Any] = {"task": task.id, "channel": task.channel, "queue": task.queue,
+                                "caller": task.caller, "enqueued_at": task.enqueued_at}
+        if task.channel == "voice":
+            session = next((s for s in self.live_sessions() if s.call_id == task_id), None)
+            card["variables"] = dict(session.run.variables) if session is not None and session.run is not None else {}
+        else:
+            card["data"] = dict(task.data)
+        return card
 
     def live_state(self) -> live.LiveState:
         """What is true now, as typed read-only values (ringmaster.live): the API, the wallboard

@@ -47,13 +47,14 @@ def channel_state(a: AgentState, channel: str, now: float) -> ChannelState:
 
 @dataclass(frozen=True)
 class LiveChannel:
-    """An agent on one channel: its state, capacity (tasks at once) and the task ids it holds
-    and is offered."""
+    """An agent on one channel: its state, capacity (tasks at once), the task ids it holds
+    and is offered, and when its wrap-up ends (epoch seconds)."""
 
     state: ChannelState
     capacity: int
     holding: tuple[str, ...]
     offered: tuple[str, ...]
+    wrapup_until: float = 0.0  # epoch seconds; past: not wrapping up
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ class LiveAgent:
         return cls(a.id, a.status(now), a.logged_in, a.paused, a.registered,
                    {ch: LiveChannel(channel_state(a, ch, now), a.capacity(ch),
                                     tuple(sorted(t for t, c in a.holding.items() if c == ch)),
-                                    tuple(sorted(t for t, c in a.offered.items() if c == ch)))
+                                    tuple(sorted(t for t, c in a.offered.items() if c == ch)),
+                                    a.wrapup_until.get(ch, 0.0))
                     for ch in CHANNELS})
 
 

@@ -40,6 +40,12 @@ KNOWN_IDS = 200_000
 STATE_COALESCE = 0.05  # agent states go out at most this late, one message for a burst of changes  # queue stats are published at most this often per queue
 
 
+def _one_field(text: str) -> str:
+    """text as one task_log data field: its `|` would split the queue_log line, and a line break
+    the export's line (shown as the Unicode symbols for them)."""
+    return text.replace("|", "\u00a6").replace("\r\n", "\n").replace("\n", "\u2424").replace("\r", "\u2424")
+
+
 class TaskRouter:
     def __init__(self, acd: AcdRuntime, store: Store, link: MqttLink | None, clock: Any = time.time):
         self.acd = acd
@@ -177,6 +183,33 @@ class TaskRouter:
             self.acd.apply(self.engine.call_ended(task_id, "caller", now))
         elif msg.command == "transfer":
             self._transfer(task_id, msg.queue)
+        elif msg.command == "message":
+            # the customer wrote: to the agent holding the conversation, on its offers topic
+            if task.agent is None:
+                raise BadPayload(f"task {task_id!r} is not assigned: nobody reads it yet")
+            if not msg.text:
+                raise BadPayload("message needs text", "text")
+            self._message(task_id, task.queue, task.channel, task.agent, "customer", msg.text, msg.name)
+
+    def _message(self, task_id: str, queue: str, channel: str, agent: str, sender: str, text: str,
+                 name: str = "") -> None:
+        """One line of a conversation: stored (task_log MESSAGE: sender, text) and sent on, the
+        customer's to the agent's offers topic, the agent's to the task's events."""
+        now = self.clock()
+        self.store.task_event(now, task_id, queue, agent, "MESSAGE", (sender, _one_field(text)), channel)
+        payload = {"event": "message", "task": task_id, "from": sender, "text": text, "channel": channel}
+        if sender == "customer":
+            self._publish(f"agents/{agent}/offers", payload | {"name": name})
+        else:
+            self._task_event(task_id, "message", **{k: v for k, v in payload.items() if k not in ("event", "task")},
+                             agent=agent)
+
+    def agent_command(self, agent: str, msg: AgentCommand) -> None:
+        """An agent's command from its desk (ringmaster.desk), checked exactly as one on its MQTT
+        topic; BadPayload with the reason when it cannot be applied (nothing changes then)."""
+        if agent not in self.engine.agents:
+            raise BadPayload(f"unknown agent {agent!r}")
+        self._agent_command(agent, msg)
 
     def _agent_command(self, agent: str, msg: AgentCommand) -> None:
         now = self.clock()
@@ -201,10 +234,20 @@ class TaskRouter:
                 self.acd.apply(self.engine.ring_answered(msg.task, agent, now))
             else:
                 self.acd.apply(self.engine.ring_failed(msg.task, agent, now, "rejected"))
-        elif msg.command in ("complete", "transfer"):
+        elif msg.command in ("complete", "transfer", "reply"):
             if msg.task not in st.holding:
                 raise BadPayload(f"task {msg.task!r} is not held by agent {agent!r}")
-            if msg.command == "complete":
+            task = self.engine.tasks[msg.task]
+            if msg.command == "reply":
+                if not msg.text:
+                    raise BadPayload("reply needs text", "text")
+                self._message(msg.task, task.queue, task.channel, agent, "agent", msg.text)
+            elif msg.command == "complete":
+                if msg.code or msg.notes:  # the agent's wrap-up, kept with the task's events
+                    self.store.task_event(now, msg.task, task.queue, agent, "WRAPUP",
+                                          (_one_field(msg.code), _one_field(msg.notes)), task.channel)
+                    self._task_event(msg.task, "wrapup", agent=agent, code=msg.code, notes=msg.notes,
+                                     channel=task.channel)
                 self.acd.apply(self.engine.call_ended(msg.task, "agent", now))
             else:
                 self._transfer(msg.task, msg.queue)

@@ -27,13 +27,15 @@ class Browser:
         self._ids = itertools.count(1)
         self._profile = tempfile.mkdtemp(prefix="ringmaster-chromium-")
 
-    async def open(self, url: str, width: int = 1600, height: int = 900) -> Browser:
+    async def open(self, url: str, width: int = 1600, height: int = 900, args: tuple[str, ...] = ()) -> Browser:
+        """Start Chromium on `url`; args: more command-line flags (the desk's tests: a
+        self-signed certificate, fake microphone and camera)."""
         exe = shutil.which("chromium") or "/usr/bin/chromium"
         self.proc = subprocess.Popen(
             [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={self._profile}", f"--remote-debugging-port={self.port}",
-             "--remote-debugging-address=127.0.0.1", f"--window-size={width},{height}", url],
+             "--remote-debugging-address=127.0.0.1", f"--window-size={width},{height}", *args, url],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             # Chromium's own temporary files (/tmp/org.chromium.Chromium.*) go inside the
             # profile, which close() removes: each run used to leave one in /tmp
@@ -62,9 +64,28 @@ class Browser:
                     raise RuntimeError(f"{method}: {msg['error']}")
                 return msg.get("result", {})
 
-    async def js(self, expression: str) -> Any:
-        res = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+    async def js(self, expression: str, wait: bool = False) -> Any:
+        """The expression's value (JSON-able); wait: await it when it is a promise."""
+        res = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=wait,
+                              userGesture=True)  # a click from a test counts as the user's (autoplay, audio)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"page script failed: {res['exceptionDetails'].get('exception', {}).get('description')}")
         return res.get("result", {}).get("value")
+
+    async def until(self, expression: str, timeout: float = 5.0) -> Any:
+        """Poll `expression` until it is truthy; its value. AssertionError naming it after `timeout` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        value = None
+        while loop.time() < deadline:
+            try:
+                value = await self.js(expression)
+            except RuntimeError as exc:  # the page is still loading (its elements are not there yet)
+                value = exc
+            if value and not isinstance(value, Exception):
+                return value
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{expression!r} still {value!r} after {timeout}s")
 
     async def screenshot(self, path: Path) -> Path:
         res = await self.call("Page.captureScreenshot", format="png")

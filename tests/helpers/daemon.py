@@ -49,6 +49,22 @@ class Ports:
         return f"{self.base + 100}-{self.base + 199}"
 
     @property
+    def wss(self) -> int:
+        """The edge's WSS port for browser phones (sip.webrtc)."""
+        return self.base + 4
+
+    @property
+    def rtpengine_ng(self) -> int:
+        """rtpengine's control port."""
+        return self.base + 5
+
+    @property
+    def rtpengine(self) -> str:
+        """rtpengine's media ports: the spare range (tests with browser phones keep worker RTP
+        at base+100..199)."""
+        return self.rtp_spare
+
+    @property
     def rtp_spare(self) -> str:
         """Worker RTP for tests whose agent phones take base+100..+199: still inside this block
         (base+200..299 used to be written by hand and was the next block, the other xdist

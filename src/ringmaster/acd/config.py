@@ -87,6 +87,9 @@ class AgentConfig(_Strict):
     presence: PresenceProfile | None = Field(default=None, description="this agent's own presence settings")
     mqtt_password: str | None = Field(default=None, min_length=8, pattern=r"^[^\x00-\x1f\x7f]+$",
                                       description="the agent's MQTT password (user name: the agent's id) for the embedded broker")
+    desk_password: str | None = Field(default=None, min_length=8, pattern=r"^[^\x00-\x1f\x7f]+$",
+                                      description="the agent's password at the desk (http.desk); default: the "
+                                                  "softphone's SIP password")
 
     @model_validator(mode="after")
     def _reachable(self) -> AgentConfig:

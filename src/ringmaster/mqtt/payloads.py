@@ -20,11 +20,15 @@ MAX_BYTES = 64_000
 TASK_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,100}$")
 NAME = PLAIN_NAME.pattern  # queue and skill names, as in the config
 PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"  # reasons end up in state messages and the store
+# chat lines and wrap-up notes: lines and tabs, no other control bytes
+TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+TEXT_MAX = 4000
 # due times: from the epoch to 2100-01-01; anything else is a typo or an attack (inf, 1e300)
 DUE_MIN, DUE_MAX = 0.0, 4_102_444_800.0
 
-AGENT_COMMANDS = ("login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer")
-TASK_COMMANDS = ("cancel", "transfer", "complete")
+AGENT_COMMANDS = ("login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer",
+                  "reply")
+TASK_COMMANDS = ("cancel", "transfer", "complete", "message")
 
 
 class BadPayload(Exception):
@@ -94,17 +98,23 @@ class NewTask(_Payload):
 
 
 class AgentCommand(_Payload):
-    command: Literal["login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer"]
+    command: Literal["login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer",
+                     "reply"]
     reason: str = Field(default="", max_length=64, pattern=PLAIN_TEXT)
     task: str | None = Field(default=None, pattern=TASK_ID.pattern)
     channel: Literal["voice", "chat", "email"] | None = None
     queue: str | None = Field(default=None, pattern=NAME)
+    text: str = Field(default="", max_length=TEXT_MAX, pattern=TEXT, description="reply: the agent's message")
+    code: str = Field(default="", max_length=64, pattern=PLAIN_TEXT, description="complete: the wrap-up code")
+    notes: str = Field(default="", max_length=TEXT_MAX, pattern=TEXT, description="complete: the wrap-up notes")
 
 
 class TaskCommand(_Payload):
-    command: Literal["cancel", "transfer", "complete"]
+    command: Literal["cancel", "transfer", "complete", "message"]
     queue: str | None = Field(default=None, pattern=NAME)
     reason: str = Field(default="", max_length=64, pattern=PLAIN_TEXT)
+    text: str = Field(default="", max_length=TEXT_MAX, pattern=TEXT, description="message: the customer's message")
+    name: str = Field(default="", max_length=64, pattern=PLAIN_TEXT, description="message: who wrote it")
 
 
 def parse(model: type[_Payload], raw: bytes) -> Any:
