@@ -170,6 +170,7 @@ def test_check_warns_of_a_mobile_agent_without_trunk_and_of_ring_all_behind_a_ch
     from ringmaster.config import trunk_warnings
 
     (tmp_path / "prompts").mkdir()
+    write_tone(tmp_path / "prompts" / "please-hold.wav", 440, 1.0)
     f = tmp_path / "sip.yaml"
     f.write_text(BASE.replace("mobile_trunk: carrier", "mobile_trunk: ''"))
     assert trunk_warnings(load_config(f)) == [
