@@ -265,7 +265,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
         return 0
     for e in reply.get("errors", [reply.get("error", "?")]):
         print(e, file=sys.stderr)
-    print("reload rejected: nothing changed, the previous config stays live", file=sys.stderr)
+    print("reload rejected: nothing changed, the previous plan stays live", file=sys.stderr)
     return 1
 
 
