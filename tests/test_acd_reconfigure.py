@@ -156,7 +156,7 @@ def test_random_member_and_queue_changes_never_double_book_and_keep_the_index_tr
         queues = list(e.queues)
         out: list = []
         if roll < 0.2:
-            out = e.enqueue(f"c{step}", rng.choice(queues), now)
+            out = e.enqueue(f"c{step}", rng.choice(queues), now, channel=rng.choice(["voice", "voice", "chat"]))
         elif roll < 0.4 and any(c.ringing for c in e.tasks.values()):
             call = rng.choice([c for c in e.tasks.values() if c.ringing])
             agent = rng.choice(list(call.ringing))

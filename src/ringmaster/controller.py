@@ -591,6 +591,13 @@ class Controller:
         if self.acd is not None and self.members is not None:
             self.acd.reconfigure(self.cfg, queues, drain)
             self.members.prune(self.cfg)
+            from ringmaster.acd.config import routing_warnings
+
+            for w in routing_warnings(queues, self.cfg.agents):
+                log.warning("acd.queue_unstaffed", detail=w)
+            # a softphone the reload added may have registered already (or a renamed one):
+            # the registrar's table says who is reachable
+            self._background_task(self._sync_registrations(), "registrations-sync")
         # the new plan's prompts are converted in a thread, not on the event loop
         try:
             asyncio.get_running_loop().run_in_executor(None, prompts.prewarm, self.cfg)

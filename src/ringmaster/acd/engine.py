@@ -350,6 +350,7 @@ class QueueEngine:
         if task.agent is not None:
             self._release(self.agents[task.agent], task, now)
             out.append(AgentChanged(task.agent))
+            self._forget_agent_if_free(task.agent)
         out.append(QueueLog(now, call_id, task.queue, agent, "TRANSFER",
                             (queue, "", round(hold), round(talk), task.original_position), task.channel))
         self._remove(task)
@@ -703,9 +704,13 @@ class QueueEngine:
             out += self._set_agent(name, spec, presence.get(name) or PresenceProfile(), now)
         for name, qspec in queues.items():
             out += self._set_queue(name, qspec, now)
+        moved: list[tuple[QueuedTask, str]] = []
         for name in sorted(set(self.queues) - set(queues)):
-            out += self._remove_queue(name, (drain or {}).get(name), now)
+            out += self._remove_queue(name, (drain or {}).get(name), now, moved)
         self._reindex()
+        for task, target in moved:  # chats and emails of a drained queue, once the index is whole again
+            out += self.enqueue(task.id, target, now, priority=task.priority, caller=task.caller, skills=task.skills,
+                                channel=task.channel, due=task.due, data=task.data)
         for q in self.queues.values():
             for task in q.waiting:
                 if task.agent is None:
@@ -839,7 +844,8 @@ class QueueEngine:
             self._touch(agent)
         return out
 
-    def _remove_queue(self, name: str, target: str | None, now: float) -> list[Action]:
+    def _remove_queue(self, name: str, target: str | None, now: float,
+                      moved: list[tuple[QueuedTask, str]]) -> list[Action]:
         out: list[Action] = []
         q = self.queues[name]
         for task in list(q.waiting):
@@ -853,8 +859,7 @@ class QueueEngine:
                 out.append(LeaveQueue(task.id, name, "drained", Overflow(queue=target)))
             else:
                 assert target is not None  # reconfigure_problems: tasks wait only where a drain is named
-                out += self.enqueue(task.id, target, now, priority=task.priority, caller=task.caller,
-                                    skills=task.skills, channel=task.channel, due=task.due, data=task.data)
+                moved.append((task, target))  # re-enters `target` in reconfigure
         del self.queues[name]
         self.strategies.pop(name, None)
         self._member_at.pop(name, None)
@@ -862,6 +867,9 @@ class QueueEngine:
         self._dirty.discard(name)
         for ch in CHANNELS:
             self._free.pop((name, ch), None)
+        for agent in self.by_agent.values():  # the index forgets it now: _refresh must not look for it
+            if name in agent:
+                agent.remove(name)
         return out
 
     def _reindex(self) -> None:
