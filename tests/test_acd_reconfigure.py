@@ -203,3 +203,37 @@ def test_random_member_and_queue_changes_never_double_book_and_keep_the_index_tr
             if c.agent is None:
                 assert c.queue in e.queues, (step, c.id)  # nobody waits in a queue that is gone
     assert connected
+
+
+def test_member_changes_record_only_what_differs_from_the_yaml():
+    from ringmaster.acd.members import MemberChange, change_for, effective_queue, members_view, stale
+
+    yaml_q = qcfg(members=["a", {"agent": "b", "tier": 2}])
+    changes: dict[tuple[str, str], MemberChange] = {}
+
+    def do(agent: str, action: str, tier: int | None = None, at: float = 0.0) -> MemberChange | None:
+        c = change_for(yaml_q, "q", changes, agent, action, tier, at, "test")
+        if c is None:
+            changes.pop(("q", agent), None)
+        else:
+            changes[("q", agent)] = c
+        return c
+
+    assert do("c", "add", 3, at=1.0) == MemberChange("q", "c", 3, False, 1.0, "test")
+    assert do("a", "remove") == MemberChange("q", "a", None, True, 0.0, "test")  # a YAML member: recorded
+    assert [(m.agent, m.tier) for m in effective_queue(yaml_q, "q", changes).members] == [("b", 2), ("c", 3)]
+    assert do("c", "remove") is None and ("q", "c") not in changes  # added at run time: nothing left to record
+    assert do("a", "add", 1) is None and not changes.get(("q", "a"))  # back as the YAML has it
+    assert do("b", "tier", 5) is not None and do("b", "tier", 2) is None  # back to the YAML's tier
+    assert changes == {}
+    with pytest.raises(ValueError, match="already a member"):
+        do("a", "add")
+    with pytest.raises(ValueError, match="not a member"):
+        do("z", "remove")
+    do("z", "add", 1, at=2.0)
+    assert [v.as_dict() for v in members_view(yaml_q, "q", changes)][-1] == {"agent": "z", "tier": 1, "dynamic": True}
+    # a change naming an agent or queue that is gone, or removing a member the YAML dropped, is stale
+    changes[("gone", "a")] = MemberChange("gone", "a", 1)
+    changes[("q", "x")] = MemberChange("q", "x", None, True)
+    assert {(c.queue, c.agent) for c in stale({"q": yaml_q}, agents("a", "b", "z", "x"), changes)} == {
+        ("gone", "a"), ("q", "x")}

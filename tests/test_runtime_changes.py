@@ -104,6 +104,25 @@ async def test_member_added_by_api_reaches_the_waiting_caller_and_is_kept_across
     assert members(d) == [{"agent": "alice", "tier": 1, "dynamic": False}, {"agent": "bob", "tier": 2, "dynamic": True}]
     out = cli(d, "queue", "members", "sales")
     assert out.returncode == 0 and "bob" in out.stdout and "dynamic" in out.stdout, out.stdout + out.stderr
+    # bad requests are answered with the reason and change nothing
+    for method, path, body, why in (
+            ("POST", "/api/queues/sales/members", {"agent": "nosuch"}, b"unknown agent 'nosuch'"),
+            ("POST", "/api/queues/nosuch/members", {"agent": "bob"}, b"unknown queue 'nosuch'"),
+            ("POST", "/api/queues/sales/members", {"agent": "alice", "tier": 10}, b"tier: a whole number 1-9"),
+            ("POST", "/api/queues/sales/members/bob", {"tier": 0}, b"tier: a whole number 1-9"),
+            ("POST", "/api/queues/sales/members/bob", {"tier": True}, b"tier: a whole number 1-9"),
+            ("POST", "/api/queues/sales/members/bob", {"tier": 3, "x": 1}, b"fields: tier"),
+            ("POST", "/api/queues/sales/members", {"agent": ["bob"]}, b"agent:"),
+            ("POST", "/api/queues/sales/members", b"[" * 5000, b"body:"),
+            ("DELETE", "/api/queues/sales/members/carol", None, b"not a member"),
+            ("POST", "/api/reload", {"drain": "everything"}, b"drain:")):
+        code, _, answer = http(d, method, path, "admin", body)
+        assert code == 400 and why in answer, (path, body, code, answer)
+    assert http(d, "DELETE", "/api/queues/sales/members/bob", None)[0] == 401
+    out = cli(d, "queue", "add", "sales", "nosuch")
+    assert out.returncode == 1 and "unknown agent 'nosuch'" in out.stderr, out.stderr
+    assert members(d) == [{"agent": "alice", "tier": 1, "dynamic": False}, {"agent": "bob", "tier": 2, "dynamic": True}]
+    assert d.proc.poll() is None
 
 
 async def test_member_removed_on_a_call_keeps_it_and_is_offered_nothing_more_from_that_queue(daemon_factory):
