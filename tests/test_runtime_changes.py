@@ -114,7 +114,7 @@ async def test_member_added_by_api_reaches_the_waiting_caller_and_is_kept_across
             ("POST", "/api/queues/sales/members/bob", {"tier": 3, "x": 1}, b"fields: tier"),
             ("POST", "/api/queues/sales/members", {"agent": ["bob"]}, b"agent:"),
             ("POST", "/api/queues/sales/members", b"[" * 5000, b"body:"),
-            ("DELETE", "/api/queues/sales/members/carol", None, b"not a member"),
+            ("DELETE", "/api/queues/sales/members/carol", None, b"unknown agent 'carol'"),
             ("POST", "/api/reload", {"drain": "everything"}, b"drain:")):
         code, _, answer = http(d, method, path, "admin", body)
         assert code == 400 and why in answer, (path, body, code, answer)
@@ -222,6 +222,8 @@ async def test_removing_a_queue_with_a_caller_waiting_is_refused_then_drained_to
         out = cli(d, "reload")
         assert out.returncode == 1, out.stdout + out.stderr
         assert "queue 'support' is removed but 1 caller wait in it" in out.stderr, out.stderr
+        line = next(i for i, t in enumerate(d.config_path.read_text().splitlines(), 1) if t.startswith("queues:"))
+        assert out.stderr.startswith(f"{d.config_path}:{line}:1: queues: "), out.stderr  # file:line of the section
         assert "nothing changed" in out.stderr
         st = d.status()
         assert st["queues"]["support"]["waiting"] == 1 and "support" in st["queues"]

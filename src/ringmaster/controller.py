@@ -543,11 +543,13 @@ class Controller:
         rebuilt (sip, workers, storage, paths, http, the broker's address) change at a restart
         (listed in "needs_restart").
         """
-        from ringmaster.config import load_config
+        from ringmaster import yamlsource
+        from ringmaster.config import validate
         from ringmaster.yamlsource import ConfigInvalid
 
         try:
-            cfg = load_config(self.config_file)
+            src = yamlsource.load(self.config_file)  # as config.load_config, keeping the positions
+            cfg = validate(src, base_dir=Path(self.config_file).resolve().parent)
             plan = DialPlan(cfg)
         except ConfigInvalid as exc:
             errors = [str(e) for e in exc.errors]
@@ -566,12 +568,13 @@ class Controller:
         if self.acd is None:
             # no ACD runs (the daemon started without queues): agents and queues come at a restart
             if cfg.queues or cfg.agents != self.cfg.agents or cfg.profiles != self.cfg.profiles:
-                errors.append(f"{self.config_file}: queues: the daemon started without queues: restart ringmaster "
-                              "to add queues and agents")
+                errors.append(str(src.error(("queues",), "queues: the daemon started without queues: restart "
+                                            "ringmaster to add queues and agents", key=True)))
         else:
             assert self.members is not None
             queues = self.members.effective(cfg)
-            errors += [f"{self.config_file}: queues: {p}"
+            # the problem is what the file no longer has: it is named at the queues section
+            errors += [str(src.error(("queues",), f"queues: {p}", key=True))
                        for p in self.acd.engine.reconfigure_problems(queues, cfg.agents, drain)]
         if errors:
             for e in errors:
