@@ -237,3 +237,15 @@ def test_member_changes_record_only_what_differs_from_the_yaml():
     changes[("q", "x")] = MemberChange("q", "x", None, True)
     assert {(c.queue, c.agent) for c in stale({"q": yaml_q}, agents("a", "b", "z", "x"), changes)} == {
         ("gone", "a"), ("q", "x")}
+
+
+def test_a_changed_profile_gives_the_agent_its_new_chat_capacity_at_once():
+    from ringmaster.acd.config import PresenceProfile
+
+    e = QueueEngine({"q": qcfg(members=["a"])}, agents("a"), presence={"a": PresenceProfile(capacity={"chat": 1})})
+    e.agent_login("a", now=1)
+    assert rings(e.enqueue("t1", "q", now=2, channel="chat"))[0].agents == ("a",)
+    assert rings(e.enqueue("t2", "q", now=3, channel="chat")) == []  # one chat at a time
+    out = e.reconfigure({"q": qcfg(members=["a"])}, agents("a"), {"a": PresenceProfile(capacity={"chat": 2})}, now=4)
+    assert [r.call_id for r in rings(out)] == ["t2"]  # the offer in flight stays, a second one goes out
+    assert e.agents["a"].offered == {"t1": "chat", "t2": "chat"}
