@@ -566,10 +566,11 @@ class Controller:
         errors = []
         queues: dict[str, Any] = {}
         if self.acd is None:
-            # no ACD runs (the daemon started without queues): agents and queues come at a restart
-            if cfg.queues or cfg.agents != self.cfg.agents or cfg.profiles != self.cfg.profiles:
+            # no ACD runs (the daemon started without queues): queues come at a restart; agents
+            # without queues (softphones, voicemail boxes) apply like the rest
+            if cfg.queues:
                 errors.append(str(src.error(("queues",), "queues: the daemon started without queues: restart "
-                                            "ringmaster to add queues and agents", key=True)))
+                                            "ringmaster to add queues", key=True)))
         else:
             assert self.members is not None
             queues = self.members.effective(cfg)
