@@ -54,7 +54,8 @@ class Membership:
 
     def effective(self, cfg: Config) -> dict[str, QueueConfig]:
         """The config's queues with the run-time changes of their members applied."""
-        live = {k: c for k, c in self.changes.items() if c not in m.stale(cfg.queues, cfg.agents, self.changes)}
+        gone = {(c.queue, c.agent) for c in m.stale(cfg.queues, cfg.agents, self.changes)}
+        live = {k: c for k, c in self.changes.items() if k not in gone}
         return m.effective_queues(cfg.queues, live)
 
     def command(self, cfg: Config, queue: str, agent: str, action: str, tier: Any = None, by: str = "") -> dict[str, Any]:
