@@ -750,9 +750,20 @@ class QueueEngine:
     def set_members(self, queue: str, members: list[Any], now: float) -> list[Action]:
         """Replace the queue's members (a list of acd.config.Member) and offer what can be
         offered now."""
+        before = {m.agent for m in self.queues[queue].spec.members}
         spec = self.queues[queue].spec.model_copy(update={"members": list(members)})
         out = self._set_queue(queue, spec, now)
-        self._reindex()
+        # only this queue's members moved: the index changes for them alone (not agents x queues)
+        after = {m.agent for m in spec.members}
+        for agent in before - after:
+            if queue in self.by_agent.get(agent, ()):
+                self.by_agent[agent].remove(queue)
+            for ch in CHANNELS:
+                self._free[(queue, ch)].discard(agent)
+        for agent in after - before:
+            if agent in self.by_agent and queue not in self.by_agent[agent]:
+                self.by_agent[agent].append(queue)
+            self._touch(agent)
         for task in self.queues[queue].waiting:
             if task.agent is None:
                 out += self._diagnose_task(task)
