@@ -1,7 +1,8 @@
 """QueueEngine: the ACD and task router as a sans-IO state machine.
 
 Events in (a call or a chat/email task enqueued, an agent answered/accepted or did not, a task
-ended, an agent logged in, paused or registered, the clock moved), actions out (ring or offer
+ended, an agent logged in, paused or registered, the clock moved, the queues or agents changed:
+a reload, a member added or removed), actions out (ring or offer
 to these agents, cancel those offers, bridge/assign, leave the queue for an overflow target,
 announce the position, write a queue event). Calls, chats and emails share the queues,
 strategies, skills and priorities, and one presence per agent: every offer reserves its agents
