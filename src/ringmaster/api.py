@@ -186,8 +186,29 @@ ROUTES: tuple[Route, ...] = (
           body={"type": "object", "required": ["action"], "additionalProperties": False,
                 "properties": {"action": {"type": "string", "enum": [a.value for a in AgentAction]},
                                "reason": {"type": "string", "maxLength": REASON_MAX}}}),
-    Route("POST", "/api/reload", "reload", "Validate the config file and switch to its plan (422 with the errors if invalid)",
-          role="admin", responses={"422": "the config is invalid: the previous plan stays live"}),
+    Route("POST", "/api/reload", "reload",
+          "Validate the config file and apply it to the running daemon (dial plan, agents, queues, profiles, "
+          "skills, schedules, MQTT users); 422 with the errors (file:line) if invalid or if a change cannot be "
+          "made, and then nothing changes. drain: a removed queue's waiting callers go to the named queue",
+          role="admin", body={"type": "object", "additionalProperties": False,
+                              "properties": {"drain": {"type": "object", "additionalProperties": {"type": "string"},
+                                                       "description": "removed queue -> queue of the new config"}}},
+          responses={"422": "the config is invalid or cannot be applied: nothing changed"}),
+    Route("GET", "/api/queues/{queue}/members", "members", "The queue's members now: agent, tier, dynamic "
+          "(added or re-tiered at run time, kept across restarts)", responses={"404": "no such queue"}),
+    Route("POST", "/api/queues/{queue}/members", "member_add",
+          "AddQueueMember: the agent serves the queue from now on (kept across restarts)", role="supervisor",
+          body={"type": "object", "required": ["agent"], "additionalProperties": False,
+                "properties": {"agent": {"type": "string"},
+                               "tier": {"type": "integer", "minimum": 1, "maximum": 9,
+                                        "description": "1 rings first (Asterisk's penalty); default 1"}}}),
+    Route("POST", "/api/queues/{queue}/members/{agent}", "member_tier",
+          "QueueMemberPenalty: set the member's tier (kept across restarts)", role="supervisor",
+          body={"type": "object", "required": ["tier"], "additionalProperties": False,
+                "properties": {"tier": {"type": "integer", "minimum": 1, "maximum": 9}}}),
+    Route("DELETE", "/api/queues/{queue}/members/{agent}", "member_remove",
+          "RemoveQueueMember: no new offers from this queue; a call in hand goes on (kept across restarts)",
+          role="supervisor"),
     *_voicemail_routes(),
     Route("GET", "/wallboard", "wallboard", "The live wallboard page (token in ?token= for wall displays)",
           params=_TOKEN),
@@ -401,8 +422,50 @@ class Api:
         return _json(result)
 
     async def reload(self, request: web.Request) -> web.Response:
-        result = self.controller.reload()
+        raw = await request.read()
+        body = await self._body(request) if raw.strip() else {}
+        if set(body) - {"drain"}:
+            raise _bad(f"unknown field(s) {sorted(set(body) - {'drain'})[:5]}; fields: drain")
+        drain = body.get("drain", {})
+        if not isinstance(drain, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in drain.items()):
+            raise _bad("drain: an object of removed queue -> queue of the new config")
+        result = self.controller.reload(drain or None)
+        log.info("api.reload", reloaded=result.get("reloaded"), drain=drain or None, token=request["token"].name)
         return _json(result, status=200 if result.get("reloaded") else 422)
+
+    # ------------------------------------------------------------ queue members at run time
+
+    async def members(self, request: web.Request) -> web.Response:
+        queue = request.match_info["queue"]
+        view = self.controller.members.view(self.controller.cfg) if self.controller.members is not None else {}
+        if queue not in view:
+            raise _error(web.HTTPNotFound, f"no queue {queue!r}")
+        return _json({"queue": queue, "members": view[queue]})
+
+    def _member(self, request: web.Request, agent: str, action: str, tier: Any = None) -> web.Response:
+        result = self.controller.member_command(request.match_info["queue"], agent, action, tier,
+                                                by=request["token"].name)
+        if result.get("error"):
+            raise _bad(result["error"])
+        return _json(result)
+
+    async def member_add(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if set(body) - {"agent", "tier"}:
+            raise _bad(f"unknown field(s) {sorted(set(body) - {'agent', 'tier'})[:5]}; fields: agent, tier")
+        agent = body.get("agent")
+        if not isinstance(agent, str):
+            raise _bad("agent: the agent's name in the config's agents")
+        return self._member(request, agent, "add", body.get("tier"))
+
+    async def member_tier(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if set(body) != {"tier"}:
+            raise _bad("fields: tier (1-9)")
+        return self._member(request, request.match_info["agent"], "tier", body["tier"])
+
+    async def member_remove(self, request: web.Request) -> web.Response:
+        return self._member(request, request.match_info["agent"], "remove")
 
     # ------------------------------------------------------------ voicemail
 

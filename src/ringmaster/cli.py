@@ -1,4 +1,4 @@
-"""`ringmaster` command line: run, check, status, reload, schedule, agent, recording, simulate,
+"""`ringmaster` command line: run, check, status, reload, queue, schedule, agent, recording, simulate,
 graph, schema, calls, events, tasks, stats, voicemail."""
 
 from __future__ import annotations
@@ -102,7 +102,15 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
         return await controller.status()
 
     async def reload(req):  # type: ignore[no-untyped-def]
-        return controller.reload()
+        drain = req.get("drain")
+        if drain is not None and (not isinstance(drain, dict)
+                                  or not all(isinstance(k, str) and isinstance(v, str) for k, v in drain.items())):
+            return {"reloaded": False, "errors": ["drain: removed queue -> queue of the new config"]}
+        return controller.reload(drain or None)
+
+    async def member(req):  # type: ignore[no-untyped-def]
+        return controller.member_command(str(req.get("queue", "")), str(req.get("agent", "")),
+                                         str(req.get("action", "")), req.get("tier"), by="cli")
 
     async def schedule(req):  # type: ignore[no-untyped-def]
         state = req.get("state")
@@ -114,7 +122,7 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
     async def agent(req):  # type: ignore[no-untyped-def]
         return controller.agent_command(str(req.get("agent", "")), str(req.get("action", "")), str(req.get("reason", "")))
 
-    loop.add_signal_handler(signal.SIGHUP, controller.reload)
+    loop.add_signal_handler(signal.SIGHUP, lambda: controller.reload())
     api = None
     if cfg.http is not None:
         from ringmaster.api import Api
@@ -128,7 +136,7 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
             return 1
     control = ControlServer(socket_path(cfg.paths.runtime),
                             {"status": status, "reload": reload, "schedule": schedule, "recording": recording,
-                             "agent": agent, "voicemail": controller.voicemail_command})
+                             "agent": agent, "member": member, "voicemail": controller.voicemail_command})
     await control.start()
     log.info("ringmaster.running", control=str(control.path))
     await stop.wait()
@@ -162,6 +170,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("queues:")
         for name, q in reply["queues"].items():
             print(f"  {name:<12} waiting {q['waiting']}  answered {q['answered']}  abandoned {q['abandoned']}")
+            if q.get("members"):
+                print("    members: " + ", ".join(f"{m['agent']}" + (f"/{m['tier']}" if m["tier"] != 1 else "")
+                                               + ("*" if m["dynamic"] else "") for m in q["members"])
+                      + ("  (* dynamic)" if any(m["dynamic"] for m in q["members"]) else ""))
             for task, reason in q.get("unroutable", {}).items():  # waiting for nobody: say why
                 print(f"    unroutable {task}: {reason}")
     if reply.get("agents"):
@@ -233,18 +245,54 @@ def _control(args: argparse.Namespace, command: str, **params):  # type: ignore[
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    reply = _control(args, "reload")
+    drain = {}
+    for item in args.drain or []:
+        old, sep, target = item.partition("=")
+        if not sep or not old or not target:
+            print(f"--drain {item}: give REMOVED_QUEUE=QUEUE", file=sys.stderr)
+            return 2
+        drain[old] = target
+    reply = _control(args, "reload", **({"drain": drain} if drain else {}))
     if reply is None:
         return 3
     if reply.get("reloaded"):
         print(f"reloaded: flows {', '.join(reply['flows'])}")
+        if reply.get("changed"):
+            print(f"applied: {', '.join(reply['changed'])} (calls in progress keep their queue's settings)")
+        for old, target in (reply.get("drained") or {}).items():
+            print(f"drained: the callers of queue {old} went to {target}")
         if reply.get("needs_restart"):
             print(f"note: changes to {', '.join(reply['needs_restart'])} take effect after a restart")
         return 0
     for e in reply.get("errors", [reply.get("error", "?")]):
         print(e, file=sys.stderr)
-    print("reload rejected: the previous plan stays live", file=sys.stderr)
+    print("reload rejected: nothing changed, the previous plan stays live", file=sys.stderr)
     return 1
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    """members / add / remove / tier: a queue's members at run time (Asterisk's AddQueueMember,
+    RemoveQueueMember, QueueMemberPenalty), kept across restarts."""
+    if args.action == "members":
+        reply = _control(args, "status")
+        if reply is None:
+            return 3
+        q = (reply.get("queues") or {}).get(args.queue)
+        if q is None:
+            print(f"unknown queue {args.queue!r}", file=sys.stderr)
+            return 1
+        for m in q.get("members", []):
+            print(f"{m['agent']:<16} tier {m['tier']}{'  dynamic' if m['dynamic'] else ''}")
+        return 0
+    if args.agent is None:
+        print(f"queue {args.action}: give the agent", file=sys.stderr)
+        return 2
+    if args.action == "tier" and args.tier is None:
+        print("queue tier: give --tier N (1-9)", file=sys.stderr)
+        return 2
+    return _command(args, "member", lambda r: f"queue {r['queue']}: " + ", ".join(
+        f"{m['agent']} (tier {m['tier']}{', dynamic' if m['dynamic'] else ''})" for m in r["members"]),
+        queue=args.queue, agent=args.agent, action=args.action, tier=args.tier)
 
 
 def _command(args: argparse.Namespace, command: str, show: Callable[[dict[str, Any]], str], **params: Any) -> int:
@@ -572,6 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
                             ("schedule", cmd_schedule, "force a schedule open or closed, or back to its hours"),
                             ("recording", cmd_recording, "pause or resume a live call's recording"),
                             ("agent", cmd_agent, "log an agent in or out, pause (with a reason) or unpause"),
+                            ("queue", cmd_queue, "a queue's members at run time: list, add, remove, set the tier "
+                                                 "(kept across restarts)"),
                             ("simulate", cmd_simulate, "walk a flow without SIP and print each step"),
                             ("graph", cmd_graph, "draw a flow (Mermaid; SVG with Graphviz)"),
                             ("schema", cmd_schema, "print the JSON Schema of the config for editors"),
@@ -588,6 +638,17 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("file", nargs="?", help="config file (overrides -c)")
         if name == "status":
             sp.add_argument("--json", action="store_true", help="print the state as JSON (for scripts)")
+        if name == "reload":
+            sp.add_argument("--drain", action="append", metavar="QUEUE=TARGET",
+                            help="a queue the new config removes while callers wait in it: they go to TARGET "
+                                 "(repeatable); without it such a reload is refused")
+        if name == "queue":
+            sp.add_argument("action", choices=["members", "add", "remove", "tier"],
+                            help="members: list them (dynamic: changed at run time); add (AddQueueMember), "
+                                 "remove (RemoveQueueMember), tier (QueueMemberPenalty)")
+            sp.add_argument("queue", help="the queue's name in the config's queues")
+            sp.add_argument("agent", nargs="?", help="the agent (add, remove, tier)")
+            sp.add_argument("--tier", type=int, help="1-9, 1 rings first (Asterisk's penalty); add: default 1")
         if name == "agent":
             sp.add_argument("agent", help="the agent's name in the config's agents")
             g = sp.add_mutually_exclusive_group(required=True)

@@ -14,6 +14,7 @@ import structlog
 
 from ringmaster import inputs, live, prompts
 from ringmaster import protocol as p
+from ringmaster.acd.membership import Membership
 from ringmaster.acd.runtime import AcdRuntime
 from ringmaster.calls import CallSession, display_name, new_call_id, sip_user
 from ringmaster.config import Config
@@ -80,6 +81,7 @@ class Controller:
             self.mqtt = MqttLink(cfg.mqtt, password=self.broker.password if self.broker else None,
                                  username=cfg.mqtt.client_id if self.broker else None)
         self.router = TaskRouter(self.acd, self.store, self.mqtt) if self.acd is not None else None
+        self.members = Membership(self.acd, self.store) if self.acd is not None else None
         self.edge_events = EdgeEvents(cfg.sip.host, events_port(cfg), self._edge_event)
         # voicemail: messages, their readers on MQTT, and the phones' message-waiting lamps
         self._messages: dict[str, tuple[str, str, str, str, float]] = {}  # rec_id -> message not yet announced
@@ -114,6 +116,8 @@ class Controller:
         self.schedule_overrides.update(await self.store.schedule_overrides())
         await self.store.close_orphans(time.time())  # logs store.orphans_closed
         await self.voicemail.start()  # its boxes' counts, read once before any call can change them
+        if self.members is not None:
+            await self.members.load(self.cfg)  # members changed at run time, over the YAML's
         await self.edge.check()
         if self.broker is not None:
             await self.broker.start()
@@ -531,17 +535,28 @@ class Controller:
 
     # ------------------------------------------------------------ reload and overrides
 
-    def reload(self) -> dict[str, Any]:
-        """Validate the config file again; switch to its dial plan only if it is valid.
+    def reload(self, drain: dict[str, str] | None = None) -> dict[str, Any]:
+        """Validate the config file again and apply it to the running daemon only if it is valid
+        and every change can be made; otherwise change nothing and say why ({"reloaded": False,
+        "errors": [...]}, YAML errors as file:line:column).
 
-        Calls in progress keep the plan they started with (their FlowRun holds it). Sections
-        that need processes rebuilt (sip, workers, storage, paths) are not changed by a reload.
+        Applied without a restart: the dial plan, schedules, languages, speech, voicemail,
+        HTTP endpoints; agents, queues, profiles and skills (the queue engine's reconfigure:
+        presence and places kept, waiting callers keep the settings they entered with, a member
+        removed keeps the call in hand); softphone accounts (the edge's subscriber table); MQTT
+        users of the embedded broker. A queue removed while callers wait in it is refused unless
+        `drain` names where they go (removed queue -> queue of the new config). Calls in progress
+        keep the plan they started with (their FlowRun holds it). Sections that need processes
+        rebuilt (sip, workers, storage, paths, http, the broker's address) change at a restart
+        (listed in "needs_restart").
         """
-        from ringmaster.config import load_config
+        from ringmaster import yamlsource
+        from ringmaster.config import validate
         from ringmaster.yamlsource import ConfigInvalid
 
         try:
-            cfg = load_config(self.config_file)
+            src = yamlsource.load(self.config_file)  # as config.load_config, keeping the positions
+            cfg = validate(src, base_dir=Path(self.config_file).resolve().parent)
             plan = DialPlan(cfg)
         except ConfigInvalid as exc:
             errors = [str(e) for e in exc.errors]
@@ -552,38 +567,75 @@ class Controller:
         except Exception as exc:  # unreadable file, anything else: keep the live plan
             log.error("reload.rejected", error=str(exc), kept="previous plan")
             return {"reloaded": False, "errors": [str(exc)]}
-        restart = [k for k in ("sip", "workers", "storage", "paths", "agents", "queues", "profiles", "mqtt", "http")
-                   if getattr(cfg, k) != getattr(self.cfg, k)]
-        # the running ACD keeps its queues until a restart: a plan naming a queue it does not
-        # have would strand callers, so such a plan is refused as a whole
-        running = set(self.cfg.queues)
-        missing = sorted({n.options.name for f in plan.flows.values() for n in f.nodes
-                          if n.kind == "queue" and n.options.name not in running})
-        if missing:
-            msg = f"{self.config_file}: queue(s) {', '.join(missing)} are new: restart ringmaster to add queues"
-            log.error("reload.rejected", error=msg, kept="previous plan")
-            return {"reloaded": False, "errors": [msg]}
+        restart = [k for k in RESTART_SECTIONS if getattr(cfg, k) != getattr(self.cfg, k)]
+        if _broker_settings(cfg) != _broker_settings(self.cfg):
+            restart.append("mqtt")
+        errors = []
+        queues: dict[str, Any] = {}
+        if self.acd is None:
+            # no ACD runs (the daemon started without queues): queues come at a restart; agents
+            # without queues (softphones, voicemail boxes) apply like the rest
+            if cfg.queues:
+                errors.append(str(src.error(("queues",), "queues: the daemon started without queues: restart "
+                                            "ringmaster to add queues", key=True)))
+        else:
+            assert self.members is not None
+            queues = self.members.effective(cfg)
+            # the problem is what the file no longer has: it is named at the queues section
+            errors += [str(src.error(("queues",), f"queues: {p}", key=True))
+                       for p in self.acd.engine.reconfigure_problems(queues, cfg.agents, drain)]
+        if errors:
+            for e in errors:
+                log.error("reload.error", error=e)
+            log.error("reload.rejected", errors=len(errors), kept="previous plan")
+            return {"reloaded": False, "errors": errors}
+        old = self.cfg
+        # what needs a restart stays as it runs; the broker keeps its address, takes the new users
+        keep = {k: getattr(old, k) for k in RESTART_SECTIONS}
+        if old.mqtt is not None and cfg.mqtt is not None:
+            keep["mqtt"] = old.mqtt.model_copy(update={"clients": cfg.mqtt.clients})
+        else:
+            keep["mqtt"] = old.mqtt
+        self.cfg = cfg.model_copy(update=keep)
         self.dialplan = plan
-        self.cfg = self.cfg.model_copy(update={k: getattr(cfg, k) for k in
-                                               ("flows", "entry_points", "unknown_number", "schedules", "logging",
-                                                "languages", "tts", "http_endpoints", "voicemail")})
         self.speech.cfg = cfg.tts  # the cache keeps its directory until a restart
+        if self.acd is not None and self.members is not None:
+            self.acd.reconfigure(self.cfg, queues, drain)
+            self.members.prune(self.cfg)
+            from ringmaster.acd.config import routing_warnings
+
+            for w in routing_warnings(queues, self.cfg.agents):
+                log.warning("acd.queue_unstaffed", detail=w)
+            # a softphone the reload added may have registered already (or a renamed one):
+            # the registrar's table says who is reachable
+            self._background_task(self._sync_registrations(), "registrations-sync")
         # the new plan's prompts are converted in a thread, not on the event loop
         try:
             asyncio.get_running_loop().run_in_executor(None, prompts.prewarm, self.cfg)
         except RuntimeError:  # no loop (called outside the daemon)
             prompts.prewarm(self.cfg)
+        changed = [k for k in ("agents", "queues", "profiles") if getattr(cfg, k) != getattr(old, k)]
         log.info("reload.applied", flows=len(plan.flows), entry_points=len(cfg.entry_points),
-                 needs_restart=restart or None)
-        task = asyncio.create_task(self._edge_policy(self.cfg), name="edge-policy")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return {"reloaded": True, "flows": sorted(plan.flows), "needs_restart": restart}
+                 changed=changed or None, drained=drain or None, needs_restart=restart or None)
+        self._background_task(self._edge_policy(self.cfg), "edge-policy")
+        if self.broker is not None:  # clients, agents' passwords and voicemail boxes shape its users and ACL
+            self._background_task(self._broker_users(self.cfg), "broker-users")
+        return {"reloaded": True, "flows": sorted(plan.flows), "changed": changed, "drained": drain or {},
+                "needs_restart": restart}
+
+    async def _broker_users(self, cfg: Config) -> None:
+        assert self.broker is not None
+        try:
+            await self.broker.reload_users(cfg)
+        except Exception as exc:
+            log.error("mqtt.broker_users_failed", error=str(exc))
 
     async def _edge_policy(self, cfg: Config) -> None:
-        """The edge learns the reloaded plan's numbers and transfer targets."""
+        """The edge learns the reloaded plan's numbers, transfer targets and softphone accounts."""
         try:
             changed = await self.edge.apply_policy(cfg)
+            if self.edge.apply_subscribers(cfg):
+                changed.append("subscriber")
             log.info("edge.policy_applied", tables=changed)
         except Exception as exc:
             log.error("edge.policy_failed", error=str(exc))
@@ -654,6 +706,13 @@ class Controller:
             return {"error": str(exc)}
         return {"error": "action: list, get, heard, new or delete"}
 
+    def member_command(self, queue: str, agent: str, action: str, tier: Any = None, by: str = "") -> dict[str, Any]:
+        """Add (AddQueueMember), remove (RemoveQueueMember) or re-tier (QueueMemberPenalty) a
+        queue member now; kept across restarts (acd.membership). {"error": ...} changes nothing."""
+        if self.members is None:
+            return {"error": "no queues are configured"}
+        return self.members.command(self.cfg, queue, agent, action, tier, by)
+
     def agent_command(self, agent: str, action: str, reason: str = "") -> dict[str, Any]:
         if self.acd is None:
             return {"error": "no queues are configured"}
@@ -696,6 +755,7 @@ class Controller:
         except Exception as exc:  # the edge may be restarting: say so, don't fail status
             edge_view, edge_loads = {"error": str(exc)}, {}
         workers = []
+        members = self.members.view(self.cfg) if self.members is not None else {}
         inbound = self.inbound_calls()
         for name, w in self.pool.workers.items():
             legs = sum(1 for k, s in self.sessions.items() if k[0] == name and not s.ended)
@@ -720,7 +780,9 @@ class Controller:
                 "agents": self._agents_status(),
                 "queues": {q: {"waiting": len(st.waiting), "answered": st.answered, "abandoned": st.abandoned,
                                # waiting calls/tasks no logged-in member can take, and why
-                               "unroutable": acd.waiting_diagnosis(q)}
+                               "unroutable": acd.waiting_diagnosis(q),
+                               # members as they are now; dynamic: added or re-tiered at run time
+                               "members": members.get(q, [])}
                            for acd in ([self.acd] if self.acd else []) for q, st in acd.engine.queues.items()},
                 "schedules": {n: self.schedule_overrides.get(n, "auto") for n in sorted(self.dialplan.schedules)},
                 "registrations": [r.as_dict() for r in self.registrations.values()],
@@ -781,6 +843,13 @@ class Controller:
 
 
 MESSAGE_DONE_WAIT = 3.0  # seconds a new voicemail message waits for its RecordingDone
+# config sections a reload leaves as they run: they need processes rebuilt (a restart)
+RESTART_SECTIONS = ("sip", "workers", "storage", "paths", "http", "run_as")
+
+
+def _broker_settings(cfg: Config) -> Any:
+    """The MQTT section less its users (which a reload applies): what needs a restart."""
+    return cfg.mqtt.model_copy(update={"clients": []}) if cfg.mqtt is not None else None
 
 
 def _agent_state(a: Any, now: float) -> str:

@@ -35,6 +35,8 @@ from typing import Any
 import aiosqlite
 import structlog
 
+from ringmaster.acd.members import MemberChange
+
 log = structlog.get_logger("ringmaster.store")
 
 # Each entry moves the schema from version i to i+1. Never edit one that has shipped.
@@ -228,6 +230,20 @@ MIGRATIONS: list[str] = [
     -- hold from a party's phone (RFC 3264 8.4): total seconds on hold and how many stretches
     ALTER TABLE calls ADD COLUMN hold_seconds REAL;
     ALTER TABLE calls ADD COLUMN holds INTEGER;
+    """,
+    """
+    -- queue members changed at run time (AddQueueMember / RemoveQueueMember / QueueMemberPenalty
+    -- from the API or the CLI), laid over the YAML's members at every start and reload
+    -- (ringmaster.acd.members); removed = 1: a YAML member taken out, tier NULL
+    CREATE TABLE queue_members (
+        queue    TEXT NOT NULL,
+        agent    TEXT NOT NULL,
+        tier     INTEGER,
+        removed  INTEGER NOT NULL DEFAULT 0,
+        set_at   REAL NOT NULL,
+        set_by   TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (queue, agent)
+    );
     """,
 ]
 
@@ -706,6 +722,25 @@ class Store:
         else:
             self._put("INSERT INTO schedule_overrides (name, state, set_at) VALUES (?,?,?)"
                       " ON CONFLICT(name) DO UPDATE SET state=excluded.state, set_at=excluded.set_at", name, state, at)
+
+    # ------------------------------------------------------------ queue members changed at run time
+
+    def set_queue_member(self, change: MemberChange) -> None:
+        """Keep a run-time member change (acd.members), replacing the one for the same queue and agent."""
+        self._put("INSERT INTO queue_members (queue, agent, tier, removed, set_at, set_by) VALUES (?,?,?,?,?,?)"
+                  " ON CONFLICT(queue, agent) DO UPDATE SET tier=excluded.tier, removed=excluded.removed,"
+                  " set_at=excluded.set_at, set_by=excluded.set_by",
+                  change.queue, change.agent, change.tier, int(change.removed), change.at, change.by)
+
+    def clear_queue_member(self, queue: str, agent: str) -> None:
+        """The member is back to what the YAML says: its run-time change goes."""
+        self._put("DELETE FROM queue_members WHERE queue=? AND agent=?", queue, agent)
+
+    async def queue_members(self) -> dict[tuple[str, str], MemberChange]:
+        """Every run-time member change kept, by (queue, agent): read once at start."""
+        assert self.db is not None
+        async with self.db.execute("SELECT queue, agent, tier, removed, set_at, set_by FROM queue_members") as cur:
+            return {(r[0], r[1]): MemberChange(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in await cur.fetchall()}
 
     # ------------------------------------------------------------ presence and tasks
 

@@ -311,6 +311,8 @@ class TaskRouter:
         return self.link.prefix if self.link is not None else ""
 
     def agent_changed(self, agent: str) -> None:
+        if agent not in self.engine.agents:
+            return  # a reload removed the agent
         self._agents_dirty.add(agent)
         self._queues_dirty.update(self.engine.by_agent.get(agent, ()))
         self._persist(agent)
@@ -350,7 +352,7 @@ class TaskRouter:
         50 ms are one state message (offers themselves go out at once on the offers topic)."""
         self._flush_handle = None
         dirty, self._agents_dirty = self._agents_dirty, set()
-        for agent in sorted(dirty):
+        for agent in sorted(dirty & set(self.engine.agents)):  # a reload may have removed some
             self._publish(f"agents/{agent}/state", self.agent_state(agent), retain=True)
 
     def agent_state(self, agent: str) -> dict[str, Any]:
@@ -381,5 +383,5 @@ class TaskRouter:
         while True:
             await asyncio.sleep(STATS_INTERVAL)
             dirty, self._queues_dirty = self._queues_dirty, set()
-            for queue in sorted(dirty):
+            for queue in sorted(dirty & set(self.engine.queues)):  # a reload may have removed some
                 self._publish(f"queues/{queue}/stats", self.queue_stats(queue), retain=True)

@@ -1,7 +1,8 @@
 """QueueEngine: the ACD and task router as a sans-IO state machine.
 
 Events in (a call or a chat/email task enqueued, an agent answered/accepted or did not, a task
-ended, an agent logged in, paused or registered, the clock moved), actions out (ring or offer
+ended, an agent logged in, paused or registered, the clock moved, the queues or agents changed:
+a reload, a member added or removed), actions out (ring or offer
 to these agents, cancel those offers, bridge/assign, leave the queue for an overflow target,
 announce the position, write a queue event). Calls, chats and emails share the queues,
 strategies, skills and priorities, and one presence per agent: every offer reserves its agents
@@ -22,6 +23,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -179,6 +181,8 @@ class QueueEngine:
         self._member_at: dict[str, dict[str, tuple[int, int]]] = {
             q: {m.agent: (i, m.tier) for i, m in enumerate(spec.members)} for q, spec in queues.items()}
         self._touched: set[str] = set(self.agents)
+        self._leaving: set[str] = set()  # agents a reload removed who still hold a task
+        self._strategies_by_name: dict[str, Strategy] = {}
 
     @property
     def calls(self) -> dict[str, QueuedTask]:
@@ -208,7 +212,7 @@ class QueueEngine:
                 return [QueueLog(now, call_id, queue, "NONE", "JOINEMPTY", ()),
                         LeaveQueue(call_id, queue, "joinempty", spec.overflow)]
         task = QueuedTask(call_id, queue, priority, now, next(self._seq), caller, skills=dict(skills or {}),
-                          channel=channel, due=due, data=dict(data or {}))
+                          channel=channel, due=due, data=dict(data or {}), spec=spec)
         self._insert(task)
         task.original_position = q.position(task)
         if spec.announce is not None and channel == "voice":
@@ -244,8 +248,7 @@ class QueueEngine:
         task = self.tasks.get(call_id)
         if task is None or task.agent is not None:
             return []
-        q = self.queues[task.queue]
-        ek = q.spec.exit_key
+        ek = self._spec(task).exit_key
         if ek is None or ek.key != key:
             return []
         return self._exit(task, now, "EXITWITHKEY", "key", ek.flow, (key,)) + self._dispatch(now)
@@ -253,7 +256,9 @@ class QueueEngine:
     def ring_answered(self, call_id: str, agent: str, now: float) -> list[Action]:
         """The agent answered the ring, or accepted the chat/email offer."""
         task = self.tasks.get(call_id)
-        a = self.agents[agent]
+        a = self.agents.get(agent)
+        if a is None:  # a reload removed the agent while its phone rang: that ring is over
+            return [DropAgent(call_id, agent)]
         if task is None or task.agent is not None or agent not in task.ringing:
             # ring-all race (docs/notes/kamailio-edge.md pitfall 4): another agent already has
             # the task; this one is hung up at once and not counted as having handled it
@@ -275,7 +280,7 @@ class QueueEngine:
         self._timer_at.pop(call_id, None)
         if task.channel == "voice":
             q.answered += 1
-            if hold <= q.spec.service_level:
+            if hold <= self._spec(task).service_level:
                 q.answered_in_sl += 1
             q.avg_hold = hold if q.answered == 1 else (1 - HOLD_WEIGHT) * q.avg_hold + HOLD_WEIGHT * hold
         out.append(QueueLog(now, call_id, task.queue, agent, "CONNECT", (round(hold), "", round(now - ring_start)),
@@ -287,7 +292,9 @@ class QueueEngine:
     def ring_failed(self, call_id: str, agent: str, now: float, reason: str = "noanswer") -> list[Action]:
         """The agent did not answer (timeout), was busy, or rejected the offer."""
         task = self.tasks.get(call_id)
-        a = self.agents[agent]
+        a = self.agents.get(agent)
+        if a is None:  # removed by a reload: its offers were withdrawn then
+            return []
         out: list[Action] = []
         if a.offered.pop(call_id, None) is not None:
             self._touch(agent)
@@ -301,11 +308,11 @@ class QueueEngine:
         if not task.ringing:
             task.ring_deadline = None
             self.queues[task.queue].offer_ended(task)
-            task.retry_at = now + self.queues[task.queue].spec.retry
+            task.retry_at = now + self._spec(task).retry
             self._dirty.add(task.queue)
             self._arm(task, now)
         a.no_answer_streak += 1
-        ap = self.queues[task.queue].spec.auto_pause
+        ap = self._spec(task).auto_pause
         if ap is not None and a.no_answer_streak >= ap.after and a.paused is None:
             a.paused = ap.reason
             self._touch(agent)
@@ -324,6 +331,7 @@ class QueueEngine:
         self._release(a, task, now)
         a.talk_time += talk
         a.calls_by_queue[task.queue] += 1
+        self._forget_agent_if_free(task.agent)
         hold = (task.answered_at or now) - task.enqueued_at
         event = "COMPLETEAGENT" if by == "agent" else "COMPLETECALLER"
         out: list[Action] = [QueueLog(now, call_id, task.queue, task.agent, event,
@@ -343,6 +351,7 @@ class QueueEngine:
         if task.agent is not None:
             self._release(self.agents[task.agent], task, now)
             out.append(AgentChanged(task.agent))
+            self._forget_agent_if_free(task.agent)
         out.append(QueueLog(now, call_id, task.queue, agent, "TRANSFER",
                             (queue, "", round(hold), round(talk), task.original_position), task.channel))
         self._remove(task)
@@ -445,7 +454,7 @@ class QueueEngine:
         if task_id in self.tasks or queue not in self.queues:
             return
         task = QueuedTask(task_id, queue, priority, enqueued_at, next(self._seq), skills=dict(skills or {}),
-                          channel=channel, due=due, data=dict(data or {}))
+                          channel=channel, due=due, data=dict(data or {}), spec=self.queues[queue].spec)
         if agent is not None and agent in self.agents:
             task.agent, task.answered_at = agent, answered_at or now
             self.tasks[task_id] = task
@@ -471,6 +480,8 @@ class QueueEngine:
         while self._timers and self._timers[0][0] <= now:
             at, _, kind, key = heapq.heappop(self._timers)
             if kind == "agent":
+                if key not in self.agents:
+                    continue  # wrap-up of an agent a reload removed
                 self._touch(key)
                 out.append(AgentChanged(key))
                 continue
@@ -486,16 +497,17 @@ class QueueEngine:
         if task.agent is not None:
             return out
         q = self.queues[task.queue]
+        spec = self._spec(task)
         if task.ring_deadline is not None and now >= task.ring_deadline:
             for agent in list(task.ringing):
                 out += [CancelRing(task.id, (agent,), task.channel)] + self.ring_failed(task.id, agent, now)
-        if (task.channel == "voice" and q.spec.max_wait is not None and now - task.enqueued_at >= q.spec.max_wait
+        if (task.channel == "voice" and spec.max_wait is not None and now - task.enqueued_at >= spec.max_wait
                 and task.id in self.tasks and task.agent is None):
-            return out + self._exit(task, now, "EXITWITHTIMEOUT", "timeout", q.spec.overflow)
+            return out + self._exit(task, now, "EXITWITHTIMEOUT", "timeout", spec.overflow)
         if task.id not in self.tasks or task.agent is not None:
             return out
-        if task.next_announce is not None and now >= task.next_announce and q.spec.announce is not None:
-            task.next_announce = now + q.spec.announce.every
+        if task.next_announce is not None and now >= task.next_announce and spec.announce is not None:
+            task.next_announce = now + spec.announce.every
             out.append(Announce(task.id, q.position(task), self.estimated_wait(task)))
         self._dirty.add(task.queue)  # a retry time or a tier came
         self._arm(task, now)
@@ -554,7 +566,8 @@ class QueueEngine:
             fresh = [a for a in candidates if a.id not in task.declined]
             if fresh:  # the next agent, not the one who just let it go (Asterisk's linpos)
                 candidates = fresh
-            strategy = self.strategies[q.name]
+            spec = self._spec(task)
+            strategy = self._strategy(spec.strategy)
             ordered = strategy.order(candidates, q, now, self.rng)
             chosen = ordered if strategy.ring_all else ordered[:1]
             for a in chosen:
@@ -563,7 +576,7 @@ class QueueEngine:
             for a in chosen:
                 self._refresh(a.id, now)
             self._dirty.clear()  # _refresh marks; this pass already covers the queues that matter
-            timeout = q.spec.ring_timeout if task.channel == "voice" else q.spec.offer_timeout
+            timeout = spec.ring_timeout if task.channel == "voice" else spec.offer_timeout
             task.ring_deadline = now + timeout
             self._arm(task, now)
             q.rr_last = chosen[-1].id if not strategy.ring_all else q.rr_last
@@ -580,7 +593,8 @@ class QueueEngine:
         if not free:
             return []
         waited = now - task.enqueued_at
-        top_tier = 1 + (int(waited // q.spec.tier_wait) if q.spec.tier_wait > 0 else 8)
+        tier_wait = self._spec(task).tier_wait
+        top_tier = 1 + (int(waited // tier_wait) if tier_wait > 0 else 8)
         at = self._member_at[q.name]
         out = []
         for name in sorted(free, key=at.__getitem__):
@@ -631,6 +645,284 @@ class QueueEngine:
                     out += self._diagnose_task(task)
         return out
 
+    # ------------------------------------------------------------ run-time changes (reload, member commands)
+
+    def reconfigure_problems(self, queues: dict[str, QueueConfig], agents: dict[str, AgentConfig],
+                             drain: dict[str, str] | None = None) -> list[str]:
+        """Why `reconfigure` with these sections would be refused, as sentences ([] if it may go
+        ahead). A queue may not go while tasks wait in it, unless `drain` names the queue of the
+        new config they move to (removed queue -> target). Members must be agents of `agents`.
+        Pure: looks, changes nothing."""
+        problems = []
+        drain = drain or {}
+        for old, target in sorted(drain.items()):
+            if old in queues or old not in self.queues:
+                problems.append(f"drain {old}={target}: {old!r} is not a queue this change removes")
+            elif target not in queues:
+                problems.append(f"drain {old}={target}: {target!r} is not a queue of the new config")
+        for name in sorted(set(self.queues) - set(queues)):
+            waiting = self.queues[name].waiting
+            if waiting and name not in drain:
+                kinds = Counter("caller" if t.channel == "voice" else t.channel for t in waiting)
+                what = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in sorted(kinds.items()))
+                problems.append(f"queue {name!r} is removed but {what} wait in it ({', '.join(t.id for t in waiting[:5])}"
+                                f"{', ...' if len(waiting) > 5 else ''}): drain them to another queue "
+                                f"(reload --drain {name}=QUEUE) or remove it once nobody waits")
+        for name, spec in sorted(queues.items()):
+            for m in spec.members:
+                if m.agent not in agents:
+                    problems.append(f"queue {name!r}: member {m.agent!r} is not an agent")
+        return problems
+
+    def reconfigure(self, queues: dict[str, QueueConfig], agents: dict[str, AgentConfig],
+                    presence: dict[str, PresenceProfile] | None = None, now: float = 0.0,
+                    drain: dict[str, str] | None = None) -> list[Action]:
+        """Switch the running ACD to new `queues:` and `agents:` sections (a reload), keeping
+        every agent's presence and every task's place. Raises ValueError with
+        `reconfigure_problems` if there are any; then changes nothing.
+
+        - agents: new ones start logged out (a mobile agent counts as registered); a changed one
+          takes its new skills, reach and presence now; a removed one is logged out of its
+          queues (REMOVEMEMBER, its offers withdrawn) and forgotten once it holds nothing.
+        - queues: a new one takes tasks at once; a changed one gives its new settings to the
+          tasks that enter it from now on (each waiting task keeps the strategy, timeouts, max
+          wait, announcements and wrap-up it entered with), while who may take its tasks
+          (members, tiers, skills) is the new config's at once: a member removed has its
+          offers from this queue withdrawn and gets no new ones, and keeps a task in hand;
+          a member added or removed while logged in gets ADDMEMBER / REMOVEMEMBER (app_queue's
+          names for AddQueueMember / RemoveQueueMember). A removed queue's waiting tasks move
+          to `drain[queue]` (TRANSFER; a caller leaves through LeaveQueue with reason
+          "drained"), its connected tasks end normally.
+        """
+        problems = self.reconfigure_problems(queues, agents, drain)
+        if problems:
+            raise ValueError("; ".join(problems))
+        presence = presence or {}
+        out: list[Action] = []
+        for name in sorted(set(self.agents) - set(agents)):
+            out += self._remove_agent(name, now)
+        for name, spec in agents.items():
+            out += self._set_agent(name, spec, presence.get(name) or PresenceProfile(), now)
+        for name, qspec in queues.items():
+            out += self._set_queue(name, qspec, now)
+        moved: list[tuple[QueuedTask, str]] = []
+        for name in sorted(set(self.queues) - set(queues)):
+            out += self._remove_queue(name, (drain or {}).get(name), now, moved)
+        self._reindex()
+        for task, target in moved:  # chats and emails of a drained queue, once the index is whole again
+            out += self.enqueue(task.id, target, now, priority=task.priority, caller=task.caller, skills=task.skills,
+                                channel=task.channel, due=task.due, data=task.data)
+        for q in self.queues.values():
+            for task in q.waiting:
+                if task.agent is None:
+                    out += self._diagnose_task(task)
+        return out + self._empty_check(now) + self._dispatch(now)
+
+    def add_member(self, queue: str, agent: str, tier: int, now: float) -> list[Action]:
+        """Asterisk's AddQueueMember: `agent` serves `queue` from now on, at `tier` (1 rings
+        first; Asterisk's penalty). ValueError if it already does; KeyError for an unknown
+        queue or agent."""
+        from ringmaster.acd.config import Member
+
+        spec = self.queues[queue].spec
+        if agent not in self.agents:
+            raise KeyError(agent)
+        if any(m.agent == agent for m in spec.members):
+            raise ValueError(f"agent {agent!r} is already a member of queue {queue!r}")
+        return self.set_members(queue, [*spec.members, Member(agent=agent, tier=tier)], now)
+
+    def remove_member(self, queue: str, agent: str, now: float) -> list[Action]:
+        """Asterisk's RemoveQueueMember: `agent` gets no new offers from `queue`; a ring from it
+        is withdrawn, a task in hand is kept to its end. ValueError if not a member."""
+        spec = self.queues[queue].spec
+        if not any(m.agent == agent for m in spec.members):
+            raise ValueError(f"agent {agent!r} is not a member of queue {queue!r}")
+        return self.set_members(queue, [m for m in spec.members if m.agent != agent], now)
+
+    def set_member_tier(self, queue: str, agent: str, tier: int, now: float) -> list[Action]:
+        """Asterisk's QueueMemberPenalty: the member's tier (1 rings first, higher tiers after
+        tier_wait). ValueError if not a member."""
+        spec = self.queues[queue].spec
+        if not any(m.agent == agent for m in spec.members):
+            raise ValueError(f"agent {agent!r} is not a member of queue {queue!r}")
+        members = [m.model_copy(update={"tier": tier}) if m.agent == agent else m for m in spec.members]
+        return self.set_members(queue, members, now)
+
+    def set_members(self, queue: str, members: list[Any], now: float) -> list[Action]:
+        """Replace the queue's members (a list of acd.config.Member) and offer what can be
+        offered now."""
+        before = {m.agent for m in self.queues[queue].spec.members}
+        spec = self.queues[queue].spec.model_copy(update={"members": list(members)})
+        out = self._set_queue(queue, spec, now)
+        # only this queue's members moved: the index changes for them alone (not agents x queues)
+        after = {m.agent for m in spec.members}
+        for agent in before - after:
+            if queue in self.by_agent.get(agent, ()):
+                self.by_agent[agent].remove(queue)
+            for ch in CHANNELS:
+                self._free[(queue, ch)].discard(agent)
+        for agent in after - before:
+            if agent in self.by_agent and queue not in self.by_agent[agent]:
+                self.by_agent[agent].append(queue)
+            self._touch(agent)
+        for task in self.queues[queue].waiting:
+            if task.agent is None:
+                out += self._diagnose_task(task)
+        return out + self._empty_check(now) + self._dispatch(now)
+
+    def _set_agent(self, name: str, spec: AgentConfig, presence: PresenceProfile, now: float) -> list[Action]:
+        self._leaving.discard(name)  # removed by an earlier reload, back before its call ended
+        a = self.agents.get(name)
+        if a is None:
+            self.agents[name] = AgentState(name, spec, presence=presence, registered=spec.mobile is not None)
+            self.by_agent.setdefault(name, [])
+            self._touch(name)
+            return [AgentChanged(name)]
+        if a.spec == spec and a.presence == presence:
+            return []
+        if spec.mobile is not None:
+            a.registered = True  # a mobile is always reachable
+        elif a.spec.softphone is None or spec.softphone is None or a.spec.softphone.username != spec.softphone.username:
+            a.registered = False  # another phone: reachable once it registers
+        a.spec, a.presence = spec, presence
+        self._touch(name)
+        return [AgentChanged(name)]
+
+    def _remove_agent(self, name: str, now: float) -> list[Action]:
+        out = self.agent_logout(name, now)
+        out += self._cancel_offers_to(name, now)
+        self._leaving.add(name)
+        self._forget_agent_if_free(name)
+        return out
+
+    def _forget_agent_if_free(self, name: str) -> None:
+        a = self.agents.get(name)
+        if name not in self._leaving or a is None or a.holding or a.offered:
+            return
+        self._leaving.discard(name)
+        del self.agents[name]
+        self.by_agent.pop(name, None)
+        self._touched.discard(name)
+        for members in self._free.values():
+            members.discard(name)
+
+    def _set_queue(self, name: str, spec: QueueConfig, now: float) -> list[Action]:
+        q = self.queues.get(name)
+        out: list[Action] = []
+        if q is None:
+            self.queues[name] = QueueState(name, spec)
+            for ch in CHANNELS:
+                self._free[(name, ch)] = set()
+            self.strategies[name] = STRATEGIES[spec.strategy]()
+            before: set[str] = set()
+        else:
+            before = {m.agent for m in q.spec.members}
+            q.spec = spec
+            self.strategies[name] = STRATEGIES[spec.strategy]()
+        after = {m.agent for m in spec.members}
+        for agent in sorted(after - before):
+            if agent in self.agents and self.agents[agent].logged_in:
+                out.append(QueueLog(now, "NONE", name, agent, "ADDMEMBER", ()))
+        for agent in sorted(before - after):
+            if agent in self.agents and self.agents[agent].logged_in:
+                out.append(QueueLog(now, "NONE", name, agent, "REMOVEMEMBER", ()))
+            out += self._withdraw_queue_offers(name, agent, now)
+        self._member_at[name] = {m.agent: (i, m.tier) for i, m in enumerate(spec.members)}
+        self._max_tier[name] = max((m.tier for m in spec.members), default=1)
+        self._dirty.add(name)
+        return out
+
+    def _withdraw_queue_offers(self, queue: str, agent: str, now: float) -> list[Action]:
+        """The agent left `queue`: its offers of that queue's tasks end (RINGCANCELED); a task
+        it holds stays with it."""
+        out: list[Action] = []
+        a = self.agents.get(agent)
+        if a is None:
+            return out
+        for task_id in list(a.offered):
+            task = self.tasks.get(task_id)
+            if task is None or task.queue != queue or agent not in task.ringing:
+                continue
+            a.offered.pop(task_id, None)
+            start = task.ringing.pop(agent)
+            out.append(CancelRing(task.id, (agent,), task.channel))
+            out.append(QueueLog(now, task.id, task.queue, agent, "RINGCANCELED", (round((now - start) * 1000),),
+                                task.channel))
+            out.append(AgentChanged(agent))
+            if not task.ringing:
+                task.ring_deadline = None
+                self.queues[task.queue].offer_ended(task)
+                self._arm(task, now)
+            self._touch(agent)
+        return out
+
+    def _remove_queue(self, name: str, target: str | None, now: float,
+                      moved: list[tuple[QueuedTask, str]]) -> list[Action]:
+        out: list[Action] = []
+        q = self.queues[name]
+        for task in list(q.waiting):
+            out += self._cancel_rings(task, now)
+            hold = now - task.enqueued_at
+            out.append(QueueLog(now, task.id, name, "NONE", "TRANSFER",
+                                (target, "", round(hold), 0, task.original_position), task.channel))
+            self._remove(task)
+            if task.channel == "voice":
+                # the caller's side moves it (hold music, the call record): as an overflow does
+                out.append(LeaveQueue(task.id, name, "drained", Overflow(queue=target)))
+            else:
+                assert target is not None  # reconfigure_problems: tasks wait only where a drain is named
+                moved.append((task, target))  # re-enters `target` in reconfigure
+        del self.queues[name]
+        self.strategies.pop(name, None)
+        self._member_at.pop(name, None)
+        self._max_tier.pop(name, None)
+        self._dirty.discard(name)
+        for ch in CHANNELS:
+            self._free.pop((name, ch), None)
+        for agent in self.by_agent.values():  # the index forgets it now: _refresh must not look for it
+            if name in agent:
+                agent.remove(name)
+        return out
+
+    def _reindex(self) -> None:
+        """Rebuild the agent -> queues index and the free sets from the queues' members (after
+        a change of members or queues): every agent's place is looked at again."""
+        self.by_agent = {a: [] for a in self.agents}
+        for q, state in self.queues.items():
+            for m in state.spec.members:
+                if m.agent in self.by_agent:
+                    self.by_agent[m.agent].append(q)
+        for members in self._free.values():
+            members.clear()
+        self._touched.update(self.agents)
+
+    def check_index(self) -> list[str]:
+        """The agent -> queues index and the free sets against the queues' members, as the
+        differences found ([] when they agree): for tests and `status` (costs agents x queues)."""
+        wrong = []
+        for agent in self.agents:
+            should = sorted(q for q, st in self.queues.items() if any(m.agent == agent for m in st.spec.members))
+            if sorted(self.by_agent.get(agent, [])) != should:
+                wrong.append(f"by_agent[{agent}] = {sorted(self.by_agent.get(agent, []))}, members say {should}")
+        for (q, ch), free in self._free.items():
+            if q not in self.queues:
+                wrong.append(f"free set of removed queue {q}")
+                continue
+            members = {m.agent for m in self.queues[q].spec.members}
+            if free - members:
+                wrong.append(f"free[{q},{ch}] holds non-members {sorted(free - members)}")
+        return wrong
+
+    def _spec(self, task: QueuedTask) -> QueueConfig:
+        """The settings the task entered its queue with."""
+        return task.spec if task.spec is not None else self.queues[task.queue].spec
+
+    def _strategy(self, name: str) -> Strategy:
+        s = self._strategies_by_name.get(name)
+        if s is None:
+            s = self._strategies_by_name[name] = STRATEGIES[name]()
+        return s
+
     # ------------------------------------------------------------ helpers
 
     def _insert(self, task: QueuedTask) -> None:
@@ -640,19 +932,20 @@ class QueueEngine:
     def _arm(self, task: QueuedTask, now: float) -> None:
         """Put the task's next time (offer timeout, retry, max wait, announcement, next tier) in the heap."""
         q = self.queues[task.queue]
+        spec = self._spec(task)
         times = []
         if task.ring_deadline is not None:
             times.append(task.ring_deadline)
         if task.retry_at > now:
             times.append(task.retry_at)
-        if task.channel == "voice" and q.spec.max_wait is not None:
-            times.append(task.enqueued_at + q.spec.max_wait)
+        if task.channel == "voice" and spec.max_wait is not None:
+            times.append(task.enqueued_at + spec.max_wait)
         if task.next_announce is not None:
             times.append(task.next_announce)
-        if q.spec.tier_wait > 0 and self._max_tier[q.name] > 1:
-            step = int((now - task.enqueued_at) // q.spec.tier_wait) + 1
+        if spec.tier_wait > 0 and self._max_tier[q.name] > 1:
+            step = int((now - task.enqueued_at) // spec.tier_wait) + 1
             if step < self._max_tier[q.name]:
-                times.append(task.enqueued_at + step * q.spec.tier_wait)
+                times.append(task.enqueued_at + step * spec.tier_wait)
         if not times:
             self._timer_at.pop(task.id, None)
             return
@@ -666,7 +959,7 @@ class QueueEngine:
         a.holding.pop(task.id, None)
         wrapup = a.presence.wrapup_of(task.channel)
         if task.channel == "voice":
-            wrapup = max(wrapup, self.queues[task.queue].spec.wrapup)
+            wrapup = max(wrapup, self._spec(task).wrapup)
         a.idle_since = now
         a.wrapup_until[task.channel] = now + wrapup
         a.wrapup_queue = task.queue
@@ -681,7 +974,9 @@ class QueueEngine:
     def _refresh(self, agent: str, now: float) -> None:
         """Update the agent's place in the free sets of its queues; a queue where the agent can
         take something gets looked at."""
-        a = self.agents[agent]
+        a = self.agents.get(agent)
+        if a is None:
+            return
         queues = self.by_agent.get(agent, ())
         for ch in CHANNELS:
             if a.can_take(ch, now):
@@ -738,8 +1033,9 @@ class QueueEngine:
     def _remove(self, task: QueuedTask) -> None:
         self.tasks.pop(task.id, None)
         self._timer_at.pop(task.id, None)
-        q = self.queues[task.queue]
-        q.discard(task)
+        q = self.queues.get(task.queue)  # a connected task outlives a queue a reload removed
+        if q is not None:
+            q.discard(task)
 
     def _anyone_logged_in(self, q: QueueState) -> bool:
         return any(self.agents[m.agent].logged_in for m in q.spec.members)
@@ -750,7 +1046,7 @@ class QueueEngine:
             if not q.spec.leave_when_empty or not q.waiting or self._anyone_logged_in(q):
                 continue
             for task in [t for t in q.waiting if t.channel == "voice"]:
-                out += self._exit(task, now, "EXITEMPTY", "empty", q.spec.overflow)
+                out += self._exit(task, now, "EXITEMPTY", "empty", self._spec(task).overflow)
         return out
 
     def _exit(self, task: QueuedTask, now: float, event: str, reason: str, target: Overflow | str | None,

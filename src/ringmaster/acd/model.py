@@ -161,6 +161,10 @@ class QueuedTask:
     agent: str | None = None          # connected agent
     answered_at: float | None = None
     unroutable: str = ""              # why no logged-in member could take it (engine.Unroutable), "" if one can
+    # the queue's settings when the task entered it: a reload changes them for the next task,
+    # never for this one (its strategy, timeouts, retry, max wait, announcements, wrap-up);
+    # who may take it (members, tiers, required skills) is the queue's as it is now
+    spec: QueueConfig | None = None
 
     def sort_key(self) -> tuple[int, float, int]:
         """Service order: higher priority first, then the due time (email) or entry time, then arrival

@@ -23,7 +23,7 @@ import structlog
 
 from ringmaster import inputs
 from ringmaster import protocol as p
-from ringmaster.acd.config import AnnounceSay, Overflow
+from ringmaster.acd.config import AnnounceSay, Overflow, QueueConfig
 from ringmaster.acd.engine import (
     UNROUTABLE_TEXT,
     Action,
@@ -67,6 +67,7 @@ class Queued:
     agent: str | None = None
     agent_leg: str | None = None
     answered_at: float | None = None
+    spec: QueueConfig | None = None  # the queue's settings when the call entered (a reload changes the next call's)
 
 
 class AcdRuntime:
@@ -95,7 +96,7 @@ class AcdRuntime:
     def enqueue(self, session: CallSession, queue: str, priority: int,
                 skills: tuple[tuple[str, int], ...] = ()) -> None:
         now = self.clock()
-        self.calls[session.call_id] = Queued(session, queue, now)
+        self.calls[session.call_id] = Queued(session, queue, now, spec=self.engine.queues[queue].spec)
         self.store.call_queued(session.call_id, queue)
         session.queue_started(queue, self.moh_files(queue))
         session.log.info("acd.enqueued", queue=queue, priority=priority, skills=dict(skills) or None)
@@ -147,7 +148,7 @@ class AcdRuntime:
                 q.session.close_holds("agent_hangup")  # UNHOLD before COMPLETEAGENT
                 self._record_talk(q, now)
                 self.apply(self.engine.call_ended(q.session.call_id, "agent", now))
-                spec = self.cfg.queues.get(q.queue)
+                spec = q.spec or self.cfg.queues.get(q.queue)
                 after = spec.continue_on_agent_hangup if spec is not None else None
                 if after is not None and q.session.run is not None and after in q.session.run.plan.flows:
                     q.session.continue_after_agent(after)  # Asterisk's Queue option c
@@ -231,6 +232,22 @@ class AcdRuntime:
         log.info("acd.agent_command", agent=agent, action=action, reason=reason or None)
         self.apply(actions)
         return None
+
+    def reconfigure(self, cfg: Config, queues: dict[str, QueueConfig], drain: dict[str, str] | None = None) -> None:
+        """A reload: the engine takes the new agents, profiles and `queues` (the YAML's with the
+        run-time member changes laid over: acd.members), keeping presence and places; callers
+        of a removed queue move to drain[queue]. Check engine.reconfigure_problems first: this
+        raises ValueError where that finds any. A new mobile agent with auto_login logs in."""
+        now = self.clock()
+        actions = self.engine.reconfigure(queues, cfg.agents, {a: cfg.presence_of(a) for a in cfg.agents}, now,
+                                          drain)
+        old = self.cfg.agents
+        self.cfg = cfg
+        self.by_user = {a.softphone.username: name for name, a in cfg.agents.items() if a.softphone is not None}
+        for name, agent in cfg.agents.items():
+            if agent.auto_login and agent.mobile is not None and (name not in old or old[name].mobile is None):
+                actions += self.engine.agent_login(name, now)
+        self.apply(actions)
 
     # ------------------------------------------------------------ actions
 
@@ -338,7 +355,7 @@ class AcdRuntime:
         now = self.clock()
         q.agent, q.agent_leg, q.answered_at = a.agent, ring.leg, now
         self.store.call_agent(a.call_id, a.agent, now - q.enqueued_at)
-        spec = self.cfg.queues[q.queue]
+        spec = q.spec or self.cfg.queues[q.queue]
         path = None
         if spec.record is not None:
             path = self._recording_path(spec.record.template, q, a.agent, now)
@@ -383,7 +400,7 @@ class AcdRuntime:
 
     def _announce(self, a: Announce) -> None:
         q = self.calls.get(a.call_id)
-        spec = self.cfg.queues[q.queue].announce if q is not None else None
+        spec = (q.spec or self.cfg.queues[q.queue]).announce if q is not None else None
         if q is None or spec is None:
             return
         run = q.session.run

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from importlib import resources
@@ -369,6 +370,31 @@ class Edge(SupervisedChild):
             except RuntimeError as exc:  # already ending: the other side hung up meanwhile
                 log.info("edge.end_dialog_failed", call_id=dlg.get("call-id"), error=str(exc))
         return ended
+
+    def apply_subscribers(self, cfg: Config) -> bool:
+        """Hand a reload's softphone agents (usernames, passwords) to the running edge: the
+        subscriber table is rewritten if it changed (True), and db_text (db_mode 1) re-reads it
+        at the next digest check. Its mtime is moved at least a second past the old one: db_text
+        compares whole seconds, and a start and a reload can fall in the same one."""
+        path = self.rundir / "dbtext" / "subscriber"
+        text = subscriber_table(cfg)
+        try:
+            old_mtime = path.stat().st_mtime
+            if path.read_text() == text:
+                return False
+        except OSError:
+            old_mtime = 0.0
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # HA1 hashes: secret
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        at = max(time.time(), int(old_mtime) + 1.0)
+        os.utime(tmp, (at, at))
+        run_as = runas.resolve(cfg.run_as)
+        if run_as is not None:
+            run_as.give(tmp)
+        tmp.replace(path)  # never half-written
+        return True
 
     async def apply_policy(self, cfg: Config) -> list[str]:
         """Hand a reloaded dial plan's numbers and transfer targets to the running edge: the

@@ -16,6 +16,7 @@ import getpass
 import os
 import secrets
 import shutil
+import signal
 from pathlib import Path
 
 import structlog
@@ -114,6 +115,16 @@ class EmbeddedBroker(SupervisedChild):
     async def start(self) -> None:
         self.conf = await self.write_files()
         await self._start_supervised()
+
+    async def reload_users(self, cfg: Config) -> None:
+        """A reload's MQTT users (integration clients, agents' passwords, their voicemail
+        topics): the password file and ACL are written again and mosquitto re-reads them on
+        SIGHUP (its documented reload; the listener and the connected clients stay)."""
+        self.cfg = cfg
+        await self.write_files()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGHUP)
+            log.info("mqtt.broker_users_reloaded", pid=self.proc.pid)
 
     async def _spawn(self) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
