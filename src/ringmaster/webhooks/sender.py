@@ -176,7 +176,7 @@ class WebhookSender:
             return f"dead letter {row['id']} is being sent already"
         self.store.webhook_retried(int(row["id"]), now)
         self.dead[d.webhook] = max(0, self.dead[d.webhook] - 1)
-        log.info("webhooks.retried", webhook=d.webhook, event_id=d.event_id, event=d.event, lane=d.lane)
+        log.info("webhooks.retried", webhook=d.webhook, event_id=d.event_id, event_type=d.event, lane=d.lane)
         self._run_if_needed()
         self._wake.set()
         return None
@@ -205,7 +205,7 @@ class WebhookSender:
             self._wake.clear()
             limits = self._limits()
             for d in self.outbox.take_due(self.clock(), limits):
-                task = asyncio.create_task(self._attempt(d))
+                task = asyncio.create_task(self._attempt_logged(d))
                 self._attempts.add(task)
                 task.add_done_callback(self._attempts.discard)
             deadline = self.outbox.next_deadline(limits)
@@ -230,6 +230,12 @@ class WebhookSender:
                 ssl.create_default_context(cafile=spec.tls.ca_file) if spec.tls.ca_file else True)
             self._tls[key] = ctx
         return ctx
+
+    async def _attempt_logged(self, d: Delivery) -> None:
+        try:
+            await self._attempt(d)
+        except Exception:  # a bug here must not end the sender; the delivery stays stored
+            log.exception("webhooks.attempt_error", webhook=d.webhook, event_id=d.event_id)
 
     async def _attempt(self, d: Delivery) -> None:
         spec = self.config().webhooks.get(d.webhook)
@@ -261,7 +267,7 @@ class WebhookSender:
 
     def _record(self, outcome: Delivered | RetryAt | Dead) -> None:
         d = outcome.delivery
-        where = {"webhook": d.webhook, "event_id": d.event_id, "event": d.event, "lane": d.lane,
+        where = {"webhook": d.webhook, "event_id": d.event_id, "event_type": d.event, "lane": d.lane,
                  "attempts": d.attempts}
         if isinstance(outcome, Delivered):
             self.store.webhook_delivered(d.webhook, d.event_id)
