@@ -10,6 +10,8 @@ import asyncio
 import base64
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from typing import Any
@@ -298,6 +300,9 @@ def test_dead_letters_show_in_api_metrics_and_status_and_an_admin_retry_delivers
     assert metric(text.decode(), "ringmaster_webhook_failed_attempts_total", webhook="crm") == 8
     st = d.status()
     assert st is not None and st["webhooks"]["crm"]["dead"] == 4 and st["webhooks"]["crm"]["pending"] == 0
+    text_status = subprocess.run([sys.executable, "-m", "ringmaster.cli", "status", "-c", str(d.config_path)],
+                                 capture_output=True, text=True, timeout=15).stdout
+    assert "webhook crm: 0 pending, 0 in flight, 4 dead letters" in text_status, text_status
     status, _, _ = http(d, "GET", "/api/webhooks/dead-letters?limit=0", "operator")
     assert status == 400
     status, _, _ = http(d, "POST", f"/api/webhooks/dead-letters/{listed[0]['id']}/retry", "operator")
