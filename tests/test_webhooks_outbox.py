@@ -74,6 +74,7 @@ def test_a_lane_sends_one_at_a_time_in_order_and_lanes_share_max_in_flight():
         for lane in ("call:a", "call:b", "call:c"):
             box.add(delivery(lane, n))
     s = spec(max_in_flight=2)
+    assert box.pending("crm") == 9 and box.oldest("crm") == 0.0 and box.oldest("other") is None
     first = box.take_due(0.0, {"crm": 2})
     assert [d.event_id for d in first] == ["msg_call:a_0", "msg_call:b_0"]
     assert box.take_due(0.0, {"crm": 2}) == []  # two in flight: the endpoint's limit
@@ -92,6 +93,7 @@ def test_a_lane_sends_one_at_a_time_in_order_and_lanes_share_max_in_flight():
         t += 0.1
     for lane in ("call:a", "call:b", "call:c"):
         assert [e for e in sent if e.startswith(f"msg_{lane}_")] == [f"msg_{lane}_{n}" for n in range(3)]
+    assert box.pending("crm") == 0 and box.oldest("crm") is None
 
 
 def test_a_failed_head_holds_its_lane_backs_off_with_jitter_and_dies_after_max_attempts():

@@ -139,7 +139,7 @@ class LiveCollector(Collector):
         wh_pending = _gauge("ringmaster_webhook_pending", "Webhook deliveries waiting (stored outbox; grows while an endpoint is down)", ["webhook"])
         wh_flight = _gauge("ringmaster_webhook_in_flight", "Webhook requests being made now", ["webhook"])
         wh_dead = _gauge("ringmaster_webhook_dead_letters", "Webhook deliveries given up (max attempts or age); retried by an admin", ["webhook"])
-        wh_oldest = _gauge("ringmaster_webhook_oldest_pending_seconds", "Age of the oldest event waiting for the endpoint", ["webhook"])
+        wh_oldest = _gauge("ringmaster_webhook_oldest_pending_seconds", "Seconds the longest-waiting delivery to the endpoint has waited (0: none waits)", ["webhook"])
         wh_ok = _counter("ringmaster_webhook_deliveries_total", "Webhook deliveries the endpoint accepted (2xx) since start", ["webhook"])
         wh_failed = _counter("ringmaster_webhook_failed_attempts_total", "Webhook attempts that failed (no 2xx) since start", ["webhook"])
         for hook in s.webhooks:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from ringmaster.config import WebhookConfig
@@ -45,6 +45,7 @@ class Delivery:
     next_at: float = 0.0
     last_status: int | None = None
     last_error: str = ""
+    released: bool = False  # delivered or dead: no longer held by the outbox
 
     @property
     def key(self) -> tuple[str, str]:
@@ -97,16 +98,23 @@ class Outbox:
         self.endpoints: dict[str, _Endpoint] = {}
         self.keys: set[tuple[str, str]] = set()  # (webhook, event_id) of every delivery held
         self._seq = itertools.count()
+        self._count: Counter[str] = Counter()  # deliveries held per endpoint
+        # per endpoint, (queued_at, event_id) in the order added: the oldest still held is at the
+        # left once the ones gone are dropped (amortized O(1) for status pages and /metrics)
+        self._ages: dict[str, deque[Delivery]] = {}
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def pending(self, webhook: str) -> int:
-        return sum(len(q) for (w, _), q in self.lanes.items() if w == webhook)
+        return self._count[webhook]
 
     def oldest(self, webhook: str) -> float | None:
-        """The event time of the oldest delivery waiting for `webhook` (None: none)."""
-        return min((q[0].created_at for (w, _), q in self.lanes.items() if w == webhook and q), default=None)
+        """When the longest-waiting delivery for `webhook` was queued (epoch seconds; None: none)."""
+        ages = self._ages.get(webhook)
+        while ages and ages[0].released:
+            ages.popleft()
+        return ages[0].queued_at if ages else None
 
     def in_flight(self, webhook: str) -> int:
         ep = self.endpoints.get(webhook)
@@ -117,6 +125,9 @@ class Outbox:
         if d.key in self.keys:
             return False
         self.keys.add(d.key)
+        self._count[d.webhook] += 1
+        d.released = False
+        self._ages.setdefault(d.webhook, deque()).append(d)
         q = self.lanes.setdefault((d.webhook, d.lane), deque())
         q.append(d)
         if len(q) == 1:
@@ -189,6 +200,8 @@ class Outbox:
         assert q[0] is d
         q.popleft()
         self.keys.discard(d.key)
+        self._count[d.webhook] -= 1
+        d.released = True
         if q:
             self._schedule(q[0])
         else:
