@@ -357,3 +357,30 @@ async def test_a_hanging_receiver_slows_neither_calls_nor_chats_and_gets_at_most
     assert st is not None and st["webhooks"]["crm"]["in_flight"] <= 2 and st["webhooks"]["crm"]["pending"] >= 20
     assert "no answer within 1 s" in st["webhooks"]["crm"]["last_error"]
     rx.close()
+
+
+def test_a_reload_adds_an_endpoint_and_moves_one_to_a_new_url(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    chat_config(d)
+    api_config(d)
+    rx = Receiver(d.ports.base + 7, SECRET).up()
+    d.config["webhooks"] = {"crm": hook(rx, "old", events=["agent.state"])}
+    d.start()
+    assert http(d, "POST", "/api/agents/ann", "supervisor", {"action": "login"})[0] == 200
+    rx.wait(2, "old")  # ann's state at start, then logged in
+    d.config["webhooks"] = {"crm": hook(rx, "new", events=["agent.state"]),
+                            "wfm": hook(rx, "wfm", events=["agent.state"])}
+    d.write_config()
+    status, _, body = http(d, "POST", "/api/reload", "admin")
+    assert status == 200, body
+    assert http(d, "POST", "/api/agents/ann", "supervisor", {"action": "pause", "reason": "lunch"})[0] == 200
+    moved, added = rx.wait(1, "new"), rx.wait(1, "wfm")
+    assert [g.data["status"] for g in moved] == ["paused"] and [g.data["status"] for g in added] == ["paused"]
+    assert moved[0].id == added[0].id and len(rx.got("old")) == 2
+    d.config["webhooks"]["crm"]["secret"] = "whsec_short"
+    d.write_config()
+    status, _, body = http(d, "POST", "/api/reload", "admin")
+    assert status == 422 and b"webhooks.crm.secret" in body  # a bad endpoint keeps the live ones
+    assert http(d, "POST", "/api/agents/ann", "supervisor", {"action": "unpause"})[0] == 200
+    assert [g.data["status"] for g in rx.wait(2, "new")] == ["paused", "available"]
+    rx.close()

@@ -566,7 +566,7 @@ class Controller:
         self.dialplan = plan
         self.cfg = self.cfg.model_copy(update={k: getattr(cfg, k) for k in
                                                ("flows", "entry_points", "unknown_number", "schedules", "logging",
-                                                "languages", "tts", "http_endpoints", "voicemail")})
+                                                "languages", "tts", "http_endpoints", "voicemail", "webhooks")})
         self.speech.cfg = cfg.tts  # the cache keeps its directory until a restart
         # the new plan's prompts are converted in a thread, not on the event loop
         try:
