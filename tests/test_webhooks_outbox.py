@@ -5,6 +5,7 @@ file:line."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import random
@@ -227,3 +228,21 @@ def test_good_webhook_config_loads(tmp_path: Path):
     cfg = load_config(path)
     hook = cfg.webhooks["crm"]
     assert hook.wants("call.ended") and not hook.wants("task.offered") and hook.timeout == 15.0
+
+
+async def test_a_stop_during_a_long_batch_commits_everything_and_returns(tmp_path: Path, monkeypatch):
+    import ringmaster.store as store_mod
+
+    monkeypatch.setattr(store_mod, "CLOSE_GRACE_SECONDS", 0.01)  # the flush at close times out mid-batch
+    store = Store(tmp_path / "s.db", spill_path=tmp_path / "spill.jsonl")
+    await store.open()
+    for i in range(3000):
+        store.event(f"c-{i}", "OFFERED", float(i))
+        store.webhook_enqueue("crm", f"msg_{i}", "call.offered", f"call:c-{i}", b"{}", float(i))
+    await asyncio.wait_for(store.close(), 30)  # it used to wait for ever once close's sentinel went with a batch
+    store = Store(tmp_path / "s.db", spill_path=tmp_path / "spill.jsonl")
+    await store.open()
+    try:
+        assert len(await store.webhook_pending()) == 3000
+    finally:
+        await store.close()

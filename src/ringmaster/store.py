@@ -515,6 +515,8 @@ class Store:
         while True:
             if self.health.state == "ok":
                 if self._carry is None:
+                    if self._stop.is_set() and self._queue.empty():
+                        return  # close(): its sentinel was taken with the last batch
                     item = await self._queue.get()
                     if item is None:  # close(): everything before it was taken and tried
                         return
