@@ -384,3 +384,39 @@ def test_a_reload_adds_an_endpoint_and_moves_one_to_a_new_url(daemon_factory):
     assert http(d, "POST", "/api/agents/ann", "supervisor", {"action": "unpause"})[0] == 200
     assert [g.data["status"] for g in rx.wait(2, "new")] == ["paused", "available"]
     rx.close()
+
+
+async def test_callback_voicemail_and_the_calls_end_arrive_without_mqtt(daemon_factory, tmp_path):
+    from tests.helpers.audio import write_tone
+    from tests.test_voicemail import leave_message, vm_config
+
+    d = daemon_factory(workers=1, start=False)
+    vm_config(d)  # no MQTT: webhooks do not need a broker
+    d.config["flows"]["vm-alice"] = [{"callback": "sales"}, {"voicemail": {"box": "alice", "max_seconds": 20}},
+                                     "hangup"]
+    rx = Receiver(d.ports.base + 7, SECRET).up()
+    d.config["webhooks"] = {"crm": hook(rx, events=["callback.requested", "voicemail.new", "call.ended"])}
+    d.start()
+    write_tone(tmp_path / "voice.wav", 1700.0, 1.5)
+    caller = await Phone("4511223344", d.ports.caller(0), d.ports.base + 80).start()
+    try:
+        await leave_message(d, caller, "100", tmp_path / "voice.wav")
+    finally:
+        await caller.stop()
+    call_id = d.wait_calls_ended(1)[0]["call_id"]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len(rx.got()) < 3:
+        await asyncio.sleep(0.1)
+    got = rx.got()
+    assert sorted(g.type for g in got) == ["call.ended", "callback.requested", "voicemail.new"], [g.type for g in got]
+    assert all(g.verified and g.data["call_id"] == call_id for g in got)
+    assert got[0].type == "callback.requested" and got[0].data["number"] == "4511223344"
+    assert got[0].data["queue"] == "sales"
+    stamps = [g.body["timestamp"] for g in got]
+    assert stamps == sorted(stamps)  # one lane: the call's events in the order they happened
+    vm = next(g for g in got if g.type == "voicemail.new")
+    assert vm.data["box"] == "alice" and vm.data["caller"] == "4511223344" and vm.data["seconds"] > 1
+    end = next(g for g in got if g.type == "call.ended")
+    assert end.data["disposition"] == "completed" and end.data["flow"] == "vm-alice"
+    assert end.data["variables"]["callback_requested"] == "4511223344"
+    rx.close()
