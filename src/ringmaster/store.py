@@ -3,7 +3,9 @@
 Writes are queued and committed in batches by a single task, so the event loop never waits
 on the disk and a burst of calls costs one fsync per batch, not one per row. `flush()`
 returns once everything queued so far is committed: the daemon calls it before it exits,
-and a call's final row is committed within one batch of the call ending.
+and a call's final row is committed within one batch of the call ending. A write queued as
+joined (`_put_joined`: an event's webhook deliveries) is committed in the same transaction as
+the write before it: a batch never ends between them.
 
 A store fault (the filesystem turns read-only, fills up, or fails I/O) loses no record: the
 writes that could not be committed stay pending, in order, and the whole pending list is
