@@ -283,7 +283,7 @@ def test_dead_letters_show_in_api_metrics_and_status_and_an_admin_retry_delivers
     for action in ("login", "pause", "unpause"):
         status, _, _ = http(d, "POST", "/api/agents/ann", "supervisor", {"action": action, "reason": "x"} if action == "pause" else {"action": action})
         assert status == 200
-        time.sleep(0.1)
+        time.sleep(0.3)  # apart by more than the 50 ms agent states are coalesced over
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and len(outbox(d, "dead")) < 4:
         time.sleep(0.1)
