@@ -210,6 +210,16 @@ ROUTES: tuple[Route, ...] = (
           "RemoveQueueMember: no new offers from this queue; a call in hand goes on (kept across restarts)",
           role="supervisor"),
     *_voicemail_routes(),
+    Route("GET", "/api/webhooks", "webhooks", "Webhook endpoints and their outbox: pending, in flight, dead letters"),
+    Route("GET", "/api/webhooks/dead-letters", "webhook_dead_letters",
+          "Webhook deliveries given up (max attempts or age), oldest first",
+          params=(Param("webhook", "string", "only this endpoint's", lambda v: v),
+                  Param("limit", "integer", "at most this many (1-1000, default 100)", int)),
+          responses={"503": "the store cannot be read"}),
+    Route("POST", "/api/webhooks/dead-letters/{id}/retry", "webhook_retry",
+          "Send a dead letter again (attempts and max age start over)", role="admin",
+          responses={"404": "no dead letter with this id", "409": "its webhook is not configured, or it is being sent",
+                     "503": "the store cannot be read"}),
     Route("GET", "/wallboard", "wallboard", "The live wallboard page (token in ?token= for wall displays)",
           params=_TOKEN),
     Route("GET", "/wallboard/events", "wallboard_events",
@@ -466,6 +476,39 @@ class Api:
 
     async def member_remove(self, request: web.Request) -> web.Response:
         return self._member(request, request.match_info["agent"], "remove")
+
+    # ------------------------------------------------------------ webhooks
+
+    async def webhooks(self, request: web.Request) -> web.Response:
+        return _json({"webhooks": self.controller.webhooks_status() or {}})
+
+    async def webhook_dead_letters(self, request: web.Request) -> web.Response:
+        from ringmaster.reports import webhooks as wr
+
+        q = request.query
+        unknown = set(q) - {"webhook", "limit", "token"}
+        if unknown:
+            raise _bad(f"unknown parameter(s) {sorted(unknown)[:5]}; parameters: webhook, limit")
+        limit = q.get("limit", "100")
+        if not limit.isdigit() or not 1 <= int(limit) <= wr.DEAD_LETTERS_MAX:
+            raise _bad(f"limit: a whole number 1-{wr.DEAD_LETTERS_MAX}")
+        rows = await self._read(wr.dead_letters, q.get("webhook"), int(limit))
+        return _json({"dead_letters": rows})
+
+    async def webhook_retry(self, request: web.Request) -> web.Response:
+        from ringmaster.reports import webhooks as wr
+
+        raw = request.match_info["id"]
+        if not raw.isdigit() or len(raw) > 18:
+            raise _bad("id: a dead letter's id (a number; GET /api/webhooks/dead-letters lists them)")
+        row = await self._read(wr.dead_letter, int(raw))
+        if row is None:
+            raise _error(web.HTTPNotFound, f"no dead letter {raw}")
+        err = self.controller.webhooks.retry(row)
+        if err:
+            raise _error(web.HTTPConflict, err)
+        log.info("api.webhook_retried", id=int(raw), webhook=row["webhook"], role=request["role"])
+        return _json({"retried": int(raw), "webhook": row["webhook"], "event_id": row["event_id"]})
 
     # ------------------------------------------------------------ voicemail
 

@@ -130,6 +130,9 @@ class CallSession:
     # told when a message is stored: (rec_id, call_id, box, caller, path, seconds); the controller's
     # voicemail announces it once the worker's RecordingDone says the WAV is whole
     on_message: Callable[[str, str, str, str, str, float], None] = lambda *a: None
+    # told of the call's events integrations hear of (webhooks), right after their record is
+    # written: ("ended", {...}) and ("callback", {...})
+    notify: Callable[[str, dict[str, Any]], None] = lambda kind, data: None
     _message_timer: asyncio.TimerHandle | None = None
     # ACD: the queue the caller waits in, its hold music, the agent leg once bridged
     acd: AcdRuntime | None = None
@@ -213,6 +216,7 @@ class CallSession:
                 self._background(self._lookup(action))
             elif isinstance(action, StoreCallback):
                 self.store.callback_requested(self.call_id, action.queue, action.number, time.time())
+                self.notify("callback", {"caller": self.caller, "queue": action.queue, "number": action.number})
                 self.log.info("call.callback_requested", queue=action.queue, number=action.number)
             elif isinstance(action, HangUp):
                 self.hangup = action
@@ -691,4 +695,8 @@ class CallSession:
         run = self.run
         self.store.call_ended(self.call_id, self.ended_at or time.time(), disposition, cause, code, by,
                               run.path if run else [], run.variables if run else {})
+        self.notify("ended", {"caller": self.caller, "called": self.called, "flow": run.flow.name if run else None,
+                              "disposition": disposition, "cause": cause, "code": code, "by": by,
+                              "arrived_at": self.arrived_at, "answered_at": self.answered_at,
+                              "ended_at": self.ended_at, "variables": dict(run.variables) if run else {}})
         self.log.info("call.ended", disposition=disposition, cause=cause, code=code, by=by)

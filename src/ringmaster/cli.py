@@ -191,6 +191,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if mwi and (mwi["subscriptions"] or mwi["notifies_sent"] or mwi["notifies_failed"]):
         print(f"message-waiting: {mwi['subscriptions']} phones subscribed; {mwi['notifies_sent']} NOTIFYs sent, "
               f"{mwi['notifies_failed']} failed")
+    for name, w in (reply.get("webhooks") or {}).items():
+        print(f"webhook {name}: {w['pending']} pending, {w['in_flight']} in flight, {w['dead']} dead letters, "
+              f"{w['delivered']} delivered since start" + (f"; last error: {w['last_error']}" if w["last_error"] else ""))
     st = reply.get("store")
     if st:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["since"])) if st.get("since") else ""

@@ -606,6 +606,79 @@ class HttpEndpoint(Strict):
         return v
 
 
+WEBHOOK_EVENTS = ("call.offered", "call.answered", "call.ended", "task.offered", "task.accepted",
+                  "task.completed", "callback.requested", "voicemail.new", "agent.state")
+
+
+class WebhookConfig(Strict):
+    """An HTTP endpoint that receives events as signed POSTs (Standard Webhooks 1.0:
+    webhook-id, webhook-timestamp, webhook-signature; docs/webhooks.md). Deliveries wait in a
+    persistent outbox (SQLite) and are retried with exponential backoff and jitter until the
+    endpoint answers 2xx, or become dead letters after `max_attempts` or `max_age_hours`."""
+
+    url: str = Field(description="http:// or https:// URL the events are POSTed to")
+    secret: str = Field(description="whsec_ + base64 of 24-64 random bytes (Standard Webhooks); "
+                                    "generate with `echo whsec_$(openssl rand -base64 32)`")
+    events: list[str] = Field(min_length=1, description="event types to send (" + ", ".join(WEBHOOK_EVENTS)
+                                                         + "), or [\"*\"] for all")
+    timeout: float = Field(default=15.0, gt=0, le=60,
+                           description="seconds one attempt may take (connect and answer); then it is retried")
+    max_attempts: int = Field(default=20, ge=1, le=100, description="attempts before a delivery is a dead letter")
+    max_age_hours: float = Field(default=72.0, gt=0, le=720,
+                                 description="a delivery not made this long after its event is a dead letter")
+    backoff_initial: float = Field(default=5.0, ge=0.05, le=3600, description="seconds before the first retry; doubled after each")
+    backoff_max: float = Field(default=3600.0, ge=0.05, le=86400, description="the longest wait between two attempts (seconds)")
+    max_in_flight: int = Field(default=4, ge=1, le=64,
+                               description="requests at once to this endpoint (each for another call, task or agent)")
+    tls: EndpointTls = Field(default_factory=EndpointTls)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("no credentials in the URL: the signature authenticates each request")
+        if any(c.isspace() for c in v):
+            raise ValueError("no spaces in the URL")
+        return v
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str) -> str:
+        from ringmaster.webhooks.signing import SecretInvalid, secret_key
+
+        try:
+            secret_key(v)
+        except SecretInvalid as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name != "*" and name not in WEBHOOK_EVENTS:
+                raise ValueError(f"unknown event type {name!r}{did_you_mean(name, set(WEBHOOK_EVENTS))}; "
+                                 f"types: {', '.join(WEBHOOK_EVENTS)}, or * for all")
+        if len(set(v)) != len(v):
+            raise ValueError("an event type is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _backoff(self) -> WebhookConfig:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max is shorter than backoff_initial")
+        return self
+
+    def wants(self, event: str) -> bool:
+        """True if this endpoint is sent events of type `event`."""
+        return "*" in self.events or event in self.events
+
+
 class Config(Strict):
     def placeholder_secrets(self) -> list[str]:
         """Where a password or token still ends in `-change-me` (the committed demo config's
@@ -654,6 +727,8 @@ class Config(Strict):
     tts: TtsConfig = Field(default_factory=TtsConfig)
     http_endpoints: dict[str, HttpEndpoint] = Field(
         default_factory=dict, description="services `http` flow steps may call, by name")
+    webhooks: dict[str, WebhookConfig] = Field(
+        default_factory=dict, description="endpoints that receive events as signed HTTP POSTs, by name (docs/webhooks.md)")
     flows: dict[str, list[Any]] = Field(default_factory=dict)
     entry_points: list[EntryPoint] = Field(default_factory=list)
     unknown_number: UnknownNumber = Field(default_factory=UnknownNumber)
@@ -816,7 +891,7 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
     ctx = NodeContext(Path(cfg.paths.prompts))
     users: dict[str, str] = {}
     # agent and queue names are MQTT topic levels and broker user names: keep them plain
-    for section, names in (("agents", cfg.agents), ("queues", cfg.queues)):
+    for section, names in (("agents", cfg.agents), ("queues", cfg.queues), ("webhooks", cfg.webhooks)):
         for name in names:
             if not NAME.match(name):
                 errors.append(src.error((section, name),

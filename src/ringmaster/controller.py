@@ -36,6 +36,7 @@ from ringmaster.store import Store
 from ringmaster.tasks import TaskRouter
 from ringmaster.tts import Speech
 from ringmaster.voicemail import Voicemail, boxes_of
+from ringmaster.webhooks.sender import WebhookSender
 from ringmaster.workerproc import WorkerProcess
 
 log = structlog.get_logger("ringmaster.controller")
@@ -82,12 +83,15 @@ class Controller:
                                  username=cfg.mqtt.client_id if self.broker else None)
         self.router = TaskRouter(self.acd, self.store, self.mqtt) if self.acd is not None else None
         self.members = Membership(self.acd, self.store) if self.acd is not None else None
+        # webhooks: every event published (MQTT or not) and the calls' own ends, from a stored outbox
+        self.webhooks = WebhookSender(lambda: self.cfg, self.store)
+        if self.router is not None:
+            self.router.tap = self.webhooks.observe
         self.edge_events = EdgeEvents(cfg.sip.host, events_port(cfg), self._edge_event)
         # voicemail: messages, their readers on MQTT, and the phones' message-waiting lamps
         self._messages: dict[str, tuple[str, str, str, str, float]] = {}  # rec_id -> message not yet announced
         self.mwi = MwiNotifier(self.edge_events.send, self._mwi_counts, cfg.sip.host, cfg.sip.port)
-        self.voicemail = Voicemail(lambda: self.cfg, self.store,
-                                   publish=self.mqtt.publish if self.mqtt is not None else None,
+        self.voicemail = Voicemail(lambda: self.cfg, self.store, publish=self._voicemail_publish,
                                    counts_changed=self._voicemail_counts_changed)
         self._reg_task: asyncio.Task[None] | None = None
         self._edge_task: asyncio.Task[None] | None = None
@@ -118,6 +122,7 @@ class Controller:
         await self.voicemail.start()  # its boxes' counts, read once before any call can change them
         if self.members is not None:
             await self.members.load(self.cfg)  # members changed at run time, over the YAML's
+        await self.webhooks.start()  # deliveries a previous run left, in event order
         await self.edge.check()
         if self.broker is not None:
             await self.broker.start()
@@ -195,6 +200,7 @@ class Controller:
             await self.broker.stop()
         await self.lookups.close()
         await self.voicemail.stop()
+        await self.webhooks.stop()  # what is not delivered stays in the store's outbox
         await self.store.close()
         bad = [c for c in codes if c != 0]
         if bad:
@@ -312,6 +318,7 @@ class Controller:
                               called=called, send=self.pool.send, store=self.store,
                               recordings_dir=self.cfg.paths.recordings, direct_media=self.cfg.sip.direct_media)
         session.on_message = self._message_left
+        session.notify = lambda kind, data: self._call_notified(session.call_id, kind, data)
         session.bind_leg = lambda leg: self.sessions.__setitem__((worker, leg), session)
         session.acd = self.acd
         # hold music when a party holds a call outside a queue (a queue's own `moh` otherwise)
@@ -640,6 +647,23 @@ class Controller:
         except Exception as exc:
             log.error("edge.policy_failed", error=str(exc))
 
+    # ------------------------------------------------------------ webhooks
+
+    def _call_notified(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
+        from ringmaster.webhooks.events import call_ended, callback_requested
+
+        self.webhooks.emit(call_ended(call_id, data) if kind == "ended" else callback_requested(call_id, data))
+
+    def _voicemail_publish(self, topic: str, payload: dict[str, Any]) -> None:
+        if self.mqtt is not None:
+            self.mqtt.publish(topic, payload)
+        self.webhooks.observe(topic, payload)
+
+    def webhooks_status(self) -> dict[str, Any] | None:
+        """Each configured endpoint's outbox (pending, in flight, dead letters, ...); None: no webhooks."""
+        found = self.webhooks.status()
+        return {name: e.as_dict() for name, e in found.items()} if found else None
+
     # ------------------------------------------------------------ voicemail
 
     def _message_left(self, rec_id: str, call_id: str, box: str, caller: str, path: str, seconds: float) -> None:
@@ -787,6 +811,7 @@ class Controller:
                 "schedules": {n: self.schedule_overrides.get(n, "auto") for n in sorted(self.dialplan.schedules)},
                 "registrations": [r.as_dict() for r in self.registrations.values()],
                 "mqtt": self.mqtt_status(),
+                "webhooks": self.webhooks_status(),
                 "mwi": self.mwi.status(),
                 "store": self.store.status()}
 
@@ -830,7 +855,9 @@ class Controller:
             store=live.LiveStore(health["state"] == "ok", health["pending"], health["write_failures"],
                                  self.store.last_commit_seconds, dict(self.store.ended_calls)),
             mqtt=live.LiveMqtt(mq["connected"], mq["queued"], mq["bad_payloads"]) if mq else None,
-            voicemail=live.LiveVoicemail(self.voicemail.box_counts(), len(self.mwi.subs)))
+            voicemail=live.LiveVoicemail(self.voicemail.box_counts(), len(self.mwi.subs)),
+            webhooks=tuple(live.LiveWebhook(e.name, e.pending, e.in_flight, e.dead, e.delivered, e.failed_attempts,
+                                            e.oldest_pending_seconds) for e in self.webhooks.status().values()))
 
     def mqtt_status(self) -> dict[str, Any] | None:
         if self.mqtt is None:

@@ -205,6 +205,20 @@ class LiveVoicemail:
 
 
 @dataclass(frozen=True)
+class LiveWebhook:
+    """A webhook endpoint's outbox: deliveries waiting (age of the oldest event, seconds; None:
+    none waits), in flight, dead letters; delivered and failed attempts since start."""
+
+    name: str
+    pending: int
+    in_flight: int
+    dead: int
+    delivered: int
+    failed_attempts: int
+    oldest_pending_seconds: float | None
+
+
+@dataclass(frozen=True)
 class LiveState:
     """Everything live, at `at` (epoch seconds)."""
 
@@ -220,6 +234,7 @@ class LiveState:
     store: LiveStore
     mqtt: LiveMqtt | None = None
     voicemail: LiveVoicemail | None = None
+    webhooks: tuple[LiveWebhook, ...] = ()
 
 
 def agents_of(agents: Iterable[AgentState], now: float) -> dict[str, LiveAgent]:

@@ -142,6 +142,21 @@ class LiveCollector(Collector):
         yield messages
         yield mwi
 
+        wh_pending = _gauge("ringmaster_webhook_pending", "Webhook deliveries waiting (stored outbox; grows while an endpoint is down)", ["webhook"])
+        wh_flight = _gauge("ringmaster_webhook_in_flight", "Webhook requests being made now", ["webhook"])
+        wh_dead = _gauge("ringmaster_webhook_dead_letters", "Webhook deliveries given up (max attempts or age); retried by an admin", ["webhook"])
+        wh_oldest = _gauge("ringmaster_webhook_oldest_pending_seconds", "Seconds the longest-waiting delivery to the endpoint has waited (0: none waits)", ["webhook"])
+        wh_ok = _counter("ringmaster_webhook_deliveries_total", "Webhook deliveries the endpoint accepted (2xx) since start", ["webhook"])
+        wh_failed = _counter("ringmaster_webhook_failed_attempts_total", "Webhook attempts that failed (no 2xx) since start", ["webhook"])
+        for hook in s.webhooks:
+            wh_pending.add_metric([hook.name], hook.pending)
+            wh_flight.add_metric([hook.name], hook.in_flight)
+            wh_dead.add_metric([hook.name], hook.dead)
+            wh_oldest.add_metric([hook.name], hook.oldest_pending_seconds or 0.0)
+            wh_ok.add_metric([hook.name], hook.delivered)
+            wh_failed.add_metric([hook.name], hook.failed_attempts)
+        yield from (wh_pending, wh_flight, wh_dead, wh_oldest, wh_ok, wh_failed)
+
         st = s.store
         yield GaugeMetricFamily("ringmaster_store_last_commit_seconds", "Duration of the store's last batch commit",
                                 value=round(st.last_commit_seconds, 6))

@@ -3,7 +3,9 @@
 Writes are queued and committed in batches by a single task, so the event loop never waits
 on the disk and a burst of calls costs one fsync per batch, not one per row. `flush()`
 returns once everything queued so far is committed: the daemon calls it before it exits,
-and a call's final row is committed within one batch of the call ending.
+and a call's final row is committed within one batch of the call ending. A write queued as
+joined (`_put_joined`: an event's webhook deliveries) is committed in the same transaction as
+the write before it: a batch never ends between them.
 
 A store fault (the filesystem turns read-only, fills up, or fails I/O) loses no record: the
 writes that could not be committed stay pending, in order, and the whole pending list is
@@ -245,6 +247,28 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (queue, agent)
     );
     """,
+    """
+    -- webhooks: one row per event and endpoint until it is delivered (then deleted) or dead
+    -- (kept until an admin retries it); id order is event order (ringmaster.webhooks)
+    CREATE TABLE webhook_outbox (
+        id           INTEGER PRIMARY KEY,
+        webhook      TEXT NOT NULL,
+        event_id     TEXT NOT NULL,
+        event        TEXT NOT NULL,
+        lane         TEXT NOT NULL,
+        body         TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        queued_at    REAL NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'dead')),
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_at      REAL NOT NULL,
+        last_status  INTEGER,
+        last_error   TEXT,
+        dead_at      REAL,
+        UNIQUE (webhook, event_id)
+    );
+    CREATE INDEX webhook_outbox_state ON webhook_outbox(state, id);
+    """,
 ]
 
 class Disposition(StrEnum):
@@ -290,6 +314,7 @@ def is_store_fault(exc: BaseException) -> bool:
 class _Write:
     sql: str
     params: tuple[Any, ...]
+    joined: bool = False  # committed in the same transaction as the write queued before it
 
 
 @dataclass
@@ -326,6 +351,7 @@ class Store:
         self._tx = asyncio.Lock()
         self.last_commit_seconds = 0.0
         self._pending: list[_Write] = []  # not yet committed, oldest first (after the spill file's)
+        self._carry: _Write | None = None  # taken past a batch's limit: the next batch's first write
         self._waiters: list[asyncio.Future[None]] = []
         self._spill_rows = 0  # writes in the spill file, not yet committed
         self._spill_error_logged = False
@@ -466,6 +492,11 @@ class Store:
     def _put(self, sql: str, *params: Any) -> None:
         self._queue.put_nowait(_Write(sql, params))
 
+    def _put_joined(self, sql: str, *params: Any) -> None:
+        """A write that commits in the same transaction as the one queued just before it (a
+        batch never ends between them): an event's webhook deliveries and the event's own row."""
+        self._queue.put_nowait(_Write(sql, params, joined=True))
+
     async def flush(self) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(fut)
@@ -473,7 +504,7 @@ class Store:
 
     def pending(self) -> int:
         """Writes made but not committed yet (queued, kept through a fault, or spilled)."""
-        return self._queue.qsize() + len(self._pending) + self._spill_rows
+        return self._queue.qsize() + len(self._pending) + self._spill_rows + (self._carry is not None)
 
     def status(self) -> dict[str, Any]:
         self.health.pending = self.pending()
@@ -482,12 +513,18 @@ class Store:
 
     def _take_queued(self, limit: int | None = None) -> None:
         n = 0
-        while not self._queue.empty() and (limit is None or n < limit):
+        if self._carry is not None:
+            self._pending.append(self._carry)
+            self._carry, n = None, 1
+        while not self._queue.empty():
             item = self._queue.get_nowait()
             if item is None:
                 continue
             if isinstance(item, asyncio.Future):
                 self._waiters.append(item)
+            elif limit is not None and n >= limit and not item.joined:
+                self._carry = item  # past the limit, and not part of the last write's transaction
+                break
             else:
                 self._pending.append(item)
                 n += 1
@@ -495,10 +532,13 @@ class Store:
     async def _write_loop(self) -> None:
         while True:
             if self.health.state == "ok":
-                item = await self._queue.get()
-                if item is None:  # close(): everything before it was taken and tried
-                    return
-                (self._waiters if isinstance(item, asyncio.Future) else self._pending).append(item)  # type: ignore[arg-type]
+                if self._carry is None:
+                    if self._stop.is_set() and self._queue.empty():
+                        return  # close(): its sentinel was taken with the last batch
+                    item = await self._queue.get()
+                    if item is None:  # close(): everything before it was taken and tried
+                        return
+                    (self._waiters if isinstance(item, asyncio.Future) else self._pending).append(item)  # type: ignore[arg-type]
                 self._take_queued(500)
             else:
                 # failing: wait, take what came meanwhile, then try everything again
@@ -837,6 +877,49 @@ class Store:
         async with self.db.execute("SELECT task_id FROM tasks ORDER BY id DESC LIMIT ?", (limit,)) as cur:
             rows = await cur.fetchall()
         return [str(r[0]) for r in reversed(list(rows))]
+
+    # ------------------------------------------------------------ webhook outbox (ringmaster.webhooks)
+
+    def webhook_enqueue(self, webhook: str, event_id: str, event: str, lane: str, body: bytes, at: float) -> None:
+        """An event's delivery to one endpoint, committed with the write queued before it (the
+        event's own record), so a stored event always has its deliveries."""
+        self._put_joined("INSERT OR IGNORE INTO webhook_outbox (webhook, event_id, event, lane, body, created_at,"
+                         " queued_at, next_at) VALUES (?,?,?,?,?,?,?,?)",
+                         webhook, event_id, event, lane, body.decode(), at, at, at)
+
+    def webhook_attempted(self, webhook: str, event_id: str, attempts: int, next_at: float,
+                          status: int | None, error: str) -> None:
+        """A failed attempt: the next one is due at next_at (epoch seconds)."""
+        self._put("UPDATE webhook_outbox SET attempts=?, next_at=?, last_status=?, last_error=?"
+                  " WHERE webhook=? AND event_id=? AND state='pending'", attempts, next_at, status, error,
+                  webhook, event_id)
+
+    def webhook_delivered(self, webhook: str, event_id: str) -> None:
+        self._put("DELETE FROM webhook_outbox WHERE webhook=? AND event_id=?", webhook, event_id)
+
+    def webhook_dead(self, webhook: str, event_id: str, attempts: int, at: float, status: int | None,
+                     error: str) -> None:
+        """Given up: a dead letter, kept until an admin retries it."""
+        self._put("UPDATE webhook_outbox SET state='dead', attempts=?, dead_at=?, last_status=?, last_error=?"
+                  " WHERE webhook=? AND event_id=?", attempts, at, status, error, webhook, event_id)
+
+    def webhook_retried(self, row_id: int, at: float) -> None:
+        """A dead letter sent again (an admin): attempts and max age start over at `at`."""
+        self._put("UPDATE webhook_outbox SET state='pending', attempts=0, next_at=?, queued_at=?, dead_at=NULL"
+                  " WHERE id=? AND state='dead'", at, at, row_id)
+
+    async def webhook_pending(self) -> list[dict[str, Any]]:
+        """The deliveries not made yet, in event order (at start; rows, as dicts)."""
+        assert self.db is not None
+        async with self.db.execute("SELECT * FROM webhook_outbox WHERE state='pending' ORDER BY id") as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def webhook_dead_counts(self) -> dict[str, int]:
+        """Dead letters by endpoint (at start; then counted as they change)."""
+        assert self.db is not None
+        async with self.db.execute("SELECT webhook, COUNT(*) FROM webhook_outbox WHERE state='dead'"
+                                   " GROUP BY webhook") as cur:
+            return {str(r[0]): int(r[1]) for r in await cur.fetchall()}
 
     async def schedule_overrides(self) -> dict[str, str]:
         assert self.db is not None

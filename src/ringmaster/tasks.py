@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -63,6 +64,8 @@ class TaskRouter:
         self._known: dict[str, None] = {}
         self._forgotten = False  # more tasks exist than _known holds: ask the store too
         self._stats_task: asyncio.Task[None] | None = None
+        # told of everything published (topic without prefix, payload), MQTT or not: webhooks
+        self.tap: Callable[[str, dict[str, Any]], None] | None = None
         acd.router = self
 
     # ------------------------------------------------------------ start and restore
@@ -327,6 +330,8 @@ class TaskRouter:
     # ------------------------------------------------------------ out
 
     def _publish(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
+        if self.tap is not None:
+            self.tap(topic, payload)
         if self.link is not None:
             self.link.publish(topic, payload, retain)
 
