@@ -221,6 +221,7 @@ class Edge(SupervisedChild):
         self.config_file = config_file
         self.rundir = Path(cfg.paths.runtime).resolve() / "edge"
         self.cfg_path = self.rundir / "kamailio.cfg"
+        self.rpc_given_up = 0  # RPCs whose late answer Kamailio will fail to deliver (logged as such)
 
     def write_files(self) -> Path:
         self.rundir.mkdir(parents=True, exist_ok=True)
@@ -302,6 +303,11 @@ class Edge(SupervisedChild):
                 # children exit on our SIGTERM and logs it as CRITICAL (tcp_main.c); it is the
                 # stop going as planned, not a fault: kept for debugging, not paged on
                 elog.debug("edge.stop_noise", line=line)
+            elif "jsonrpc" in line and "No such file or directory" in line and self.rpc_given_up:
+                # the answer to an RPC we stopped waiting for (rpc(): timeout under load): its
+                # reply socket is gone. Ours to report (edge.rpc_timeout), not a fault of the edge
+                self.rpc_given_up -= 1
+                elog.warning("edge.rpc_reply_late", line=line)
             elif " ERROR:" in line or "CRITICAL" in line or "ALERT" in line:
                 elog.error("edge.log", line=line)
             elif self.cfg.logging.level == "debug":
@@ -334,7 +340,12 @@ class Edge(SupervisedChild):
             sock.connect(str(path))
             loop = asyncio.get_running_loop()
             await loop.sock_sendall(sock, json.dumps(req).encode())
-            data = await asyncio.wait_for(loop.sock_recv(sock, 262144), timeout)
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 262144), timeout)
+            except TimeoutError:
+                self.rpc_given_up += 1
+                log.warning("edge.rpc_timeout", method=method, timeout=timeout)
+                raise
         finally:
             sock.close()
             reply_path.unlink(missing_ok=True)
