@@ -86,12 +86,14 @@ async def test_a_daemon_killed_mid_queue_call_has_every_call_and_offer_closed_at
     assert [r["event"] for r in log1] == ["ENTERQUEUE", "CONNECT", "COMPLETECALLER"], log1
     hold, talk, origpos = log1[2]["data"].split("|")
     assert log1[2]["agent"] == "alice" and hold == log1[1]["data"].split("|")[0] and origpos == "1"
-    assert 1 <= int(talk) <= 4, log1  # talk ends at the last record before the crash, not at the restart
+    # talk ends at the last heartbeat before the crash (1 s apart), not at the restart 2 s + later;
+    # bounded by the measured connect-to-kill time, which a loaded machine stretches
+    assert 1 <= int(talk) <= killed_at - log1[1]["at"] + 1.5, (log1, killed_at)
     log2 = _log(d, waiting)
     assert [(r["event"], r["agent"]) for r in log2] == [("ENTERQUEUE", "NONE"), ("RINGCANCELED", "bob"),
                                                          ("ABANDON", "NONE")], log2
     pos, origpos, wait = log2[2]["data"].split("|")
-    assert (pos, origpos) == ("1", "1") and 1 <= int(wait) <= 4, log2
+    assert (pos, origpos) == ("1", "1") and 1 <= int(wait) <= killed_at - log2[0]["at"] + 1.5, (log2, killed_at)
     for r in log1[2:] + log2[1:]:
         assert r["at"] <= killed_at + 0.5, (r, killed_at)
     for call_id in ids:

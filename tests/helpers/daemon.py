@@ -159,7 +159,7 @@ class Daemon:
     def write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 40.0) -> None:  # a ceiling: a loaded CI box took 20 s once
         self.write_config()
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "ringmaster.cli", "run", "-c", str(self.config_path)],
