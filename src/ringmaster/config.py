@@ -465,6 +465,67 @@ class HttpEndpoint(Strict):
         return v
 
 
+class WrapupCode(Strict):
+    """One wrap-up (disposition) code agents may give a finished task, like mod_callcenter's
+    and Genesys' "wrap-up codes": its name is the key under customers.wrapup_codes."""
+
+    digits: str | None = Field(default=None, pattern=r"^[0-9]{1,6}$",
+                               description="what the agent keys on the phone during wrap-up (then #)")
+    description: str = Field(default="", max_length=200)
+
+
+class CustomersConfig(Strict):
+    """One customer, one history across voice, chat and email (docs/customers.md). Without this
+    section no customer is recorded and offers carry no history."""
+
+    default_country: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2}$",
+        description="ISO 3166 country of caller IDs in national form (DK: 20123456 -> +4520123456); "
+                    "without it only international numbers (+45..., 0045...) are customers")
+    history: int = Field(default=5, ge=0, le=50, description="interactions shown with each offer")
+    key_var: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="flow variable holding an account number (collected or from an http lookup): "
+                    "when set, the call's customer is that account, else its caller ID")
+    name_var: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                                 description="flow variable with the customer's name (e.g. from a lookup)")
+    tier_var: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                                 description="flow variable with the customer's tier (vip, gold, ...)")
+    wrapup_codes: dict[str, WrapupCode] = Field(default_factory=dict, max_length=200,
+                                                description="codes agents may give a finished task")
+    notes_max: int = Field(default=2000, ge=0, le=20000, description="characters of wrap-up notes")
+    wrapup_dtmf: bool = Field(default=False, description=(
+        "when the caller hangs up, the agent's phone stays connected for `wrapup_seconds` to key a code's "
+        "digits and #"))
+    wrapup_prompt: str = Field(default="wrapup-code", description="prompt the agent hears then (a file in prompts)")
+    wrapup_seconds: float = Field(default=10.0, gt=0, le=120, description="how long the agent's line stays open")
+    header_bytes: int = Field(default=400, ge=100, le=2000,
+                              description="at most this much history in the agent leg's X-Ringmaster-Customer-History")
+
+    @field_validator("default_country")
+    @classmethod
+    def _country(cls, v: str | None) -> str | None:
+        if v is not None:
+            import phonenumbers
+
+            if v not in phonenumbers.SUPPORTED_REGIONS:
+                raise ValueError(f"{v!r} is not a country phonenumbers knows (ISO 3166 alpha-2, e.g. DK, SE, US)")
+        return v
+
+    @field_validator("wrapup_codes")
+    @classmethod
+    def _codes(cls, v: dict[str, WrapupCode]) -> dict[str, WrapupCode]:
+        seen: dict[str, str] = {}
+        for name, code in v.items():
+            if not inputs.PLAIN_NAME.match(name):
+                raise ValueError(f"code {name[:70]!r}: letters, digits, _ . - (at most 64)")
+            if code.digits is not None:
+                if code.digits in seen:
+                    raise ValueError(f"codes {seen[code.digits]!r} and {name!r} have the same digits {code.digits}")
+                seen[code.digits] = name
+        return v
+
+
 class Config(Strict):
     def placeholder_secrets(self) -> list[str]:
         """Where a password or token still ends in `-change-me` (the committed demo config's
@@ -515,6 +576,7 @@ class Config(Strict):
     flows: dict[str, list[Any]] = Field(default_factory=dict)
     entry_points: list[EntryPoint] = Field(default_factory=list)
     unknown_number: UnknownNumber = Field(default_factory=UnknownNumber)
+    customers: CustomersConfig | None = Field(default=None, description="customer keys, history and wrap-up codes")
 
 
 # ---------------------------------------------------------------- loading

@@ -17,6 +17,7 @@ from ringmaster import protocol as p
 from ringmaster.acd.runtime import AcdRuntime
 from ringmaster.calls import CallSession, display_name, new_call_id, sip_user
 from ringmaster.config import Config
+from ringmaster.customers import CustomerBook
 from ringmaster.edge import Edge, events_port
 from ringmaster.edge.events import EdgeEvents
 from ringmaster.edge.loadcheck import LoadReconciler
@@ -77,6 +78,14 @@ class Controller:
             self.mqtt = MqttLink(cfg.mqtt, password=self.broker.password if self.broker else None,
                                  username=cfg.mqtt.client_id if self.broker else None)
         self.router = TaskRouter(self.acd, self.store, self.mqtt) if self.acd is not None else None
+        # customers: keys, offer context and wrap-up (docs/customers.md); None without the section
+        self.customers = CustomerBook(cfg.customers, self.store, cfg.storage.path, cfg.paths.prompts,
+                                      publish=self.mqtt.publish if self.mqtt is not None else None) \
+            if cfg.customers is not None else None
+        if self.acd is not None:
+            self.acd.customers = self.customers
+        if self.router is not None:
+            self.router.customers = self.customers
         self.edge_events = EdgeEvents(cfg.sip.host, events_port(cfg), self._edge_event)
         # voicemail: messages, their readers on MQTT, and the phones' message-waiting lamps
         self._messages: dict[str, tuple[str, str, str, str, float]] = {}  # rec_id -> message not yet announced
@@ -111,6 +120,8 @@ class Controller:
         self.schedule_overrides.update(await self.store.schedule_overrides())
         await self.store.close_orphans(time.time())  # logs store.orphans_closed
         await self.voicemail.start()  # its boxes' counts, read once before any call can change them
+        if self.customers is not None:
+            await self.customers.start()  # before the router: restored tasks get their context
         await self.edge.check()
         if self.broker is not None:
             await self.broker.start()
@@ -184,6 +195,8 @@ class Controller:
             await self.broker.stop()
         await self.lookups.close()
         await self.voicemail.stop()
+        if self.customers is not None:
+            await self.customers.stop()
         await self.store.close()
         bad = [c for c in codes if c != 0]
         if bad:
@@ -227,7 +240,7 @@ class Controller:
         session.on_event(msg)
         if isinstance(msg, p.CallState) and msg.state == "disconnected" and leg != session.leg:
             self.sessions.pop((wp.name, leg), None)  # an agent or transfer leg ended: not ours any more
-        if session.ended and not session.b_leg:
+        if session.ended and not session.b_leg and not session.wrapup_leg:
             for key in [k for k, v in self.sessions.items() if v is session]:
                 del self.sessions[key]
 
@@ -310,10 +323,13 @@ class Controller:
         session.identity_host = self.cfg.sip.host
         session.send_pai = self.cfg.sip.send_pai
         session.speech, session.lookups = self.speech, self.lookups
+        session.customers = self.customers
         self.sessions[(worker, msg.leg)] = session
         self.calls_total += 1
         self.store.call_arrived(session.call_id, msg.sip_call_id, caller, called, msg.request_uri,
                                 worker, session.arrived_at)
+        if self.customers is not None:
+            self.customers.call_identified(session)  # the caller ID's customer, from the first moment
         route = self.dialplan.route(called)
         if route.flow is None:
             session.log.info("call.no_route", called=called, reject=route.reject)
@@ -489,7 +505,7 @@ class Controller:
         for name, wp in list(self.pool.workers.items()):
             if not wp.alive or wp.slots is None:
                 continue
-            known = {leg for (w, leg), s in self.sessions.items() if w == name and not s.ended}
+            known = {leg for (w, leg), s in self.sessions.items() if w == name and (not s.ended or leg == s.wrapup_leg)}
             held = set(wp.slots.legs) | set(wp.slots.waiting)
             for finding in self.leg_audit.check(name, known, held, wp.slots.used, now):
                 if isinstance(finding, UnknownLeg):
@@ -646,6 +662,17 @@ class Controller:
         except VoicemailError as exc:
             return {"error": str(exc)}
         return {"error": "action: list, get, heard, new or delete"}
+
+    async def customers_command(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The control socket's `customers` command (the CLI): merge FROM INTO, wrapup."""
+        if self.customers is None:
+            return {"error": "no customers section in the config"}
+        action = req.get("action")
+        if action == "merge":
+            result = await self.customers.merge(req.get("from"), req.get("into"), "cli")
+            result.pop("code", None)
+            return result
+        return {"error": "action: merge"}
 
     def agent_command(self, agent: str, action: str, reason: str = "") -> dict[str, Any]:
         if self.acd is None:

@@ -23,7 +23,8 @@ PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"  # reasons end up in state messages and the 
 # due times: from the epoch to 2100-01-01; anything else is a typo or an attack (inf, 1e300)
 DUE_MIN, DUE_MAX = 0.0, 4_102_444_800.0
 
-AGENT_COMMANDS = ("login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer")
+AGENT_COMMANDS = ("login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer",
+                  "wrapup")
 TASK_COMMANDS = ("cancel", "transfer", "complete")
 
 
@@ -60,6 +61,8 @@ class NewTask(_Payload):
     skills: dict[str, int] = Field(default_factory=dict, max_length=32)
     due: Any = Field(default=None, description="email: epoch seconds or ISO 8601")
     data: dict[str, Any] = Field(default_factory=dict)
+    # who the task is from: +E.164 or tel:NUMBER, an email address, or an id (docs/customers.md)
+    customer: str | None = Field(default=None, max_length=254)
 
     @field_validator("skills")
     @classmethod
@@ -94,11 +97,16 @@ class NewTask(_Payload):
 
 
 class AgentCommand(_Payload):
-    command: Literal["login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer"]
+    command: Literal["login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer",
+                     "wrapup"]
     reason: str = Field(default="", max_length=64, pattern=PLAIN_TEXT)
     task: str | None = Field(default=None, pattern=TASK_ID.pattern)
     channel: Literal["voice", "chat", "email"] | None = None
     queue: str | None = Field(default=None, pattern=NAME)
+    # wrapup: a code of customers.wrapup_codes and/or notes (length and characters are checked
+    # against the config by the customer book, with the reason)
+    code: str | None = Field(default=None, max_length=64)
+    notes: str | None = Field(default=None, max_length=20_000)
 
 
 class TaskCommand(_Payload):
