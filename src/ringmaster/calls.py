@@ -237,8 +237,7 @@ class CallSession:
         """Enter the queue with the customer's context (key, name, tier, last interactions) at
         hand, so the first ring's screen pop carries it; the read is bounded (customers.py)."""
         assert self.customers is not None and self.acd is not None
-        key = self.customers.call_identified(self)
-        self.customer = await self.customers.context(key, exclude=self.call_id)
+        self.customer = await self.customers.call_context(self)
         if self.hangup is None and not self.ended:
             self.acd.enqueue(self, action.queue, action.priority, action.skills)
 

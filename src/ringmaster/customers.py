@@ -23,7 +23,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -257,6 +257,16 @@ class CustomerBook:
         value = session.run.variables.get(name)
         text = inputs.header_value(str(value), 64) if value not in (None, "") else None
         return text or None
+
+    async def call_context(self, session: CallSession) -> CustomerContext | None:
+        """The call's customer recorded, and its context for the offer: what the flow just
+        learned (name, tier from a lookup) over what is stored."""
+        key = self.call_identified(session)
+        ctx = await self.context(key, exclude=session.call_id)
+        if ctx is None:
+            return None
+        name, tier = self._variable(session, self.cfg.name_var), self._variable(session, self.cfg.tier_var)
+        return replace(ctx, name=name or ctx.name, tier=tier or ctx.tier)
 
     def task_key(self, task_id: str, raw: Any, at: float) -> str:
         """Record a task's `customer` (KeyRefused if it is not a key); returns the key."""
