@@ -86,7 +86,7 @@ async def test_a_call_with_alice_wrapped_up_by_keys_and_mqtt_is_in_the_history_o
         assert not [m for m in alice.events if isinstance(m, p.CallState) and m.leg == inc.leg
                     and m.state == "disconnected"]
         alice.send(p.SendDtmf(leg=inc.leg, digits="9#"))
-        refused = await chat.until("errors", lambda m: m.get("topic") == "agents/alice/dtmf", timeout=8)
+        refused = await chat.until("errors", lambda m: m.get("topic") == "ringmaster/agents/alice/dtmf", timeout=8)
         assert "no wrap-up code has the digits 9" in refused["error"] and "1=sale" in refused["error"]
         alice.send(p.SendDtmf(leg=inc.leg, digits="1#"))
         keyed = await chat.until("calls/events", lambda m: m["event"] == "wrapup", timeout=8)

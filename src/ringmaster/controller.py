@@ -80,7 +80,8 @@ class Controller:
         self.router = TaskRouter(self.acd, self.store, self.mqtt) if self.acd is not None else None
         # customers: keys, offer context and wrap-up (docs/customers.md); None without the section
         self.customers = CustomerBook(cfg.customers, self.store, cfg.storage.path, cfg.paths.prompts,
-                                      publish=self.mqtt.publish if self.mqtt is not None else None) \
+                                      publish=self.mqtt.publish if self.mqtt is not None else None,
+                                      topic_prefix=self.mqtt.prefix if self.mqtt is not None else "") \
             if cfg.customers is not None else None
         if self.acd is not None:
             self.acd.customers = self.customers

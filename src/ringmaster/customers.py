@@ -203,6 +203,7 @@ class CustomerBook:
     db_path: str
     prompts_dir: str = "prompts"
     publish: Callable[[str, dict[str, Any]], None] | None = None
+    topic_prefix: str = ""  # MQTT's, for the topic an `errors` message names
     # told of every wrap-up, after it is stored (e.g. a webhook outbox: "task wrapped up")
     listeners: list[Callable[[WrapUp], None]] = field(default_factory=list)
     reader: ReportReader | None = None
@@ -430,7 +431,7 @@ class CustomerBook:
                           + ", ".join(f"{c.digits}={n}" for n, c in sorted(self.cfg.wrapup_codes.items()) if c.digits))
                 session.log.warning("customer.wrapup_refused", agent=line.agent, via="dtmf", reason=reason)
                 if self.publish is not None:
-                    self.publish("errors", {"topic": f"agents/{line.agent}/dtmf", "error": reason, "field": "code",
+                    self.publish("errors", {"topic": f"{self.topic_prefix}agents/{line.agent}/dtmf", "error": reason, "field": "code",
                                             "agent": line.agent, "call_id": session.call_id})
                 if line.tries >= LINE_TRIES:
                     self._close_line(line)
