@@ -180,3 +180,47 @@ async def test_a_call_with_alice_wrapped_up_by_keys_and_mqtt_is_in_the_history_o
         for c in (chat, alice_desk, bob_desk):
             c.close()
     assert d.stop() == 0
+
+
+async def test_an_account_keyed_in_the_ivr_links_calls_from_two_numbers_and_reaches_the_phone(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    config(d)
+    d.config["customers"].update({"key_var": "account", "wrapup_dtmf": False})
+    d.config["flows"]["main"] = [{"collect": {"var": "account", "prompt": "welcome", "invalid_prompt": "other",
+                                              "min": 4, "max": 6, "timeout": 4}}, {"queue": "sales"}, "hangup"]
+    d.start()
+    chat = integration(d)
+    alice, bob = await agents_up(d, ("alice", "bob"))
+    callers = [await Phone(name, d.ports.caller(1 + 5 * i), d.ports.base + 70 + 10 * i).start()
+               for i, name in enumerate(("4511223344", "20123456"))]
+    call_ids = []
+    try:
+        for n, caller in enumerate(callers):
+            leg = await caller.call(f"sip:500@{d.edge}")
+            await asyncio.sleep(1.8)  # the welcome prompt asks for the account
+            caller.send(p.SendDtmf(leg=leg, digits="4711#"))
+            inc = await alice.wait(p.Incoming, timeout=8)
+            headers = dict(inc.headers)
+            assert headers["X-Ringmaster-Customer"] == "4711"  # the account, whatever the number
+            offered = await chat.until("calls/events", lambda m: m["event"] == "offered" and m["call_id"] not in call_ids)
+            call_ids.append(offered["call_id"])
+            if n == 1:  # the second caller's ring shows the first call, from another number
+                assert offered["customer"]["history"][0]["ref"] == call_ids[0]
+                history = headers["X-Ringmaster-Customer-History"]
+                assert " voice sales alice completed " in history and len(history) <= 400
+            alice.events.remove(inc)
+            alice.send(p.Answer(leg=inc.leg))
+            await alice.wait(p.MediaReady, lambda m, agent_leg=inc.leg: m.leg == agent_leg)
+            await asyncio.sleep(0.3)
+            await caller.hangup(leg)
+            await alice.wait(p.CallState, lambda m, agent_leg=inc.leg: m.leg == agent_leg and m.state == "disconnected")
+            wait_agent(d, "alice", "available")
+    finally:
+        for ph in (*callers, alice, bob):
+            await ph.stop()
+        chat.close()
+    status, _, body = http(d, "GET", api_key("4711"), "operator")
+    assert status == 200, body
+    record = json.loads(body)
+    assert [h["ref"] for h in record["history"]] == call_ids[::-1]
+    assert [k["key"] for k in record["keys"]] == ["4711"]
