@@ -93,13 +93,14 @@ async def test_a_call_with_alice_wrapped_up_by_keys_and_mqtt_is_in_the_history_o
         assert (keyed["call_id"], keyed["agent"], keyed["code"], keyed["via"]) == (call_id, "alice", "sale", "dtmf")
         await alice.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "disconnected", timeout=5)
         # notes from alice's desk: the code stays; hostile wrap-ups are refused with the reason
-        for bad, reason in (({"code": "nope"}, "unknown wrap-up code 'nope'; codes: callback, complaint, sale"),
-                            ({"notes": "n" * 501}, "notes are at most 500 characters"),
-                            ({"notes": "a\u0007b"}, "no control characters"),
-                            ({"task": "t-not-mine", "code": "sale"}, "is not one of agent 'alice'")):
+        for bad, field, reason in (
+                ({"code": "nope"}, "code", "unknown wrap-up code 'nope'; codes: callback, complaint, sale"),
+                ({"notes": "n" * 501}, "notes", "notes are at most 500 characters"),
+                ({"notes": "a\u0007b"}, "notes", "no control characters"),
+                ({"task": "t-not-mine", "code": "sale"}, "task", "is not one of agent 'alice'")):
             alice_desk.publish("agents/alice/commands", {"version": 1, "command": "wrapup", **bad})
             err = await chat.until("errors", lambda m, r=reason: r in m.get("error", ""))
-            assert err["topic"].endswith("agents/alice/commands")
+            assert err["topic"].endswith("agents/alice/commands") and err["field"] == field
         alice_desk.publish("agents/alice/commands", {"version": 1, "command": "wrapup", "task": call_id,
                                                      "notes": "wants the gold plan"})
         await chat.until("calls/events", lambda m: m["event"] == "wrapup" and m["via"] == "mqtt")

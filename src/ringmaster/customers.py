@@ -53,7 +53,12 @@ LINE_TRIES = 3  # wrong codes keyed on the phone before the wrap-up line is hung
 
 
 class KeyRefused(ValueError):
-    """A customer key (or a wrap-up) that cannot be taken; str() says why."""
+    """A customer key (or a wrap-up) that cannot be taken; str() says why, `field` which field
+    of a wrap-up is at fault (code, notes, task; "" for a key)."""
+
+    def __init__(self, reason: str, field: str = ""):
+        super().__init__(reason)
+        self.field = field
 
 
 def _e164(number: phonenumbers.PhoneNumber) -> str | None:
@@ -339,24 +344,24 @@ class CustomerBook:
         RECENT_TASKS); nothing is stored then."""
         codes = self.cfg.wrapup_codes
         if code is None and notes is None:
-            raise KeyRefused("a wrap-up needs a code, notes or both")
+            raise KeyRefused("a wrap-up needs a code, notes or both", "code")
         if code is not None and code not in codes:
             known = ", ".join(sorted(codes)) or "none configured"
-            raise KeyRefused(f"unknown wrap-up code {code[:64]!r}; codes: {known}")
+            raise KeyRefused(f"unknown wrap-up code {code[:64]!r}; codes: {known}", "code")
         if notes is not None:
             if len(notes) > self.cfg.notes_max:
-                raise KeyRefused(f"notes are at most {self.cfg.notes_max} characters, not {len(notes)}")
+                raise KeyRefused(f"notes are at most {self.cfg.notes_max} characters, not {len(notes)}", "notes")
             if any(not (c.isprintable() or c in "\n\t") for c in notes):
-                raise KeyRefused("notes: printable text (new lines and tabs allowed), no control characters")
+                raise KeyRefused("notes: printable text (new lines and tabs allowed), no control characters", "notes")
         recent = self.recent.get(agent) or deque()
         if ref is None:
             if not recent:
-                raise KeyRefused(f"agent {agent!r} has no task to wrap up")
+                raise KeyRefused(f"agent {agent!r} has no task to wrap up", "task")
             ref, channel = recent[-1]
         else:
             found = next((c for r, c in recent if r == ref), None)
             if found is None:
-                raise KeyRefused(f"{ref[:100]!r} is not one of agent {agent!r}'s last {RECENT_TASKS} tasks")
+                raise KeyRefused(f"{ref[:100]!r} is not one of agent {agent!r}'s last {RECENT_TASKS} tasks", "task")
             channel = found
         w = WrapUp("call" if channel == "voice" else "task", ref, channel, agent, code, notes, via, time.time())
         self.store.wrapup(w.kind, w.ref, agent, code, notes, w.at)

@@ -242,8 +242,7 @@ class TaskRouter:
         try:
             self.customers.wrapup(agent, msg.task, msg.code, msg.notes, "mqtt")
         except KeyRefused as exc:
-            field = "code" if "code" in str(exc) else "notes" if "notes" in str(exc) else "task"
-            raise BadPayload(str(exc), field) from None
+            raise BadPayload(str(exc), exc.field) from None
 
     def _remember(self, task_id: str) -> None:
         self._known[task_id] = None
