@@ -225,3 +225,42 @@ async def test_an_account_keyed_in_the_ivr_links_calls_from_two_numbers_and_reac
     record = json.loads(body)
     assert [h["ref"] for h in record["history"]] == call_ids[::-1]
     assert [k["key"] for k in record["keys"]] == ["4711"]
+
+
+async def test_a_waiting_email_keeps_its_customers_history_across_a_restart(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    config(d)
+    for agent in d.config["agents"].values():
+        agent["auto_login"] = False  # desk-only agents: no phone needed, they log in over MQTT
+    d.start()
+    chat, bob_desk = integration(d), desk(d, "bob")
+    try:
+        bob_desk.publish("agents/bob/commands", {"version": 1, "command": "login"})
+        chat.publish("tasks/new", {"version": 1, "id": "c0", "channel": "chat", "queue": "sales",
+                                   "customer": "Dana@Example.com"})
+        await bob_desk.until("agents/bob/offers", lambda m: m["event"] == "offer" and m["task"] == "c0")
+        bob_desk.publish("agents/bob/commands", {"version": 1, "command": "accept", "task": "c0"})
+        await chat.until("tasks/c0/events", lambda m: m["event"] == "assigned")
+        bob_desk.publish("agents/bob/commands", {"version": 1, "command": "complete", "task": "c0"})
+        bob_desk.publish("agents/bob/commands", {"version": 1, "command": "wrapup", "code": "complaint",
+                                                 "notes": "parcel lost"})
+        await chat.until("tasks/c0/events", lambda m: m["event"] == "wrapup")
+        bob_desk.publish("agents/bob/commands", {"version": 1, "command": "logout"})
+        await chat.until("agents/bob/state", lambda s: s["status"] == "logged-out")
+        chat.publish("tasks/new", {"version": 1, "id": "m1", "channel": "email", "queue": "sales",
+                                   "customer": "dana@example.com"})
+        await chat.until("tasks/m1/events", lambda m: m["event"] == "queued")
+    finally:
+        chat.close()
+        bob_desk.close()
+    assert d.stop() == 0
+    d.start()
+    bob_desk = desk(d, "bob")
+    try:
+        bob_desk.publish("agents/bob/commands", {"version": 1, "command": "login"})
+        offer = await bob_desk.until("agents/bob/offers", lambda m: m["event"] == "offer" and m["task"] == "m1")
+        assert offer["customer"]["key"] == "dana@example.com"
+        assert [(h["ref"], h["code"], h["notes"]) for h in offer["customer"]["history"]] == [
+            ("c0", "complaint", "parcel lost")]
+    finally:
+        bob_desk.close()

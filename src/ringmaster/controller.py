@@ -562,7 +562,8 @@ class Controller:
         except Exception as exc:  # unreadable file, anything else: keep the live plan
             log.error("reload.rejected", error=str(exc), kept="previous plan")
             return {"reloaded": False, "errors": [str(exc)]}
-        restart = [k for k in ("sip", "workers", "storage", "paths", "agents", "queues", "profiles", "mqtt", "http")
+        restart = [k for k in ("sip", "workers", "storage", "paths", "agents", "queues", "profiles", "mqtt", "http",
+                               "customers")
                    if getattr(cfg, k) != getattr(self.cfg, k)]
         # the running ACD keeps its queues until a restart: a plan naming a queue it does not
         # have would strand callers, so such a plan is refused as a whole
