@@ -143,3 +143,20 @@ def test_codes_with_the_same_digits_and_unknown_countries_are_config_errors():
         CustomersConfig(wrapup_codes={"a": {"digits": "1"}, "b": {"digits": "1"}})
     with pytest.raises(ValueError, match="not a country"):
         CustomersConfig(default_country="XX")
+
+
+def test_check_names_the_missing_wrapup_prompt_and_codes_without_digits(tmp_path):
+    from ringmaster.config import load_config
+    from ringmaster.yamlsource import ConfigInvalid
+
+    (tmp_path / "prompts").mkdir()
+    f = tmp_path / "ringmaster.yaml"
+    f.write_text("customers:\n  wrapup_dtmf: true\n  wrapup_codes:\n    callback: {}\n")
+    with pytest.raises(ConfigInvalid) as exc:
+        load_config(f)
+    text = "\n".join(str(e) for e in exc.value.errors)
+    assert "ringmaster.yaml:2:16: wrapup_dtmf: no wrap-up code has `digits` to key" in text
+    assert f"wrapup_prompt: file not found: {tmp_path / 'prompts' / 'wrapup-code.wav'}" in text
+    f.write_text("customers:\n  default_country: dk\n")
+    with pytest.raises(ConfigInvalid, match=r"ringmaster.yaml:2:20: customers.default_country"):
+        load_config(f)

@@ -497,7 +497,8 @@ class CustomersConfig(Strict):
     wrapup_dtmf: bool = Field(default=False, description=(
         "when the caller hangs up, the agent's phone stays connected for `wrapup_seconds` to key a code's "
         "digits and #"))
-    wrapup_prompt: str = Field(default="wrapup-code", description="prompt the agent hears then (a file in prompts)")
+    wrapup_prompt: str = Field(default="wrapup-code", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$",
+                               description="prompt the agent hears then (NAME.wav in paths.prompts)")
     wrapup_seconds: float = Field(default=10.0, gt=0, le=120, description="how long the agent's line stays open")
     header_bytes: int = Field(default=400, ge=100, le=2000,
                               description="at most this much history in the agent leg's X-Ringmaster-Customer-History")
@@ -665,9 +666,24 @@ def validate(src: Source, base_dir: Path) -> Config:
     errors = check_flows(cfg.flows, config_flow_refs(cfg), node_context(cfg), src)
     errors += _check_acd(cfg, src)
     errors += _check_ports(cfg, src)
+    errors += _check_customers(cfg, src)
     if errors:
         raise ConfigInvalid(errors)
     return cfg
+
+
+def _check_customers(cfg: Config, src: Source) -> list[ConfigError]:
+    """Wrap-up on the phone needs codes with digits and the prompt the agent hears."""
+    c = cfg.customers
+    if c is None or not c.wrapup_dtmf:
+        return []
+    errors = []
+    if not any(code.digits for code in c.wrapup_codes.values()):
+        errors.append(src.error(("customers", "wrapup_dtmf"), "wrapup_dtmf: no wrap-up code has `digits` to key"))
+    prompt = Path(cfg.paths.prompts) / f"{c.wrapup_prompt}.wav"
+    if not prompt.is_file():
+        errors.append(src.error(("customers", "wrapup_prompt"), f"wrapup_prompt: file not found: {prompt}"))
+    return errors
 
 
 def _raw_flow_errors(src: Source, base_dir: Path) -> list[ConfigError]:

@@ -22,6 +22,7 @@ import structlog
 
 from ringmaster.acd.config import CHANNELS
 from ringmaster.acd.engine import Bridge, CancelRing, QueueLog, Ring, Unroutable
+from ringmaster.customers import KeyRefused, parse_key
 from ringmaster.mqtt.payloads import AgentCommand, BadPayload, NewTask, TaskCommand, parse
 
 if TYPE_CHECKING:
@@ -165,14 +166,12 @@ class TaskRouter:
             raise BadPayload(f"task {task_id!r} exists already")
         key, context = None, None
         if msg.customer is not None and self.customers is not None:
-            from ringmaster.customers import KeyRefused, parse_key
-
             try:
                 key, _ = parse_key(msg.customer, self.customers.cfg.default_country)
             except KeyRefused as exc:
                 raise BadPayload(str(exc), "customer") from None
             context = await self.customers.context(key, exclude=task_id)
-        if task_id in self.engine.tasks:  # it arrived while the store was asked
+        if task_id in self.engine.tasks or task_id in self._known:  # it arrived while the store was asked
             raise BadPayload(f"task {task_id!r} exists already")
         now = self.clock()
         self._remember(task_id)
@@ -237,8 +236,6 @@ class TaskRouter:
         """A wrap-up code and/or notes for the agent's task (default: its latest)."""
         if self.customers is None:
             raise BadPayload("wrap-up codes need a customers section in the config")
-        from ringmaster.customers import KeyRefused
-
         try:
             self.customers.wrapup(agent, msg.task, msg.code, msg.notes, "mqtt")
         except KeyRefused as exc:
