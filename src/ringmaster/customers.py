@@ -391,6 +391,8 @@ class CustomerBook:
         caller hangs the leg up as before) when DTMF wrap-up is off or no code has digits."""
         if not self.cfg.wrapup_dtmf or not any(c.digits for c in self.cfg.wrapup_codes.values()):
             return False
+        if session.hangup is not None or session.ended:
+            return False  # ended by us (a shutdown, the flow) or its worker died: no line to keep
         line = _Line(session, agent, leg)
         self.lines[leg] = line
         session.wrapup_leg = leg
@@ -450,8 +452,12 @@ class CustomerBook:
             self._close_line(line)
 
     def _close_line(self, line: _Line) -> None:
+        """Hang the line up; it is forgotten at once (the worker's report of its end is not
+        waited for: a dead worker sends none)."""
         if line.timer is not None:
             line.timer.cancel()
             line.timer = None
-        if line.leg in self.lines:
+        if self.lines.pop(line.leg, None) is not None:
+            if line.session.wrapup_leg == line.leg:
+                line.session.wrapup_leg = ""
             line.session.hangup_leg(line.leg)
