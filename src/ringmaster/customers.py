@@ -221,8 +221,11 @@ class CustomerBook:
         self.reader = ReportReader(self.db_path)
 
     async def stop(self) -> None:
-        for line in list(self.lines.values()):
-            self._close_line(line)
+        # the daemon stops its workers first, and they hang up every leg they hold
+        for line in self.lines.values():
+            if line.timer is not None:
+                line.timer.cancel()
+        self.lines.clear()
         if self.reader is not None:
             await asyncio.to_thread(self.reader.close)
 
