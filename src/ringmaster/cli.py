@@ -588,7 +588,7 @@ def cmd_customers(args: argparse.Namespace) -> int:
         notes = (h["notes"] or "").replace("\n", " ")
         print(f"{at:<19} {h['channel']:<9} {h['queue'] or '-':<12} {h['agent'] or '-':<10} "
               f"{h['disposition'] or '-':<11} {secs(h['wait']):>6} {secs(h['talk']):>6}  {h['code'] or '-':<12} "
-              f"{notes[:60]}")
+              f"{notes[:60]}".rstrip())
     return 0
 
 
