@@ -209,6 +209,23 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api/queues/{queue}/members/{agent}", "member_remove",
           "RemoveQueueMember: no new offers from this queue; a call in hand goes on (kept across restarts)",
           role="supervisor"),
+    Route("POST", "/api/agents/{agent}/wrapup", "agent_wrapup",
+          "Give the agent's task (default: its latest) a wrap-up code and/or notes", role="agent",
+          access="Role: agent (its own agent only), supervisor or admin; an operator token is refused (403).",
+          body={"type": "object", "additionalProperties": False, "minProperties": 1,
+                "properties": {"task": {"type": "string", "description": "call or task id (default: the latest)"},
+                               "code": {"type": "string", "description": "one of customers.wrapup_codes"},
+                               "notes": {"type": "string", "description": "at most customers.notes_max characters"}}},
+          responses={"404": "no customers section in the config"}),
+    Route("GET", "/api/customers/{key}", "customer",
+          "A customer: its keys, name, tier and whole history over every channel, newest first",
+          responses={"400": "not a customer key", "404": "no customer has this key", "503": "the store cannot be read"}),
+    Route("POST", "/api/customers/merge", "customer_merge",
+          "Merge the customer of one key into the customer of another (every key and interaction moves)",
+          role="admin",
+          body={"type": "object", "required": ["from", "into"], "additionalProperties": False,
+                "properties": {"from": {"type": "string"}, "into": {"type": "string"}}},
+          responses={"404": "a key no customer has", "409": "both keys are one customer already"}),
     *_voicemail_routes(),
     Route("GET", "/api/webhooks", "webhooks", "Webhook endpoints and their outbox: pending, in flight, dead letters"),
     Route("GET", "/api/webhooks/dead-letters", "webhook_dead_letters",
@@ -430,6 +447,67 @@ class Api:
         if result.get("error"):
             raise _bad(result["error"])
         return _json(result)
+
+    # ------------------------------------------------------------ customers
+
+    def _customers(self) -> Any:
+        book = self.controller.customers
+        if book is None:
+            raise _error(web.HTTPNotFound, "no customers section in the config")
+        return book
+
+    async def customer(self, request: web.Request) -> web.Response:
+        from ringmaster.customers import KeyRefused
+
+        book = self._customers()
+        try:
+            found = await book.show(request.match_info["key"])
+        except KeyRefused as exc:
+            raise _bad(f"key: {exc}") from None
+        except StoreUnreadable as exc:
+            raise _error(web.HTTPServiceUnavailable, str(exc)) from None
+        if found is None:
+            raise _error(web.HTTPNotFound, f"no customer has the key {request.match_info['key'][:100]!r}")
+        return _json(found)
+
+    async def customer_merge(self, request: web.Request) -> web.Response:
+        book = self._customers()
+        body = await self._body(request)
+        unknown = set(body) - {"from", "into"}
+        if unknown:
+            raise _bad(f"unknown field(s) {sorted(unknown)[:5]}; fields: from, into")
+        try:
+            result = await book.merge(body.get("from"), body.get("into"), request["token"].name)
+        except StoreUnreadable as exc:
+            raise _error(web.HTTPServiceUnavailable, str(exc)) from None
+        code = result.pop("code", 200)
+        if "error" in result:
+            cls = {404: web.HTTPNotFound, 409: web.HTTPConflict}.get(code, web.HTTPBadRequest)
+            raise _error(cls, result["error"])
+        return _json(result)
+
+    async def agent_wrapup(self, request: web.Request) -> web.Response:
+        from ringmaster.customers import KeyRefused
+
+        book = self._customers()
+        agent = request.match_info["agent"]
+        role = request["role"]
+        if role == "operator" or (role == "agent" and request["token"].agent != agent):
+            raise _error(web.HTTPForbidden, "a wrap-up is the agent's own (its token) or a supervisor's")
+        if agent not in self.controller.cfg.agents:
+            raise _error(web.HTTPNotFound, f"unknown agent {agent[:64]!r}")
+        body = await self._body(request)
+        unknown = set(body) - {"task", "code", "notes"}
+        if unknown:
+            raise _bad(f"unknown field(s) {sorted(unknown)[:5]}; fields: task, code, notes")
+        for name in ("task", "code", "notes"):
+            if name in body and not isinstance(body[name], str):
+                raise _bad(f"{name}: a string")
+        try:
+            w = book.wrapup(agent, body.get("task"), body.get("code"), body.get("notes"), "api")
+        except KeyRefused as exc:
+            raise _bad(str(exc)) from None
+        return _json({"wrapup": w.as_dict()})
 
     async def reload(self, request: web.Request) -> web.Response:
         raw = await request.read()

@@ -47,6 +47,7 @@ from ringmaster.store import Store
 
 if TYPE_CHECKING:
     from ringmaster.acd.runtime import AcdRuntime
+    from ringmaster.customers import CustomerBook, CustomerContext
     from ringmaster.lookups import LookupClient
     from ringmaster.tts import Speech
 
@@ -162,6 +163,12 @@ class CallSession:
     speech: Speech | None = None
     lookups: LookupClient | None = None
     _io: set[asyncio.Task[None]] = field(default_factory=set)
+    # the customer (docs/customers.md): its key as stored, the context its offers carry, and
+    # the agent's leg kept up after the caller left for a wrap-up code keyed on the phone
+    customers: CustomerBook | None = None
+    customer_key: str | None = None
+    customer: CustomerContext | None = None
+    wrapup_leg: str = ""
     _plays: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -208,6 +215,8 @@ class CallSession:
                 if self.acd is None:
                     self.log.error("call.no_acd", queue=action.queue)
                     self._feed(QueueLeft("no_acd"))
+                elif self.customers is not None:
+                    self._background(self._enqueue_with_customer(action))
                 else:
                     self.acd.enqueue(self, action.queue, action.priority, action.skills)
             elif isinstance(action, Speak):
@@ -227,6 +236,14 @@ class CallSession:
                     self._command(p.Reject(leg=self.leg, code=code))
                 else:
                     self._command(p.Hangup(leg=self.leg))
+
+    async def _enqueue_with_customer(self, action: EnqueueCall) -> None:
+        """Enter the queue with the customer's context (key, name, tier, last interactions) at
+        hand, so the first ring's screen pop carries it; the read is bounded (customers.py)."""
+        assert self.customers is not None and self.acd is not None
+        self.customer = await self.customers.call_context(self)
+        if self.hangup is None and not self.ended:
+            self.acd.enqueue(self, action.queue, action.priority, action.skills)
 
     def _background(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -492,6 +509,8 @@ class CallSession:
                 self.acd.agent_leg_event(self, msg)
             elif leg == self.b_leg:
                 self._b_event(msg)
+            elif leg == self.wrapup_leg and self.customers is not None:
+                self.customers.line_event(self, msg)
             return
         if isinstance(msg, p.CallState):
             # "connecting" = our 200 OK is out: the caller is answered (and billed) from here
@@ -693,6 +712,8 @@ class CallSession:
 
     def _record_end(self, disposition: str, cause: str, code: int, by: str) -> None:
         run = self.run
+        if self.customers is not None:
+            self.customers.call_identified(self)  # an account keyed in after the queue counts too
         self.store.call_ended(self.call_id, self.ended_at or time.time(), disposition, cause, code, by,
                               run.path if run else [], run.variables if run else {})
         self.notify("ended", {"caller": self.caller, "called": self.called, "flow": run.flow.name if run else None,

@@ -136,7 +136,8 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
             return 1
     control = ControlServer(socket_path(cfg.paths.runtime),
                             {"status": status, "reload": reload, "schedule": schedule, "recording": recording,
-                             "agent": agent, "member": member, "voicemail": controller.voicemail_command})
+                             "agent": agent, "member": member, "voicemail": controller.voicemail_command,
+                             "customers": controller.customers_command})
     await control.start()
     log.info("ringmaster.running", control=str(control.path))
     await stop.wait()
@@ -592,6 +593,57 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_customers(args: argparse.Namespace) -> int:
+    """show KEY: the customer's keys and history, read from the store's file; merge FROM INTO:
+    through the running daemon (the store's one writer)."""
+    if args.action == "merge":
+        if args.into is None:
+            print("customers merge FROM INTO: give both keys", file=sys.stderr)
+            return 2
+        return _command(args, "customers", lambda r: f"merged customer {r['merged']} ({r['from_key']}) into "
+                                                      f"{r['into']} ({r['into_key']})"
+                                                      + ("" if r.get("stored", True) else "; the store is failing: "
+                                                         "the merge is written when it recovers"),
+                        action="merge", **{"from": args.key, "into": args.into})
+    from ringmaster.customers import KeyRefused, parse_key
+    from ringmaster.reports import customers as reads
+
+    cfg, con = _reports(args)
+    if con is None:
+        return 1
+    if cfg.customers is None:
+        print(f"{args.config}: no customers section", file=sys.stderr)
+        return 1
+    try:
+        key, _ = parse_key(args.key, cfg.customers.default_country)
+    except KeyRefused as exc:
+        print(f"key: {exc}", file=sys.stderr)
+        return 2
+    found = reads.customer(con, key, args.limit)
+    if found is None:
+        print(f"no customer has the key {key!r}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(found, indent=2))
+        return 0
+    print(f"customer {found['id']}" + (f"  {found['name']}" if found["name"] else "")
+          + (f"  tier {found['tier']}" if found["tier"] else ""))
+    print("keys: " + ", ".join(f"{k['key']} ({k['kind']})" for k in found["keys"]))
+    print(f"{'at':<19} {'channel':<9} {'queue':<12} {'agent':<10} {'disposition':<11} {'wait':>6} {'talk':>6}  "
+          f"{'code':<12} notes")
+
+    def secs(v: object) -> str:
+        return "-" if v is None else f"{float(v):.0f}"  # type: ignore[arg-type]
+
+    for h in found["history"]:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["at"]))
+        notes = (h["notes"] or "").replace("\n", " ")
+        print(f"{at:<19} {h['channel']:<9} {h['queue'] or '-':<12} {h['agent'] or '-':<10} "
+              f"{h['disposition'] or '-':<11} {secs(h['wait']):>6} {secs(h['talk']):>6}  {h['code'] or '-':<12} "
+              f"{notes[:60]}".rstrip())
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from ringmaster.schema import config_schema
 
@@ -632,7 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
                             ("events", cmd_events, "export queue events in Asterisk queue_log format"),
                             ("tasks", cmd_tasks, "list and filter chat/email tasks, or export their events (--log)"),
                             ("stats", cmd_stats, "queue and agent figures over an interval (from the stored events)"),
-                            ("voicemail", cmd_voicemail, "list voicemail messages, play (download) one, mark it heard or new, delete it")):
+                            ("voicemail", cmd_voicemail, "list voicemail messages, play (download) one, mark it heard or new, delete it"),
+                            ("customers", cmd_customers, "show a customer's keys and history, or merge two customers")):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("-c", "--config", default=DEFAULT_CONFIG, metavar="FILE",
                         help="the YAML config (default: %(default)s; the demo's: config/demo.yaml)")
@@ -717,6 +770,14 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--state", choices=["new", "heard"], help="list: only new or only heard messages")
             sp.add_argument("-o", "--output", help="play: the file to write (default voicemail-ID.wav; - for stdout)")
             sp.add_argument("--format", choices=["table", "json"], default="table", help="list: output format (default: table)")
+        if name == "customers":
+            sp.add_argument("action", choices=["show", "merge"],
+                            help="show: the customer's keys and history; merge: move every key of KEY's "
+                                 "customer to INTO's (admin; through the running daemon)")
+            sp.add_argument("key", help="+E.164 or tel:NUMBER, an email address, or an id")
+            sp.add_argument("into", nargs="?", help="merge: the key of the customer that stays")
+            sp.add_argument("--limit", type=int, help="show: at most this many interactions")
+            sp.add_argument("--format", choices=["table", "json"], default="table", help="show: output format")
         if name == "schedule":
             sp.add_argument("name", help="a schedule's name in the config's schedules")
             g = sp.add_mutually_exclusive_group(required=True)

@@ -678,6 +678,67 @@ class WebhookConfig(Strict):
         """True if this endpoint is sent events of type `event`."""
         return "*" in self.events or event in self.events
 
+class WrapupCode(Strict):
+    """One wrap-up (disposition) code agents may give a finished task, like mod_callcenter's
+    and Genesys' "wrap-up codes": its name is the key under customers.wrapup_codes."""
+
+    digits: str | None = Field(default=None, pattern=r"^[0-9]{1,6}$",
+                               description="what the agent keys on the phone during wrap-up (then #)")
+    description: str = Field(default="", max_length=200)
+
+
+class CustomersConfig(Strict):
+    """One customer, one history across voice, chat and email (docs/customers.md). Without this
+    section no customer is recorded and offers carry no history."""
+
+    default_country: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2}$",
+        description="ISO 3166 country of caller IDs in national form (DK: 20123456 -> +4520123456); "
+                    "without it only international numbers (+45..., 0045...) are customers")
+    history: int = Field(default=5, ge=0, le=50, description="interactions shown with each offer")
+    key_var: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="flow variable holding an account number (collected or from an http lookup): "
+                    "when set, the call's customer is that account, else its caller ID")
+    name_var: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                                 description="flow variable with the customer's name (e.g. from a lookup)")
+    tier_var: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                                 description="flow variable with the customer's tier (vip, gold, ...)")
+    wrapup_codes: dict[str, WrapupCode] = Field(default_factory=dict, max_length=200,
+                                                description="codes agents may give a finished task")
+    notes_max: int = Field(default=2000, ge=0, le=20000, description="characters of wrap-up notes")
+    wrapup_dtmf: bool = Field(default=False, description=(
+        "when the caller hangs up, the agent's phone stays connected for `wrapup_seconds` to key a code's "
+        "digits and #"))
+    wrapup_prompt: str = Field(default="wrapup-code", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$",
+                               description="prompt the agent hears then (NAME.wav in paths.prompts)")
+    wrapup_seconds: float = Field(default=10.0, gt=0, le=120, description="how long the agent's line stays open")
+    header_bytes: int = Field(default=400, ge=100, le=2000,
+                              description="at most this much history in the agent leg's X-Ringmaster-Customer-History")
+
+    @field_validator("default_country")
+    @classmethod
+    def _country(cls, v: str | None) -> str | None:
+        if v is not None:
+            import phonenumbers
+
+            if v not in phonenumbers.SUPPORTED_REGIONS:
+                raise ValueError(f"{v!r} is not a country phonenumbers knows (ISO 3166 alpha-2, e.g. DK, SE, US)")
+        return v
+
+    @field_validator("wrapup_codes")
+    @classmethod
+    def _codes(cls, v: dict[str, WrapupCode]) -> dict[str, WrapupCode]:
+        seen: dict[str, str] = {}
+        for name, code in v.items():
+            if not inputs.PLAIN_NAME.match(name):
+                raise ValueError(f"code {name[:70]!r}: letters, digits, _ . - (at most 64)")
+            if code.digits is not None:
+                if code.digits in seen:
+                    raise ValueError(f"codes {seen[code.digits]!r} and {name!r} have the same digits {code.digits}")
+                seen[code.digits] = name
+        return v
+
 
 class Config(Strict):
     def placeholder_secrets(self) -> list[str]:
@@ -732,6 +793,7 @@ class Config(Strict):
     flows: dict[str, list[Any]] = Field(default_factory=dict)
     entry_points: list[EntryPoint] = Field(default_factory=list)
     unknown_number: UnknownNumber = Field(default_factory=UnknownNumber)
+    customers: CustomersConfig | None = Field(default=None, description="customer keys, history and wrap-up codes")
 
 
 # ---------------------------------------------------------------- loading
@@ -833,9 +895,25 @@ def validate(src: Source, base_dir: Path) -> Config:
     errors += _check_acd(cfg, src)
     errors += _check_ports(cfg, src)
     errors += _check_trunks(cfg, src)
+
+    errors += _check_customers(cfg, src)
     if errors:
         raise ConfigInvalid(errors)
     return cfg
+
+
+def _check_customers(cfg: Config, src: Source) -> list[ConfigError]:
+    """Wrap-up on the phone needs codes with digits and the prompt the agent hears."""
+    c = cfg.customers
+    if c is None or not c.wrapup_dtmf:
+        return []
+    errors = []
+    if not any(code.digits for code in c.wrapup_codes.values()):
+        errors.append(src.error(("customers", "wrapup_dtmf"), "wrapup_dtmf: no wrap-up code has `digits` to key"))
+    prompt = Path(cfg.paths.prompts) / f"{c.wrapup_prompt}.wav"
+    if not prompt.is_file():
+        errors.append(src.error(("customers", "wrapup_prompt"), f"wrapup_prompt: file not found: {prompt}"))
+    return errors
 
 
 def _raw_flow_errors(src: Source, base_dir: Path) -> list[ConfigError]:

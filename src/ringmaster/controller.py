@@ -18,6 +18,7 @@ from ringmaster.acd.membership import Membership
 from ringmaster.acd.runtime import AcdRuntime
 from ringmaster.calls import CallSession, display_name, new_call_id, sip_user
 from ringmaster.config import Config
+from ringmaster.customers import CustomerBook
 from ringmaster.edge import Edge, events_port
 from ringmaster.edge.events import EdgeEvents
 from ringmaster.edge.loadcheck import LoadReconciler
@@ -87,6 +88,15 @@ class Controller:
         self.webhooks = WebhookSender(lambda: self.cfg, self.store)
         if self.router is not None:
             self.router.tap = self.webhooks.observe
+        # customers: keys, offer context and wrap-up (docs/customers.md); None without the section
+        self.customers = CustomerBook(cfg.customers, self.store, cfg.storage.path, cfg.paths.prompts,
+                                      publish=self.mqtt.publish if self.mqtt is not None else None,
+                                      topic_prefix=self.mqtt.prefix if self.mqtt is not None else "") \
+            if cfg.customers is not None else None
+        if self.acd is not None:
+            self.acd.customers = self.customers
+        if self.router is not None:
+            self.router.customers = self.customers
         self.edge_events = EdgeEvents(cfg.sip.host, events_port(cfg), self._edge_event)
         # voicemail: messages, their readers on MQTT, and the phones' message-waiting lamps
         self._messages: dict[str, tuple[str, str, str, str, float]] = {}  # rec_id -> message not yet announced
@@ -123,6 +133,8 @@ class Controller:
         if self.members is not None:
             await self.members.load(self.cfg)  # members changed at run time, over the YAML's
         await self.webhooks.start()  # deliveries a previous run left, in event order
+        if self.customers is not None:
+            await self.customers.start()  # before the router: restored tasks get their context
         await self.edge.check()
         if self.broker is not None:
             await self.broker.start()
@@ -201,6 +213,8 @@ class Controller:
         await self.lookups.close()
         await self.voicemail.stop()
         await self.webhooks.stop()  # what is not delivered stays in the store's outbox
+        if self.customers is not None:
+            await self.customers.stop()
         await self.store.close()
         bad = [c for c in codes if c != 0]
         if bad:
@@ -244,7 +258,7 @@ class Controller:
         session.on_event(msg)
         if isinstance(msg, p.CallState) and msg.state == "disconnected" and leg != session.leg:
             self.sessions.pop((wp.name, leg), None)  # an agent or transfer leg ended: not ours any more
-        if session.ended and not session.b_leg:
+        if session.ended and not session.b_leg and not session.wrapup_leg:
             for key in [k for k, v in self.sessions.items() if v is session]:
                 del self.sessions[key]
 
@@ -328,10 +342,13 @@ class Controller:
         session.identity_host = self.cfg.sip.host
         session.send_pai = self.cfg.sip.send_pai
         session.speech, session.lookups = self.speech, self.lookups
+        session.customers = self.customers
         self.sessions[(worker, msg.leg)] = session
         self.calls_total += 1
         self.store.call_arrived(session.call_id, msg.sip_call_id, caller, called, msg.request_uri,
                                 worker, session.arrived_at)
+        if self.customers is not None:
+            self.customers.call_identified(session)  # the caller ID's customer, from the first moment
         route = self.dialplan.route(called)
         if route.flow is None:
             session.log.info("call.no_route", called=called, reject=route.reject)
@@ -507,7 +524,7 @@ class Controller:
         for name, wp in list(self.pool.workers.items()):
             if not wp.alive or wp.slots is None:
                 continue
-            known = {leg for (w, leg), s in self.sessions.items() if w == name and not s.ended}
+            known = {leg for (w, leg), s in self.sessions.items() if w == name and (not s.ended or leg == s.wrapup_leg)}
             held = set(wp.slots.legs) | set(wp.slots.waiting)
             for finding in self.leg_audit.check(name, known, held, wp.slots.used, now):
                 if isinstance(finding, UnknownLeg):
@@ -736,6 +753,16 @@ class Controller:
         if self.members is None:
             return {"error": "no queues are configured"}
         return self.members.command(self.cfg, queue, agent, action, tier, by)
+    async def customers_command(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The control socket's `customers` command (the CLI): merge FROM INTO, wrapup."""
+        if self.customers is None:
+            return {"error": "no customers section in the config"}
+        action = req.get("action")
+        if action == "merge":
+            result = await self.customers.merge(req.get("from"), req.get("into"), "cli")
+            result.pop("code", None)
+            return result
+        return {"error": "action: merge"}
 
     def agent_command(self, agent: str, action: str, reason: str = "") -> dict[str, Any]:
         if self.acd is None:
@@ -871,7 +898,7 @@ class Controller:
 
 MESSAGE_DONE_WAIT = 3.0  # seconds a new voicemail message waits for its RecordingDone
 # config sections a reload leaves as they run: they need processes rebuilt (a restart)
-RESTART_SECTIONS = ("sip", "workers", "storage", "paths", "http", "run_as")
+RESTART_SECTIONS = ("sip", "workers", "storage", "paths", "http", "run_as", "customers")
 
 
 def _broker_settings(cfg: Config) -> Any:

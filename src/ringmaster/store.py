@@ -269,6 +269,46 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX webhook_outbox_state ON webhook_outbox(state, id);
     """,
+    """
+    -- customers (docs/customers.md): one row per customer, its identity keys (E.164 numbers,
+    -- email addresses, account ids), each interaction's key, and agents' wrap-up codes and notes
+    CREATE TABLE customers (
+        id          TEXT PRIMARY KEY,
+        name        TEXT,
+        tier        TEXT,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE TABLE customer_keys (
+        key          TEXT PRIMARY KEY,
+        kind         TEXT NOT NULL,
+        customer_id  TEXT NOT NULL,
+        added_at     REAL NOT NULL
+    );
+    CREATE INDEX customer_keys_customer ON customer_keys(customer_id);
+    -- a merge moves every key of one customer to another; kept here for audit
+    CREATE TABLE customer_merges (
+        id         INTEGER PRIMARY KEY,
+        from_id    TEXT NOT NULL,
+        into_id    TEXT NOT NULL,
+        at         REAL NOT NULL,
+        by         TEXT NOT NULL
+    );
+    ALTER TABLE calls ADD COLUMN customer_key TEXT;
+    ALTER TABLE tasks ADD COLUMN customer_key TEXT;
+    CREATE INDEX calls_customer ON calls(customer_key, arrived_at) WHERE customer_key IS NOT NULL;
+    CREATE INDEX tasks_customer ON tasks(customer_key, created_at) WHERE customer_key IS NOT NULL;
+    -- kind: call (ref = call_id) or task (ref = task_id)
+    CREATE TABLE wrapups (
+        kind    TEXT NOT NULL,
+        ref     TEXT NOT NULL,
+        agent   TEXT NOT NULL,
+        code    TEXT,
+        notes   TEXT,
+        at      REAL NOT NULL,
+        PRIMARY KEY (kind, ref)
+    );
+    """,
 ]
 
 class Disposition(StrEnum):
@@ -781,6 +821,47 @@ class Store:
         assert self.db is not None
         async with self.db.execute("SELECT queue, agent, tier, removed, set_at, set_by FROM queue_members") as cur:
             return {(r[0], r[1]): MemberChange(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in await cur.fetchall()}
+
+    # ------------------------------------------------------------ customers (docs/customers.md)
+
+    def customer_seen(self, key: str, kind: str, at: float) -> None:
+        """The key names a customer from now on: a new customer (id c-...) unless some
+        customer has it already. Every channel that starts an interaction calls this first
+        (calls, tasks; callbacks will too)."""
+        new_id = f"c-{uuid.uuid4().hex[:12]}"
+        self._put("INSERT INTO customers (id, created_at, updated_at) SELECT ?, ?, ?"
+                  " WHERE NOT EXISTS (SELECT 1 FROM customer_keys WHERE key=?)", new_id, at, at, key)
+        self._put("INSERT OR IGNORE INTO customer_keys (key, kind, customer_id, added_at) VALUES (?,?,?,?)",
+                  key, kind, new_id, at)
+
+    def customer_details(self, key: str, name: str | None, tier: str | None, at: float) -> None:
+        """The customer of `key` is called `name` / has `tier` (None: unchanged)."""
+        self._put("UPDATE customers SET name=coalesce(?, name), tier=coalesce(?, tier), updated_at=?"
+                  " WHERE id=(SELECT customer_id FROM customer_keys WHERE key=?)", name, tier, at, key)
+
+    def call_customer(self, call_id: str, key: str) -> None:
+        self._put("UPDATE calls SET customer_key=? WHERE call_id=?", key, call_id)
+
+    def task_customer(self, task_id: str, key: str) -> None:
+        self._put("UPDATE tasks SET customer_key=? WHERE task_id=?", key, task_id)
+
+    def customers_merged(self, from_id: str, into_id: str, at: float, by: str) -> None:
+        """Every key (and so every interaction) of customer from_id now belongs to into_id; its
+        name and tier fill what into_id lacks; from_id is gone. One batch: all or nothing."""
+        self._put("UPDATE customers SET name=coalesce(name, (SELECT name FROM customers WHERE id=?)),"
+                  " tier=coalesce(tier, (SELECT tier FROM customers WHERE id=?)), updated_at=? WHERE id=?",
+                  from_id, from_id, at, into_id)
+        self._put("UPDATE customer_keys SET customer_id=? WHERE customer_id=?", into_id, from_id)
+        self._put("DELETE FROM customers WHERE id=?", from_id)
+        self._put("INSERT INTO customer_merges (from_id, into_id, at, by) VALUES (?,?,?,?)", from_id, into_id, at, by)
+
+    def wrapup(self, kind: str, ref: str, agent: str, code: str | None, notes: str | None, at: float) -> None:
+        """The agent's wrap-up of a call (kind call) or task (kind task): a code and/or notes;
+        a later one replaces what it gives and keeps the rest."""
+        self._put("INSERT INTO wrapups (kind, ref, agent, code, notes, at) VALUES (?,?,?,?,?,?)"
+                  " ON CONFLICT(kind, ref) DO UPDATE SET agent=excluded.agent, at=excluded.at,"
+                  " code=coalesce(excluded.code, code), notes=coalesce(excluded.notes, notes)",
+                  kind, ref, agent, code, notes, at)
 
     # ------------------------------------------------------------ presence and tasks
 

@@ -23,11 +23,13 @@ import structlog
 
 from ringmaster.acd.config import CHANNELS
 from ringmaster.acd.engine import Bridge, CancelRing, QueueLog, Ring, Unroutable
+from ringmaster.customers import KeyRefused, parse_key
 from ringmaster.mqtt.payloads import AgentCommand, BadPayload, NewTask, TaskCommand, parse
 
 if TYPE_CHECKING:
     from ringmaster.acd.runtime import AcdRuntime
     from ringmaster.calls import CallSession
+    from ringmaster.customers import CustomerBook, CustomerContext
     from ringmaster.mqtt.link import MqttLink
     from ringmaster.store import Store
 
@@ -66,6 +68,9 @@ class TaskRouter:
         self._stats_task: asyncio.Task[None] | None = None
         # told of everything published (topic without prefix, payload), MQTT or not: webhooks
         self.tap: Callable[[str, dict[str, Any]], None] | None = None
+        # customers (docs/customers.md): set by the controller; each open task's offer context
+        self.customers: CustomerBook | None = None
+        self._contexts: dict[str, CustomerContext] = {}
         acd.router = self
 
     # ------------------------------------------------------------ start and restore
@@ -86,6 +91,10 @@ class TaskRouter:
             if row["queue"] not in self.engine.queues:
                 log.error("tasks.restore_unknown_queue", task=row["task_id"], queue=row["queue"])
                 continue
+            if self.customers is not None and row.get("customer_key"):
+                ctx = await self.customers.context(row["customer_key"], exclude=row["task_id"])
+                if ctx is not None:
+                    self._contexts[row["task_id"]] = ctx
             self.engine.restore_task(row["task_id"], row["queue"], row["channel"], row["enqueued_at"], now,
                                      priority=row["priority"], skills=row["skills"], due=row["due"], data=row["data"],
                                      agent=row["agent"] if row["state"] == "assigned" else None,
@@ -164,11 +173,22 @@ class TaskRouter:
             raise BadPayload(f"task {task_id!r} exists already")
         if self._forgotten and await self.store.task_exists(task_id):  # older than the ids kept in memory
             raise BadPayload(f"task {task_id!r} exists already")
-        if task_id in self.engine.tasks:  # it arrived while the store was asked
+        key, context = None, None
+        if msg.customer is not None and self.customers is not None:
+            try:
+                key, _ = parse_key(msg.customer, self.customers.cfg.default_country)
+            except KeyRefused as exc:
+                raise BadPayload(str(exc), "customer") from None
+            context = await self.customers.context(key, exclude=task_id)
+        if task_id in self.engine.tasks or task_id in self._known:  # it arrived while the store was asked
             raise BadPayload(f"task {task_id!r} exists already")
         now = self.clock()
         self._remember(task_id)
         self.store.task_created(task_id, msg.channel, msg.queue, msg.priority, msg.skills, due, msg.data, now)
+        if key is not None and self.customers is not None:
+            self.customers.task_key(task_id, key, now)
+            if context is not None:
+                self._contexts[task_id] = context
         log.info("tasks.new", task=task_id, channel=msg.channel, queue=msg.queue)
         self.acd.apply(self.engine.enqueue(task_id, msg.queue, now, priority=msg.priority, skills=msg.skills,
                                            channel=msg.channel, due=due, data=msg.data))
@@ -225,6 +245,9 @@ class TaskRouter:
         if msg.command == "wrapup-done":
             self.acd.apply(self.engine.wrapup_done(agent, now, msg.channel))
             return
+        if msg.command == "wrapup":
+            self._wrapup(agent, msg)
+            return
         if not msg.task:
             raise BadPayload(f"{msg.command} needs a task")
         channel = st.offered.get(msg.task) or st.holding.get(msg.task)
@@ -246,14 +269,25 @@ class TaskRouter:
                     raise BadPayload("reply needs text", "text")
                 self._message(msg.task, task.queue, task.channel, agent, "agent", msg.text)
             elif msg.command == "complete":
+                if (msg.code or msg.notes) and self.customers is not None:
+                    self._wrapup(agent, msg)  # checked first: a refused code completes nothing
                 if msg.code or msg.notes:  # the agent's wrap-up, kept with the task's events
                     self.store.task_event(now, msg.task, task.queue, agent, "WRAPUP",
-                                          (_one_field(msg.code), _one_field(msg.notes)), task.channel)
+                                          (_one_field(msg.code or ""), _one_field(msg.notes or "")), task.channel)
                     self._task_event(msg.task, "wrapup", agent=agent, code=msg.code, notes=msg.notes,
                                      channel=task.channel)
                 self.acd.apply(self.engine.call_ended(msg.task, "agent", now))
             else:
                 self._transfer(msg.task, msg.queue)
+
+    def _wrapup(self, agent: str, msg: AgentCommand) -> None:
+        """A wrap-up code and/or notes for the agent's task (default: its latest)."""
+        if self.customers is None:
+            raise BadPayload("wrap-up codes need a customers section in the config")
+        try:
+            self.customers.wrapup(agent, msg.task, msg.code, msg.notes, "mqtt")
+        except KeyRefused as exc:
+            raise BadPayload(str(exc), exc.field) from None
 
     def _remember(self, task_id: str) -> None:
         self._known[task_id] = None
@@ -275,14 +309,19 @@ class TaskRouter:
                 self._task_event(a.call_id, TASK_EVENTS.get(a.event, a.event.lower()), queue=a.queue,
                                  agent=None if a.agent == "NONE" else a.agent, channel=a.channel)
             self._queues_dirty.add(a.queue)
+            if a.event in ("COMPLETEAGENT", "COMPLETECALLER", "ABANDON"):
+                self._contexts.pop(a.call_id, None)
             return
         task = self.engine.tasks.get(a.call_id)
+        context = self._contexts.get(a.call_id)
+        customer = {"customer": context.view()} if context is not None else {}
         if isinstance(a, Ring):
             data = task.data if task is not None else {}
             for agent in a.agents:
                 self._publish(f"agents/{agent}/offers", {
                     "event": "offer", "task": a.call_id, "channel": a.channel, "queue": a.queue,
-                    "timeout": a.timeout, "expires_at": round(self.clock() + a.timeout, 3), "data": data})
+                    "timeout": a.timeout, "expires_at": round(self.clock() + a.timeout, 3), "data": data,
+                    **customer})
             self.store.task_offered(a.call_id, a.agents, a.queue, a.channel, self.clock())
             self._task_event(a.call_id, "offered", queue=a.queue, agents=list(a.agents), channel=a.channel)
         elif isinstance(a, CancelRing):
@@ -292,7 +331,7 @@ class TaskRouter:
         elif isinstance(a, Bridge):
             self._publish(f"agents/{a.agent}/offers", {"event": "assigned", "task": a.call_id, "channel": a.channel,
                                                        "queue": task.queue if task else "",
-                                                       "data": task.data if task else {}})
+                                                       "data": task.data if task else {}, **customer})
 
     def unroutable(self, a: Unroutable, text: str) -> None:
         """A task (or call) that no logged-in agent can take: on `errors` and, for a chat or
@@ -324,8 +363,11 @@ class TaskRouter:
     def call_event(self, event: str, session: CallSession, queue: str, **extra: Any) -> None:
         """calls/events: offered, answered, ended, with the IVR's variables (screen pops, CRM)."""
         variables = dict(session.run.variables) if session.run is not None else {}
-        self._publish("calls/events", {"event": event, "call_id": session.call_id, "queue": queue,
-                                       "caller": session.caller, "variables": variables, **extra})
+        payload = {"event": event, "call_id": session.call_id, "queue": queue, "caller": session.caller,
+                   "variables": variables, **extra}
+        if session.customer is not None:  # the screen pop: who, and what happened before
+            payload["customer"] = session.customer.view() if event != "ended" else {"key": session.customer.key}
+        self._publish("calls/events", payload)
 
     # ------------------------------------------------------------ out
 

@@ -43,6 +43,7 @@ from ringmaster.calls import sip_user
 if TYPE_CHECKING:
     from ringmaster.calls import CallSession
     from ringmaster.config import Config
+    from ringmaster.customers import CustomerBook
     from ringmaster.store import Store
     from ringmaster.tasks import TaskRouter
     from ringmaster.tts import Speech
@@ -85,6 +86,7 @@ class AcdRuntime:
         self._timer: asyncio.TimerHandle | None = None
         self.router: TaskRouter | None = None  # chats, emails, presence over MQTT (set by the router)
         self.speech: Speech | None = None  # spoken announcements (set by the controller)
+        self.customers: CustomerBook | None = None  # offer context and wrap-up (set by the controller)
         self._speaking: set[asyncio.Task[None]] = set()
         now = clock()
         for name, agent in cfg.agents.items():
@@ -183,7 +185,7 @@ class AcdRuntime:
         now = self.clock()
         self._record_talk(q, now)
         self.apply(self.engine.call_ended(session.call_id, "caller", now))
-        if q.agent_leg:
+        if q.agent_leg and not (self.customers is not None and self.customers.open_line(session, q.agent, q.agent_leg)):
             session.hangup_leg(q.agent_leg)
         self._forget(session.call_id)
 
@@ -253,6 +255,8 @@ class AcdRuntime:
 
     def apply(self, actions: list[Action]) -> None:
         for a in actions:
+            if isinstance(a, Bridge) and self.customers is not None:
+                self.customers.assigned(a.agent, a.call_id, a.channel)  # it may wrap this up from now on
             if isinstance(a, AgentChanged):
                 if self.router is not None:
                     self.router.agent_changed(a.agent)
@@ -324,6 +328,8 @@ class AcdRuntime:
         # the agent's phone (and a CRM behind it) learns which call and queue this is
         headers: tuple[tuple[str, str], ...] = (("X-Ringmaster-Call", a.call_id), ("X-Ringmaster-Queue", a.queue))
         headers += _variable_headers(q.session)
+        if q.session.customer is not None and self.customers is not None:
+            headers += q.session.customer.headers(self.customers.cfg.header_bytes)
         if len(uris) > 1:
             headers += (("X-Ring", ", ".join(uris)),)
         q.legs[leg] = RingLeg(a.call_id, leg, a.agents)

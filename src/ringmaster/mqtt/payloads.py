@@ -27,7 +27,7 @@ TEXT_MAX = 4000
 DUE_MIN, DUE_MAX = 0.0, 4_102_444_800.0
 
 AGENT_COMMANDS = ("login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer",
-                  "reply")
+                  "reply", "wrapup")
 TASK_COMMANDS = ("cancel", "transfer", "complete", "message")
 
 
@@ -64,6 +64,8 @@ class NewTask(_Payload):
     skills: dict[str, int] = Field(default_factory=dict, max_length=32)
     due: Any = Field(default=None, description="email: epoch seconds or ISO 8601")
     data: dict[str, Any] = Field(default_factory=dict)
+    # who the task is from: +E.164 or tel:NUMBER, an email address, or an id (docs/customers.md)
+    customer: str | None = Field(default=None, max_length=254)
 
     @field_validator("skills")
     @classmethod
@@ -99,14 +101,16 @@ class NewTask(_Payload):
 
 class AgentCommand(_Payload):
     command: Literal["login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer",
-                     "reply"]
+                     "reply", "wrapup"]
     reason: str = Field(default="", max_length=64, pattern=PLAIN_TEXT)
     task: str | None = Field(default=None, pattern=TASK_ID.pattern)
     channel: Literal["voice", "chat", "email"] | None = None
     queue: str | None = Field(default=None, pattern=NAME)
     text: str = Field(default="", max_length=TEXT_MAX, pattern=TEXT, description="reply: the agent's message")
-    code: str = Field(default="", max_length=64, pattern=PLAIN_TEXT, description="complete: the wrap-up code")
-    notes: str = Field(default="", max_length=TEXT_MAX, pattern=TEXT, description="complete: the wrap-up notes")
+    # complete and wrapup: a wrap-up code (of customers.wrapup_codes when that section is set)
+    # and/or notes; their length and codes are checked against the config by the customer book
+    code: str | None = Field(default=None, max_length=64, pattern=PLAIN_TEXT, description="the wrap-up code")
+    notes: str | None = Field(default=None, max_length=20_000, pattern=TEXT, description="the wrap-up notes")
 
 
 class TaskCommand(_Payload):
