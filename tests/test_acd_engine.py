@@ -361,3 +361,15 @@ def test_an_exclusive_agent_whose_withdrawn_ring_still_rings_is_offered_no_chat_
     e.tick(now=12)  # the call's ring timed out; the CANCEL is on its way to the phone
     assert rings(e.enqueue("chat1", "q", now=12.001, channel="chat")) == []
     assert rings(e.ring_ended("call1", "a", now=12.01)) == [Ring("chat1", "q", ("a",), 20.0, "chat")]
+
+
+def test_a_caller_gone_before_the_bridge_is_an_abandon_under_the_agent_and_the_agent_is_free_at_once():
+    e = engine({"q": {"strategy": "linear", "members": ["a"], "wrapup": 10}}, names=("a",))
+    e.enqueue("c1", "q", now=10)
+    e.ring_answered("c1", "a", now=14)
+    out = e.connect_abandoned("c1", now=14.01)
+    assert [(lg.event, lg.agent, lg.data) for lg in logs(out)] == [("ABANDON", "a", (1, 1, 4))]
+    q = e.queues["q"]
+    assert (q.answered, q.abandoned) == (0, 1) and "c1" not in e.calls
+    assert e.agents["a"].available(14.02) and e.agents["a"].calls_by_queue["q"] == 0  # no wrap-up, no call
+    assert e.connect_abandoned("c1", now=15) == [] and e.call_ended("c1", "caller", now=15) == []

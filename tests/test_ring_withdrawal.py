@@ -212,3 +212,42 @@ async def test_a_caller_who_left_by_exitempty_is_not_stored_completed(daemon_fac
     events = [e for e, _, _ in queue_log(d, row["call_id"])]
     assert events[-1] == "EXITEMPTY", events
     assert row["disposition"] == "abandoned" and row["agent"] is None, row
+
+
+async def test_a_caller_whose_bye_crosses_the_agents_answer_is_abandoned_not_answered(daemon_factory):
+    """The caller hangs up at the moment the agent answers: the worker sees the agent's 200,
+    then the caller's BYE before the controller's Bridge reaches it. The caller never heard the
+    agent: ABANDON under the agent (app_queue's "caller was about to talk to agent"), the call
+    `abandoned` with no agent, the agent's leg ended at once with a BYE and the agent free. A
+    BYE that comes after the bridge is an answered call (CONNECT, COMPLETECALLER); each round
+    must be one of the two, whole, and the crossing must be seen at least once."""
+    d = daemon_factory(workers=1, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice"], "ring_timeout": 20})
+    d.start()
+    (alice,) = await agents_up(d, ("alice",))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    crossed = 0
+    try:
+        for _ in range(6):
+            a = await caller.call(f"sip:500@{d.edge}")
+            inc = await alice.wait(p.Incoming, lambda m: ended(alice, m.leg) is None, timeout=10)
+            alice.send(p.Answer(leg=inc.leg))
+            caller.send(p.Hangup(leg=a))  # the same instant
+            await caller.wait(p.CallState, lambda m, leg=a: m.leg == leg and m.state == "disconnected", timeout=5)
+            st = await ring_end(alice, inc.leg, timeout=5)  # alice's leg ends, whatever happened
+            assert st.code in (200, 487), st
+            rows = d.wait_calls_ended(_ + 1)
+            row = rows[-1]
+            events = [(e, ag) for e, ag, _d in queue_log(d, row["call_id"])]
+            if ("CONNECT", "alice") in events:
+                assert events[-1] == ("COMPLETECALLER", "alice") and row["disposition"] == "completed", (events, row)
+                assert row["agent"] == "alice"
+            else:
+                assert row["disposition"] == "abandoned" and row["agent"] is None, row
+                assert events[-1][0] == "ABANDON", events
+                crossed += events[-1] == ("ABANDON", "alice")
+            wait_agent(d, "alice", "available")
+    finally:
+        await caller.stop()
+        await alice.stop()
+    assert crossed, "the BYE never crossed the answer in 6 rounds"

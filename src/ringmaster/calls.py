@@ -513,6 +513,9 @@ class CallSession:
                 self._stop_message(feed=False)  # hanging up is how most messages end
                 self._leave_acd()
                 self._ended(msg.code, msg.reason)
+        elif isinstance(msg, p.Bridged):
+            if self.acd is not None and msg.other == self.queue_agent_leg:
+                self.acd.bridged(self, msg.other)
         elif isinstance(msg, p.MediaReady):
             self.media_ready = True
             if self.pending_play is not None:

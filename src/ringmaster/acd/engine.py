@@ -277,6 +277,7 @@ class QueueEngine:
         a.no_answer_streak = 0
         task.agent = agent
         task.answered_at = now
+        task.answered_position = q.position(task)
         hold = now - task.enqueued_at
         q.discard(task)
         self._timer_at.pop(call_id, None)
@@ -370,6 +371,33 @@ class QueueEngine:
         event = "COMPLETEAGENT" if by == "agent" else "COMPLETECALLER"
         out: list[Action] = [QueueLog(now, call_id, task.queue, task.agent, event,
                                       (round(hold), round(talk), task.original_position), task.channel),
+                             AgentChanged(task.agent)]
+        return out + self._dispatch(now)
+
+    def connect_abandoned(self, call_id: str, now: float) -> list[Action]:
+        """The caller hung up after the agent answered but before the call side joined them
+        (the caller's BYE crossed the agent's 200): ABANDON under the agent, as app_queue's
+        try_calling does when the caller is found hung up before the bridge ("Caller was about
+        to talk to agent ... but the caller hungup"). The agent is free at once, with no call
+        counted and no wrap-up; the queue counts an abandon instead of an answer. Returns no
+        actions for a task that is not connected."""
+        task = self.tasks.get(call_id)
+        if task is None or task.agent is None:
+            return []
+        del self.tasks[call_id]
+        self._timer_at.pop(call_id, None)
+        a = self.agents[task.agent]
+        a.holding.pop(call_id, None)
+        self._touch(a.id)
+        q = self.queues[task.queue]
+        hold = (task.answered_at or now) - task.enqueued_at
+        if task.channel == "voice":
+            q.answered -= 1
+            q.answered_in_sl -= hold <= q.spec.service_level
+            q.abandoned += 1
+        out: list[Action] = [QueueLog(now, call_id, task.queue, task.agent, "ABANDON",
+                                      (task.answered_position, task.original_position, round(now - task.enqueued_at)),
+                                      task.channel),
                              AgentChanged(task.agent)]
         return out + self._dispatch(now)
 

@@ -170,6 +170,7 @@ class QueuedTask:
     next_announce: float | None = None
     agent: str | None = None          # connected agent
     answered_at: float | None = None
+    answered_position: int = 0        # its place in the queue when its agent answered (1-based)
     unroutable: str = ""              # why no logged-in member could take it (engine.Unroutable), "" if one can
 
     def sort_key(self) -> tuple[int, float, int]:

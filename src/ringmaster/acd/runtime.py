@@ -88,6 +88,10 @@ class Queued:
     agent: str | None = None
     agent_leg: str | None = None
     answered_at: float | None = None
+    # the worker's Bridged came: caller and agent are joined. Until then the CONNECT row waits
+    # in held_connect; a caller who leaves meanwhile never talked to the agent (ABANDON)
+    connected: bool = False
+    held_connect: QueueLog | None = None
 
 
 class AcdRuntime:
@@ -170,6 +174,8 @@ class AcdRuntime:
                 self._ring_leg_ended(ring, msg, now)
             if q is not None and leg == q.agent_leg:
                 # the agent hung up on a connected call: COMPLETEAGENT, then the caller goes
+                if not q.connected:
+                    self._connected(q)  # hung up as the bridge was being made: it was answered
                 q.session.close_holds("agent_hangup")  # UNHOLD before COMPLETEAGENT
                 self._record_talk(q, now)
                 self.apply(self.engine.call_ended(q.session.call_id, "agent", now))
@@ -246,8 +252,20 @@ class AcdRuntime:
             self.caller_gone(session)
             return
         now = self.clock()
-        self._record_talk(q, now)
-        self.apply(self.engine.call_ended(session.call_id, "caller", now))
+        if not q.connected:
+            # the caller's BYE crossed the agent's 200: he left before the worker joined them
+            # and never heard the agent. Asterisk's app_queue, finding the caller hung up when
+            # it is about to bridge, logs ABANDON under the member and hangs the member up
+            # (apps/app_queue.c, try_calling): so do we, and the call is abandoned, not answered
+            session.log.info("acd.abandoned_before_connect", agent=q.agent,
+                             since_answer_ms=round((now - (q.answered_at or now)) * 1000))
+            q.held_connect = None
+            session.abandoned_in_queue = True
+            self.store.call_wait(session.call_id, now - q.enqueued_at)
+            self.apply(self.engine.connect_abandoned(session.call_id, now))
+        else:
+            self._record_talk(q, now)
+            self.apply(self.engine.call_ended(session.call_id, "caller", now))
         if q.agent_leg:
             session.hangup_leg(q.agent_leg)
         self._forget(session.call_id)
@@ -314,6 +332,10 @@ class AcdRuntime:
                     self.router.apply(a)
                 continue
             if isinstance(a, QueueLog):
+                q = self.calls.get(a.call_id) if a.event == "CONNECT" else None
+                if q is not None and not q.connected:
+                    q.held_connect = a  # written when the worker says the two are joined
+                    continue
                 self.store.queue_log(a.at, a.call_id, a.queue, a.agent, a.event, a.data)
             elif isinstance(a, Ring):
                 self._ring(a)
@@ -436,14 +458,31 @@ class AcdRuntime:
         ring.live.discard(a.agent)
         now = self.clock()
         q.agent, q.agent_leg, q.answered_at = a.agent, ring.leg, now
-        self.store.call_agent(a.call_id, a.agent, now - q.enqueued_at)
         spec = self.cfg.queues[q.queue]
         path = None
         if spec.record is not None:
             path = self._recording_path(spec.record.template, q, a.agent, now)
-        q.session.log.info("acd.connected", agent=a.agent, wait=round(now - q.enqueued_at, 2), recording=path)
-        self._call_event("answered", q, agent=a.agent, wait=round(now - q.enqueued_at, 2))
+        q.session.log.info("acd.connecting", agent=a.agent, wait=round(now - q.enqueued_at, 2), recording=path)
         q.session.queue_bridged(ring.leg, path)
+
+    def bridged(self, session: CallSession, other: str) -> None:
+        """The worker joined the caller and the agent's leg `other` (its Bridged): the call is
+        answered from here (CONNECT, the call record's agent and wait, the screen pop)."""
+        q = self.calls.get(session.call_id)
+        if q is None or q.connected or q.agent is None or other != q.agent_leg:
+            return  # a re-bridge after a hold, a transfer's bridge, or a call already over
+        self._connected(q)
+        session.log.info("acd.connected", agent=q.agent)
+
+    def _connected(self, q: Queued) -> None:
+        q.connected = True
+        wait = (q.answered_at or self.clock()) - q.enqueued_at
+        if q.held_connect is not None:
+            c, q.held_connect = q.held_connect, None
+            self.store.queue_log(c.at, c.call_id, c.queue, c.agent, c.event, c.data)
+        if q.agent is not None:
+            self.store.call_agent(q.session.call_id, q.agent, wait)
+        self._call_event("answered", q, agent=q.agent, wait=round(wait, 2))
 
     def _recording_path(self, template: str, q: Queued, agent: str, now: float) -> str | None:
         """The recording's file under paths.recordings, or None (not recorded) if it would leave it.
