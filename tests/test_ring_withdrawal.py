@@ -85,27 +85,37 @@ async def test_ring_all_timeout_cancels_every_phone_before_the_retry_rings_it_ag
     assert events[-1] == ("ABANDON", "NONE"), events
 
 
-async def test_the_end_of_a_withdrawn_ring_is_not_booked_against_the_next_offer(daemon_factory):
-    """Round 1 times out (RINGNOANSWER, no-answer streak 1), round 2 rings, the caller hangs up:
-    round 2 is RINGCANCELED for everyone and round 1's legs ending then are nobody's second
-    no-answer: auto_pause after 2 pauses no one."""
+async def test_the_ring_an_agent_answers_is_the_live_one_and_no_ended_ring_is_booked_against_it(daemon_factory):
+    """Round 1 times out (RINGNOANSWER, no-answer streak 1), round 2 rings, and alice answers
+    the oldest ring still ringing on her phone: she talks to the caller (her leg stays up, no
+    200-then-BYE). When the caller hangs up, nothing of round 1 is booked against round 2:
+    bob and carol are RINGCANCELED, nobody is charged a second no-answer, and auto_pause
+    after 2 pauses no one."""
     d = daemon_factory(workers=1, start=False)
     d.config["workers"]["rtp_ports"] = d.ports.rtp_spare
     acd_config(d, {"strategy": "ring-all", "members": list(NAMES), "ring_timeout": 2, "retry": 0.5,
                    "auto_pause": {"after": 2, "reason": "missed"}}, agents=NAMES)
     d.start()
     phones = await agents_up(d, NAMES)
+    alice = phones[0]
     caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
     try:
         a = await caller.call(f"sip:500@{d.edge}")
         first = [await ph.wait(p.Incoming, timeout=10) for ph in phones]
         for ph, inc in zip(phones, first, strict=True):
             await ph.wait(p.Incoming, lambda m, leg=inc.leg: m.leg != leg, timeout=6)  # round 2 rings
+        await asyncio.sleep(0.2)
+        oldest = next(m for m in incomings(alice) if ended(alice, m.leg) is None)
+        alice.send(p.Answer(leg=oldest.leg))
+        await alice.wait(p.CallState, lambda m: m.leg == oldest.leg and m.state == "confirmed", timeout=5)
+        await asyncio.sleep(1.0)
+        assert ended(alice, oldest.leg) is None, alice.events[-6:]  # she talks; no BYE right after her 200
+        wait_agent(d, "alice", "on-call")
         await caller.hangup(a)
+        await ring_end(alice, oldest.leg, timeout=5)
         for ph in phones:
             for inc in incomings(ph):
                 await ring_end(ph, inc.leg, timeout=3)
-        await asyncio.sleep(0.5)
         for name in NAMES:
             wait_agent(d, name, "available")
     finally:
@@ -113,10 +123,13 @@ async def test_the_end_of_a_withdrawn_ring_is_not_booked_against_the_next_offer(
         for ph in phones:
             await ph.stop()
     row = d.wait_calls_ended(1)[0]
+    assert row["agent"] == "alice" and row["disposition"] == "completed", row
     events = [(e, ag) for e, ag, _ in queue_log(d) if e not in ("ADDMEMBER", "REMOVEMEMBER")]
     assert not [e for e in events if e[0] == "PAUSE"], events
     mine = [(e, ag) for e, ag, _ in queue_log(d, row["call_id"])]
     assert sorted(ag for e, ag in mine if e == "RINGNOANSWER") == sorted(NAMES), mine
+    assert sorted(ag for e, ag in mine if e == "RINGCANCELED") == ["bob", "carol"], mine
+    assert mine[-2:] == [("CONNECT", "alice"), ("COMPLETECALLER", "alice")], mine
 
 
 async def test_logout_while_ringing_stops_that_phone_at_once_and_the_others_ring_on(daemon_factory):
