@@ -158,6 +158,10 @@ class QueueEngine:
     presence: agent -> its channels' capacities, wrap-up and policy. A method given an unknown
     queue or agent raises KeyError; an event that no longer applies (a task already gone)
     returns no actions.
+
+    A call's ring the engine withdraws (CancelRing: timeout, logout, pause, another agent
+    answered, the caller left) keeps its agent reserved for voice until the call side reports
+    `ring_ended` (the phone stopped ringing), or RING_END_GRACE seconds pass.
     """
 
     def __init__(self, queues: dict[str, QueueConfig], agents: dict[str, AgentConfig],
@@ -388,6 +392,7 @@ class QueueEngine:
         self._timer_at.pop(call_id, None)
         a = self.agents[task.agent]
         a.holding.pop(call_id, None)
+        a.idle_since = now  # she picked up the phone: longest-idle counts her idle from here
         self._touch(a.id)
         q = self.queues[task.queue]
         hold = (task.answered_at or now) - task.enqueued_at

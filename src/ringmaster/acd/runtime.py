@@ -408,8 +408,10 @@ class AcdRuntime:
         self.ring_legs[leg] = ring
         # queue_log has no ring-start event (Asterisk logs only how a ring ended): the offer is
         # kept in call_events, so a start after a crash can close the offers left open
-        self.store.event(q.session.call_id, "OFFERED", self.clock(), queue=queue, agents=list(agents), leg=leg,
-                         **({"refork": True} if refork else {}))
+        # a new fork for the same offer is REFORK, not OFFERED: a start after a crash closes
+        # as many rings per agent as there were offers
+        self.store.event(q.session.call_id, "REFORK" if refork else "OFFERED", self.clock(), queue=queue,
+                         agents=list(agents), leg=leg)
         if not refork:
             self._call_event("offered", q, agents=list(agents))
         q.session.log.info("acd.ring", queue=queue, agents=list(agents), leg=leg, refork=refork or None)
