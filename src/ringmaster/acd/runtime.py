@@ -389,8 +389,6 @@ class AcdRuntime:
     def _ring(self, a: Ring) -> None:
         q = self.calls.get(a.call_id)
         if q is None:
-            # the caller left in the same step: there is no phone to ring, nothing to wait for
-            self.apply([x for agent in a.agents for x in self.engine.ring_ended(a.call_id, agent, self.clock())])
             return
         self._dial(q, a.queue, a.agents)
 
