@@ -366,6 +366,7 @@ async def test_agent_in_two_queues_never_gets_two_calls_and_wrapup_is_the_calls_
         assert 1.8 <= offered_after <= 4.0, offered_after  # sales' 2 s wrap-up, not support's 6 s
         alice.send(p.Answer(leg=second.leg))
         await alice.wait(p.CallState, lambda m: m.leg == second.leg and m.state == "confirmed")
+        await asyncio.sleep(0.3)  # they talk: a hang-up crossing the answer is an abandon
         await c2.hangup(a2)
     finally:
         await c1.stop()
@@ -436,6 +437,7 @@ async def test_press_1_in_the_menu_reaches_the_sales_queue_and_an_agent(daemon_f
         assert headers.get("X-Ringmaster-Var-menu_top") == "1" and headers.get("X-Ringmaster-Var-caller") == "4511223344"
         alice.send(p.Answer(leg=inc.leg))
         await alice.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "confirmed")
+        await asyncio.sleep(0.3)  # they talk: a hang-up crossing the answer is an abandon
         await caller.hangup(a)
     finally:
         await caller.stop()
@@ -464,6 +466,7 @@ async def _answer_rounds(d, caller: Phone, agents: dict[str, Phone], calls: int)
         inc = next(m for m in ph.events[marks[rung]:] if isinstance(m, p.Incoming))
         ph.send(p.Answer(leg=inc.leg))
         await ph.wait(p.CallState, lambda m, leg=inc.leg: m.leg == leg and m.state == "confirmed", after=marks[rung])
+        await asyncio.sleep(0.2)  # they talk: a hang-up crossing the answer is an abandon
         await caller.hangup(a)
         await ph.wait(p.CallState, lambda m, leg=inc.leg: m.leg == leg and m.state == "disconnected", after=marks[rung])
         wait_agent(d, rung, "available")

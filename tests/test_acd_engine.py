@@ -50,6 +50,10 @@ def test_ring_all_rings_everyone_first_answer_wins_others_stop_and_all_are_free_
     assert CancelRing("c1", ("a", "c")) in out and Bridge("c1", "b") in out
     assert [lg.agent for lg in logs(out, "RINGCANCELED")] == ["a", "c"]
     assert logs(out, "CONNECT")[0].data[0] == 2
+    # a and c stay reserved until the call side says their phones stopped ringing
+    assert not e.agents["a"].available(12) and e.agents["a"].status(12) == "ringing"
+    for n in "ac":
+        e.ring_ended("c1", n, now=12)
     assert e.agents["a"].available(12) and e.agents["c"].available(12) and not e.agents["b"].available(12)
     out = e.call_ended("c1", "agent", now=40)
     assert logs(out, "COMPLETEAGENT")[0].data == (2, 28, 1)
@@ -224,8 +228,14 @@ def test_random_interleaving_never_double_books_and_connects_each_call_once(seed
     now = 0.0
     connected: dict[str, str] = {}
     offered: dict[str, set[str]] = {}
+    ending: list[tuple[str, str]] = []  # withdrawn rings whose end the phones have not reported yet
     for step in range(600):
         now += rng.uniform(0, 1.5)
+        if ending and rng.random() < 0.5:  # a phone reports a withdrawn ring's end (its 487)
+            call_id, agent = ending.pop(rng.randrange(len(ending)))
+            for act in e.ring_ended(call_id, agent, now):
+                if isinstance(act, Ring):
+                    offered.setdefault(act.call_id, set()).update(act.agents)
         roll = rng.random()
         calls = list(e.calls)
         if roll < 0.2:
@@ -252,6 +262,8 @@ def test_random_interleaving_never_double_books_and_connects_each_call_once(seed
             if isinstance(act, Bridge):
                 assert act.call_id not in connected, "a call was connected twice"
                 connected[act.call_id] = act.agent
+            if isinstance(act, CancelRing):
+                ending += [(act.call_id, agent) for agent in act.agents]
         # invariants after every step
         holders: dict[str, list[str]] = {}
         for c in e.calls.values():
@@ -265,8 +277,11 @@ def test_random_interleaving_never_double_books_and_connects_each_call_once(seed
             for a in c.ringing:  # a ringing agent is logged in and reserved by exactly this call
                 assert e.agents[a].logged_in and e.agents[a].reserved_by == c.id, (step, a, c.id)
         for a in e.agents.values():
-            if a.reserved_by is not None:
-                assert a.reserved_by in e.calls and a.id in e.calls[a.reserved_by].ringing, (step, a.id)
+            ringing = next((t for t, ch in a.offered.items() if ch == "voice"), None)
+            if ringing is not None:
+                assert ringing in e.calls and a.id in e.calls[ringing].ringing, (step, a.id)
+            # a phone still ringing for a withdrawn call is offered nothing else
+            assert len(a.withdrawn) + (ringing is not None) + (a.call is not None) <= 1, (step, a.id)
         for a in e.agents.values():
             if a.call is not None:
                 assert a.reserved_by is None and e.calls[a.call].agent == a.id
@@ -301,3 +316,60 @@ def test_unroutable_reason_is_data_and_follows_logins():
     assert why(e.agent_pause("a", "lunch", 15.0)) == []
     assert e.diagnose("q", {"en": 3}) == "" and e.diagnose("q", {"en": 6}) == "no-skills"
     assert e.diagnose("empty") == "no-members"
+
+
+def test_ring_all_timeout_withdraws_the_whole_fork_at_once_and_holds_the_agents_until_their_phones_stop():
+    e = engine({"q": {"strategy": "ring-all", "members": ["a", "b", "c"], "ring_timeout": 2, "retry": 1}})
+    e.enqueue("c1", "q", now=10)
+    out = e.tick(now=12)
+    assert [x for x in out if isinstance(x, CancelRing)] == [CancelRing("c1", ("a", "b", "c"))]  # one CANCEL
+    assert [lg.agent for lg in logs(out, "RINGNOANSWER")] == ["a", "b", "c"]
+    # the retry is due at 13, but the phones have not said their rings ended: nobody is rung
+    assert rings(e.tick(now=13)) == []
+    assert all(e.agents[n].status(13) == "ringing" for n in "abc")
+    assert rings(e.ring_ended("c1", "a", now=13.1)) == [Ring("c1", "q", ("a",), 2.0)]
+    assert e.ring_ended("c1", "a", now=13.2) == []  # an end reported twice, or for no ring, is nothing
+
+
+def test_a_withdrawn_ring_whose_end_never_comes_frees_the_agent_after_the_grace():
+    from ringmaster.acd.engine import RING_END_GRACE
+
+    e = engine({"q": {"strategy": "linear", "members": ["a"], "ring_timeout": 2, "retry": 0}}, names=("a",))
+    e.enqueue("c1", "q", now=10)
+    e.tick(now=12)  # RINGNOANSWER, CANCEL out; the worker holding the leg dies: no end ever comes
+    assert e.next_deadline() == 12 + RING_END_GRACE
+    assert rings(e.tick(now=12 + RING_END_GRACE)) == [Ring("c1", "q", ("a",), 2.0)]
+
+
+def test_pausing_an_agent_while_she_rings_withdraws_the_ring_and_the_next_agent_rings_now():
+    e = engine({"q": {"strategy": "linear", "members": ["a", "b"], "ring_timeout": 30}}, names=("a", "b"))
+    assert rings(e.enqueue("c1", "q", now=10)) == [Ring("c1", "q", ("a",), 30.0)]
+    out = e.agent_pause("a", "lunch", now=11)
+    assert CancelRing("c1", ("a",)) in out and [lg.agent for lg in logs(out, "RINGCANCELED")] == ["a"]
+    assert rings(out) == [Ring("c1", "q", ("b",), 30.0)]
+    assert not logs(out, "RINGNOANSWER") and e.agents["a"].no_answer_streak == 0
+
+
+def test_an_exclusive_agent_whose_withdrawn_ring_still_rings_is_offered_no_chat_until_it_ended():
+    from ringmaster.acd.config import PresenceProfile
+
+    e = QueueEngine({"q": QueueConfig.model_validate({"strategy": "linear", "members": ["a"], "ring_timeout": 2,
+                                                      "retry": 30, "offer_timeout": 20})},
+                    agents("a"), presence={"a": PresenceProfile(policy="exclusive")})
+    e.agent_login("a", now=0)
+    e.enqueue("call1", "q", now=10)
+    e.tick(now=12)  # the call's ring timed out; the CANCEL is on its way to the phone
+    assert rings(e.enqueue("chat1", "q", now=12.001, channel="chat")) == []
+    assert rings(e.ring_ended("call1", "a", now=12.01)) == [Ring("chat1", "q", ("a",), 20.0, "chat")]
+
+
+def test_a_caller_gone_before_the_bridge_is_an_abandon_under_the_agent_and_the_agent_is_free_at_once():
+    e = engine({"q": {"strategy": "linear", "members": ["a"], "wrapup": 10}}, names=("a",))
+    e.enqueue("c1", "q", now=10)
+    e.ring_answered("c1", "a", now=14)
+    out = e.connect_abandoned("c1", now=14.01)
+    assert [(lg.event, lg.agent, lg.data) for lg in logs(out)] == [("ABANDON", "a", (1, 1, 4))]
+    q = e.queues["q"]
+    assert (q.answered, q.abandoned) == (0, 1) and "c1" not in e.calls
+    assert e.agents["a"].available(14.02) and e.agents["a"].calls_by_queue["q"] == 0  # no wrap-up, no call
+    assert e.connect_abandoned("c1", now=15) == [] and e.call_ended("c1", "caller", now=15) == []

@@ -93,7 +93,7 @@ async def test_random_calls_chats_emails_logins_pauses_and_hangups_never_overboo
 
     try:
         chat.subscribe("agents/+/offers")
-        for step in range(70):
+        for step in range(100):
             for a, ph in phones.items():  # what the phones and desks saw since the last step
                 for m in ph.events[seen[a]:]:
                     if isinstance(m, p.Incoming):

@@ -145,6 +145,10 @@ class CallSession:
     queue_rec_id: str = ""
     ended_by_agent: bool = False
     abandoned_in_queue: bool = False
+    # the queue turned the caller out unserved (EXITEMPTY, EXITWITHTIMEOUT, FULL, JOINEMPTY) and
+    # nothing served it since (an agent of an overflow queue, a message, a callback, a transfer):
+    # its end is `abandoned`, not `completed`, whoever hangs up
+    unserved_exit: str = ""
     # hold (RFC 3264 8.4) from either party's phone: leg -> (wall time it began, party); the
     # other party hears `hold_moh` (the queue's moh, else the plan's default hold music)
     holds: dict[str, tuple[float, str]] = field(default_factory=dict)
@@ -224,6 +228,7 @@ class CallSession:
             elif isinstance(action, HttpRequest):
                 self._background(self._lookup(action))
             elif isinstance(action, StoreCallback):
+                self.unserved_exit = ""  # served: a callback is what the caller asked for
                 self.store.callback_requested(self.call_id, action.queue, action.number, time.time())
                 self.notify("callback", {"caller": self.caller, "queue": action.queue, "number": action.number})
                 self.log.info("call.callback_requested", queue=action.queue, number=action.number)
@@ -332,6 +337,7 @@ class CallSession:
 
     def queue_bridged(self, agent_leg: str, recording: str | None) -> None:
         self.queued, self.moh_play_id, self.announce_play_id = None, "", ""
+        self.unserved_exit = ""
         self.queue_agent_leg = agent_leg
         # stops the hold music
         self._command(p.Bridge(leg_a=self.leg, leg_b=agent_leg, direct_media=self.direct_media and not recording))
@@ -342,7 +348,11 @@ class CallSession:
             self.store.call_recording(self.call_id, recording)
 
     def queue_left(self, reason: str, flow: str | None) -> None:
+        """The caller left the queue unserved (reason: LeaveQueue's) for `flow`, or back to
+        the flow it came from. Only the exit key is the caller's own choice."""
         self.queued, self.moh_play_id, self.announce_play_id = None, "", ""
+        if reason != "key":
+            self.unserved_exit = reason
         self._command(p.StopPlay(leg=self.leg))
         if self.run is None:
             return
@@ -417,6 +427,7 @@ class CallSession:
         seconds = time.monotonic() - started
         self._command(p.RecordStop(rec_id=rec_id))
         self.store.voicemail_finished(self.call_id, path, seconds)
+        self.unserved_exit = ""  # served: the caller left a message
         self.log.info("call.voicemail_stored", path=path, seconds=round(seconds, 1))
         self.on_message(rec_id, self.call_id, self.message_box, self.caller, path, seconds)
         if feed:
@@ -452,6 +463,7 @@ class CallSession:
         if isinstance(msg, p.CallState):
             if msg.state == "confirmed" and self.b_answered_at is None:
                 self.b_answered_at = time.time()
+                self.unserved_exit = ""
                 if self._ring_timer is not None:
                     self._ring_timer.cancel()
                 self.store.event(self.call_id, "TRANSFER_ANSWERED", target=self.connect.uri if self.connect else "")
@@ -524,6 +536,9 @@ class CallSession:
                 self._stop_message(feed=False)  # hanging up is how most messages end
                 self._leave_acd()
                 self._ended(msg.code, msg.reason)
+        elif isinstance(msg, p.Bridged):
+            if self.acd is not None and msg.other == self.queue_agent_leg:
+                self.acd.bridged(self, msg.other)
         elif isinstance(msg, p.MediaReady):
             self.media_ready = True
             if self.pending_play is not None:
@@ -677,11 +692,11 @@ class CallSession:
             by, cause, disposition = "agent", "agent_hangup", "completed"
         elif self.hangup is not None:
             by, cause = "ringmaster", self.hangup.cause
-            disposition = self.disposition or "completed"
+            disposition = self.disposition or ("abandoned" if self.unserved_exit else "completed")
         else:
             by, cause = "caller", "caller_hangup"
             # answered by the IVR for hold music, but never served: the caller abandoned
-            served = self.answered_at is not None and not self.abandoned_in_queue
+            served = self.answered_at is not None and not self.abandoned_in_queue and not self.unserved_exit
             disposition = "completed" if served else "abandoned"
         self._record_end(disposition, cause, code, by)
 

@@ -259,7 +259,9 @@ class Controller:
         if isinstance(msg, p.CallState) and msg.state == "disconnected" and leg != session.leg:
             self.sessions.pop((wp.name, leg), None)  # an agent or transfer leg ended: not ours any more
         if session.ended and not session.b_leg and not session.wrapup_leg:
-            for key in [k for k, v in self.sessions.items() if v is session]:
+            # an agent leg still ending (a cancelled ring) keeps its route: its end frees the agent
+            held = self.acd.holds_leg if self.acd is not None else (lambda leg: False)
+            for key in [k for k, v in self.sessions.items() if v is session and not held(k[1])]:
                 del self.sessions[key]
 
     def _media_path(self, wp: WorkerProcess, msg: p.MediaPath) -> None:
@@ -285,6 +287,8 @@ class Controller:
             if key[0] == worker:
                 s.fail("worker_died")
                 self.sessions.pop(key, None)
+        if self.acd is not None:
+            self.acd.worker_lost(worker)
         spec = self.pool.specs[worker]
         task = asyncio.create_task(self._end_dialogs(worker, f"{spec.sip_host}:{spec.sip_port}"))
         self._background.add(task)

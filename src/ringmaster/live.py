@@ -38,8 +38,8 @@ def channel_state(a: AgentState, channel: str, now: float) -> ChannelState:
         return ChannelState.PAUSED
     if channel in a.holding.values():
         return ChannelState.BUSY
-    if channel in a.offered.values():
-        return ChannelState.OFFERED
+    if channel in a.offered.values() or (channel == "voice" and a.withdrawn):
+        return ChannelState.OFFERED  # a withdrawn ring still ringing on the phone is still an offer
     if a.in_wrapup(channel, now):
         return ChannelState.WRAPUP
     return ChannelState.AVAILABLE if a.can_take(channel, now) else ChannelState.BLOCKED

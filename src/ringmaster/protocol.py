@@ -267,6 +267,17 @@ class MediaReady(Message):
     leg: str
 
 
+@message("bridged")
+@dataclass(frozen=True)
+class Bridged(Message):
+    """The answer to Bridge: the worker has joined the two legs (their audio meets as soon as
+    both have media). Events of a worker arrive in the order it saw them, so a caller's
+    DISCONNECTED before this means the caller left before being connected."""
+
+    leg: str    # Bridge.leg_a
+    other: str  # Bridge.leg_b
+
+
 @message("media_path")
 @dataclass(frozen=True)
 class MediaPath(Message):
@@ -447,7 +458,7 @@ COMMANDS: tuple[type[Message], ...] = (
     RecordPause, RecordResume, RecordStop, Hangup, SendDtmf, Refer, Register, Unregister, Shutdown,
 )
 EVENTS: tuple[type[Message], ...] = (
-    Ready, Incoming, CallState, MediaReady, HoldState, Digit, PlaybackDone, DigitsCollected,
+    Ready, Incoming, CallState, MediaReady, Bridged, HoldState, Digit, PlaybackDone, DigitsCollected,
     RecordingDone, RegState, ReferStatus, TransferRequested, SourceRefused, Error,
 )
 

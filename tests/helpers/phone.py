@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -23,6 +24,7 @@ class Phone:
         self.spec = WorkerSpec(name=name, sip_host="127.0.0.1", sip_port=sip_port, rtp_port=rtp_port,
                                rtp_count=16, proxy=proxy, allowed_sources=("127.0.0.1",))
         self.events: list[p.Message] = []
+        self._arrived: dict[int, float] = {}  # id(event) -> time.monotonic() it arrived
         self._changed = asyncio.Event()
         self.proc = WorkerProcess(self.spec, self._on_event)
 
@@ -32,7 +34,12 @@ class Phone:
 
     def _on_event(self, wp: WorkerProcess, msg: p.Message) -> None:
         self.events.append(msg)
+        self._arrived[id(msg)] = time.monotonic()
         self._changed.set()
+
+    def arrived(self, msg: p.Message) -> float:
+        """When `msg` (one of this phone's events) arrived, on time.monotonic()."""
+        return self._arrived[id(msg)]
 
     async def start(self) -> Phone:
         Phone.live.add(self)

@@ -143,6 +143,12 @@ UNROUTABLE_TEXT = {
 Action = Ring | CancelRing | Bridge | DropAgent | LeaveQueue | Announce | QueueLog | AgentChanged | Unroutable
 
 HOLD_WEIGHT = 0.25  # weight of the newest answered call in the average hold time estimate
+# A withdrawn ring keeps its agent reserved for voice until the call side says it ended on the
+# phone (`ring_ended`: the CANCEL's 487, or the fork's winner answering). On a LAN that takes
+# milliseconds; if no end is ever reported (the worker died with the leg) the agent is free
+# after this many seconds anyway: above the worker's SIP transaction timeout of 4 s
+# (docs/engine-findings.md, 21), after which pjsua has given up on the leg itself.
+RING_END_GRACE = 5.0
 
 
 class QueueEngine:
@@ -154,6 +160,10 @@ class QueueEngine:
     presence: agent -> its channels' capacities, wrap-up and policy. A method given an unknown
     queue or agent raises KeyError; an event that no longer applies (a task already gone)
     returns no actions.
+
+    A call's ring the engine withdraws (CancelRing: timeout, logout, pause, another agent
+    answered, the caller left) keeps its agent reserved for voice until the call side reports
+    `ring_ended` (the phone stopped ringing), or RING_END_GRACE seconds pass.
     """
 
     def __init__(self, queues: dict[str, QueueConfig], agents: dict[str, AgentConfig],
@@ -172,7 +182,7 @@ class QueueEngine:
         self._max_tier = {q: max((m.tier for m in spec.members), default=1) for q, spec in queues.items()}
         self._seq = itertools.count()
         self._dirty: set[str] = set()                         # queues to look at in the next dispatch
-        self._timers: list[tuple[float, int, str, str]] = []  # (at, seq, "task"|"agent", id)
+        self._timers: list[tuple[float, int, str, str]] = []  # (at, seq, "task"|"agent"|"ring", id)
         self._timer_at: dict[str, float] = {}                 # task -> the valid heap entry's time
         # (queue, channel) -> members who can take a task of that channel now; kept current by
         # _refresh() for every agent whose state changed (_touch), so an offer never scans a
@@ -261,8 +271,9 @@ class QueueEngine:
             return [DropAgent(call_id, agent)]
         if task is None or task.agent is not None or agent not in task.ringing:
             # ring-all race (docs/notes/kamailio-edge.md pitfall 4): another agent already has
-            # the task; this one is hung up at once and not counted as having handled it
-            if a.offered.pop(call_id, None) is not None:
+            # the task; this one is hung up at once and not counted as having handled it. Its
+            # phone answered: the ring (offered, or withdrawn and not yet ended) is over
+            if a.offered.pop(call_id, None) is not None or a.withdrawn.pop(call_id, None) is not None:
                 self._touch(agent)
             dropped: list[Action] = [DropAgent(call_id, agent), AgentChanged(agent)]
             return dropped + self._dispatch(now)
@@ -275,6 +286,7 @@ class QueueEngine:
         a.no_answer_streak = 0
         task.agent = agent
         task.answered_at = now
+        task.answered_position = q.position(task)
         hold = now - task.enqueued_at
         q.discard(task)
         self._timer_at.pop(call_id, None)
@@ -290,14 +302,49 @@ class QueueEngine:
         return out + self._dispatch(now)
 
     def ring_failed(self, call_id: str, agent: str, now: float, reason: str = "noanswer") -> list[Action]:
-        """The agent did not answer (timeout), was busy, or rejected the offer."""
+        """The agent did not answer, was busy, or rejected the offer: its ring has ended (the
+        phone's final answer, a chat offer's reject)."""
+        return self._ring_failed(call_id, agent, now, withdraw=False)
+
+    def ring_ended(self, call_id: str, agent: str, now: float) -> list[Action]:
+        """A ring the engine withdrew (CancelRing) has ended on the agent's phone: the agent
+        is free for new offers. Nothing is logged (the withdrawal was); an agent with no such
+        ring gets no actions."""
+        a = self.agents[agent]
+        if a.withdrawn.pop(call_id, None) is None:
+            return []
+        self._touch(agent)
+        return [AgentChanged(agent)] + self._dispatch(now)
+
+    def _withdraw(self, a: AgentState, task_id: str, channel: str, now: float) -> bool:
+        """End the agent's offer of the task. A call's ring keeps the agent reserved until
+        `ring_ended` (or RING_END_GRACE): the phone rings until the CANCEL reaches it, and an
+        offer made meanwhile (a chat to an exclusive agent, another call) would meet a phone
+        that still rings. False if the agent had no such offer."""
+        if a.offered.pop(task_id, None) is None:
+            return False
+        if channel == "voice":
+            at = now + RING_END_GRACE
+            a.withdrawn[task_id] = at
+            heapq.heappush(self._timers, (at, next(self._seq), "ring", f"{a.id}\0{task_id}"))
+        self._touch(a.id)
+        return True
+
+    def _ring_failed(self, call_id: str, agent: str, now: float, withdraw: bool) -> list[Action]:
+        """RINGNOANSWER for the agent's offer of the task; withdraw: the engine ends the offer
+        (its timeout), so the phone may ring on until `ring_ended`."""
         task = self.tasks.get(call_id)
         a = self.agents.get(agent)
         if a is None:  # removed by a reload: its offers were withdrawn then
             return []
         out: list[Action] = []
-        if a.offered.pop(call_id, None) is not None:
-            self._touch(agent)
+        channel = a.offered.get(call_id)
+        if channel is not None:
+            if withdraw:
+                self._withdraw(a, call_id, channel, now)
+            else:
+                a.offered.pop(call_id, None)
+                self._touch(agent)
             out.append(AgentChanged(agent))
         if task is None or agent not in task.ringing:
             return out + self._dispatch(now)
@@ -336,6 +383,34 @@ class QueueEngine:
         event = "COMPLETEAGENT" if by == "agent" else "COMPLETECALLER"
         out: list[Action] = [QueueLog(now, call_id, task.queue, task.agent, event,
                                       (round(hold), round(talk), task.original_position), task.channel),
+                             AgentChanged(task.agent)]
+        return out + self._dispatch(now)
+
+    def connect_abandoned(self, call_id: str, now: float) -> list[Action]:
+        """The caller hung up after the agent answered but before the call side joined them
+        (the caller's BYE crossed the agent's 200): ABANDON under the agent, as app_queue's
+        try_calling does when the caller is found hung up before the bridge ("Caller was about
+        to talk to agent ... but the caller hungup"). The agent is free at once, with no call
+        counted and no wrap-up; the queue counts an abandon instead of an answer. Returns no
+        actions for a task that is not connected."""
+        task = self.tasks.get(call_id)
+        if task is None or task.agent is None:
+            return []
+        del self.tasks[call_id]
+        self._timer_at.pop(call_id, None)
+        a = self.agents[task.agent]
+        a.holding.pop(call_id, None)
+        a.idle_since = now  # she picked up the phone: longest-idle counts her idle from here
+        self._touch(a.id)
+        q = self.queues[task.queue]
+        hold = (task.answered_at or now) - task.enqueued_at
+        if task.channel == "voice":
+            q.answered -= 1
+            q.answered_in_sl -= hold <= q.spec.service_level
+            q.abandoned += 1
+        out: list[Action] = [QueueLog(now, call_id, task.queue, task.agent, "ABANDON",
+                                      (task.answered_position, task.original_position, round(now - task.enqueued_at)),
+                                      task.channel),
                              AgentChanged(task.agent)]
         return out + self._dispatch(now)
 
@@ -397,7 +472,9 @@ class QueueEngine:
         self._touch(agent)
         out: list[Action] = [QueueLog(now, "NONE", q, agent, "PAUSE", (a.paused,)) for q in self.by_agent.get(agent, [])]
         out.append(AgentChanged(agent))
-        return out
+        # a paused agent is offered nothing: her rings in flight are withdrawn now, not left to
+        # run to the ring timeout (the task goes to the next agent at once)
+        return out + self._cancel_offers_to(agent, now)
 
     def agent_unpause(self, agent: str, now: float) -> list[Action]:
         """End the agent's pause (UNPAUSE with the reason it had) and reset its no-answer streak."""
@@ -485,6 +562,14 @@ class QueueEngine:
                 self._touch(key)
                 out.append(AgentChanged(key))
                 continue
+            if kind == "ring":
+                agent, task_id = key.split("\0", 1)
+                a = self.agents.get(agent)
+                if a is not None and a.withdrawn.get(task_id) == at:
+                    del a.withdrawn[task_id]  # no end was reported: taken as ended
+                    self._touch(agent)
+                    out.append(AgentChanged(agent))
+                continue
             task = self.tasks.get(key)
             if task is None or self._timer_at.get(key) != at:
                 continue  # stale entry: the task left, or its timer moved
@@ -499,8 +584,11 @@ class QueueEngine:
         q = self.queues[task.queue]
         spec = self._spec(task)
         if task.ring_deadline is not None and now >= task.ring_deadline:
-            for agent in list(task.ringing):
-                out += [CancelRing(task.id, (agent,), task.channel)] + self.ring_failed(task.id, agent, now)
+            # one CancelRing for all: a ring-all fork is one INVITE, cancelled as a whole
+            agents = tuple(task.ringing)
+            out.append(CancelRing(task.id, agents, task.channel))
+            for agent in agents:
+                out += self._ring_failed(task.id, agent, now, withdraw=True)
         if (task.channel == "voice" and spec.max_wait is not None and now - task.enqueued_at >= spec.max_wait
                 and task.id in self.tasks and task.agent is None):
             return out + self._exit(task, now, "EXITWITHTIMEOUT", "timeout", spec.overflow)
@@ -517,8 +605,13 @@ class QueueEngine:
         """When the next timer is due (seconds on the clock given to the events), or None if none is."""
         while self._timers:
             at, _, kind, key = self._timers[0]
-            if kind == "agent" or self._timer_at.get(key) == at:
+            if kind == "agent" or (kind == "task" and self._timer_at.get(key) == at):
                 return at
+            if kind == "ring":
+                agent, task_id = key.split("\0", 1)
+                a = self.agents.get(agent)
+                if a is not None and a.withdrawn.get(task_id) == at:
+                    return at
             heapq.heappop(self._timers)
         return None
 
@@ -1000,9 +1093,7 @@ class QueueEngine:
         out: list[Action] = [CancelRing(task.id, agents, task.channel)]
         for agent in agents:
             start = task.ringing.pop(agent)
-            a = self.agents[agent]
-            if a.offered.pop(task.id, None) is not None:
-                self._touch(agent)
+            self._withdraw(self.agents[agent], task.id, task.channel, now)
             out.append(QueueLog(now, task.id, task.queue, agent, "RINGCANCELED", (round((now - start) * 1000),),
                                 task.channel))
             out.append(AgentChanged(agent))
@@ -1017,9 +1108,10 @@ class QueueEngine:
         self._touch(agent)
         for task_id in list(a.offered):
             task = self.tasks.get(task_id)
-            a.offered.pop(task_id, None)
             if task is None or agent not in task.ringing:
+                a.offered.pop(task_id, None)
                 continue
+            self._withdraw(a, task_id, task.channel, now)
             start = task.ringing.pop(agent)
             out.append(CancelRing(task.id, (agent,), task.channel))
             out.append(QueueLog(now, task.id, task.queue, agent, "RINGCANCELED", (round((now - start) * 1000),),

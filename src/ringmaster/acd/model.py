@@ -44,6 +44,9 @@ class AgentState:
     registered: bool = False          # softphone registered at the edge (a mobile always counts)
     holding: dict[str, str] = field(default_factory=dict)   # connected task -> channel
     offered: dict[str, str] = field(default_factory=dict)   # reserved task (ringing / offered) -> channel
+    # calls whose ring was withdrawn (CANCEL sent) but has not ended on the phone yet -> the time
+    # it is taken as ended anyway: the phone still rings, so the agent is still reserved for voice
+    withdrawn: dict[str, float] = field(default_factory=dict)
     wrapup_until: dict[str, float] = field(default_factory=dict)  # channel -> end of wrap-up
     wrapup_queue: str = ""
     idle_since: float = 0.0
@@ -59,8 +62,9 @@ class AgentState:
 
     @property
     def reserved_by(self) -> str | None:
-        """The call ringing this agent now, or None."""
-        return next((t for t, ch in self.offered.items() if ch == "voice"), None)
+        """The call ringing this agent now (offered, or withdrawn and not yet ended on the
+        phone), or None."""
+        return next((t for t, ch in self.offered.items() if ch == "voice"), next(iter(self.withdrawn), None))
 
     def capacity(self, channel: str) -> int:
         """Tasks of `channel` the agent may hold and be offered at once (voice: always 1)."""
@@ -69,17 +73,21 @@ class AgentState:
         return self.presence.capacity_of(channel)
 
     def load(self, channel: str) -> int:
-        """Tasks of `channel` the agent holds plus those offered to it."""
+        """Tasks of `channel` the agent holds plus those offered to it (for voice, also the
+        withdrawn rings still ringing on the phone)."""
         return (sum(1 for ch in self.holding.values() if ch == channel)
-                + sum(1 for ch in self.offered.values() if ch == channel))
+                + sum(1 for ch in self.offered.values() if ch == channel)
+                + (len(self.withdrawn) if channel == "voice" else 0))
 
     def in_wrapup(self, channel: str, now: float) -> bool:
         """True while the agent wraps up after a task of `channel` (until wrapup_until)."""
         return now < self.wrapup_until.get(channel, 0.0)
 
     def engaged(self, channel: str, now: float) -> bool:
-        """Holding, offered or wrapping up something of this channel."""
-        return channel in self.holding.values() or channel in self.offered.values() or self.in_wrapup(channel, now)
+        """Holding, offered (a withdrawn ring still ringing counts) or wrapping up something of
+        this channel."""
+        return (channel in self.holding.values() or channel in self.offered.values()
+                or (channel == "voice" and bool(self.withdrawn)) or self.in_wrapup(channel, now))
 
     def can_take(self, channel: str, now: float) -> bool:
         """Whether an offer of `channel` may be made now: logged in, not paused, registered (voice), not
@@ -109,15 +117,17 @@ class AgentState:
         wrap-up, busy (chat/email holds the agent), available."""
         if self.call is not None:
             return "on-call"
-        if self.reserved_by is not None:
+        if any(ch == "voice" for ch in self.offered.values()):
             return "ringing"
         if not self.logged_in:
             return "logged-out"
         if self.paused is not None:
             return f"paused:{self.paused}"
+        if self.withdrawn:
+            return "ringing"  # a withdrawn ring the phone has not ended yet (milliseconds)
         if any(self.in_wrapup(ch, now) for ch in CHANNELS):
             return "wrap-up"
-        if self.holding or self.offered:
+        if self.holding or self.offered or self.withdrawn:
             return "busy"
         if not self.registered:
             return "unregistered"
@@ -160,6 +170,7 @@ class QueuedTask:
     next_announce: float | None = None
     agent: str | None = None          # connected agent
     answered_at: float | None = None
+    answered_position: int = 0        # its place in the queue when its agent answered (1-based)
     unroutable: str = ""              # why no logged-in member could take it (engine.Unroutable), "" if one can
     # the queue's settings when the task entered it: a reload changes them for the next task,
     # never for this one (its strategy, timeouts, retry, max wait, announcements, wrap-up);

@@ -4,6 +4,13 @@
   one worker): to `sip:USER@edge` for a softphone, `sip:NUMBER@edge` for a mobile (the edge
   sends numbers to the mobile trunk). Ring-all is a single INVITE with an X-Ring header that
   the edge forks; the 200 OK's Contact says which agent answered.
+- Withdraw (CancelRing): every ring leg knows which of its agents it still rings for the engine
+  (`RingLeg.live`). A leg with none left is CANCELled (the edge CANCELs each branch); a fork
+  that still rings others is CANCELled and dialled again for them (Kamailio 5.6's tm has no
+  way to CANCEL one branch of a forked INVITE from outside a reply to it:
+  docs/engine-findings.md, 55). The engine holds a withdrawn agent reserved until the leg's end
+  says the phone stopped (`QueueEngine.ring_ended`), and nothing a leg reports after its
+  agents were withdrawn from it (a late answer, its end) is charged to a later offer.
 - Bridge: caller and agent leg joined in the worker, recorded if the queue says so.
 - LeaveQueue: overflow to another queue or a flow, or back to the caller's flow.
 - QueueLog: one row per event in the store's queue_log table (Asterisk's names and fields).
@@ -51,12 +58,26 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ringmaster.acd")
 
 
-@dataclass
+@dataclass(eq=False)
 class RingLeg:
-    call_id: str
+    """One INVITE that rings agents for a call (one agent, or a ring-all fork): agents in ring
+    order; live: those it rings for the engine's current offer; withdrawn: those the engine
+    withdrew while this leg rang them (told `ring_ended` when the leg ends); cancelled: our
+    CANCEL is out. The leg is known until the worker reports its end, after the call may have
+    left the queue."""
+
+    session: CallSession
     leg: str
+    queue: str
     agents: tuple[str, ...]
+    live: set[str] = field(default_factory=set)
+    withdrawn: set[str] = field(default_factory=set)
     answered_by: str | None = None
+    cancelled: bool = False
+
+    @property
+    def call_id(self) -> str:
+        return self.session.call_id
 
 
 @dataclass
@@ -69,6 +90,10 @@ class Queued:
     agent_leg: str | None = None
     answered_at: float | None = None
     spec: QueueConfig | None = None  # the queue's settings when the call entered (a reload changes the next call's)
+    # the worker's Bridged came: caller and agent are joined. Until then the CONNECT row waits
+    # in held_connect; a caller who leaves meanwhile never talked to the agent (ABANDON)
+    connected: bool = False
+    held_connect: QueueLog | None = None
 
 
 class AcdRuntime:
@@ -82,6 +107,7 @@ class AcdRuntime:
                                   presence={a: cfg.presence_of(a) for a in cfg.agents})
         self.by_user = {a.softphone.username: name for name, a in cfg.agents.items() if a.softphone is not None}
         self.calls: dict[str, Queued] = {}
+        self.ring_legs: dict[str, RingLeg] = {}  # leg id -> ring leg, until the worker reports its end
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self.router: TaskRouter | None = None  # chats, emails, presence over MQTT (set by the router)
@@ -121,32 +147,38 @@ class AcdRuntime:
             self.apply(self.engine.exit_key(session.call_id, digit, self.clock()))
 
     def owns_leg(self, session: CallSession, leg: str) -> bool:
+        """Whether `leg` is one of this call's agent legs: ringing, cancelled and not ended yet,
+        or the connected agent's."""
+        if leg in self.ring_legs:
+            return True
         q = self.calls.get(session.call_id)
-        return q is not None and (leg in q.legs or leg == q.agent_leg)
+        return q is not None and leg == q.agent_leg
+
+    def holds_leg(self, leg: str) -> bool:
+        """Whether the runtime still waits for `leg` to end (its call may be over already)."""
+        return leg in self.ring_legs
 
     def agent_leg_event(self, session: CallSession, msg: p.Message) -> None:
+        """A worker event of one of the call's agent legs: a ring answered or ended, or the
+        connected agent hanging up."""
         q = self.calls.get(session.call_id)
         leg = getattr(msg, "leg", "")
         if isinstance(msg, p.Error):
             session.log.error("acd.agent_leg_error", leg=leg, command=msg.command, error=msg.message)
             return
-        if q is None or not isinstance(msg, p.CallState):
+        if not isinstance(msg, p.CallState):
             return
-        if msg.state == "disconnected" and leg in q.legs and q.legs[leg].answered_by is None:
-            session.log.info("acd.ring_failed", leg=leg, agents=list(q.legs[leg].agents), code=msg.code,
-                             reason=msg.reason)
         now = self.clock()
-        ring = q.legs.get(leg)
+        ring = self.ring_legs.get(leg)
         if msg.state == "confirmed" and ring is not None and ring.answered_by is None:
-            agent = ring.agents[0] if len(ring.agents) == 1 else self.by_user.get(sip_user(msg.remote_contact), "")
-            if agent not in ring.agents:
-                log.error("acd.unknown_answerer", call_id=q.session.call_id, contact=msg.remote_contact)
-                agent = ring.agents[0]
-            ring.answered_by = agent
-            self.apply(self.engine.ring_answered(q.session.call_id, agent, now))
+            self._answered(ring, msg, now)
         elif msg.state == "disconnected":
-            if leg == q.agent_leg:
+            if ring is not None:
+                self._ring_leg_ended(ring, msg, now)
+            if q is not None and leg == q.agent_leg:
                 # the agent hung up on a connected call: COMPLETEAGENT, then the caller goes
+                if not q.connected:
+                    self._connected(q)  # hung up as the bridge was being made: it was answered
                 q.session.close_holds("agent_hangup")  # UNHOLD before COMPLETEAGENT
                 self._record_talk(q, now)
                 self.apply(self.engine.call_ended(q.session.call_id, "agent", now))
@@ -157,12 +189,52 @@ class AcdRuntime:
                 else:
                     q.session.end_from_queue("agent_hangup")
                 self._forget(q.session.call_id)
-            elif ring is not None:
-                q.legs.pop(leg, None)
-                if ring.answered_by is None:
-                    for agent in ring.agents:
-                        self.apply(self.engine.ring_failed(q.session.call_id, agent, now,
-                                                           "busy" if msg.code == 486 else "noanswer"))
+
+    def _answered(self, ring: RingLeg, msg: p.CallState, now: float) -> None:
+        """A phone answered the leg (for a fork, the 200's Contact names the agent). Only an
+        agent the leg still rings for the engine takes the call; an answer to a ring already
+        withdrawn (it crossed our CANCEL) is hung up and charged to nobody."""
+        agent = ring.agents[0] if len(ring.agents) == 1 else self.by_user.get(sip_user(msg.remote_contact), "")
+        if agent not in ring.agents:
+            log.error("acd.unknown_answerer", call_id=ring.call_id, contact=msg.remote_contact)
+            agent = next(iter(ring.live), ring.agents[0])
+        ring.answered_by = agent
+        if agent in ring.live and not ring.cancelled and ring.call_id in self.calls:
+            self.apply(self.engine.ring_answered(ring.call_id, agent, now))
+            return
+        ring.session.log.info("acd.stale_answer_dropped", leg=ring.leg, agent=agent)
+        ring.cancelled = True
+        ring.session.hangup_leg(ring.leg)
+
+    def _ring_leg_ended(self, ring: RingLeg, msg: p.CallState, now: float) -> None:
+        """The worker reports the leg's end: the agents it still rang for the engine did not
+        answer (RINGNOANSWER, or busy); those withdrawn from it have stopped ringing now."""
+        self.ring_legs.pop(ring.leg, None)
+        q = self.calls.get(ring.call_id)
+        if q is not None:
+            q.legs.pop(ring.leg, None)
+        live = [a for a in ring.agents if a in ring.live]
+        if ring.answered_by is None and live:
+            ring.session.log.info("acd.ring_failed", leg=ring.leg, agents=live, code=msg.code, reason=msg.reason)
+        ring.live.clear()
+        actions: list[Action] = []
+        if ring.answered_by is None:
+            for agent in live:
+                actions += self.engine.ring_failed(ring.call_id, agent, now, "busy" if msg.code == 486 else "noanswer")
+        for agent in sorted(ring.withdrawn):
+            actions += self.engine.ring_ended(ring.call_id, agent, now)
+        ring.withdrawn.clear()
+        self.apply(actions)
+
+    def worker_lost(self, worker: str) -> None:
+        """A worker died: its ring legs will never report an end; their agents are free."""
+        now = self.clock()
+        for ring in [r for r in self.ring_legs.values() if r.session.worker == worker]:
+            self.ring_legs.pop(ring.leg, None)
+            actions: list[Action] = []
+            for agent in sorted(ring.withdrawn | ring.live):
+                actions += self.engine.ring_ended(ring.call_id, agent, now)
+            self.apply(actions)
 
     def hold_changed(self, session: CallSession, party: str, held: bool, seconds: float) -> None:
         """A party of a connected queue call held or resumed: queue_log HOLD (data: party) or
@@ -183,9 +255,22 @@ class AcdRuntime:
             self.caller_gone(session)
             return
         now = self.clock()
-        self._record_talk(q, now)
-        self.apply(self.engine.call_ended(session.call_id, "caller", now))
-        if q.agent_leg and not (self.customers is not None and self.customers.open_line(session, q.agent, q.agent_leg)):
+        if not q.connected:
+            # the caller's BYE crossed the agent's 200: he left before the worker joined them
+            # and never heard the agent. Asterisk's app_queue, finding the caller hung up when
+            # it is about to bridge, logs ABANDON under the member and hangs the member up
+            # (apps/app_queue.c, try_calling): so do we, and the call is abandoned, not answered
+            session.log.info("acd.abandoned_before_connect", agent=q.agent,
+                             since_answer_ms=round((now - (q.answered_at or now)) * 1000))
+            q.held_connect = None
+            session.abandoned_in_queue = True
+            self.store.call_wait(session.call_id, now - q.enqueued_at)
+            self.apply(self.engine.connect_abandoned(session.call_id, now))
+        else:
+            self._record_talk(q, now)
+            self.apply(self.engine.call_ended(session.call_id, "caller", now))
+        if q.agent_leg and not (q.connected and self.customers is not None
+                                and self.customers.open_line(session, q.agent, q.agent_leg)):
             session.hangup_leg(q.agent_leg)
         self._forget(session.call_id)
 
@@ -269,6 +354,10 @@ class AcdRuntime:
                     self.router.apply(a)
                 continue
             if isinstance(a, QueueLog):
+                q = self.calls.get(a.call_id) if a.event == "CONNECT" else None
+                if q is not None and not q.connected:
+                    q.held_connect = a  # written when the worker says the two are joined
+                    continue
                 self.store.queue_log(a.at, a.call_id, a.queue, a.agent, a.event, a.data)
             elif isinstance(a, Ring):
                 self._ring(a)
@@ -278,10 +367,10 @@ class AcdRuntime:
                 self._bridge(a)
             elif isinstance(a, DropAgent):
                 q = self.calls.get(a.call_id)
-                if q is not None:
-                    for ring in list(q.legs.values()):
-                        if ring.answered_by == a.agent and q.agent_leg != ring.leg:
-                            q.session.hangup_leg(ring.leg)
+                for ring in [r for r in self.ring_legs.values() if r.call_id == a.call_id]:
+                    if ring.answered_by == a.agent and (q is None or q.agent_leg != ring.leg):
+                        ring.cancelled = True
+                        ring.session.hangup_leg(ring.leg)
             elif isinstance(a, LeaveQueue):
                 self._leave(a)
             elif isinstance(a, Announce):
@@ -323,51 +412,101 @@ class AcdRuntime:
         q = self.calls.get(a.call_id)
         if q is None:
             return
-        leg = f"{a.call_id}-q{next(self._ids)}"
-        uris = [self._agent_uri(agent) for agent in a.agents]
+        self._dial(q, a.queue, a.agents)
+
+    def _dial(self, q: Queued, queue: str, agents: tuple[str, ...], refork: bool = False) -> None:
+        """One INVITE ringing `agents` (forked by the edge when there are several)."""
+        leg = f"{q.session.call_id}-q{next(self._ids)}"
+        uris = [self._agent_uri(agent) for agent in agents]
         # the agent's phone (and a CRM behind it) learns which call and queue this is
-        headers: tuple[tuple[str, str], ...] = (("X-Ringmaster-Call", a.call_id), ("X-Ringmaster-Queue", a.queue))
+        headers: tuple[tuple[str, str], ...] = (("X-Ringmaster-Call", q.session.call_id), ("X-Ringmaster-Queue", queue))
         headers += _variable_headers(q.session)
         if q.session.customer is not None and self.customers is not None:
             headers += q.session.customer.headers(self.customers.cfg.header_bytes)
         if len(uris) > 1:
             headers += (("X-Ring", ", ".join(uris)),)
-        q.legs[leg] = RingLeg(a.call_id, leg, a.agents)
+        ring = RingLeg(q.session, leg, queue, agents, live=set(agents))
+        q.legs[leg] = ring
+        self.ring_legs[leg] = ring
         # queue_log has no ring-start event (Asterisk logs only how a ring ended): the offer is
         # kept in call_events, so a start after a crash can close the offers left open
-        self.store.event(a.call_id, "OFFERED", self.clock(), queue=a.queue, agents=list(a.agents), leg=leg)
-        self._call_event("offered", q, agents=list(a.agents))
-        q.session.log.info("acd.ring", queue=a.queue, agents=list(a.agents), leg=leg)
+        # a new fork for the same offer is REFORK, not OFFERED: a start after a crash closes
+        # as many rings per agent as there were offers
+        self.store.event(q.session.call_id, "REFORK" if refork else "OFFERED", self.clock(), queue=queue,
+                         agents=list(agents), leg=leg)
+        if not refork:
+            self._call_event("offered", q, agents=list(agents))
+        q.session.log.info("acd.ring", queue=queue, agents=list(agents), leg=leg, refork=refork or None)
         q.session.dial_agent(leg, uris[0], headers)
 
     def _cancel(self, a: CancelRing) -> None:
+        """The engine withdrew the call's offer from `a.agents`: end their rings on the phones
+        now. A leg left ringing nobody is CANCELled; a fork that still rings others is
+        CANCELled and dialled again for them; an agent on a fork someone answered stopped
+        ringing already (the edge CANCELled the other branches as the 200 passed)."""
+        now = self.clock()
         q = self.calls.get(a.call_id)
-        if q is None:
-            return
-        for ring in list(q.legs.values()):
-            if ring.leg == q.agent_leg or ring.answered_by is not None:
-                continue  # the answered (forked) leg stays; the edge cancels the other branches
-            if set(ring.agents) <= set(a.agents):
-                q.legs.pop(ring.leg, None)
-                q.session.hangup_leg(ring.leg, 487)
+        left = set(a.agents)
+        ended: list[str] = []
+        for ring in [r for r in self.ring_legs.values() if r.call_id == a.call_id]:
+            hit = ring.live & left
+            if not hit:
+                continue
+            left -= hit
+            ring.live -= hit
+            if ring.answered_by is not None:
+                ended += sorted(hit)
+                continue
+            ring.withdrawn |= hit
+            if ring.cancelled:
+                continue
+            ring.cancelled = True
+            ring.session.hangup_leg(ring.leg, 487)
+            if ring.live:
+                others, ring.live = tuple(x for x in ring.agents if x in ring.live), set()
+                if q is not None:
+                    q.session.log.info("acd.refork", leg=ring.leg, withdrawn=sorted(hit), agents=list(others))
+                    self._dial(q, ring.queue, others, refork=True)
+                else:
+                    ended += others
+        ended += sorted(left)  # no leg rings them (never dialled, or ended already)
+        self.apply([x for agent in ended for x in self.engine.ring_ended(a.call_id, agent, now)])
 
     def _bridge(self, a: Bridge) -> None:
         q = self.calls.get(a.call_id)
         if q is None:
             return
-        ring = next((r for r in q.legs.values() if r.answered_by == a.agent), None)
+        ring = next((r for r in q.legs.values() if r.answered_by == a.agent and not r.cancelled), None)
         if ring is None:
             return
+        ring.live.discard(a.agent)
         now = self.clock()
         q.agent, q.agent_leg, q.answered_at = a.agent, ring.leg, now
-        self.store.call_agent(a.call_id, a.agent, now - q.enqueued_at)
         spec = q.spec or self.cfg.queues[q.queue]
         path = None
         if spec.record is not None:
             path = self._recording_path(spec.record.template, q, a.agent, now)
-        q.session.log.info("acd.connected", agent=a.agent, wait=round(now - q.enqueued_at, 2), recording=path)
-        self._call_event("answered", q, agent=a.agent, wait=round(now - q.enqueued_at, 2))
+        q.session.log.info("acd.connecting", agent=a.agent, wait=round(now - q.enqueued_at, 2), recording=path)
         q.session.queue_bridged(ring.leg, path)
+
+    def bridged(self, session: CallSession, other: str) -> None:
+        """The worker joined the caller and the agent's leg `other` (its Bridged): the call is
+        answered from here (CONNECT, the call record's agent and wait, the screen pop)."""
+        q = self.calls.get(session.call_id)
+        if q is None or q.connected or q.agent is None or other != q.agent_leg:
+            return  # a re-bridge after a hold, a transfer's bridge, or a call already over
+        self._connected(q)
+        session.log.info("acd.connected", agent=q.agent)
+
+    def _connected(self, q: Queued) -> None:
+        q.connected = True
+        wait = (q.answered_at or self.clock()) - q.enqueued_at
+        if q.held_connect is not None:
+            c, q.held_connect = q.held_connect, None
+            self.store.queue_log(c.at, c.call_id, c.queue, c.agent, c.event, c.data)
+        if q.agent is not None:
+            self.store.call_agent(q.session.call_id, q.agent, wait)
+        self._call_event("answered", q, agent=q.agent, wait=round(wait, 2))
 
     def _recording_path(self, template: str, q: Queued, agent: str, now: float) -> str | None:
         """The recording's file under paths.recordings, or None (not recorded) if it would leave it.
@@ -391,7 +530,9 @@ class AcdRuntime:
         self._call_event("ended", q, agent=None, reason=a.reason)
         self.store.call_wait(a.call_id, self.clock() - q.enqueued_at)
         for ring in list(q.legs.values()):
-            q.session.hangup_leg(ring.leg, 487)
+            if not ring.cancelled:  # the engine's CancelRing came first; anything else goes too
+                ring.cancelled = True
+                q.session.hangup_leg(ring.leg, 487)
         target = a.target
         q.session.log.info("acd.left_queue", queue=a.queue, reason=a.reason,
                            target=str(target.queue or target.flow) if isinstance(target, Overflow) else target)

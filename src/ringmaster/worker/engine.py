@@ -816,6 +816,7 @@ class MediaEngine:
                                          interrupted=True))
         if a.audio is not None and b.audio is not None:
             self._connect(a, b)
+        self.send(p.Bridged(leg=a.leg_id, other=b.leg_id))
         if cmd.direct_media:
             rel = Release(a.leg_id, b.leg_id)
             self.releases[rel.legs] = rel
