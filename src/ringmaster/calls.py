@@ -517,12 +517,14 @@ class CallSession:
         if leg and leg != self.leg:
             # another leg of this call: an agent's ring or a transfer target. A leg we already
             # let go of (a cancelled ring) still reports its end; that is not the caller's.
-            if self.acd is not None and self.acd.owns_leg(self, leg):
+            # the agent's wrap-up line (after the caller left) is the customer book's, even
+            # though the queue still counts that leg as its own until it ends
+            if leg == self.wrapup_leg and self.customers is not None:
+                self.customers.line_event(self, msg)
+            elif self.acd is not None and self.acd.owns_leg(self, leg):
                 self.acd.agent_leg_event(self, msg)
             elif leg == self.b_leg:
                 self._b_event(msg)
-            elif leg == self.wrapup_leg and self.customers is not None:
-                self.customers.line_event(self, msg)
             return
         if isinstance(msg, p.CallState):
             # "connecting" = our 200 OK is out: the caller is answered (and billed) from here

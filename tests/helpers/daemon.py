@@ -21,12 +21,14 @@ from tests.helpers.audio import write_tone
 
 _blocks = itertools.count(0)
 PORT_BASE = int(os.environ.get("RINGMASTER_TEST_PORT_BASE", "21000"))
-BLOCK = 300  # tests with several agent phones move worker RTP to base+200..299
+BLOCK = 400
 
 
 @dataclass
 class Ports:
-    """A block of loopback ports for one test: edge, workers, SIPp, RTP sinks, worker RTP."""
+    """A block of loopback ports for one test: edge +0, WSS +4, rtpengine control +5, HTTP +6,
+    browser debugging +7, MQTT +8, workers' SIP +10.., SIPp and phones' SIP +30..59, RTP sinks
+    +60..79, test phones' RTP +80..199, workers' RTP +200..299, rtpengine's media +300..399."""
 
     base: int
 
@@ -46,7 +48,9 @@ class Ports:
 
     @property
     def rtp(self) -> str:
-        return f"{self.base + 100}-{self.base + 199}"
+        """Worker RTP: apart from the test phones' (agents_up puts them at base+100+16*i; a
+        customer test that let the daemon's workers take base+100.. collided with them)."""
+        return f"{self.base + 200}-{self.base + 299}"
 
     @property
     def wss(self) -> int:
@@ -60,16 +64,14 @@ class Ports:
 
     @property
     def rtpengine(self) -> str:
-        """rtpengine's media ports: the spare range (tests with browser phones keep worker RTP
-        at base+100..199)."""
-        return self.rtp_spare
+        """rtpengine's media ports."""
+        return f"{self.base + 300}-{self.base + 399}"
 
     @property
     def rtp_spare(self) -> str:
-        """Worker RTP for tests whose agent phones take base+100..+199: still inside this block
-        (base+200..299 used to be written by hand and was the next block, the other xdist
-        process's edge port: "Address already in use" in CI)."""
-        return f"{self.base + 200}-{self.base + 299}"
+        """The same as `rtp` (worker RTP clear of the agent phones'): tests that asked for it
+        when the default overlapped the phones still say so."""
+        return self.rtp
 
 
 def _ephemeral() -> tuple[int, int]:
