@@ -271,6 +271,8 @@ class TaskRouter:
             elif msg.command == "complete":
                 if (msg.code or msg.notes) and self.customers is not None:
                     self._wrapup(agent, msg)  # checked first: a refused code completes nothing
+                elif (problem := msg.wrapup_problem()) is not None:
+                    raise BadPayload(problem[1], problem[0])
                 if msg.code or msg.notes:  # the agent's wrap-up, kept with the task's events
                     self.store.task_event(now, msg.task, task.queue, agent, "WRAPUP",
                                           (_one_field(msg.code or ""), _one_field(msg.notes or "")), task.channel)

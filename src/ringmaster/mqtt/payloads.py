@@ -109,8 +109,17 @@ class AgentCommand(_Payload):
     text: str = Field(default="", max_length=TEXT_MAX, pattern=TEXT, description="reply: the agent's message")
     # complete and wrapup: a wrap-up code (of customers.wrapup_codes when that section is set)
     # and/or notes; their length and codes are checked against the config by the customer book
-    code: str | None = Field(default=None, max_length=64, pattern=PLAIN_TEXT, description="the wrap-up code")
-    notes: str | None = Field(default=None, max_length=20_000, pattern=TEXT, description="the wrap-up notes")
+    code: str | None = Field(default=None, max_length=64, description="the wrap-up code")
+    notes: str | None = Field(default=None, max_length=20_000, description="the wrap-up notes")
+
+    def wrapup_problem(self) -> tuple[str, str] | None:
+        """(field, reason) when code or notes hold what no store row should (control bytes, notes
+        over TEXT_MAX), checked where no customers section does it with the config's limits."""
+        if self.code and not re.match(PLAIN_TEXT, self.code):
+            return "code", "no control characters"
+        if self.notes and (len(self.notes) > TEXT_MAX or not re.match(TEXT, self.notes)):
+            return "notes", f"at most {TEXT_MAX} characters, no control characters but line breaks and tabs"
+        return None
 
 
 class TaskCommand(_Payload):
