@@ -8,7 +8,7 @@
   (`RingLeg.live`). A leg with none left is CANCELled (the edge CANCELs each branch); a fork
   that still rings others is CANCELled and dialled again for them (Kamailio 5.6's tm has no
   way to CANCEL one branch of a forked INVITE from outside a reply to it:
-  docs/engine-findings.md, 55). The engine holds a withdrawn agent reserved until the leg's end
+  docs/engine-findings.md, 72). The engine holds a withdrawn agent reserved until the leg's end
   says the phone stopped (`QueueEngine.ring_ended`), and nothing a leg reports after its
   agents were withdrawn from it (a late answer, its end) is charged to a later offer.
 - Bridge: caller and agent leg joined in the worker, recorded if the queue says so.

@@ -153,7 +153,7 @@ class MediaEngine:
         # own auto-close (1 s by default) arms a timer when the last call ends that only a
         # conference connection cancels, not a new call: a leg that came inside that second
         # and connected nothing lost the clock under it, and sent no RTP and no RFC 4733 digit
-        # (docs/engine-findings.md, 70). It also left `sound_on` saying the clock ran.
+        # (docs/engine-findings.md, 74). It also left `sound_on` saying the clock ran.
         cfg.medConfig.sndAutoCloseTime = -1
         # No media thread: pjmedia's own polls its own ioqueue every 10 ms, call or no call
         # (0.4-0.5 % of a core per idle worker, measured). Without `hasIoqueue` pjsua puts
