@@ -334,3 +334,74 @@ async def test_inbox_chat_offered_accepted_replied_and_completed_with_notes_in_t
     assert log == [("alice", "MESSAGE", "customer|Where is <b>my</b> order?"),
                    ("alice", "MESSAGE", "agent|It ships today."),
                    ("alice", "WRAPUP", "order-status|late parcel \u00a6 told ETA\u2424follow up Friday")], log
+
+
+@pytest.mark.timeout(120)
+async def test_card_shows_the_customer_and_her_earlier_call_when_she_calls_again_and_chats(daemon_factory):
+    from tests.test_customer_calls import NUMBER
+    from tests.test_customer_calls import config as customer_config
+
+    d = daemon_factory(workers=1, start=False)
+    customer_config(d)
+    d.config["customers"]["wrapup_dtmf"] = False  # the code comes from the API here
+    d.config["queues"]["sales"]["members"] = ["alice"]
+    base = desk_config(d)
+    d.start()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    chat = integration(d)
+    (phone,) = await agents_up(d, ("alice",))
+    browser = await Browser(d.ports.base + 7).open(f"{base}/desk", args=CHROMIUM_TLS)
+    caller = await Phone("20123456", d.ports.caller(1), d.ports.base + 90).start()  # Dana, a Danish number
+    customer = "document.querySelector('#card-customer [data-customer=%s]')?.textContent"
+    history = ("[...document.querySelectorAll('#card-history tbody tr')].map(tr => "
+               "[...tr.querySelectorAll('td')].slice(1).map(td => td.textContent).join(' '))")
+    try:
+        await browser.until("!document.getElementById('signin').hidden")
+        await browser.js("document.getElementById('agent').value='alice';"
+                         "document.getElementById('password').value='alice-secret';"
+                         "document.getElementById('signin-btn').click()")
+        await browser.until("!document.getElementById('desk').hidden")
+        assert await browser.js("document.getElementById('card-customer').hidden") is True  # no task: no customer
+        # her first call: who she is (the flow's lookup gave name and tier), no earlier contact
+        leg = await caller.call(f"sip:500@{d.edge}")
+        inc = await phone.wait(p.Incoming, timeout=8)
+        assert await browser.until(f"{customer % 'key'} === '{NUMBER}'")
+        assert await browser.js(customer % "name") == "Dana Jensen" and await browser.js(customer % "tier") == "gold"
+        assert await browser.until("!document.getElementById('card-history-empty').hidden")
+        phone.events.remove(inc)
+        phone.send(p.Answer(leg=inc.leg))
+        wait_agent(d, "alice", "on-call")
+        call_id = json.loads(http(d, "GET", "/api/calls?limit=1", "operator")[2])["calls"][0]["call_id"]
+        await asyncio.sleep(0.5)
+        await caller.hangup(leg)
+        status, _, body = http(d, "POST", "/api/agents/alice/wrapup", "supervisor",
+                               {"task": call_id, "code": "sale", "notes": "wants the gold plan"})
+        assert status == 200, body
+        wait_agent(d, "alice", "available")
+        assert await browser.until("document.getElementById('card-empty').hidden === false")
+
+        # she calls again: the ring's card shows that call (time, channel, queue, agent, outcome, code)
+        leg = await caller.call(f"sip:500@{d.edge}")
+        inc = await phone.wait(p.Incoming, timeout=8)
+        rows_shown = await browser.until(f"{history}.length === 1 && {history}", timeout=8)
+        assert rows_shown == ["voice sales alice completed sale"], rows_shown
+        ref = await browser.js("document.querySelector('#card-history tbody tr').dataset.ref")
+        note = await browser.js("document.querySelector('#card-history tbody tr').title")
+        assert (ref, note) == (call_id, "wants the gold plan")
+        await browser.screenshot(SHOTS / "30-card-history.png")
+        await caller.hangup(leg)  # she gives up before alice answers
+        wait_agent(d, "alice", "available")
+
+        # and she chats (the number as the chat system writes it): both calls, newest first
+        chat.publish("tasks/new", {"version": 1, "id": "chat-9", "channel": "chat", "queue": "sales",
+                                   "customer": "+45 20 12 34 56", "data": {"text": "about my order"}})
+        rows_shown = await browser.until(f"document.getElementById('card').dataset.task === 'chat-9' "
+                                         f"&& {history}.length === 2 && {history}", timeout=8)
+        assert rows_shown == ["voice sales – abandoned –", "voice sales alice completed sale"], rows_shown
+        assert await browser.js(customer % "key") == NUMBER and await browser.js(customer % "name") == "Dana Jensen"
+        await browser.screenshot(SHOTS / "30-card-history-chat.png")
+    finally:
+        await browser.close()
+        await caller.stop()
+        await phone.stop()
+        chat.close()
