@@ -168,8 +168,7 @@ async function start() {
     $("password").value = "";
     if (r.status !== 200) { $("signin-error").textContent = r.data.error || ("error " + r.status); return; }
     $("signin-error").textContent = "";
-    const me = await api("GET", "/desk/api/me");
-    if (me.status === 200) signedIn(me.data);
+    await enter();
   });
   $("state").addEventListener("click", () => {
     const menu = $("state-menu");
@@ -182,6 +181,18 @@ async function start() {
   });
   $("wrapup-done").addEventListener("click", () => setState("wrapup-done"));
   $("signout").addEventListener("click", async () => { await api("DELETE", "/desk/api/session"); signedOut(); });
+  await enter();
+}
+
+// the session's role picks the page: an agent's desk, or a supervisor's view (desk-supervisor.js)
+async function enter() {
+  const who = await api("GET", "/desk/api/session");
+  if (who.status !== 200) { signedOut(); return; }
+  if (who.data.role === "supervisor") {
+    $("signin").hidden = true;
+    for (const fn of desk.onSupervisor || []) fn(who.data);
+    return;
+  }
   const me = await api("GET", "/desk/api/me");
   if (me.status === 200) signedIn(me.data); else signedOut();
 }
@@ -191,4 +202,6 @@ desk.showError = showError;
 desk.onView = desk.onView || [];
 desk.onSignIn = desk.onSignIn || [];
 desk.onSignOut = desk.onSignOut || [];
+desk.onSupervisor = desk.onSupervisor || [];
+desk.signedOut = signedOut;
 document.addEventListener("DOMContentLoaded", start);
