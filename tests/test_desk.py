@@ -449,6 +449,7 @@ async def test_supervisor_sees_her_queue_pauses_alice_and_changes_members_and_ag
         assert queues == ["sales"]  # support is not hers
         assert await browser.until(f"{row % 'alice'}?.dataset.state === 'available'")
         assert await browser.js(f"{row % 'alice'}.querySelector('.state').textContent") == "Available"
+        await browser.screenshot(SHOTS / "31-supervisor.png")
 
         # she pauses alice for training from the page: the API and the store say so
         await browser.js("document.getElementById('super-reason').value = 'training';"
@@ -462,7 +463,7 @@ async def test_supervisor_sees_her_queue_pauses_alice_and_changes_members_and_ag
             await asyncio.sleep(0.1)
         _, view = await alice.req("GET", "/desk/api/me")
         assert (view["state"], view["reason"]) == ("paused", "training")  # alice's own desk shows it
-        await browser.screenshot(SHOTS / "31-supervisor.png")
+        await browser.screenshot(SHOTS / "31-supervisor-paused.png")
 
         # a caller waits (alice is paused): the queue shows it
         caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
@@ -481,6 +482,13 @@ async def test_supervisor_sees_her_queue_pauses_alice_and_changes_members_and_ag
             assert {"agent": "bob", "tier": 2, "dynamic": True} in members, members
             assert rows(d, "SELECT queue, agent, tier, removed, set_by FROM queue_members") == [
                 ("sales", "bob", 2, 0, "desk:sue")]
+            # and gets tier 3 (QueueMemberPenalty) from the row's tier list
+            await browser.js(f"const t = {row % 'bob'}.querySelector('select.tier'); t.value = '3';"
+                             "t.dispatchEvent(new Event('change'))")
+            assert await browser.until(f"{row % 'bob'}?.querySelector('select.tier').value === '3' && "
+                                       f"{row % 'bob'}.textContent.includes('*')")
+            members = json.loads(http(d, "GET", "/api/queues/sales/members", "operator")[2])["members"]
+            assert {"agent": "bob", "tier": 3, "dynamic": True} in members, members
             await browser.screenshot(SHOTS / "33-supervisor-member-added.png")
             # ... and leaves it again (RemoveQueueMember)
             await browser.js(f"{row % 'bob'}.querySelector('[data-action=remove]').click()")
@@ -505,6 +513,11 @@ async def test_supervisor_sees_her_queue_pauses_alice_and_changes_members_and_ag
         assert status == 400 and data["error"] == "action: login, logout, pause, unpause"  # the API's words
         status, data = await sue.req("POST", "/desk/api/supervisor/queues/sales/members", {"agent": "zed"})
         assert status == 400 and "zed" in data["error"]
+        for bad in ({"tier": 12}, {"tier": 2, "agent": "bob"}):
+            status, data = await sue.req("POST", "/desk/api/supervisor/queues/sales/members/alice", bad)
+            assert status == 400, (bad, data)
+        status, data = await alice.req("POST", "/desk/api/supervisor/queues/sales/members/alice", {"tier": 2})
+        assert status == 403
         async with sue.session.delete(base + "/desk/api/supervisor/queues/sales/members/alice") as r:
             assert r.status == 415  # no JSON content type: no change (a cross-site form's request)
         for path in ("/desk/api/me", "/desk/api/phone", "/desk/api/inbox"):

@@ -612,6 +612,23 @@ class DeskApi:
         log.info("desk.supervisor_member", supervisor=s.agent, queue=queue, agent=agent, action="add")
         return web.json_response(result)
 
+    async def supervisor_member_tier(self, request: web.Request) -> web.Response:
+        """QueueMemberPenalty in one of the supervisor's queues, as POST
+        /api/queues/{queue}/members/{agent} {"tier": 1-9}."""
+        s, sup = self._supervisor(request)
+        queue, agent = request.match_info["queue"], request.match_info["agent"]
+        self._overseen_queue(sup, queue)
+        body = await self._body(request)
+        if set(body) != {"tier"}:
+            raise _error(web.HTTPBadRequest, "fields: tier (1-9)")
+        try:
+            result = member_change(self.controller, queue, agent, "tier", body["tier"], by=f"desk:{s.agent}")
+        except ActionRefused as exc:
+            raise _error(web.HTTPBadRequest, str(exc)) from None
+        log.info("desk.supervisor_member", supervisor=s.agent, queue=queue, agent=agent, action="tier",
+                 tier=body["tier"])
+        return web.json_response(result)
+
     async def supervisor_member_remove(self, request: web.Request) -> web.Response:
         """RemoveQueueMember in one of the supervisor's queues, as DELETE
         /api/queues/{queue}/members/{agent}."""

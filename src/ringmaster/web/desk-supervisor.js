@@ -1,7 +1,7 @@
 // The supervisor's view of the desk: per queue of theirs, who waits and for how long, and the
 // members with their live state, refreshed by server-sent events; the actions the API allows a
-// supervisor (pause with a reason, unpause, log in, log out an agent; add or remove a queue's
-// members at run time) go through /desk/api/supervisor/..., which run the API's own checks.
+// supervisor (pause with a reason, unpause, log in, log out an agent; add, re-tier or remove a
+// queue's members at run time) go through /desk/api/supervisor/..., which run the API's own checks.
 "use strict";
 
 (function () {
@@ -83,31 +83,9 @@
         ? `Waiting: ${q.waiting} · longest ${seconds(q.longest_wait)} · ${per.join(", ")}` : "Waiting: 0";
       p.querySelector(".stats").dataset.waiting = String(q.waiting);
       const body = p.querySelector("tbody");
-      body.textContent = "";
-      for (const m of q.members) {
-        const tr = el("tr", { "data-agent": m.agent, "data-state": m.state });
-        tr.appendChild(el("td", {}, m.name === m.agent ? m.agent : `${m.name} (${m.agent})`));
-        const status = m.state === "paused" ? "Paused: " + (m.reason || "")
-          : m.state === "available" && m.status !== "available" ? m.status : (STATE[m.state] || m.state);
-        tr.appendChild(el("td", { class: "state" }, status + (m.registered || m.state === "logged-out" ? "" : " (no phone)")));
-        tr.appendChild(el("td", m.dynamic ? { title: "changed at run time (kept across restarts)" } : {},
-                          String(m.tier) + (m.dynamic ? " *" : "")));
-        const actions = el("td", { class: "row" });
-        const buttons = m.state === "logged-out" ? [["login", "Log in"]]
-          : m.state === "paused" ? [["unpause", "Unpause"], ["logout", "Log out"]]
-          : [["pause", "Pause"], ["logout", "Log out"]];
-        for (const [action, label] of buttons) {
-          const b = el("button", { type: "button", "data-action": action }, label);
-          b.addEventListener("click", () => agentAction(m.agent, action));
-          actions.appendChild(b);
-        }
-        const rm = el("button", { type: "button", "data-action": "remove", class: "stop" }, "Remove");
-        rm.addEventListener("click", () => act("DELETE", "/desk/api/supervisor/queues/" + encodeURIComponent(q.name)
-          + "/members/" + encodeURIComponent(m.agent), {}));
-        actions.appendChild(rm);
-        tr.appendChild(actions);
-        body.appendChild(tr);
-      }
+      // rebuilt only when a member or its state changed: a tier list open in the page stays open
+      const sig = JSON.stringify(q.members);
+      if (body.dataset.sig !== sig) renderMembers(q, body, sig);
       // the agents who may be added: every configured agent not in the queue yet
       const members = new Set(q.members.map(m => m.agent));
       const addable = v.agents.filter(a => !members.has(a));
@@ -120,6 +98,45 @@
         if (addable.includes(keep)) pick.value = keep;
       }
       p.querySelector(".add").hidden = addable.length === 0;
+    }
+  }
+
+  function renderMembers(q, body, sig) {
+    body.dataset.sig = sig;
+    body.textContent = "";
+    for (const m of q.members) {
+      const tr = el("tr", { "data-agent": m.agent, "data-state": m.state });
+      tr.appendChild(el("td", {}, m.name === m.agent ? m.agent : `${m.name} (${m.agent})`));
+      const status = m.state === "paused" ? "Paused: " + (m.reason || "")
+        : m.state === "available" && m.status !== "available" ? m.status : (STATE[m.state] || m.state);
+      tr.appendChild(el("td", { class: "state" }, status + (m.registered || m.state === "logged-out" ? "" : " (no phone)")));
+      // the tier (Asterisk's penalty): a pick sets it at once (QueueMemberPenalty)
+      const tierCell = el("td", m.dynamic ? { title: "changed at run time (kept across restarts)" } : {});
+      const tierPick = el("select", { class: "tier" });
+      for (let t = 1; t <= 9; t++) tierPick.appendChild(el("option", { value: String(t) }, String(t)));
+      tierPick.value = String(m.tier);
+      tierPick.addEventListener("change", () => act("POST", "/desk/api/supervisor/queues/" + encodeURIComponent(q.name)
+        + "/members/" + encodeURIComponent(m.agent), { tier: Number(tierPick.value) })
+        .then(r => { if (r.status !== 200) body.dataset.sig = ""; }));  // refused: the next view puts it back
+      tierCell.append(tierPick, m.dynamic ? " *" : "");
+      tr.appendChild(tierCell);
+      const actions = el("div", { class: "row" });
+      const buttons = m.state === "logged-out" ? [["login", "Log in"]]
+        : m.state === "paused" ? [["unpause", "Unpause"], ["logout", "Log out"]]
+        : [["pause", "Pause"], ["logout", "Log out"]];
+      for (const [action, label] of buttons) {
+        const b = el("button", { type: "button", "data-action": action }, label);
+        b.addEventListener("click", () => agentAction(m.agent, action));
+        actions.appendChild(b);
+      }
+      const rm = el("button", { type: "button", "data-action": "remove", class: "stop" }, "Remove");
+      rm.addEventListener("click", () => act("DELETE", "/desk/api/supervisor/queues/" + encodeURIComponent(q.name)
+        + "/members/" + encodeURIComponent(m.agent), {}));
+      actions.appendChild(rm);
+      const cell = el("td");
+      cell.appendChild(actions);
+      tr.appendChild(cell);
+      body.appendChild(tr);
     }
   }
 
