@@ -184,3 +184,37 @@ def test_bad_presence_or_mqtt_config_names_the_place(tmp_path: Path, broken, exp
     errors = _errors(tmp_path, broken)
     f = str(tmp_path / "ringmaster.yaml")
     assert any(e.startswith(f"{f}:") and expected in e for e in errors), errors
+
+
+def test_desk_supervisors_name_no_agent_and_known_queues_with_file_line(tmp_path: Path):
+    (tmp_path / "prompts").mkdir(exist_ok=True)
+    write_tone(tmp_path / "prompts" / "please-hold.wav", 440, 0.2)
+    desk = """\
+http:
+  listen: 127.0.0.1:18080
+  desk:
+    listen: 127.0.0.1:18443
+    certificate: cert.pem
+    key: key.pem
+    supervisors:
+      sue: {password: sue-desk-pw, queues: [sales]}
+"""
+    f = str(tmp_path / "ringmaster.yaml")
+    assert not [e for e in _errors_or_none(tmp_path, ACD + desk)]
+    errors = _errors(tmp_path, ACD + desk.replace("queues: [sales]", "queues: [sales, slaes]")
+                     + "      alice: {password: alice-sup-pw}\n")
+    base = ACD.count("\n")
+    assert any(e.startswith(f"{f}:{base + 8}:") and "unknown queue 'slaes' (did you mean 'sales'?)" in e
+               for e in errors), errors
+    assert any(e.startswith(f"{f}:{base + 9}:") and "supervisor 'alice' has the name of an agent" in e
+               for e in errors), errors
+    errors = _errors(tmp_path, ACD + desk + "      sam: {password: short}\n")
+    assert any(e.startswith(f"{f}:{base + 9}:") and "at least 8 characters" in e for e in errors), errors
+
+
+def _errors_or_none(tmp_path: Path, text: str) -> list[str]:
+    try:
+        load_config(_write(tmp_path, text))
+    except ConfigInvalid as exc:
+        return [str(e) for e in exc.errors]
+    return []

@@ -334,3 +334,200 @@ async def test_inbox_chat_offered_accepted_replied_and_completed_with_notes_in_t
     assert log == [("alice", "MESSAGE", "customer|Where is <b>my</b> order?"),
                    ("alice", "MESSAGE", "agent|It ships today."),
                    ("alice", "WRAPUP", "order-status|late parcel \u00a6 told ETA\u2424follow up Friday")], log
+
+
+@pytest.mark.timeout(120)
+async def test_card_shows_the_customer_and_her_earlier_call_when_she_calls_again_and_chats(daemon_factory):
+    from tests.test_customer_calls import NUMBER
+    from tests.test_customer_calls import config as customer_config
+
+    d = daemon_factory(workers=1, start=False)
+    customer_config(d)
+    d.config["customers"]["wrapup_dtmf"] = False  # the code comes from the API here
+    d.config["queues"]["sales"]["members"] = ["alice"]
+    base = desk_config(d)
+    d.start()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    chat = integration(d)
+    (phone,) = await agents_up(d, ("alice",))
+    browser = await Browser(d.ports.base + 7).open(f"{base}/desk", args=CHROMIUM_TLS)
+    caller = await Phone("20123456", d.ports.caller(1), d.ports.base + 90).start()  # Dana, a Danish number
+    customer = "document.querySelector('#card-customer [data-customer=%s]')?.textContent"
+    history = ("[...document.querySelectorAll('#card-history tbody tr')].map(tr => "
+               "[...tr.querySelectorAll('td')].slice(1).map(td => td.textContent).join(' '))")
+    try:
+        await browser.until("!document.getElementById('signin').hidden")
+        await browser.js("document.getElementById('agent').value='alice';"
+                         "document.getElementById('password').value='alice-secret';"
+                         "document.getElementById('signin-btn').click()")
+        await browser.until("!document.getElementById('desk').hidden")
+        assert await browser.js("document.getElementById('card-customer').hidden") is True  # no task: no customer
+        # her first call: who she is (the flow's lookup gave name and tier), no earlier contact
+        leg = await caller.call(f"sip:500@{d.edge}")
+        inc = await phone.wait(p.Incoming, timeout=8)
+        assert await browser.until(f"{customer % 'key'} === '{NUMBER}'")
+        assert await browser.js(customer % "name") == "Dana Jensen" and await browser.js(customer % "tier") == "gold"
+        assert await browser.until("!document.getElementById('card-history-empty').hidden")
+        phone.events.remove(inc)
+        phone.send(p.Answer(leg=inc.leg))
+        wait_agent(d, "alice", "on-call")
+        call_id = json.loads(http(d, "GET", "/api/calls?limit=1", "operator")[2])["calls"][0]["call_id"]
+        await asyncio.sleep(0.5)
+        await caller.hangup(leg)
+        status, _, body = http(d, "POST", "/api/agents/alice/wrapup", "supervisor",
+                               {"task": call_id, "code": "sale", "notes": "wants the gold plan"})
+        assert status == 200, body
+        wait_agent(d, "alice", "available")
+        assert await browser.until("document.getElementById('card-empty').hidden === false")
+
+        # she calls again: the ring's card shows that call (time, channel, queue, agent, outcome, code)
+        leg = await caller.call(f"sip:500@{d.edge}")
+        inc = await phone.wait(p.Incoming, timeout=8)
+        rows_shown = await browser.until(f"{history}.length === 1 && {history}", timeout=8)
+        assert rows_shown == ["voice sales alice completed sale"], rows_shown
+        ref = await browser.js("document.querySelector('#card-history tbody tr').dataset.ref")
+        note = await browser.js("document.querySelector('#card-history tbody tr').title")
+        assert (ref, note) == (call_id, "wants the gold plan")
+        await browser.screenshot(SHOTS / "30-card-history.png")
+        await caller.hangup(leg)  # she gives up before alice answers
+        wait_agent(d, "alice", "available")
+
+        # and she chats (the number as the chat system writes it): both calls, newest first
+        chat.publish("tasks/new", {"version": 1, "id": "chat-9", "channel": "chat", "queue": "sales",
+                                   "customer": "+45 20 12 34 56", "data": {"text": "about my order"}})
+        rows_shown = await browser.until(f"document.getElementById('card').dataset.task === 'chat-9' "
+                                         f"&& {history}.length === 2 && {history}", timeout=8)
+        assert rows_shown == ["voice sales – abandoned –", "voice sales alice completed sale"], rows_shown
+        assert await browser.js(customer % "key") == NUMBER and await browser.js(customer % "name") == "Dana Jensen"
+        await browser.screenshot(SHOTS / "30-card-history-chat.png")
+    finally:
+        await browser.close()
+        await caller.stop()
+        await phone.stop()
+        chat.close()
+
+
+@pytest.mark.timeout(120)
+async def test_supervisor_sees_her_queue_pauses_alice_and_changes_members_and_agents_get_403(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    acd_config(d, {"strategy": "linear", "members": ["alice"]}, agents=("alice", "bob", "carol"))
+    d.config["queues"]["support"] = {"moh": "hold", "members": ["carol"]}
+    d.config["agents"]["alice"]["name"] = "Alice"
+    base = desk_config(d, supervisors={"sue": {"password": "sue-desk-pw", "name": "Sue", "queues": ["sales"]}})
+    d.start()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (phone,) = await agents_up(d, ("alice",))
+    browser = await Browser(d.ports.base + 7).open(f"{base}/desk", args=CHROMIUM_TLS)
+    alice, sue, eve = DeskClient(base), DeskClient(base), DeskClient(base)
+    row = "document.querySelector('section[data-queue=sales] tr[data-agent=%s]')"
+    try:
+        # agents' sessions get the API's 403 on every supervisor route, and change nothing
+        assert await alice.sign_in("alice", "alice-secret") == 200
+        for method, path, body in (("GET", "/desk/api/supervisor", None),
+                                   ("GET", "/desk/api/supervisor/events", None),
+                                   ("POST", "/desk/api/supervisor/agents/alice", {"action": "pause", "reason": "lunch"}),
+                                   ("POST", "/desk/api/supervisor/queues/sales/members", {"agent": "bob"}),
+                                   ("DELETE", "/desk/api/supervisor/queues/sales/members/alice", {})):
+            status, data = await alice.req(method, path, body)
+            assert status == 403 and data["error"] == "role agent may not do this; it needs supervisor", (path, data)
+        assert (await eve.req("GET", "/desk/api/supervisor"))[0] == 401  # no session at all
+        assert await eve.sign_in("sue", "sue-wrong-pw") == 401
+        wait_agent(d, "alice", "available")
+        assert json.loads(http(d, "GET", "/api/queues/sales/members", "operator")[2])["members"] == [
+            {"agent": "alice", "tier": 1, "dynamic": False}]
+
+        # sue signs in on the same form and gets her queue, live
+        await browser.until("!document.getElementById('signin').hidden")
+        await browser.js("document.getElementById('agent').value='sue';"
+                         "document.getElementById('password').value='sue-desk-pw';"
+                         "document.getElementById('signin-btn').click()")
+        await browser.until("!document.getElementById('super').hidden && "
+                            "document.getElementById('super-conn').textContent === 'live'")
+        assert await browser.js("document.getElementById('desk').hidden") is True
+        assert await browser.js("document.getElementById('super-who').textContent") == "Sue (sue)"
+        queues = await browser.js("[...document.querySelectorAll('#super-queues section')].map(s => s.dataset.queue)")
+        assert queues == ["sales"]  # support is not hers
+        assert await browser.until(f"{row % 'alice'}?.dataset.state === 'available'")
+        assert await browser.js(f"{row % 'alice'}.querySelector('.state').textContent") == "Available"
+        await browser.screenshot(SHOTS / "31-supervisor.png")
+
+        # she pauses alice for training from the page: the API and the store say so
+        await browser.js("document.getElementById('super-reason').value = 'training';"
+                         f"{row % 'alice'}.querySelector('[data-action=pause]').click()")
+        assert await browser.until(f"{row % 'alice'}?.dataset.state === 'paused' && "
+                                   f"{row % 'alice'}.querySelector('.state').textContent")  == "Paused: training"
+        assert json.loads(http(d, "GET", "/api/agents", "operator")[2])["agents"]["alice"] == "paused:training"
+        deadline = time.monotonic() + 5
+        while rows(d, "SELECT paused FROM agent_presence WHERE agent='alice'") != [("training",)]:
+            assert time.monotonic() < deadline, rows(d, "SELECT * FROM agent_presence")
+            await asyncio.sleep(0.1)
+        _, view = await alice.req("GET", "/desk/api/me")
+        assert (view["state"], view["reason"]) == ("paused", "training")  # alice's own desk shows it
+        await browser.screenshot(SHOTS / "31-supervisor-paused.png")
+
+        # a caller waits (alice is paused): the queue shows it
+        caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+        try:
+            leg = await caller.call(f"sip:500@{d.edge}")
+            stats = "document.querySelector('section[data-queue=sales] .stats')"
+            assert await browser.until(f"{stats}.dataset.waiting === '1'", timeout=8)
+            assert (await browser.js(f"{stats}.textContent")).startswith("Waiting: 1 · longest")
+            await browser.screenshot(SHOTS / "32-supervisor-waiting.png")
+            # bob joins the queue from the page (AddQueueMember, kept as a run-time change)
+            await browser.js("document.querySelector('section[data-queue=sales] .add-agent').value = 'bob';"
+                             "document.querySelector('section[data-queue=sales] .add-tier').value = '2';"
+                             "document.querySelector('section[data-queue=sales] [data-action=add]').click()")
+            assert await browser.until(f"!!{row % 'bob'}")
+            members = json.loads(http(d, "GET", "/api/queues/sales/members", "operator")[2])["members"]
+            assert {"agent": "bob", "tier": 2, "dynamic": True} in members, members
+            assert rows(d, "SELECT queue, agent, tier, removed, set_by FROM queue_members") == [
+                ("sales", "bob", 2, 0, "desk:sue")]
+            # and gets tier 3 (QueueMemberPenalty) from the row's tier list
+            await browser.js(f"const t = {row % 'bob'}.querySelector('select.tier'); t.value = '3';"
+                             "t.dispatchEvent(new Event('change'))")
+            assert await browser.until(f"{row % 'bob'}?.querySelector('select.tier').value === '3' && "
+                                       f"{row % 'bob'}.textContent.includes('*')")
+            members = json.loads(http(d, "GET", "/api/queues/sales/members", "operator")[2])["members"]
+            assert {"agent": "bob", "tier": 3, "dynamic": True} in members, members
+            await browser.screenshot(SHOTS / "33-supervisor-member-added.png")
+            # ... and leaves it again (RemoveQueueMember)
+            await browser.js(f"{row % 'bob'}.querySelector('[data-action=remove]').click()")
+            assert await browser.until(f"!{row % 'bob'}")
+            members = json.loads(http(d, "GET", "/api/queues/sales/members", "operator")[2])["members"]
+            assert [m["agent"] for m in members] == ["alice"]
+            # unpause from the page: the waiting caller rings alice's phone
+            await browser.js(f"{row % 'alice'}.querySelector('[data-action=unpause]').click()")
+            await phone.wait(p.Incoming, timeout=8)
+            await caller.hangup(leg)
+        finally:
+            await caller.stop()
+
+        # sue's own session: her queues only, the API's checks, and no agent routes
+        assert await sue.sign_in("sue", "sue-desk-pw") == 200
+        assert (await sue.req("GET", "/desk/api/session"))[1] == {"agent": "sue", "role": "supervisor"}
+        status, data = await sue.req("POST", "/desk/api/supervisor/agents/carol", {"action": "pause", "reason": "x"})
+        assert status == 403 and "none of your queues" in data["error"]
+        status, data = await sue.req("POST", "/desk/api/supervisor/queues/support/members", {"agent": "bob"})
+        assert status == 403 and "not one of yours" in data["error"]
+        status, data = await sue.req("POST", "/desk/api/supervisor/agents/alice", {"action": "nap"})
+        assert status == 400 and data["error"] == "action: login, logout, pause, unpause"  # the API's words
+        status, data = await sue.req("POST", "/desk/api/supervisor/queues/sales/members", {"agent": "zed"})
+        assert status == 400 and "zed" in data["error"]
+        for bad in ({"tier": 12}, {"tier": 2, "agent": "bob"}):
+            status, data = await sue.req("POST", "/desk/api/supervisor/queues/sales/members/alice", bad)
+            assert status == 400, (bad, data)
+        status, data = await alice.req("POST", "/desk/api/supervisor/queues/sales/members/alice", {"tier": 2})
+        assert status == 403
+        async with sue.session.delete(base + "/desk/api/supervisor/queues/sales/members/alice") as r:
+            assert r.status == 415  # no JSON content type: no change (a cross-site form's request)
+        for path in ("/desk/api/me", "/desk/api/phone", "/desk/api/inbox"):
+            assert (await sue.req("GET", path))[0] == 403, path
+        assert (await sue.req("POST", "/desk/api/state", {"action": "logout"}))[0] == 403
+        assert json.loads(http(d, "GET", "/api/status", "operator")[2])["agents"]["carol"] == "logged-out"
+        assert [m["agent"] for m in json.loads(http(d, "GET", "/api/queues/sales/members", "operator")[2])["members"]] \
+            == ["alice"]
+    finally:
+        await browser.close()
+        for c in (alice, sue, eve):
+            await c.close()
+        await phone.stop()

@@ -147,12 +147,12 @@ def test_demo_secrets_are_made_fresh_and_the_committed_placeholders_are_flagged(
     two, s2 = demo.render(source)
     assert "change-me" not in one.replace("in -change-me", "")
     assert set(s1) == {"ADMIN_TOKEN", "WALLBOARD_TOKEN", "DEMO_CHAT_PW", "ALICE_SIP_PW", "ALICE_MQTT_PW",
-                       "BOB_SIP_PW", "BOB_MQTT_PW"}
+                       "BOB_SIP_PW", "BOB_MQTT_PW", "SUE_DESK_PW"}
     assert not set(s1.values()) & set(s2.values())
     out = subprocess.run([sys.executable, "-m", "ringmaster.cli", "check", str(ROOT / "config" / "ringmaster.yaml")],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0
-    assert "7 secret(s) still end in -change-me" in out.stderr and "agents.alice.softphone.password" in out.stderr
+    assert "8 secret(s) still end in -change-me" in out.stderr and "agents.alice.softphone.password" in out.stderr
     # the files: made once, private, printed once; a second run leaves them alone and prints nothing
     args = ["--out", str(tmp_path / "demo.yaml"), "--secrets", str(tmp_path / "demo-secrets.env"),
             "--config", str(ROOT / "config" / "ringmaster.yaml")]

@@ -39,6 +39,14 @@ from ringmaster.reports import stats as st
 from ringmaster.reports.filters import MESSAGE_STATES, Param
 from ringmaster.reports.reader import ReportReader, StoreUnreadable
 from ringmaster.reports.today import TodayFigures
+from ringmaster.supervisor import (
+    REASON_MAX,
+    ActionRefused,
+    agent_change,
+    member_add_fields,
+    member_change,
+    role_refusal,
+)
 from ringmaster.voicemail import VoicemailError, boxes_of, url_base
 
 if TYPE_CHECKING:
@@ -47,12 +55,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ringmaster.api")
 T = TypeVar("T")
 
-ROLES = {"agent": 0, "operator": 1, "supervisor": 2, "admin": 3}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # request bodies are small commands ({"action": "pause", "reason": "lunch"}): a few kB at most
 BODY_MAX = 16_384
 BODY_DEPTH = 4
-REASON_MAX = 64
 TODAY_CACHE_SECONDS = 1.0  # the wallboard's "service level today" is read at most this often
 
 
@@ -121,6 +127,8 @@ def _desk_routes() -> tuple[Route, ...]:
               "everything is about the session's own agent.")
     signed_out = {"401": "no session, or it has expired", "404": "not the desk's HTTPS listener"}
     stale = {"409": "the change cannot be applied now (the reason says why): nothing changed"}
+    sup_access = ("A desk session of one of http.desk.supervisors (an agent's session: 403, the API's role check); "
+                  "only the supervisor's queues (http.desk.supervisors.NAME.queues) and their members.")
 
     def route(method: str, path: str, handler: str, summary: str, **kw: Any) -> Route:
         return Route(method, path, "desk." + handler, summary, role=None, access=access, **kw)
@@ -156,6 +164,37 @@ def _desk_routes() -> tuple[Route, ...]:
               body={"type": "object", "required": ["action"], "additionalProperties": False,
                     "properties": {"action": {"type": "string", "enum": ["accept", "reject", "complete"]}}},
               responses={**signed_out, "409": "the task is not offered to / held by this agent: nothing changed"}),
+        route("GET", "/desk/api/session", "whoami", "Who the session is: agent name and role (agent or supervisor)",
+              responses=signed_out),
+        *(Route(r.method, r.path, r.handler, r.summary, role=None, body=r.body, access=sup_access,
+                responses={**signed_out, "403": "an agent's session, or an agent or queue that is not the "
+                                                "supervisor's", **r.responses})
+          for r in (
+              route("GET", "/desk/api/supervisor", "supervisor",
+                    "The supervisor's queues: waiting, longest wait, members with their live state"),
+              route("GET", "/desk/api/supervisor/events", "supervisor_events",
+                    "Server-sent events: the supervisor's view on every change"),
+              route("POST", "/desk/api/supervisor/agents/{agent}", "supervisor_agent",
+                    "Change the presence of an agent of the supervisor's queues (as POST /api/agents/{agent})",
+                    body={"type": "object", "required": ["action"], "additionalProperties": False,
+                          "properties": {"action": {"type": "string", "enum": [a.value for a in AgentAction]},
+                                         "reason": {"type": "string", "maxLength": REASON_MAX}}},
+                    responses={"400": "a bad action or reason, or one the ACD refuses: nothing changed"}),
+              route("POST", "/desk/api/supervisor/queues/{queue}/members", "supervisor_member_add",
+                    "AddQueueMember in one of the supervisor's queues (as POST /api/queues/{queue}/members)",
+                    body={"type": "object", "required": ["agent"], "additionalProperties": False,
+                          "properties": {"agent": {"type": "string"},
+                                         "tier": {"type": "integer", "minimum": 1, "maximum": 9}}},
+                    responses={"400": "an unknown agent or queue, a member already, a bad tier: nothing changed"}),
+              route("POST", "/desk/api/supervisor/queues/{queue}/members/{agent}", "supervisor_member_tier",
+                    "QueueMemberPenalty in one of the supervisor's queues (as POST /api/queues/{queue}/members/{agent})",
+                    body={"type": "object", "required": ["tier"], "additionalProperties": False,
+                          "properties": {"tier": {"type": "integer", "minimum": 1, "maximum": 9}}},
+                    responses={"400": "not a member, or a bad tier: nothing changed"}),
+              route("DELETE", "/desk/api/supervisor/queues/{queue}/members/{agent}", "supervisor_member_remove",
+                    "RemoveQueueMember in one of the supervisor's queues (as DELETE /api/queues/{queue}/members/{agent})",
+                    responses={"400": "not a member: nothing changed"}),
+          )),
     )
 
 
@@ -328,8 +367,9 @@ class Api:
                 role, token = t.role, t
         if role is None:
             raise _error(web.HTTPUnauthorized, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        if ROLES[role] < ROLES[needed]:
-            raise _error(web.HTTPForbidden, f"role {role} may not do this; it needs {needed}")
+        refusal = role_refusal(role, needed)
+        if refusal:
+            raise _error(web.HTTPForbidden, refusal)
         request["role"] = role
         request["token"] = token
         return await handler(request)
@@ -420,20 +460,13 @@ class Api:
             raise _bad(f"body: {exc}") from None
 
     async def agent_change(self, request: web.Request) -> web.Response:
+        # the same checks and command as the desk's supervisor sessions (ringmaster.supervisor)
         body = await self._body(request)
-        unknown = set(body) - {"action", "reason"}
-        if unknown:
-            raise _bad(f"unknown field(s) {sorted(unknown)[:5]}; fields: action, reason")
-        action = body.get("action")
-        if not isinstance(action, str) or action not in set(AgentAction):
-            raise _bad("action: " + ", ".join(AgentAction))
-        reason = body.get("reason", "")
-        if not isinstance(reason, str) or len(reason) > REASON_MAX or not reason.isprintable():
-            raise _bad(f"reason: a string of at most {REASON_MAX} printable characters")
-        result = self.controller.agent_command(request.match_info["agent"], AgentAction(action), reason)
-        if result.get("error"):
-            raise _bad(result["error"])
-        log.info("api.agent_changed", agent=result["agent"], action=action, role=request["role"])
+        try:
+            result = agent_change(self.controller, request.match_info["agent"], body)
+        except ActionRefused as exc:
+            raise _bad(str(exc)) from None
+        log.info("api.agent_changed", agent=result["agent"], action=body["action"], role=request["role"])
         return _json(result)
 
     async def recording_control(self, request: web.Request) -> web.Response:
@@ -531,20 +564,19 @@ class Api:
         return _json({"queue": queue, "members": view[queue]})
 
     def _member(self, request: web.Request, agent: str, action: str, tier: Any = None) -> web.Response:
-        result = self.controller.member_command(request.match_info["queue"], agent, action, tier,
-                                                by=request["token"].name)
-        if result.get("error"):
-            raise _bad(result["error"])
-        return _json(result)
+        # the same checks and command as the desk's supervisor sessions (ringmaster.supervisor)
+        try:
+            return _json(member_change(self.controller, request.match_info["queue"], agent, action, tier,
+                                       by=request["token"].name))
+        except ActionRefused as exc:
+            raise _bad(str(exc)) from None
 
     async def member_add(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
-        if set(body) - {"agent", "tier"}:
-            raise _bad(f"unknown field(s) {sorted(set(body) - {'agent', 'tier'})[:5]}; fields: agent, tier")
-        agent = body.get("agent")
-        if not isinstance(agent, str):
-            raise _bad("agent: the agent's name in the config's agents")
-        return self._member(request, agent, "add", body.get("tier"))
+        try:
+            agent, tier = member_add_fields(await self._body(request))
+        except ActionRefused as exc:
+            raise _bad(str(exc)) from None
+        return self._member(request, agent, "add", tier)
 
     async def member_tier(self, request: web.Request) -> web.Response:
         body = await self._body(request)

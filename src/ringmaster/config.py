@@ -400,6 +400,18 @@ class _Listening(Strict):
 PAUSE_REASON = r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$"
 
 
+class DeskSupervisor(Strict):
+    """A supervisor who signs in to the desk (http.desk.supervisors.NAME): the password (compared
+    like the agents', as scrypt digests), the name shown, and the queues the supervisor sees and
+    acts on (None: every queue). The actions are the API's supervisor role's: an agent's
+    presence (pause, unpause, log in, log out) and the queues' members at run time."""
+
+    password: str = Field(min_length=8, pattern=r"^[^\x00-\x1f\x7f]+$", description="no control characters")
+    name: str = Field(default="", max_length=64, description="shown on the page (default: the supervisor's id)")
+    queues: list[str] | None = Field(default=None, max_length=200,
+                                     description="the queues this supervisor oversees (default: every queue)")
+
+
 class DeskConfig(_Listening):
     """The agents' desk (/desk): a page served over HTTPS on its own listener, where an agent
     signs in with their own password (desk_password, else their SIP password) and gets a session
@@ -416,6 +428,8 @@ class DeskConfig(_Listening):
     pause_reasons: list[str] = Field(default_factory=lambda: ["break", "lunch", "training", "meeting"],
                                      min_length=1, max_length=32,
                                      description="the reasons an agent may pick when pausing at the desk")
+    supervisors: dict[str, DeskSupervisor] = Field(
+        default_factory=dict, description="who signs in to the desk's supervisor view: name -> password, queues")
 
     @field_validator("pause_reasons")
     @classmethod
@@ -748,6 +762,9 @@ class Config(Strict):
         found += [(f"sip.registrations.{r.name}.password", r.password) for r in self.sip.registrations]
         if self.http is not None:
             found += [(f"http.tokens.{t.name}", t.token) for t in self.http.tokens]
+            if self.http.desk is not None:
+                found += [(f"http.desk.supervisors.{n}.password", v.password)
+                          for n, v in self.http.desk.supervisors.items()]
         if self.mqtt is not None:
             found += [(f"mqtt.clients.{c.username}.password", c.password) for c in self.mqtt.clients]
             found.append(("mqtt.password", self.mqtt.password))
@@ -1000,6 +1017,19 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
             if tok.agent is not None and tok.agent not in cfg.agents:
                 errors.append(src.error(("http", "tokens", i, "agent"),
                                         f"token {tok.name!r}: unknown agent {tok.agent!r}{did_you_mean(tok.agent, set(cfg.agents))}"))
+        # one sign-in form for agents and supervisors: a name is one or the other
+        for sname, sup in (cfg.http.desk.supervisors.items() if cfg.http.desk is not None else ()):
+            where = ("http", "desk", "supervisors", sname)
+            if not NAME.match(sname):
+                errors.append(src.error(where, f"supervisor name {sname!r}: use letters, digits, '_', '.' and '-' "
+                                               "(at most 64)"))
+            if sname in cfg.agents:
+                errors.append(src.error(where, f"supervisor {sname!r} has the name of an agent: agents and "
+                                               "supervisors sign in to the desk by name"))
+            for j, sq in enumerate(sup.queues or ()):
+                if sq not in cfg.queues:
+                    errors.append(src.error((*where, "queues", j),
+                                            f"supervisor {sname!r}: unknown queue {sq!r}{did_you_mean(sq, set(cfg.queues))}"))
     if cfg.mqtt is not None:
         for i, client in enumerate(cfg.mqtt.clients):
             if client.username in cfg.agents or client.username == cfg.mqtt.client_id:

@@ -849,18 +849,25 @@ class Controller:
     def task_card(self, task_id: str) -> dict[str, Any] | None:
         """The customer card of a task in the ACD (the desk shows it to the agent offered or
         holding it): channel, queue, caller, enqueued_at (epoch s), and for a call the IVR's
-        variables, for a chat or email the task's data. None when the ACD has no such task."""
+        variables, for a chat or email the task's data, and `customer` (CustomerContext.view(): key,
+        id, name, tier, history; None without a customer). None when the ACD has no such task."""
         engine = self.acd.engine if self.acd is not None else None
         task = engine.tasks.get(task_id) if engine is not None else None
         if task is None:
             return None
         card: dict[str, Any] = {"task": task.id, "channel": task.channel, "queue": task.queue,
                                 "caller": task.caller, "enqueued_at": task.enqueued_at}
+        context = None
         if task.channel == "voice":
             session = next((s for s in self.live_sessions() if s.call_id == task_id), None)
             card["variables"] = dict(session.run.variables) if session is not None and session.run is not None else {}
+            context = session.customer if session is not None else None
         else:
             card["data"] = dict(task.data)
+            context = self.router.context_of(task_id) if self.router is not None else None
+        # the customer (docs/customers.md): key, name, tier and the last interactions, as the
+        # offer carried them (read once when the call entered its queue or the task arrived)
+        card["customer"] = context.view() if context is not None else None
         return card
 
     def live_state(self) -> live.LiveState:

@@ -15,6 +15,11 @@ Passwords are compared as scrypt digests (RFC 7914) with a per-process salt, in 
 hmac.compare_digest; an unknown agent costs the same work as a known one. Five wrong passwords
 for one agent within a minute refuse further tries for that agent for a minute (429).
 
+Supervisors (http.desk.supervisors) sign in on the same form; their session has the role
+"supervisor" and no agent: it reaches only /desk/api/supervisor/... (their queues, members and
+agents' live states, and the API's supervisor actions through ringmaster.supervisor, the code
+the API runs), and an agent's session gets the API's 403 there.
+
 DeskSessions holds no IO (time is passed in); DeskApi is the aiohttp side.
 """
 
@@ -36,8 +41,9 @@ import structlog
 from aiohttp import web
 
 from ringmaster import inputs
-from ringmaster.config import Config, DeskConfig
+from ringmaster.config import Config, DeskConfig, DeskSupervisor
 from ringmaster.mqtt.payloads import AgentCommand, BadPayload
+from ringmaster.supervisor import ActionRefused, agent_change, member_add_fields, member_change, role_refusal
 
 if TYPE_CHECKING:
     from ringmaster.controller import Controller
@@ -56,6 +62,7 @@ SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
 STATE_ACTIONS = ("available", "pause", "logout", "wrapup-done")
 TASK_ACTIONS = ("accept", "reject", "complete")
 STATIC = {"desk.js": "application/javascript", "desk-phone.js": "application/javascript", "desk.css": "text/css",
+          "desk-supervisor.js": "application/javascript",
           # JsSIP (npm), bundled for the browser by scripts/setup (package.json's "bundle")
           "jssip.min.js": "application/javascript",
           "desk-inbox.js": "application/javascript",
@@ -77,13 +84,26 @@ def desk_secret(cfg: Config, agent: str) -> str | None:
     return spec.softphone.password if spec.softphone is not None else None
 
 
+def desk_user(cfg: Config, name: str) -> tuple[str | None, str]:
+    """Who `name` is at the desk's sign-in: (its password, "agent") for an agent,
+    (its password, "supervisor") for one of http.desk.supervisors, (None, "agent") for nobody
+    (`ringmaster check` keeps the two sets of names apart)."""
+    if name in cfg.agents:
+        return desk_secret(cfg, name), "agent"
+    desk = cfg.http.desk if cfg.http is not None else None
+    sup = desk.supervisors.get(name) if desk is not None else None
+    return (sup.password, "supervisor") if sup is not None else (None, "agent")
+
+
 @dataclass
 class DeskSession:
-    """One signed-in agent: started and last used at (epoch seconds)."""
+    """One signed-in agent (or supervisor: role "supervisor", agent is then the supervisor's
+    name): started and last used at (epoch seconds)."""
 
     agent: str
     started: float
     used: float
+    role: str = "agent"
 
 
 @dataclass
@@ -107,14 +127,14 @@ class DeskSessions:
         if len(self.failures) > SESSIONS_MAX:  # names that are no agents: forget the oldest
             del self.failures[next(iter(self.failures))]
 
-    def start(self, agent: str, now: float) -> str:
-        """A new session for `agent`; its id (256 random bits, URL-safe)."""
+    def start(self, agent: str, now: float, role: str = "agent") -> str:
+        """A new session for `agent` (role: agent or supervisor); its id (256 random bits, URL-safe)."""
         self.failures.pop(agent, None)
         self.expire(now)
         while len(self.sessions) >= SESSIONS_MAX:
             del self.sessions[next(iter(self.sessions))]  # the oldest sign-in goes first
         sid = secrets.token_urlsafe(32)
-        self.sessions[sid] = DeskSession(agent, now, now)
+        self.sessions[sid] = DeskSession(agent, now, now, role)
         return sid
 
     def get(self, sid: str, now: float) -> DeskSession | None:
@@ -208,12 +228,33 @@ class DeskApi:
         # a reload may change the timeouts: sessions follow at their next use
         self.sessions.idle, self.sessions.absolute = desk.idle_minutes * 60.0, desk.session_hours * 3600.0
 
-    def _session(self, request: web.Request) -> DeskSession:
+    def _any_session(self, request: web.Request) -> DeskSession:
         self._secure(request)
         s = self.sessions.get(request.cookies.get(COOKIE, ""), self.clock())
-        if s is None or s.agent not in self.cfg_of().agents:
+        if s is None:
+            raise _error(web.HTTPUnauthorized, "sign in first (the session is unknown or has expired)")
+        known = s.agent in self.cfg_of().agents if s.role == "agent" else s.agent in self._desk().supervisors
+        if not known:  # a reload removed the agent or supervisor: the session is over
+            self.sessions.end(request.cookies.get(COOKIE, ""))
             raise _error(web.HTTPUnauthorized, "sign in first (the session is unknown or has expired)")
         return s
+
+    def _session(self, request: web.Request) -> DeskSession:
+        """The request's agent session (401 without one; 403 for a supervisor's: these routes act
+        on the session's own agent, and a supervisor is none)."""
+        s = self._any_session(request)
+        if s.role != "agent":
+            raise _error(web.HTTPForbidden, "a supervisor's session has no agent of its own: /desk/api/supervisor")
+        return s
+
+    def _supervisor(self, request: web.Request) -> tuple[DeskSession, DeskSupervisor]:
+        """The request's supervisor session and its config (401 without a session; 403 for an
+        agent's, with the API's words: ringmaster.supervisor.role_refusal)."""
+        s = self._any_session(request)
+        refusal = role_refusal(s.role, "supervisor")
+        if refusal:
+            raise _error(web.HTTPForbidden, refusal)
+        return s, self._desk().supervisors[s.agent]
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         # JSON only: a cross-site form cannot send this content type without a CORS preflight,
@@ -261,18 +302,24 @@ class DeskApi:
             log.warning("desk.sign_in_locked", agent=agent[:64], peer=request.remote)
             raise _error(web.HTTPTooManyRequests, "too many wrong passwords: try again in a minute",
                          headers={"Retry-After": str(int(LOCKOUT))})
-        secret = desk_secret(self.cfg_of(), agent)
+        secret, role = desk_user(self.cfg_of(), agent)
         ok = await asyncio.to_thread(self.passwords.check, secret, password)
         if not ok:
             self.sessions.failed(agent, now)
             log.warning("desk.sign_in_refused", agent=agent[:64], peer=request.remote)
             raise _error(web.HTTPUnauthorized, "wrong agent or password")
-        sid = self.sessions.start(agent, now)
-        log.info("desk.signed_in", agent=agent, peer=request.remote)
-        resp = web.json_response({"agent": agent})
+        sid = self.sessions.start(agent, now, role)
+        log.info("desk.signed_in", agent=agent, role=role, peer=request.remote)
+        resp = web.json_response({"agent": agent, "role": role})
         resp.set_cookie(COOKIE, sid, httponly=True, secure=True, samesite="Strict", path="/desk",
                         max_age=int(self.sessions.absolute))
         return resp
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        """Who the session is: {"agent": name, "role": agent|supervisor} (the page opens the
+        agent's desk or the supervisor's view by it)."""
+        s = self._any_session(request)
+        return web.json_response({"agent": s.agent, "role": s.role})
 
     async def sign_out(self, request: web.Request) -> web.Response:
         self._secure(request)
@@ -468,6 +515,134 @@ class DeskApi:
         self._command(s.agent, str(action), task=task)
         log.info("desk.task", agent=s.agent, task=task, action=action)
         return web.json_response(self.view(s.agent))
+
+    # ------------------------------------------------------------ the supervisor's view
+
+    def _queues_of(self, sup: DeskSupervisor) -> list[str]:
+        queues = self.cfg_of().queues
+        return [q for q in queues if sup.queues is None or q in sup.queues]
+
+    def supervisor_view(self, name: str) -> dict[str, Any]:
+        """What the supervisor's page shows: per queue of theirs, callers (and chats, emails)
+        waiting and the longest wait per channel, and the members (agent, tier, dynamic: changed
+        at run time) with their live state (Controller.live_state(): the status word, paused
+        reason, registered); the agents that may be added; the pause reasons."""
+        sup = self._desk().supervisors[name]
+        cfg = self.cfg_of()
+        state = self.controller.live_state()
+        members = self.controller.members.view(cfg) if self.controller.members is not None else {}
+        queues = []
+        for qname in self._queues_of(sup):
+            q = state.queues.get(qname)
+            channels = {ch: {"waiting": len(q.waiting_on(ch)) if q else 0,
+                             "longest_wait": round(q.longest_wait(ch, state.at), 1) if q else 0.0}
+                        for ch in ("voice", "chat", "email")}
+            rows = []
+            for m in members.get(qname, []):
+                agent = str(m["agent"])
+                a = state.agents.get(agent)
+                spec = cfg.agents.get(agent)
+                word = ("logged-out" if a is None or not a.logged_in else "paused" if a.paused is not None
+                        else "available")
+                rows.append({**m, "name": (spec.name if spec is not None else "") or agent,
+                             "status": a.status if a else "logged-out", "state": word,
+                             "reason": a.paused if a else None, "registered": a.registered if a else False})
+            queues.append({"name": qname, "waiting": sum(c["waiting"] for c in channels.values()),
+                           "longest_wait": max(c["longest_wait"] for c in channels.values()),
+                           "channels": channels, "members": rows})
+        return {"supervisor": name, "name": sup.name or name, "role": "supervisor", "at": state.at,
+                "queues": queues, "agents": sorted(cfg.agents), "pause_reasons": list(self._desk().pause_reasons)}
+
+    async def supervisor(self, request: web.Request) -> web.Response:
+        s, _ = self._supervisor(request)
+        return web.json_response(self.supervisor_view(s.agent))
+
+    async def supervisor_events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: the supervisor's view at once, on every change, at least every
+        second; the stream ends when the session does."""
+        s, _ = self._supervisor(request)
+        sid = request.cookies.get(COOKIE, "")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+        await resp.prepare(request)
+        changed = self.controller.changed
+        try:
+            while self.sessions.get(sid, self.clock()) is s and s.agent in self._desk().supervisors:
+                await resp.write(f"data: {json.dumps(self.supervisor_view(s.agent))}\n\n".encode())
+                changed.clear()
+                try:
+                    await asyncio.wait_for(changed.wait(), 1.0)
+                except TimeoutError:
+                    pass
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return resp
+
+    def _overseen_queue(self, sup: DeskSupervisor, queue: str) -> None:
+        if queue in self.cfg_of().queues and queue not in self._queues_of(sup):
+            raise _error(web.HTTPForbidden, f"queue {queue[:64]!r} is not one of yours")
+
+    async def supervisor_agent(self, request: web.Request) -> web.Response:
+        """Change an agent's presence, as POST /api/agents/{agent} does (the same checks and
+        command: ringmaster.supervisor.agent_change): for an agent who is a member of one of the
+        supervisor's queues (403 otherwise)."""
+        s, sup = self._supervisor(request)
+        agent = request.match_info["agent"]
+        members = self.controller.members.view(self.cfg_of()) if self.controller.members is not None else {}
+        if not any(m["agent"] == agent for q in self._queues_of(sup) for m in members.get(q, [])):
+            raise _error(web.HTTPForbidden, f"agent {agent[:64]!r} is in none of your queues")
+        body = await self._body(request)
+        try:
+            result = agent_change(self.controller, agent, body)
+        except ActionRefused as exc:
+            raise _error(web.HTTPBadRequest, str(exc)) from None
+        log.info("desk.supervisor_agent", supervisor=s.agent, agent=agent, action=body.get("action"),
+                 reason=body.get("reason"))
+        return web.json_response(result)
+
+    async def supervisor_member_add(self, request: web.Request) -> web.Response:
+        """AddQueueMember in one of the supervisor's queues, as POST /api/queues/{queue}/members."""
+        s, sup = self._supervisor(request)
+        queue = request.match_info["queue"]
+        self._overseen_queue(sup, queue)
+        try:
+            agent, tier = member_add_fields(await self._body(request))
+            result = member_change(self.controller, queue, agent, "add", tier, by=f"desk:{s.agent}")
+        except ActionRefused as exc:
+            raise _error(web.HTTPBadRequest, str(exc)) from None
+        log.info("desk.supervisor_member", supervisor=s.agent, queue=queue, agent=agent, action="add")
+        return web.json_response(result)
+
+    async def supervisor_member_tier(self, request: web.Request) -> web.Response:
+        """QueueMemberPenalty in one of the supervisor's queues, as POST
+        /api/queues/{queue}/members/{agent} {"tier": 1-9}."""
+        s, sup = self._supervisor(request)
+        queue, agent = request.match_info["queue"], request.match_info["agent"]
+        self._overseen_queue(sup, queue)
+        body = await self._body(request)
+        if set(body) != {"tier"}:
+            raise _error(web.HTTPBadRequest, "fields: tier (1-9)")
+        try:
+            result = member_change(self.controller, queue, agent, "tier", body["tier"], by=f"desk:{s.agent}")
+        except ActionRefused as exc:
+            raise _error(web.HTTPBadRequest, str(exc)) from None
+        log.info("desk.supervisor_member", supervisor=s.agent, queue=queue, agent=agent, action="tier",
+                 tier=body["tier"])
+        return web.json_response(result)
+
+    async def supervisor_member_remove(self, request: web.Request) -> web.Response:
+        """RemoveQueueMember in one of the supervisor's queues, as DELETE
+        /api/queues/{queue}/members/{agent}."""
+        s, sup = self._supervisor(request)
+        queue, agent = request.match_info["queue"], request.match_info["agent"]
+        self._overseen_queue(sup, queue)
+        if request.content_type != "application/json":  # no body, but the same wall against cross-site forms
+            raise _error(web.HTTPUnsupportedMediaType, "send application/json")
+        try:
+            result = member_change(self.controller, queue, agent, "remove", by=f"desk:{s.agent}")
+        except ActionRefused as exc:
+            raise _error(web.HTTPBadRequest, str(exc)) from None
+        log.info("desk.supervisor_member", supervisor=s.agent, queue=queue, agent=agent, action="remove")
+        return web.json_response(result)
 
 
 # the page runs only its own scripts; no framing (clickjacking); no referrer leaves the desk

@@ -193,6 +193,10 @@ class TaskRouter:
         self.acd.apply(self.engine.enqueue(task_id, msg.queue, now, priority=msg.priority, skills=msg.skills,
                                            channel=msg.channel, due=due, data=msg.data))
 
+    def context_of(self, task_id: str) -> CustomerContext | None:
+        """The customer context the task's offers carry (None: no customer, or the task ended)."""
+        return self._contexts.get(task_id)
+
     def _task_command(self, task_id: str, msg: TaskCommand) -> None:
         task = self.engine.tasks.get(task_id)
         if task is None or task.channel == "voice":

@@ -62,7 +62,7 @@ function renderCard(v) {
   const dl = $("card");
   dl.textContent = "";
   $("card-empty").hidden = !!card;
-  if (!card) return;
+  if (!card) { renderCustomer(null); return; }
   dl.dataset.task = card.task;
   const rows = [["Channel", card.channel], ["Queue", card.queue], ["Caller", card.caller || "–"],
                 ["Waiting since", new Date(card.enqueued_at * 1000).toLocaleTimeString()]];
@@ -74,6 +74,38 @@ function renderCard(v) {
     const dd = document.createElement("dd"); dd.textContent = val; dd.dataset.field = k;
     dl.append(dt, dd);
   }
+  renderCustomer(card.customer);
+}
+
+// who the customer is (the key the call or task came with, name and tier when known) and the
+// last interactions over every channel, newest first (docs/customers.md)
+function renderCustomer(c) {
+  const who = $("card-customer"), box = $("card-history-box"), body = $("card-history").tBodies[0];
+  who.textContent = ""; body.textContent = "";
+  who.hidden = box.hidden = !c;
+  if (!c) return;
+  who.dataset.key = c.key;
+  for (const [k, field, val] of [["Customer", "key", c.key], ["Name", "name", c.name], ["Tier", "tier", c.tier]]) {
+    if (!val) continue;
+    const dt = document.createElement("dt"); dt.textContent = k;
+    const dd = document.createElement("dd"); dd.textContent = val; dd.dataset.customer = field;
+    who.append(dt, dd);
+  }
+  for (const h of c.history || []) {
+    const tr = document.createElement("tr");
+    tr.dataset.ref = h.ref || "";
+    const when = new Date(h.at * 1000);
+    const cells = [when.toLocaleDateString() + " " + when.toLocaleTimeString(), h.channel, h.queue || "–",
+                   h.agent || "–", h.disposition || "–", h.code || "–"];
+    const names = ["at", "channel", "queue", "agent", "disposition", "code"];
+    cells.forEach((text, i) => {
+      const td = document.createElement("td"); td.textContent = text; td.dataset.col = names[i];
+      tr.appendChild(td);
+    });
+    if (h.notes) tr.title = h.notes;  // the note (its first 200 characters) on hover
+    body.appendChild(tr);
+  }
+  $("card-history-empty").hidden = (c.history || []).length > 0;
 }
 
 function renderWrapup() {
@@ -136,8 +168,7 @@ async function start() {
     $("password").value = "";
     if (r.status !== 200) { $("signin-error").textContent = r.data.error || ("error " + r.status); return; }
     $("signin-error").textContent = "";
-    const me = await api("GET", "/desk/api/me");
-    if (me.status === 200) signedIn(me.data);
+    await enter();
   });
   $("state").addEventListener("click", () => {
     const menu = $("state-menu");
@@ -150,6 +181,18 @@ async function start() {
   });
   $("wrapup-done").addEventListener("click", () => setState("wrapup-done"));
   $("signout").addEventListener("click", async () => { await api("DELETE", "/desk/api/session"); signedOut(); });
+  await enter();
+}
+
+// the session's role picks the page: an agent's desk, or a supervisor's view (desk-supervisor.js)
+async function enter() {
+  const who = await api("GET", "/desk/api/session");
+  if (who.status !== 200) { signedOut(); return; }
+  if (who.data.role === "supervisor") {
+    $("signin").hidden = true;
+    for (const fn of desk.onSupervisor || []) fn(who.data);
+    return;
+  }
   const me = await api("GET", "/desk/api/me");
   if (me.status === 200) signedIn(me.data); else signedOut();
 }
@@ -159,4 +202,6 @@ desk.showError = showError;
 desk.onView = desk.onView || [];
 desk.onSignIn = desk.onSignIn || [];
 desk.onSignOut = desk.onSignOut || [];
+desk.onSupervisor = desk.onSupervisor || [];
+desk.signedOut = signedOut;
 document.addEventListener("DOMContentLoaded", start);
