@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.engine import percentile
+from bench.engine import figure, percentile
 from ringmaster.config import CustomersConfig
 from ringmaster.customers import CustomerBook
 from ringmaster.reports import customers as reads
@@ -81,14 +81,19 @@ async def main() -> None:
         await _migrate(db)
         t = time.perf_counter()
         keys = fill(db, args.calls)
-        print(f"store: {args.calls} calls, {args.calls // 6} tasks, {len(keys)} customers "
-              f"({time.perf_counter() - t:.1f} s to fill, {db.stat().st_size / 1e6:.0f} MB)")
+        figure("store_calls", args.calls, "calls")
+        figure("store_tasks", args.calls // 6, "tasks")
+        figure("store_customers", len(keys), "customers")
+        figure("store_size", round(db.stat().st_size / 1e6), "MB")
+        figure("store_fill", round(time.perf_counter() - t, 1), "s")
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         rnd = random.Random(1)
         offer = timed(lambda: reads.customer(con, rnd.choice(keys), 5, "call-1"), args.runs)
         whole = timed(lambda: reads.customer(con, rnd.choice(keys)), args.runs)
-        print(f"offer read (last 5):   p50 {percentile(offer, 50):.2f} ms  p99 {percentile(offer, 99):.2f} ms")
-        print(f"whole history:         p50 {percentile(whole, 50):.2f} ms  p99 {percentile(whole, 99):.2f} ms")
+        figure("offer_read_last5_p50", round(percentile(offer, 50), 2), "ms")
+        figure("offer_read_last5_p99", round(percentile(offer, 99), 2), "ms")
+        figure("whole_history_p50", round(percentile(whole, 50), 2), "ms")
+        figure("whole_history_p99", round(percentile(whole, 99), 2), "ms")
         store = Store(db)
         await store.open()
         book = CustomerBook(CustomersConfig(), store, str(db))
@@ -98,7 +103,8 @@ async def main() -> None:
             t = time.perf_counter()
             await book.context(rnd.choice(keys), "call-1")
             via.append((time.perf_counter() - t) * 1000)
-        print(f"CustomerBook.context:  p50 {percentile(via, 50):.2f} ms  p99 {percentile(via, 99):.2f} ms")
+        figure("customerbook_context_p50", round(percentile(via, 50), 2), "ms")
+        figure("customerbook_context_p99", round(percentile(via, 99), 2), "ms")
         await book.stop()
         await store.close()
         con.close()
