@@ -126,7 +126,8 @@ async def test_a_slow_service_is_a_timeout_within_the_budget_retries_included(cr
     finally:
         await client.close()
     took = time.monotonic() - t0
-    assert answer.result == "timeout" and 0.5 <= took < 0.7, (answer, took)
+    # retries stay inside the 0.5 s budget (four tries would take 2 s); the slack is for a loaded CI box
+    assert answer.result == "timeout" and 0.5 <= took < 1.2, (answer, took)
 
 
 async def test_5xx_is_retried_then_an_error_and_4xx_is_not_retried(crm):
