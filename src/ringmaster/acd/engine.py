@@ -414,6 +414,32 @@ class QueueEngine:
                              AgentChanged(task.agent)]
         return out + self._dispatch(now)
 
+    def blind_transfer(self, call_id: str, extension: str, context: str, now: float) -> list[Action]:
+        """The agent of a connected call sends the caller on unattended (a blind transfer):
+        the agent's part ends as after any call (talk time, the call counted, wrap-up), and
+        queue_log gets app_queue's BLINDTRANSFER with data (extension, context, holdtime,
+        calltime, origposition) -- extension: where the caller went (a queue, agent, flow or
+        number), context: its kind. The task is gone from the engine; the caller's new queue,
+        if any, is a new enqueue. Returns no actions for a task that is not connected."""
+        task = self.tasks.get(call_id)
+        if task is None or task.agent is None:
+            return []
+        del self.tasks[call_id]
+        self._timer_at.pop(call_id, None)
+        a = self.agents[task.agent]
+        talk = now - (task.answered_at or now)
+        self._release(a, task, now)
+        a.talk_time += talk
+        a.calls_by_queue[task.queue] += 1
+        self.queues[task.queue].transferred += task.channel == "voice"
+        self._forget_agent_if_free(task.agent)
+        hold = (task.answered_at or now) - task.enqueued_at
+        out: list[Action] = [QueueLog(now, call_id, task.queue, task.agent, "BLINDTRANSFER",
+                                      (extension, context, round(hold), round(talk), task.original_position),
+                                      task.channel),
+                             AgentChanged(task.agent)]
+        return out + self._dispatch(now)
+
     def transfer(self, call_id: str, queue: str, now: float) -> list[Action]:
         """Move a chat or email task to another queue (from its agent, or while it waits)."""
         task = self.tasks.get(call_id)
