@@ -11,13 +11,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ringmaster import protocol as p
 from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone, read_wav, write_tone
+from tests.helpers.mqtt import Client
 from tests.helpers.phone import Phone
 from tests.helpers.rawuac import Listener
 from tests.test_acd_calls import agents_up, wait_agent
 from tests.test_api import http
 from tests.test_leg_slots import wait_slots_free
+from tests.test_presence_mqtt import INTEGRATION
 
 HOLD, CALLER, ALICE, BOB, GOODBYE = 440.0, 700.0, 1300.0, 1700.0, 2100.0
 TOKENS = {"alice-token-0123456789": "alice", "bob-token-0123456789": "bob"}
@@ -75,10 +79,13 @@ async def _hears(phone: Phone, leg: str, path: Path, seconds: float = 1.5) -> An
     return read_wav(path)[0]
 
 
+@pytest.mark.parametrize("direct_media", [False, True])
 async def test_agent_transfers_by_api_to_a_queue_where_bob_answers_and_the_caller_hears_bob(daemon_factory,
-                                                                                             tmp_path: Path):
+                                                                                             tmp_path: Path,
+                                                                                             direct_media: bool):
     d = daemon_factory(workers=1, start=False)
     _config(d)
+    d.config["sip"]["direct_media"] = direct_media
     d.start()
     write_tone(tmp_path / "caller.wav", CALLER, 30)
     write_tone(tmp_path / "alice.wav", ALICE, 30)
@@ -202,4 +209,56 @@ async def test_agent_refer_to_a_flow_is_carried_out_by_the_controller_and_an_unl
         {"mode": "blind", "agent": "alice", "queue": "sales", "kind": "flow", "target": "goodbye", "via": "refer"}]
     qlog = [ev for (ev,) in _rows(d, "SELECT event FROM queue_log WHERE call_id=? ORDER BY id", row["call_id"])]
     assert qlog == ["ENTERQUEUE", "CONNECT", "BLINDTRANSFER"], qlog
+    _all_free(d)
+
+
+async def test_agent_transfers_her_call_over_mqtt_and_a_bad_target_is_answered_on_errors(daemon_factory,
+                                                                                        tmp_path: Path):
+    d = daemon_factory(workers=1, start=False)
+    _config(d)
+    d.config["mqtt"] = {"embedded": True, "listen": f"127.0.0.1:{d.ports.base + 8}",
+                        "clients": [{"username": INTEGRATION[0], "password": INTEGRATION[1]}]}
+    for name in ("alice", "bob"):
+        d.config["agents"][name]["mqtt_password"] = f"{name}-mqtt-pw"
+    d.start()
+    write_tone(tmp_path / "bob.wav", BOB, 30)
+    watcher = Client(d.ports.base + 8, *INTEGRATION, client_id="crm")
+    watcher.subscribe("errors")
+    desk = Client(d.ports.base + 8, "alice", "alice-mqtt-pw", client_id="desk-alice")
+    alice, bob = await agents_up(d, ("alice", "bob"))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        a, alice_leg = await _connected_to_alice(d, caller, alice)
+        desk.publish("agents/alice/commands", {"version": 1, "command": "transfer", "queue": "nowhere"})
+        await watcher.until("errors", lambda m: "unknown queue 'nowhere'" in m["error"], timeout=5)
+        desk.publish("agents/alice/commands", {"version": 1, "command": "transfer", "queue": "support",
+                                               "flow": "goodbye"})
+        await watcher.until("errors", lambda m: "exactly one of queue or flow" in m["error"], timeout=5)
+        assert not [m for m in alice.events if isinstance(m, p.CallState) and m.leg == alice_leg
+                    and m.state == "disconnected"]
+        desk.publish("agents/alice/commands", {"version": 1, "command": "transfer", "queue": "support"})
+        await alice.wait(p.CallState, lambda m: m.leg == alice_leg and m.state == "disconnected", timeout=5)
+        inc = await bob.wait(p.Incoming, timeout=10)
+        bob.send(p.Answer(leg=inc.leg))
+        await bob.wait(p.MediaReady, lambda m: m.leg == inc.leg)
+        bob.send(p.Play(leg=inc.leg, files=(str(tmp_path / "bob.wav"),), loop=True))
+        await asyncio.to_thread(d.wait_event, "acd.connected", 2, 10.0)
+        await asyncio.sleep(0.3)
+        after = await _hears(caller, a, tmp_path / "after.wav")
+        caller.send(p.Hangup(leg=a))
+        await bob.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "disconnected", timeout=5)
+    finally:
+        watcher.close()
+        desk.close()
+        await caller.stop()
+        await alice.stop()
+        await bob.stop()
+    assert has_tone(after, BOB, tol=TONES_TOL), dominant_frequencies(after)
+    row = d.wait_calls_ended(1)[0]
+    assert row["agent"] == "bob" and row["hangup_by"] == "caller" and row["disposition"] == "completed", row
+    qlog = [ev for (ev,) in _rows(d, "SELECT event FROM queue_log WHERE call_id=? ORDER BY id", row["call_id"])]
+    assert qlog == ["ENTERQUEUE", "CONNECT", "BLINDTRANSFER", "ENTERQUEUE", "CONNECT", "COMPLETECALLER"], qlog
+    transfers = [json.loads(data) for (data,) in _rows(
+        d, "SELECT data FROM call_events WHERE call_id=? AND event='TRANSFER'", row["call_id"])]
+    assert [t["via"] for t in transfers] == ["mqtt"], transfers
     _all_free(d)
