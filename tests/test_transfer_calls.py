@@ -224,6 +224,8 @@ async def test_agent_transfers_her_call_over_mqtt_and_a_bad_target_is_answered_o
     write_tone(tmp_path / "bob.wav", BOB, 30)
     watcher = Client(d.ports.base + 8, *INTEGRATION, client_id="crm")
     watcher.subscribe("errors")
+    watcher.subscribe("calls/events")
+    watcher.subscribe("queues/sales/stats")
     desk = Client(d.ports.base + 8, "alice", "alice-mqtt-pw", client_id="desk-alice")
     alice, bob = await agents_up(d, ("alice", "bob"))
     caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
@@ -238,6 +240,10 @@ async def test_agent_transfers_her_call_over_mqtt_and_a_bad_target_is_answered_o
                     and m.state == "disconnected"]
         desk.publish("agents/alice/commands", {"version": 1, "command": "transfer", "queue": "support"})
         await alice.wait(p.CallState, lambda m: m.leg == alice_leg and m.state == "disconnected", timeout=5)
+        ended = await watcher.until("calls/events", lambda m: m["event"] == "ended", timeout=5)
+        assert ended["agent"] == "alice" and ended["transfer"] == {"kind": "queue", "target": "support"}, ended
+        assert ended["variables"]["account"] == "1234", ended
+        await watcher.until("queues/sales/stats", lambda m: m["calls"]["transferred"] == 1, timeout=5)
         inc = await bob.wait(p.Incoming, timeout=10)
         bob.send(p.Answer(leg=inc.leg))
         await bob.wait(p.MediaReady, lambda m: m.leg == inc.leg)

@@ -447,7 +447,8 @@ class TaskRouter:
                            "available": {ch: sum(a.can_take(ch, now) for a in members) for ch in CHANNELS},
                            "busy": {ch: sum(ch in a.holding.values() for a in members) for ch in CHANNELS},
                            "wrapup": {ch: sum(a.in_wrapup(ch, now) for a in members) for ch in CHANNELS}},
-                "calls": {"answered": q.answered, "abandoned": q.abandoned, "answered_in_sl": q.answered_in_sl}}
+                "calls": {"answered": q.answered, "abandoned": q.abandoned, "answered_in_sl": q.answered_in_sl,
+                          "transferred": q.transferred}}
 
     async def _stats_loop(self) -> None:
         while True:

@@ -327,7 +327,8 @@ class AcdRuntime:
         session.log.info("acd.blind_transfer", agent=agent, queue=q.queue, kind=kind, target=target, via=via)
         agent_leg = q.agent_leg or ""
         self.apply(self.engine.blind_transfer(session.call_id, target, kind, now))
-        self._forget(session.call_id)
+        if self.calls.pop(session.call_id, None) is not None:  # this queue's part ends (calls/events)
+            self._call_event("ended", q, agent=agent, transfer={"kind": kind, "target": target})
         session.transferred_away(agent_leg)
         if kind == "queue":
             self.enqueue(session, target, priority, skills)
