@@ -178,6 +178,9 @@ async def test_agent_refer_to_a_flow_is_carried_out_by_the_controller_and_an_unl
         a, alice_leg = await _connected_to_alice(d, caller, alice)
         alice.send(p.Refer(leg=alice_leg, target=listener.uri))
         unlisted = await alice.wait(p.ReferStatus, lambda m: m.leg == alice_leg and m.final, timeout=5)
+        mark = len(alice.events)
+        alice.send(p.Refer(leg=alice_leg, target=f"sip:bob@{d.edge}"))  # an agent: not a target yet
+        to_bob = await alice.wait(p.ReferStatus, lambda m: m.leg == alice_leg and m.final, timeout=5, after=mark)
         await asyncio.sleep(1.0)  # long enough for a dialled target to be rung
         for phone, leg in ((caller, a), (alice, alice_leg)):
             assert not [m for m in phone.events if isinstance(m, p.CallState) and m.leg == leg
@@ -195,7 +198,7 @@ async def test_agent_refer_to_a_flow_is_carried_out_by_the_controller_and_an_unl
         await caller.stop()
         await alice.stop()
         await bob.stop()
-    assert unlisted.code == 603, unlisted
+    assert unlisted.code == 603 and to_bob.code == 603, (unlisted, to_bob)
     assert "INVITE" not in seen, seen
     assert not [m for m in bob.events if isinstance(m, p.Incoming)]
     assert has_tone(heard, GOODBYE, tol=TONES_TOL), dominant_frequencies(heard)
@@ -204,7 +207,9 @@ async def test_agent_refer_to_a_flow_is_carried_out_by_the_controller_and_an_unl
     assert json.loads(row["ivr_path"])[-2:] == ["goodbye:0:play", "goodbye:1:hangup"], row["ivr_path"]
     events = [(e, json.loads(data)) for e, data in _rows(
         d, "SELECT event, data FROM call_events WHERE call_id=? ORDER BY id", row["call_id"])]
-    assert [data["target"] for e, data in events if e == "TRANSFER_REFUSED"] == [listener.uri], events
+    refused = [data for e, data in events if e == "TRANSFER_REFUSED"]
+    assert [data["target"] for data in refused] == [listener.uri, "bob"], refused
+    assert refused[1]["kind"] == "agent" and "not supported yet" in refused[1]["reason"], refused
     assert [data for e, data in events if e == "TRANSFER"] == [
         {"mode": "blind", "agent": "alice", "queue": "sales", "kind": "flow", "target": "goodbye", "via": "refer"}]
     qlog = [ev for (ev,) in _rows(d, "SELECT event FROM queue_log WHERE call_id=? ORDER BY id", row["call_id"])]

@@ -699,7 +699,8 @@ class CallSession:
             q = self.acd.calls.get(self.call_id)
             if q is not None and q.agent is not None and q.agent_leg == msg.leg:
                 kind, target = self.acd.refer_target(self, msg.target)
-                if kind != "uri" and "error" not in self.acd.blind_transfer(q.agent, kind, target, "refer"):
+                if kind != "uri":  # the plan names it: made, or refused (and recorded) by the rules
+                    self.acd.blind_transfer(q.agent, kind, target, "refer")
                     return
         self.log.warning("call.transfer_refused", via=msg.via, target=msg.target,
                          replaces=msg.replaces, side=side, refused_leg=msg.leg)
