@@ -401,3 +401,13 @@ def test_stats_count_a_blind_transfer_for_the_queue_and_the_agent_with_its_talk_
     t.add(40, "q", "a", "BLINDTRANSFER", "r|queue|2|28|1")
     (qs,), (ags,) = t.result()
     assert qs.transferred == 1 and qs.avg_talk == 28 and ags.transferred == 1 and ags.talk_seconds == 28
+
+
+def test_offer_to_rings_that_agent_alone_member_or_not_and_a_lapse_returns_the_call_to_the_queue():
+    e = engine({"q": {"strategy": "linear", "members": ["a", "b"], "ring_timeout": 5, "retry": 0},
+                "r": {"strategy": "linear", "members": ["c"]}})
+    out = e.enqueue("c1", "q", now=10, offer_to="c")  # c serves r only
+    assert rings(out) == [Ring("c1", "q", ("c",), 5.0)]
+    assert e.enqueue("c2", "q", now=10.5, offer_to="c") and e.tasks["c2"].ringing.keys() == {"a"}  # c is busy
+    out = e.tick(15.1)  # c let it ring: RINGNOANSWER, and q's own members take it
+    assert [lg.agent for lg in logs(out, "RINGNOANSWER")] == ["c"] and rings(out) == [Ring("c1", "q", ("b",), 5.0)]

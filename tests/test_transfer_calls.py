@@ -179,8 +179,8 @@ async def test_agent_refer_to_a_flow_is_carried_out_by_the_controller_and_an_unl
         alice.send(p.Refer(leg=alice_leg, target=listener.uri))
         unlisted = await alice.wait(p.ReferStatus, lambda m: m.leg == alice_leg and m.final, timeout=5)
         mark = len(alice.events)
-        alice.send(p.Refer(leg=alice_leg, target=f"sip:bob@{d.edge}"))  # an agent: not a target yet
-        to_bob = await alice.wait(p.ReferStatus, lambda m: m.leg == alice_leg and m.final, timeout=5, after=mark)
+        alice.send(p.Refer(leg=alice_leg, target=f"sip:alice@{d.edge}"))  # herself: she cannot take a call
+        to_self = await alice.wait(p.ReferStatus, lambda m: m.leg == alice_leg and m.final, timeout=5, after=mark)
         await asyncio.sleep(1.0)  # long enough for a dialled target to be rung
         for phone, leg in ((caller, a), (alice, alice_leg)):
             assert not [m for m in phone.events if isinstance(m, p.CallState) and m.leg == leg
@@ -198,7 +198,7 @@ async def test_agent_refer_to_a_flow_is_carried_out_by_the_controller_and_an_unl
         await caller.stop()
         await alice.stop()
         await bob.stop()
-    assert unlisted.code == 603 and to_bob.code == 603, (unlisted, to_bob)
+    assert unlisted.code == 603 and to_self.code == 603, (unlisted, to_self)
     assert "INVITE" not in seen, seen
     assert not [m for m in bob.events if isinstance(m, p.Incoming)]
     assert has_tone(heard, GOODBYE, tol=TONES_TOL), dominant_frequencies(heard)
@@ -208,8 +208,8 @@ async def test_agent_refer_to_a_flow_is_carried_out_by_the_controller_and_an_unl
     events = [(e, json.loads(data)) for e, data in _rows(
         d, "SELECT event, data FROM call_events WHERE call_id=? ORDER BY id", row["call_id"])]
     refused = [data for e, data in events if e == "TRANSFER_REFUSED"]
-    assert [data["target"] for data in refused] == [listener.uri, "bob"], refused
-    assert refused[1]["kind"] == "agent" and "not supported yet" in refused[1]["reason"], refused
+    assert [data["target"] for data in refused] == [listener.uri, "alice"], refused
+    assert refused[1]["kind"] == "agent" and "cannot take a call now (on-call)" in refused[1]["reason"], refused
     assert [data for e, data in events if e == "TRANSFER"] == [
         {"mode": "blind", "agent": "alice", "queue": "sales", "kind": "flow", "target": "goodbye", "via": "refer"}]
     qlog = [ev for (ev,) in _rows(d, "SELECT event FROM queue_log WHERE call_id=? ORDER BY id", row["call_id"])]
@@ -240,7 +240,7 @@ async def test_agent_transfers_her_call_over_mqtt_and_a_bad_target_is_answered_o
         await watcher.until("errors", lambda m: "unknown queue 'nowhere'" in m["error"], timeout=5)
         desk.publish("agents/alice/commands", {"version": 1, "command": "transfer", "queue": "support",
                                                "flow": "goodbye"})
-        await watcher.until("errors", lambda m: "exactly one of queue or flow" in m["error"], timeout=5)
+        await watcher.until("errors", lambda m: "exactly one of queue, agent or flow" in m["error"], timeout=5)
         assert not [m for m in alice.events if isinstance(m, p.CallState) and m.leg == alice_leg
                     and m.state == "disconnected"]
         desk.publish("agents/alice/commands", {"version": 1, "command": "transfer", "queue": "support"})
@@ -272,4 +272,78 @@ async def test_agent_transfers_her_call_over_mqtt_and_a_bad_target_is_answered_o
     transfers = [json.loads(data) for (data,) in _rows(
         d, "SELECT data FROM call_events WHERE call_id=? AND event='TRANSFER'", row["call_id"])]
     assert [t["via"] for t in transfers] == ["mqtt"], transfers
+    _all_free(d)
+
+
+async def test_agent_transfers_to_bob_who_answers_and_by_refer_to_bob_who_does_not_so_the_queue_serves_it(
+        daemon_factory, tmp_path: Path):
+    """To another agent: she rings alone (member of the queue or not); answered, the caller
+    talks to her; unanswered (the queue's ring timeout), the caller waits in the queue it came
+    from and its members are offered it again."""
+    d = daemon_factory(workers=1, start=False)
+    _config(d)
+    d.config["queues"]["sales"].update({"ring_timeout": 3, "retry": 0})
+    d.start()
+    write_tone(tmp_path / "alice.wav", ALICE, 30)
+    write_tone(tmp_path / "bob.wav", BOB, 30)
+    alice, bob = await agents_up(d, ("alice", "bob"))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        # 1. by the API; bob answers
+        a, alice_leg = await _connected_to_alice(d, caller, alice)
+        status, _, body = http(d, "POST", "/api/agents/alice/transfer", token="alice-token-0123456789",
+                               body={"kind": "agent", "target": "bob"})
+        assert status == 200, body
+        await alice.wait(p.CallState, lambda m: m.leg == alice_leg and m.state == "disconnected", timeout=5)
+        inc = await bob.wait(p.Incoming, timeout=10)
+        bob.send(p.Answer(leg=inc.leg))
+        await bob.wait(p.MediaReady, lambda m: m.leg == inc.leg)
+        bob.send(p.Play(leg=inc.leg, files=(str(tmp_path / "bob.wav"),), loop=True))
+        await asyncio.to_thread(d.wait_event, "acd.connected", 2, 10.0)
+        await asyncio.sleep(0.3)
+        heard_bob = await _hears(caller, a, tmp_path / "heard_bob.wav")
+        caller.send(p.Hangup(leg=a))
+        await bob.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "disconnected", timeout=5)
+        wait_agent(d, "bob", "available")
+        wait_agent(d, "alice", "available")
+        # 2. by her phone's REFER; bob lets it ring, the call comes back to sales and alice
+        bob_mark, alice_mark = len(bob.events), len(alice.events)
+        a2 = await caller.call(f"sip:500@{d.edge}")
+        inc2 = await alice.wait(p.Incoming, timeout=10, after=alice_mark)
+        alice.send(p.Answer(leg=inc2.leg))
+        await alice.wait(p.MediaReady, lambda m: m.leg == inc2.leg, after=alice_mark)
+        await asyncio.to_thread(d.wait_event, "acd.connected", 3, 10.0)
+        alice_mark = len(alice.events)
+        alice.send(p.Refer(leg=inc2.leg, target=f"sip:bob@{d.edge}"))
+        await alice.wait(p.CallState, lambda m: m.leg == inc2.leg and m.state == "disconnected", timeout=5,
+                         after=alice_mark)
+        await bob.wait(p.Incoming, timeout=10, after=bob_mark)  # rings, unanswered
+        inc3 = await alice.wait(p.Incoming, timeout=10, after=alice_mark)  # back in sales after 3 s
+        alice.send(p.Answer(leg=inc3.leg))
+        await alice.wait(p.MediaReady, lambda m: m.leg == inc3.leg, after=alice_mark)
+        alice.send(p.Play(leg=inc3.leg, files=(str(tmp_path / "alice.wav"),), loop=True))
+        await asyncio.to_thread(d.wait_event, "acd.connected", 4, 10.0)
+        await asyncio.sleep(0.3)
+        heard_alice = await _hears(caller, a2, tmp_path / "heard_alice.wav")
+        alice.send(p.Hangup(leg=inc3.leg))
+        await caller.wait(p.CallState, lambda m: m.leg == a2 and m.state == "disconnected", timeout=5)
+    finally:
+        await caller.stop()
+        await alice.stop()
+        await bob.stop()
+    assert has_tone(heard_bob, BOB, tol=TONES_TOL), dominant_frequencies(heard_bob)
+    assert has_tone(heard_alice, ALICE, tol=TONES_TOL), dominant_frequencies(heard_alice)
+    rows = d.wait_calls_ended(2)
+    first, second = rows[0], rows[1]
+    assert first["agent"] == "bob" and second["agent"] == "alice", rows
+    qlog1 = [(q, ag, ev) for q, ag, ev, _ in _rows(
+        d, "SELECT queue, agent, event, data FROM queue_log WHERE call_id=? ORDER BY id", first["call_id"])]
+    assert qlog1 == [("sales", "NONE", "ENTERQUEUE"), ("sales", "alice", "CONNECT"), ("sales", "alice", "BLINDTRANSFER"),
+                     ("sales", "NONE", "ENTERQUEUE"), ("sales", "bob", "CONNECT"), ("sales", "bob", "COMPLETECALLER")]
+    qlog2 = [(ag, ev, data) for _, ag, ev, data in _rows(
+        d, "SELECT queue, agent, event, data FROM queue_log WHERE call_id=? ORDER BY id", second["call_id"])]
+    assert [(ag, ev) for ag, ev, _ in qlog2] == [
+        ("NONE", "ENTERQUEUE"), ("alice", "CONNECT"), ("alice", "BLINDTRANSFER"), ("NONE", "ENTERQUEUE"),
+        ("bob", "RINGNOANSWER"), ("alice", "CONNECT"), ("alice", "COMPLETEAGENT")], qlog2
+    assert qlog2[2][2].startswith("bob|agent|"), qlog2[2]
     _all_free(d)

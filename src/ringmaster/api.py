@@ -257,12 +257,12 @@ ROUTES: tuple[Route, ...] = (
                                "notes": {"type": "string", "description": "at most customers.notes_max characters"}}},
           responses={"404": "no customers section in the config"}),
     Route("POST", "/api/agents/{agent}/transfer", "agent_transfer",
-          "Blind transfer: the caller the agent talks to goes on to a queue or a flow (the agent's leg ends, "
-          "she wraps up; queue_log BLINDTRANSFER)", role="agent",
+          "Blind transfer: the caller the agent talks to goes on to a queue, another agent or a flow (the agent's "
+          "leg ends, she wraps up; queue_log BLINDTRANSFER)", role="agent",
           access="Role: agent (its own agent only), supervisor or admin; an operator token is refused (403).",
           body={"type": "object", "required": ["kind", "target"], "additionalProperties": False,
-                "properties": {"kind": {"type": "string", "enum": ["queue", "flow"]},
-                               "target": {"type": "string", "description": "the queue's or flow's name"}}},
+                "properties": {"kind": {"type": "string", "enum": ["queue", "agent", "flow"]},
+                               "target": {"type": "string", "description": "the queue's, agent's or flow's name"}}},
           responses={"400": "no connected call, or a target the plan does not list: nothing dialled"}),
     Route("GET", "/api/customers/{key}", "customer",
           "A customer: its keys, name, tier and whole history over every channel, newest first",
@@ -563,7 +563,7 @@ class Api:
             raise _bad(f"unknown field(s) {sorted(unknown)[:5]}; fields: kind, target")
         kind, target = body.get("kind"), body.get("target")
         if not isinstance(kind, str) or not isinstance(target, str) or not target:
-            raise _bad("kind (queue or flow) and target (its name) are strings")
+            raise _bad("kind (queue, agent or flow) and target (its name) are strings")
         result = self.controller.transfer(agent, kind, target, "api")
         if result.get("error"):
             raise _bad(result["error"])

@@ -252,7 +252,7 @@ class TaskRouter:
         if msg.command == "wrapup":
             self._wrapup(agent, msg)
             return
-        if msg.command == "transfer" and (msg.flow or not msg.task or st.holding.get(msg.task) == "voice"):
+        if msg.command == "transfer" and (msg.flow or msg.agent or not msg.task or st.holding.get(msg.task) == "voice"):
             self._transfer_call(agent, msg)
             return
         if not msg.task:
@@ -306,14 +306,15 @@ class TaskRouter:
 
     def _transfer_call(self, agent: str, msg: AgentCommand) -> None:
         """A blind transfer of the call the agent talks to (AcdRuntime.blind_transfer): to
-        `queue` or `flow` (exactly one); task, if given, must be that call's id."""
-        if bool(msg.queue) == bool(msg.flow):
-            raise BadPayload("transfer of a call needs exactly one of queue or flow", "queue")
+        `queue`, `agent` or `flow` (exactly one); task, if given, must be that call's id."""
+        if sum(bool(x) for x in (msg.queue, msg.agent, msg.flow)) != 1:
+            raise BadPayload("transfer of a call needs exactly one of queue, agent or flow", "queue")
         q = self.acd.agent_call(agent)
         if q is None or (msg.task and msg.task != q.session.call_id):
             raise BadPayload(f"agent {agent!r} is not connected to " + (f"call {msg.task!r}" if msg.task else "a call"),
                              "task")
-        kind, target = ("queue", msg.queue) if msg.queue else ("flow", msg.flow or "")
+        kind, target = (("queue", msg.queue) if msg.queue else ("agent", msg.agent) if msg.agent
+                        else ("flow", msg.flow or ""))
         result = self.acd.blind_transfer(agent, kind, target, "mqtt")
         if result.get("error"):
             raise BadPayload(result["error"], kind)

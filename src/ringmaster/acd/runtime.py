@@ -122,14 +122,14 @@ class AcdRuntime:
     # ------------------------------------------------------------ from the call sessions
 
     def enqueue(self, session: CallSession, queue: str, priority: int,
-                skills: tuple[tuple[str, int], ...] = ()) -> None:
+                skills: tuple[tuple[str, int], ...] = (), offer_to: str | None = None) -> None:
         now = self.clock()
         self.calls[session.call_id] = Queued(session, queue, now, spec=self.engine.queues[queue].spec)
         self.store.call_queued(session.call_id, queue)
         session.queue_started(queue, self.moh_files(queue))
         session.log.info("acd.enqueued", queue=queue, priority=priority, skills=dict(skills) or None)
         self.apply(self.engine.enqueue(session.call_id, queue, now, priority=priority, caller=session.caller,
-                                       skills=dict(skills)))
+                                       skills=dict(skills), offer_to=offer_to))
 
     def caller_gone(self, session: CallSession) -> None:
         q = self.calls.get(session.call_id)
@@ -282,8 +282,9 @@ class AcdRuntime:
 
     def transfer_refusal(self, session: CallSession, kind: str, target: str) -> str | None:
         """Why a blind transfer of `session` to (kind, target) cannot be made, or None if it can.
-        kind: queue (a queue of the config) or flow (a flow of the call's dial plan). Agents and
-        external numbers as targets are not carried out yet: refused, nothing dialled."""
+        kind: queue (a queue of the config), agent (one who can take a call now) or flow (a flow
+        of the call's dial plan). External numbers are not carried out yet: refused, nothing
+        dialled."""
         if kind == "queue":
             if target not in self.engine.queues:
                 return f"unknown queue {target[:64]!r}; queues: {', '.join(sorted(self.engine.queues))}"
@@ -293,9 +294,16 @@ class AcdRuntime:
             if target not in flows:
                 return f"unknown flow {target[:64]!r}; flows: {', '.join(sorted(flows))}"
             return None
-        if kind in ("agent", "number"):
-            return f"a blind transfer to {'an agent' if kind == 'agent' else 'a number'} is not supported yet"
-        return f"unknown target kind {kind[:16]!r}: queue or flow"
+        if kind == "agent":
+            a = self.engine.agents.get(target)
+            if a is None:
+                return f"unknown agent {target[:64]!r}"
+            if not a.can_take("voice", self.clock()):
+                return f"agent {target!r} cannot take a call now ({a.status(self.clock())})"
+            return None
+        if kind == "number":
+            return "a blind transfer to a number is not supported yet"
+        return f"unknown target kind {kind[:16]!r}: queue, agent or flow"
 
     def blind_transfer(self, agent: str, kind: str, target: str, via: str) -> dict[str, Any]:
         """`agent` sends the caller she talks to on, unattended: to a queue (the caller waits
@@ -332,6 +340,11 @@ class AcdRuntime:
         session.transferred_away(agent_leg)
         if kind == "queue":
             self.enqueue(session, target, priority, skills)
+        elif kind == "agent":
+            # she rings alone (the queue's ring timeout); unanswered, the caller waits in the
+            # queue it came from like any caller (its priority and skills kept): a contact
+            # centre's "return to queue", rather than a hang-up that loses the customer
+            self.enqueue(session, q.queue, priority, skills, offer_to=target)
         else:
             session.continue_in_flow(target)
         return {"call_id": session.call_id, "agent": agent, "kind": kind, "target": target}
