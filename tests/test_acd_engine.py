@@ -373,3 +373,41 @@ def test_a_caller_gone_before_the_bridge_is_an_abandon_under_the_agent_and_the_a
     assert (q.answered, q.abandoned) == (0, 1) and "c1" not in e.calls
     assert e.agents["a"].available(14.02) and e.agents["a"].calls_by_queue["q"] == 0  # no wrap-up, no call
     assert e.connect_abandoned("c1", now=15) == [] and e.call_ended("c1", "caller", now=15) == []
+
+
+def test_blind_transfer_ends_the_agents_part_like_a_call_and_the_caller_can_enter_another_queue():
+    e = engine({"q": {"strategy": "linear", "members": ["a"], "wrapup": 5},
+                "r": {"strategy": "linear", "members": ["b"]}})
+    e.enqueue("c1", "q", now=10, priority=3, skills={})
+    e.ring_answered("c1", "a", now=12)
+    assert e.blind_transfer("nope", "r", "queue", now=13) == []  # no such call: nothing happens
+    out = e.blind_transfer("c1", "r", "queue", now=40)
+    (bt,) = logs(out, "BLINDTRANSFER")
+    assert (bt.queue, bt.agent, bt.data) == ("q", "a", ("r", "queue", 2, 28, 1))
+    assert "c1" not in e.tasks and e.queues["q"].transferred == 1
+    assert e.agents["a"].status(41) == "wrap-up" and e.agents["a"].available(45.1)
+    assert e.agents["a"].calls_by_queue["q"] == 1 and e.agents["a"].talk_time == 28
+    out = e.enqueue("c1", "r", now=40, priority=3)  # the runtime's next step: the caller waits again
+    assert rings(out) == [Ring("c1", "r", ("b",), 15.0)]
+    assert e.blind_transfer("c1", "q", "queue", now=41) == []  # ringing, not connected: not hers to send
+
+
+def test_stats_count_a_blind_transfer_for_the_queue_and_the_agent_with_its_talk_time():
+    from ringmaster.reports.stats import Tally
+
+    t = Tally(0, float("inf"), {}, {})
+    t.add(10, "q", "NONE", "ENTERQUEUE", "|4511")
+    t.add(12, "q", "a", "CONNECT", "2|c1|1")
+    t.add(40, "q", "a", "BLINDTRANSFER", "r|queue|2|28|1")
+    (qs,), (ags,) = t.result()
+    assert qs.transferred == 1 and qs.avg_talk == 28 and ags.transferred == 1 and ags.talk_seconds == 28
+
+
+def test_offer_to_rings_that_agent_alone_member_or_not_and_a_lapse_returns_the_call_to_the_queue():
+    e = engine({"q": {"strategy": "linear", "members": ["a", "b"], "ring_timeout": 5, "retry": 0},
+                "r": {"strategy": "linear", "members": ["c"]}})
+    out = e.enqueue("c1", "q", now=10, offer_to="c")  # c serves r only
+    assert rings(out) == [Ring("c1", "q", ("c",), 5.0)]
+    assert e.enqueue("c2", "q", now=10.5, offer_to="c") and e.tasks["c2"].ringing.keys() == {"a"}  # c is busy
+    out = e.tick(15.1)  # c let it ring: RINGNOANSWER, and q's own members take it
+    assert [lg.agent for lg in logs(out, "RINGNOANSWER")] == ["c"] and rings(out) == [Ring("c1", "q", ("b",), 5.0)]

@@ -256,6 +256,14 @@ ROUTES: tuple[Route, ...] = (
                                "code": {"type": "string", "description": "one of customers.wrapup_codes"},
                                "notes": {"type": "string", "description": "at most customers.notes_max characters"}}},
           responses={"404": "no customers section in the config"}),
+    Route("POST", "/api/agents/{agent}/transfer", "agent_transfer",
+          "Blind transfer: the caller the agent talks to goes on to a queue, another agent or a flow (the agent's "
+          "leg ends, she wraps up; queue_log BLINDTRANSFER)", role="agent",
+          access="Role: agent (its own agent only), supervisor or admin; an operator token is refused (403).",
+          body={"type": "object", "required": ["kind", "target"], "additionalProperties": False,
+                "properties": {"kind": {"type": "string", "enum": ["queue", "agent", "flow"]},
+                               "target": {"type": "string", "description": "the queue's, agent's or flow's name"}}},
+          responses={"400": "no connected call, or a target the plan does not list: nothing dialled"}),
     Route("GET", "/api/customers/{key}", "customer",
           "A customer: its keys, name, tier and whole history over every channel, newest first",
           responses={"400": "not a customer key", "404": "no customer has this key", "503": "the store cannot be read"}),
@@ -541,6 +549,25 @@ class Api:
         except KeyRefused as exc:
             raise _bad(str(exc)) from None
         return _json({"wrapup": w.as_dict()})
+
+    async def agent_transfer(self, request: web.Request) -> web.Response:
+        agent = request.match_info["agent"]
+        role = request["role"]
+        if role == "operator" or (role == "agent" and request["token"].agent != agent):
+            raise _error(web.HTTPForbidden, "a transfer is the agent's own (its token) or a supervisor's")
+        if agent not in self.controller.cfg.agents:
+            raise _error(web.HTTPNotFound, f"unknown agent {agent[:64]!r}")
+        body = await self._body(request)
+        unknown = set(body) - {"kind", "target"}
+        if unknown:
+            raise _bad(f"unknown field(s) {sorted(unknown)[:5]}; fields: kind, target")
+        kind, target = body.get("kind"), body.get("target")
+        if not isinstance(kind, str) or not isinstance(target, str) or not target:
+            raise _bad("kind (queue, agent or flow) and target (its name) are strings")
+        result = self.controller.transfer(agent, kind, target, "api")
+        if result.get("error"):
+            raise _bad(result["error"])
+        return _json(result)
 
     async def reload(self, request: web.Request) -> web.Response:
         raw = await request.read()

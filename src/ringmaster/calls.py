@@ -384,6 +384,22 @@ class CallSession:
             return
         self.execute(self.run.jump(flow))
 
+    def transferred_away(self, agent_leg: str) -> None:
+        """The agent sent the caller on (a blind transfer): her leg is hung up (BYE), the
+        queue's recording of this part ends (the next agent's part is recorded anew if its
+        queue records) and the caller is no longer bridged to anyone."""
+        self.queue_agent_leg = ""
+        self._stop_queue_recording()
+        self._command(p.StopPlay(leg=self.leg))  # hold music, if she transferred while holding
+        if agent_leg:
+            self.hangup_leg(agent_leg)
+
+    def continue_in_flow(self, flow: str) -> None:
+        """Go on at the start of `flow` (a transfer to a flow), variables kept."""
+        if self.run is None or self.hangup is not None:
+            return
+        self.execute(self.run.jump(flow))
+
     def set_recording(self, paused: bool) -> str | None:
         """Pause (e.g. while a card number is read out) or resume this call's recording.
         Returns an error text, or None."""
@@ -673,11 +689,19 @@ class CallSession:
 
     def _transfer_refused(self, msg: p.TransferRequested) -> None:
         """A REFER, INVITE-with-Replaces or 3xx on one of this call's legs (caller or
-        agent). The worker has already refused it and dialled nothing; the dial plan's
-        transfer rules (issue 11) are not applied yet, so the call goes on as it was and
-        the attempt is kept in the call's record."""
+        agent). The worker has already refused it (603) and dialled nothing. A plain REFER
+        from the connected agent's phone is her Transfer button: the controller applies the
+        plan's rules (AcdRuntime.blind_transfer: a queue or flow named by the Refer-To's user
+        part); anything else goes on as it was and the attempt is kept in the call's record."""
         side = ("caller" if msg.leg == self.leg else "agent" if msg.leg == self.queue_agent_leg
                 else "transfer_target" if msg.leg == self.b_leg else "agent_ring")
+        if side == "agent" and msg.via == "refer" and not msg.replaces and self.acd is not None:
+            q = self.acd.calls.get(self.call_id)
+            if q is not None and q.agent is not None and q.agent_leg == msg.leg:
+                kind, target = self.acd.refer_target(self, msg.target)
+                if kind != "uri":  # the plan names it: made, or refused (and recorded) by the rules
+                    self.acd.blind_transfer(q.agent, kind, target, "refer")
+                    return
         self.log.warning("call.transfer_refused", via=msg.via, target=msg.target,
                          replaces=msg.replaces, side=side, refused_leg=msg.leg)
         self.store.event(self.call_id, "TRANSFER_REFUSED", via=msg.via, target=msg.target,

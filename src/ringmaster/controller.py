@@ -783,6 +783,12 @@ class Controller:
         error = session.set_recording(paused)
         return {"error": error} if error else {"call_id": call_id, "recording": "paused" if paused else "recording"}
 
+    def transfer(self, agent: str, kind: str, target: str, via: str) -> dict[str, Any]:
+        """Blind transfer of the call `agent` is connected to (AcdRuntime.blind_transfer)."""
+        if self.acd is None:
+            return {"error": "no queues configured"}
+        return self.acd.blind_transfer(agent, kind, target, via)
+
     def set_schedule(self, name: str, state: str | None) -> dict[str, Any]:
         if name not in self.dialplan.schedules:
             return {"error": f"unknown schedule {name!r}; known: {sorted(self.dialplan.schedules)}"}
@@ -834,6 +840,7 @@ class Controller:
                 "flows": sorted(self.dialplan.flows),
                 "agents": self._agents_status(),
                 "queues": {q: {"waiting": len(st.waiting), "answered": st.answered, "abandoned": st.abandoned,
+                               "transferred": st.transferred,
                                # waiting calls/tasks no logged-in member can take, and why
                                "unroutable": acd.waiting_diagnosis(q),
                                # members as they are now; dynamic: added or re-tiered at run time

@@ -252,6 +252,9 @@ class TaskRouter:
         if msg.command == "wrapup":
             self._wrapup(agent, msg)
             return
+        if msg.command == "transfer" and (msg.flow or msg.agent or not msg.task or st.holding.get(msg.task) == "voice"):
+            self._transfer_call(agent, msg)
+            return
         if not msg.task:
             raise BadPayload(f"{msg.command} needs a task")
         channel = st.offered.get(msg.task) or st.holding.get(msg.task)
@@ -300,6 +303,21 @@ class TaskRouter:
         if len(self._known) > KNOWN_IDS:
             del self._known[next(iter(self._known))]
             self._forgotten = True
+
+    def _transfer_call(self, agent: str, msg: AgentCommand) -> None:
+        """A blind transfer of the call the agent talks to (AcdRuntime.blind_transfer): to
+        `queue`, `agent` or `flow` (exactly one); task, if given, must be that call's id."""
+        if sum(bool(x) for x in (msg.queue, msg.agent, msg.flow)) != 1:
+            raise BadPayload("transfer of a call needs exactly one of queue, agent or flow", "queue")
+        q = self.acd.agent_call(agent)
+        if q is None or (msg.task and msg.task != q.session.call_id):
+            raise BadPayload(f"agent {agent!r} is not connected to " + (f"call {msg.task!r}" if msg.task else "a call"),
+                             "task")
+        kind, target = (("queue", msg.queue) if msg.queue else ("agent", msg.agent) if msg.agent
+                        else ("flow", msg.flow or ""))
+        result = self.acd.blind_transfer(agent, kind, target, "mqtt")
+        if result.get("error"):
+            raise BadPayload(result["error"], kind)
 
     def _transfer(self, task_id: str, queue: str | None) -> None:
         if not queue or queue not in self.engine.queues:
@@ -430,7 +448,8 @@ class TaskRouter:
                            "available": {ch: sum(a.can_take(ch, now) for a in members) for ch in CHANNELS},
                            "busy": {ch: sum(ch in a.holding.values() for a in members) for ch in CHANNELS},
                            "wrapup": {ch: sum(a.in_wrapup(ch, now) for a in members) for ch in CHANNELS}},
-                "calls": {"answered": q.answered, "abandoned": q.abandoned, "answered_in_sl": q.answered_in_sl}}
+                "calls": {"answered": q.answered, "abandoned": q.abandoned, "answered_in_sl": q.answered_in_sl,
+                          "transferred": q.transferred}}
 
     async def _stats_loop(self) -> None:
         while True:

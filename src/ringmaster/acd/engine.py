@@ -203,11 +203,13 @@ class QueueEngine:
 
     def enqueue(self, call_id: str, queue: str, now: float, priority: int = 0, caller: str = "",
                 skills: dict[str, int] | None = None, channel: str = "voice", due: float | None = None,
-                data: dict[str, Any] | None = None) -> list[Action]:
+                data: dict[str, Any] | None = None, offer_to: str | None = None) -> list[Action]:
         """A call (or a chat/email task) enters `queue`: ENTERQUEUE, then offers if an agent can take it
         now. A caller is turned away with FULL (max_length) or JOINEMPTY (nobody logged in, join_empty
         off) and a LeaveQueue to the overflow; a chat or email always waits. priority: higher first;
-        skills: name -> least level needed; due: an email's due time (it orders emails). Enqueueing an
+        skills: name -> least level needed; due: an email's due time (it orders emails). offer_to: the
+        first offer goes to this agent alone, member or not, if she can take it now (a blind
+        transfer to an agent); when it lapses the task is the queue's like any other. Enqueueing an
         id already queued does nothing.
         """
         if call_id in self.tasks:
@@ -231,7 +233,22 @@ class QueueEngine:
         self._arm(task, now)
         out: list[Action] = [QueueLog(now, call_id, queue, "NONE", "ENTERQUEUE", ("", caller), channel)]
         out += self._diagnose_task(task)
+        pinned = self.agents.get(offer_to) if offer_to is not None else None
+        if pinned is not None and pinned.can_take(channel, now):
+            out += self._offer(task, pinned, now)
         return out + self._dispatch(now)
+
+    def _offer(self, task: QueuedTask, a: AgentState, now: float) -> list[Action]:
+        """Offer a waiting task to one chosen agent (reserved in this step, as _dispatch does)."""
+        a.offered[task.id] = task.channel
+        task.ringing[a.id] = now
+        self._refresh(a.id, now)
+        spec = self._spec(task)
+        task.ring_deadline = now + (spec.ring_timeout if task.channel == "voice" else spec.offer_timeout)
+        self._arm(task, now)
+        self.queues[task.queue].offer_made(task)
+        return [Ring(task.id, task.queue, (a.id,), spec.ring_timeout if task.channel == "voice"
+                     else spec.offer_timeout, task.channel), AgentChanged(a.id)]
 
     def caller_left(self, call_id: str, now: float) -> list[Action]:
         """The caller hung up (or the customer left the chat) while waiting; while talking it is
@@ -410,6 +427,32 @@ class QueueEngine:
             q.abandoned += 1
         out: list[Action] = [QueueLog(now, call_id, task.queue, task.agent, "ABANDON",
                                       (task.answered_position, task.original_position, round(now - task.enqueued_at)),
+                                      task.channel),
+                             AgentChanged(task.agent)]
+        return out + self._dispatch(now)
+
+    def blind_transfer(self, call_id: str, extension: str, context: str, now: float) -> list[Action]:
+        """The agent of a connected call sends the caller on unattended (a blind transfer):
+        the agent's part ends as after any call (talk time, the call counted, wrap-up), and
+        queue_log gets app_queue's BLINDTRANSFER with data (extension, context, holdtime,
+        calltime, origposition) -- extension: where the caller went (a queue, agent, flow or
+        number), context: its kind. The task is gone from the engine; the caller's new queue,
+        if any, is a new enqueue. Returns no actions for a task that is not connected."""
+        task = self.tasks.get(call_id)
+        if task is None or task.agent is None:
+            return []
+        del self.tasks[call_id]
+        self._timer_at.pop(call_id, None)
+        a = self.agents[task.agent]
+        talk = now - (task.answered_at or now)
+        self._release(a, task, now)
+        a.talk_time += talk
+        a.calls_by_queue[task.queue] += 1
+        self.queues[task.queue].transferred += task.channel == "voice"
+        self._forget_agent_if_free(task.agent)
+        hold = (task.answered_at or now) - task.enqueued_at
+        out: list[Action] = [QueueLog(now, call_id, task.queue, task.agent, "BLINDTRANSFER",
+                                      (extension, context, round(hold), round(talk), task.original_position),
                                       task.channel),
                              AgentChanged(task.agent)]
         return out + self._dispatch(now)

@@ -198,6 +198,7 @@ class QueueState:
     answered: int = 0
     answered_in_sl: int = 0
     abandoned: int = 0
+    transferred: int = 0              # calls its agents sent on (BLINDTRANSFER)
     avg_hold: float = 0.0             # exponentially weighted wait of answered calls, for estimates
 
     # per channel, the waiting tasks with no offer out, in service order: what a dispatch reads

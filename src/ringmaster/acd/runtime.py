@@ -122,14 +122,14 @@ class AcdRuntime:
     # ------------------------------------------------------------ from the call sessions
 
     def enqueue(self, session: CallSession, queue: str, priority: int,
-                skills: tuple[tuple[str, int], ...] = ()) -> None:
+                skills: tuple[tuple[str, int], ...] = (), offer_to: str | None = None) -> None:
         now = self.clock()
         self.calls[session.call_id] = Queued(session, queue, now, spec=self.engine.queues[queue].spec)
         self.store.call_queued(session.call_id, queue)
         session.queue_started(queue, self.moh_files(queue))
         session.log.info("acd.enqueued", queue=queue, priority=priority, skills=dict(skills) or None)
         self.apply(self.engine.enqueue(session.call_id, queue, now, priority=priority, caller=session.caller,
-                                       skills=dict(skills)))
+                                       skills=dict(skills), offer_to=offer_to))
 
     def caller_gone(self, session: CallSession) -> None:
         q = self.calls.get(session.call_id)
@@ -273,6 +273,93 @@ class AcdRuntime:
                                 and self.customers.open_line(session, q.agent, q.agent_leg)):
             session.hangup_leg(q.agent_leg)
         self._forget(session.call_id)
+
+    # ------------------------------------------------------------ transfers (issue 11)
+
+    def agent_call(self, agent: str) -> Queued | None:
+        """The voice call `agent` is connected to now (bridged), or None."""
+        return next((q for q in self.calls.values() if q.agent == agent and q.agent_leg and q.connected), None)
+
+    def transfer_refusal(self, session: CallSession, kind: str, target: str) -> str | None:
+        """Why a blind transfer of `session` to (kind, target) cannot be made, or None if it can.
+        kind: queue (a queue of the config), agent (one who can take a call now) or flow (a flow
+        of the call's dial plan). External numbers are not carried out yet: refused, nothing
+        dialled."""
+        if kind == "queue":
+            if target not in self.engine.queues:
+                return f"unknown queue {target[:64]!r}; queues: {', '.join(sorted(self.engine.queues))}"
+            return None
+        if kind == "flow":
+            flows = session.run.plan.flows if session.run is not None else {}
+            if target not in flows:
+                return f"unknown flow {target[:64]!r}; flows: {', '.join(sorted(flows))}"
+            return None
+        if kind == "agent":
+            a = self.engine.agents.get(target)
+            if a is None:
+                return f"unknown agent {target[:64]!r}"
+            if not a.can_take("voice", self.clock()):
+                return f"agent {target!r} cannot take a call now ({a.status(self.clock())})"
+            return None
+        if kind == "number":
+            return "a blind transfer to a number is not supported yet"
+        return f"unknown target kind {kind[:16]!r}: queue, agent or flow"
+
+    def blind_transfer(self, agent: str, kind: str, target: str, via: str) -> dict[str, Any]:
+        """`agent` sends the caller she talks to on, unattended: to a queue (the caller waits
+        there again with the priority and skills it had, its IVR variables kept with the call)
+        or to a flow of the dial plan. The agent's leg is hung up (BYE) and she wraps up as
+        after any call; queue_log gets BLINDTRANSFER (app_queue's data: extension, context,
+        holdtime, calltime, origposition); the call's events get TRANSFER. via: api, mqtt or
+        refer (her phone's REFER, already refused by the worker with 603: the transfer is the
+        controller's, by the plan's rules, and nothing is dialled that it did not decide).
+        Returns {"call_id", "agent", "kind", "target"} or {"error": why} (nothing changed)."""
+        q = self.agent_call(agent)
+        if q is None:
+            return {"error": f"agent {agent[:64]!r} is not connected to a call"}
+        session = q.session
+        refusal = self.transfer_refusal(session, kind, target)
+        if refusal is not None:
+            session.log.warning("acd.transfer_refused", agent=agent, kind=kind, target=target[:64], via=via,
+                                reason=refusal)
+            self.store.event(session.call_id, "TRANSFER_REFUSED", side="agent", agent=agent, kind=kind,
+                             target=target[:200], via=via, reason=refusal)
+            return {"error": refusal}
+        now = self.clock()
+        task = self.engine.tasks.get(session.call_id)
+        priority, skills = (task.priority, tuple(task.skills.items())) if task is not None else (0, ())
+        self._record_talk(q, now)
+        session.close_holds("transfer")  # UNHOLD before BLINDTRANSFER
+        self.store.event(session.call_id, "TRANSFER", now, mode="blind", agent=agent, queue=q.queue, kind=kind,
+                         target=target, via=via)
+        session.log.info("acd.blind_transfer", agent=agent, queue=q.queue, kind=kind, target=target, via=via)
+        agent_leg = q.agent_leg or ""
+        self.apply(self.engine.blind_transfer(session.call_id, target, kind, now))
+        if self.calls.pop(session.call_id, None) is not None:  # this queue's part ends (calls/events)
+            self._call_event("ended", q, agent=agent, transfer={"kind": kind, "target": target})
+        session.transferred_away(agent_leg)
+        if kind == "queue":
+            self.enqueue(session, target, priority, skills)
+        elif kind == "agent":
+            # she rings alone (the queue's ring timeout); unanswered, the caller waits in the
+            # queue it came from like any caller (its priority and skills kept): a contact
+            # centre's "return to queue", rather than a hang-up that loses the customer
+            self.enqueue(session, q.queue, priority, skills, offer_to=target)
+        else:
+            session.continue_in_flow(target)
+        return {"call_id": session.call_id, "agent": agent, "kind": kind, "target": target}
+
+    def refer_target(self, session: CallSession, uri: str) -> tuple[str, str]:
+        """(kind, name) an agent phone's REFER target stands for: its user part names a queue,
+        else a flow of the call's plan, else an agent; anything else is kind "uri"."""
+        user = sip_user(uri) or uri
+        if user in self.engine.queues:
+            return "queue", user
+        if session.run is not None and user in session.run.plan.flows:
+            return "flow", user
+        if user in self.cfg.agents:
+            return "agent", user
+        return "uri", uri
 
     # ------------------------------------------------------------ agents
 

@@ -106,6 +106,8 @@ class AgentCommand(_Payload):
     task: str | None = Field(default=None, pattern=TASK_ID.pattern)
     channel: Literal["voice", "chat", "email"] | None = None
     queue: str | None = Field(default=None, pattern=NAME)
+    flow: str | None = Field(default=None, pattern=NAME, description="transfer of a call: to this flow")
+    agent: str | None = Field(default=None, pattern=NAME, description="transfer of a call: to this agent")
     text: str = Field(default="", max_length=TEXT_MAX, pattern=TEXT, description="reply: the agent's message")
     # complete and wrapup: a wrap-up code (of customers.wrapup_codes when that section is set)
     # and/or notes; their length and codes are checked against the config by the customer book

@@ -44,6 +44,7 @@ class QueueStats:
     timeout: int = 0
     exit_key: int = 0
     exit_empty: int = 0
+    transferred: int = 0  # BLINDTRANSFER: answered here, then sent on by the agent
     answered_in_sl: int = 0
     service_level_pct: float | None = None
     asa: float | None = None
@@ -66,6 +67,7 @@ class AgentStats:
     agent: str
     answered: int = 0
     no_answer: int = 0
+    transferred: int = 0
     talk_seconds: int = 0
     wrapup_seconds: float = 0.0
     login_seconds: float = 0.0
@@ -158,6 +160,15 @@ class Tally:
             s._talk_sum += _at(d, 1)
             s._talks += 1
             self._a(agent).talk_seconds += _at(d, 1)
+            self._a(agent).wrapup_seconds += self.wrapups.get(queue, 0.0)
+        elif event == "BLINDTRANSFER":
+            # app_queue's data: extension|context|holdtime|calltime|origposition
+            s = self._q(queue)
+            s._talk_sum += _at(d, 3)
+            s._talks += 1
+            s.transferred += 1
+            self._a(agent).talk_seconds += _at(d, 3)
+            self._a(agent).transferred += 1
             self._a(agent).wrapup_seconds += self.wrapups.get(queue, 0.0)
         elif event == "UNHOLD":
             s, ag = self._q(queue), self._a(agent)
