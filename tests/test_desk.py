@@ -212,6 +212,18 @@ async def test_wrong_password_is_refused_and_bobs_session_cannot_act_on_alices_c
         # and nothing in the desk's API names an agent: bob's state change is bob's
         status, body = await bob.req("POST", "/desk/api/state", {"action": "logout", "agent": "alice"})
         assert status == 400
+        # the Transfer route: JSON only, the session's own agent only, refused without a call
+        async with bob.session.post(base + "/desk/api/transfer", data={"kind": "agent", "target": "bob"}) as r:
+            assert r.status == 415
+        status, body = await bob.req("POST", "/desk/api/transfer", {"kind": "agent", "target": "bob", "agent": "alice"})
+        assert status == 400 and body["error"] == "fields: kind, target", body
+        status, body = await bob.req("POST", "/desk/api/transfer", {"kind": "number", "target": "+4512345678"})
+        assert status == 400 and "kind" in body["error"], body
+        status, body = await alice.req("POST", "/desk/api/transfer", {"kind": "agent", "target": "bob"})
+        assert status == 400 and "not connected to a call" in body["error"], body
+        assert (await eve.req("POST", "/desk/api/transfer", {"kind": "agent", "target": "bob"}))[0] == 401
+        _, view = await alice.req("GET", "/desk/api/me")
+        assert view["transfer"] == {"queue": [], "agent": [], "flow": []}, view  # no call: nothing offered
         _, view = await alice.req("GET", "/desk/api/me")
         assert view["channels"]["chat"]["offered"] == ["chat-1"] and view["state"] == "available"
         status, view = await alice.req("POST", "/desk/api/tasks/chat-1", {"action": "accept"})

@@ -20,7 +20,7 @@ from ringmaster.edge.rtpengine import ng_ping
 from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone, read_wav, rms, write_tone
 from tests.helpers.browser import Browser
 from tests.helpers.phone import Phone
-from tests.test_acd_calls import HOLD, acd_config, wait_agent
+from tests.test_acd_calls import HOLD, acd_config, agents_up, wait_agent
 from tests.test_api import http
 from tests.test_desk import CHROMIUM_TLS, SHOTS, desk_config
 from tests.test_supervision import _ours, _wait
@@ -187,3 +187,85 @@ async def test_rtpengine_is_restarted_when_killed_and_stopped_with_the_daemon(da
     assert await ng_ping(d.ports.rtpengine_ng)
     assert d.stop() == 0
     assert rtpengines() == [], "rtpengine left running after SIGTERM"
+
+
+BOB = 1700.0
+
+
+@pytest.mark.timeout(120)
+async def test_alice_transfers_from_the_page_to_bob_who_answers_and_the_caller_hears_bob(daemon_factory,
+                                                                                          tmp_path: Path):
+    d = daemon_factory(workers=1, start=False)
+    d.config["workers"]["rtp_ports"] = d.ports.rtp_spare
+    acd_config(d, {"strategy": "linear", "members": ["alice"], "wrapup": 5}, agents=("alice", "bob"))
+    d.config["queues"]["support"] = {"moh": "hold", "strategy": "linear", "members": ["bob"]}
+    base = desk_config(d)
+    webrtc_config(d)
+    d.start()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    write_tone(tmp_path / "alice-mic.wav", AGENT, 60, rate=48000)
+    write_tone(tmp_path / "bob.wav", BOB, 30)
+    browser = await Browser(d.ports.base + 7).open(f"{base}/desk", args=media_flags(tmp_path / "alice-mic.wav"))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    (bob,) = await agents_up(d, ("bob",))
+    try:
+        await sign_in(browser, "alice", "alice-secret")
+        await browser.until("window.deskPhone.registered", timeout=10)
+        wait_agent(d, "alice", "available")
+        assert await browser.js("document.getElementById('transfer').hidden")  # no call: no Transfer
+        a = await caller.call(f"sip:500@{d.edge}")
+        await browser.until("window.deskPhone.state === 'ringing'", timeout=10)
+        await browser.js("document.getElementById('answer').click()")
+        await browser.until("window.deskPhone.state === 'talking'", timeout=10)
+        wait_agent(d, "alice", "on-call")
+
+        # the control offers what the server lists for the call in hand
+        await browser.js("document.getElementById('transfer').click()")
+        await browser.js("const k = document.getElementById('transfer-kind'); k.value = 'agent';"
+                         "k.dispatchEvent(new Event('change'))")
+        names = await browser.until("[...document.querySelectorAll('#transfer-targets option')].map(o => o.value)"
+                                    ".join(',') || false")
+        assert names == "bob", names
+        await browser.js("document.getElementById('transfer-kind').value = 'queue';"
+                         "document.getElementById('transfer-kind').dispatchEvent(new Event('change'))")
+        assert await browser.until("[...document.querySelectorAll('#transfer-targets option')].map(o => o.value)"
+                                   ".join(',') || false") == "sales,support"
+        # an unknown agent: refused by the plan's rules, the reason in the page, the call stays
+        await browser.js("document.getElementById('transfer-kind').value = 'agent';"
+                         "document.getElementById('transfer-target').value = 'nobody';"
+                         "document.getElementById('transfer-go').click()")
+        refused = await browser.until("document.getElementById('transfer-error').textContent || false")
+        assert "unknown agent 'nobody'" in refused, refused
+        assert await browser.js("window.deskPhone.state") == "talking"
+        d.wait_event("acd.transfer_refused")
+        await browser.screenshot(SHOTS / "16-transfer-refused.png")
+
+        await browser.js("document.getElementById('transfer-target').value = 'bob';"
+                         "document.getElementById('transfer-go').click()")
+        inc = await bob.wait(p.Incoming, timeout=10)  # bob rings, alone
+        done = d.wait_event("acd.blind_transfer")[0]  # the API's code path, by the desk
+        assert (done["agent"], done["kind"], done["target"], done["via"]) == ("alice", "agent", "bob", "desk"), done
+        await browser.until("window.deskPhone.state === 'idle'", timeout=10)  # alice's leg was hung up
+        wait_agent(d, "bob", "ringing")
+        bob.send(p.Answer(leg=inc.leg))
+        await bob.wait(p.MediaReady, lambda m: m.leg == inc.leg)
+        bob.send(p.Play(leg=inc.leg, files=(str(tmp_path / "bob.wav"),), loop=True))
+        wait_agent(d, "bob", "on-call")
+        label = await browser.until("document.getElementById('state-label').textContent === 'Wrap-up' && "
+                                    "document.getElementById('state-label').textContent")
+        assert label == "Wrap-up", label
+        assert await browser.js("document.getElementById('call').hidden")
+        await browser.screenshot(SHOTS / "16-transfer.png")
+        await asyncio.sleep(0.5)
+        await record(caller, a, tmp_path / "caller_heard_bob.wav", 1.5)
+        bob.send(p.Hangup(leg=inc.leg))
+        await caller.wait(p.CallState, lambda m: m.leg == a and m.state == "disconnected", timeout=5)
+    finally:
+        await browser.close()
+        await caller.stop()
+        await bob.stop()
+    heard, _ = read_wav(tmp_path / "caller_heard_bob.wav")
+    assert has_tone(heard, BOB, tol=TONES_TOL) and not has_tone(heard, AGENT, tol=TONES_TOL, min_share=0.2), \
+        dominant_frequencies(heard)
+    rows = d.wait_calls_ended(1)
+    assert any(r["agent"] == "bob" and r["disposition"] == "completed" for r in rows), rows

@@ -164,6 +164,14 @@ def _desk_routes() -> tuple[Route, ...]:
               body={"type": "object", "required": ["action"], "additionalProperties": False,
                     "properties": {"action": {"type": "string", "enum": ["accept", "reject", "complete"]}}},
               responses={**signed_out, "409": "the task is not offered to / held by this agent: nothing changed"}),
+        route("POST", "/desk/api/transfer", "transfer",
+              "Blind transfer of the agent's call to a queue, another agent or a flow (as POST "
+              "/api/agents/{agent}/transfer, for the session's own agent)",
+              body={"type": "object", "required": ["kind", "target"], "additionalProperties": False,
+                    "properties": {"kind": {"type": "string", "enum": ["queue", "agent", "flow"]},
+                                   "target": {"type": "string"}}},
+              responses={**signed_out, "400": "no connected call, or a target the plan does not allow (the "
+                                              "reason says why): nothing dialled"}),
         route("GET", "/desk/api/session", "whoami", "Who the session is: agent name and role (agent or supervisor)",
               responses=signed_out),
         *(Route(r.method, r.path, r.handler, r.summary, role=None, body=r.body, access=sup_access,

@@ -61,6 +61,7 @@ SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
 # state-button actions (the presence commands the phone, MQTT and the API use)
 STATE_ACTIONS = ("available", "pause", "logout", "wrapup-done")
 TASK_ACTIONS = ("accept", "reject", "complete")
+TRANSFER_KINDS = ("queue", "agent", "flow")  # POST /api/agents/{agent}/transfer's kinds
 STATIC = {"desk.js": "application/javascript", "desk-phone.js": "application/javascript", "desk.css": "text/css",
           "desk-supervisor.js": "application/javascript",
           # JsSIP (npm), bundled for the browser by scripts/setup (package.json's "bundle")
@@ -354,9 +355,42 @@ class DeskApi:
         task_ids = sorted({t for c in a.channels.values() for t in (*c.holding, *c.offered)})
         cards = [c for c in (self.controller.task_card(t) for t in task_ids) if c is not None]
         return out | {"status": a.status, "state": state_word, "reason": a.paused, "registered": a.registered,
-                      "wrapup": wrapup, "cards": cards,
+                      "wrapup": wrapup, "cards": cards, "transfer": self.transfer_targets(agent),
                       "channels": {ch: {"state": c.state.value, "holding": list(c.holding), "offered": list(c.offered)}
                                    for ch, c in a.channels.items()}}
+
+    def transfer_targets(self, agent: str) -> dict[str, list[str]]:
+        """What the page's Transfer control offers while `agent` is connected to a call: the
+        config's queues, the other agents, and the flows of the call's dial plan (names, sorted);
+        empty lists without a connected call. Only a choice list: the transfer itself is checked
+        by AcdRuntime.transfer_refusal (an agent who cannot take a call now is refused there)."""
+        acd = self.controller.acd
+        q = acd.agent_call(agent) if acd is not None else None
+        if acd is None or q is None:
+            return {kind: [] for kind in TRANSFER_KINDS}
+        run = q.session.run
+        return {"queue": sorted(acd.engine.queues),
+                "agent": sorted(a for a in self.cfg_of().agents if a != agent),
+                "flow": sorted(run.plan.flows) if run is not None else []}
+
+    async def transfer(self, request: web.Request) -> web.Response:
+        """Blind transfer of the call the session's agent is connected to, to a queue, another
+        agent or a flow: the code POST /api/agents/{agent}/transfer runs (Controller.transfer,
+        AcdRuntime.blind_transfer), so the dial plan's rules and refusals are the API's; via
+        "desk" in the call's events. 400 with the reason when refused (nothing changed)."""
+        s = self._session(request)
+        body = await self._body(request)
+        if set(body) - {"kind", "target"}:
+            raise _error(web.HTTPBadRequest, "fields: kind, target")
+        kind, target = body.get("kind"), body.get("target")
+        if kind not in TRANSFER_KINDS or not isinstance(target, str) or not target or len(target) > 64:
+            raise _error(web.HTTPBadRequest, "kind (" + ", ".join(TRANSFER_KINDS) + ") and target (its name) are "
+                                             "strings")
+        result = self.controller.transfer(s.agent, str(kind), target, "desk")
+        if result.get("error"):
+            raise _error(web.HTTPBadRequest, str(result["error"]))
+        log.info("desk.transfer", agent=s.agent, kind=kind, target=target, call_id=result.get("call_id"))
+        return web.json_response(result)
 
     async def phone(self, request: web.Request) -> web.Response:
         """What the page's WebRTC phone registers with: the edge's WSS address, the agent's SIP

@@ -310,7 +310,7 @@ class AcdRuntime:
         there again with the priority and skills it had, its IVR variables kept with the call)
         or to a flow of the dial plan. The agent's leg is hung up (BYE) and she wraps up as
         after any call; queue_log gets BLINDTRANSFER (app_queue's data: extension, context,
-        holdtime, calltime, origposition); the call's events get TRANSFER. via: api, mqtt or
+        holdtime, calltime, origposition); the call's events get TRANSFER. via: api, mqtt, desk or
         refer (her phone's REFER, already refused by the worker with 603: the transfer is the
         controller's, by the plan's rules, and nothing is dialled that it did not decide).
         Returns {"call_id", "agent", "kind", "target"} or {"error": why} (nothing changed)."""

@@ -17,7 +17,8 @@
     call.hidden = !s;
     call.className = phone.state === "ringing" ? "ringing" : "";
     $("answer").hidden = phone.state !== "ringing";
-    $("hold").hidden = $("mute").hidden = $("keypad").hidden = phone.state !== "talking";
+    $("hold").hidden = $("mute").hidden = $("keypad").hidden = $("transfer").hidden = phone.state !== "talking";
+    if (phone.state !== "talking") { $("transfer-form").hidden = true; $("transfer").setAttribute("aria-expanded", "false"); }
     if (s) {
       const from = s.remote_identity;
       const who = (from.display_name ? from.display_name + " " : "") + "<" + from.uri.user + ">";
@@ -111,7 +112,39 @@
     showCall();
   }
 
+  // the Transfer control's names: what the server offers for the call in hand (the view's
+  // "transfer"); typing another name is allowed, the server refuses it with the reason
+  function transferChoices() {
+    const v = (window.desk.view && window.desk.view.transfer) || {};
+    const names = v[$("transfer-kind").value] || [];
+    const list = $("transfer-targets");
+    if (list.dataset.names === names.join("\n")) return;
+    list.dataset.names = names.join("\n");
+    list.textContent = "";
+    for (const n of names) { const o = document.createElement("option"); o.value = n; list.appendChild(o); }
+  }
+
+  async function transfer(e) {
+    e.preventDefault();
+    const kind = $("transfer-kind").value, target = $("transfer-target").value.trim();
+    $("transfer-error").textContent = "";
+    if (!phone.session || phone.state !== "talking" || !target) return;
+    const r = await window.desk.api("POST", "/desk/api/transfer", { kind, target });
+    // done: the controller hangs up this leg (BYE), the phone goes idle and wrap-up follows
+    if (r.status === 200) { phone.transferred = r.data; return; }
+    $("transfer-error").textContent = "Transfer refused: " + (r.data.error || "HTTP " + r.status);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    $("transfer").addEventListener("click", () => {
+      const form = $("transfer-form");
+      form.hidden = !form.hidden;
+      $("transfer").setAttribute("aria-expanded", String(!form.hidden));
+      $("transfer-error").textContent = "";
+      transferChoices();
+    });
+    $("transfer-kind").addEventListener("change", transferChoices);
+    $("transfer-form").addEventListener("submit", transfer);
     $("answer").addEventListener("click", () => {
       if (!phone.session || phone.state !== "ringing") return;
       phone.session.answer({ mediaConstraints: { audio: true, video: false }, pcConfig: { iceServers: [] } });
@@ -140,5 +173,6 @@
     });
   });
   window.desk.onSignIn.push(start);
+  (window.desk.onView = window.desk.onView || []).push(transferChoices);
   window.desk.onSignOut.push(stop);
 })();
