@@ -7,7 +7,10 @@ Screenshots of each state go to /tmp/desk-shots for people to look at."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,10 @@ from tests.test_acd_calls import acd_config, agents_up, wait_agent
 from tests.test_api import TOKENS, http
 from tests.test_presence_mqtt import agent_client, integration, mqtt_config, rows
 
-SHOTS = Path("/tmp/desk-shots")
+# screenshots of each state, for a person to look at: inside pytest's own temporary root by
+# default (no new directory left in /tmp by every run), or where RINGMASTER_DESK_SHOTS says
+SHOTS = Path(os.environ.get("RINGMASTER_DESK_SHOTS")
+             or Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}" / "desk-shots")
 CHROMIUM_TLS = ("--ignore-certificate-errors",)  # the test's self-signed certificate
 
 
