@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ringmaster import protocol as p
-from ringmaster.worker.directmedia import audio_section, offer_for, origin_of, with_origin
+from ringmaster.worker.directmedia import audio_section, first_offer, offer_for, origin_of, with_origin
 from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone, read_wav, write_tone
 from tests.helpers.phone import Phone
 from tests.helpers.sipp import agent_scenario, run_sipp
@@ -65,6 +65,18 @@ def test_no_offer_from_an_sdp_without_plain_rtp_audio(peer: str) -> None:
 
 def test_no_offer_without_our_own_origin() -> None:
     assert offer_for("v=0\r\ns=-\r\n", AGENT_ANSWER) is None
+
+
+def test_a_first_offer_carries_the_caller_media_under_a_fresh_origin_of_ours() -> None:
+    made = first_offer(AGENT_ANSWER, "127.0.0.1")
+    assert made is not None
+    body, origin = made
+    lines = body.split("\r\n")
+    assert lines[1] == origin.line() and origin.user == "-" and origin.version == 1
+    assert origin.rest == "IN IP4 127.0.0.1" and origin.session.isdigit()
+    assert "c=IN IP4 192.0.2.7" in lines and "m=audio 6000 RTP/AVP 0 8 101" in lines
+    assert first_offer(AGENT_ANSWER, "::1")[1].rest == "IN IP6 ::1"  # type: ignore[index]
+    assert first_offer("v=0\r\ns=-\r\nm=audio 0 RTP/AVP 0\r\n", "127.0.0.1") is None
 
 
 def _worker_pids(d) -> list[int]:  # type: ignore[no-untyped-def]
@@ -184,13 +196,32 @@ def test_sipp_agents_that_omit_record_route_take_direct_media_and_free_their_slo
         agents.wait()
 
 
-def test_an_agent_that_refuses_the_new_offer_keeps_the_media_in_the_worker(daemon_factory):
-    # the caller leg was already moved: it is moved back (a second re-INVITE), the call goes on
+def test_an_agent_that_refuses_reinvites_gets_direct_media_from_its_first_invite(daemon_factory):
+    # the agent's INVITE offered the caller's media (Dial.offer_media_of): only the caller is
+    # re-INVITEd, so an agent that answers every re-INVITE 488 still talks to the caller direct
     d = daemon_factory(workers=1, start=False)
     agents = _sipp_queue(d, take_reinvite=False)
     try:
         r = run_sipp("uac_hold_reinvite.xml", d.edge, d.ports.caller(0), d.dir, service="500",
                      hold_ms=1000, timeout=20)
+        assert (r.successful, r.failed) == (1, 0), r.output
+        row = d.wait_calls_ended(1)[0]
+        assert row["disposition"] == "completed" and row["agent"] and row["hangup_by"] == "caller"
+        assert d.status()["calls"]["media_paths"] == {"direct": 1, "anchored": 0}
+        wait_slots_free(d, timeout=5)
+    finally:
+        agents.kill()
+        agents.wait()
+
+
+def test_a_caller_that_refuses_the_reinvite_gets_the_agent_media_back_in_the_worker(daemon_factory):
+    # the agent leg was dialled with the caller's media; the caller's re-INVITE fails (488), so
+    # the agent leg is re-INVITEd with the worker's own media and the bridge stays anchored
+    d = daemon_factory(workers=1, start=False)
+    agents = _sipp_queue(d, take_reinvite=True)
+    try:
+        r = run_sipp("uac_refuse_reinvite.xml", d.edge, d.ports.caller(0), d.dir, service="500",
+                     hold_ms=1500, timeout=20)
         assert (r.successful, r.failed) == (1, 0), r.output
         row = d.wait_calls_ended(1)[0]
         assert row["disposition"] == "completed" and row["agent"] and row["hangup_by"] == "caller"

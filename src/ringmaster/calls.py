@@ -322,15 +322,17 @@ class CallSession:
         self.announce_play_id = f"{self.call_id}-ann{next(self._plays)}"
         self._command(p.Play(leg=self.leg, files=prompts.playable(files), play_id=self.announce_play_id))
 
-    def dial_agent(self, leg: str, uri: str, headers: tuple[tuple[str, str], ...]) -> None:
+    def dial_agent(self, leg: str, uri: str, headers: tuple[tuple[str, str], ...], direct: bool = False) -> None:
         """Ring an agent: the leg's From (and, if sip.send_pai, P-Asserted-Identity, RFC 3325)
         carry the caller's number and name, so the phone shows who is calling; the IVR's
-        variables stay in their X- headers."""
+        variables stay in their X- headers. `direct`: the bridge will go direct (sip.direct_media,
+        not recorded), so the INVITE offers the caller's media from the start (Dial.offer_media_of)."""
         self.bind_leg(leg)
         who = identity(self.caller, self.caller_name, self.identity_host) if self.identity_host else None
         if who is not None and self.send_pai:
             headers = (*headers, ("P-Asserted-Identity", who))
-        self._command(p.Dial(leg=leg, uri=uri, extra_headers=headers, from_uri=who or ""))
+        self._command(p.Dial(leg=leg, uri=uri, extra_headers=headers, from_uri=who or "",
+                             offer_media_of=self.leg if direct and self.direct_media else ""))
 
     def hangup_leg(self, leg: str, code: int = 200) -> None:
         self._command(p.Hangup(leg=leg, code=code))

@@ -109,6 +109,10 @@ class Dial(Message):
     # the new dialog's From (name-addr, e.g. '"Dana" <sip:4511223344@edge>'): the caller's
     # identity toward an agent's phone; "" = the worker's own account URI
     from_uri: str = ""
+    # direct media from the start: the id of a leg of this worker (the caller's) whose media
+    # the INVITE offers instead of the worker's own (worker/directmedia.py, "first offer");
+    # the Bridge that follows then re-INVITEs only that leg. "" = the worker's own media.
+    offer_media_of: str = ""
 
 
 @message("bridge")

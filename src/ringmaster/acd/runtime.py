@@ -524,7 +524,13 @@ class AcdRuntime:
         if not refork:
             self._call_event("offered", q, agents=list(agents))
         q.session.log.info("acd.ring", queue=queue, agents=list(agents), leg=leg, refork=refork or None)
-        q.session.dial_agent(leg, uris[0], headers)
+        # the caller's media offered in the agent's INVITE saves a re-INVITE at the bridge
+        # (docs/engine-findings.md, 76); not towards browser phones (rtpengine rewrites their
+        # SDP: the worker's own offer must reach it) nor when the queue records (the recorder
+        # needs both voices in the worker)
+        spec = q.spec or self.cfg.queues.get(queue)
+        direct = spec is not None and spec.record is None and self.cfg.sip.webrtc is None
+        q.session.dial_agent(leg, uris[0], headers, direct=direct)
 
     def _cancel(self, a: CancelRing) -> None:
         """The engine withdrew the call's offer from `a.agents`: end their rings on the phones

@@ -27,7 +27,7 @@ import pjsua2 as pj
 from ringmaster import protocol as p
 from ringmaster.worker import native
 from ringmaster.worker.admission import MediaBudget, SourcePolicy
-from ringmaster.worker.directmedia import Release, offer_for
+from ringmaster.worker.directmedia import Release, first_offer, offer_for
 from ringmaster.worker.dtmfrelay import blank_body, body_is_safe
 from ringmaster.worker.legs import (
     Collection,
@@ -131,6 +131,10 @@ class MediaEngine:
         self.budget = MediaBudget()
         self.refused: dict[tuple[str, str, int], int] = {}  # (source IP, method, code) -> count
         self.refused_report_at = 0.0
+        # run(): a pjsua callback or a command ran since the last whole turn (see run)
+        self.dirty = True
+        self.media_pending = False  # a media thread queued an item (from_media_thread)
+        self.wake_at = 0.0  # when the next whole turn is due anyway (monotonic s)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -259,16 +263,32 @@ class MediaEngine:
         return max(0, min(backstop, int((due - now) * 1000) + 1))
 
     def run(self) -> None:
+        """The worker's one thread: sleep in pjsip's ioqueue, then act. Most wake-ups are an
+        RTP packet of a leg whose media is here (50 a second per leg), on which nothing else
+        happened: such a turn only reads the command socket. The whole turn (timers, slots,
+        collections) runs when a pjsua callback ran (`dirty`), a media thread queued something,
+        a command came, or the deadline `_poll_ms` set last time is reached (measured: the
+        whole turn on every packet was a third of a loaded worker's CPU, finding 77)."""
         assert self.ep is not None
+        ep = self.ep
+        timeout = 0
         while self.running:
+            ep.libHandleEvents(timeout)
+            if self.media_pending:
+                self.media_pending = False  # before draining: an item put meanwhile sets it again
+                self._drain_media_queue()
+                self.dirty = True
+            self._read_commands()
+            now = time.monotonic()
+            if not self.dirty and now < self.wake_at:
+                timeout = int((self.wake_at - now) * 1000) + 1
+                continue
+            self.dirty = False
             self.graveyard.empty()
-            self.ep.libHandleEvents(self._poll_ms())
-            self._drain_media_queue()
             if self.answered:
                 self._releases_answered()
             if self.media_back:
                 self._bring_media_back()
-            self._read_commands()
             self._check_collections()
             self._send_info_digits()
             self._check_slots()
@@ -276,6 +296,8 @@ class MediaEngine:
                 self._check_finalized()
             if self.refused:
                 self._report_refusals()
+            timeout = self._poll_ms()
+            self.wake_at = time.monotonic() + timeout / 1000
         self.stop()
 
     def stop(self) -> None:
@@ -338,6 +360,7 @@ class MediaEngine:
         """Called on a media clock thread: queue `item` and end the main loop's sleep (a CRLF
         datagram to our own SIP port, as the controller does)."""
         self.media_q.put(item)
+        self.media_pending = True
         waker = self.waker
         if waker is not None:
             try:
@@ -360,6 +383,7 @@ class MediaEngine:
                 self.running = False
                 return
             self.inbuf += chunk
+            self.dirty = True
             while b"\n" in self.inbuf:
                 line, self.inbuf = self.inbuf.split(b"\n", 1)
                 if line.strip():
@@ -794,6 +818,22 @@ class MediaEngine:
             h.hName = name
             h.hValue = value
             prm.txOption.headers.append(h)
+        offer = self._first_offer(cmd.offer_media_of)
+        if offer is not None:
+            # the INVITE carries the caller's media (the edge puts X-Ringmaster-Sdp in the
+            # body, route DIRECTMEDIA); pjsua's own stream for this leg stays inactive
+            body, origin = offer
+            prm.opt.flag |= pj.PJSUA_CALL_SET_MEDIA_DIR
+            dirs = pj.IntVector()
+            dirs.append(pj.PJMEDIA_DIR_NONE)
+            prm.opt.mediaDir = dirs
+            h = pj.SipHeader()
+            h.hName = "X-Ringmaster-Sdp"
+            h.hValue = base64.b64encode(body.encode()).decode()
+            prm.txOption.headers.append(h)
+            leg.forced_origin = origin
+            leg.media_off = True
+            leg.offered_direct = True
         self.legs[cmd.leg] = leg
         try:
             leg.makeCall(cmd.uri, prm)
@@ -811,6 +851,17 @@ class MediaEngine:
             self.send_state(cmd.leg, "disconnected", 500, f"dial failed: {why}"[:300])
             return True
 
+    def _first_offer(self, leg_id: str) -> tuple[str, Any] | None:
+        """The SDP offering leg `leg_id`'s media to a new leg (Dial.offer_media_of), or None
+        (then the new leg gets the worker's own media): the leg must be here with its media
+        in the worker and an SDP of its party's."""
+        if not leg_id:
+            return None
+        src = self.legs.get(leg_id)
+        if src is None or src.disconnected or src.audio is None or src.media_off or not src.remote_sdp:
+            return None
+        return first_offer(src.remote_sdp, self.s.public_host or self.s.sip_host)
+
     def do_bridge(self, cmd: p.Bridge) -> None:
         a, b = self._leg(cmd.leg_a), self._leg(cmd.leg_b)
         self.bridges.add(frozenset((a.leg_id, b.leg_id)))
@@ -823,31 +874,41 @@ class MediaEngine:
         if a.audio is not None and b.audio is not None:
             self._connect(a, b)
         self.send(p.Bridged(leg=a.leg_id, other=b.leg_id))
+        pre = next((leg for leg in (b, a) if leg.offered_direct and leg.media_off), None)
+        a.offered_direct = b.offered_direct = False  # good for this first bridge only
         if cmd.direct_media:
-            rel = Release(a.leg_id, b.leg_id)
+            first = b if pre is a else a  # the leg to re-INVITE first; a pre-released leg is never it
+            second = b if first is a else a
+            rel = Release(first.leg_id, second.leg_id, pre=pre is not None)
             self.releases[rel.legs] = rel
             self._release_start(rel)
+        elif pre is not None and not pre.reinvite_out:
+            # dialled with the other party's media, but this bridge stays in the worker (a
+            # recording, say): bring the leg's media here; media_ready then connects it
+            self._reinvite(pre, None)
 
     # ------------------------------------------------------------ direct media (directmedia.py)
 
     def _release_start(self, rel: Release) -> None:
         """Re-INVITE the first leg with the second's media, once both legs have media."""
         a, b = self.legs.get(rel.first), self.legs.get(rel.second)
-        if a is None or b is None or a.audio is None or b.audio is None:
+        if a is None or b is None or a.audio is None or (b.audio is None and not rel.pre):
             return  # media_ready calls again when the media is there
         if a.reinvite_out or b.reinvite_out:
             return
+        # a pre-released second leg has its media away already: giving up brings it back
+        give_up = self._take_back if rel.pre else self._anchored
         if any(rel.legs & set(rec.legs) for rec in self.recordings.values()):
-            self._anchored(rel, "recording")  # the recorder needs both voices in this worker
+            give_up(rel, "recording")  # the recorder needs both voices in this worker
             return
         offer = offer_for(a.local_sdp, b.remote_sdp)
         if offer is None:
-            self._anchored(rel, "no plain RTP audio SDP to offer")
+            give_up(rel, "no plain RTP audio SDP to offer")
             return
         if self._reinvite(a, offer):
             rel.step = "first"
         else:
-            self._anchored(rel, "re-INVITE could not be sent")
+            give_up(rel, "re-INVITE could not be sent")
 
     def _reinvite(self, leg: Leg, offer: tuple[str, Any] | None) -> bool:
         """Send a re-INVITE on `leg`: with `offer` (body, origin), our media inactive and the
@@ -897,7 +958,13 @@ class MediaEngine:
             ok = 200 <= code < 300
             if ok and leg.reinvite_off:
                 self._media_off(leg)
-            if rel.step == "first" and leg.leg_id == rel.first:
+            if rel.step == "first" and leg.leg_id == rel.first and rel.pre:
+                if ok:  # the second leg was dialled with this one's media: done
+                    rel.step = "direct"
+                    self.send(p.MediaPath(leg_a=rel.first, leg_b=rel.second, path="direct"))
+                else:
+                    self._take_back(rel, f"caller leg re-INVITE answered {code}")
+            elif rel.step == "first" and leg.leg_id == rel.first:
                 other = self.legs.get(rel.second)
                 offer = offer_for(other.local_sdp, leg.remote_sdp) if ok and other else None
                 if offer is not None and other is not None and self._reinvite(other, offer):

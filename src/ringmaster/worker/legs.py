@@ -43,6 +43,7 @@ def _guard(engine: MediaEngine, where: str, leg: str = ""):  # type: ignore[no-u
 
     class _G:
         def __enter__(self) -> None:
+            engine.dirty = True  # the main loop runs a whole turn after any callback
             return None
 
         def __exit__(self, et, ev, tb) -> bool:  # type: ignore[no-untyped-def]
@@ -114,6 +115,7 @@ class Leg(pj.Call):
         self.reinvite_out = False
         self.reinvite_off = False  # ... and it turns our media off (True) or back on
         self.media_off = False  # our media is inactive: the peer talks RTP to the other party
+        self.offered_direct = False  # dialled offering another leg's media (Dial.offer_media_of)
         self.media_seen = False  # MediaReady was sent (once per leg)
         # hold (RFC 3264 8.4): the direction of the peer's last offer, and the hold state last
         # reported to the controller (HoldState), so each change is reported once
@@ -163,6 +165,10 @@ class Leg(pj.Call):
 
     def onCallSdpCreated(self, prm: pj.OnCallSdpCreatedParam) -> None:
         with _guard(self.engine, "onCallSdpCreated", self.leg_id):
+            if self.local_sdp:
+                # a new offer or answer of pjsua's (a hold, a re-INVITE): the peer now has the
+                # worker's address, not the media of the first offer
+                self.offered_direct = False
             if prm.remSdp.wholeSdp:
                 self.remote_sdp = prm.remSdp.wholeSdp  # the offer we are answering
                 self.peer_direction = offer_direction(self.remote_sdp)
@@ -339,6 +345,7 @@ class WorkerEndpoint(pj.Endpoint):
         # pjsua calls this for each new out-of-dialog INVITE (and SUBSCRIBE, MESSAGE) after
         # the call-slot check and before the media transport is created (pjsua_call.c,
         # pjsua_call_on_incoming). It cannot refuse by itself, but it picks the account.
+        self.engine.dirty = True
         try:
             self.engine.select_account(prm)
         except Exception as exc:  # never raise into pjsua; fail closed
