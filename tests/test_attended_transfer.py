@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,12 @@ from tests.helpers.phone import Phone
 from tests.helpers.sipp import SCENARIOS
 from tests.test_acd_calls import agents_up, wait_agent
 from tests.test_api import http
+from tests.test_hold_calls import _stats
 from tests.test_presence_mqtt import INTEGRATION
 from tests.test_transfer_calls import ALICE, BOB, CALLER, HOLD, _all_free, _config, _connected_to_alice, _hears, _rows
 from tests.test_worker_defence import _stops_cleanly
 
-EXTERNAL, CAROL = 1900.0, 2500.0
+EXTERNAL = 1900.0
 NUMBER = "+4533445566"
 ALICE_TOKEN = "alice-token-0123456789"
 
@@ -218,6 +218,69 @@ async def test_attended_transfer_consult_bob_then_complete_the_caller_hears_hold
     assert {k: transfer[k] for k in ("mode", "agent", "queue", "kind", "target", "via")} == {
         "mode": "attended", "agent": "alice", "queue": "sales", "kind": "agent", "target": "bob", "via": "api"}
     assert d.status()["queues"]["sales"]["transferred"] == 1
+    stats = _stats(d)
+    assert next(q for q in stats["queues"] if q["queue"] == "sales")["transferred"] == 1
+    assert next(a for a in stats["agents"] if a["agent"] == "alice")["transferred"] == 1
+    _all_free(d)
+    _stops_cleanly(d)
+
+
+async def test_consult_with_a_listed_external_number_then_complete_the_caller_talks_to_it(daemon_factory,
+                                                                                         tmp_path: Path):
+    """An attended transfer to an external party (a SIPp UAS behind the trunk, playing its tone):
+    alice hears it during the consult while the caller hears hold music; after the complete the
+    caller hears it and alice is released; the caller's hang-up ends the external leg."""
+    d = daemon_factory(workers=1, start=False)
+    port = d.ports.caller(20)
+    _with_external(d, port)
+    d.start()
+    for name, freq in (("caller", CALLER), ("alice", ALICE)):
+        write_tone(tmp_path / f"{name}.wav", freq, 30)
+    uas = _external(d, tmp_path, port)
+    alice, bob = await agents_up(d, ("alice", "bob"))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        a, alice_leg = await _connected_to_alice(d, caller, alice)
+        caller.send(p.Play(leg=a, files=(str(tmp_path / "caller.wav"),), loop=True))
+        alice.send(p.Play(leg=alice_leg, files=(str(tmp_path / "alice.wav"),), loop=True))
+        status, _, body = http(d, "POST", "/api/agents/alice/transfer", token=ALICE_TOKEN,
+                               body={"mode": "attended", "kind": "external", "target": NUMBER})
+        assert status == 200 and json.loads(body)["target"] == "accounting", body
+        await asyncio.to_thread(d.wait_event, "acd.consult_answered", 1, 8.0)
+        await asyncio.sleep(0.5)
+        caller_during, alice_during = await asyncio.gather(_hears(caller, a, tmp_path / "c1.wav"),
+                                                           _hears(alice, alice_leg, tmp_path / "a1.wav"))
+        status, _, body = http(d, "POST", "/api/agents/alice/transfer", token=ALICE_TOKEN,
+                               body={"action": "complete"})
+        assert status == 200, body
+        await alice.wait(p.CallState, lambda m: m.leg == alice_leg and m.state == "disconnected", timeout=5)
+        await asyncio.sleep(0.5)
+        caller_after = await _hears(caller, a, tmp_path / "c2.wav")
+        wait_agent(d, "alice", "available")
+        caller.send(p.Hangup(leg=a))
+        await caller.wait(p.CallState, lambda m: m.leg == a and m.state == "disconnected", timeout=5)
+        out, _ = await asyncio.to_thread(uas.communicate, timeout=45)
+    finally:
+        if uas.poll() is None:
+            uas.kill()
+            uas.wait()
+        await caller.stop()
+        await alice.stop()
+        await bob.stop()
+    assert uas.returncode == 0, out[-2000:]  # it got its BYE when the caller hung up
+    assert has_tone(caller_during, HOLD, tol=TONES_TOL), dominant_frequencies(caller_during)
+    assert not has_tone(caller_during, EXTERNAL, tol=TONES_TOL, min_share=0.05), dominant_frequencies(caller_during)
+    assert has_tone(alice_during, EXTERNAL, tol=TONES_TOL), dominant_frequencies(alice_during)
+    assert has_tone(caller_after, EXTERNAL, tol=TONES_TOL), dominant_frequencies(caller_after)
+    assert not has_tone(caller_after, ALICE, tol=TONES_TOL, min_share=0.05), dominant_frequencies(caller_after)
+    row = d.wait_calls_ended(1)[0]
+    assert row["agent"] == "alice" and row["disposition"] == "completed" and row["hangup_by"] == "caller", row
+    qlog = _rows(d, "SELECT agent, event, data FROM queue_log WHERE call_id=? ORDER BY id", row["call_id"])
+    assert [(ag, ev) for ag, ev, _ in qlog] == [("NONE", "ENTERQUEUE"), ("alice", "CONNECT"),
+                                                ("alice", "ATTENDEDTRANSFER")], qlog
+    assert qlog[2][2].startswith("BRIDGE|accounting|"), qlog
+    transfer = next(data for e, data in _events(d, row["call_id"]) if e == "TRANSFER")
+    assert (transfer["mode"], transfer["kind"], transfer["target"]) == ("attended", "external", "accounting")
     _all_free(d)
     _stops_cleanly(d)
 
