@@ -160,8 +160,9 @@ class AcdRuntime:
         return q is not None and leg == q.agent_leg
 
     def holds_leg(self, leg: str) -> bool:
-        """Whether the runtime still waits for `leg` to end (its call may be over already)."""
-        return leg in self.ring_legs
+        """Whether the runtime still waits for `leg` to end (its call may be over already): a
+        ring leg, or a consult leg (the worker's leg budget counts it until then)."""
+        return leg in self.ring_legs or self.consults.owns(leg)
 
     def agent_leg_event(self, session: CallSession, msg: p.Message) -> None:
         """A worker event of one of the call's agent legs: a ring answered or ended, or the
