@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from ringmaster import protocol as p
 from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone, write_tone
@@ -141,10 +142,12 @@ async def test_blind_transfer_to_a_listed_external_number_the_caller_hears_it_an
     _stops_cleanly(d)
 
 
+@pytest.mark.parametrize("direct_media", [False, True])
 async def test_attended_transfer_consult_bob_then_complete_the_caller_hears_hold_music_then_bob(
-        daemon_factory, tmp_path: Path):
+        daemon_factory, tmp_path: Path, direct_media: bool):
     d = daemon_factory(workers=1, start=False)
     _config(d)
+    d.config["sip"]["direct_media"] = direct_media
     d.start()
     for name, freq in (("caller", CALLER), ("alice", ALICE), ("bob", BOB)):
         write_tone(tmp_path / f"{name}.wav", freq, 30)
@@ -356,7 +359,8 @@ async def test_a_worker_full_of_calls_refuses_a_consult_with_the_reason_and_one_
         daemon_factory, tmp_path: Path):
     """Leg budget (acd/consult.py): one worker, two callers talking to alice and bob hold its 4
     legs; alice's consult with carol is refused with the reason and carol is not rung. Once the
-    second call ends the worker has room: the same consult rings carol."""
+    second call ends the worker has room: the same consult rings carol, and while it does the
+    worker takes no new caller (whose agent leg would be a fifth)."""
     d = daemon_factory(workers=1, start=False)
     _config(d)
     d.config["agents"]["carol"] = {"softphone": {"username": "carol", "password": "carol-secret"}}
@@ -385,6 +389,10 @@ async def test_a_worker_full_of_calls_refuses_a_consult_with_the_reason_and_one_
                                body={"mode": "attended", "kind": "agent", "target": "carol"})
         assert status == 200, body
         ring = await carol.wait(p.Incoming, timeout=10)
+        # the consult holds the worker's third leg: a new caller (2 more legs) does not fit
+        with pytest.raises(AssertionError, match="failed"):
+            await c2.call(f"sip:500@{d.edge}")
+        assert d.events("call.worker_full_refused"), "the worker took a call it had no legs for"
         status, _, body = http(d, "POST", "/api/agents/alice/transfer", token=ALICE_TOKEN, body={"action": "cancel"})
         assert status == 200, body
         await carol.wait(p.CallState, lambda m: m.leg == ring.leg and m.state == "disconnected", timeout=5)
