@@ -413,3 +413,56 @@ async def test_a_worker_full_of_calls_refuses_a_consult_with_the_reason_and_one_
     assert [x["outcome"] for x in ended] == ["cancelled"], ended
     _all_free(d)
     _stops_cleanly(d)
+
+
+async def test_a_caller_or_an_agent_hanging_up_during_a_consult_ends_the_consult_leg_too(daemon_factory,
+                                                                                      tmp_path: Path):
+    """No leg is left up: the caller hangs up while bob's phone rings for the consult (the ring
+    stops, bob is free); then on a second call the agent hangs up while she talks to bob (the
+    caller and bob are hung up)."""
+    d = daemon_factory(workers=1, start=False)
+    _config(d)
+    d.start()
+    alice, bob = await agents_up(d, ("alice", "bob"))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        a, alice_leg = await _connected_to_alice(d, caller, alice)
+        status, _, body = http(d, "POST", "/api/agents/alice/transfer", token=ALICE_TOKEN,
+                               body={"mode": "attended", "kind": "agent", "target": "bob"})
+        assert status == 200, body
+        ring = await bob.wait(p.Incoming, timeout=10)
+        caller.send(p.Hangup(leg=a))
+        await bob.wait(p.CallState, lambda m: m.leg == ring.leg and m.state == "disconnected", timeout=5)
+        await alice.wait(p.CallState, lambda m: m.leg == alice_leg and m.state == "disconnected", timeout=5)
+        wait_agent(d, "bob", "available")
+        wait_agent(d, "alice", "available")
+        bob_mark, alice_mark = len(bob.events), len(alice.events)
+        a2 = await caller.call(f"sip:500@{d.edge}")
+        inc = await alice.wait(p.Incoming, timeout=10, after=alice_mark)
+        alice.send(p.Answer(leg=inc.leg))
+        await asyncio.to_thread(d.wait_event, "acd.connected", 2, 10.0)
+        status, _, body = http(d, "POST", "/api/agents/alice/transfer", token=ALICE_TOKEN,
+                               body={"mode": "attended", "kind": "agent", "target": "bob"})
+        assert status == 200, body
+        ring2 = await bob.wait(p.Incoming, timeout=10, after=bob_mark)
+        bob.send(p.Answer(leg=ring2.leg))
+        await asyncio.to_thread(d.wait_event, "acd.consult_answered", 1, 5.0)
+        alice.send(p.Hangup(leg=inc.leg))
+        await caller.wait(p.CallState, lambda m: m.leg == a2 and m.state == "disconnected", timeout=5)
+        await bob.wait(p.CallState, lambda m: m.leg == ring2.leg and m.state == "disconnected", timeout=5)
+        wait_agent(d, "bob", "available")
+    finally:
+        await caller.stop()
+        await alice.stop()
+        await bob.stop()
+    first, second = d.wait_calls_ended(2)[:2]
+    outcomes = []
+    for row in (first, second):
+        outcomes += [data["outcome"] for e, data in _events(d, row["call_id"]) if e == "CONSULT_ENDED"]
+        assert row["agent"] == "alice", row
+    assert sorted(outcomes) == ["agent_hangup", "caller_hangup"], outcomes
+    qlog = [ev for (ev,) in _rows(d, "SELECT event FROM queue_log WHERE call_id IN (?, ?) ORDER BY id",
+                                  first["call_id"], second["call_id"])]
+    assert qlog == ["ENTERQUEUE", "CONNECT", "COMPLETECALLER", "ENTERQUEUE", "CONNECT", "COMPLETEAGENT"], qlog
+    _all_free(d)
+    _stops_cleanly(d)
