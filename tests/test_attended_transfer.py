@@ -25,6 +25,7 @@ from tests.test_api import http
 from tests.test_hold_calls import _stats
 from tests.test_presence_mqtt import INTEGRATION
 from tests.test_transfer_calls import ALICE, BOB, CALLER, HOLD, _all_free, _config, _connected_to_alice, _hears, _rows
+from tests.test_trunks import _carrier, _received
 from tests.test_worker_defence import _stops_cleanly
 
 EXTERNAL = 1900.0
@@ -464,5 +465,56 @@ async def test_a_caller_or_an_agent_hanging_up_during_a_consult_ends_the_consult
     qlog = [ev for (ev,) in _rows(d, "SELECT event FROM queue_log WHERE call_id IN (?, ?) ORDER BY id",
                                   first["call_id"], second["call_id"])]
     assert qlog == ["ENTERQUEUE", "CONNECT", "COMPLETECALLER", "ENTERQUEUE", "CONNECT", "COMPLETEAGENT"], qlog
+    _all_free(d)
+    _stops_cleanly(d)
+
+
+async def test_a_transfer_target_behind_a_challenging_trunk_gets_that_trunks_credentials(daemon_factory,
+                                                                                        tmp_path: Path):
+    """The edge answers the target's trunk's 401 with that trunk's credentials (not the mobile
+    trunk's, which has its own), once; the caller is then connected to the target."""
+    d = daemon_factory(workers=1, start=False)
+    port = d.ports.caller(20)
+    _config(d)
+    d.config["sip"]["trunks"] = {
+        "mobiles": {"address": f"127.0.0.1:{d.ports.caller(21)}", "username": "mob", "password": "Mob-secret"},
+        "carrier": {"address": f"127.0.0.1:{port}", "username": "acme", "password": "Tr0nk-secret",
+                    "allowed": [r"\+45[0-9]{8}"]}}
+    d.config["sip"]["mobile_trunk"] = "mobiles"
+    d.config["transfer_targets"] = {"accounting": {"number": NUMBER, "trunk": "carrier"}}
+    d.start()
+    carrier = _carrier(port, tmp_path)
+    alice, bob = await agents_up(d, ("alice", "bob"))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        a, alice_leg = await _connected_to_alice(d, caller, alice)
+        status, _, body = http(d, "POST", "/api/agents/alice/transfer", token=ALICE_TOKEN,
+                               body={"kind": "external", "target": "accounting"})
+        assert status == 200, body
+        await alice.wait(p.CallState, lambda m: m.leg == alice_leg and m.state == "disconnected", timeout=5)
+        await asyncio.to_thread(d.wait_event, "call.transfer_out", 1, 5.0)
+        for _ in range(50):
+            row = _rows(d, "SELECT count(*) FROM call_events WHERE event='TRANSFER_ANSWERED'")
+            if row[0][0]:
+                break
+            await asyncio.sleep(0.1)
+        caller.send(p.Hangup(leg=a))
+        await caller.wait(p.CallState, lambda m: m.leg == a and m.state == "disconnected", timeout=5)
+        out, _ = await asyncio.to_thread(carrier.communicate, timeout=40)
+    finally:
+        if carrier.poll() is None:
+            carrier.kill()
+            carrier.wait()
+        await caller.stop()
+        await alice.stop()
+        await bob.stop()
+    assert carrier.returncode == 0, out[-2000:]
+    reqs = _received(next(tmp_path.glob("*_messages.log")).read_text())
+    invites = [r for r in reqs if r.startswith("INVITE ")]
+    assert len(invites) == 2 and "Authorization:" not in invites[0], reqs
+    assert 'Authorization: Digest username="acme"' in invites[1] and "Tr0nk-secret" not in "".join(reqs)
+    row = d.wait_calls_ended(1)[0]
+    events = [e for e, _ in _events(d, row["call_id"])]
+    assert "TRANSFER_ANSWERED" in events and row["hangup_by"] == "caller", (events, row)
     _all_free(d)
     _stops_cleanly(d)

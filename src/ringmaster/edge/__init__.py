@@ -99,7 +99,7 @@ def _trunk_auth(trunks: Sequence[Trunk]) -> str:
     for i, trunk in enumerate(with_creds):
         host, port = trunk.address.rsplit(":", 1)
         lines += [
-            f'\t{"if" if i == 0 else "}} else if"} ($T_rpl($si) == "{host}" && $T_rpl($sp) == {port}) {{',
+            f'\t{"if" if i == 0 else "} else if"} ($T_rpl($si) == "{host}" && $T_rpl($sp) == {port}) {{',
             f'\t\t$avp(auser) = "{trunk.username}";',
             f'\t\t$avp(apass) = "{trunk.password}";',
             f'\t\t$avp(arealm) = "{trunk.realm}";',
