@@ -240,7 +240,7 @@ async def test_agent_transfers_her_call_over_mqtt_and_a_bad_target_is_answered_o
         await watcher.until("errors", lambda m: "unknown queue 'nowhere'" in m["error"], timeout=5)
         desk.publish("agents/alice/commands", {"version": 1, "command": "transfer", "queue": "support",
                                                "flow": "goodbye"})
-        await watcher.until("errors", lambda m: "exactly one of queue, agent or flow" in m["error"], timeout=5)
+        await watcher.until("errors", lambda m: "exactly one of queue, agent, flow or external" in m["error"], timeout=5)
         assert not [m for m in alice.events if isinstance(m, p.CallState) and m.leg == alice_leg
                     and m.state == "disconnected"]
         desk.publish("agents/alice/commands", {"version": 1, "command": "transfer", "queue": "support"})

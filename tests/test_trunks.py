@@ -139,6 +139,12 @@ entry_points:
     (('mobile: "+4512345678"', 'mobile: "+19005550100"'), "sip.yaml:12:", "+19005550100 is not a number trunk 'carrier' allows"),
     (("      password: s3cret\n", ""), "sip.yaml:5:", "give both username and password"),
     (("allowed: ['\\+45[0-9]{8}']", "allowed: ['(+45']"), "sip.yaml:8:", "pattern '(+45'"),
+    (("flows:", "transfer_targets:\n  accounting: {number: '+4533445566', trunk: carier}\nflows:"), "sip.yaml:14:",
+     "trunk 'carier' is not one of sip.trunks (did you mean 'carrier'?)"),
+    (("flows:", "transfer_targets:\n  premium: {number: '+19005550100', trunk: carrier}\nflows:"), "sip.yaml:14:",
+     "+19005550100 is not a number its trunk allows"),
+    (("flows:", "transfer_targets:\n  bob: {number: '+4533445566'}\nflows:"), "sip.yaml:14:",
+     "also the name of a queue, agent or flow"),
 ])
 def test_check_names_the_place_of_a_bad_trunk(tmp_path: Path, change: tuple[str, str], where: str, expected: str):
     text = BASE.replace(*change)
@@ -162,7 +168,7 @@ def test_a_good_trunk_config_loads_and_the_edge_answers_only_the_trunks_challeng
     assert cfg.sip.mobile_route is not None and cfg.sip.mobile_route.username == "acme"
     text, _ = render(cfg, [])
     route = text.split("failure_route[TRUNKAUTH] {", 1)[1].split("\n}\n", 1)[0]
-    assert '$T_rpl($si) != "127.0.0.1" || $T_rpl($sp) != 25080' in route and 'uac_auth()' in route
+    assert '$T_rpl($si) == "127.0.0.1" && $T_rpl($sp) == 25080' in route and 'uac_auth()' in route
     assert yaml.safe_load(BASE)["sip"]["trunks"]["carrier"]["password"] in route
 
 

@@ -265,12 +265,18 @@ ROUTES: tuple[Route, ...] = (
                                "notes": {"type": "string", "description": "at most customers.notes_max characters"}}},
           responses={"404": "no customers section in the config"}),
     Route("POST", "/api/agents/{agent}/transfer", "agent_transfer",
-          "Blind transfer: the caller the agent talks to goes on to a queue, another agent or a flow (the agent's "
-          "leg ends, she wraps up; queue_log BLINDTRANSFER)", role="agent",
+          "Transfer: blind, the caller the agent talks to goes on to a queue, another agent, a flow or a listed "
+          "external target (the agent's leg ends, she wraps up; queue_log BLINDTRANSFER); attended "
+          "(mode attended: a consult with an agent or an external target while the caller hears hold music), "
+          "then {action: complete} (queue_log ATTENDEDTRANSFER) or {action: cancel}", role="agent",
           access="Role: agent (its own agent only), supervisor or admin; an operator token is refused (403).",
-          body={"type": "object", "required": ["kind", "target"], "additionalProperties": False,
-                "properties": {"kind": {"type": "string", "enum": ["queue", "agent", "flow"]},
-                               "target": {"type": "string", "description": "the queue's, agent's or flow's name"}}},
+          body={"type": "object", "additionalProperties": False,
+                "properties": {"kind": {"type": "string", "enum": ["queue", "agent", "flow", "external"]},
+                               "target": {"type": "string", "description": "the queue's, agent's or flow's name, "
+                                                                           "or a transfer_targets name or number"},
+                               "mode": {"type": "string", "enum": ["blind", "attended"]},
+                               "action": {"type": "string", "enum": ["complete", "cancel"],
+                                          "description": "ends the agent's consult (alone in the body)"}}},
           responses={"400": "no connected call, or a target the plan does not list: nothing dialled"}),
     Route("GET", "/api/customers/{key}", "customer",
           "A customer: its keys, name, tier and whole history over every channel, newest first",
@@ -566,13 +572,23 @@ class Api:
         if agent not in self.controller.cfg.agents:
             raise _error(web.HTTPNotFound, f"unknown agent {agent[:64]!r}")
         body = await self._body(request)
-        unknown = set(body) - {"kind", "target"}
+        unknown = set(body) - {"kind", "target", "mode", "action"}
         if unknown:
-            raise _bad(f"unknown field(s) {sorted(unknown)[:5]}; fields: kind, target")
-        kind, target = body.get("kind"), body.get("target")
+            raise _bad(f"unknown field(s) {sorted(unknown)[:5]}; fields: kind, target, mode, action")
+        if "action" in body:
+            action = body["action"]
+            if set(body) != {"action"} or action not in ("complete", "cancel"):
+                raise _bad("action is complete or cancel, alone in the body")
+            result = self.controller.finish_consult(agent, action, "api")
+            if result.get("error"):
+                raise _bad(result["error"])
+            return _json(result)
+        kind, target, mode = body.get("kind"), body.get("target"), body.get("mode", "blind")
         if not isinstance(kind, str) or not isinstance(target, str) or not target:
-            raise _bad("kind (queue, agent or flow) and target (its name) are strings")
-        result = self.controller.transfer(agent, kind, target, "api")
+            raise _bad("kind (queue, agent, flow or external) and target (its name) are strings")
+        if mode not in ("blind", "attended"):
+            raise _bad("mode is blind or attended")
+        result = self.controller.transfer(agent, kind, target, "api", mode)
         if result.get("error"):
             raise _bad(result["error"])
         return _json(result)

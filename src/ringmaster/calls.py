@@ -173,6 +173,11 @@ class CallSession:
     customer_key: str | None = None
     customer: CustomerContext | None = None
     wrapup_leg: str = ""
+    # an agent's consult is under way (acd/consult.py): the caller hears hold music meanwhile
+    consulting: bool = False
+    # a blind transfer to an external number that was not answered (result: busy, no_answer,
+    # ...): the ACD's "back to the queue"; None for a flow's transfer step (the flow goes on)
+    transfer_failed: Callable[[str], None] | None = None
     _plays: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -396,6 +401,73 @@ class CallSession:
         if agent_leg:
             self.hangup_leg(agent_leg)
 
+    def transfer_out(self, uri: str, ring_timeout: float, moh: tuple[str, ...],
+                     on_failed: Callable[[str], None]) -> None:
+        """Blind transfer to a listed external number: dial `uri` (the edge sends it to the
+        target's trunk) from the caller's worker; the caller hears `moh` while it rings and is
+        bridged to it on answer (the call then ends when either hangs up); unanswered within
+        `ring_timeout` s, or refused, `on_failed(result)` is called."""
+        self.transfer_failed = on_failed
+        moh = moh or self.default_moh
+        if moh and self.media_ready:
+            self._command(p.Play(leg=self.leg, files=prompts.playable(moh), play_id=f"{self.call_id}-xfer{next(self._plays)}",
+                                 loop=True))
+        self.connect = Connect(uri, record=False, ring_timeout=ring_timeout)
+        self.b_leg = f"{self.call_id}-b{next(self._plays)}"
+        self.b_answered_at = None
+        self.bind_leg(self.b_leg)
+        self.log.info("call.transfer_out", target=uri, b_leg=self.b_leg)
+        who = identity(self.caller, self.caller_name, self.identity_host) if self.identity_host else None
+        self._command(p.Dial(leg=self.b_leg, uri=uri, from_uri=who or ""))
+        self._ring_timer = asyncio.get_running_loop().call_later(ring_timeout, self._ring_timeout, self.b_leg)
+
+    # ------------------------------------------------------------ consult (acd/consult.py)
+
+    def _pause_for_consult(self, pause: bool) -> None:
+        rec_id = self.queue_rec_id or self.rec_id
+        if rec_id and not self.recording_paused_by_operator and not self.holds:
+            self._command(p.RecordPause(rec_id=rec_id) if pause else p.RecordResume(rec_id=rec_id))
+
+    def consult_started(self, agent_leg: str, moh: tuple[str, ...]) -> None:
+        """The agent consults someone: she and the caller are unbridged, the caller hears hold
+        music (the queue's), the recording pauses (the consult is not the caller's talk)."""
+        self.consulting = True
+        self._command(p.Unbridge(leg_a=self.leg, leg_b=agent_leg))
+        self._pause_for_consult(True)
+        moh = moh or self.default_moh
+        if moh:
+            self.hold_play_id = f"{self.call_id}-consult{next(self._plays)}"
+            self._command(p.Play(leg=self.leg, files=prompts.playable(moh), play_id=self.hold_play_id, loop=True))
+
+    def consult_answered(self, agent_leg: str, leg: str) -> None:
+        """The consulted party answered: the agent and it talk (the caller keeps the music)."""
+        self._command(p.Bridge(leg_a=agent_leg, leg_b=leg))
+
+    def consult_back(self, agent_leg: str) -> None:
+        """The consult ended without a transfer: the music stops, agent and caller talk again."""
+        self.consulting = False
+        self._command(p.StopPlay(leg=self.leg))
+        recorded = bool(self.queue_rec_id or self.rec_id)
+        if not self.holds:
+            self._command(p.Bridge(leg_a=self.leg, leg_b=agent_leg, direct_media=self.direct_media and not recorded))
+        self._pause_for_consult(False)
+
+    def consult_completed(self, agent_leg: str, leg: str, external_uri: str) -> None:
+        """Attended transfer: the agent's leg is hung up, the caller is bridged to the consulted
+        party's leg (the music stops). A consulted agent's leg becomes the call's agent leg; an
+        external party's is the call's transfer leg (its hang-up ends the call). The queue's
+        recording of the agent's part ends."""
+        self.consulting = False
+        self._stop_queue_recording()
+        self.hangup_leg(agent_leg)
+        if external_uri:
+            self.queue_agent_leg = ""
+            self.connect = Connect(external_uri, record=False)
+            self.b_leg, self.b_answered_at = leg, time.time()
+        else:
+            self.queue_agent_leg = leg
+        self._command(p.Bridge(leg_a=self.leg, leg_b=leg, direct_media=self.direct_media))
+
     def continue_in_flow(self, flow: str) -> None:
         """Go on at the start of `flow` (a transfer to a flow), variables kept."""
         if self.run is None or self.hangup is not None:
@@ -482,6 +554,7 @@ class CallSession:
             if msg.state == "confirmed" and self.b_answered_at is None:
                 self.b_answered_at = time.time()
                 self.unserved_exit = ""
+                self.transfer_failed = None
                 if self._ring_timer is not None:
                     self._ring_timer.cancel()
                 self.store.event(self.call_id, "TRANSFER_ANSWERED", target=self.connect.uri if self.connect else "")
@@ -510,7 +583,11 @@ class CallSession:
                               404: "not_found", 603: "declined"}.get(msg.code, "failed")
                     self.store.event(self.call_id, "TRANSFER_FAILED", code=msg.code, result=result, b_leg=b_leg)
                     self.log.info("call.transfer_failed", code=msg.code, result=result)
-                    self._feed(ConnectEnded(result, msg.code))
+                    if self.transfer_failed is not None:  # an agent's blind transfer out: back to her queue
+                        failed, self.transfer_failed = self.transfer_failed, None
+                        failed(result)
+                    else:
+                        self._feed(ConnectEnded(result, msg.code))
         elif isinstance(msg, p.Error):
             self.log.error("call.b_leg_error", command=msg.command, error=msg.message)
 
@@ -630,7 +707,7 @@ class CallSession:
         own sound), the stretch is kept as hold time, queue_log gets HOLD / UNHOLD and a
         recording is paused (a silent stretch) and marked with its offsets."""
         talk = self._talking_to(msg.leg)
-        if talk is None or self.hangup is not None or self.ended:
+        if talk is None or self.hangup is not None or self.ended or self.consulting:
             return
         party, other = talk
         far = other if msg.leg == self.leg else msg.leg  # the bridge is caller <-> far

@@ -141,6 +141,16 @@ class Trunk(Strict):
         return not self.allowed or any(re.fullmatch(p, number) for p in self.allowed)
 
 
+class TransferTarget(Strict):
+    """An external party agents may transfer callers to (issue 11): a number dialled through a
+    trunk of `sip.trunks`. Only listed targets are ever dialled: the edge relays a worker's
+    INVITE to `NUMBER@edge` to the trunk only for a number listed here (or a mobile agent's)."""
+
+    number: str = Field(pattern=r"^\+?[0-9]{1,20}$", description="the number as the trunk dials it, e.g. +4533445566")
+    trunk: str = Field(default="", description="a trunk of sip.trunks (default: sip.mobile_trunk)")
+    ring_timeout: float = Field(default=30.0, gt=0, le=300, description="seconds the target may ring")
+
+
 DEFAULT_SCANNERS = ["friendly-scanner", "sipvicious", "sipcli", "VaxSIPUserAgent",
                     "sipsak", "sundayddr", "iWar", "SIVuS", "Gulp", "sip-scan", "smap"]
 
@@ -778,6 +788,16 @@ class Config(Strict):
                 found.append((f"agents.{name}.softphone.password", a.softphone.password))
         return [place for place, value in found if value and value.endswith("-change-me")]
 
+    def transfer_route(self, target: TransferTarget) -> Trunk | None:
+        """The trunk an external transfer target is dialled through, or None if there is none."""
+        return self.sip.trunks.get(target.trunk) if target.trunk else self.sip.mobile_route
+
+    def transfer_target(self, name_or_number: str) -> tuple[str, TransferTarget] | None:
+        """(name, target) of the listed external target named or numbered `name_or_number`."""
+        if name_or_number in self.transfer_targets:
+            return name_or_number, self.transfer_targets[name_or_number]
+        return next(((n, t) for n, t in self.transfer_targets.items() if t.number == name_or_number), None)
+
     def presence_of(self, agent: str) -> PresenceProfile:
         """The agent's presence: its own, its profile's, the profile named default, or the defaults."""
         spec = self.agents[agent]
@@ -807,6 +827,9 @@ class Config(Strict):
         default_factory=dict, description="services `http` flow steps may call, by name")
     webhooks: dict[str, WebhookConfig] = Field(
         default_factory=dict, description="endpoints that receive events as signed HTTP POSTs, by name (docs/webhooks.md)")
+    transfer_targets: dict[str, TransferTarget] = Field(
+        default_factory=dict, description="external numbers agents may transfer or consult to, by name "
+        "(docs/agent-calls.md)")
     flows: dict[str, list[Any]] = Field(default_factory=dict)
     entry_points: list[EntryPoint] = Field(default_factory=list)
     unknown_number: UnknownNumber = Field(default_factory=UnknownNumber)
@@ -1110,6 +1133,20 @@ def _check_trunks(cfg: Config, src: Source) -> list[ConfigError]:
         if agent.mobile is not None and trunk is not None and not trunk.allows(agent.mobile):
             errors.append(src.error(("agents", name, "mobile"), f"agent {name!r}: {agent.mobile} is not a number "
                                     f"trunk {sip.mobile_trunk!r} allows (sip.trunks.{sip.mobile_trunk}.allowed)"))
+    for name, target in cfg.transfer_targets.items():
+        route = cfg.transfer_route(target)
+        where = ("transfer_targets", name)
+        if target.trunk and target.trunk not in sip.trunks:
+            errors.append(src.error((*where, "trunk"), f"transfer target {name!r}: trunk {target.trunk!r} is not one "
+                                    f"of sip.trunks{did_you_mean(target.trunk, set(sip.trunks))}"))
+        elif route is None:
+            errors.append(src.error(where, f"transfer target {name!r}: no trunk (set its trunk, or sip.mobile_trunk)"))
+        elif not route.allows(target.number):
+            errors.append(src.error((*where, "number"), f"transfer target {name!r}: {target.number} is not a number "
+                                    f"its trunk allows (sip.trunks.{target.trunk or sip.mobile_trunk}.allowed)"))
+        if name in cfg.queues or name in cfg.agents or name in cfg.flows:
+            errors.append(src.error(where, f"transfer target {name!r}: also the name of a queue, agent or flow "
+                                    "(a phone's REFER names one of them)"))
     return errors
 
 

@@ -14,6 +14,7 @@ import structlog
 
 from ringmaster import inputs, live, prompts
 from ringmaster import protocol as p
+from ringmaster.acd.consult import MAX_LEGS
 from ringmaster.acd.membership import Membership
 from ringmaster.acd.runtime import AcdRuntime
 from ringmaster.calls import CallSession, display_name, new_call_id, sip_user
@@ -77,6 +78,7 @@ class Controller:
         self.acd = AcdRuntime(cfg, self.store, on_change=self.changed.set) if cfg.queues else None
         if self.acd is not None:
             self.acd.speech = self.speech
+            self.acd.legs_in_use = self.legs_in_use
         self.broker = EmbeddedBroker(cfg) if cfg.mqtt is not None and cfg.mqtt.embedded else None
         self.mqtt: MqttLink | None = None
         if cfg.mqtt is not None and self.acd is not None:
@@ -314,11 +316,26 @@ class Controller:
                 held[s.worker] += 1
         return held
 
+    def legs_promised(self, worker: str) -> int:
+        """Legs `worker` holds or has promised: 2 per live call (its caller and the agent or
+        transfer leg it has or may get) + 1 per consult leg (acd/consult.py)."""
+        calls = self.inbound_calls().get(worker, 0)
+        return 2 * calls + (self.acd.consults.on_worker(worker) if self.acd is not None else 0)
+
+    def legs_in_use(self, worker: str) -> int:
+        """The larger of the legs promised and the call slots the worker's pjsua counts (a leg
+        being torn down, an INVITE just arrived): what a new consult leg must fit beside."""
+        wp = self.pool.workers.get(worker)
+        used = wp.slots.used if wp is not None and wp.slots is not None else 0
+        return max(self.legs_promised(worker), used)
+
     def _incoming(self, worker: str, msg: p.Incoming) -> None:
         # The edge never sends a worker more than max_inbound_calls, unless its count of that
         # worker's calls ran low (after a correction, see edge/loadcheck.py): the legs left
-        # are for agent and transfer legs, so refuse with 486 and let the edge fail over.
-        if self.inbound_calls().get(worker, 0) >= self.cfg.workers.max_inbound_calls:
+        # are for agent and transfer legs, so refuse with 486 and let the edge fail over. A
+        # consult's leg counts too: a caller whose agent leg would not fit is not taken.
+        if (self.inbound_calls().get(worker, 0) >= self.cfg.workers.max_inbound_calls
+                or self.legs_promised(worker) + 2 > MAX_LEGS):
             self.over_capacity_refused += 1
             log.warning("call.worker_full_refused", worker=worker, sip_call_id=msg.sip_call_id)
             self.pool.send(worker, p.Reject(leg=msg.leg, code=486, reason="Worker Full"))
@@ -783,11 +800,20 @@ class Controller:
         error = session.set_recording(paused)
         return {"error": error} if error else {"call_id": call_id, "recording": "paused" if paused else "recording"}
 
-    def transfer(self, agent: str, kind: str, target: str, via: str) -> dict[str, Any]:
-        """Blind transfer of the call `agent` is connected to (AcdRuntime.blind_transfer)."""
+    def transfer(self, agent: str, kind: str, target: str, via: str, mode: str = "blind") -> dict[str, Any]:
+        """Transfer of the call `agent` is connected to: blind (AcdRuntime.blind_transfer) or
+        attended (a consult first: acd/consult.py, then `finish_consult`)."""
         if self.acd is None:
             return {"error": "no queues configured"}
+        if mode == "attended":
+            return self.acd.consults.start(agent, kind, target, via)
         return self.acd.blind_transfer(agent, kind, target, via)
+
+    def finish_consult(self, agent: str, action: str, via: str) -> dict[str, Any]:
+        """complete | cancel the consult `agent` started (acd/consult.py)."""
+        if self.acd is None:
+            return {"error": "no queues configured"}
+        return self.acd.consults.finish(agent, action, via)
 
     def set_schedule(self, name: str, state: str | None) -> dict[str, Any]:
         if name not in self.dialplan.schedules:

@@ -252,7 +252,8 @@ class TaskRouter:
         if msg.command == "wrapup":
             self._wrapup(agent, msg)
             return
-        if msg.command == "transfer" and (msg.flow or msg.agent or not msg.task or st.holding.get(msg.task) == "voice"):
+        if msg.command == "transfer" and (msg.flow or msg.agent or msg.external or msg.action or not msg.task
+                                          or st.holding.get(msg.task) == "voice"):
             self._transfer_call(agent, msg)
             return
         if not msg.task:
@@ -305,17 +306,27 @@ class TaskRouter:
             self._forgotten = True
 
     def _transfer_call(self, agent: str, msg: AgentCommand) -> None:
-        """A blind transfer of the call the agent talks to (AcdRuntime.blind_transfer): to
-        `queue`, `agent` or `flow` (exactly one); task, if given, must be that call's id."""
-        if sum(bool(x) for x in (msg.queue, msg.agent, msg.flow)) != 1:
-            raise BadPayload("transfer of a call needs exactly one of queue, agent or flow", "queue")
+        """A transfer of the call the agent talks to: blind (AcdRuntime.blind_transfer) to
+        `queue`, `agent`, `flow` or `external` (exactly one), or attended (`mode: attended`, to
+        `agent` or `external`: a consult, acd/consult.py) and then `action` complete or cancel;
+        task, if given, must be that call's id."""
+        if msg.action is not None:
+            done = self.acd.consults.finish(agent, msg.action, "mqtt")
+            if done.get("error"):
+                raise BadPayload(done["error"], "action")
+            return
+        if sum(bool(x) for x in (msg.queue, msg.agent, msg.flow, msg.external)) != 1:
+            raise BadPayload("transfer of a call needs exactly one of queue, agent, flow or external", "queue")
         q = self.acd.agent_call(agent)
         if q is None or (msg.task and msg.task != q.session.call_id):
             raise BadPayload(f"agent {agent!r} is not connected to " + (f"call {msg.task!r}" if msg.task else "a call"),
                              "task")
         kind, target = (("queue", msg.queue) if msg.queue else ("agent", msg.agent) if msg.agent
-                        else ("flow", msg.flow or ""))
-        result = self.acd.blind_transfer(agent, kind, target, "mqtt")
+                        else ("external", msg.external) if msg.external else ("flow", msg.flow or ""))
+        if msg.mode == "attended":
+            result = self.acd.consults.start(agent, kind, target, "mqtt")
+        else:
+            result = self.acd.blind_transfer(agent, kind, target, "mqtt")
         if result.get("error"):
             raise BadPayload(result["error"], kind)
 

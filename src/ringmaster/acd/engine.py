@@ -457,6 +457,63 @@ class QueueEngine:
                              AgentChanged(task.agent)]
         return out + self._dispatch(now)
 
+    def consult_started(self, agent: str, key: str, now: float) -> list[Action]:
+        """`agent` is consulted by another agent (an attended transfer's consult leg rings or
+        talks to her): she holds `key` on voice, so no queue offers her a call meanwhile."""
+        a = self.agents.get(agent)
+        if a is None:
+            return []
+        a.holding[key] = "voice"
+        self._touch(agent)
+        return [AgentChanged(agent), *self._dispatch(now)]
+
+    def consult_ended(self, agent: str, key: str, now: float) -> list[Action]:
+        """The consult with `agent` ended without a transfer to her (cancelled, unanswered,
+        hung up): she is free again at once (a consult is not a call of hers: no wrap-up)."""
+        a = self.agents.get(agent)
+        if a is None or a.holding.pop(key, None) is None:
+            return []
+        a.idle_since = now
+        self._touch(agent)
+        self._forget_agent_if_free(agent)
+        return [AgentChanged(agent), *self._dispatch(now)]
+
+    def attended_transfer(self, call_id: str, dest: tuple[str, ...], now: float, to_agent: str | None = None,
+                          consult_key: str = "") -> list[Action]:
+        """The agent of a connected call completed an attended transfer (after a consult): her
+        part ends as after any call (talk time, the call counted, wrap-up) and queue_log gets
+        app_queue's ATTENDEDTRANSFER, data (*dest, holdtime, calltime, origposition) with dest
+        as Asterisk writes it (`BRIDGE`, the bridge the caller joined; apps/app_queue.c,
+        log_attended_transfer). With `to_agent` (the consulted agent, holding `consult_key`)
+        the task stays connected, now to her, from `now`; else (an external party) the task
+        is gone from the engine. Returns no actions for a task that is not connected."""
+        task = self.tasks.get(call_id)
+        if task is None or task.agent is None:
+            return []
+        old = task.agent
+        a = self.agents[old]
+        talk = now - (task.answered_at or now)
+        self._release(a, task, now)
+        a.talk_time += talk
+        a.calls_by_queue[task.queue] += 1
+        self.queues[task.queue].transferred += task.channel == "voice"
+        hold = (task.answered_at or now) - task.enqueued_at
+        out: list[Action] = [QueueLog(now, call_id, task.queue, old, "ATTENDEDTRANSFER",
+                                      (*dest, round(hold), round(talk), task.original_position), task.channel),
+                             AgentChanged(old)]
+        b = self.agents.get(to_agent) if to_agent is not None else None
+        if b is not None:
+            b.holding.pop(consult_key, None)
+            b.holding[call_id] = task.channel
+            task.agent, task.answered_at = b.id, now
+            self._touch(b.id)
+            out.append(AgentChanged(b.id))
+        else:
+            del self.tasks[call_id]
+            self._timer_at.pop(call_id, None)
+        self._forget_agent_if_free(old)
+        return out + self._dispatch(now)
+
     def transfer(self, call_id: str, queue: str, now: float) -> list[Action]:
         """Move a chat or email task to another queue (from its agent, or while it waits)."""
         task = self.tasks.get(call_id)

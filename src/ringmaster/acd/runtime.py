@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ import structlog
 from ringmaster import inputs
 from ringmaster import protocol as p
 from ringmaster.acd.config import AnnounceSay, Overflow, QueueConfig
+from ringmaster.acd.consult import Consults
 from ringmaster.acd.engine import (
     UNROUTABLE_TEXT,
     Action,
@@ -114,6 +116,9 @@ class AcdRuntime:
         self.speech: Speech | None = None  # spoken announcements (set by the controller)
         self.customers: CustomerBook | None = None  # offer context and wrap-up (set by the controller)
         self._speaking: set[asyncio.Task[None]] = set()
+        self.consults = Consults(self)  # attended transfers' consult legs (acd/consult.py)
+        # legs a worker holds or is promised (set by the controller): the consult's leg budget
+        self.legs_in_use: Callable[[str], int] | None = None
         now = clock()
         for name, agent in cfg.agents.items():
             if agent.auto_login and agent.mobile is not None:
@@ -149,20 +154,24 @@ class AcdRuntime:
     def owns_leg(self, session: CallSession, leg: str) -> bool:
         """Whether `leg` is one of this call's agent legs: ringing, cancelled and not ended yet,
         or the connected agent's."""
-        if leg in self.ring_legs:
+        if leg in self.ring_legs or self.consults.owns(leg):
             return True
         q = self.calls.get(session.call_id)
         return q is not None and leg == q.agent_leg
 
     def holds_leg(self, leg: str) -> bool:
-        """Whether the runtime still waits for `leg` to end (its call may be over already)."""
-        return leg in self.ring_legs
+        """Whether the runtime still waits for `leg` to end (its call may be over already): a
+        ring leg, or a consult leg (the worker's leg budget counts it until then)."""
+        return leg in self.ring_legs or self.consults.owns(leg)
 
     def agent_leg_event(self, session: CallSession, msg: p.Message) -> None:
         """A worker event of one of the call's agent legs: a ring answered or ended, or the
         connected agent hanging up."""
         q = self.calls.get(session.call_id)
         leg = getattr(msg, "leg", "")
+        if self.consults.owns(leg):
+            self.consults.leg_event(msg)
+            return
         if isinstance(msg, p.Error):
             session.log.error("acd.agent_leg_error", leg=leg, command=msg.command, error=msg.message)
             return
@@ -179,6 +188,7 @@ class AcdRuntime:
                 # the agent hung up on a connected call: COMPLETEAGENT, then the caller goes
                 if not q.connected:
                     self._connected(q)  # hung up as the bridge was being made: it was answered
+                self.consults.call_ending(q.session, "agent_hangup")
                 q.session.close_holds("agent_hangup")  # UNHOLD before COMPLETEAGENT
                 self._record_talk(q, now)
                 self.apply(self.engine.call_ended(q.session.call_id, "agent", now))
@@ -235,6 +245,7 @@ class AcdRuntime:
             for agent in sorted(ring.withdrawn | ring.live):
                 actions += self.engine.ring_ended(ring.call_id, agent, now)
             self.apply(actions)
+        self.consults.worker_lost(worker)
 
     def hold_changed(self, session: CallSession, party: str, held: bool, seconds: float) -> None:
         """A party of a connected queue call held or resumed: queue_log HOLD (data: party) or
@@ -255,6 +266,7 @@ class AcdRuntime:
             self.caller_gone(session)
             return
         now = self.clock()
+        self.consults.call_ending(session, "caller_hangup")
         if not q.connected:
             # the caller's BYE crossed the agent's 200: he left before the worker joined them
             # and never heard the agent. Asterisk's app_queue, finding the caller hung up when
@@ -282,9 +294,9 @@ class AcdRuntime:
 
     def transfer_refusal(self, session: CallSession, kind: str, target: str) -> str | None:
         """Why a blind transfer of `session` to (kind, target) cannot be made, or None if it can.
-        kind: queue (a queue of the config), agent (one who can take a call now) or flow (a flow
-        of the call's dial plan). External numbers are not carried out yet: refused, nothing
-        dialled."""
+        kind: queue (a queue of the config), agent (one who can take a call now), flow (a flow
+        of the call's dial plan) or external (a name or number of `transfer_targets`, whose
+        trunk allows it; anything else is refused and nothing is dialled)."""
         if kind == "queue":
             if target not in self.engine.queues:
                 return f"unknown queue {target[:64]!r}; queues: {', '.join(sorted(self.engine.queues))}"
@@ -301,9 +313,12 @@ class AcdRuntime:
             if not a.can_take("voice", self.clock()):
                 return f"agent {target!r} cannot take a call now ({a.status(self.clock())})"
             return None
-        if kind == "number":
-            return "a blind transfer to a number is not supported yet"
-        return f"unknown target kind {kind[:16]!r}: queue, agent or flow"
+        if kind == "external":
+            if self.cfg.transfer_target(target) is None:
+                listed = ", ".join(sorted(self.cfg.transfer_targets)) or "none"
+                return f"{target[:64]!r} is not a listed transfer target (transfer_targets: {listed})"
+            return None
+        return f"unknown target kind {kind[:16]!r}: queue, agent, flow or external"
 
     def blind_transfer(self, agent: str, kind: str, target: str, via: str) -> dict[str, Any]:
         """`agent` sends the caller she talks to on, unattended: to a queue (the caller waits
@@ -325,13 +340,18 @@ class AcdRuntime:
             self.store.event(session.call_id, "TRANSFER_REFUSED", side="agent", agent=agent, kind=kind,
                              target=target[:200], via=via, reason=refusal)
             return {"error": refusal}
+        extra: dict[str, str] = {}
+        if kind == "external":  # a listed name or number: the record names both
+            found = self.cfg.transfer_target(target)
+            assert found is not None  # transfer_refusal checked it
+            target, extra["number"] = found[0], found[1].number
         now = self.clock()
         task = self.engine.tasks.get(session.call_id)
         priority, skills = (task.priority, tuple(task.skills.items())) if task is not None else (0, ())
         self._record_talk(q, now)
         session.close_holds("transfer")  # UNHOLD before BLINDTRANSFER
         self.store.event(session.call_id, "TRANSFER", now, mode="blind", agent=agent, queue=q.queue, kind=kind,
-                         target=target, via=via)
+                         target=target, via=via, **extra)
         session.log.info("acd.blind_transfer", agent=agent, queue=q.queue, kind=kind, target=target, via=via)
         agent_leg = q.agent_leg or ""
         self.apply(self.engine.blind_transfer(session.call_id, target, kind, now))
@@ -345,13 +365,28 @@ class AcdRuntime:
             # queue it came from like any caller (its priority and skills kept): a contact
             # centre's "return to queue", rather than a hang-up that loses the customer
             self.enqueue(session, q.queue, priority, skills, offer_to=target)
+        elif kind == "external":
+            # the caller hears the queue's music while the number rings; unanswered (busy, the
+            # target's ring_timeout), the caller waits in the queue it came from again
+            def back_to_queue(result: str) -> None:
+                session.log.info("acd.external_transfer_failed", target=target, result=result)
+                self.enqueue(session, q.queue, priority, skills)
+
+            listed = self.cfg.transfer_targets[target]
+            session.transfer_out(self.external_uri(listed.number), listed.ring_timeout, self.moh_files(q.queue), back_to_queue)
         else:
             session.continue_in_flow(target)
         return {"call_id": session.call_id, "agent": agent, "kind": kind, "target": target}
 
+    def external_uri(self, number: str) -> str:
+        """Where a worker dials a listed external number: the edge, which sends it to the
+        target's trunk (and only for listed numbers: edge/policy.py `x:NUMBER`)."""
+        return f"sip:{number}@{self.cfg.sip.host}:{self.cfg.sip.port}"
+
     def refer_target(self, session: CallSession, uri: str) -> tuple[str, str]:
         """(kind, name) an agent phone's REFER target stands for: its user part names a queue,
-        else a flow of the call's plan, else an agent; anything else is kind "uri"."""
+        else a flow of the call's plan, else an agent, else a listed external target (by name or
+        number: kind "external"); anything else is kind "uri"."""
         user = sip_user(uri) or uri
         if user in self.engine.queues:
             return "queue", user
@@ -359,6 +394,9 @@ class AcdRuntime:
             return "flow", user
         if user in self.cfg.agents:
             return "agent", user
+        found = self.cfg.transfer_target(user)
+        if found is not None:
+            return "external", found[0]
         return "uri", uri
 
     # ------------------------------------------------------------ agents

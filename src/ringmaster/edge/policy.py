@@ -11,6 +11,8 @@ the edge's runtime dir and re-read on `htable.reload` when a reload changes the 
             Python's `re` and in POSIX: digits, classes, groups, alternation, repetition);
 - `targets` `USER@HOST:PORT` of every `transfer` step's URI: the only non-agent destinations a
             worker may dial through the edge (toll-fraud rule: nothing the plan does not list);
+            Also `x:NUMBER` -> the trunk's HOST:PORT for each external `transfer_targets` entry:
+            a worker's INVITE to `NUMBER@edge` leaves through that trunk, nothing else does;
 - `agents`  `u:USERNAME` of softphone agents and `m:NUMBER` of mobile agents (sent to the trunk).
 
 db_text format: one header line of typed columns, then rows with `:` between fields (`\\:` and
@@ -109,6 +111,10 @@ class EdgePolicy:
                     key = target_key(node.options.to)
                     if key is not None:
                         pol.targets[key] = flow.name
+        for target in cfg.transfer_targets.values():
+            route = cfg.transfer_route(target)
+            if route is not None and route.allows(target.number):
+                pol.targets[f"x:{target.number}"] = route.address
         for name, agent in cfg.agents.items():
             if agent.softphone is not None:
                 pol.agents[f"u:{agent.softphone.username}"] = name

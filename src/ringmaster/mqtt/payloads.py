@@ -108,6 +108,10 @@ class AgentCommand(_Payload):
     queue: str | None = Field(default=None, pattern=NAME)
     flow: str | None = Field(default=None, pattern=NAME, description="transfer of a call: to this flow")
     agent: str | None = Field(default=None, pattern=NAME, description="transfer of a call: to this agent")
+    external: str | None = Field(default=None, pattern=r"^(\+?[0-9]{1,20}|[A-Za-z0-9_.-]{1,64})$",
+                                 description="transfer of a call: to this transfer_targets name or number")
+    mode: Literal["blind", "attended"] = Field(default="blind", description="transfer of a call: attended = a consult first")
+    action: Literal["complete", "cancel"] | None = Field(default=None, description="transfer: ends the agent's consult")
     text: str = Field(default="", max_length=TEXT_MAX, pattern=TEXT, description="reply: the agent's message")
     # complete and wrapup: a wrap-up code (of customers.wrapup_codes when that section is set)
     # and/or notes; their length and codes are checked against the config by the customer book

@@ -44,7 +44,7 @@ class QueueStats:
     timeout: int = 0
     exit_key: int = 0
     exit_empty: int = 0
-    transferred: int = 0  # BLINDTRANSFER: answered here, then sent on by the agent
+    transferred: int = 0  # BLINDTRANSFER / ATTENDEDTRANSFER: answered here, then sent on by the agent
     answered_in_sl: int = 0
     service_level_pct: float | None = None
     asa: float | None = None
@@ -161,8 +161,9 @@ class Tally:
             s._talks += 1
             self._a(agent).talk_seconds += _at(d, 1)
             self._a(agent).wrapup_seconds += self.wrapups.get(queue, 0.0)
-        elif event == "BLINDTRANSFER":
-            # app_queue's data: extension|context|holdtime|calltime|origposition
+        elif event in ("BLINDTRANSFER", "ATTENDEDTRANSFER"):
+            # app_queue's data: extension|context|holdtime|calltime|origposition, and for an
+            # attended one BRIDGE|target|holdtime|calltime|origposition (ours: always BRIDGE)
             s = self._q(queue)
             s._talk_sum += _at(d, 3)
             s._talks += 1
