@@ -563,7 +563,7 @@ class AcdRuntime:
             self._call_event("offered", q, agents=list(agents))
         q.session.log.info("acd.ring", queue=queue, agents=list(agents), leg=leg, refork=refork or None)
         # the caller's media offered in the agent's INVITE saves a re-INVITE at the bridge
-        # (docs/engine-findings.md, 76); not towards browser phones (rtpengine rewrites their
+        # (docs/engine-findings.md, 92); not towards browser phones (rtpengine rewrites their
         # SDP: the worker's own offer must reach it) nor when the queue records (the recorder
         # needs both voices in the worker)
         spec = q.spec or self.cfg.queues.get(queue)

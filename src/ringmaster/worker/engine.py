@@ -51,6 +51,10 @@ from ringmaster.worker.legs import (
 # happened (docs/engine-findings.md, 47). These are backstops only.
 IDLE_POLL_MS = 5000
 BUSY_POLL_MS = 50
+# legs up and pjsua's slot count matches them: nothing changes without a callback or a
+# command, so the whole loop turn is only a safety net (measured: at 50 ms it was 20 turns a
+# second per worker with a call, most of a loaded pool's loop turns; docs/engine-findings.md, 93)
+SETTLED_POLL_MS = 1000
 POLL_MS = 10  # a recording's WAV header is looked for this often while it is finalised
 # after this long with no leg whose media is in this worker, the conference bridge's clock (the
 # null sound device's thread, 50 ticks/s) stops too; the next leg or re-anchor starts it again
@@ -251,13 +255,23 @@ class MediaEngine:
             return 10  # a resumed leg's re-INVITE is retried shortly
         if self.inbuf:
             return 1  # the rest of a command is on its way (a wake-up datagram came first)
-        if self.pending_dials or any(not leg.media_off or leg.reinvite_out for leg in self.legs.values()):
+        media_here = self.pending_dials or any(not leg.media_off or leg.reinvite_out for leg in self.legs.values())
+        if media_here:
             self.busy_at = now  # a leg has (or waits for) media in this worker: the clock runs
         elif self.sound_on and now - self.busy_at > SOUND_OFF_AFTER and self.ep is not None:
             self.ep.audDevManager().setNoDev()
             self.sound_on = False
-        backstop = BUSY_POLL_MS if self.legs or native.call_count() > 0 else IDLE_POLL_MS
+        used = native.call_count()
+        if used > len(self.legs):
+            backstop = BUSY_POLL_MS  # a slot frees behind our back (no callback): watch for it
+        elif self.legs:
+            backstop = SETTLED_POLL_MS  # every event of these legs comes with a callback
+        else:
+            backstop = IDLE_POLL_MS
         due = self._next_deadline(now)
+        if self.sound_on and not media_here:
+            off_at = self.busy_at + SOUND_OFF_AFTER  # the clock stops then (no leg's media here)
+            due = off_at if due is None else min(due, off_at)
         if due is None:
             return backstop
         return max(0, min(backstop, int((due - now) * 1000) + 1))
@@ -268,7 +282,7 @@ class MediaEngine:
         happened: such a turn only reads the command socket. The whole turn (timers, slots,
         collections) runs when a pjsua callback ran (`dirty`), a media thread queued something,
         a command came, or the deadline `_poll_ms` set last time is reached (measured: the
-        whole turn on every packet was a third of a loaded worker's CPU, finding 77)."""
+        whole turn on every packet was a third of a loaded worker's CPU, finding 93)."""
         assert self.ep is not None
         ep = self.ep
         timeout = 0
