@@ -411,3 +411,46 @@ def test_offer_to_rings_that_agent_alone_member_or_not_and_a_lapse_returns_the_c
     assert e.enqueue("c2", "q", now=10.5, offer_to="c") and e.tasks["c2"].ringing.keys() == {"a"}  # c is busy
     out = e.tick(15.1)  # c let it ring: RINGNOANSWER, and q's own members take it
     assert [lg.agent for lg in logs(out, "RINGNOANSWER")] == ["c"] and rings(out) == [Ring("c1", "q", ("b",), 5.0)]
+
+
+@pytest.mark.parametrize("strategy", ["round-robin", "linear"])
+def test_hunt_fast_path_picks_what_the_full_candidate_list_would(strategy: str) -> None:
+    # _first_candidate (members from the strategy's rotation, first who may take the task)
+    # must choose as _candidates + the strategy's order + the declined filter do, whatever the
+    # agents' states: paused, logged out, on a call, in wrap-up, tiers, skills, declines
+    rng = random.Random(11)
+    names = tuple(f"a{i}" for i in range(30))
+    skills = {n: {"de": rng.randint(0, 3)} for n in names}
+    members = [{"agent": n, "tier": rng.randint(1, 3)} for n in names]
+    e = engine({"q": {"strategy": strategy, "members": members, "tier_wait": 5, "wrapup": 3}}, names, **skills)
+    checked = 0
+    for step in range(300):
+        now = 100.0 + step
+        n = rng.choice(names)
+        r = rng.random()
+        if r < 0.15:
+            e.agent_pause(n, "x", now)
+        elif r < 0.3:
+            e.agent_unpause(n, now)
+        elif r < 0.35:
+            e.agent_logout(n, now)
+        elif r < 0.45:
+            e.agent_login(n, now)
+        out = e.enqueue(f"c{step}", "q", now, skills={"de": rng.randint(0, 2)} if rng.random() < 0.5 else None)
+        for ring in rings(out):
+            if rng.random() < 0.5:  # answered (on a call, then maybe wrapping up); else still ringing
+                e.ring_answered(ring.call_id, ring.agents[0], now)
+                if rng.random() < 0.5:
+                    e.call_ended(ring.call_id, "agent", now + 0.5)
+        q = e.queues["q"]
+        for task in list(q.waiting)[:3]:
+            task.declined = {x for x in names if rng.random() < 0.2}
+            later = now + rng.choice([0.0, 6.0, 12.0])
+            strat = e._strategy(e._spec(task).strategy)
+            cands = e._candidates(q, task, later)
+            fresh = [a for a in cands if a.id not in task.declined] or cands
+            slow = strat.order(fresh, q, later, e.rng)[:1]
+            fast = e._first_candidate(q, task, later, strat.rotation(q))  # type: ignore[arg-type]
+            assert [a.id for a in fast] == [a.id for a in slow], (step, task.id)
+            checked += 1
+    assert checked > 100

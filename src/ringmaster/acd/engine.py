@@ -753,15 +753,21 @@ class QueueEngine:
             if task.agent is not None or task.ringing or now < task.retry_at or task.id not in self.tasks:
                 continue
             q = self.queues[task.queue]
-            candidates = self._candidates(q, task, now)
-            if not candidates:
-                continue
-            fresh = [a for a in candidates if a.id not in task.declined]
-            if fresh:  # the next agent, not the one who just let it go (Asterisk's linpos)
-                candidates = fresh
             spec = self._spec(task)
             strategy = self._strategy(spec.strategy)
-            ordered = strategy.order(candidates, q, now, self.rng)
+            start = None if strategy.ring_all else strategy.rotation(q)
+            if start is not None:
+                ordered = self._first_candidate(q, task, now, start)
+                if not ordered:
+                    continue
+            else:
+                candidates = self._candidates(q, task, now)
+                if not candidates:
+                    continue
+                fresh = [a for a in candidates if a.id not in task.declined]
+                if fresh:  # the next agent, not the one who just let it go (Asterisk's linpos)
+                    candidates = fresh
+                ordered = strategy.order(candidates, q, now, self.rng)
             chosen = ordered if strategy.ring_all else ordered[:1]
             for a in chosen:
                 a.offered[task.id] = task.channel
@@ -801,18 +807,51 @@ class QueueEngine:
             out.append(a)
         return out
 
+    def _first_candidate(self, q: QueueState, task: QueuedTask, now: float, start: int) -> list[AgentState]:
+        """What `_candidates` + a hunt strategy's `order` would pick first, found without
+        looking at everyone: members from index `start` round the list, the first free one who
+        may take the task and did not just decline it; else the first who declined it. [] or
+        [agent]."""
+        free = self._free[(q.name, task.channel)]
+        members = q.spec.members
+        n = len(members)
+        if not free or not n:
+            return []
+        waited = now - task.enqueued_at
+        tier_wait = self._spec(task).tier_wait
+        top_tier = 1 + (int(waited // tier_wait) if tier_wait > 0 else 8)
+        declined: AgentState | None = None
+        for i in range(n):
+            m = members[(start + i) % n]
+            if m.agent not in free or m.tier > top_tier:
+                continue
+            a = self.agents[m.agent]
+            if not a.can_take(task.channel, now):
+                continue
+            if any(a.skill(s) < level for s, level in q.spec.skills.items()):
+                continue
+            if any(a.skill(s) < level for s, level in task.skills.items()):
+                continue
+            if a.id not in task.declined:
+                return [a]
+            declined = declined or a
+        return [declined] if declined is not None else []
+
     # ------------------------------------------------------------ routing diagnosis
 
     def diagnose(self, queue: str, skills: dict[str, int] | None = None) -> str:
         """Why a task for `queue` needing `skills` (on top of the queue's own) could not be
         offered to anyone, as one of Unroutable's reasons, or "" when some logged-in member
         has the skills (free or not). Costs the queue's member count."""
-        spec = self.queues[queue].spec
+        q = self.queues[queue]
+        spec = q.spec
         if not spec.members:
             return "no-members"
         need = {**spec.skills}
         for s, level in (skills or {}).items():
             need[s] = max(level, need.get(s, 0))
+        if not need:  # every member is skilled: the common case, without a pass over them
+            return "" if self._anyone_logged_in(q) else "no-member-logged-in"
         skilled = [self.agents[m.agent] for m in spec.members
                    if all(self.agents[m.agent].skill(s) >= level for s, level in need.items())]
         if not skilled:

@@ -13,3 +13,6 @@ class Linear(Strategy):
 
     def order(self, candidates: list[AgentState], queue: QueueState, now: float, rng: random.Random) -> list[AgentState]:
         return candidates
+
+    def rotation(self, queue: QueueState) -> int | None:
+        return 0

@@ -18,3 +18,10 @@ class RoundRobin(Strategy):
         start = members.index(queue.rr_last) + 1
         rank = {a: (i - start) % len(members) for i, a in enumerate(members)}
         return sorted(candidates, key=lambda a: rank.get(a.id, len(members)))
+
+    def rotation(self, queue: QueueState) -> int | None:
+        members = queue.spec.members
+        for i, m in enumerate(members):
+            if m.agent == queue.rr_last:
+                return (i + 1) % len(members)
+        return 0
