@@ -305,7 +305,8 @@ def main() -> int:
             callers = subprocess.Popen(sipp_args(caller_scen, d.edge, PORTS.caller(0), service="100", calls=calls,
                                                  rate=args.rate, limit=args.limit or calls, caller="4570001000",
                                                  timeout=int(args.seconds + args.talk + 60),
-                                                 extra=["-mp", str(CALLER_MEDIA)]),
+                                                 extra=["-mp", str(CALLER_MEDIA), "-trace_err", "-error_file",
+                                                        str(work / "callers-errors.log")]),
                                        cwd=work, stdout=out_file, stderr=subprocess.STDOUT)
             probes = asyncio.run(probe(("127.0.0.1", PORTS.edge), PORTS.caller(2), PORTS.sink(1), "101",
                                        probe_rate, args.seconds))
