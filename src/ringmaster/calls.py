@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from ringmaster.acd.runtime import AcdRuntime
     from ringmaster.customers import CustomerBook, CustomerContext
     from ringmaster.lookups import LookupClient
+    from ringmaster.supervision import Supervision, Supervisions
     from ringmaster.tts import Speech
 
 log = structlog.get_logger("ringmaster.call")
@@ -173,6 +174,9 @@ class CallSession:
     customer_key: str | None = None
     customer: CustomerContext | None = None
     wrapup_leg: str = ""
+    # a supervisor listening, whispering or barging on the conversation (supervision.py)
+    supervision: Supervision | None = None
+    supervisions: Supervisions | None = None
     _plays: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -361,8 +365,21 @@ class CallSession:
         else:
             self._feed(QueueLeft(reason))
 
+    def end_supervision(self, how: str) -> None:
+        """The conversation a supervisor joined is over: her leg is hung up."""
+        if self.supervision is not None and self.supervisions is not None:
+            self.supervisions.end(self.supervision, how)
+
+    def supervision_ended(self) -> None:
+        """The supervisor hung up: with sip.direct_media, caller and agent may talk directly
+        again (an unrecorded bridge nobody holds), as after any bridge."""
+        if (self.direct_media and self.queue_agent_leg and not self.holds and not self.queue_rec_id
+                and self.hangup is None and not self.ended):
+            self._command(p.Bridge(leg_a=self.leg, leg_b=self.queue_agent_leg, direct_media=True))
+
     def end_from_queue(self, cause: str) -> None:
         """The agent hung up: the caller's call is complete."""
+        self.end_supervision("agent_hangup")
         self.close_holds("agent_hangup")
         self.queue_agent_leg = ""
         self.ended_by_agent = True
@@ -374,6 +391,7 @@ class CallSession:
         Queue option c): the caller goes on at that flow's start (e.g. a survey) instead of
         being hung up. The call record keeps the agent and talk time; what the flow collects
         lands in its variables and DIGITS events."""
+        self.end_supervision("agent_hangup")
         self.close_holds("agent_hangup")
         self.queue_agent_leg = ""
         self._stop_queue_recording()
@@ -388,6 +406,7 @@ class CallSession:
         """The agent sent the caller on (a blind transfer): her leg is hung up (BYE), the
         queue's recording of this part ends (the next agent's part is recorded anew if its
         queue records) and the caller is no longer bridged to anyone."""
+        self.end_supervision("transfer")
         self.queue_agent_leg = ""
         self._stop_queue_recording()
         self._command(p.StopPlay(leg=self.leg))  # hold music, if she transferred while holding
@@ -530,6 +549,10 @@ class CallSession:
             self._hold_changed(msg)
             return
         leg = getattr(msg, "leg", None)
+        if leg and leg != self.leg and self.supervision is not None and leg == self.supervision.leg:
+            if self.supervisions is not None:
+                self.supervisions.on_event(self.supervision, msg)
+            return
         if leg and leg != self.leg:
             # another leg of this call: an agent's ring or a transfer target. A leg we already
             # let go of (a cancelled ring) still reports its end; that is not the caller's.
@@ -735,10 +758,12 @@ class CallSession:
         if self._ring_timer is not None:
             self._ring_timer.cancel()
         self._stop_message(feed=False)
+        self.end_supervision("failed")
         self._leave_acd()
         self._record_end("failed", cause, 0, "ringmaster")
 
     def _leave_acd(self) -> None:
+        self.end_supervision("caller_hangup")
         self.close_holds("caller_hangup")
         if self.acd is None:
             return

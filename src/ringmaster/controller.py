@@ -34,6 +34,7 @@ from ringmaster.pool import WorkerPool, registration_agent_spec, worker_specs
 from ringmaster.poolplan import PoolPlan, Retire, Spawn, WorkerView
 from ringmaster.registrations import RegistrationState
 from ringmaster.store import Store
+from ringmaster.supervision import Supervisions, room_for_call
 from ringmaster.tasks import TaskRouter
 from ringmaster.tts import Speech
 from ringmaster.voicemail import Voicemail, boxes_of
@@ -97,6 +98,11 @@ class Controller:
             self.acd.customers = self.customers
         if self.router is not None:
             self.router.customers = self.customers
+        # listen / whisper / barge (supervision.py): the supervisor's leg lives in the call's worker
+        self.supervisions = Supervisions(lambda: self.cfg, self.acd, self.store, lambda w, c: self.pool.send(w, c),
+                                         lambda worker, leg, s: self.sessions.__setitem__((worker, leg), s),
+                                         self.inbound_calls,
+                                         notice=self.router.agent_notice if self.router is not None else None)
         self.edge_events = EdgeEvents(cfg.sip.host, events_port(cfg), self._edge_event)
         # voicemail: messages, their readers on MQTT, and the phones' message-waiting lamps
         self._messages: dict[str, tuple[str, str, str, str, float]] = {}  # rec_id -> message not yet announced
@@ -318,9 +324,13 @@ class Controller:
         # The edge never sends a worker more than max_inbound_calls, unless its count of that
         # worker's calls ran low (after a correction, see edge/loadcheck.py): the legs left
         # are for agent and transfer legs, so refuse with 486 and let the edge fail over.
-        if self.inbound_calls().get(worker, 0) >= self.cfg.workers.max_inbound_calls:
+        inbound = self.inbound_calls().get(worker, 0)
+        if inbound >= self.cfg.workers.max_inbound_calls or not room_for_call(inbound, self.supervisions.legs_on(worker)):
+            # (a supervisor's leg takes one of the 4: a call that would find no leg for its
+            # agent there goes to another worker; supervision.py)
             self.over_capacity_refused += 1
-            log.warning("call.worker_full_refused", worker=worker, sip_call_id=msg.sip_call_id)
+            log.warning("call.worker_full_refused", worker=worker, sip_call_id=msg.sip_call_id,
+                        supervisor_legs=self.supervisions.legs_on(worker) or None)
             self.pool.send(worker, p.Reject(leg=msg.leg, code=486, reason="Worker Full"))
             return
         called = sip_user(msg.request_uri)
@@ -339,6 +349,7 @@ class Controller:
         session.notify = lambda kind, data: self._call_notified(session.call_id, kind, data)
         session.bind_leg = lambda leg: self.sessions.__setitem__((worker, leg), session)
         session.acd = self.acd
+        session.supervisions = self.supervisions
         # hold music when a party holds a call outside a queue (a queue's own `moh` otherwise)
         session.default_moh = (str(Path(self.cfg.paths.prompts) / "please-hold.wav"),)
         # the agent's phone shows the caller: From's name and number, on the edge's host
@@ -788,6 +799,12 @@ class Controller:
         if self.acd is None:
             return {"error": "no queues configured"}
         return self.acd.blind_transfer(agent, kind, target, via)
+
+    def supervise(self, call_id: str, supervisor: str, mode: str, via: str,
+                  as_supervisor: str | None = None) -> dict[str, Any]:
+        """Listen, whisper or barge on a live queue call, or change the mode (Supervisions.request):
+        {"call_id", "supervisor", "mode", "state", "leg"} or {"error", "code"}."""
+        return self.supervisions.request(call_id, supervisor, mode, via, as_supervisor)
 
     def set_schedule(self, name: str, state: str | None) -> dict[str, Any]:
         if name not in self.dialplan.schedules:

@@ -490,6 +490,10 @@ class AcdRuntime:
                 out[t.id] = reason
         return out
 
+    def agent_uri(self, agent: str) -> str:
+        """The URI that rings `agent`'s phone through the edge (softphone user or mobile number)."""
+        return self._agent_uri(agent)
+
     def _agent_uri(self, agent: str) -> str:
         spec = self.cfg.agents[agent]
         user = spec.softphone.username if spec.softphone is not None else (spec.mobile or "")
