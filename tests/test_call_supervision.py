@@ -20,10 +20,13 @@ import pytest
 
 from ringmaster import protocol as p
 from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone, read_wav, write_tone
+from tests.helpers.mqtt import Client
 from tests.helpers.phone import Phone
 from tests.test_acd_calls import agents_up, wait_agent
 from tests.test_api import http
 from tests.test_leg_slots import wait_slots_free
+from tests.test_presence_mqtt import INTEGRATION
+from tests.test_worker_defence import _stops_cleanly
 
 HOLD, A, B, C = 440.0, 700.0, 1300.0, 2100.0  # hold music, caller, agent (alice), supervisor (carol)
 CAROL_TOKEN = "carol-token-0123456789"
@@ -223,6 +226,7 @@ async def test_supervisor_listens_then_whispers_then_barges_and_each_hears_whom_
     row = d.wait_calls_ended(1)[0]
     assert row["agent"] == "alice" and row["disposition"] == "completed", row
     _all_free(d)
+    _stops_cleanly(d)
 
 
 async def test_cli_supervise_and_the_call_ending_hangs_up_the_supervisor_and_a_full_worker_refuses(
@@ -292,3 +296,68 @@ async def test_cli_supervise_and_the_call_ending_hangs_up_the_supervisor_and_a_f
         ("SUPERVISE", "barge", "cli", None), ("SUPERVISE_END", "barge", None, "caller_hangup")], events
     assert d.events("call.worker_full_refused"), "the new call was not refused for the supervisor's leg"
     _all_free(d)
+    _stops_cleanly(d)
+
+
+async def test_agent_is_told_by_a_beep_only_she_hears_and_on_mqtt_and_an_unanswered_supervisor_is_recorded(
+        daemon_factory, tmp_path: Path):
+    """supervision.tell_agent {beep, mqtt}: when carol joins, alice hears the beep prompt (the
+    caller does not) and her desk gets `supervision` messages on agents/alice/offers (joined,
+    left). A supervisor who does not answer within ring_timeout: SUPERVISE_FAILED, her phone
+    stops ringing, the call goes on. The agent hanging up ends the supervisor's leg."""
+    beep = 2900.0
+    d = daemon_factory(workers=1, start=False)
+    _config(d, agents=("alice", "carol"))
+    d.config["supervision"] = {"supervisors": {"carol": {}}, "ring_timeout": 2,
+                               "tell_agent": {"beep": True, "mqtt": True}}
+    d.config["mqtt"] = {"embedded": True, "listen": f"127.0.0.1:{d.ports.base + 8}",
+                        "clients": [{"username": INTEGRATION[0], "password": INTEGRATION[1]}]}
+    d.config["agents"]["alice"]["mqtt_password"] = "alice-mqtt-pw"
+    write_tone(d.dir / "prompts" / "beep.wav", beep, 1.0)
+    d.start()
+    for name, tone in (("a", A), ("b", B), ("c", C)):
+        write_tone(tmp_path / f"{name}.wav", tone, 30)
+    desk = Client(d.ports.base + 8, "alice", "alice-mqtt-pw", client_id="desk-alice")
+    desk.subscribe("agents/alice/offers")
+    alice, carol = await agents_up(d, ("alice", "carol"))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        a, alice_leg, call_id = await _connected(d, caller, alice, tmp_path)
+        # carol does not answer: rung for ring_timeout, then the ring ends and it is recorded
+        status, _, got = http(d, "POST", f"/api/calls/{call_id}/supervise", token=SUP_TOKEN,
+                              body={"mode": "whisper", "supervisor": "carol"})
+        assert status == 200, got
+        unanswered = await carol.wait(p.Incoming, timeout=10)
+        await carol.wait(p.CallState, lambda m: m.leg == unanswered.leg and m.state == "disconnected", timeout=6)
+        assert _wait_events(d, call_id, 1)[0][0] == "SUPERVISE_FAILED"
+        # again; this time she answers while alice and the caller listen
+        status, _, got = http(d, "POST", f"/api/calls/{call_id}/supervise", token=SUP_TOKEN,
+                              body={"mode": "listen", "supervisor": "carol"})
+        assert status == 200, got
+        inc = await carol.wait(p.Incoming, lambda m: m.leg != unanswered.leg, timeout=10)
+        alice_hears = asyncio.ensure_future(_hears(alice, alice_leg, tmp_path / "alice_beep.wav", 2.5))
+        caller_hears = asyncio.ensure_future(_hears(caller, a, tmp_path / "caller_beep.wav", 2.5))
+        await asyncio.sleep(0.3)
+        carol.send(p.Answer(leg=inc.leg))
+        heard_alice, heard_caller = await alice_hears, await caller_hears
+        joined = await desk.until("agents/alice/offers", lambda m: m.get("event") == "supervision", timeout=5)
+        assert (joined["call_id"], joined["supervisor"], joined["mode"], joined["state"]) == (
+            call_id, "carol", "listen", "joined"), joined
+        alice.send(p.Hangup(leg=alice_leg))  # the agent ends the call: the supervisor's leg ends too
+        await carol.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "disconnected", timeout=5)
+        await caller.wait(p.CallState, lambda m: m.leg == a and m.state == "disconnected", timeout=5)
+        left = await desk.until("agents/alice/offers", lambda m: m.get("state") == "left", timeout=5)
+        assert left["supervisor"] == "carol", left
+    finally:
+        desk.close()
+        await caller.stop()
+        for ph in (alice, carol):
+            await ph.stop()
+    assert has_tone(heard_alice, beep, tol=TONES_TOL), dominant_frequencies(heard_alice)
+    assert not has_tone(heard_caller, beep, tol=TONES_TOL, min_share=0.03), dominant_frequencies(heard_caller)
+    events = _events(d, call_id)
+    assert [(e, x.get("mode"), x.get("how")) for e, x in events] == [
+        ("SUPERVISE_FAILED", None, None), ("SUPERVISE", "listen", None),
+        ("SUPERVISE_END", "listen", "agent_hangup")], events
+    _all_free(d)
+    _stops_cleanly(d)
