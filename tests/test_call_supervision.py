@@ -361,3 +361,40 @@ async def test_agent_is_told_by_a_beep_only_she_hears_and_on_mqtt_and_an_unanswe
         ("SUPERVISE_END", "listen", "agent_hangup")], events
     _all_free(d)
     _stops_cleanly(d)
+
+
+def test_leg_budget_a_worker_with_one_call_takes_a_supervisor_and_two_calls_do_not():
+    from ringmaster.supervision import room_for_call, room_for_supervisor
+
+    assert room_for_supervisor(0, 0) and room_for_supervisor(1, 0)
+    assert not room_for_supervisor(2, 0)  # 2 calls x 2 legs: all 4 taken
+    assert room_for_supervisor(1, 1)  # by the legs (one per call is Supervisions.request's own rule)
+    assert not room_for_supervisor(1, 2)
+    assert room_for_call(1, 0) and room_for_call(2, 0)  # no supervisor: max_inbound_calls decides
+    assert room_for_call(0, 1) and not room_for_call(1, 1)  # 2 x 2 + 1 > 4: the new call's agent has no leg
+
+
+def test_supervision_config_errors_name_file_and_line(tmp_path: Path):
+    from tests.test_config_errors import GOOD, _errors
+
+    text = GOOD + """\
+agents:
+  alice: {softphone: {username: alice, password: alice-secret}}
+queues:
+  sales: {members: [alice]}
+supervision:
+  supervisors:
+    carol: {}
+    alice: {queues: [sale]}
+http:
+  tokens:
+    - {name: s, token: s-token-0123456789ab, role: supervisor, supervisor: dave}
+"""
+    errors = _errors(tmp_path, text)
+    f = str(tmp_path / "ringmaster.yaml")
+    assert any(e.startswith(f"{f}:27:") and "supervisor 'carol' is not an agent" in e for e in errors), errors
+    assert any(e.startswith(f"{f}:28:") and "unknown queue 'sale' (did you mean 'sales'?)" in e for e in errors), errors
+    assert any(e.startswith(f"{f}:31:") and "unknown supervisor 'dave'" in e for e in errors), errors
+    errors = _errors(tmp_path, text.replace("role: supervisor, supervisor: dave", "role: operator, supervisor: alice"))
+    assert any(e.startswith(f"{f}:31:") and "only a token of role supervisor names a supervisor" in e
+               for e in errors), errors
