@@ -336,6 +336,14 @@ class CallSession:
             headers = (*headers, ("P-Asserted-Identity", who))
         self._command(p.Dial(leg=leg, uri=uri, extra_headers=headers, from_uri=who or ""))
 
+    def ask_confirm(self, leg: str, files: tuple[str, ...], collect_id: str, timeout: float) -> None:
+        """Ask the agent on `leg` to press 1 (confirm_answer): the prompt, then one digit within
+        `timeout` seconds of its end (DigitsCollected with `collect_id`)."""
+        if files:
+            self._command(p.Play(leg=leg, files=prompts.playable(files), play_id=f"{collect_id}-prompt", barge_in=True))
+        self._command(p.CollectDigits(leg=leg, collect_id=collect_id, max_digits=1, first_timeout=timeout,
+                                      inter_digit_timeout=timeout, flush=True))
+
     def hangup_leg(self, leg: str, code: int = 200) -> None:
         self._command(p.Hangup(leg=leg, code=code))
 

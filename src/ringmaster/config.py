@@ -1135,6 +1135,15 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
             found = False
         if not found:
             errors.append(src.error(("queues", qname, "moh"), f"music on hold not found: {q.moh} (a prompt name or a directory)"))
+        confirming = q.confirm_answer or any(cfg.agents[m.agent].confirm_answer for m in q.members if m.agent in cfg.agents)
+        if confirming and q.confirm_prompt:
+            try:
+                found = ctx.prompt_path(q.confirm_prompt).is_file()
+            except (OSError, ValueError):
+                found = False
+            if not found:
+                errors.append(src.error(("queues", qname, "confirm_prompt"),
+                                        f"confirm prompt not found: {q.confirm_prompt} (a prompt name)"))
     return errors
 
 
