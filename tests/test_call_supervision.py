@@ -398,3 +398,49 @@ http:
     errors = _errors(tmp_path, text.replace("role: supervisor, supervisor: dave", "role: operator, supervisor: alice"))
     assert any(e.startswith(f"{f}:31:") and "only a token of role supervisor names a supervisor" in e
                for e in errors), errors
+
+
+async def test_a_recorded_call_records_the_barging_supervisor_and_not_her_listening(daemon_factory, tmp_path: Path):
+    """A recorded queue call (recorded in the worker, so never direct): carol barges, the file
+    has her voice (the caller heard it); switched to listen, the file no longer has it."""
+    d = daemon_factory(workers=1, start=False)
+    _config(d, agents=("alice", "carol"))
+    d.config["supervision"] = {"supervisors": {"carol": {}}}
+    d.config["queues"]["sales"]["record"] = {"template": "{call_id}.wav"}
+    d.start()
+    for name, tone in (("a", A), ("b", B), ("c", C)):
+        write_tone(tmp_path / f"{name}.wav", tone, 30)
+    alice, carol = await agents_up(d, ("alice", "carol"))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        a, alice_leg, call_id = await _connected(d, caller, alice, tmp_path)
+        status, _, got = http(d, "POST", f"/api/calls/{call_id}/supervise", token=ADMIN_TOKEN,
+                              body={"mode": "barge", "supervisor": "carol"})
+        assert status == 200, got
+        inc = await carol.wait(p.Incoming, timeout=10)
+        carol.send(p.Answer(leg=inc.leg))
+        await carol.wait(p.MediaReady, lambda m: m.leg == inc.leg)
+        carol.send(p.Play(leg=inc.leg, files=(str(tmp_path / "c.wav"),), loop=True))
+        _wait_events(d, call_id, 1)
+        await asyncio.sleep(2.0)
+        carol.send(p.SendDtmf(leg=inc.leg, digits="1"))  # back to listening
+        _wait_events(d, call_id, 2)
+        await asyncio.sleep(2.0)
+        await caller.hangup(a)
+        await carol.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "disconnected", timeout=5)
+        wait_agent(d, "alice", "available")
+    finally:
+        await caller.stop()
+        for ph in (alice, carol):
+            await ph.stop()
+    row = d.wait_calls_ended(1)[0]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not Path(row["recording"]).is_file():
+        time.sleep(0.1)
+    samples, rate = read_wav(Path(row["recording"]))
+    tail = samples[-int(1.4 * rate):-int(0.2 * rate)]
+    assert has_tone(samples, C, tol=TONES_TOL, min_share=0.03), dominant_frequencies(samples)
+    assert has_tone(tail, A, tol=TONES_TOL) and has_tone(tail, B, tol=TONES_TOL), dominant_frequencies(tail)
+    assert not has_tone(tail, C, tol=TONES_TOL, min_share=0.03), dominant_frequencies(tail)
+    _all_free(d)
+    _stops_cleanly(d)

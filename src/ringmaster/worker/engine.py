@@ -491,7 +491,10 @@ class MediaEngine:
             self.bridges.discard(pair)
         for pair in [r for r in self.releases if leg.leg_id in r]:
             del self.releases[pair]
-        self.supervisions.pop(leg.leg_id, None)
+        if self.supervisions.pop(leg.leg_id, None) is not None:
+            for rec in self.recordings.values():
+                if leg.leg_id in rec.legs:
+                    rec.legs.remove(leg.leg_id)
         self.deferred.pop(leg.leg_id, None)
         self.legs.pop(leg.leg_id, None)
         # No graveyard for a leg: it goes when its DISCONNECTED callback returns (pjsua2 allows
@@ -1047,7 +1050,9 @@ class MediaEngine:
         """Connect the conference ports for `sup`'s mode (again after any of the three legs got
         new media from a re-INVITE): caller and agent -> supervisor always; supervisor -> agent
         in whisper and barge; supervisor -> caller in barge only. The caller <-> agent bridge
-        is the Bridge command's and is left alone (a hold cuts it, a resume restores it)."""
+        is the Bridge command's and is left alone (a hold cuts it, a resume restores it).
+        A recording of the caller's leg takes the supervisor's voice in barge, where the caller
+        hears it (as MixMonitor on the caller's channel would), not in whisper or listen."""
         s, c, a = (self.legs.get(i) for i in (sup.leg, sup.caller, sup.agent))
         if s is None or s.audio is None:
             return  # media_ready wires it when the supervisor's media is there
@@ -1063,6 +1068,20 @@ class MediaEngine:
                     src.audio.stopTransmit(dst.audio)
             except pj.Error:
                 pass  # stopping a link that was never made
+        for rec in self.recordings.values():
+            if sup.caller not in rec.legs or (sup.mode == "barge") == (sup.leg in rec.legs):
+                continue
+            if sup.mode == "barge":
+                rec.legs.append(sup.leg)  # pause, resume and stop treat her like the parties
+                if not rec.paused:
+                    s.audio.startTransmit(rec.recorder)
+            else:
+                rec.legs.remove(sup.leg)
+                if not rec.paused:
+                    try:
+                        s.audio.stopTransmit(rec.recorder)
+                    except pj.Error:
+                        pass
 
     def do_hold(self, cmd: p.Hold) -> None:
         leg = self._leg(cmd.leg)
