@@ -255,6 +255,8 @@ async def test_cli_supervise_and_the_call_ending_hangs_up_the_supervisor_and_a_f
         assert out.returncode == 2 and "invalid choice" in out.stderr, out
         out = cli("20990101000000-nothing", "--mode", "listen", "--supervisor", "carol")
         assert out.returncode == 1 and "not a live queue call" in out.stderr, out
+        out = cli(call_id, "--stop")
+        assert out.returncode == 1 and "nobody supervises" in out.stderr, out
         # a second call in the same worker: 2 calls x 2 legs, no leg left for a supervisor
         a2 = await caller2.call(f"sip:500@{d.edge}")
         inc2 = await bob.wait(p.Incoming, timeout=10)
@@ -426,8 +428,14 @@ async def test_a_recorded_call_records_the_barging_supervisor_and_not_her_listen
         carol.send(p.SendDtmf(leg=inc.leg, digits="1"))  # back to listening
         _wait_events(d, call_id, 2)
         await asyncio.sleep(2.0)
-        await caller.hangup(a)
+        # ended by the API: her leg is hung up, the call goes on
+        status, _, got = http(d, "DELETE", f"/api/calls/{call_id}/supervise", token=CAROL_TOKEN)
+        assert status == 200 and json.loads(got)["state"] == "ended", got
         await carol.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "disconnected", timeout=5)
+        status, _, got = http(d, "DELETE", f"/api/calls/{call_id}/supervise", token=CAROL_TOKEN)
+        assert status == 404, got
+        await asyncio.sleep(0.5)
+        await caller.hangup(a)
         wait_agent(d, "alice", "available")
     finally:
         await caller.stop()
@@ -437,6 +445,7 @@ async def test_a_recorded_call_records_the_barging_supervisor_and_not_her_listen
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not Path(row["recording"]).is_file():
         time.sleep(0.1)
+    assert [(e, x.get("how")) for e, x in _events(d, call_id)][-1] == ("SUPERVISE_END", "stopped")
     samples, rate = read_wav(Path(row["recording"]))
     tail = samples[-int(1.4 * rate):-int(0.2 * rate)]
     assert has_tone(samples, C, tol=TONES_TOL, min_share=0.03), dominant_frequencies(samples)

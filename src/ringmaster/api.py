@@ -235,6 +235,10 @@ ROUTES: tuple[Route, ...] = (
                      "the supervisor does not oversee", "404": "no live queue call connected to an agent",
                      "409": "the supervisor's phone is not registered or busy, another supervisor is on the call, "
                             "or the call's worker has no leg left for a supervisor: nothing dialled"}),
+    Route("DELETE", "/api/calls/{call_id}/supervise", "supervise_stop",
+          "End the supervision of a live call: the supervisor's leg is hung up", role="supervisor",
+          access="Role: supervisor (a token that names a supervisor: only her own) or admin.",
+          responses={"403": "another supervisor's", "404": "nobody supervises this call"}),
     Route("GET", "/api/tasks", "tasks", "Chat and email tasks, oldest first", params=TaskFilter.PARAMS,
           responses={"503": "the store cannot be read"}),
     Route("GET", "/api/tasks/{task_id}", "task", "One task with its events",
@@ -526,6 +530,16 @@ class Api:
             cls = {403: web.HTTPForbidden, 404: web.HTTPNotFound, 409: web.HTTPConflict}.get(code, web.HTTPBadRequest)
             raise _error(cls, result["error"])
         log.info("api.supervise", call_id=result["call_id"], supervisor=supervisor, mode=mode, token=token.name)
+        return _json(result)
+
+    async def supervise_stop(self, request: web.Request) -> web.Response:
+        token = request["token"]
+        as_supervisor = token.supervisor if token.role == "supervisor" else None
+        result = self.controller.supervise_stop(request.match_info["call_id"], as_supervisor)
+        code = result.pop("code", 200)
+        if "error" in result:
+            raise _error(web.HTTPForbidden if code == 403 else web.HTTPNotFound, result["error"])
+        log.info("api.supervise_stop", call_id=result["call_id"], token=token.name)
         return _json(result)
 
     # ------------------------------------------------------------ customers

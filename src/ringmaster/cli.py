@@ -117,6 +117,8 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
         return controller.set_schedule(str(req.get("name", "")), None if state == "auto" else state)
 
     async def supervise(req):  # type: ignore[no-untyped-def]
+        if req.get("stop"):
+            return controller.supervise_stop(str(req.get("call_id", "")))
         return controller.supervise(str(req.get("call_id", "")), str(req.get("supervisor", "")),
                                     str(req.get("mode", "")), "cli")
 
@@ -331,6 +333,12 @@ def cmd_recording(args: argparse.Namespace) -> int:
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
+    if args.stop:
+        return _command(args, "supervise", lambda r: f"call {r['call_id']}: {r['supervisor']} left",
+                        call_id=args.call_id, stop=True)
+    if not args.mode or not args.supervisor:
+        print("--mode and --supervisor (or --stop)", file=sys.stderr)
+        return 2
     return _command(args, "supervise",
                     lambda r: f"call {r['call_id']}: {r['supervisor']} {r['mode']} ({r['state']})",
                     call_id=args.call_id, supervisor=args.supervisor, mode=args.mode)
@@ -732,10 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--resume", action="store_true", help="record again")
         if name == "supervise":
             sp.add_argument("call_id", help="a live queue call's id (ringmaster status lists them)")
-            sp.add_argument("--mode", required=True, choices=["listen", "whisper", "barge"],
+            sp.add_argument("--stop", action="store_true", help="end the call's supervision (her leg is hung up)")
+            sp.add_argument("--mode", choices=["listen", "whisper", "barge"],
                             help="listen: hear both, nobody hears you; whisper: only the agent hears you; "
                                  "barge: a three-way call")
-            sp.add_argument("--supervisor", required=True,
+            sp.add_argument("--supervisor",
                             help="who listens: a name of supervision.supervisors (that agent's phone rings)")
         if name == "simulate":
             sp.add_argument("flow", help="a flow's name in the config's flows")

@@ -806,6 +806,10 @@ class Controller:
         {"call_id", "supervisor", "mode", "state", "leg"} or {"error", "code"}."""
         return self.supervisions.request(call_id, supervisor, mode, via, as_supervisor)
 
+    def supervise_stop(self, call_id: str, as_supervisor: str | None = None) -> dict[str, Any]:
+        """End the supervision of a call (Supervisions.stop)."""
+        return self.supervisions.stop(call_id, as_supervisor)
+
     def set_schedule(self, name: str, state: str | None) -> dict[str, Any]:
         if name not in self.dialplan.schedules:
             return {"error": f"unknown schedule {name!r}; known: {sorted(self.dialplan.schedules)}"}

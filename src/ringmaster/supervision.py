@@ -156,6 +156,18 @@ class Supervisions:
                              f"{LEGS_PER_WORKER} legs): no leg for a supervisor there", "code": 409}
         return self._ring(q.session, supervisor, q.agent, q.queue, q.agent_leg, mode, via)  # type: ignore[arg-type]
 
+    def stop(self, call_id: str, as_supervisor: str | None = None) -> dict[str, Any]:
+        """End the supervision of `call_id` (her leg is hung up; SUPERVISE_END how "stopped").
+        as_supervisor: only her own. Returns {"call_id", "supervisor", "state": "ended"} or
+        {"error", "code"}."""
+        sup = self.live.get(call_id)
+        if sup is None:
+            return {"error": f"nobody supervises call {call_id[:64]!r}", "code": 404}
+        if as_supervisor is not None and sup.supervisor != as_supervisor:
+            return {"error": f"this token is supervisor {as_supervisor!r}'s, not {sup.supervisor!r}'s", "code": 403}
+        self.end(sup, "stopped")
+        return {"call_id": call_id, "supervisor": sup.supervisor, "state": "ended"}
+
     def _phone_refusal(self, supervisor: str) -> str | None:
         if self.acd is None:
             return "no queues"
