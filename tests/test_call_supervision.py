@@ -158,7 +158,9 @@ async def test_supervisor_listens_then_whispers_then_barges_and_each_hears_whom_
         await carol.wait(p.MediaReady, lambda m: m.leg == inc.leg)
         carol.send(p.Play(leg=inc.leg, files=(str(tmp_path / "c.wav"),), loop=True))
         _wait_events(d, call_id, 1)
-        await asyncio.sleep(0.8)  # with direct media: the re-INVITEs that bring the media back
+        # carol (an agent who could be a queue member) is offered no call while supervising
+        await asyncio.to_thread(wait_agent, d, "carol", "paused:supervising")
+        await asyncio.sleep(0.5)  # with direct media: the re-INVITEs that bring the media back
         # a second supervisor on the same call: refused
         status, _, got = http(d, "POST", f"/api/calls/{call_id}/supervise", token=ADMIN_TOKEN,
                               body={"mode": "listen", "supervisor": "dave"})

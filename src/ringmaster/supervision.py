@@ -55,6 +55,9 @@ MODES: tuple[str, ...] = ("listen", "whisper", "barge")
 DTMF_MODES: dict[str, Mode] = {"1": "listen", "2": "whisper", "3": "barge"}
 LEGS_PER_WORKER = 4  # worker/engine.py MAX_LEGS: PJSUA_MAX_CALLS of the wheel
 LEGS_PER_CALL = 2    # the caller's and the agent's
+# the pause reason that keeps a supervisor who is also a queue member from being offered calls
+# while her phone is on a supervision (the design's "never double-booked")
+SUPERVISING = "supervising"
 
 
 def room_for_supervisor(inbound_calls: int, supervisor_legs: int, max_legs: int = LEGS_PER_WORKER) -> bool:
@@ -89,6 +92,7 @@ class Supervision:
     ring_timer: asyncio.TimerHandle | None = None
     # the mode each change came from (for the record), newest last
     changes: list[str] = field(default_factory=list)
+    paused_her: bool = False  # we paused her (SUPERVISING) and unpause her at the end
 
 
 class Supervisions:
@@ -176,6 +180,8 @@ class Supervisions:
             return f"supervisor {supervisor!r}'s phone is not registered"
         if self.acd.agent_call(supervisor) is not None:
             return f"supervisor {supervisor!r} is on a call"
+        if st is not None and ("voice" in st.offered.values() or st.withdrawn or "voice" in st.holding.values()):
+            return f"supervisor {supervisor!r}'s phone is ringing or on a call"
         if any(s.supervisor == supervisor for s in self.live.values()):
             return f"supervisor {supervisor!r} is supervising another call"
         return None
@@ -190,6 +196,10 @@ class Supervisions:
         self.live[session.call_id] = sup
         session.supervision = sup
         self.bind(session.worker, leg, session)
+        st = self.acd.engine.agents.get(supervisor)
+        if st is not None and st.logged_in and st.paused is None:
+            # a queue member: no call offered to her phone while it is on this one
+            sup.paused_her = self.acd.agent_command(supervisor, "pause", SUPERVISING) is None
         uri = self.acd.agent_uri(supervisor)
         # her phone shows whom she is joining: the agent (From) and the call (X- headers)
         headers = (("X-Ringmaster-Call", session.call_id), ("X-Ringmaster-Queue", queue),
@@ -280,6 +290,11 @@ class Supervisions:
 
     def _forget(self, sup: Supervision) -> None:
         sup.state = "ended"
+        if sup.paused_her and self.acd is not None:
+            sup.paused_her = False
+            st = self.acd.engine.agents.get(sup.supervisor)
+            if st is not None and st.paused == SUPERVISING:  # not if she paused herself meanwhile
+                self.acd.agent_command(sup.supervisor, "unpause")
         if sup.ring_timer is not None:
             sup.ring_timer.cancel()
             sup.ring_timer = None
