@@ -153,7 +153,7 @@ async def test_supervisor_listens_then_whispers_then_barges_and_each_hears_whom_
         inc = await carol.wait(p.Incoming, timeout=10)
         headers = dict(inc.headers)
         assert headers.get("X-Ringmaster-Call") == call_id and headers.get("X-Ringmaster-Supervise") == "listen"
-        assert headers.get("X-Ringmaster-Agent") == "alice", inc.headers
+        assert headers.get("X-Ringmaster-Supervised-Agent") == "alice", inc.headers
         carol.send(p.Answer(leg=inc.leg))
         await carol.wait(p.MediaReady, lambda m: m.leg == inc.leg)
         carol.send(p.Play(leg=inc.leg, files=(str(tmp_path / "c.wav"),), loop=True))

@@ -203,7 +203,7 @@ class Supervisions:
         uri = self.acd.agent_uri(supervisor)
         # her phone shows whom she is joining: the agent (From) and the call (X- headers)
         headers = (("X-Ringmaster-Call", session.call_id), ("X-Ringmaster-Queue", queue),
-                   ("X-Ringmaster-Agent", agent), ("X-Ringmaster-Supervise", mode))
+                   ("X-Ringmaster-Supervised-Agent", agent), ("X-Ringmaster-Supervise", mode))
         self.send(session.worker, p.Dial(leg=leg, uri=uri, extra_headers=headers,
                                          from_uri=f'"{mode} {agent}" <sip:{agent}@{cfg.sip.host}>'))
         sup.ring_timer = asyncio.get_running_loop().call_later(cfg.supervision.ring_timeout, self._ring_timeout, sup)
