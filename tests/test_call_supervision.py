@@ -139,6 +139,8 @@ async def test_supervisor_listens_then_whispers_then_barges_and_each_hears_whom_
                 (SUP_TOKEN, {"mode": "shout", "supervisor": "carol"}, 400, b"listen, whisper or barge"),
                 (SUP_TOKEN, {"mode": "listen", "supervisor": "carol", "x": 1}, 400, b"unknown field"),
                 (SUP_TOKEN, {"mode": "listen"}, 400, b"supervisor"),
+                (SUP_TOKEN, {"mode": 5, "supervisor": "carol"}, 400, b"are strings"),
+                (SUP_TOKEN, b"{not json", 400, b""),
         ):
             status, _, got = http(d, "POST", f"/api/calls/{call_id}/supervise", token=token, body=body)
             assert status == code and words in got, (token, body, status, got)
