@@ -222,6 +222,23 @@ ROUTES: tuple[Route, ...] = (
           role="supervisor",
           body={"type": "object", "required": ["action"], "additionalProperties": False,
                 "properties": {"action": {"type": "string", "enum": [a.value for a in RecordingAction]}}}),
+    Route("POST", "/api/calls/{call_id}/supervise", "supervise",
+          "Listen, whisper or barge on a live queue call: the supervisor's phone rings, then joins in that mode; "
+          "the same request with another mode changes it (docs/supervision.md)", role="supervisor",
+          access="Role: supervisor (a token that names a supervisor acts only as that one) or admin; the "
+                 "supervisor's queues only (supervision.supervisors.NAME.queues).",
+          body={"type": "object", "required": ["mode", "supervisor"], "additionalProperties": False,
+                "properties": {"mode": {"type": "string", "enum": ["listen", "whisper", "barge"]},
+                               "supervisor": {"type": "string", "description": "a name of supervision.supervisors "
+                                              "(default: the token's own supervisor)"}}},
+          responses={"400": "a bad mode or an unknown supervisor", "403": "another supervisor's token, or a queue "
+                     "the supervisor does not oversee", "404": "no live queue call connected to an agent",
+                     "409": "the supervisor's phone is not registered or busy, another supervisor is on the call, "
+                            "or the call's worker has no leg left for a supervisor: nothing dialled"}),
+    Route("DELETE", "/api/calls/{call_id}/supervise", "supervise_stop",
+          "End the supervision of a live call: the supervisor's leg is hung up", role="supervisor",
+          access="Role: supervisor (a token that names a supervisor: only her own) or admin.",
+          responses={"403": "another supervisor's", "404": "nobody supervises this call"}),
     Route("GET", "/api/tasks", "tasks", "Chat and email tasks, oldest first", params=TaskFilter.PARAMS,
           responses={"503": "the store cannot be read"}),
     Route("GET", "/api/tasks/{task_id}", "task", "One task with its events",
@@ -501,6 +518,34 @@ class Api:
         result = self.controller.set_recording(request.match_info["call_id"], action == RecordingAction.PAUSE)
         if result.get("error"):
             raise _bad(result["error"])
+        return _json(result)
+
+    async def supervise(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        unknown = set(body) - {"mode", "supervisor"}
+        if unknown:
+            raise _bad(f"unknown field(s) {sorted(unknown)[:5]}; fields: mode, supervisor")
+        token = request["token"]
+        as_supervisor = token.supervisor if token.role == "supervisor" else None
+        mode, supervisor = body.get("mode"), body.get("supervisor", as_supervisor)
+        if not isinstance(mode, str) or not isinstance(supervisor, str) or not supervisor:
+            raise _bad("mode (listen, whisper or barge) and supervisor (a name of supervision.supervisors) are strings")
+        result = self.controller.supervise(request.match_info["call_id"], supervisor, mode, "api", as_supervisor)
+        code = result.pop("code", 200)
+        if "error" in result:
+            cls = {403: web.HTTPForbidden, 404: web.HTTPNotFound, 409: web.HTTPConflict}.get(code, web.HTTPBadRequest)
+            raise _error(cls, result["error"])
+        log.info("api.supervise", call_id=result["call_id"], supervisor=supervisor, mode=mode, token=token.name)
+        return _json(result)
+
+    async def supervise_stop(self, request: web.Request) -> web.Response:
+        token = request["token"]
+        as_supervisor = token.supervisor if token.role == "supervisor" else None
+        result = self.controller.supervise_stop(request.match_info["call_id"], as_supervisor)
+        code = result.pop("code", 200)
+        if "error" in result:
+            raise _error(web.HTTPForbidden if code == 403 else web.HTTPNotFound, result["error"])
+        log.info("api.supervise_stop", call_id=result["call_id"], token=token.name)
         return _json(result)
 
     # ------------------------------------------------------------ customers

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from ringmaster.acd.runtime import AcdRuntime
     from ringmaster.customers import CustomerBook, CustomerContext
     from ringmaster.lookups import LookupClient
+    from ringmaster.supervision import Supervision, Supervisions
     from ringmaster.tts import Speech
 
 log = structlog.get_logger("ringmaster.call")
@@ -178,6 +179,9 @@ class CallSession:
     # a blind transfer to an external number that was not answered (result: busy, no_answer,
     # ...): the ACD's "back to the queue"; None for a flow's transfer step (the flow goes on)
     transfer_failed: Callable[[str], None] | None = None
+    # a supervisor listening, whispering or barging on the conversation (supervision.py)
+    supervision: Supervision | None = None
+    supervisions: Supervisions | None = None
     _plays: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -339,6 +343,14 @@ class CallSession:
         self._command(p.Dial(leg=leg, uri=uri, extra_headers=headers, from_uri=who or "",
                              offer_media_of=self.leg if direct and self.direct_media else ""))
 
+    def ask_confirm(self, leg: str, files: tuple[str, ...], collect_id: str, timeout: float) -> None:
+        """Ask the agent on `leg` to press 1 (confirm_answer): the prompt, then one digit within
+        `timeout` seconds of its end (DigitsCollected with `collect_id`)."""
+        if files:
+            self._command(p.Play(leg=leg, files=prompts.playable(files), play_id=f"{collect_id}-prompt", barge_in=True))
+        self._command(p.CollectDigits(leg=leg, collect_id=collect_id, max_digits=1, first_timeout=timeout,
+                                      inter_digit_timeout=timeout, flush=True))
+
     def hangup_leg(self, leg: str, code: int = 200) -> None:
         self._command(p.Hangup(leg=leg, code=code))
 
@@ -368,8 +380,21 @@ class CallSession:
         else:
             self._feed(QueueLeft(reason))
 
+    def end_supervision(self, how: str) -> None:
+        """The conversation a supervisor joined is over: her leg is hung up."""
+        if self.supervision is not None and self.supervisions is not None:
+            self.supervisions.end(self.supervision, how)
+
+    def supervision_ended(self) -> None:
+        """The supervisor hung up: with sip.direct_media, caller and agent may talk directly
+        again (an unrecorded bridge nobody holds), as after any bridge."""
+        if (self.direct_media and self.queue_agent_leg and not self.holds and not self.queue_rec_id
+                and self.hangup is None and not self.ended):
+            self._command(p.Bridge(leg_a=self.leg, leg_b=self.queue_agent_leg, direct_media=True))
+
     def end_from_queue(self, cause: str) -> None:
         """The agent hung up: the caller's call is complete."""
+        self.end_supervision("agent_hangup")
         self.close_holds("agent_hangup")
         self.queue_agent_leg = ""
         self.ended_by_agent = True
@@ -381,6 +406,7 @@ class CallSession:
         Queue option c): the caller goes on at that flow's start (e.g. a survey) instead of
         being hung up. The call record keeps the agent and talk time; what the flow collects
         lands in its variables and DIGITS events."""
+        self.end_supervision("agent_hangup")
         self.close_holds("agent_hangup")
         self.queue_agent_leg = ""
         self._stop_queue_recording()
@@ -395,6 +421,7 @@ class CallSession:
         """The agent sent the caller on (a blind transfer): her leg is hung up (BYE), the
         queue's recording of this part ends (the next agent's part is recorded anew if its
         queue records) and the caller is no longer bridged to anyone."""
+        self.end_supervision("transfer")
         self.queue_agent_leg = ""
         self._stop_queue_recording()
         self._command(p.StopPlay(leg=self.leg))  # hold music, if she transferred while holding
@@ -609,6 +636,10 @@ class CallSession:
             self._hold_changed(msg)
             return
         leg = getattr(msg, "leg", None)
+        if leg and leg != self.leg and self.supervision is not None and leg == self.supervision.leg:
+            if self.supervisions is not None:
+                self.supervisions.on_event(self.supervision, msg)
+            return
         if leg and leg != self.leg:
             # another leg of this call: an agent's ring or a transfer target. A leg we already
             # let go of (a cancelled ring) still reports its end; that is not the caller's.
@@ -814,10 +845,12 @@ class CallSession:
         if self._ring_timer is not None:
             self._ring_timer.cancel()
         self._stop_message(feed=False)
+        self.end_supervision("failed")
         self._leave_acd()
         self._record_end("failed", cause, 0, "ringmaster")
 
     def _leave_acd(self) -> None:
+        self.end_supervision("caller_hangup")
         self.close_holds("caller_hangup")
         if self.acd is None:
             return

@@ -1,4 +1,4 @@
-"""`ringmaster` command line: run, check, status, reload, queue, schedule, agent, recording, simulate,
+"""`ringmaster` command line: run, check, status, reload, queue, schedule, agent, recording, supervise, simulate,
 graph, schema, calls, events, tasks, stats, voicemail."""
 
 from __future__ import annotations
@@ -116,6 +116,12 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
         state = req.get("state")
         return controller.set_schedule(str(req.get("name", "")), None if state == "auto" else state)
 
+    async def supervise(req):  # type: ignore[no-untyped-def]
+        if req.get("stop"):
+            return controller.supervise_stop(str(req.get("call_id", "")))
+        return controller.supervise(str(req.get("call_id", "")), str(req.get("supervisor", "")),
+                                    str(req.get("mode", "")), "cli")
+
     async def recording(req):  # type: ignore[no-untyped-def]
         return controller.set_recording(str(req.get("call_id", "")), bool(req.get("pause")))
 
@@ -136,6 +142,7 @@ async def _run(cfg, config_file: str) -> int:  # type: ignore[no-untyped-def]
             return 1
     control = ControlServer(socket_path(cfg.paths.runtime),
                             {"status": status, "reload": reload, "schedule": schedule, "recording": recording,
+                             "supervise": supervise,
                              "agent": agent, "member": member, "voicemail": controller.voicemail_command,
                              "customers": controller.customers_command})
     await control.start()
@@ -323,6 +330,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_recording(args: argparse.Namespace) -> int:
     return _command(args, "recording", lambda r: f"call {r['call_id']}: {r['recording']}",
                     call_id=args.call_id, pause=bool(args.pause))
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    if args.stop:
+        return _command(args, "supervise", lambda r: f"call {r['call_id']}: {r['supervisor']} left",
+                        call_id=args.call_id, stop=True)
+    if not args.mode or not args.supervisor:
+        print("--mode and --supervisor (or --stop)", file=sys.stderr)
+        return 2
+    return _command(args, "supervise",
+                    lambda r: f"call {r['call_id']}: {r['supervisor']} {r['mode']} ({r['state']})",
+                    call_id=args.call_id, supervisor=args.supervisor, mode=args.mode)
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
@@ -675,6 +694,8 @@ def build_parser() -> argparse.ArgumentParser:
                             ("schedule", cmd_schedule, "force a schedule open or closed, or back to its hours"),
                             ("recording", cmd_recording, "pause or resume a live call's recording"),
                             ("agent", cmd_agent, "log an agent in or out, pause (with a reason) or unpause"),
+                            ("supervise", cmd_supervise, "listen, whisper or barge on a live queue call (rings the "
+                                                         "supervisor's phone), or change the mode"),
                             ("queue", cmd_queue, "a queue's members at run time: list, add, remove, set the tier "
                                                  "(kept across restarts)"),
                             ("simulate", cmd_simulate, "walk a flow without SIP and print each step"),
@@ -717,6 +738,14 @@ def build_parser() -> argparse.ArgumentParser:
             g = sp.add_mutually_exclusive_group(required=True)
             g.add_argument("--pause", action="store_true", help="e.g. while the caller reads a card number")
             g.add_argument("--resume", action="store_true", help="record again")
+        if name == "supervise":
+            sp.add_argument("call_id", help="a live queue call's id (ringmaster status lists them)")
+            sp.add_argument("--stop", action="store_true", help="end the call's supervision (her leg is hung up)")
+            sp.add_argument("--mode", choices=["listen", "whisper", "barge"],
+                            help="listen: hear both, nobody hears you; whisper: only the agent hears you; "
+                                 "barge: a three-way call")
+            sp.add_argument("--supervisor",
+                            help="who listens: a name of supervision.supervisors (that agent's phone rings)")
         if name == "simulate":
             sp.add_argument("flow", help="a flow's name in the config's flows")
             sp.add_argument("--digits", default="", help="input at each wait, comma-separated: 1,9,1234#  (empty = silence)")

@@ -338,18 +338,51 @@ class LoggingConfig(Strict):
 
 class ApiToken(Strict):
     """A bearer token and its role. agent: only the voicemail boxes `agent` may read (an agent's
-    desk); operator: read; supervisor: + agent states, recordings, every voicemail box; admin: + reload."""
+    desk); operator: read; supervisor: + agent states, recordings, every voicemail box; admin: + reload.
+    supervisor: may name the supervisor it is (`supervisor: NAME` of supervision.supervisors): it
+    then listens, whispers and barges only as that supervisor, on that supervisor's queues."""
 
     name: str
     token: str = Field(min_length=16, description="a bearer token; generate with `openssl rand -hex 24`")
     role: Literal["agent", "operator", "supervisor", "admin"] = "operator"
     agent: str | None = Field(default=None, description="role agent: the agent (in `agents`) this token is")
+    supervisor: str | None = Field(default=None, description="role supervisor: the supervisor (in "
+                                   "supervision.supervisors) this token is (default: any of them)")
 
     @model_validator(mode="after")
     def _agent(self) -> ApiToken:
         if (self.role == "agent") != (self.agent is not None):
             raise ValueError("a token of role agent names its agent (agent: NAME); other roles name none")
+        if self.supervisor is not None and self.role != "supervisor":
+            raise ValueError("only a token of role supervisor names a supervisor (supervisor: NAME)")
         return self
+
+
+class SupervisorSpec(Strict):
+    """One who may listen, whisper and barge (supervision.supervisors.NAME, NAME an agent of
+    `agents`: that agent's phone, softphone or mobile, is the one rung), and on which queues."""
+
+    queues: list[str] | None = Field(default=None, max_length=200,
+                                     description="the queues whose calls this supervisor may join (default: every queue)")
+
+
+class TellAgent(Strict):
+    """How the agent learns that a supervisor joined (or changed mode, or left)."""
+
+    beep: bool = Field(default=False, description="play the `beep` prompt to the agent (never to the caller)")
+    mqtt: bool = Field(default=True, description="a `supervision` message on agents/ID/offers")
+
+
+class SupervisionConfig(Strict):
+    """Listen, whisper and barge on live queue calls (docs/supervision.md): who may, how long the
+    supervisor's phone rings, what the agent is told, and the feature-code digits a connected
+    supervisor presses to change mode (FreeSWITCH eavesdrop's 1/2/3)."""
+
+    supervisors: dict[str, SupervisorSpec] = Field(default_factory=dict,
+                                                   description="agent name -> the queues it may supervise")
+    ring_timeout: float = Field(default=30.0, gt=0, le=300, description="seconds the supervisor's phone rings")
+    tell_agent: TellAgent = Field(default_factory=TellAgent)
+    beep: str = Field(default="beep", pattern=r"^[A-Za-z0-9_./-]{1,128}$", description="the prompt of tell_agent.beep")
 
 
 BOX_NAME = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"  # a folder under recordings/voicemail: no leading dot
@@ -834,6 +867,8 @@ class Config(Strict):
     entry_points: list[EntryPoint] = Field(default_factory=list)
     unknown_number: UnknownNumber = Field(default_factory=UnknownNumber)
     customers: CustomersConfig | None = Field(default=None, description="customer keys, history and wrap-up codes")
+    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig,
+                                           description="listen / whisper / barge on live queue calls")
 
 
 # ---------------------------------------------------------------- loading
@@ -1035,11 +1070,24 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
         if spec.queue is not None and spec.queue not in cfg.queues:
             errors.append(src.error(("voicemail", "boxes", box, "queue"),
                                     f"box {box!r}: unknown queue {spec.queue!r}{did_you_mean(spec.queue, set(cfg.queues))}"))
+    for spname, sv in cfg.supervision.supervisors.items():
+        at = ("supervision", "supervisors", spname)
+        if spname not in cfg.agents:
+            errors.append(src.error(at, f"supervisor {spname!r} is not an agent: a supervisor's phone is an "
+                                        f"agent's (agents.NAME){did_you_mean(spname, set(cfg.agents))}"))
+        for j, sq in enumerate(sv.queues or ()):
+            if sq not in cfg.queues:
+                errors.append(src.error((*at, "queues", j),
+                                        f"supervisor {spname!r}: unknown queue {sq!r}{did_you_mean(sq, set(cfg.queues))}"))
     if cfg.http is not None:
         for i, tok in enumerate(cfg.http.tokens):
             if tok.agent is not None and tok.agent not in cfg.agents:
                 errors.append(src.error(("http", "tokens", i, "agent"),
                                         f"token {tok.name!r}: unknown agent {tok.agent!r}{did_you_mean(tok.agent, set(cfg.agents))}"))
+            if tok.supervisor is not None and tok.supervisor not in cfg.supervision.supervisors:
+                errors.append(src.error(("http", "tokens", i, "supervisor"),
+                                        f"token {tok.name!r}: unknown supervisor {tok.supervisor!r}"
+                                        f"{did_you_mean(tok.supervisor, set(cfg.supervision.supervisors))}"))
         # one sign-in form for agents and supervisors: a name is one or the other
         for sname, sup in (cfg.http.desk.supervisors.items() if cfg.http.desk is not None else ()):
             where = ("http", "desk", "supervisors", sname)
@@ -1110,6 +1158,15 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
             found = False
         if not found:
             errors.append(src.error(("queues", qname, "moh"), f"music on hold not found: {q.moh} (a prompt name or a directory)"))
+        confirming = q.confirm_answer or any(cfg.agents[m.agent].confirm_answer for m in q.members if m.agent in cfg.agents)
+        if confirming and q.confirm_prompt:
+            try:
+                found = ctx.prompt_path(q.confirm_prompt).is_file()
+            except (OSError, ValueError):
+                found = False
+            if not found:
+                errors.append(src.error(("queues", qname, "confirm_prompt"),
+                                        f"confirm prompt not found: {q.confirm_prompt} (a prompt name)"))
     return errors
 
 

@@ -35,6 +35,7 @@ from ringmaster.pool import WorkerPool, registration_agent_spec, worker_specs
 from ringmaster.poolplan import PoolPlan, Retire, Spawn, WorkerView
 from ringmaster.registrations import RegistrationState
 from ringmaster.store import Store
+from ringmaster.supervision import Supervisions
 from ringmaster.tasks import TaskRouter
 from ringmaster.tts import Speech
 from ringmaster.voicemail import Voicemail, boxes_of
@@ -99,6 +100,11 @@ class Controller:
             self.acd.customers = self.customers
         if self.router is not None:
             self.router.customers = self.customers
+        # listen / whisper / barge (supervision.py): the supervisor's leg lives in the call's worker
+        self.supervisions = Supervisions(lambda: self.cfg, self.acd, self.store, lambda w, c: self.pool.send(w, c),
+                                         lambda worker, leg, s: self.sessions.__setitem__((worker, leg), s),
+                                         self.inbound_calls,
+                                         notice=self.router.agent_notice if self.router is not None else None)
         self.edge_events = EdgeEvents(cfg.sip.host, events_port(cfg), self._edge_event)
         # voicemail: messages, their readers on MQTT, and the phones' message-waiting lamps
         self._messages: dict[str, tuple[str, str, str, str, float]] = {}  # rec_id -> message not yet announced
@@ -318,9 +324,11 @@ class Controller:
 
     def legs_promised(self, worker: str) -> int:
         """Legs `worker` holds or has promised: 2 per live call (its caller and the agent or
-        transfer leg it has or may get) + 1 per consult leg (acd/consult.py)."""
+        transfer leg it has or may get) + 1 per consult leg (acd/consult.py) + 1 per
+        supervisor's leg (supervision.py)."""
         calls = self.inbound_calls().get(worker, 0)
-        return 2 * calls + (self.acd.consults.on_worker(worker) if self.acd is not None else 0)
+        return (2 * calls + (self.acd.consults.on_worker(worker) if self.acd is not None else 0)
+                + self.supervisions.legs_on(worker))
 
     def legs_in_use(self, worker: str) -> int:
         """The larger of the legs promised and the call slots the worker's pjsua counts (a leg
@@ -333,11 +341,13 @@ class Controller:
         # The edge never sends a worker more than max_inbound_calls, unless its count of that
         # worker's calls ran low (after a correction, see edge/loadcheck.py): the legs left
         # are for agent and transfer legs, so refuse with 486 and let the edge fail over. A
-        # consult's leg counts too: a caller whose agent leg would not fit is not taken.
+        # consult's leg and a supervisor's leg count too: a caller whose agent leg would not
+        # fit there goes to another worker (acd/consult.py, supervision.py).
         if (self.inbound_calls().get(worker, 0) >= self.cfg.workers.max_inbound_calls
                 or self.legs_promised(worker) + 2 > MAX_LEGS):
             self.over_capacity_refused += 1
-            log.warning("call.worker_full_refused", worker=worker, sip_call_id=msg.sip_call_id)
+            log.warning("call.worker_full_refused", worker=worker, sip_call_id=msg.sip_call_id,
+                        supervisor_legs=self.supervisions.legs_on(worker) or None)
             self.pool.send(worker, p.Reject(leg=msg.leg, code=486, reason="Worker Full"))
             return
         called = sip_user(msg.request_uri)
@@ -356,6 +366,7 @@ class Controller:
         session.notify = lambda kind, data: self._call_notified(session.call_id, kind, data)
         session.bind_leg = lambda leg: self.sessions.__setitem__((worker, leg), session)
         session.acd = self.acd
+        session.supervisions = self.supervisions
         # hold music when a party holds a call outside a queue (a queue's own `moh` otherwise)
         session.default_moh = (str(Path(self.cfg.paths.prompts) / "please-hold.wav"),)
         # the agent's phone shows the caller: From's name and number, on the edge's host
@@ -814,6 +825,16 @@ class Controller:
         if self.acd is None:
             return {"error": "no queues configured"}
         return self.acd.consults.finish(agent, action, via)
+
+    def supervise(self, call_id: str, supervisor: str, mode: str, via: str,
+                  as_supervisor: str | None = None) -> dict[str, Any]:
+        """Listen, whisper or barge on a live queue call, or change the mode (Supervisions.request):
+        {"call_id", "supervisor", "mode", "state", "leg"} or {"error", "code"}."""
+        return self.supervisions.request(call_id, supervisor, mode, via, as_supervisor)
+
+    def supervise_stop(self, call_id: str, as_supervisor: str | None = None) -> dict[str, Any]:
+        """End the supervision of a call (Supervisions.stop)."""
+        return self.supervisions.stop(call_id, as_supervisor)
 
     def set_schedule(self, name: str, state: str | None) -> dict[str, Any]:
         if name not in self.dialplan.schedules:

@@ -138,6 +138,23 @@ class Unbridge(Message):
     leg_b: str
 
 
+@message("supervise")
+@dataclass(frozen=True)
+class Supervise(Message):
+    """Join a supervisor's leg to a bridged caller <-> agent conversation, or change its mode
+    (sent again with another mode). Like Asterisk's ChanSpy (options w, B) and FreeSWITCH's
+    eavesdrop (DTMF 1/2/3): the supervisor always hears both parties; "listen": nobody hears
+    the supervisor; "whisper": only the agent does; "barge": both do (a three-way call).
+    If the bridge's media had gone direct, the worker takes it back first (MediaPath
+    "anchored", reason "supervise") and releases it no more while the supervisor is there.
+    The supervision ends with the supervisor's leg (Hangup)."""
+
+    leg: str     # the supervisor's leg (dialled by this worker)
+    caller: str  # the caller's leg
+    agent: str   # the agent's leg
+    mode: Literal["listen", "whisper", "barge"] = "listen"
+
+
 @message("hold")
 @dataclass(frozen=True)
 class Hold(Message):
@@ -458,7 +475,7 @@ def decode(line: bytes | str) -> Message:
 
 
 COMMANDS: tuple[type[Message], ...] = (
-    Answer, Reject, Play, StopPlay, CollectDigits, Dial, Bridge, Unbridge, Hold, RecordStart,
+    Answer, Reject, Play, StopPlay, CollectDigits, Dial, Bridge, Unbridge, Supervise, Hold, RecordStart,
     RecordPause, RecordResume, RecordStop, Hangup, SendDtmf, Refer, Register, Unregister, Shutdown,
 )
 EVENTS: tuple[type[Message], ...] = (

@@ -404,6 +404,10 @@ class TaskRouter:
             payload["customer"] = session.customer.view() if event != "ended" else {"key": session.customer.key}
         self._publish("calls/events", payload)
 
+    def agent_notice(self, agent: str, payload: dict[str, Any]) -> None:
+        """A message for one agent's desk on agents/ID/offers (e.g. a supervisor joined her call)."""
+        self._publish(f"agents/{agent}/offers", payload)
+
     # ------------------------------------------------------------ out
 
     def _publish(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:

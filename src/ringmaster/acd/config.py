@@ -87,6 +87,9 @@ class AgentConfig(_Strict):
     presence: PresenceProfile | None = Field(default=None, description="this agent's own presence settings")
     mqtt_password: str | None = Field(default=None, min_length=8, pattern=r"^[^\x00-\x1f\x7f]+$",
                                       description="the agent's MQTT password (user name: the agent's id) for the embedded broker")
+    confirm_answer: bool | None = Field(
+        default=None, description="a queue call this agent answers is bridged only after the agent presses 1 "
+                                  "(a mobile whose voicemail answers counts as no answer); default: the queue's")
     desk_password: str | None = Field(default=None, min_length=8, pattern=r"^[^\x00-\x1f\x7f]+$",
                                       description="the agent's password at the desk (http.desk); default: the "
                                                   "softphone's SIP password")
@@ -203,6 +206,13 @@ class QueueConfig(_Strict):
     wrapup: float = Field(default=0.0, ge=0, le=3600)
     auto_pause: AutoPause | None = None
     record: Recording | None = None
+    confirm_answer: bool = Field(
+        default=False, description="an answering agent hears confirm_prompt and must press 1 within confirm_timeout "
+                                   "to take the call, else it counts as no answer (app_queue's M(confirm), "
+                                   "FreeSWITCH's group_confirm_key); an agent's own confirm_answer wins")
+    confirm_prompt: str | None = Field(default="beep", max_length=100,
+                                       description="the prompt played to the agent before the 1 (None: none)")
+    confirm_timeout: float = Field(default=8.0, ge=1, le=60, description="seconds after the prompt to press 1")
     continue_on_agent_hangup: str | None = Field(
         default=None, max_length=100,
         description="flow the caller goes on to when the agent hangs up, instead of being hung up "

@@ -76,6 +76,9 @@ class RingLeg:
     withdrawn: set[str] = field(default_factory=set)
     answered_by: str | None = None
     cancelled: bool = False
+    # confirm_answer: the phone answered, the agent was asked to press 1 (collect id); until she
+    # does the engine still counts her ring as ringing
+    confirming: str = ""
 
     @property
     def call_id(self) -> str:
@@ -175,6 +178,11 @@ class AcdRuntime:
         if isinstance(msg, p.Error):
             session.log.error("acd.agent_leg_error", leg=leg, command=msg.command, error=msg.message)
             return
+        if isinstance(msg, p.DigitsCollected):
+            ring = self.ring_legs.get(leg)
+            if ring is not None and ring.confirming and msg.collect_id == ring.confirming:
+                self._confirmed(ring, msg.digits, msg.reason)
+            return
         if not isinstance(msg, p.CallState):
             return
         now = self.clock()
@@ -210,15 +218,60 @@ class AcdRuntime:
             agent = next(iter(ring.live), ring.agents[0])
         ring.answered_by = agent
         if agent in ring.live and not ring.cancelled and ring.call_id in self.calls:
+            if self._confirm_needed(agent, ring):
+                self._ask_confirm(ring, agent)
+                return
             self.apply(self.engine.ring_answered(ring.call_id, agent, now))
             return
         ring.session.log.info("acd.stale_answer_dropped", leg=ring.leg, agent=agent)
         ring.cancelled = True
         ring.session.hangup_leg(ring.leg)
 
+    def _confirm_needed(self, agent: str, ring: RingLeg) -> bool:
+        spec = self.cfg.agents.get(agent)
+        if spec is not None and spec.confirm_answer is not None:
+            return spec.confirm_answer
+        q = self.calls.get(ring.call_id)
+        qspec = (q.spec if q is not None else None) or self.cfg.queues.get(ring.queue)
+        return qspec is not None and qspec.confirm_answer
+
+    def _ask_confirm(self, ring: RingLeg, agent: str) -> None:
+        """The phone answered but the queue (or the agent) wants a 1 first, like app_queue's
+        Queue(...,M(confirm)) / Dial M() macro and FreeSWITCH's group_confirm_key: a carrier's
+        voicemail or a pocket answer must not take the call. The agent hears confirm_prompt, the
+        caller stays on hold music; 1 within confirm_timeout bridges, anything else (or nothing)
+        hangs the leg up and counts as RINGNOANSWER."""
+        q = self.calls.get(ring.call_id)
+        spec = (q.spec if q is not None else None) or self.cfg.queues[ring.queue]
+        files = tuple(self._prompts([spec.confirm_prompt])) if spec.confirm_prompt else ()
+        ring.confirming = f"{ring.leg}-confirm"
+        self.store.event(ring.call_id, "CONFIRM_ASKED", self.clock(), agent=agent, leg=ring.leg)
+        ring.session.log.info("acd.confirm_asked", agent=agent, leg=ring.leg, timeout=spec.confirm_timeout)
+        ring.session.ask_confirm(ring.leg, files, ring.confirming, spec.confirm_timeout)
+
+    def _confirmed(self, ring: RingLeg, digits: str, reason: str) -> None:
+        """The agent's answer to the confirm prompt: 1 takes the call (CONNECT as after any
+        answer), anything else ends her leg as a ring nobody answered."""
+        ring.confirming = ""
+        agent = ring.answered_by or ""
+        accepted = digits == "1"
+        result = "accepted" if accepted else "timeout" if not digits else "other_key"
+        self.store.event(ring.call_id, "CONFIRM", self.clock(), agent=agent, result=result, digits=digits[:1])
+        ring.session.log.info("acd.confirm", agent=agent, leg=ring.leg, result=result)
+        if accepted and agent in ring.live and not ring.cancelled and ring.call_id in self.calls:
+            self.apply(self.engine.ring_answered(ring.call_id, agent, self.clock()))
+            return
+        # not taken: the agents the leg still rings for are charged a no-answer when it ends
+        ring.answered_by = None
+        if not ring.cancelled:
+            ring.cancelled = True
+            ring.session.hangup_leg(ring.leg)
+
     def _ring_leg_ended(self, ring: RingLeg, msg: p.CallState, now: float) -> None:
         """The worker reports the leg's end: the agents it still rang for the engine did not
         answer (RINGNOANSWER, or busy); those withdrawn from it have stopped ringing now."""
+        if ring.confirming:  # hung up (by her phone, or the caller's end) before pressing 1
+            ring.confirming, ring.answered_by = "", None
         self.ring_legs.pop(ring.leg, None)
         q = self.calls.get(ring.call_id)
         if q is not None:
@@ -528,6 +581,10 @@ class AcdRuntime:
                 out[t.id] = reason
         return out
 
+    def agent_uri(self, agent: str) -> str:
+        """The URI that rings `agent`'s phone through the edge (softphone user or mobile number)."""
+        return self._agent_uri(agent)
+
     def _agent_uri(self, agent: str) -> str:
         spec = self.cfg.agents[agent]
         user = spec.softphone.username if spec.softphone is not None else (spec.mobile or "")
@@ -563,7 +620,7 @@ class AcdRuntime:
             self._call_event("offered", q, agents=list(agents))
         q.session.log.info("acd.ring", queue=queue, agents=list(agents), leg=leg, refork=refork or None)
         # the caller's media offered in the agent's INVITE saves a re-INVITE at the bridge
-        # (docs/engine-findings.md, 92); not towards browser phones (rtpengine rewrites their
+        # (docs/engine-findings.md, 88); not towards browser phones (rtpengine rewrites their
         # SDP: the worker's own offer must reach it) nor when the queue records (the recorder
         # needs both voices in the worker)
         spec = q.spec or self.cfg.queues.get(queue)
@@ -587,6 +644,9 @@ class AcdRuntime:
             ring.live -= hit
             if ring.answered_by is not None:
                 ended += sorted(hit)
+                if ring.confirming and not ring.cancelled:  # answered, not confirmed: end it
+                    ring.cancelled = True
+                    ring.session.hangup_leg(ring.leg)
                 continue
             ring.withdrawn |= hit
             if ring.cancelled:

@@ -19,7 +19,7 @@ First offer (RFC 3725 flow I from the start): an agent leg whose bridge is known
 (no recording, nothing to play to the agent) is dialled with the caller's media in its INVITE
 (`first_offer`) and pjsua's own stream inactive, so the agent answers the caller's SDP and the
 bridge then needs one re-INVITE (the caller's, with the agent's answer) instead of two: one SIP
-transaction less per call in the worker and the edge (docs/engine-findings.md, 92).
+transaction less per call in the worker and the edge (docs/engine-findings.md, 88).
 """
 
 from __future__ import annotations

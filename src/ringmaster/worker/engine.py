@@ -53,7 +53,7 @@ IDLE_POLL_MS = 5000
 BUSY_POLL_MS = 50
 # legs up and pjsua's slot count matches them: nothing changes without a callback or a
 # command, so the whole loop turn is only a safety net (measured: at 50 ms it was 20 turns a
-# second per worker with a call, most of a loaded pool's loop turns; docs/engine-findings.md, 93)
+# second per worker with a call, most of a loaded pool's loop turns; docs/engine-findings.md, 89)
 SETTLED_POLL_MS = 1000
 POLL_MS = 10  # a recording's WAV header is looked for this often while it is finalised
 # after this long with no leg whose media is in this worker, the conference bridge's clock (the
@@ -113,6 +113,7 @@ class MediaEngine:
         self.registrations: dict[str, Registration] = {}
         self.bridges: set[frozenset[str]] = set()
         self.releases: dict[frozenset[str], Release] = {}  # bridges asked for direct media
+        self.supervisions: dict[str, p.Supervise] = {}  # supervisor's leg -> its caller, agent, mode
         self.answered: list[tuple[str, int]] = []  # re-INVITEs of ours answered (leg id, code)
         self.media_back: list[tuple[str, float]] = []  # resumed legs to re-INVITE sendrecv (deadline)
         self.deferred: dict[str, list[p.Message]] = {}  # leg -> commands waiting for its media
@@ -282,7 +283,7 @@ class MediaEngine:
         happened: such a turn only reads the command socket. The whole turn (timers, slots,
         collections) runs when a pjsua callback ran (`dirty`), a media thread queued something,
         a command came, or the deadline `_poll_ms` set last time is reached (measured: the
-        whole turn on every packet was a third of a loaded worker's CPU, finding 93)."""
+        whole turn on every packet was a third of a loaded worker's CPU, finding 89)."""
         assert self.ep is not None
         ep = self.ep
         timeout = 0
@@ -343,6 +344,7 @@ class MediaEngine:
         self.recordings.clear()
         self.registrations.clear()
         self.bridges.clear()
+        self.supervisions.clear()
         self.account = None
         self.refusing = None
         self.graveyard.empty()
@@ -527,6 +529,10 @@ class MediaEngine:
             self.bridges.discard(pair)
         for pair in [r for r in self.releases if leg.leg_id in r]:
             del self.releases[pair]
+        if self.supervisions.pop(leg.leg_id, None) is not None:
+            for rec in self.recordings.values():
+                if leg.leg_id in rec.legs:
+                    rec.legs.remove(leg.leg_id)
         self.deferred.pop(leg.leg_id, None)
         self.legs.pop(leg.leg_id, None)
         # No graveyard for a leg: it goes when its DISCONNECTED callback returns (pjsua2 allows
@@ -558,6 +564,9 @@ class MediaEngine:
                 leg.audio.startTransmit(rec.recorder)  # type: ignore[union-attr]
         if leg.prompt is not None:
             leg.prompt.startTransmit(leg.audio)  # a prompt (hold music) goes on after a hold
+        for sup in list(self.supervisions.values()):
+            if leg.leg_id in (sup.leg, sup.caller, sup.agent):
+                self._wire_supervision(sup)
         if first:
             self.send(p.MediaReady(leg=leg.leg_id))
         released = False
@@ -915,6 +924,9 @@ class MediaEngine:
         if any(rel.legs & set(rec.legs) for rec in self.recordings.values()):
             give_up(rel, "recording")  # the recorder needs both voices in this worker
             return
+        if any(rel.legs & {sup.caller, sup.agent} for sup in self.supervisions.values()):
+            self._anchored(rel, "supervised")  # the supervisor hears (and may speak) through this worker
+            return
         offer = offer_for(a.local_sdp, b.remote_sdp)
         if offer is None:
             give_up(rel, "no plain RTP audio SDP to offer")
@@ -1102,6 +1114,55 @@ class MediaEngine:
         elif rel.step in ("first", "second"):
             rel.reason = "unbridge"
             rel.step = "anchoring"
+
+    def do_supervise(self, cmd: p.Supervise) -> None:
+        if cmd.mode not in ("listen", "whisper", "barge"):
+            raise ValueError(f"mode {str(cmd.mode)[:16]!r}: listen, whisper or barge")
+        if len({cmd.leg, cmd.caller, cmd.agent}) != 3:
+            raise ValueError("the supervisor's, caller's and agent's legs are three legs")
+        for leg_id in (cmd.leg, cmd.caller, cmd.agent):
+            self._leg(leg_id)
+        if self._needs_media(cmd, (cmd.caller, cmd.agent), "supervise"):
+            return  # a direct bridge: runs again once its media is back in this worker
+        self.supervisions[cmd.leg] = cmd
+        self._wire_supervision(cmd)
+
+    def _wire_supervision(self, sup: p.Supervise) -> None:
+        """Connect the conference ports for `sup`'s mode (again after any of the three legs got
+        new media from a re-INVITE): caller and agent -> supervisor always; supervisor -> agent
+        in whisper and barge; supervisor -> caller in barge only. The caller <-> agent bridge
+        is the Bridge command's and is left alone (a hold cuts it, a resume restores it).
+        A recording of the caller's leg takes the supervisor's voice in barge, where the caller
+        hears it (as MixMonitor on the caller's channel would), not in whisper or listen."""
+        s, c, a = (self.legs.get(i) for i in (sup.leg, sup.caller, sup.agent))
+        if s is None or s.audio is None:
+            return  # media_ready wires it when the supervisor's media is there
+        links = ((c, s, True), (a, s, True),
+                 (s, a, sup.mode in ("whisper", "barge")), (s, c, sup.mode == "barge"))
+        for src, dst, on in links:
+            if src is None or dst is None or src.audio is None or dst.audio is None:
+                continue
+            try:
+                if on:
+                    src.audio.startTransmit(dst.audio)
+                else:
+                    src.audio.stopTransmit(dst.audio)
+            except pj.Error:
+                pass  # stopping a link that was never made
+        for rec in self.recordings.values():
+            if sup.caller not in rec.legs or (sup.mode == "barge") == (sup.leg in rec.legs):
+                continue
+            if sup.mode == "barge":
+                rec.legs.append(sup.leg)  # pause, resume and stop treat her like the parties
+                if not rec.paused:
+                    s.audio.startTransmit(rec.recorder)
+            else:
+                rec.legs.remove(sup.leg)
+                if not rec.paused:
+                    try:
+                        s.audio.stopTransmit(rec.recorder)
+                    except pj.Error:
+                        pass
 
     def do_hold(self, cmd: p.Hold) -> None:
         leg = self._leg(cmd.leg)
