@@ -622,9 +622,11 @@ class AcdRuntime:
         # the caller's media offered in the agent's INVITE saves a re-INVITE at the bridge
         # (docs/engine-findings.md, 88); not towards browser phones (rtpengine rewrites their
         # SDP: the worker's own offer must reach it) nor when the queue records (the recorder
-        # needs both voices in the worker)
+        # needs both voices in the worker) nor when the agent must press 1 first (confirm_answer:
+        # her prompt and her digit need her media here)
         spec = q.spec or self.cfg.queues.get(queue)
-        direct = spec is not None and spec.record is None and self.cfg.sip.webrtc is None
+        direct = (spec is not None and spec.record is None and self.cfg.sip.webrtc is None
+                  and not any(self._confirm_needed(agent, ring) for agent in agents))
         q.session.dial_agent(leg, uris[0], headers, direct=direct)
 
     def _cancel(self, a: CancelRing) -> None:
