@@ -317,9 +317,10 @@ class Controller:
     def inbound_calls(self) -> dict[str, int]:
         """worker -> live calls that came in on it (the calls the edge's dispatcher counts)."""
         held = dict.fromkeys(self.pool.workers, 0)
-        for s in self.live_sessions():
-            if s.worker in held:
-                held[s.worker] += 1
+        for (worker, leg), s in self.sessions.items():
+            # each call once: under its caller's leg (a transfer maps more legs to it)
+            if leg == s.leg and worker in held and not s.ended:
+                held[worker] += 1
         return held
 
     def legs_promised(self, worker: str) -> int:
