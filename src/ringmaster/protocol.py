@@ -13,7 +13,6 @@ so both sides can refer to a leg before it exists on the other side.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -449,9 +448,14 @@ def _tupled(value: Any) -> Any:
     return value
 
 
-@functools.cache
+_FIELD_NAMES: dict[str, tuple[str, ...]] = {}
+
+
 def _field_names(cls: type[Message]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    names = _FIELD_NAMES.get(cls.type)
+    if names is None:
+        names = _FIELD_NAMES[cls.type] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def encode(msg: Message) -> bytes:
