@@ -272,6 +272,18 @@ ROUTES: tuple[Route, ...] = (
                 "properties": {"kind": {"type": "string", "enum": ["queue", "agent", "flow"]},
                                "target": {"type": "string", "description": "the queue's, agent's or flow's name"}}},
           responses={"400": "no connected call, or a target the plan does not list: nothing dialled"}),
+    Route("POST", "/api/agents/{agent}/dial", "agent_dial",
+          "Click-to-dial: ring the agent's phone, then, once she answers, the number through the route the "
+          "outbound rules give (docs/outbound.md)", role="agent",
+          access="Role: agent (its own agent only), supervisor or admin; an operator token is refused (403).",
+          body={"type": "object", "required": ["number"], "additionalProperties": False,
+                "properties": {"number": {"type": "string", "description": "as dialled, e.g. +4512345678"}}},
+          responses={"400": "refused by the outbound rules or the agent's state (the reason); nothing dialled"}),
+    Route("POST", "/api/tasks/{task_id}/call", "task_call",
+          "Chat to voice: the agent holding the chat or email task calls its customer's number (the task's phone "
+          "field or phone customer key), ringing her first; the call is linked to the task", role="agent",
+          access="Role: agent (the task's own agent only), supervisor or admin; an operator token is refused (403).",
+          responses={"400": "no such held task, no phone number, or refused by the outbound rules"}),
     Route("GET", "/api/customers/{key}", "customer",
           "A customer: its keys, name, tier and whole history over every channel, newest first",
           responses={"400": "not a customer key", "404": "no customer has this key", "503": "the store cannot be read"}),
@@ -573,6 +585,40 @@ class Api:
         if not isinstance(kind, str) or not isinstance(target, str) or not target:
             raise _bad("kind (queue, agent or flow) and target (its name) are strings")
         result = self.controller.transfer(agent, kind, target, "api")
+        if result.get("error"):
+            raise _bad(result["error"])
+        return _json(result)
+
+    async def agent_dial(self, request: web.Request) -> web.Response:
+        agent = request.match_info["agent"]
+        role = request["role"]
+        if role == "operator" or (role == "agent" and request["token"].agent != agent):
+            raise _error(web.HTTPForbidden, "a call is the agent's own (its token) or a supervisor's")
+        if agent not in self.controller.cfg.agents:
+            raise _error(web.HTTPNotFound, f"unknown agent {agent[:64]!r}")
+        body = await self._body(request)
+        unknown = set(body) - {"number"}
+        if unknown:
+            raise _bad(f"unknown field(s) {sorted(unknown)[:5]}; fields: number")
+        number = body.get("number")
+        if not isinstance(number, str) or not number:
+            raise _bad("number: a string, e.g. +4512345678")
+        result = self.controller.dial(agent, number[:40], "api")
+        if result.get("error"):
+            raise _bad(result["error"])
+        return _json(result)
+
+    async def task_call(self, request: web.Request) -> web.Response:
+        task_id = request.match_info["task_id"]
+        role = request["role"]
+        if role == "operator":
+            raise _error(web.HTTPForbidden, "a call is the agent's own (its token) or a supervisor's")
+        if await request.read():
+            body = await self._body(request)
+            if body:
+                raise _bad(f"unknown field(s) {sorted(body)[:5]}; this call takes no body")
+        agent = request["token"].agent if role == "agent" else None
+        result = self.controller.call_from_task(task_id[:100], agent, "api")
         if result.get("error"):
             raise _bad(result["error"])
         return _json(result)

@@ -71,6 +71,10 @@ class TaskRouter:
         # customers (docs/customers.md): set by the controller; each open task's offer context
         self.customers: CustomerBook | None = None
         self._contexts: dict[str, CustomerContext] = {}
+        # calls agents place (docs/outbound.md): set by the controller, Controller.dial and
+        # Controller.call_from_task; each returns {"call_id", ...} or {"error": reason}
+        self.dial: Callable[[str, str, str], dict[str, Any]] | None = None
+        self.call_task: Callable[[str, str | None, str], dict[str, Any]] | None = None
         acd.router = self
 
     # ------------------------------------------------------------ start and restore
@@ -252,6 +256,21 @@ class TaskRouter:
         if msg.command == "wrapup":
             self._wrapup(agent, msg)
             return
+        if msg.command == "dial":
+            if not msg.number:
+                raise BadPayload("dial needs a number", "number")
+            result = self.dial(agent, msg.number, "mqtt") if self.dial is not None else {"error": "not available"}
+            if result.get("error"):
+                raise BadPayload(result["error"], "number")
+            return
+        if msg.command == "call":
+            if not msg.task:
+                raise BadPayload("call needs the chat's task id", "task")
+            result = (self.call_task(msg.task, agent, "mqtt") if self.call_task is not None
+                      else {"error": "not available"})
+            if result.get("error"):
+                raise BadPayload(result["error"], "task")
+            return
         if msg.command == "transfer" and (msg.flow or msg.agent or not msg.task or st.holding.get(msg.task) == "voice"):
             self._transfer_call(agent, msg)
             return
@@ -392,6 +411,21 @@ class TaskRouter:
         if session.customer is not None:  # the screen pop: who, and what happened before
             payload["customer"] = session.customer.view() if event != "ended" else {"key": session.customer.key}
         self._publish("calls/events", payload)
+
+    def outbound_event(self, event: str, call: Any) -> None:
+        """calls/events of a call an agent places (docs/outbound.md): outbound_started,
+        outbound_ended (with its disposition)."""
+        payload = {"event": f"outbound_{event}", "call_id": call.call_id, "agent": call.agent,
+                   "number": call.number, "direction": "outbound", "via": call.via, "task": call.task_ref or None}
+        if event == "ended" and call._result is not None:
+            payload["disposition"] = call._result[0]
+        self._publish("calls/events", payload)
+
+    def task_call(self, task_id: str, queue: str, channel: str, agent: str, call_id: str, number: str) -> None:
+        """The agent calls the customer of the chat `task_id`: a CALL event in the task's log and
+        on its events topic, linking the two (the call's record carries the task's id)."""
+        self.store.task_event(self.clock(), task_id, queue, agent, "CALL", (call_id, number), channel)
+        self._task_event(task_id, "call", agent=agent, call_id=call_id, number=number)
 
     # ------------------------------------------------------------ out
 

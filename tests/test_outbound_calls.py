@@ -1,0 +1,263 @@
+"""Calls agents place themselves (issue 12 item 4) and calls from a chat (issue 13 item 6):
+the softphone's INVITE digest-checked at the edge as the agent, the dial plan's outbound rules
+(number patterns per agent or profile, the trunk's own allowed numbers), click-to-dial by API
+and MQTT (her phone rings first), a chat's customer called back. Real daemon, Kamailio, workers,
+pjsua2 agent phones and a SIPp UAS as the trunk and customer (it echoes RTP, so the agent
+hearing her own tone back proves audio both ways)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ringmaster import protocol as p
+from ringmaster.config import load_config
+from ringmaster.yamlsource import ConfigInvalid
+from tests.helpers.audio import has_tone, read_wav, write_tone
+from tests.helpers.mqtt import Client
+from tests.helpers.phone import Phone
+from tests.helpers.rawsip import RawSip, status_of
+from tests.helpers.rawuac import Listener
+from tests.helpers.sipp import SCENARIOS, agent_scenario
+from tests.test_acd_calls import agents_up, register, wait_agent
+from tests.test_api import http
+from tests.test_presence_mqtt import INTEGRATION
+
+ALICE, HOLD = 1300.0, 440.0
+TOKENS = {"alice-token-0123456789": "alice", "bob-token-0123456789": "bob"}
+CUSTOMER = "+4522334455"
+
+
+def _config(d, trunk_port: int, password: str = "", record: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """alice and bob on softphones, alice in queue sales; a trunk (with digest credentials when
+    `password` is given) that carries Danish numbers; alice may dial them, bob nothing."""
+    write_tone(d.dir / "prompts" / "hold.wav", HOLD, 3.0)
+    # only the queue caller's port is a trusted trunk: the agents' phones are not (never by address)
+    d.config["sip"]["trusted"] = [{"name": "callers", "address": f"127.0.0.1:{d.ports.caller(1)}"}]
+    trunk: dict[str, Any] = {"address": f"127.0.0.1:{trunk_port}", "allowed": [r"\+45[0-9]{8}"],
+                             "caller_id": "+4570001000", "identity": "both"}
+    if password:
+        trunk |= {"username": "acme", "password": password}
+    d.config["sip"]["trunks"] = {"carrier": trunk}
+    d.config["agents"] = {a: {"softphone": {"username": a, "password": f"{a}-secret"}, "mqtt_password": f"{a}-mqtt-pw"}
+                          for a in ("alice", "bob")}
+    d.config["agents"]["alice"]["caller_id"] = "+4570001001"
+    d.config["outbound"] = [{"name": "denmark", "numbers": [r"\+45[2-9][0-9]{7}"], "route": "carrier",
+                             "agents": ["alice"], "caller_id": "agent", "record": record}]
+    d.config["queues"] = {"sales": {"moh": "hold", "strategy": "linear", "members": ["alice"]},
+                          "chat": {"moh": "hold", "strategy": "linear", "members": ["alice"]}}
+    d.config["flows"]["main"] = [{"queue": "sales"}, "hangup"]
+    d.config["entry_points"].append({"number": "500", "flow": "main"})
+    d.config["http"] = {"listen": f"127.0.0.1:{d.ports.base + 6}",
+                        "tokens": [{"name": name, "token": token, "role": "agent", "agent": name}
+                                   for token, name in TOKENS.items()]
+                        + [{"name": "op", "token": "op-token-0123456789", "role": "operator"}]}
+
+
+def _mqtt(d) -> None:  # type: ignore[no-untyped-def]
+    d.config["mqtt"] = {"embedded": True, "listen": f"127.0.0.1:{d.ports.base + 8}",
+                        "clients": [{"username": INTEGRATION[0], "password": INTEGRATION[1]}]}
+
+
+def _carrier(scenario: Path, port: int, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-m", "1",
+                             "-rtp_echo", "-mp", str(port + 2000), "-timeout", "40s", "-nostdin",
+                             "-trace_msg", "-fd", "1"],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _received(cwd: Path) -> list[str]:
+    logs = list(cwd.glob("*_messages.log"))
+    text = logs[0].read_text() if logs else ""
+    return [m.group(1) for m in re.finditer(r"message received \[\d+\] bytes :\n\n(\w+ sip:[^\n]*\n(?:[^\n]+\n)*)", text)]
+
+
+def _rows(d, sql: str, *args: Any) -> list[tuple[Any, ...]]:  # type: ignore[no-untyped-def]
+    con = sqlite3.connect(d.db_path)
+    try:
+        return [tuple(r) for r in con.execute(sql, args)]
+    finally:
+        con.close()
+
+
+def _outbound(d) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    return [r for r in d.calls() if r["direction"] == "outbound"]
+
+
+async def _wait_outbound_ended(d, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        rows = _outbound(d)
+        if len([r for r in rows if r["disposition"] != "in_progress"]) >= count:
+            return rows
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{count} outbound calls not ended: {rows}")
+
+
+async def _hears_own_tone(phone: Phone, leg: str, tmp: Path, name: str) -> bool:
+    """The phone plays its tone and records what comes back: the customer's SIPp echoes RTP,
+    so hearing it proves the bridge carries audio both ways."""
+    phone.send(p.Play(leg=leg, files=(str(tmp / "alice.wav"),), loop=True))
+    await asyncio.sleep(0.5)
+    path = tmp / f"{name}.wav"
+    phone.send(p.RecordStart(rec_id=name, legs=(leg,), path=str(path)))
+    await asyncio.sleep(1.5)
+    phone.send(p.RecordStop(rec_id=name))
+    await phone.wait(p.RecordingDone, lambda m: m.rec_id == name)
+    return has_tone(read_wav(path)[0], ALICE)
+
+
+async def test_agent_dials_a_permitted_number_through_a_challenging_trunk_is_busy_and_both_hear_each_other(
+        daemon_factory, tmp_path: Path):
+    d = daemon_factory(workers=1, start=False)
+    trunk_port = d.ports.caller(5)
+    _config(d, trunk_port, password="Tr0nk-secret")
+    d.start()
+    write_tone(tmp_path / "alice.wav", ALICE, 30)
+    carrier = _carrier(SCENARIOS / "uas_trunk_auth.xml", trunk_port, tmp_path)
+    (alice,) = await agents_up(d, ("alice",))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        leg = "alice-out1"
+        alice.send(p.Dial(leg=leg, uri=f"sip:{CUSTOMER}@{d.edge}", account="alice"))
+        st = await alice.wait(p.CallState, lambda m: m.leg == leg and m.state in ("confirmed", "disconnected"),
+                              timeout=15)
+        assert st.state == "confirmed", (st, d.log_text()[-3000:])
+        await alice.wait(p.MediaReady, lambda m: m.leg == leg)
+        wait_agent(d, "alice", "on-call")
+        # busy in presence: a queue caller is not offered to her while she is on her own call
+        q = await caller.call(f"sip:500@{d.edge}")
+        await asyncio.sleep(2.0)
+        assert not [m for m in alice.events if isinstance(m, p.Incoming)]
+        assert await _hears_own_tone(alice, leg, tmp_path, "out1")
+        alice.send(p.Hangup(leg=leg))
+        await alice.wait(p.CallState, lambda m: m.leg == leg and m.state == "disconnected")
+        # free again: now the waiting caller rings her
+        inc = await alice.wait(p.Incoming, timeout=10)
+        assert inc.leg
+        await caller.hangup(q)
+    finally:
+        await caller.stop()
+        await alice.stop()
+        if carrier.poll() is None and not any(isinstance(m, p.MediaReady) for m in alice.events):
+            carrier.kill()
+    out, _ = carrier.communicate(timeout=45)
+    assert carrier.returncode == 0, out[-2000:]
+    invites = [r for r in _received(tmp_path) if r.startswith("INVITE ")]
+    assert len(invites) == 2, invites
+    assert "Authorization:" not in invites[0]
+    assert re.search(r'\nAuthorization: Digest username="acme", realm="carrier.example"', invites[1]), invites[1]
+    # caller ID: alice's own number (the rule says agent), in From and P-Asserted-Identity
+    assert re.search(r"\nFrom: <sip:\+4570001001@127\.0\.0\.1>", invites[1]), invites[1]
+    assert re.search(r"\nP-Asserted-Identity: <sip:\+4570001001@127\.0\.0\.1>", invites[1]), invites[1]
+    assert "X-Ringmaster" not in invites[1] and "alice-secret" not in invites[1]
+    rows = await _wait_outbound_ended(d, 1)
+    (row,) = rows
+    assert (row["agent"], row["called"], row["route"], row["outbound_rule"], row["disposition"]) == \
+        ("alice", CUSTOMER, "carrier", "denmark", "completed")
+    assert row["talk_seconds"] > 1.5 and row["hangup_by"] == "agent"
+    assert d.events("outbound.connected")
+
+
+async def test_forbidden_numbers_a_wrong_password_and_strangers_are_refused_and_nothing_reaches_the_trunk(
+        daemon_factory, tmp_path: Path):
+    d = daemon_factory(workers=1, start=False)
+    trunk_port = d.ports.caller(5)
+    _config(d, trunk_port)
+    d.start()
+    trunk = Listener(trunk_port)
+    (alice, bob) = await agents_up(d, ("alice", "bob"))
+    try:
+        # a premium-rate number no rule lists, a Danish one outside her rule (+451...: it wants
+        # 2-9 after 45), and bob, whom no rule lets dial anything
+        for phone, user, number in ((alice, "alice", "+19005550100"), (alice, "alice", "+4512345678"),
+                                    (bob, "bob", "+4522334455")):
+            leg = f"{user}-{number}"
+            phone.send(p.Dial(leg=leg, uri=f"sip:{number}@{d.edge}", account=user))
+            st = await phone.wait(p.CallState, lambda m, leg=leg: m.leg == leg and m.state == "disconnected",
+                                  timeout=10)
+            assert (st.code, st.reason) == (403, "Not Allowed"), st
+        # her phone with the wrong password: challenged again, never placed
+        mark = len(alice.events)
+        alice.send(p.Register(reg_id="alice-bad", registrar=f"sip:{d.edge}", aor="sip:alice@127.0.0.1",
+                              username="alice", password="wrong-password", expires=60))
+        await alice.wait(p.RegState, lambda m: m.reg_id == "alice-bad", timeout=10, after=mark)
+        alice.send(p.Dial(leg="alice-bad1", uri=f"sip:+4522334455@{d.edge}", account="alice-bad"))
+        st = await alice.wait(p.CallState, lambda m: m.leg == "alice-bad1" and m.state == "disconnected", timeout=10)
+        assert st.code in (401, 403, 407), st
+        # a stranger (no agent's name in From): 403 at the edge, no challenge
+        raw = RawSip(d.ports.caller(7))
+        try:
+            raw.send(raw.invite(d.ports.edge, user="+4522334455"), d.ports.edge)
+            assert status_of(raw.final_reply(3.0)) == 403
+        finally:
+            raw.close()
+        trunk_heard = trunk.methods()
+    finally:
+        trunk.close()
+        await alice.stop()
+        await bob.stop()
+    assert trunk_heard == [], trunk_heard  # nothing reached the trunk
+    rows = await _wait_outbound_ended(d, 3)
+    assert sorted((r["agent"], r["called"], r["disposition"]) for r in rows) == [
+        ("alice", "+19005550100", "refused"), ("alice", "+4512345678", "refused"), ("bob", "+4522334455", "refused")]
+    reasons = {r[0]: json.loads(r[1])["reason"] for r in _rows(
+        d, "SELECT c.called, e.data FROM call_events e JOIN calls c USING (call_id) WHERE e.event='OUTBOUND_REFUSED'")}
+    assert "is not a number agent 'alice' may dial" in reasons["+19005550100"]
+    assert "may not place calls" in reasons["+4522334455"]
+    assert len(d.events("outbound.refused")) == 3
+    deadline = time.monotonic() + 12  # the controller reads the edge's counters every few seconds
+    while time.monotonic() < deadline and d.status()["edge"]["counters"].get("agent_calls", 0) < 3:
+        await asyncio.sleep(0.5)
+    assert d.status()["edge"]["counters"]["agent_calls"] == 3  # the three authenticated INVITEs
+
+
+def test_check_names_the_place_of_a_bad_outbound_rule(tmp_path: Path):
+    base = """\
+sip:
+  listen: 127.0.0.1:25060
+  trunks:
+    carrier:
+      address: 127.0.0.1:25080
+      allowed: ['\\+45[0-9]{8}']
+agents:
+  alice:
+    softphone: {username: alice, password: alice-secret}
+outbound:
+  - name: dk
+    numbers: ['\\+45[0-9]{8}']
+    route: carrier
+    agents: [alice]
+flows:
+  demo: [hangup]
+entry_points:
+  - {number: "100", flow: demo}
+"""
+    (tmp_path / "prompts").mkdir()
+    f = tmp_path / "sip.yaml"
+    f.write_text(base)
+    assert load_config(f).outbound[0].route == "carrier"
+    for change, where, expected in [
+        (("route: carrier", "route: carier"), "sip.yaml:13:", "route 'carier' is not a trunk of sip.trunks (did you mean 'carrier'?)"),
+        (("numbers: ['\\+45[0-9]{8}']", "numbers: ['(+45']"), "sip.yaml:12:", "pattern '(+45'"),
+        (("numbers: ['\\+45[0-9]{8}']", "numbers: ['\\+[0-9]+']"), "sip.yaml:12:",
+         "a number trunk 'carrier' does not allow"),
+        (("numbers: ['\\+45[0-9]{8}']", "numbers: ['(?!900)[0-9]+']"), "sip.yaml:12:", "cannot be checked at the edge"),
+        (("agents: [alice]", "agents: [alise]"), "sip.yaml:14:", "unknown agent 'alise'"),
+    ]:
+        text = base.replace(*change)
+        assert text != base, change
+        f.write_text(text)
+        with pytest.raises(ConfigInvalid) as exc:
+            load_config(f)
+        errors = [str(e) for e in exc.value.errors]
+        assert any(where in e and expected in e for e in errors), (change, errors)
