@@ -12,6 +12,7 @@ import json
 import re
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,8 @@ def _mqtt(d) -> None:  # type: ignore[no-untyped-def]
                         "clients": [{"username": INTEGRATION[0], "password": INTEGRATION[1]}]}
 
 
-def _carrier(scenario: Path, port: int, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-m", "1",
+def _carrier(scenario: Path, port: int, cwd: Path, calls: int = 1) -> subprocess.Popen[str]:
+    return subprocess.Popen(["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-m", str(calls),
                              "-rtp_echo", "-mp", str(port + 2000), "-timeout", "40s", "-nostdin",
                              "-trace_msg", "-fd", "1"],
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -261,3 +262,93 @@ entry_points:
             load_config(f)
         errors = [str(e) for e in exc.value.errors]
         assert any(where in e and expected in e for e in errors), (change, errors)
+
+
+def _customer(tmp: Path, port: int, calls: int) -> subprocess.Popen[str]:
+    """The customer's phone behind a trunk that does not challenge: answers after 0.5-1 s and
+    echoes RTP until our BYE."""
+    return _carrier(agent_scenario(tmp, copy_record_route=True), port, tmp, calls)
+
+
+async def _answer_and_talk(d, alice: Phone, tmp: Path, name: str, count: int) -> p.Incoming:  # type: ignore[no-untyped-def]
+    """Her phone rings first (the customer's number on it); she answers, the customer's phone
+    rings and answers, she hears herself through the customer's echo, and hangs up."""
+    inc = await alice.wait(p.Incoming, timeout=10)
+    alice.events.remove(inc)
+    alice.send(p.Answer(leg=inc.leg))
+    await alice.wait(p.MediaReady, lambda m: m.leg == inc.leg)
+    await asyncio.to_thread(d.wait_event, "outbound.connected", count, 15.0)
+    wait_agent(d, "alice", "on-call")
+    assert await _hears_own_tone(alice, inc.leg, tmp, name)
+    alice.send(p.Hangup(leg=inc.leg))
+    await alice.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "disconnected")
+    return inc
+
+
+async def test_click_to_dial_by_api_and_mqtt_rings_the_agent_first_then_the_customer(daemon_factory, tmp_path: Path):
+    d = daemon_factory(workers=1, start=False)
+    trunk_port = d.ports.caller(5)
+    _config(d, trunk_port, record=True)
+    _mqtt(d)
+    d.start()
+    write_tone(tmp_path / "alice.wav", ALICE, 30)
+    customer = _customer(tmp_path, trunk_port, 2)
+    (alice,) = await agents_up(d, ("alice",))
+    desk = Client(d.ports.base + 8, "alice", "alice-mqtt-pw", client_id="desk-alice")
+    watcher = Client(d.ports.base + 8, *INTEGRATION, client_id="crm")
+    try:
+        watcher.subscribe("errors")
+        watcher.subscribe("calls/events")
+        # another agent's token, an operator's, a number her rules do not list: refused
+        for token, body, code, text in (
+                ("bob-token-0123456789", {"number": CUSTOMER}, 403, "agent's own"),
+                ("op-token-0123456789", {"number": CUSTOMER}, 403, "agent's own"),
+                ("alice-token-0123456789", {"number": "+19005550100"}, 400, "is not a number agent 'alice' may dial"),
+                ("alice-token-0123456789", {"number": "12; DROP"}, 400, "is not a number"),
+                ("alice-token-0123456789", {"to": CUSTOMER}, 400, "unknown field")):
+            status, _, raw = http(d, "POST", "/api/agents/alice/dial", token=token, body=body)
+            assert status == code and text in json.loads(raw)["error"], (status, raw)
+        status, _, raw = http(d, "POST", "/api/agents/alice/dial", token="alice-token-0123456789",
+                              body={"number": CUSTOMER})
+        assert status == 200, raw
+        api_call = json.loads(raw)["call_id"]
+        inc = await _answer_and_talk(d, alice, tmp_path, "api", 1)
+        assert dict(inc.headers)["X-Ringmaster-Outbound"] == CUSTOMER
+        # MQTT: a refused number on `errors`, then the same call from her desk
+        desk.publish("agents/alice/commands", {"version": 1, "command": "dial", "number": "+19005550100"})
+        err = await watcher.until("errors", lambda m: "may dial" in m.get("error", ""))
+        assert err["topic"].endswith("agents/alice/commands") and err["field"] == "number"
+        wait_agent(d, "alice", "available")
+        desk.publish("agents/alice/commands", {"version": 1, "command": "dial", "number": CUSTOMER})
+        await _answer_and_talk(d, alice, tmp_path, "mqtt", 2)
+        ended = await watcher.until("calls/events", lambda m: m["event"] == "outbound_ended" and m["via"] == "mqtt")
+        assert ended["disposition"] == "completed" and ended["agent"] == "alice"
+    finally:
+        desk.close()
+        watcher.close()
+        await alice.stop()
+        if customer.poll() is None:
+            await asyncio.sleep(1)
+            customer.kill()
+    out, _ = customer.communicate(timeout=45)
+    invites = [r for r in _received(tmp_path) if r.startswith("INVITE ")]
+    assert len(invites) == 2, (invites, out[-1500:])
+    assert all(re.search(r"\nFrom: <sip:\+4570001001@", i) for i in invites), invites
+    rows = await _wait_outbound_ended(d, 5)
+    done = [r for r in rows if r["disposition"] == "completed"]
+    assert [r["call_id"] for r in done][:1] == [api_call]
+    assert [(r["agent"], r["called"], r["route"]) for r in done] == [("alice", CUSTOMER, "carrier")] * 2
+    assert all(r["talk_seconds"] > 1.5 and r["recording"] and Path(r["recording"]).is_file() for r in done), done
+    assert has_tone(read_wav(Path(done[0]["recording"]))[0], ALICE)  # `record: true`: both legs recorded
+    # refused: the API's +1900 and '12; DROP', MQTT's +1900 (stored, nothing dialled)
+    assert sorted(r["disposition"] for r in rows) == ["completed", "completed", "refused", "refused", "refused"]
+    # `ringmaster calls --direction outbound` and the API filter list them; stats count them per agent
+    cli = subprocess.run([sys.executable, "-m", "ringmaster.cli", "calls", "-c", str(d.config_path), "--direction",
+                          "outbound", "--format", "json"], capture_output=True, text=True, timeout=20)
+    assert [json.loads(line)["direction"] for line in cli.stdout.splitlines()] == ["outbound"] * 5, cli.stderr
+    status, _, raw = http(d, "GET", "/api/calls?direction=outbound&disposition=completed", token="op-token-0123456789")
+    assert status == 200 and len(json.loads(raw)["calls"]) == 2, raw
+    stats = subprocess.run([sys.executable, "-m", "ringmaster.cli", "stats", "-c", str(d.config_path), "--format",
+                            "json"], capture_output=True, text=True, timeout=20)
+    (alice_out,) = json.loads(stats.stdout)["outbound"]
+    assert (alice_out["agent"], alice_out["placed"], alice_out["answered"], alice_out["refused"]) == ("alice", 5, 2, 3)
