@@ -28,7 +28,7 @@ from tests.helpers.phone import Phone
 from tests.helpers.rawsip import RawSip, status_of
 from tests.helpers.rawuac import Listener
 from tests.helpers.sipp import SCENARIOS, agent_scenario
-from tests.test_acd_calls import agents_up, register, wait_agent
+from tests.test_acd_calls import agents_up, wait_agent
 from tests.test_api import http
 from tests.test_presence_mqtt import INTEGRATION
 
@@ -352,3 +352,64 @@ async def test_click_to_dial_by_api_and_mqtt_rings_the_agent_first_then_the_cust
                             "json"], capture_output=True, text=True, timeout=20)
     (alice_out,) = json.loads(stats.stdout)["outbound"]
     assert (alice_out["agent"], alice_out["placed"], alice_out["answered"], alice_out["refused"]) == ("alice", 5, 2, 3)
+
+
+async def test_a_chat_calls_its_customer_rings_the_agent_first_and_history_links_call_and_chat(daemon_factory,
+                                                                                               tmp_path: Path):
+    d = daemon_factory(workers=1, start=False)
+    trunk_port = d.ports.caller(5)
+    _config(d, trunk_port)
+    _mqtt(d)
+    d.config["customers"] = {"default_country": "DK"}
+    d.start()
+    write_tone(tmp_path / "alice.wav", ALICE, 30)
+    customer = _customer(tmp_path, trunk_port, 1)
+    (alice,) = await agents_up(d, ("alice",))
+    desk = Client(d.ports.base + 8, "alice", "alice-mqtt-pw", client_id="desk-alice")
+    chat = Client(d.ports.base + 8, *INTEGRATION, client_id="chat-system")
+    try:
+        for topic in ("errors", "tasks/+/events"):
+            chat.subscribe(topic)
+        desk.subscribe("agents/alice/offers")
+        # two chats: one from a phone number (as the chat system has it), one from an address
+        chat.publish("tasks/new", {"version": 1, "id": "chat-7", "channel": "chat", "queue": "chat",
+                                   "customer": "+45 22 33 44 55"})
+        await desk.until("agents/alice/offers", lambda m: m["event"] == "offer" and m["task"] == "chat-7")
+        desk.publish("agents/alice/commands", {"version": 1, "command": "accept", "task": "chat-7"})
+        await chat.until("tasks/chat-7/events", lambda m: m["event"] == "assigned")
+        # refused: an operator, a task she does not hold, no such task
+        status, _, raw = http(d, "POST", "/api/tasks/chat-7/call", token="op-token-0123456789")
+        assert status == 403, raw
+        status, _, raw = http(d, "POST", "/api/tasks/chat-7/call", token="bob-token-0123456789")
+        assert status == 400 and "not held by agent 'bob'" in json.loads(raw)["error"], raw
+        desk.publish("agents/alice/commands", {"version": 1, "command": "call", "task": "chat-404"})
+        err = await chat.until("errors", lambda m: "chat-404" in m.get("error", ""))
+        assert err["field"] == "task"
+        # from her desk: her phone rings first, then the chat's customer
+        desk.publish("agents/alice/commands", {"version": 1, "command": "call", "task": "chat-7"})
+        linked = await chat.until("tasks/chat-7/events", lambda m: m["event"] == "call")
+        assert linked["number"] == CUSTOMER and linked["agent"] == "alice"
+        await _answer_and_talk(d, alice, tmp_path, "chat", 1)
+        desk.publish("agents/alice/commands", {"version": 1, "command": "complete", "task": "chat-7"})
+        await chat.until("tasks/chat-7/events", lambda m: m["event"] == "completed")
+    finally:
+        desk.close()
+        chat.close()
+        await alice.stop()
+        if customer.poll() is None:
+            await asyncio.sleep(1)
+            customer.kill()
+    customer.communicate(timeout=45)
+    invites = [r for r in _received(tmp_path) if r.startswith("INVITE ")]
+    assert len(invites) == 1 and invites[0].startswith(f"INVITE sip:{CUSTOMER}@"), invites
+    rows = await _wait_outbound_ended(d, 1)
+    (row,) = [r for r in rows if r["disposition"] == "completed"]
+    assert (row["call_id"], row["task_ref"], row["customer_key"], row["agent"]) == \
+        (linked["call_id"], "chat-7", CUSTOMER, "alice")
+    # the customer's history: the chat and the call, each pointing at the other
+    status, _, raw = http(d, "GET", "/api/customers/%2B4522334455", token="op-token-0123456789")
+    assert status == 200, raw
+    history = {h["channel"]: h for h in json.loads(raw)["history"]}
+    assert (history["voice"]["ref"], history["voice"]["direction"], history["voice"]["link"]) == \
+        (row["call_id"], "outbound", "chat-7")
+    assert (history["chat"]["ref"], history["chat"]["link"]) == ("chat-7", row["call_id"])
