@@ -363,7 +363,7 @@ async def test_a_chat_calls_its_customer_rings_the_agent_first_and_history_links
     d.config["customers"] = {"default_country": "DK"}
     d.start()
     write_tone(tmp_path / "alice.wav", ALICE, 30)
-    customer = _customer(tmp_path, trunk_port, 1)
+    customer = _customer(tmp_path, trunk_port, 2)
     (alice,) = await agents_up(d, ("alice",))
     desk = Client(d.ports.base + 8, "alice", "alice-mqtt-pw", client_id="desk-alice")
     chat = Client(d.ports.base + 8, *INTEGRATION, client_id="chat-system")
@@ -390,6 +390,11 @@ async def test_a_chat_calls_its_customer_rings_the_agent_first_and_history_links
         linked = await chat.until("tasks/chat-7/events", lambda m: m["event"] == "call")
         assert linked["number"] == CUSTOMER and linked["agent"] == "alice"
         await _answer_and_talk(d, alice, tmp_path, "chat", 1)
+        # the customer writes "/call": the same again, her phone first (the chat's `via`: customer)
+        wait_agent(d, "alice", "busy")  # she still holds the chat
+        chat.publish("tasks/chat-7/commands", {"version": 1, "command": "message", "text": "/call"})
+        again = await chat.until("tasks/chat-7/events", lambda m: m["event"] == "call" and m["call_id"] != linked["call_id"])
+        await _answer_and_talk(d, alice, tmp_path, "chat2", 2)
         desk.publish("agents/alice/commands", {"version": 1, "command": "complete", "task": "chat-7"})
         await chat.until("tasks/chat-7/events", lambda m: m["event"] == "completed")
     finally:
@@ -401,9 +406,10 @@ async def test_a_chat_calls_its_customer_rings_the_agent_first_and_history_links
             customer.kill()
     customer.communicate(timeout=45)
     invites = [r for r in _received(tmp_path) if r.startswith("INVITE ")]
-    assert len(invites) == 1 and invites[0].startswith(f"INVITE sip:{CUSTOMER}@"), invites
-    rows = await _wait_outbound_ended(d, 1)
-    (row,) = [r for r in rows if r["disposition"] == "completed"]
+    assert len(invites) == 2 and all(i.startswith(f"INVITE sip:{CUSTOMER}@") for i in invites), invites
+    rows = await _wait_outbound_ended(d, 2)
+    row, row2 = [r for r in rows if r["disposition"] == "completed"]
+    assert (row2["call_id"], row2["task_ref"]) == (again["call_id"], "chat-7")
     assert (row["call_id"], row["task_ref"], row["customer_key"], row["agent"]) == \
         (linked["call_id"], "chat-7", CUSTOMER, "alice")
     # the customer's history: the chat and the call, each pointing at the other
@@ -412,4 +418,4 @@ async def test_a_chat_calls_its_customer_rings_the_agent_first_and_history_links
     history = {h["channel"]: h for h in json.loads(raw)["history"]}
     assert (history["voice"]["ref"], history["voice"]["direction"], history["voice"]["link"]) == \
         (row["call_id"], "outbound", "chat-7")
-    assert (history["chat"]["ref"], history["chat"]["link"]) == ("chat-7", row["call_id"])
+    assert (history["chat"]["ref"], history["chat"]["link"]) == ("chat-7", row2["call_id"])  # its last call

@@ -49,6 +49,9 @@ def _one_field(text: str) -> str:
     return text.replace("|", "\u00a6").replace("\r\n", "\n").replace("\n", "\u2424").replace("\r", "\u2424")
 
 
+CALL_ME = "/call"  # a customer's chat message that asks for a call (docs/outbound.md)
+
+
 class TaskRouter:
     def __init__(self, acd: AcdRuntime, store: Store, link: MqttLink | None, clock: Any = time.time):
         self.acd = acd
@@ -221,6 +224,12 @@ class TaskRouter:
             if not msg.text:
                 raise BadPayload("message needs text", "text")
             self._message(task_id, task.queue, task.channel, task.agent, "customer", msg.text, msg.name)
+            if msg.text.strip().lower() == CALL_ME and task.channel == "chat" and self.call_task is not None:
+                # the customer asks to talk: the agent holding the chat is rung, then the
+                # customer's number (the outbound rules decide, as for her own `call`)
+                result = self.call_task(task_id, None, "customer")
+                if result.get("error"):
+                    self._task_event(task_id, "call_refused", agent=task.agent, reason=result["error"])
 
     def _message(self, task_id: str, queue: str, channel: str, agent: str, sender: str, text: str,
                  name: str = "") -> None:
