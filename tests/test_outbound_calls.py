@@ -419,3 +419,28 @@ async def test_a_chat_calls_its_customer_rings_the_agent_first_and_history_links
     assert (history["voice"]["ref"], history["voice"]["direction"], history["voice"]["link"]) == \
         (row["call_id"], "outbound", "chat-7")
     assert (history["chat"]["ref"], history["chat"]["link"]) == ("chat-7", row2["call_id"])  # its last call
+
+
+async def test_a_busy_customer_is_stored_busy_and_her_phone_gets_600_not_a_retry_on_another_worker(
+        daemon_factory, tmp_path: Path):
+    d = daemon_factory(workers=2, start=False)
+    trunk_port = d.ports.caller(5)
+    _config(d, trunk_port)
+    d.start()
+    busy = _carrier(SCENARIOS / "uas_busy.xml", trunk_port, tmp_path, 2)
+    (alice,) = await agents_up(d, ("alice",))
+    try:
+        alice.send(p.Dial(leg="alice-busy", uri=f"sip:{CUSTOMER}@{d.edge}", account="alice"))
+        st = await alice.wait(p.CallState, lambda m: m.leg == "alice-busy" and m.state == "disconnected", timeout=10)
+        assert st.code == 600, st  # 486 would make the edge try the INVITE on the other worker
+        await asyncio.sleep(1.5)
+        wait_agent(d, "alice", "available")
+    finally:
+        await alice.stop()
+        busy.kill()
+    busy.communicate(timeout=10)
+    invites = [r for r in _received(tmp_path) if r.startswith("INVITE ")]
+    assert len(invites) == 1, invites  # placed once
+    (row,) = await _wait_outbound_ended(d, 1)
+    assert (row["disposition"], row["hangup_cause"], row["hangup_code"]) == ("busy", "customer_busy", 486)
+    assert row["talk_seconds"] is None

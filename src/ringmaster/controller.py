@@ -427,7 +427,8 @@ class Controller:
             if refusal is not None:
                 self._refused(agent, permit.number, refusal, via, sip_call_id, request_uri, worker, task_ref)
                 if mode == "softphone":
-                    self.pool.send(worker, p.Reject(leg=leg, code=486, reason="Busy Here",
+                    # 403, not 486: the edge would try a 486 on another worker (failure_route[DSFAIL])
+                    self.pool.send(worker, p.Reject(leg=leg, code=403, reason="Agent Busy",
                                                     headers=(warning_header(refusal),)))
                 return Refusal(refusal)
         call = OutboundCall(call_id=call_id, worker=worker, leg=leg, caller=permit.caller_id or agent,

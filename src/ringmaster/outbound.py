@@ -199,8 +199,9 @@ class OutboundCall(CallSession):
     Life: the customer is dialled (softphone: at once, her phone hears 180 meanwhile; click:
     once her leg is answered) -> answered: the agent's leg is answered if it was not, the two
     are bridged and recorded if the rule says so -> whoever hangs up ends the other leg. An
-    unanswered customer leg ends the agent's with the same kind of answer (486 busy, 480 no
-    answer, 503 failed) and a Warning naming the result."""
+    unanswered customer leg ends the agent's with the same kind of answer (600 busy, 480 no
+    answer, 502 failed: never the 486/500/503 the edge fails over on) and a Warning naming
+    the result."""
 
     agent: str = ""
     number: str = ""
@@ -387,8 +388,10 @@ class OutboundCall(CallSession):
             self._command(p.Hangup(leg=self.customer_leg, code=487 if self.customer_answered_at is None else 200))
         if self.leg in self._legs_up:
             if self.agent_answered_at is None and self.mode == "softphone":
-                code, text = {"busy": (486, "Busy Here"), "no_answer": (480, "No Answer")}.get(disposition,
-                                                                                              (503, "Call Failed"))
+                # never 486/500/503: the edge's failure route takes those from a worker as "try
+                # another worker" (failure_route[DSFAIL]) and would place the call again
+                code, text = {"busy": (600, "Busy Everywhere"), "no_answer": (480, "No Answer")}.get(
+                    disposition, (502, "Call Failed"))
                 self._command(p.Reject(leg=self.leg, code=code, reason=text,
                                        headers=(warning_header(f"{self.number}: {disposition.replace('_', ' ')}"),)))
             else:
