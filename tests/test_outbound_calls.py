@@ -444,3 +444,40 @@ async def test_a_busy_customer_is_stored_busy_and_her_phone_gets_600_not_a_retry
     (row,) = await _wait_outbound_ended(d, 1)
     assert (row["disposition"], row["hangup_cause"], row["hangup_code"]) == ("busy", "customer_busy", 486)
     assert row["talk_seconds"] is None
+
+
+async def test_a_caller_sent_a_chat_link_gets_a_chat_that_carries_the_call_context(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    _config(d, d.ports.caller(5))
+    _mqtt(d)
+    d.config["customers"] = {"default_country": "DK"}
+    d.config["http"]["tokens"].append({"name": "sup", "token": "sup-token-0123456789", "role": "supervisor"})
+    d.config["flows"]["hold"] = [{"set": {"order": "A-1234"}}, {"play": "long"}, "hangup"]
+    d.start()
+    (alice,) = await agents_up(d, ("alice",))
+    desk = Client(d.ports.base + 8, "alice", "alice-mqtt-pw", client_id="desk-alice")
+    caller = await Phone("4522334455", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        desk.subscribe("agents/alice/offers")
+        leg = await caller.call(f"sip:200@{d.edge}")  # the IVR: an integration sends a chat link meanwhile
+        (call_id,) = d.status()["calls"]["ids"]
+        for token, path, body, code, text in (
+                ("op-token-0123456789", f"/api/calls/{call_id}/chat", {"queue": "chat"}, 403, ""),
+                ("sup-token-0123456789", "/api/calls/nosuchcall/chat", {"queue": "chat"}, 400, "no live call"),
+                ("sup-token-0123456789", f"/api/calls/{call_id}/chat", {"queue": "nowhere"}, 400, "unknown queue"),
+                ("sup-token-0123456789", f"/api/calls/{call_id}/chat", {"queue": "chat", "x": 1}, 400, "unknown field")):
+            status, _, raw = http(d, "POST", path, token=token, body=body)
+            assert status == code and text in raw.decode(), (path, status, raw)
+        status, _, raw = http(d, "POST", f"/api/calls/{call_id}/chat", token="sup-token-0123456789",
+                              body={"queue": "chat", "task": "link-1"})
+        assert status == 200 and json.loads(raw) == {"task": "link-1", "queue": "chat", "call_id": call_id}, raw
+        offer = await desk.until("agents/alice/offers", lambda m: m["event"] == "offer" and m["task"] == "link-1")
+        assert offer["data"]["call_id"] == call_id and offer["data"]["variables"]["order"] == "A-1234"
+        assert offer["customer"]["key"] == CUSTOMER  # the caller's number, E.164
+        await caller.hangup(leg)
+    finally:
+        desk.close()
+        await caller.stop()
+        await alice.stop()
+    events = _rows(d, "SELECT data FROM call_events WHERE call_id=? AND event='CHAT_OPENED'", call_id)
+    assert [json.loads(e[0])["task"] for e in events] == ["link-1"]

@@ -284,6 +284,13 @@ ROUTES: tuple[Route, ...] = (
           "field or phone customer key), ringing her first; the call is linked to the task", role="agent",
           access="Role: agent (the task's own agent only), supervisor or admin; an operator token is refused (403).",
           responses={"400": "no such held task, no phone number, or refused by the outbound rules"}),
+    Route("POST", "/api/calls/{call_id}/chat", "call_chat",
+          "Voice to chat: the chat an integration sent the caller of a live call a link to: a chat task in `queue` "
+          "carrying the call's id, caller, number and IVR variables and its customer (docs/outbound.md)",
+          role="supervisor",
+          body={"type": "object", "required": ["queue"], "additionalProperties": False,
+                "properties": {"queue": {"type": "string"}, "task": {"type": "string", "description": "its id"}}},
+          responses={"400": "no such live call, an unknown queue, a task id in use"}),
     Route("GET", "/api/customers/{key}", "customer",
           "A customer: its keys, name, tier and whole history over every channel, newest first",
           responses={"400": "not a customer key", "404": "no customer has this key", "503": "the store cannot be read"}),
@@ -604,6 +611,19 @@ class Api:
         if not isinstance(number, str) or not number:
             raise _bad("number: a string, e.g. +4512345678")
         result = self.controller.dial(agent, number[:40], "api")
+        if result.get("error"):
+            raise _bad(result["error"])
+        return _json(result)
+
+    async def call_chat(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        unknown = set(body) - {"queue", "task"}
+        if unknown:
+            raise _bad(f"unknown field(s) {sorted(unknown)[:5]}; fields: queue, task")
+        queue, task = body.get("queue"), body.get("task")
+        if not isinstance(queue, str) or (task is not None and not isinstance(task, str)):
+            raise _bad("queue (a queue's name) and task (optional, its id) are strings")
+        result = await self.controller.chat_from_call(request.match_info["call_id"][:100], queue, task)
         if result.get("error"):
             raise _bad(result["error"])
         return _json(result)

@@ -521,6 +521,33 @@ class Controller:
             self.router.task_call(task_id, task.queue, task.channel, task.agent, result["call_id"], number)
         return result
 
+    async def chat_from_call(self, call_id: str, queue: str, task_id: str | None = None) -> dict[str, Any]:
+        """Voice to chat (issue 13 item 6): an integration has sent the caller of live call
+        `call_id` a chat link; the chat task it opens is created here, in `queue`, carrying the
+        call's context (its id, caller, called number, IVR variables; `data.call_id` links it)
+        and the call's customer, so its offer shows who it is and what happened before.
+        {"task", "queue", "call_id"} or {"error": reason}."""
+        from ringmaster.mqtt.payloads import BadPayload, NewTask
+
+        if self.router is None:
+            return {"error": "no queues are configured"}
+        session = next((s for s in self.live_sessions() if s.call_id == call_id), None)
+        if session is None:
+            return {"error": f"no live call {call_id[:64]!r}"}
+        variables = {k: v for k, v in (session.run.variables if session.run is not None else {}).items()
+                     if isinstance(v, str | int | float | bool)}
+        data = {"call_id": call_id, "caller": session.caller, "called": session.called, "variables": variables}
+        try:
+            msg = NewTask(version=1, id=task_id, channel="chat", queue=queue, data=data, customer=session.customer_key)
+            new_id = await self.router.new_task(msg)
+        except BadPayload as exc:
+            return {"error": str(exc)}
+        except ValueError as exc:  # pydantic: a task id or queue name that is not plain
+            return {"error": str(exc).splitlines()[0][:200]}
+        self.store.event(call_id, "CHAT_OPENED", task=new_id, queue=queue)
+        session.log.info("call.chat_opened", task=new_id, queue=queue)
+        return {"task": new_id, "queue": queue, "call_id": call_id}
+
     def _task_number(self, task_id: str, data: dict[str, Any]) -> tuple[str | None, str | None]:
         """(number to dial, customer key) of a task: its data's `phone`, else its customer's key
         if that is a phone number."""

@@ -171,7 +171,12 @@ class TaskRouter:
             self.link.publish("errors", {"topic": self.link.prefix + topic, "error": reason, "field": field,
                                          "payload": payload[:200].decode(errors="replace")})
 
-    async def _new_task(self, msg: NewTask) -> None:
+    async def new_task(self, msg: NewTask) -> str:
+        """Create a chat or email task as `tasks/new` does (the API's chat from a call); returns
+        its id. BadPayload with the reason when it cannot."""
+        return await self._new_task(msg)
+
+    async def _new_task(self, msg: NewTask) -> str:
         if msg.queue not in self.engine.queues:
             raise BadPayload(f"unknown queue {msg.queue!r}; queues: {', '.join(sorted(self.engine.queues))}")
         task_id = msg.id or f"t-{uuid.uuid4().hex[:12]}"
@@ -199,6 +204,7 @@ class TaskRouter:
         log.info("tasks.new", task=task_id, channel=msg.channel, queue=msg.queue)
         self.acd.apply(self.engine.enqueue(task_id, msg.queue, now, priority=msg.priority, skills=msg.skills,
                                            channel=msg.channel, due=due, data=msg.data))
+        return task_id
 
     def context_of(self, task_id: str) -> CustomerContext | None:
         """The customer context the task's offers carry (None: no customer, or the task ended)."""

@@ -124,12 +124,11 @@ def _trunk_auth(trunks: Sequence[Trunk]) -> str:
 
 
 def _challenged_trunks(cfg: Config) -> list[Trunk]:
-    """The trunks whose challenges the edge answers: the mobile route and every trunk an
-    outbound rule uses (each once)."""
+    """The trunks whose challenges the edge answers: the mobile route and every trunk of
+    sip.trunks (each once), so an outbound rule a reload adds finds its trunk's credentials
+    ready (sip itself changes at a restart)."""
     out: list[Trunk] = []
-    names = [r.route for r in cfg.outbound]
-    candidates = [cfg.sip.mobile_route, *(cfg.sip.trunks.get(n) for n in names)]
-    for t in candidates:
+    for t in [cfg.sip.mobile_route, *cfg.sip.trunks.values()]:
         if t is not None and t not in out:
             out.append(t)
     return out
