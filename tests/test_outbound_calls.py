@@ -202,24 +202,36 @@ async def test_forbidden_numbers_a_wrong_password_and_strangers_are_refused_and_
             assert status_of(raw.final_reply(3.0)) == 403
         finally:
             raw.close()
+        # the refusal's reason as SIP carries it: 403 with a Warning (SIPp as her softphone)
+        scenario = tmp_path / "uac_agent_auth.xml"
+        scenario.write_text((SCENARIOS / "uac_agent_auth.xml").read_text().replace("@USER@", "alice")
+                            .replace("@PASSWORD@", "alice-secret").replace("@CODE@", "403"))
+        sipp = subprocess.run(["sipp", d.edge, "-sf", str(scenario), "-s", "+4912345678", "-i", "127.0.0.1", "-p",
+                               str(d.ports.caller(8)), "-m", "1", "-timeout", "15s", "-timeout_error", "-nostdin",
+                               "-trace_msg"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert sipp.returncode == 0, sipp.stdout[-2000:] + sipp.stderr[-2000:]
+        answer = next(tmp_path.glob("uac_agent_auth_*_messages.log")).read_text()
+        assert re.search(r'SIP/2.0 403 Not Allowed\n(?:.+\n)*?Warning: 399 ringmaster "\+4912345678 is not a number '
+                         r"agent 'alice' may dial", answer), answer[-3000:]
         trunk_heard = trunk.methods()
     finally:
         trunk.close()
         await alice.stop()
         await bob.stop()
     assert trunk_heard == [], trunk_heard  # nothing reached the trunk
-    rows = await _wait_outbound_ended(d, 3)
+    rows = await _wait_outbound_ended(d, 4)
     assert sorted((r["agent"], r["called"], r["disposition"]) for r in rows) == [
-        ("alice", "+19005550100", "refused"), ("alice", "+4512345678", "refused"), ("bob", "+4522334455", "refused")]
+        ("alice", "+19005550100", "refused"), ("alice", "+4512345678", "refused"), ("alice", "+4912345678", "refused"),
+        ("bob", "+4522334455", "refused")]
     reasons = {r[0]: json.loads(r[1])["reason"] for r in _rows(
         d, "SELECT c.called, e.data FROM call_events e JOIN calls c USING (call_id) WHERE e.event='OUTBOUND_REFUSED'")}
     assert "is not a number agent 'alice' may dial" in reasons["+19005550100"]
     assert "may not place calls" in reasons["+4522334455"]
-    assert len(d.events("outbound.refused")) == 3
+    assert len(d.events("outbound.refused")) == 4
     deadline = time.monotonic() + 12  # the controller reads the edge's counters every few seconds
-    while time.monotonic() < deadline and d.status()["edge"]["counters"].get("agent_calls", 0) < 3:
+    while time.monotonic() < deadline and d.status()["edge"]["counters"].get("agent_calls", 0) < 4:
         await asyncio.sleep(0.5)
-    assert d.status()["edge"]["counters"]["agent_calls"] == 3  # the three authenticated INVITEs
+    assert d.status()["edge"]["counters"]["agent_calls"] == 4  # the four authenticated INVITEs
 
 
 def test_check_names_the_place_of_a_bad_outbound_rule(tmp_path: Path):
