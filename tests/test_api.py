@@ -117,7 +117,8 @@ async def test_api_roles_reads_changes_and_refusals(daemon_factory):
         # every documented query parameter is taken; anything else is refused
         for path in ("/api/calls", "/api/tasks"):
             good = {"since": "1h", "until": "0s", "queue": "sales", "agent": "alice", "caller": "45",
-                    "disposition": "completed", "min_wait": "0", "limit": "5", "channel": "chat", "state": "queued"}
+                    "disposition": "completed", "min_wait": "0", "limit": "5", "channel": "chat", "state": "queued",
+                    "direction": "inbound"}
             for prm in doc["paths"][path]["get"]["parameters"]:
                 assert http(d, "GET", f"{path}?{prm['name']}={good[prm['name']]}", "operator")[0] == 200, (path, prm)
             assert http(d, "GET", f"{path}?undocumented=1", "operator")[0] == 400

@@ -295,6 +295,25 @@ ROUTES: tuple[Route, ...] = (
                                "action": {"type": "string", "enum": ["complete", "cancel"],
                                           "description": "ends the agent's consult (alone in the body)"}}},
           responses={"400": "no connected call, or a target the plan does not list: nothing dialled"}),
+    Route("POST", "/api/agents/{agent}/dial", "agent_dial",
+          "Click-to-dial: ring the agent's phone, then, once she answers, the number through the route the "
+          "outbound rules give (docs/outbound.md)", role="agent",
+          access="Role: agent (its own agent only), supervisor or admin; an operator token is refused (403).",
+          body={"type": "object", "required": ["number"], "additionalProperties": False,
+                "properties": {"number": {"type": "string", "description": "as dialled, e.g. +4512345678"}}},
+          responses={"400": "refused by the outbound rules or the agent's state (the reason); nothing dialled"}),
+    Route("POST", "/api/tasks/{task_id}/call", "task_call",
+          "Chat to voice: the agent holding the chat or email task calls its customer's number (the task's phone "
+          "field or phone customer key), ringing her first; the call is linked to the task", role="agent",
+          access="Role: agent (the task's own agent only), supervisor or admin; an operator token is refused (403).",
+          responses={"400": "no such held task, no phone number, or refused by the outbound rules"}),
+    Route("POST", "/api/calls/{call_id}/chat", "call_chat",
+          "Voice to chat: the chat an integration sent the caller of a live call a link to: a chat task in `queue` "
+          "carrying the call's id, caller, number and IVR variables and its customer (docs/outbound.md)",
+          role="supervisor",
+          body={"type": "object", "required": ["queue"], "additionalProperties": False,
+                "properties": {"queue": {"type": "string"}, "task": {"type": "string", "description": "its id"}}},
+          responses={"400": "no such live call, an unknown queue, a task id in use"}),
     Route("GET", "/api/customers/{key}", "customer",
           "A customer: its keys, name, tier and whole history over every channel, newest first",
           responses={"400": "not a customer key", "404": "no customer has this key", "503": "the store cannot be read"}),
@@ -634,6 +653,53 @@ class Api:
         if mode not in ("blind", "attended"):
             raise _bad("mode is blind or attended")
         result = self.controller.transfer(agent, kind, target, "api", mode)
+        if result.get("error"):
+            raise _bad(result["error"])
+        return _json(result)
+
+    async def agent_dial(self, request: web.Request) -> web.Response:
+        agent = request.match_info["agent"]
+        role = request["role"]
+        if role == "operator" or (role == "agent" and request["token"].agent != agent):
+            raise _error(web.HTTPForbidden, "a call is the agent's own (its token) or a supervisor's")
+        if agent not in self.controller.cfg.agents:
+            raise _error(web.HTTPNotFound, f"unknown agent {agent[:64]!r}")
+        body = await self._body(request)
+        unknown = set(body) - {"number"}
+        if unknown:
+            raise _bad(f"unknown field(s) {sorted(unknown)[:5]}; fields: number")
+        number = body.get("number")
+        if not isinstance(number, str) or not number:
+            raise _bad("number: a string, e.g. +4512345678")
+        result = self.controller.dial(agent, number[:40], "api")
+        if result.get("error"):
+            raise _bad(result["error"])
+        return _json(result)
+
+    async def call_chat(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        unknown = set(body) - {"queue", "task"}
+        if unknown:
+            raise _bad(f"unknown field(s) {sorted(unknown)[:5]}; fields: queue, task")
+        queue, task = body.get("queue"), body.get("task")
+        if not isinstance(queue, str) or (task is not None and not isinstance(task, str)):
+            raise _bad("queue (a queue's name) and task (optional, its id) are strings")
+        result = await self.controller.chat_from_call(request.match_info["call_id"][:100], queue, task)
+        if result.get("error"):
+            raise _bad(result["error"])
+        return _json(result)
+
+    async def task_call(self, request: web.Request) -> web.Response:
+        task_id = request.match_info["task_id"]
+        role = request["role"]
+        if role == "operator":
+            raise _error(web.HTTPForbidden, "a call is the agent's own (its token) or a supervisor's")
+        if await request.read():
+            body = await self._body(request)
+            if body:
+                raise _bad(f"unknown field(s) {sorted(body)[:5]}; this call takes no body")
+        agent = request["token"].agent if role == "agent" else None
+        result = self.controller.call_from_task(task_id[:100], agent, "api")
         if result.get("error"):
             raise _bad(result["error"])
         return _json(result)

@@ -110,6 +110,9 @@ class CallSession:
     bind_leg: Callable[[str], None] = lambda leg: None
     recordings_dir: str = "."
     direct_media: bool = False  # sip.direct_media: unrecorded bridges leave the worker's media path
+    # came in through the edge's dispatcher (counted in its load of the worker); a click-to-dial
+    # call the controller started itself is not
+    dispatched: bool = True
     run: FlowRun | None = None
     arrived_at: float = field(default_factory=time.time)
     answered_at: float | None = None

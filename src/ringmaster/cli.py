@@ -516,7 +516,8 @@ def cmd_calls(args: argparse.Namespace) -> int:
     try:
         since, until = _interval(args)
         f = CallFilter(since=since, until=until, queue=args.queue, agent=args.agent, caller=args.caller,
-                       disposition=args.disposition, min_wait=args.min_wait, limit=args.limit)
+                       disposition=args.disposition, min_wait=args.min_wait, limit=args.limit,
+                       direction=args.direction)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -589,8 +590,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     queues, agents = reads.stats(con, since, until, args.channel,
                                  {n: q.service_level for n, q in cfg.queues.items()},
                                  {n: q.wrapup for n, q in cfg.queues.items()}, args.short_abandon)
+    outbound = reads.outbound_stats(con, since, until) if args.channel == "voice" else []
     if args.format == "json":
-        print(json.dumps(st.as_dicts(queues, agents), indent=2))
+        print(json.dumps(st.as_dicts(queues, agents) | {"outbound": outbound}, indent=2))
         return 0
 
     def fmt(v: object) -> str:
@@ -609,6 +611,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
         paused = ", ".join(f"{k} {v}" for k, v in sorted(a.pause_seconds.items())) or "-"
         print(f"{a.agent:<12} {a.answered:>8} {a.no_answer:>9} {a.talk_seconds:>7} {a.login_seconds:>8} "
               f"{fmt(a.occupancy_pct):>10} {a.holds:>5} {fmt(a.avg_hold):>8}  {paused}")
+    if outbound:  # calls the agents placed themselves (docs/outbound.md)
+        print()
+        print(f"{'outbound':<12} {'placed':>6} {'answered':>8} {'no-answer':>9} {'busy':>4} {'failed':>6} "
+              f"{'refused':>7} {'talk s':>7}")
+        for o in outbound:
+            print(f"{o['agent']:<12} {o['placed']:>6} {o['answered']:>8} {o['no_answer']:>9} {o['busy']:>4} "
+                  f"{o['failed']:>6} {o['refused']:>7} {o['talk_seconds']:>7}")
     return 0
 
 
@@ -784,6 +793,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--disposition", choices=DISPOSITIONS,
                             help="only calls that ended this way")
             sp.add_argument("--min-wait", type=float, help="waited at least this many seconds in a queue")
+            sp.add_argument("--direction", choices=["inbound", "outbound"],
+                            help="outbound: only calls agents placed (docs/outbound.md)")
             sp.add_argument("--limit", type=int, help="at most this many rows")
             sp.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default: table)")
             sp.add_argument("--follow", action="store_true", help="keep printing calls as they end")

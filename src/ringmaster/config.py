@@ -110,6 +110,11 @@ class Trunk(Strict):
     allowed: list[str] = Field(default_factory=list, description=(
         "regular expressions (full match) of the numbers that may leave through this trunk; "
         "empty: any. Premium-rate or international numbers stay out unless a pattern lists them"))
+    caller_id: str = Field(default="", pattern=r"^(\+?[0-9]{2,20})?$", description=(
+        "the number outbound calls through this trunk present when their rule names none (docs/outbound.md)"))
+    identity: Literal["from", "pai", "both"] = Field(default="from", description=(
+        "where an outbound call's caller ID goes: the From user, P-Asserted-Identity (RFC 3325; From is "
+        "then the trunk's caller_id or the edge's own), or both"))
 
     @field_validator("address")
     @classmethod
@@ -149,6 +154,40 @@ class TransferTarget(Strict):
     number: str = Field(pattern=r"^\+?[0-9]{1,20}$", description="the number as the trunk dials it, e.g. +4533445566")
     trunk: str = Field(default="", description="a trunk of sip.trunks (default: sip.mobile_trunk)")
     ring_timeout: float = Field(default=30.0, gt=0, le=300, description="seconds the target may ring")
+
+
+class OutboundRule(Strict):
+    """Which numbers which agents may dial themselves (softphone INVITE, click-to-dial, a call
+    from a chat), over which trunk, with which caller ID (docs/outbound.md). Rules are tried in
+    order; the first that applies to the agent and matches the number decides."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    numbers: list[str] = Field(min_length=1, description=(
+        "regular expressions (full match) of the numbers this rule lets through; each must mean the same "
+        "in Python and POSIX (digits, classes, groups, alternation, repetition, \\d), as the edge checks it too"))
+    route: str = Field(description="the trunk (a name of sip.trunks) the calls leave through")
+    agents: list[str] = Field(default_factory=list, description="agents this rule is for ('*': every agent)")
+    profiles: list[str] = Field(default_factory=list, description="or agents with one of these profiles")
+    caller_id: str = Field(default="trunk", pattern=r"^(trunk|agent|\+?[0-9]{2,20})$", description=(
+        "trunk: the trunk's caller_id; agent: the agent's caller_id (else the trunk's); or a fixed number"))
+    record: bool = Field(default=False, description="record the call (paths.recordings/outbound/DATE/CALL_ID.wav)")
+    ring_timeout: float = Field(default=45.0, ge=5, le=300, description="seconds the customer's phone may ring")
+
+    @field_validator("numbers")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r}: {exc}") from None
+        return v
+
+    def matches(self, number: str) -> bool:
+        return any(re.fullmatch(p, number) for p in self.numbers)
+
+    def applies_to(self, agent: str, profile: str | None) -> bool:
+        return "*" in self.agents or agent in self.agents or (profile or "default") in self.profiles
 
 
 DEFAULT_SCANNERS = ["friendly-scanner", "sipvicious", "sipcli", "VaxSIPUserAgent",
@@ -869,6 +908,8 @@ class Config(Strict):
     customers: CustomersConfig | None = Field(default=None, description="customer keys, history and wrap-up codes")
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig,
                                            description="listen / whisper / barge on live queue calls")
+    outbound: list[OutboundRule] = Field(default_factory=list, description=(
+        "calls agents place themselves: which numbers, over which trunk, with which caller ID (docs/outbound.md)"))
 
 
 # ---------------------------------------------------------------- loading
@@ -970,6 +1011,7 @@ def validate(src: Source, base_dir: Path) -> Config:
     errors += _check_acd(cfg, src)
     errors += _check_ports(cfg, src)
     errors += _check_trunks(cfg, src)
+    errors += _check_outbound(cfg, src)
 
     errors += _check_customers(cfg, src)
     if errors:
@@ -1204,6 +1246,49 @@ def _check_trunks(cfg: Config, src: Source) -> list[ConfigError]:
         if name in cfg.queues or name in cfg.agents or name in cfg.flows:
             errors.append(src.error(where, f"transfer target {name!r}: also the name of a queue, agent or flow "
                                     "(a phone's REFER names one of them)"))
+    return errors
+
+
+def _check_outbound(cfg: Config, src: Source) -> list[ConfigError]:
+    """Each outbound rule: a known trunk, known agents and profiles, patterns the edge can
+    check too (it refuses what no rule lists, whatever a worker is told) and numbers the
+    trunk's own `allowed` lets through (tried on sample numbers of each pattern)."""
+    from ringmaster.edge.policy import posix_pattern
+    from ringmaster.outbound import sample_numbers
+
+    errors = []
+    names: set[str] = set()
+    for i, rule in enumerate(cfg.outbound):
+        where = ("outbound", i)
+        if rule.name in names:
+            errors.append(src.error((*where, "name"), f"outbound rule {rule.name!r} is named twice"))
+        names.add(rule.name)
+        trunk = cfg.sip.trunks.get(rule.route)
+        if trunk is None:
+            errors.append(src.error((*where, "route"), f"outbound rule {rule.name!r}: route {rule.route!r} is not a "
+                                    f"trunk of sip.trunks{did_you_mean(rule.route, set(cfg.sip.trunks))}"))
+        for j, agent in enumerate(rule.agents):
+            if agent != "*" and agent not in cfg.agents:
+                errors.append(src.error((*where, "agents", j), f"outbound rule {rule.name!r}: unknown agent "
+                                        f"{agent!r}{did_you_mean(agent, set(cfg.agents))}"))
+        for j, prof in enumerate(rule.profiles):
+            if prof not in cfg.profiles and prof != "default":
+                errors.append(src.error((*where, "profiles", j), f"outbound rule {rule.name!r}: unknown profile "
+                                        f"{prof!r}{did_you_mean(prof, set(cfg.profiles))}"))
+        if not rule.agents and not rule.profiles:
+            errors.append(src.error(where, f"outbound rule {rule.name!r} is for nobody: give agents (or '*') or profiles"))
+        for j, pattern in enumerate(rule.numbers):
+            if posix_pattern(pattern) is None:
+                errors.append(src.error((*where, "numbers", j), f"outbound rule {rule.name!r}: pattern {pattern!r} "
+                                        "cannot be checked at the edge: use digits, classes, groups, alternation, "
+                                        "repetition and \\d only"))
+                continue
+            if trunk is not None:
+                bad = [n for n in sample_numbers(pattern) if not trunk.allows(n)]
+                if bad:
+                    errors.append(src.error((*where, "numbers", j), f"outbound rule {rule.name!r}: pattern {pattern!r} "
+                                            f"lets {bad[0]} through, a number trunk {rule.route!r} does not allow "
+                                            f"(sip.trunks.{rule.route}.allowed)"))
     return errors
 
 

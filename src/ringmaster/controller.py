@@ -31,6 +31,7 @@ from ringmaster.lookups import LookupClient
 from ringmaster.mqtt.broker import EmbeddedBroker
 from ringmaster.mqtt.link import MqttLink
 from ringmaster.mwi import MwiNotifier
+from ringmaster.outbound import OutboundCall, Permit, Refusal, decide, warning_header
 from ringmaster.pool import WorkerPool, registration_agent_spec, worker_specs
 from ringmaster.poolplan import PoolPlan, Retire, Spawn, WorkerView
 from ringmaster.registrations import RegistrationState
@@ -91,6 +92,8 @@ class Controller:
         self.webhooks = WebhookSender(lambda: self.cfg, self.store)
         if self.router is not None:
             self.router.tap = self.webhooks.observe
+            self.router.dial = self.dial
+            self.router.call_task = self.call_from_task
         # customers: keys, offer context and wrap-up (docs/customers.md); None without the section
         self.customers = CustomerBook(cfg.customers, self.store, cfg.storage.path, cfg.paths.prompts,
                                       publish=self.mqtt.publish if self.mqtt is not None else None,
@@ -124,6 +127,7 @@ class Controller:
         self.auth_banned: list[str] = []
         self.over_capacity_refused = 0
         self.leg_audit = LegAudit()
+        self.outbound_calls: dict[str, OutboundCall] = {}  # calls agents place, by call id (docs/outbound.md)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -318,8 +322,9 @@ class Controller:
         """worker -> live calls that came in on it (the calls the edge's dispatcher counts)."""
         held = dict.fromkeys(self.pool.workers, 0)
         for (worker, leg), s in self.sessions.items():
-            # each call once: under its caller's leg (a transfer maps more legs to it)
-            if leg == s.leg and worker in held and not s.ended:
+            # each call once: under its caller's leg (a transfer maps more legs to it); only
+            # calls the edge dispatched (an agent's own outbound call is not in its count)
+            if leg == s.leg and worker in held and not s.ended and s.dispatched:
                 held[worker] += 1
         return held
 
@@ -350,6 +355,10 @@ class Controller:
             log.warning("call.worker_full_refused", worker=worker, sip_call_id=msg.sip_call_id,
                         supervisor_legs=self.supervisions.legs_on(worker) or None)
             self.pool.send(worker, p.Reject(leg=msg.leg, code=486, reason="Worker Full"))
+            return
+        agent_user = next((v for k, v in msg.headers if k.lower() == "x-ringmaster-agent"), None)
+        if agent_user is not None:  # the edge authenticated an agent's softphone (route[AGENTCALL])
+            self._agent_call(worker, msg, agent_user.strip())
             return
         called = sip_user(msg.request_uri)
         for reg in self.registrations.values():
@@ -391,6 +400,195 @@ class Controller:
         session.run = FlowRun(self.dialplan, route.flow, variables={**dict(route.variables), "caller": caller, "called": called},
                               overrides=self.schedule_overrides)
         session.start()
+
+    # ------------------------------------------------------------ calls agents place (docs/outbound.md)
+
+    def _agent_by_user(self, user: str) -> str | None:
+        return next((name for name, a in self.cfg.agents.items()
+                     if a.softphone is not None and a.softphone.username == user), None)
+
+    def _agent_call(self, worker: str, msg: p.Incoming, user: str) -> None:
+        """An agent's softphone INVITE (digest-checked at the edge as that agent): placed by
+        the outbound rules, or refused with 403, a Warning with the reason and a stored record."""
+        agent = self._agent_by_user(user)
+        number = inputs.party_id(sip_user(msg.request_uri))
+        if agent is None:  # the edge knows her, the controller's plan no more (a reload between)
+            log.warning("outbound.unknown_agent", user=user[:64], sip_call_id=msg.sip_call_id)
+            self.pool.send(worker, p.Reject(leg=msg.leg, code=403, reason="Forbidden",
+                                            headers=(warning_header("unknown agent"),)))
+            return
+        verdict = self._outbound_verdict(agent, number)
+        if isinstance(verdict, Refusal):
+            self._refused(agent, number, verdict.reason, "softphone", msg.sip_call_id, msg.request_uri, worker)
+            self.pool.send(worker, p.Reject(leg=msg.leg, code=403, reason="Not Allowed",
+                                            headers=(warning_header(verdict.reason),)))
+            return
+        self._place(verdict, agent, worker, msg.leg, "softphone", "softphone", sip_call_id=msg.sip_call_id,
+                    request_uri=msg.request_uri)
+
+    def _outbound_verdict(self, agent: str, number: str) -> Permit | Refusal:
+        verdict = decide(self.cfg, agent, number)
+        if isinstance(verdict, Refusal):
+            return verdict
+        for call in self.outbound_calls.values():
+            if call.agent == agent and not call.ended:
+                return Refusal(f"agent {agent!r} is placing a call already")
+        return verdict
+
+    def _refused(self, agent: str, number: str, reason: str, via: str, sip_call_id: str = "",
+                 request_uri: str = "", worker: str = "", task_ref: str = "") -> None:
+        """A call the outbound rules (or the agent's state) refused: logged, and stored as an
+        outbound call with disposition `refused` and the reason; nothing was dialled."""
+        call_id = new_call_id()
+        now = time.time()
+        log.warning("outbound.refused", call_id=call_id, agent=agent, number=number[:40], via=via, reason=reason)
+        self.store.call_arrived(call_id, sip_call_id or call_id, agent, number, request_uri or f"tel:{number}",
+                                worker, now)
+        self.store.call_outbound(call_id, agent, number, None, None, task_ref)
+        self.store.event(call_id, "OUTBOUND_REFUSED", now, agent=agent, number=number, via=via, reason=reason)
+        self.store.call_ended(call_id, now, "refused", "outbound_refused", 403, "ringmaster", [], {"reason": reason})
+
+    def _place(self, permit: Permit, agent: str, worker: str, leg: str, mode: str, via: str, *,
+               sip_call_id: str = "", request_uri: str = "", task_ref: str = "", customer_key: str | None = None,
+               agent_uri: str = "") -> OutboundCall | Refusal:
+        call_id = new_call_id()
+        if self.acd is not None:
+            refusal = self.acd.outbound_started(agent, call_id)
+            if refusal is not None:
+                self._refused(agent, permit.number, refusal, via, sip_call_id, request_uri, worker, task_ref)
+                if mode == "softphone":
+                    # 403, not 486: the edge would try a 486 on another worker (failure_route[DSFAIL])
+                    self.pool.send(worker, p.Reject(leg=leg, code=403, reason="Agent Busy",
+                                                    headers=(warning_header(refusal),)))
+                return Refusal(refusal)
+        call = OutboundCall(call_id=call_id, worker=worker, leg=leg, caller=permit.caller_id or agent,
+                            called=permit.number, send=self.pool.send, store=self.store,
+                            recordings_dir=self.cfg.paths.recordings, direct_media=self.cfg.sip.direct_media,
+                            agent=agent, number=permit.number, mode=mode, via=via, permit=permit, task_ref=task_ref,
+                            agent_uri=agent_uri, dispatched=mode == "softphone")
+        call.bind_leg = lambda lg: self.sessions.__setitem__((worker, lg), call)
+        call.notify = lambda kind, data: self._call_notified(call.call_id, kind, data)
+        call.identity_host = self.cfg.sip.host
+        call.edge = f"{self.cfg.sip.host}:{self.cfg.sip.port}"
+        call.default_moh = (str(Path(self.cfg.paths.prompts) / "please-hold.wav"),)
+        call.on_done = self._outbound_done
+        self.sessions[(worker, leg)] = call
+        self.outbound_calls[call_id] = call
+        self.calls_total += 1
+        self.store.call_arrived(call_id, sip_call_id or call_id, call.caller, permit.number,
+                                request_uri or f"tel:{permit.number}", worker, call.arrived_at)
+        if self.customers is not None:
+            from ringmaster.customers import caller_key, key_kind
+
+            key = customer_key or caller_key(permit.number, self.customers.cfg.default_country)
+            if key is not None:
+                self.store.customer_seen(key, key_kind(key), call.arrived_at)
+                self.store.call_customer(call_id, key)
+                call.customer_key = key
+        call.begin()
+        if self.router is not None:
+            self.router.outbound_event("started", call)
+        return call
+
+    def _outbound_done(self, call: OutboundCall) -> None:
+        self.outbound_calls.pop(call.call_id, None)
+        if self.acd is not None:
+            talked = call.customer_answered_at is not None and call.agent_answered_at is not None
+            self.acd.outbound_ended(call.agent, call.call_id, talked)
+        if self.router is not None:
+            self.router.outbound_event("ended", call)
+
+    def dial(self, agent: str, number: str, via: str, task_ref: str = "",
+             customer_key: str | None = None) -> dict[str, Any]:
+        """Click-to-dial (API, MQTT, a chat's call): ring the agent's phone first, then, once
+        she answers, the customer through the rule's trunk. Returns {"call_id", "agent",
+        "number", "route"} or {"error": reason} (refused: stored, nothing dialled)."""
+        spec = self.cfg.agents.get(agent)
+        if spec is None:
+            return {"error": f"unknown agent {agent[:64]!r}"}
+        verdict = self._outbound_verdict(agent, number)
+        if isinstance(verdict, Permit) and self.acd is not None:
+            unreachable = self.acd.agent_reachable(agent)
+            if unreachable is not None:
+                verdict = Refusal(unreachable)
+        alive = [n for n, w in self.pool.workers.items() if w.alive and n not in self.retiring]
+        if isinstance(verdict, Permit) and not alive:
+            verdict = Refusal("no media worker is running")
+        if isinstance(verdict, Refusal):
+            self._refused(agent, number[:40], verdict.reason, via, task_ref=task_ref)
+            return {"error": verdict.reason}
+        legs = self.worker_calls()
+        worker = min(alive, key=lambda n: legs.get(n, 0))
+        user = spec.softphone.username if spec.softphone is not None else (spec.mobile or "")
+        agent_uri = f"sip:{user}@{self.cfg.sip.host}:{self.cfg.sip.port}"
+        call_id_leg = f"{new_call_id()}-a"
+        placed = self._place(verdict, agent, worker, call_id_leg, "click", via, task_ref=task_ref,
+                             customer_key=customer_key, agent_uri=agent_uri)
+        if isinstance(placed, Refusal):
+            return {"error": placed.reason}
+        return {"call_id": placed.call_id, "agent": agent, "number": verdict.number, "route": verdict.rule.route,
+                "task": task_ref or None}
+
+    def call_from_task(self, task_id: str, agent: str | None, via: str) -> dict[str, Any]:
+        """Chat to voice (issue 13 item 6): the agent holding chat/email task `task_id` calls the
+        customer's number (the task's `phone` field, else its customer key when that is a
+        phone number), ringing her first; the call record carries the task's id. `agent`:
+        who asks (None: an operator for the task's agent). {"error": reason} if it cannot."""
+        if self.acd is None:
+            return {"error": "no queues are configured"}
+        task = self.acd.engine.tasks.get(task_id)
+        if task is None or task.channel == "voice":
+            return {"error": f"unknown or closed task {task_id[:64]!r}"}
+        if task.agent is None:
+            return {"error": f"task {task_id!r} is not assigned to an agent"}
+        if agent is not None and task.agent != agent:
+            return {"error": f"task {task_id!r} is not held by agent {agent!r}"}
+        number, key = self._task_number(task_id, task.data)
+        if number is None:
+            return {"error": f"task {task_id!r} has no phone number (a `phone` field or a phone customer key)"}
+        result = self.dial(task.agent, number, via, task_ref=task_id, customer_key=key)
+        if "error" not in result and self.router is not None:
+            self.router.task_call(task_id, task.queue, task.channel, task.agent, result["call_id"], number)
+        return result
+
+    async def chat_from_call(self, call_id: str, queue: str, task_id: str | None = None) -> dict[str, Any]:
+        """Voice to chat (issue 13 item 6): an integration has sent the caller of live call
+        `call_id` a chat link; the chat task it opens is created here, in `queue`, carrying the
+        call's context (its id, caller, called number, IVR variables; `data.call_id` links it)
+        and the call's customer, so its offer shows who it is and what happened before.
+        {"task", "queue", "call_id"} or {"error": reason}."""
+        from ringmaster.mqtt.payloads import BadPayload, NewTask
+
+        if self.router is None:
+            return {"error": "no queues are configured"}
+        session = next((s for s in self.live_sessions() if s.call_id == call_id), None)
+        if session is None:
+            return {"error": f"no live call {call_id[:64]!r}"}
+        variables = {k: v for k, v in (session.run.variables if session.run is not None else {}).items()
+                     if isinstance(v, str | int | float | bool)}
+        data = {"call_id": call_id, "caller": session.caller, "called": session.called, "variables": variables}
+        try:
+            msg = NewTask(version=1, id=task_id, channel="chat", queue=queue, data=data, customer=session.customer_key)
+            new_id = await self.router.new_task(msg)
+        except BadPayload as exc:
+            return {"error": str(exc)}
+        except ValueError as exc:  # pydantic: a task id or queue name that is not plain
+            return {"error": str(exc).splitlines()[0][:200]}
+        self.store.event(call_id, "CHAT_OPENED", task=new_id, queue=queue)
+        session.log.info("call.chat_opened", task=new_id, queue=queue)
+        return {"task": new_id, "queue": queue, "call_id": call_id}
+
+    def _task_number(self, task_id: str, data: dict[str, Any]) -> tuple[str | None, str | None]:
+        """(number to dial, customer key) of a task: its data's `phone`, else its customer's key
+        if that is a phone number."""
+        context = self.router.context_of(task_id) if self.router is not None else None
+        key = context.key if context is not None else None
+        phone = data.get("phone")
+        if isinstance(phone, str) and phone.strip():
+            return phone.strip().replace(" ", ""), key
+        if key is not None and key.startswith("+"):
+            return key, key
+        return None, key
 
     # ------------------------------------------------------------ agents at the edge
 

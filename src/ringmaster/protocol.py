@@ -56,9 +56,13 @@ class Answer(Message):
 @message("reject")
 @dataclass(frozen=True)
 class Reject(Message):
+    """Refuse an incoming leg with `code` and reason phrase; headers: extra headers of the
+    answer (e.g. a Warning, RFC 3261 20.43, saying why an outbound call was refused)."""
+
     leg: str
     code: int = 486
     reason: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @message("play")
@@ -113,6 +117,9 @@ class Dial(Message):
     # the INVITE offers instead of the worker's own (worker/directmedia.py, "first offer");
     # the Bridge that follows then re-INVITEs only that leg. "" = the worker's own media.
     offer_media_of: str = ""
+    # place the call from this Register's account (its reg_id): its digest credentials answer
+    # a 401/407 (a test phone dialling as the agent it registered); "" = the worker's account
+    account: str = ""
 
 
 @message("bridge")

@@ -309,6 +309,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (kind, ref)
     );
     """,
+    """
+    -- outbound calls agents place (docs/outbound.md): direction, the trunk and rule, the chat it came from
+    ALTER TABLE calls ADD COLUMN direction TEXT NOT NULL DEFAULT 'inbound';
+    ALTER TABLE calls ADD COLUMN route TEXT;
+    ALTER TABLE calls ADD COLUMN outbound_rule TEXT;
+    ALTER TABLE calls ADD COLUMN task_ref TEXT;
+    CREATE INDEX calls_outbound ON calls(agent, arrived_at) WHERE direction = 'outbound';
+    CREATE INDEX calls_task_ref ON calls(task_ref) WHERE task_ref IS NOT NULL;
+    """,
 ]
 
 class Disposition(StrEnum):
@@ -319,6 +328,10 @@ class Disposition(StrEnum):
     REJECTED = "rejected"        # refused before answer (no route, a flow that hangs up unanswered)
     ABANDONED = "abandoned"      # the caller left a queue unserved
     FAILED = "failed"            # ended by a fault: a worker died, a shutdown, a crash
+    # outbound calls agents place (docs/outbound.md); an answered one ends `completed`
+    NO_ANSWER = "no_answer"      # the customer's (or, click-to-dial, the agent's) phone did not answer
+    BUSY = "busy"                # the customer's side answered busy (486, 600)
+    REFUSED = "refused"          # the outbound rules refused it: nothing was dialled
 
 
 DISPOSITIONS: tuple[str, ...] = tuple(Disposition)
@@ -726,6 +739,13 @@ class Store:
         self._put("INSERT INTO calls (call_id, sip_call_id, caller, called, request_uri, worker, arrived_at)"
                   " VALUES (?,?,?,?,?,?,?)", call_id, sip_call_id, caller, called, request_uri, worker, at)
         self.event(call_id, "ARRIVED", at, called=called, caller=caller, worker=worker)
+
+    def call_outbound(self, call_id: str, agent: str, number: str, route: str | None, rule: str | None,
+                      task_ref: str = "") -> None:
+        """The call is one an agent places (docs/outbound.md): to `number`, over trunk `route` by
+        outbound rule `rule` (None for a refused one), from chat task `task_ref` if any."""
+        self._put("UPDATE calls SET direction='outbound', agent=?, route=?, outbound_rule=?, task_ref=? WHERE call_id=?",
+                  agent, route, rule, task_ref or None, call_id)
 
     def call_flow(self, call_id: str, flow: str) -> None:
         self._put("UPDATE calls SET flow=? WHERE call_id=?", flow, call_id)

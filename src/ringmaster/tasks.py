@@ -49,6 +49,9 @@ def _one_field(text: str) -> str:
     return text.replace("|", "\u00a6").replace("\r\n", "\n").replace("\n", "\u2424").replace("\r", "\u2424")
 
 
+CALL_ME = "/call"  # a customer's chat message that asks for a call (docs/outbound.md)
+
+
 class TaskRouter:
     def __init__(self, acd: AcdRuntime, store: Store, link: MqttLink | None, clock: Any = time.time):
         self.acd = acd
@@ -71,6 +74,10 @@ class TaskRouter:
         # customers (docs/customers.md): set by the controller; each open task's offer context
         self.customers: CustomerBook | None = None
         self._contexts: dict[str, CustomerContext] = {}
+        # calls agents place (docs/outbound.md): set by the controller, Controller.dial and
+        # Controller.call_from_task; each returns {"call_id", ...} or {"error": reason}
+        self.dial: Callable[[str, str, str], dict[str, Any]] | None = None
+        self.call_task: Callable[[str, str | None, str], dict[str, Any]] | None = None
         acd.router = self
 
     # ------------------------------------------------------------ start and restore
@@ -164,7 +171,12 @@ class TaskRouter:
             self.link.publish("errors", {"topic": self.link.prefix + topic, "error": reason, "field": field,
                                          "payload": payload[:200].decode(errors="replace")})
 
-    async def _new_task(self, msg: NewTask) -> None:
+    async def new_task(self, msg: NewTask) -> str:
+        """Create a chat or email task as `tasks/new` does (the API's chat from a call); returns
+        its id. BadPayload with the reason when it cannot."""
+        return await self._new_task(msg)
+
+    async def _new_task(self, msg: NewTask) -> str:
         if msg.queue not in self.engine.queues:
             raise BadPayload(f"unknown queue {msg.queue!r}; queues: {', '.join(sorted(self.engine.queues))}")
         task_id = msg.id or f"t-{uuid.uuid4().hex[:12]}"
@@ -192,6 +204,7 @@ class TaskRouter:
         log.info("tasks.new", task=task_id, channel=msg.channel, queue=msg.queue)
         self.acd.apply(self.engine.enqueue(task_id, msg.queue, now, priority=msg.priority, skills=msg.skills,
                                            channel=msg.channel, due=due, data=msg.data))
+        return task_id
 
     def context_of(self, task_id: str) -> CustomerContext | None:
         """The customer context the task's offers carry (None: no customer, or the task ended)."""
@@ -217,6 +230,12 @@ class TaskRouter:
             if not msg.text:
                 raise BadPayload("message needs text", "text")
             self._message(task_id, task.queue, task.channel, task.agent, "customer", msg.text, msg.name)
+            if msg.text.strip().lower() == CALL_ME and task.channel == "chat" and self.call_task is not None:
+                # the customer asks to talk: the agent holding the chat is rung, then the
+                # customer's number (the outbound rules decide, as for her own `call`)
+                result = self.call_task(task_id, None, "customer")
+                if result.get("error"):
+                    self._task_event(task_id, "call_refused", agent=task.agent, reason=result["error"])
 
     def _message(self, task_id: str, queue: str, channel: str, agent: str, sender: str, text: str,
                  name: str = "") -> None:
@@ -251,6 +270,21 @@ class TaskRouter:
             return
         if msg.command == "wrapup":
             self._wrapup(agent, msg)
+            return
+        if msg.command == "dial":
+            if not msg.number:
+                raise BadPayload("dial needs a number", "number")
+            result = self.dial(agent, msg.number, "mqtt") if self.dial is not None else {"error": "not available"}
+            if result.get("error"):
+                raise BadPayload(result["error"], "number")
+            return
+        if msg.command == "call":
+            if not msg.task:
+                raise BadPayload("call needs the chat's task id", "task")
+            result = (self.call_task(msg.task, agent, "mqtt") if self.call_task is not None
+                      else {"error": "not available"})
+            if result.get("error"):
+                raise BadPayload(result["error"], "task")
             return
         if msg.command == "transfer" and (msg.flow or msg.agent or msg.external or msg.action or not msg.task
                                           or st.holding.get(msg.task) == "voice"):
@@ -404,6 +438,20 @@ class TaskRouter:
             payload["customer"] = session.customer.view() if event != "ended" else {"key": session.customer.key}
         self._publish("calls/events", payload)
 
+    def outbound_event(self, event: str, call: Any) -> None:
+        """calls/events of a call an agent places (docs/outbound.md): outbound_started,
+        outbound_ended (with its disposition)."""
+        payload = {"event": f"outbound_{event}", "call_id": call.call_id, "agent": call.agent,
+                   "number": call.number, "direction": "outbound", "via": call.via, "task": call.task_ref or None}
+        if event == "ended" and call._result is not None:
+            payload["disposition"] = call._result[0]
+        self._publish("calls/events", payload)
+
+    def task_call(self, task_id: str, queue: str, channel: str, agent: str, call_id: str, number: str) -> None:
+        """The agent calls the customer of the chat `task_id`: a CALL event in the task's log and
+        on its events topic, linking the two (the call's record carries the task's id)."""
+        self.store.task_event(self.clock(), task_id, queue, agent, "CALL", (call_id, number), channel)
+        self._task_event(task_id, "call", agent=agent, call_id=call_id, number=number)
     def agent_notice(self, agent: str, payload: dict[str, Any]) -> None:
         """A message for one agent's desk on agents/ID/offers (e.g. a supervisor joined her call)."""
         self._publish(f"agents/{agent}/offers", payload)

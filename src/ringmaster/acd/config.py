@@ -82,6 +82,8 @@ class AgentConfig(_Strict):
     softphone: Softphone | None = None
     mobile: str | None = Field(default=None, pattern=r"^\+?[0-9]{3,20}$", description="reached through the mobile trunk")
     skills: dict[str, int] = Field(default_factory=dict, description="skill -> level 1-10")
+    caller_id: str | None = Field(default=None, pattern=r"^\+?[0-9]{2,20}$",
+                                  description="the number this agent's outbound calls present (rules with caller_id: agent)")
     auto_login: bool = Field(default=True, description="a static member: logged in whenever reachable (softphone registered)")
     profile: str | None = Field(default=None, description="a presence profile from `profiles:` (default: the profile named default)")
     presence: PresenceProfile | None = Field(default=None, description="this agent's own presence settings")

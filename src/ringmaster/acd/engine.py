@@ -612,6 +612,39 @@ class QueueEngine:
         self._touch(agent)
         return [AgentChanged(agent)] + self._dispatch(now)
 
+    # ------------------------------------------------------------ calls agents place (docs/outbound.md)
+
+    def outbound_started(self, agent: str, call_id: str, now: float) -> tuple[list[Action], str | None]:
+        """The agent places a call: she holds it as her voice task from now (busy: no queue call
+        is offered to her, and under the exclusive policy no chat or email either). Refused
+        (the reason, no change) while she holds or is offered a call. Her chat offers already
+        out stay (she may still take or lapse them); her held chat is why she may call (a chat
+        to voice). Returns (actions, refusal)."""
+        a = self.agents.get(agent)
+        if a is None:
+            return [], None  # an agent the ACD does not know (no queues): no presence to keep
+        if a.call is not None or a.reserved_by is not None:
+            return [], f"agent {agent!r} is on a call"
+        a.holding[call_id] = "voice"
+        self._touch(agent)
+        return [AgentChanged(agent)] + self._dispatch(now), None
+
+    def outbound_ended(self, agent: str, call_id: str, now: float, talked: bool) -> list[Action]:
+        """The agent's own call ended: she wraps up (her voice wrap-up) if she talked, and is
+        offered work again after that."""
+        a = self.agents.get(agent)
+        if a is None or a.holding.pop(call_id, None) is None:
+            return []
+        if talked:
+            wrapup = a.presence.wrapup_of("voice")
+            a.idle_since = now
+            a.wrapup_until["voice"] = now + wrapup
+            if wrapup > 0:
+                heapq.heappush(self._timers, (now + wrapup, next(self._seq), "agent", a.id))
+        self._touch(agent)
+        self._forget_agent_if_free(agent)
+        return [AgentChanged(agent)] + self._dispatch(now)
+
     # ------------------------------------------------------------ restart: state back from the store
 
     def restore_agent(self, agent: str, logged_in: bool, paused: str | None, now: float) -> None:

@@ -436,6 +436,24 @@ class AcdRuntime:
         target's trunk (and only for listed numbers: edge/policy.py `x:NUMBER`)."""
         return f"sip:{number}@{self.cfg.sip.host}:{self.cfg.sip.port}"
 
+    def outbound_started(self, agent: str, call_id: str) -> str | None:
+        """The agent places a call (docs/outbound.md): busy from now; the refusal text if she
+        cannot (on a call or being rung), else None."""
+        actions, refusal = self.engine.outbound_started(agent, call_id, self.clock())
+        if refusal is None:
+            self.apply(actions)
+        return refusal
+
+    def outbound_ended(self, agent: str, call_id: str, talked: bool) -> None:
+        self.apply(self.engine.outbound_ended(agent, call_id, self.clock(), talked))
+
+    def agent_reachable(self, agent: str) -> str | None:
+        """Why the agent's phone cannot be rung for a click-to-dial now, or None."""
+        a = self.engine.agents.get(agent)
+        if a is not None and not a.registered:
+            return f"agent {agent!r} has no registered phone"
+        return None
+
     def refer_target(self, session: CallSession, uri: str) -> tuple[str, str]:
         """(kind, name) an agent phone's REFER target stands for: its user part names a queue,
         else a flow of the call's plan, else an agent, else a listed external target (by name or

@@ -80,35 +80,34 @@ def subscriber_table(cfg: Config) -> str:
 
 
 def _trunk_auth(trunks: Sequence[Trunk]) -> str:
-    """The body of failure_route[TRUNKAUTH]: answer a trunk's own 401/407 once per call
-    leg with its credentials (uac_auth builds the Authorization /
-    Proxy-Authorization, RFC 3261 22.2-22.3; the dialog module's track_cseq_updates then
-    shifts the CSeq of the dialog's later requests, which the retried INVITE raised by one).
-    Only a challenge whose reply came from that trunk's address is answered with its
-    credentials: an agent's phone, or another trunk, that challenges must not get a digest
-    made with the trunk's password. `trunks`: those legs leave through (the mobile trunk,
-    external transfer targets' trunks).
+    """The body of failure_route[TRUNKAUTH]: answer a trunk's own 401/407 once per call leg
+    with its credentials (uac_auth builds the Authorization / Proxy-Authorization, RFC 3261
+    22.2-22.3; the dialog module's track_cseq_updates then shifts the CSeq of the dialog's
+    later requests, which the retried INVITE raised by one). Only a challenge whose reply came
+    from that trunk's address is answered with its credentials: an agent's phone that
+    challenges must not get a digest made with a trunk's password.
 
-    Only a leg to one mobile agent is armed: Debian 12's Kamailio 5.6.3 refuses uac_auth in
-    a branch-failure route (allowed from 5.7, kamailio commit 76df539), and a failure_route
-    runs once every branch of a ring-all fork has ended, too late for the challenged one."""
-    with_creds = list({t.address: t for t in trunks if t.username}.values())
-    if not with_creds:
+    Armed on a leg to one mobile agent, an outbound call's customer leg and an external
+    transfer target's leg: Debian 12's
+    Kamailio 5.6.3 refuses uac_auth in a branch-failure route (allowed from 5.7, kamailio
+    commit 76df539), and a failure_route runs once every branch of a ring-all fork has ended,
+    too late for the challenged one."""
+    trunks = [t for t in trunks if t.username]
+    if not trunks:
         return "\t# (no trunk credentials configured: a challenge ends the leg)\n\treturn;"
-    lines = ['\tif (t_is_canceled() || !t_check_status("401|407")) return;']
-    for i, trunk in enumerate(with_creds):
+    lines = ['\tif (t_is_canceled() || !t_check_status("401|407")) return;', '\t$var(trunk) = "";']
+    for trunk in trunks:
         host, port = trunk.address.rsplit(":", 1)
         lines += [
-            f'\t{"if" if i == 0 else "} else if"} ($T_rpl($si) == "{host}" && $T_rpl($sp) == {port}) {{',
+            f'\tif (!($T_rpl($si) != "{host}" || $T_rpl($sp) != {port})) {{',
+            f'\t\t$var(trunk) = "sip:{trunk.address}";',
             f'\t\t$avp(auser) = "{trunk.username}";',
             f'\t\t$avp(apass) = "{trunk.password}";',
             f'\t\t$avp(arealm) = "{trunk.realm}";',
-            f'\t\t$var(trunk) = "sip:{trunk.address}";',
+            '\t}',
         ]
     lines += [
-        '\t} else {',
-        '\t\treturn;',
-        '\t}',
+        '\tif ($var(trunk) == "") return;',
         '\tif ($sht(trunkauth=>$ci:$rU) != $null) {',
         '\t\txlog("L_WARN", "edge.trunk_auth_refused call=$ci status=$T_reply_code\\n");',
         '\t\treturn;',
@@ -123,6 +122,17 @@ def _trunk_auth(trunks: Sequence[Trunk]) -> str:
         '\tt_relay();',
     ]
     return "\n".join(lines)
+
+
+def _challenged_trunks(cfg: Config) -> list[Trunk]:
+    """The trunks whose challenges the edge answers: the mobile route and every trunk of
+    sip.trunks (each once), so an outbound rule a reload adds finds its trunk's credentials
+    ready (sip itself changes at a restart)."""
+    out: list[Trunk] = []
+    for t in [cfg.sip.mobile_route, *cfg.sip.trunks.values()]:
+        if t is not None and t not in out:
+            out.append(t)
+    return out
 
 
 def render(cfg: Config, workers: Sequence[WorkerSpec], config_file: str = "") -> tuple[str, str]:
@@ -163,8 +173,7 @@ def render(cfg: Config, workers: Sequence[WorkerSpec], config_file: str = "") ->
                           f'\t\t\tappend_branch("sip:$var(u)@{trunk.address}");\n'
                           f'\t\t\t$var(found) = $var(found) + 1;'
                           if trunk else "\t\t# (no mobile_trunk: mobile agents are not rung)"),
-        "TRUNK_AUTH": _trunk_auth([t for t in (trunk, *(cfg.transfer_route(x) for x in cfg.transfer_targets.values()))
-                                   if t is not None]),
+        "TRUNK_AUTH": _trunk_auth(_challenged_trunks(cfg)),
         "MAX_MESSAGE": str(sec.max_message_bytes),
         "MAX_VIAS": str(sec.max_via_headers),
         # a well-formed request has a line per header and per SDP line: 200 is far above any
@@ -435,9 +444,10 @@ class Edge(SupervisedChild):
         """The edge's security counters (htable edgestats): auth_failures, auth_bans, malformed,
         unknown_dialog, unknown_number, refused_target, stray_reply, direct_media (re-INVITEs whose
         body the edge set from a worker's X-Ringmaster-Sdp), trunk_auth (INVITEs retried with a
-        trunk's credentials); 0 for those never counted."""
+        trunk's credentials), agent_calls (softphone INVITEs authenticated as an agent); 0 for
+        those never counted."""
         names = ("auth_failures", "auth_bans", "malformed", "unknown_dialog", "unknown_number", "refused_target",
-                 "stray_reply", "direct_media", "trunk_auth")
+                 "stray_reply", "direct_media", "trunk_auth", "agent_calls")
         out = dict.fromkeys(names, 0)
         rows = await self.rpc("htable.dump", "edgestats") or []
         for slot in rows if isinstance(rows, list) else [rows]:

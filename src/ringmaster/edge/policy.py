@@ -14,6 +14,9 @@ the edge's runtime dir and re-read on `htable.reload` when a reload changes the 
             Also `x:NUMBER` -> the trunk's HOST:PORT for each external `transfer_targets` entry:
             a worker's INVITE to `NUMBER@edge` leaves through that trunk, nothing else does;
 - `agents`  `u:USERNAME` of softphone agents and `m:NUMBER` of mobile agents (sent to the trunk).
+- `outbound` per trunk an outbound rule uses: `o:TRUNK` the rules' number patterns as one
+            anchored POSIX ERE, `a:TRUNK` the trunk's own `allowed` patterns (when the edge can
+            check them all), `d:TRUNK` `sip:HOST:PORT` to send to (docs/outbound.md).
 
 db_text format: one header line of typed columns, then rows with `:` between fields (`\\:` and
 `\\\\` escape a colon and a backslash), as Kamailio's db_text module reads it (dbt_file.c).
@@ -28,7 +31,7 @@ from pathlib import Path
 from ringmaster.config import Config
 from ringmaster.flows.dialplan import DialPlan
 
-TABLES = ("dialin", "dialre", "targets", "agents")
+TABLES = ("dialin", "dialre", "targets", "agents", "outbound")
 HEADER = "id(int,auto) key_name(string) key_type(int) value_type(int) key_value(string) expires(int)"
 # htable's db schema version (kamailio utils/kamctl/db_text/version in 5.6)
 TABLE_VERSION = 2
@@ -80,6 +83,7 @@ class EdgePolicy:
     dialre: dict[str, str | int] = field(default_factory=dict)
     targets: dict[str, str | int] = field(default_factory=dict)
     agents: dict[str, str | int] = field(default_factory=dict)
+    outbound: dict[str, str | int] = field(default_factory=dict)
     unchecked_patterns: list[str] = field(default_factory=list)
 
     @classmethod
@@ -120,6 +124,20 @@ class EdgePolicy:
                 pol.agents[f"u:{agent.softphone.username}"] = name
             if agent.mobile is not None:
                 pol.agents[f"m:{agent.mobile}"] = name
+        by_route: dict[str, list[str]] = {}
+        for rule in cfg.outbound:
+            # `check` refuses a rule pattern the edge cannot check; one that slipped through
+            # is left out here (the edge then refuses those numbers: fail closed)
+            by_route.setdefault(rule.route, []).extend(e for e in map(posix_pattern, rule.numbers) if e is not None)
+        for route_name, eres in by_route.items():
+            trunk = cfg.sip.trunks.get(route_name)
+            if trunk is None or not eres:
+                continue
+            pol.outbound[f"o:{route_name}"] = "|".join(eres)
+            pol.outbound[f"d:{route_name}"] = f"sip:{trunk.address}"
+            allowed = [posix_pattern(x) for x in trunk.allowed]
+            if allowed and all(a is not None for a in allowed):
+                pol.outbound[f"a:{route_name}"] = "|".join(a for a in allowed if a is not None)
         return pol
 
     def table(self, name: str) -> dict[str, str | int]:

@@ -27,7 +27,7 @@ TEXT_MAX = 4000
 DUE_MIN, DUE_MAX = 0.0, 4_102_444_800.0
 
 AGENT_COMMANDS = ("login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer",
-                  "reply", "wrapup")
+                  "reply", "wrapup", "dial", "call")
 TASK_COMMANDS = ("cancel", "transfer", "complete", "message")
 
 
@@ -101,7 +101,7 @@ class NewTask(_Payload):
 
 class AgentCommand(_Payload):
     command: Literal["login", "logout", "pause", "unpause", "accept", "reject", "complete", "wrapup-done", "transfer",
-                     "reply", "wrapup"]
+                     "reply", "wrapup", "dial", "call"]
     reason: str = Field(default="", max_length=64, pattern=PLAIN_TEXT)
     task: str | None = Field(default=None, pattern=TASK_ID.pattern)
     channel: Literal["voice", "chat", "email"] | None = None
@@ -117,6 +117,10 @@ class AgentCommand(_Payload):
     # and/or notes; their length and codes are checked against the config by the customer book
     code: str | None = Field(default=None, max_length=64, description="the wrap-up code")
     notes: str | None = Field(default=None, max_length=20_000, description="the wrap-up notes")
+    # dial: click-to-dial this number (the outbound rules decide; docs/outbound.md); call: call
+    # the customer of the chat `task` the agent holds
+    number: str | None = Field(default=None, max_length=40, pattern=r"^\+?[0-9*#]{1,32}$",
+                               description="dial: the number to call")
 
     def wrapup_problem(self) -> tuple[str, str] | None:
         """(field, reason) when code or notes hold what no store row should (control bytes, notes

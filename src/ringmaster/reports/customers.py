@@ -3,7 +3,9 @@ interactions over every channel (calls, chats, emails, voicemail), newest first.
 
 One interaction is one dict: {"channel": voice|chat|email|voicemail, "ref": call or task id
 (voicemail: its call's id), "at": epoch seconds it began, "queue", "agent", "disposition",
-"wait", "talk" (seconds; a task's handle time, a message's length), "code", "notes"}.
+"wait", "talk" (seconds; a task's handle time, a message's length), "code", "notes",
+"direction" (inbound, or outbound for a call an agent placed), "link" (a call placed from a
+chat: the chat's task id; a chat: the id of the last call placed from it; else None)}.
 
 Where the rows come from (one SELECT each in _SOURCES): calls and tasks by their
 `customer_key`, voicemails through their call, wrap-ups from `wrapups`. Callbacks are not an
@@ -16,20 +18,21 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-_FIELDS = "channel, ref, at, queue, agent, disposition, wait, talk, code, notes"
+_FIELDS = "channel, ref, at, queue, agent, disposition, wait, talk, code, notes, direction, link"
 _KEYS = "(SELECT key FROM customer_keys WHERE customer_id = :customer)"
 _SOURCES = (
     f"""SELECT 'voice', c.call_id, c.arrived_at, c.queue, c.agent, c.disposition, c.wait_seconds,
-               c.talk_seconds, w.code, w.notes
+               c.talk_seconds, w.code, w.notes, c.direction, c.task_ref
         FROM calls c LEFT JOIN wrapups w ON w.kind = 'call' AND w.ref = c.call_id
         WHERE c.customer_key IN {_KEYS}""",
     f"""SELECT t.channel, t.task_id, t.created_at, t.queue, t.agent, coalesce(t.disposition, t.state),
-               t.wait_seconds, t.handle_seconds, w.code, w.notes
+               t.wait_seconds, t.handle_seconds, w.code, w.notes, 'inbound',
+               (SELECT c.call_id FROM calls c WHERE c.task_ref = t.task_id ORDER BY c.arrived_at DESC LIMIT 1)
         FROM tasks t LEFT JOIN wrapups w ON w.kind = 'task' AND w.ref = t.task_id
         WHERE t.customer_key IN {_KEYS}""",
     f"""SELECT 'voicemail', v.call_id, v.started_at, v.box, NULL,
                CASE WHEN v.deleted_at IS NOT NULL THEN 'deleted' WHEN v.heard THEN 'heard' ELSE 'new' END,
-               NULL, v.seconds, NULL, NULL
+               NULL, v.seconds, NULL, NULL, 'inbound', NULL
         FROM voicemails v JOIN calls c ON c.call_id = v.call_id
         WHERE c.customer_key IN {_KEYS}""",
 )

@@ -19,6 +19,8 @@ from typing import Any
 
 from ringmaster.store import DISPOSITIONS
 
+DIRECTIONS = ("inbound", "outbound")
+
 _REL = re.compile(r"^-?(\d+(?:\.\d+)?)([smhd])$")
 MAX_LIMIT = 10_000  # rows one API answer may carry (the CLI exports without a limit)
 
@@ -149,15 +151,20 @@ class CallFilter:
     min_wait: float | None = None
     limit: int | None = None
     newest_first: bool = False
+    direction: str | None = None
 
-    PARAMS = (_SINCE, _UNTIL, _QUEUE, Param("agent", "string", "only calls this agent answered", _text),
+    PARAMS = (_SINCE, _UNTIL, _QUEUE, Param("agent", "string", "only calls this agent answered or placed", _text),
               Param("caller", "string", "caller ID contains this", _text),
               Param("disposition", "string", "only calls that ended this way", _choice(DISPOSITIONS), DISPOSITIONS),
-              Param("min_wait", "number", "waited at least this many seconds in a queue", _seconds), _LIMIT)
+              Param("min_wait", "number", "waited at least this many seconds in a queue", _seconds),
+              Param("direction", "string", "inbound, or outbound (calls agents placed)", _choice(DIRECTIONS),
+                    DIRECTIONS), _LIMIT)
 
     def __post_init__(self) -> None:
         if self.disposition is not None and self.disposition not in DISPOSITIONS:
             raise FilterError(f"disposition: one of {', '.join(DISPOSITIONS)}")
+        if self.direction is not None and self.direction not in DIRECTIONS:
+            raise FilterError(f"direction: one of {', '.join(DIRECTIONS)}")
         if self.limit is not None and self.limit < 1:
             raise FilterError("limit: 1 or more")
         if self.min_wait is not None and not (math.isfinite(self.min_wait) and self.min_wait >= 0):
@@ -177,7 +184,7 @@ class CallFilter:
         return where([("arrived_at", self.since, ">="), ("arrived_at", self.until, "<"),
                       ("queue", self.queue, "="), ("agent", self.agent, "="),
                       ("disposition", self.disposition, "="), ("wait_seconds", self.min_wait, ">="),
-                      ("caller", caller, "LIKE")])
+                      ("caller", caller, "LIKE"), ("direction", self.direction, "=")])
 
 
 @dataclass(frozen=True)

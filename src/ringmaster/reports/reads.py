@@ -172,6 +172,19 @@ def stats(con: sqlite3.Connection, since: float, until: float, channel: str, ser
     return tally.result()
 
 
+def outbound_stats(con: sqlite3.Connection, since: float, until: float) -> list[dict[str, Any]]:
+    """Calls agents placed (docs/outbound.md) in [since, until), per agent: {"agent", "placed",
+    "answered" (completed), "no_answer", "busy", "failed", "refused", "talk_seconds"}, by agent."""
+    rows = con.execute(
+        "SELECT agent, count(*), sum(disposition='completed'), sum(disposition='no_answer'), sum(disposition='busy'),"
+        " sum(disposition='failed'), sum(disposition='refused'), coalesce(sum(talk_seconds), 0)"
+        " FROM calls WHERE direction='outbound' AND arrived_at >= ? AND arrived_at < ?"
+        " AND disposition != 'in_progress' GROUP BY agent ORDER BY agent", (since, until))
+    names = ("agent", "placed", "answered", "no_answer", "busy", "failed", "refused", "talk_seconds")
+    return [dict(zip(names, (r[0], *(int(x or 0) for x in r[1:7]), round(r[7] or 0.0, 1)), strict=True))
+            for r in rows]
+
+
 def voicemails(con: sqlite3.Connection, f: VoicemailFilter, boxes: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Voicemail messages not deleted that match `f`, in `boxes` (None: every box), newest
     first: the voicemails table's rows (id, call_id, box, caller, path, started_at, seconds,

@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any
 
 CALL_COLUMNS = ["call_id", "arrived", "caller", "called", "flow", "queue", "agent", "wait_s", "talk_s",
-                "hold_s", "disposition", "hangup_by", "hangup_cause", "variables", "recording"]
+                "hold_s", "disposition", "hangup_by", "hangup_cause", "variables", "direction", "route", "task",
+                "recording"]
 TASK_COLUMNS = ["task_id", "created", "channel", "queue", "priority", "state", "agent", "wait_s", "handle_s",
                 "disposition", "due"]
 
@@ -25,7 +26,9 @@ def call_view(rec: dict[str, Any]) -> dict[str, Any]:
             "agent": rec["agent"], "wait_s": rnd(rec["wait_seconds"]), "talk_s": rnd(rec["talk_seconds"]),
             "hold_s": rnd(rec.get("hold_seconds")),
             "disposition": rec["disposition"], "hangup_by": rec["hangup_by"], "hangup_cause": rec["hangup_cause"],
-            "variables": _variables(rec.get("variables") or {}), "recording": rec["recording"]}
+            "variables": _variables(rec.get("variables") or {}), "direction": rec.get("direction") or "inbound",
+            # an outbound call's trunk and the chat it was placed from (docs/outbound.md)
+            "route": rec.get("route"), "task": rec.get("task_ref"), "recording": rec["recording"]}
 
 
 def _variables(variables: dict[str, Any]) -> str:

@@ -736,6 +736,11 @@ class MediaEngine:
         prm.statusCode = cmd.code
         if cmd.reason:
             prm.reason = cmd.reason
+        for name, value in cmd.headers:
+            h = pj.SipHeader()
+            h.hName = name
+            h.hValue = value
+            prm.txOption.headers.append(h)
         self._leg(cmd.leg).hangup(prm)
 
     def do_hangup(self, cmd: p.Hangup) -> None:
@@ -838,9 +843,16 @@ class MediaEngine:
         if not self.budget.available():
             self.dial_retry_at = time.monotonic() + DIAL_RECHECK
             return False  # a burst spent the media budget: wait like for a free slot
+        acc: pj.Account = self.account
+        if cmd.account:
+            reg = self.registrations.get(cmd.account)
+            if reg is None:
+                self.send_state(cmd.leg, "disconnected", 500, f"no registration {cmd.account!r}")
+                return True
+            acc = reg
         self.budget.take()
         self.sound_needed()
-        leg = Leg(self, self.account, cmd.leg)
+        leg = Leg(self, acc, cmd.leg)
         prm = pj.CallOpParam(True)
         if cmd.from_uri:
             prm.txOption.localUri = cmd.from_uri  # pjsua's From for this dialog, not the account's
