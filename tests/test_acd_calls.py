@@ -216,6 +216,8 @@ async def test_max_wait_overflows_to_a_flow_abandon_records_wait_and_exit_key_le
                    "exit_key": {"key": "1", "flow": "callback"}})
     d.config["flows"]["closed"] = [{"play": "other"}, "hangup"]
     d.config["flows"]["callback"] = [{"callback": {"queue": "sales"}}, {"play": "other"}, "hangup"]
+    d.config["sip"]["trunks"] = {"carrier": {"address": f"127.0.0.1:{d.ports.caller(9)}"}}
+    d.config["queues"]["sales"]["callback"] = {"route": "carrier", "caller_id": "4570000000"}
     d.start()  # alice never registers: nobody can answer
     first = await Phone("4500000001", d.ports.caller(1), d.ports.base + 80).start()
     second = await Phone("4500000002", d.ports.caller(2), d.ports.base + 96).start()

@@ -393,6 +393,10 @@ class TaskRouter:
             payload["customer"] = session.customer.view() if event != "ended" else {"key": session.customer.key}
         self._publish("calls/events", payload)
 
+    def publish_call_event(self, payload: dict[str, Any]) -> None:
+        """calls/events for what is not a CallSession's (a queued callback's offer and steps)."""
+        self._publish("calls/events", payload)
+
     # ------------------------------------------------------------ out
 
     def _publish(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:

@@ -48,6 +48,7 @@ from ringmaster.acd.engine import (
 from ringmaster.calls import sip_user
 
 if TYPE_CHECKING:
+    from ringmaster.callbacks import Callbacks
     from ringmaster.calls import CallSession
     from ringmaster.config import Config
     from ringmaster.customers import CustomerBook
@@ -114,6 +115,7 @@ class AcdRuntime:
         self.speech: Speech | None = None  # spoken announcements (set by the controller)
         self.customers: CustomerBook | None = None  # offer context and wrap-up (set by the controller)
         self._speaking: set[asyncio.Task[None]] = set()
+        self.callbacks: Callbacks | None = None  # queued callbacks as calls (set by the controller)
         now = clock()
         for name, agent in cfg.agents.items():
             if agent.auto_login and agent.mobile is not None:
@@ -144,7 +146,44 @@ class AcdRuntime:
     def digit(self, session: CallSession, digit: str) -> None:
         q = self.calls.get(session.call_id)
         if q is not None and q.agent is None:
+            cb = (q.spec or self.engine.queues[q.queue].spec).callback
+            if cb is not None and cb.key == digit and self.callbacks is not None:
+                session.callback_key(q.queue, cb)  # docs/callbacks.md: keep the place, hang up
+                return
             self.apply(self.engine.exit_key(session.call_id, digit, self.clock()))
+
+    def callback_taken(self, session: CallSession, number: str) -> tuple[str, list[str]] | None:
+        """The waiting caller asked for a callback to `number` (checked): its place passes to
+        the callback (engine.request_callback) and the caller leaves the queue. Returns (the
+        callback id, the prompts that tell its position and estimated wait), or None if the
+        caller was not waiting any more (an agent took the call meanwhile)."""
+        q = self.calls.get(session.call_id)
+        if q is None or q.agent is not None or self.callbacks is None:
+            return None
+        variables = dict(session.run.variables) if session.run is not None else {}
+        cb_id = self.callbacks.request_in_queue(session.call_id, number, variables)
+        if cb_id is None:
+            return None
+        self.calls.pop(session.call_id, None)
+        self.store.call_wait(session.call_id, self.clock() - q.enqueued_at)
+        self._call_event("ended", q, agent=None, reason="callback", callback_id=cb_id)
+        return cb_id, self.position_prompts(session, cb_id)
+
+    def position_prompts(self, session: CallSession, task_id: str) -> list[str]:
+        """The recorded prompts saying a waiting task's place and estimated wait (as the
+        periodic announcement does), in the call's language; [] if it is not waiting."""
+        pos = self.engine.position_of(task_id)
+        if pos is None:
+            return []
+        run = session.run
+        language = run.language if run is not None else ""
+        plan_cfg = run.plan.cfg if run is not None else self.cfg
+        fallback = plan_cfg.languages.fallback if plan_cfg.languages is not None else ""
+        files = self._prompts(["you-are-caller", *self._number(pos[0]), "in-line"], language, fallback)
+        if pos[1] is not None:
+            minutes = max(1, round(pos[1] / 60))
+            files += self._prompts(["estimated-wait", *self._number(minutes), "minutes"], language, fallback)
+        return files
 
     def owns_leg(self, session: CallSession, leg: str) -> bool:
         """Whether `leg` is one of this call's agent legs: ringing, cancelled and not ended yet,
@@ -436,6 +475,10 @@ class AcdRuntime:
             if isinstance(a, Unroutable):
                 self._unroutable(a)
                 continue
+            if (isinstance(a, Ring | CancelRing | Bridge | DropAgent) and self.callbacks is not None
+                    and a.call_id not in self.calls and self.callbacks.owns(a.call_id)):
+                self.callbacks.apply(a)
+                continue
             if isinstance(a, Ring | CancelRing | Bridge | QueueLog) and a.channel != "voice":
                 if self.router is not None:
                     self.router.apply(a)
@@ -601,13 +644,17 @@ class AcdRuntime:
         Every field is a file name part (a caller ID '../../x' or 230 characters long is the
         caller's to choose), and the result is resolved and checked to stay inside the folder.
         """
-        fields = {"queue": q.queue, "date": time.strftime("%Y-%m-%d", time.gmtime(now)),
-                  "call_id": q.session.call_id, "agent": agent, "caller": q.session.caller}
+        return self._recording_path_for(template, q.queue, q.session.call_id, agent, q.session.caller, now)
+
+    def _recording_path_for(self, template: str, queue: str, call_id: str, agent: str, caller: str,
+                            now: float) -> str | None:
+        fields = {"queue": queue, "date": time.strftime("%Y-%m-%d", time.gmtime(now)),
+                  "call_id": call_id, "agent": agent, "caller": caller}
         rel = template.format(**{k: inputs.file_name_part(v) for k, v in fields.items()})
         try:
             return str(inputs.contained(self.cfg.paths.recordings, rel))
         except inputs.InputRefused as exc:
-            q.session.log.error("acd.recording_refused", reason=exc.reason, template=template)
+            log.error("acd.recording_refused", call_id=call_id, reason=exc.reason, template=template)
             return None
 
     def _leave(self, a: LeaveQueue) -> None:
@@ -652,6 +699,9 @@ class AcdRuntime:
         if spec.wait_time and a.wait_seconds is not None:
             minutes = max(1, round(a.wait_seconds / 60))
             files += self._prompts(["estimated-wait", *self._number(minutes), "minutes"], language, fallback)
+        cb = (q.spec or self.cfg.queues[q.queue]).callback
+        if cb is not None and cb.offer_prompt and cb.key:  # "press 5 to be called back, keeping your place"
+            files += self._prompts([cb.offer_prompt], language, fallback)
         if files:
             q.session.queue_announce(tuple(files))
 
