@@ -453,6 +453,7 @@ class Callbacks:
         now = self.rt.clock()
         if call.timer is not None:
             call.timer.cancel()
+        call.state = "over"
         self._forget(call)
         if call.dial_call_id:
             self.rt.store.call_ended(call.dial_call_id, now, "failed", f"callback_{reason}", 0, "ringmaster", [],
@@ -473,6 +474,7 @@ class Callbacks:
         self.rt.apply(actions)
 
     def _talk_ended(self, call: CallbackCall, by: str, now: float) -> None:
+        call.state = "over"  # the other leg's end, still to come, is ours already
         self._forget(call)
         other = call.customer_leg if by == "agent" else call.agent_leg
         self._hangup(call.worker, other)

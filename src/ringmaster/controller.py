@@ -932,10 +932,15 @@ class Controller:
                                "transferred": st.transferred,
                                # waiting calls/tasks no logged-in member can take, and why
                                "unroutable": acd.waiting_diagnosis(q),
+                               # waiting callers and callbacks in service order (the places the
+                               # position announcements say): id -> 1-based position
+                               "positions": {t.id: acd.engine.queues[q].position(t) for t in st.waiting
+                                             if t.channel == "voice" and t.agent is None},
                                # members as they are now; dynamic: added or re-tiered at run time
                                "members": members.get(q, [])}
                            for acd in ([self.acd] if self.acd else []) for q, st in acd.engine.queues.items()},
                 "schedules": {n: self.schedule_overrides.get(n, "auto") for n in sorted(self.dialplan.schedules)},
+                "callbacks": self.callbacks_waiting(),
                 "registrations": [r.as_dict() for r in self.registrations.values()],
                 "mqtt": self.mqtt_status(),
                 "webhooks": self.webhooks_status(),
