@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -72,10 +74,14 @@ def until(pred, timeout: float = 8.0, what: str = "") -> None:  # type: ignore[n
     raise AssertionError(f"not true in {timeout} s: {what}")
 
 
-async def press_for_callback(phone: Phone, leg: str, heard: Path | None = None) -> None:
+async def press_for_callback(phone: Phone, leg: str, heard: Path | None = None, number: str = "") -> None:
+    """Press the callback key (then key in `number`, for `number: ask`) and wait to be hung up."""
     if heard is not None:
         phone.send(p.RecordStart(rec_id="confirm", legs=(leg,), path=str(heard)))
     phone.send(p.SendDtmf(leg=leg, digits="5"))
+    if number:
+        await asyncio.sleep(1.0)
+        phone.send(p.SendDtmf(leg=leg, digits=number))
     await phone.wait(p.CallState, lambda m: m.leg == leg and m.state == "disconnected", timeout=10)
     if heard is not None:
         phone.send(p.RecordStop(rec_id="confirm"))
@@ -188,22 +194,23 @@ def _received(log: str) -> list[str]:
     return [m.group(1) for m in re.finditer(r"message received \[\d+\] bytes :\n\n(\w+ sip:[^\n]*\n(?:[^\n]+\n)*)", log)]
 
 
-async def test_a_busy_customer_is_retried_after_the_delay_then_the_callback_fails(daemon_factory, tmp_path: Path):
+async def test_a_keyed_in_number_busy_is_retried_after_the_delay_then_the_callback_fails(daemon_factory,
+                                                                                         tmp_path: Path):
     d = daemon_factory(workers=1, start=False)
     trunk_port = d.ports.caller(5)
-    callback_config(d, trunk_port, attempts=2, retry_delay=3)
+    callback_config(d, trunk_port, attempts=2, retry_delay=3, number="ask", prefix="45", min_digits=8)
     d.start()
     carrier = subprocess.Popen(["sipp", "-sf", str(SCENARIOS / "uas_busy.xml"), "-i", "127.0.0.1", "-p", str(trunk_port),
                                 "-m", "2", "-timeout", "40s", "-nostdin", "-trace_msg", "-fd", "1"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    caller = await Phone("4522222222", d.ports.caller(2), d.ports.base + 96).start()
+    caller = await Phone("4566666666", d.ports.caller(2), d.ports.base + 96).start()
     alice = await Phone("alice", d.ports.caller(6), d.ports.base + 144).start()
     answered: list[float] = []
     try:
         b = await caller.call(f"sip:500@{d.edge}")
         await asyncio.sleep(0.5)
-        await press_for_callback(caller, b)
-        cb_id = f"cb-{call_id_of(d, '4522222222')}"
+        await press_for_callback(caller, b, number="22222222#")  # keyed in: 45 is put before it
+        cb_id = f"cb-{call_id_of(d, '4566666666')}"
         assert (await register(alice, d, "alice", "alice-secret")).registered
         seen: set[str] = set()
         for _ in range(2):  # she accepts each preview; the customer is busy each time
@@ -364,3 +371,37 @@ def test_a_good_callback_config_loads_and_numbers_are_checked(tmp_path: Path):
             callback_number(spec, trunk, bad)
     prefixed = spec.model_copy(update={"prefix": "+45", "min_digits": 8})
     assert callback_number(prefixed, trunk, "12345678") == "+4512345678"
+
+
+async def test_a_worker_crash_while_the_customer_rings_puts_the_callback_back_uncounted(daemon_factory):
+    d = daemon_factory(workers=2, start=False)
+    callback_config(d, d.ports.caller(5))
+    d.start()
+    caller = await Phone("4522222222", d.ports.caller(2), d.ports.base + 96).start()
+    customer = await Phone("customer", d.ports.caller(5), d.ports.base + 128).start()
+    alice = await Phone("alice", d.ports.caller(6), d.ports.base + 144).start()
+    try:
+        b = await caller.call(f"sip:500@{d.edge}")
+        await asyncio.sleep(0.5)
+        await press_for_callback(caller, b)
+        cb_id = f"cb-{call_id_of(d, '4522222222')}"
+        assert (await register(alice, d, "alice", "alice-secret")).registered
+        inc = await alice.wait(p.Incoming, timeout=10)
+        alice.send(p.Answer(leg=inc.leg))
+        await customer.wait(p.Incoming, timeout=10)  # the customer's phone rings; nobody answers yet
+        worker = d.wait_event("callback.offered")[0]["worker"]  # the customer is dialled from the same
+        pid = next(w["pid"] for w in d.status()["workers"] if w["name"] == worker)
+        os.kill(pid, signal.SIGKILL)
+        # she is offered it again at once from a live worker, the attempt not counted
+        again = await alice.wait(p.Incoming, lambda m: m.leg != inc.leg, timeout=15)
+        assert dict(again.headers)["X-Ringmaster-Callback"] == cb_id
+        assert dict(again.headers)["X-Ringmaster-Callback-Attempt"] == "1"
+        alice.send(p.Hangup(leg=again.leg, code=486))
+    finally:
+        for ph in (caller, customer, alice):
+            await ph.stop()
+    events = [(e, data) for e, _, data in queue_log(d, cb_id)]
+    assert ("CALLBACKFAIL", "0|worker-lost|retry") in events, events
+    assert [e for e, _ in events].count("CALLBACKOFFER") == 2
+    until(lambda: [c["state"] for c in callbacks_api(d)] == ["waiting"], what="still waiting, in place")
+    assert callbacks_api(d)[0]["attempts"] == 0

@@ -166,3 +166,21 @@ def test_cancelling_a_callback_during_its_preview_withdraws_the_ring_and_one_bei
     e.ring_answered("cb2", "a", now=11)
     with pytest.raises(ValueError):
         e.cancel_callback("cb2", "api", now=12)
+
+
+def test_a_ring_all_queue_previews_a_callback_to_one_agent_and_a_drained_queue_moves_it_in_place():
+    e = engine({"strategy": "ring-all"}, names=("a", "b"), login=True)
+    out = e.enqueue_callback("cb1", "q", "+4512345678", now=5, enqueued_at=1.0)
+    (ring,) = [x for x in out if isinstance(x, Ring)]
+    assert len(ring.agents) == 1
+    e.cancel_callback("cb1", "api", now=6)
+    e.ring_ended("cb1", ring.agents[0], now=6)
+    e.agent_logout("a", now=7)
+    e.agent_logout("b", now=7)
+    e.enqueue_callback("cb2", "q", "+4512345678", now=8, enqueued_at=2.0, attempts=1)
+    queues = {"q2": QueueConfig.model_validate({"members": ["a"], "callback": CB})}
+    agents = {n: a.spec for n, a in e.agents.items()}
+    out = e.reconfigure(queues, agents, now=9, drain={"q": "q2"})
+    assert logs(out, "TRANSFER")[0].call_id == "cb2"
+    t = e.tasks["cb2"]
+    assert (t.queue, t.enqueued_at, t.attempts, t.callback) == ("q2", 2.0, 1, "+4512345678")

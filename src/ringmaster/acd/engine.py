@@ -876,7 +876,9 @@ class QueueEngine:
             spec = self._spec(task)
             strategy = self._strategy(spec.strategy)
             ordered = strategy.order(candidates, q, now, self.rng)
-            chosen = ordered if strategy.ring_all else ordered[:1]
+            # a callback is previewed by one agent at a time, even in a ring-all queue: the
+            # preview is hers, and the customer is dialled for the one who accepts it
+            chosen = ordered if strategy.ring_all and task.callback is None else ordered[:1]
             for a in chosen:
                 a.offered[task.id] = task.channel
                 task.ringing[a.id] = now
@@ -1027,7 +1029,12 @@ class QueueEngine:
         for name in sorted(set(self.queues) - set(queues)):
             out += self._remove_queue(name, (drain or {}).get(name), now, moved)
         self._reindex()
-        for task, target in moved:  # chats and emails of a drained queue, once the index is whole again
+        for task, target in moved:  # chats, emails, callbacks of a drained queue, once the index is whole again
+            if task.callback is not None:
+                out += self.enqueue_callback(task.id, target, task.callback, now, enqueued_at=task.enqueued_at,
+                                             requested_at=task.requested_at, priority=task.priority,
+                                             skills=task.skills, data=task.data, attempts=task.attempts)
+                continue
             out += self.enqueue(task.id, target, now, priority=task.priority, caller=task.caller, skills=task.skills,
                                 channel=task.channel, due=task.due, data=task.data)
         for q in self.queues.values():
@@ -1184,7 +1191,10 @@ class QueueEngine:
             out.append(QueueLog(now, task.id, name, "NONE", "TRANSFER",
                                 (target, "", round(hold), 0, task.original_position), task.channel))
             self._remove(task)
-            if task.channel == "voice":
+            if task.callback is not None:
+                assert target is not None  # reconfigure_problems: tasks wait only where a drain is named
+                moved.append((task, target))  # keeps its arrival time in `target` (reconfigure)
+            elif task.channel == "voice":
                 # the caller's side moves it (hold music, the call record): as an overflow does
                 out.append(LeaveQueue(task.id, name, "drained", Overflow(queue=target)))
             else:
