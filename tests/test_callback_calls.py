@@ -29,8 +29,9 @@ from tests.helpers.phone import Phone
 from tests.helpers.sipp import SCENARIOS
 from tests.test_acd_calls import queue_log, register, wait_agent
 from tests.test_api import TOKENS, http
+from tests.test_presence_mqtt import INTEGRATION, integration
 
-HOLD, CONFIRM, GREETING, CUSTOMER, AGENT = 440.0, 900.0, 1500.0, 700.0, 1300.0
+HOLD, CONFIRM, GREETING, CUSTOMER, AGENT, OFFER = 440.0, 900.0, 1500.0, 700.0, 1300.0, 1100.0
 CALLER_ID = "4570001111"
 
 
@@ -91,8 +92,13 @@ async def press_for_callback(phone: Phone, leg: str, heard: Path | None = None, 
 async def test_a_caller_keeps_their_place_as_a_callback_and_the_agent_calls_the_customer_back(daemon_factory,
                                                                                                 tmp_path: Path):
     d = daemon_factory(workers=1, start=False)
-    callback_config(d, d.ports.caller(5))
+    callback_config(d, d.ports.caller(5), offer_prompt="cboffer")
+    write_tone(d.dir / "prompts" / "cboffer.wav", OFFER, 0.8)
+    d.config["queues"]["sales"]["announce"] = {"every": 5, "position": False, "wait_time": False}
+    d.config["mqtt"] = {"embedded": True, "listen": f"127.0.0.1:{d.ports.base + 8}",
+                        "clients": [{"username": INTEGRATION[0], "password": INTEGRATION[1]}]}
     d.start()
+    crm = integration(d)
     write_tone(tmp_path / "customer.wav", CUSTOMER, 30)
     write_tone(tmp_path / "agent.wav", AGENT, 30)
     first = await Phone("4511111111", d.ports.caller(1), d.ports.base + 80).start()
@@ -109,6 +115,9 @@ async def test_a_caller_keeps_their_place_as_a_callback_and_the_agent_calls_the_
         cb_id = f"cb-{second_id}"
         assert positions(d) == {first_id: 1, cb_id: 2}
         c = await third.call(f"sip:500@{d.edge}")
+        third_called = time.monotonic()
+        # the third caller's wait: the periodic announcement offers the callback
+        third.send(p.RecordStart(rec_id="wait", legs=(c,), path=str(tmp_path / "third_waits.wav")))
         until(lambda: any(r["caller"] == "4533333333" for r in d.calls()), what="the third call stored")
         third_id = call_id_of(d, "4533333333")
         until(lambda: positions(d).get(third_id) == 3, what="the third caller is behind the callback")
@@ -117,8 +126,13 @@ async def test_a_caller_keeps_their_place_as_a_callback_and_the_agent_calls_the_
         await first.hangup(a)  # the first caller gives up: the callback moves up, not past anyone
         until(lambda: positions(d) == {cb_id: 1, third_id: 2}, what="callback first, third caller second")
         # the agent comes: she previews the callback first, the number and IVR variables on screen
+        await asyncio.sleep(max(0.0, 6.5 - (time.monotonic() - third_called)))  # one announcement heard
+        third.send(p.RecordStop(rec_id="wait"))
         assert (await register(alice, d, "alice", "alice-secret")).registered
         inc = await alice.wait(p.Incoming, timeout=10)
+        offer = await crm.until("calls/events", lambda m: m.get("kind") == "callback" and m["event"] == "offered")
+        assert (offer["callback_id"], offer["caller"], offer["agents"]) == (cb_id, "4522222222", ["alice"])
+        assert offer["variables"]["caller"] == "4522222222" and offer["preview"] == 10
         headers = dict(inc.headers)
         assert headers.get("X-Ringmaster-Callback") == cb_id
         assert headers.get("X-Ringmaster-Callback-Number") == "4522222222"
@@ -148,9 +162,18 @@ async def test_a_caller_keeps_their_place_as_a_callback_and_the_agent_calls_the_
         nxt = await alice.wait(p.Incoming, lambda m: m.leg != inc.leg, timeout=10)
         assert dict(nxt.headers).get("X-Ringmaster-Call") == third_id
         await third.hangup(c)
+        await crm.until("calls/events", lambda m: m.get("kind") == "callback" and m["event"] == "ended")
+        steps = [m["event"] for m in crm.received("calls/events", lambda m: m.get("call_id") == cb_id)]
+        assert steps == ["requested", "offered", "dialling", "answered", "ended"], steps
+        # the caller's own call left the queue for the callback
+        left = crm.received("calls/events", lambda m: m.get("call_id") == second_id and m["event"] == "ended")
+        assert left and left[0]["reason"] == "callback" and left[0]["callback_id"] == cb_id
     finally:
+        crm.close()
         for ph in (first, second, third, customer, alice):
             await ph.stop()
+    waited, _ = read_wav(tmp_path / "third_waits.wav")
+    assert has_tone(waited, OFFER, tol=TONES_TOL), dominant_frequencies(waited)
     heard, _ = read_wav(tmp_path / "confirm.wav")
     assert has_tone(heard, CONFIRM, tol=TONES_TOL), dominant_frequencies(heard)
     greeting, _ = read_wav(tmp_path / "greeting.wav")
