@@ -278,7 +278,7 @@ class Callbacks:
         self.rt.store.callback_state(a.call_id, "offered", now, agent=agent)
         self._publish("offered", a.call_id, a.queue, agents=[agent], preview=a.timeout, attempt=call.attempt)
         log.info("callback.offered", callback=a.call_id, agent=agent, worker=worker, leg=leg, attempt=call.attempt)
-        self.send(worker, p.Dial(leg=leg, uri=self.rt._agent_uri(agent), extra_headers=headers, from_uri=from_uri))
+        self.send(worker, p.Dial(leg=leg, uri=self.rt.agent_uri(agent), extra_headers=headers, from_uri=from_uri))
 
     def _cancel(self, a: CancelRing) -> None:
         call = self.calls.get(a.call_id)
@@ -399,7 +399,8 @@ class Callbacks:
         self.rt.store.call_answered(call.dial_call_id, now)
         spec = self.spec(call.queue)
         prompt = spec.customer_prompt if spec is not None else None
-        files = self.rt._prompts([prompt]) if prompt else []
+        language = str(call.variables.get("language", ""))  # the requesting call's, if it had one
+        files = self.rt.prompt_files([prompt], language) if prompt else []
         if files:
             call.state = "prompting"
             call.play_id = f"{call.callback_id}-p{next(self._ids)}"
@@ -416,7 +417,7 @@ class Callbacks:
         call.state = "talking"
         spec = self.rt.engine.queues[call.queue].spec if call.queue in self.rt.engine.queues else None
         if spec is not None and spec.record is not None:
-            path = self.rt._recording_path_for(spec.record.template, call.queue, call.dial_call_id, call.agent,
+            path = self.rt.recording_path_for(spec.record.template, call.queue, call.dial_call_id, call.agent,
                                                call.number, now)
             if path is not None:
                 call.rec_id = f"{call.callback_id}-r{next(self._ids)}"

@@ -47,6 +47,7 @@ from ringmaster.flows.interpreter import FlowRun
 from ringmaster.store import Store
 
 if TYPE_CHECKING:
+    from ringmaster.acd.config import CallbackConfig
     from ringmaster.acd.runtime import AcdRuntime
     from ringmaster.customers import CustomerBook, CustomerContext
     from ringmaster.lookups import LookupClient
@@ -270,10 +271,10 @@ class CallSession:
         pos = self.acd.engine.position_of(cb_id)
         event = CallbackStored(cb_id, pos[0] if pos else 0,
                                None if pos is None or pos[1] is None else max(1, round(pos[1] / 60)))
-        files = self.acd._prompts([spec.confirm_prompt]) + self.acd.position_prompts(self, cb_id)
+        files = self.acd.call_prompts(self, [spec.confirm_prompt]) + self.acd.position_prompts(self, cb_id)
         self._callback_say(files, event)
 
-    def callback_key(self, queue: str, spec: Any) -> None:
+    def callback_key(self, queue: str, spec: CallbackConfig) -> None:
         """The waiting caller pressed the queue's callback key: for `number: caller` the
         caller ID is taken at once; for `number: ask` the hold music stops and the number is
         asked for (ask_prompt, then digits ended by # or a pause); the caller waits in line
@@ -286,7 +287,7 @@ class CallSession:
             return
         self.moh_play_id = ""
         self.callback_collect_id = f"{self.call_id}-cbc{next(self._plays)}"
-        files = self.acd._prompts([spec.ask_prompt]) if self.acd is not None else []
+        files = self.acd.call_prompts(self, [spec.ask_prompt]) if self.acd is not None else []
         if files:
             self._command(p.Play(leg=self.leg, files=prompts.playable(tuple(files)),
                                  play_id=f"{self.call_id}-cba{next(self._plays)}", barge_in=True))
@@ -313,7 +314,7 @@ class CallSession:
         cb_id, position = taken
         self.queued, self.announce_play_id = None, ""
         self._callback_stored(cb_id, number, queue)
-        files = (self.acd._prompts([spec.confirm_prompt]) if spec is not None else []) + position
+        files = (self.acd.call_prompts(self, [spec.confirm_prompt]) if spec is not None else []) + position
         self._callback_say(files, HangUp(200, cause="callback_requested"))
 
     def _callback_stored(self, cb_id: str, number: str, queue: str) -> None:
@@ -325,7 +326,7 @@ class CallSession:
     def _callback_refused(self, reason: str, prompt: str, then: Any) -> None:
         self.log.warning("call.callback_refused", reason=reason)
         self.store.event(self.call_id, "CALLBACK_REFUSED", reason=reason)
-        files = self.acd._prompts([prompt]) if self.acd is not None and prompt else []
+        files = self.acd.call_prompts(self, [prompt]) if self.acd is not None and prompt else []
         self._callback_say(files, then)
 
     def _callback_say(self, files: list[str], then: Any) -> None:

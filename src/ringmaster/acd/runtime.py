@@ -175,15 +175,18 @@ class AcdRuntime:
         pos = self.engine.position_of(task_id)
         if pos is None:
             return []
-        run = session.run
-        language = run.language if run is not None else ""
-        plan_cfg = run.plan.cfg if run is not None else self.cfg
-        fallback = plan_cfg.languages.fallback if plan_cfg.languages is not None else ""
-        files = self._prompts(["you-are-caller", *self._number(pos[0]), "in-line"], language, fallback)
+        files = self.call_prompts(session, ["you-are-caller", *self._number(pos[0]), "in-line"])
         if pos[1] is not None:
             minutes = max(1, round(pos[1] / 60))
-            files += self._prompts(["estimated-wait", *self._number(minutes), "minutes"], language, fallback)
+            files += self.call_prompts(session, ["estimated-wait", *self._number(minutes), "minutes"])
         return files
+
+    def call_prompts(self, session: CallSession, names: list[str]) -> list[str]:
+        """prompt_files in the call's language (its plan's fallback language next)."""
+        run = session.run
+        plan_cfg = run.plan.cfg if run is not None else self.cfg
+        fallback = plan_cfg.languages.fallback if plan_cfg.languages is not None else ""
+        return self.prompt_files(names, run.language if run is not None else "", fallback)
 
     def owns_leg(self, session: CallSession, leg: str) -> bool:
         """Whether `leg` is one of this call's agent legs: ringing, cancelled and not ended yet,
@@ -533,7 +536,7 @@ class AcdRuntime:
                 out[t.id] = reason
         return out
 
-    def _agent_uri(self, agent: str) -> str:
+    def agent_uri(self, agent: str) -> str:
         spec = self.cfg.agents[agent]
         user = spec.softphone.username if spec.softphone is not None else (spec.mobile or "")
         return f"sip:{user}@{self.cfg.sip.host}:{self.cfg.sip.port}"
@@ -547,7 +550,7 @@ class AcdRuntime:
     def _dial(self, q: Queued, queue: str, agents: tuple[str, ...], refork: bool = False) -> None:
         """One INVITE ringing `agents` (forked by the edge when there are several)."""
         leg = f"{q.session.call_id}-q{next(self._ids)}"
-        uris = [self._agent_uri(agent) for agent in agents]
+        uris = [self.agent_uri(agent) for agent in agents]
         # the agent's phone (and a CRM behind it) learns which call and queue this is
         headers: tuple[tuple[str, str], ...] = (("X-Ringmaster-Call", q.session.call_id), ("X-Ringmaster-Queue", queue))
         headers += _variable_headers(q.session)
@@ -644,9 +647,9 @@ class AcdRuntime:
         Every field is a file name part (a caller ID '../../x' or 230 characters long is the
         caller's to choose), and the result is resolved and checked to stay inside the folder.
         """
-        return self._recording_path_for(template, q.queue, q.session.call_id, agent, q.session.caller, now)
+        return self.recording_path_for(template, q.queue, q.session.call_id, agent, q.session.caller, now)
 
-    def _recording_path_for(self, template: str, queue: str, call_id: str, agent: str, caller: str,
+    def recording_path_for(self, template: str, queue: str, call_id: str, agent: str, caller: str,
                             now: float) -> str | None:
         fields = {"queue": queue, "date": time.strftime("%Y-%m-%d", time.gmtime(now)),
                   "call_id": call_id, "agent": agent, "caller": caller}
@@ -695,13 +698,13 @@ class AcdRuntime:
         fallback = plan_cfg.languages.fallback if plan_cfg.languages is not None else ""
         files: list[str] = []
         if spec.position:
-            files += self._prompts(["you-are-caller", *self._number(a.position), "in-line"], language, fallback)
+            files += self.prompt_files(["you-are-caller", *self._number(a.position), "in-line"], language, fallback)
         if spec.wait_time and a.wait_seconds is not None:
             minutes = max(1, round(a.wait_seconds / 60))
-            files += self._prompts(["estimated-wait", *self._number(minutes), "minutes"], language, fallback)
+            files += self.prompt_files(["estimated-wait", *self._number(minutes), "minutes"], language, fallback)
         cb = (q.spec or self.cfg.queues[q.queue]).callback
         if cb is not None and cb.offer_prompt and cb.key:  # "press 5 to be called back, keeping your place"
-            files += self._prompts([cb.offer_prompt], language, fallback)
+            files += self.prompt_files([cb.offer_prompt], language, fallback)
         if files:
             q.session.queue_announce(tuple(files))
 
@@ -745,7 +748,7 @@ class AcdRuntime:
 
         return moh_files(self.cfg, queue)  # made playable (converted or left out) when played
 
-    def _prompts(self, names: list[str], language: str = "", fallback: str = "") -> list[str]:
+    def prompt_files(self, names: list[str], language: str = "", fallback: str = "") -> list[str]:
         """The announcement's files that exist, each in the call's language's folder if it is
         there, else the fallback language's, else the prompts dir itself."""
         base = Path(self.cfg.paths.prompts)
