@@ -184,3 +184,81 @@ def test_a_ring_all_queue_previews_a_callback_to_one_agent_and_a_drained_queue_m
     assert logs(out, "TRANSFER")[0].call_id == "cb2"
     t = e.tasks["cb2"]
     assert (t.queue, t.enqueued_at, t.attempts, t.callback) == ("q2", 2.0, 1, "+4512345678")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_interleaving_with_callbacks_keeps_places_and_never_double_books(seed: int):
+    """Calls, callbacks asked for, previews answered or not, dials failed or answered, cancels,
+    logins and pauses in random order: no agent is ever held by two tasks, every queue's line is
+    in service order with positions 1..n, and a callback keeps the arrival time it was given."""
+    rng = random.Random(seed)
+    names = ("a", "b", "c")
+    agents = {n: AgentConfig(mobile=f"+4510000{i:03d}") for i, n in enumerate(names)}
+    cb = {**CB, "attempts": 2, "retry_delay": 4}
+    e = QueueEngine({q: QueueConfig.model_validate({"strategy": s, "members": list(names), "callback": cb,
+                                                    "ring_timeout": 5, "retry": 1})
+                     for q, s in (("q1", "ring-all"), ("q2", "linear"))}, agents, rng=random.Random(seed))
+    arrival: dict[str, float] = {}
+    ending: list[tuple[str, str]] = []
+    now = 0.0
+    outcomes = {"answered": 0, "failed": 0}
+    dials: set[str] = set()    # callbacks whose customer is being dialled (CALLBACKDIAL, no answer yet)
+    talking: set[str] = set()
+    for step in range(400):
+        now += rng.uniform(0, 1.5)
+        if ending and rng.random() < 0.5:
+            e.ring_ended(*ending.pop(rng.randrange(len(ending))), now=now)
+        roll = rng.random()
+        waiting_calls = [t for t in e.tasks.values() if t.agent is None and t.callback is None]
+        dialling = [e.tasks[i] for i in sorted(dials) if i in e.tasks]
+        if dialling and roll < 0.3:  # the customer's phone answers or not before anything else happens
+            t = rng.choice(dialling)
+            if rng.random() < 0.5:
+                out = e.callback_answered(t.id, now)
+                outcomes["answered"] += 1
+            else:
+                out = e.callback_failed(t.id, rng.choice(["busy", "noanswer", "worker-lost"]), now,
+                                        counted=rng.random() < 0.8)
+                outcomes["failed"] += 1
+        elif roll < 0.2:
+            out = e.enqueue(f"c{step}", rng.choice(["q1", "q2"]), now, priority=rng.choice([0, 0, 2]))
+        elif roll < 0.3 and waiting_calls:
+            t = rng.choice(waiting_calls)
+            out = e.request_callback(t.id, f"cb-{t.id}", "+4512345678", now)
+            arrival[f"cb-{t.id}"] = t.enqueued_at
+        elif roll < 0.5 and any(t.ringing for t in e.tasks.values()):
+            t = rng.choice([t for t in e.tasks.values() if t.ringing])
+            agent = rng.choice(list(t.ringing))
+            out = e.ring_answered(t.id, agent, now) if rng.random() < 0.7 else e.ring_failed(t.id, agent, now)
+        elif roll < 0.7 and any(t.agent and (t.callback is None or t.id in talking) for t in e.tasks.values()):
+            t = rng.choice([t for t in e.tasks.values() if t.agent and (t.callback is None or t.id in talking)])
+            out = e.call_ended(t.id, rng.choice(["agent", "caller"]), now)
+        elif roll < 0.75 and any(t.callback and t.agent is None for t in e.tasks.values()):
+            out = e.cancel_callback(rng.choice([t.id for t in e.tasks.values() if t.callback and t.agent is None]),
+                                    "api", now)
+        elif roll < 0.9:
+            out = rng.choice([e.agent_login, e.agent_logout, e.agent_unpause])(rng.choice(names), now)
+        elif roll < 0.93:
+            out = e.agent_pause(rng.choice(names), "break", now)
+        else:
+            out = e.tick(now)
+        ending += [(x.call_id, ag) for x in out if isinstance(x, CancelRing) for ag in x.agents]
+        for x in out:
+            if isinstance(x, QueueLog) and x.event == "CALLBACKDIAL":
+                dials.add(x.call_id)
+            elif isinstance(x, QueueLog) and x.event in ("CALLBACKANSWER", "CALLBACKFAIL"):
+                dials.discard(x.call_id)
+                if x.event == "CALLBACKANSWER":
+                    talking.add(x.call_id)
+        holders: dict[str, list[str]] = {}
+        for t in e.tasks.values():
+            for ag in [*t.ringing, *([t.agent] if t.agent else [])]:
+                holders.setdefault(ag, []).append(t.id)
+            if t.callback is not None:
+                assert t.enqueued_at == arrival.setdefault(t.id, t.enqueued_at), (step, t.id)
+        assert all(len(held) == 1 for held in holders.values()), (step, holders)
+        for q in e.queues.values():
+            keys = [t.sort_key() for t in q.waiting]
+            assert keys == sorted(keys), (step, q.name)
+            assert sorted(q.position(t) for t in q.waiting) == list(range(1, len(q.waiting) + 1)), step
+    assert outcomes["answered"] and outcomes["failed"], outcomes
