@@ -934,8 +934,8 @@ class Controller:
                                "unroutable": acd.waiting_diagnosis(q),
                                # waiting callers and callbacks in service order (the places the
                                # position announcements say): id -> 1-based position
-                               "positions": {t.id: acd.engine.queues[q].position(t) for t in st.waiting
-                                             if t.channel == "voice" and t.agent is None},
+                               "positions": {t.id: i for i, t in enumerate(
+                                   (t for t in st.waiting if t.channel == "voice"), start=1)},
                                # members as they are now; dynamic: added or re-tiered at run time
                                "members": members.get(q, [])}
                            for acd in ([self.acd] if self.acd else []) for q, st in acd.engine.queues.items()},
