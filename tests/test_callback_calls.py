@@ -428,3 +428,39 @@ async def test_a_worker_crash_while_the_customer_rings_puts_the_callback_back_un
     assert [e for e, _ in events].count("CALLBACKOFFER") == 2
     until(lambda: [c["state"] for c in callbacks_api(d)] == ["waiting"], what="still waiting, in place")
     assert callbacks_api(d)[0]["attempts"] == 0
+
+
+async def test_a_reload_that_drains_the_queue_moves_its_callback_in_place_and_stores_it_there(daemon_factory):
+    d = daemon_factory(workers=1, start=False)
+    callback_config(d, d.ports.caller(5))
+    d.config["queues"]["other"] = {**d.config["queues"]["sales"]}
+    d.start()
+    caller = await Phone("4522222222", d.ports.caller(2), d.ports.base + 96).start()
+    try:
+        b = await caller.call(f"sip:500@{d.edge}")
+        await asyncio.sleep(0.5)
+        await press_for_callback(caller, b)
+    finally:
+        await caller.stop()
+    (before,) = callbacks_api(d)
+    del d.config["queues"]["sales"]
+    d.config["flows"]["main"] = [{"queue": "other"}, "hangup"]
+    d.write_config()
+    out = subprocess.run([sys.executable, "-m", "ringmaster.cli", "reload", "--drain", "sales=other",
+                          "-c", str(d.config_path)], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (after,) = callbacks_api(d)
+    assert (after["callback_id"], after["queue"], after["enqueued_at"]) == \
+        (before["callback_id"], "other", before["enqueued_at"])
+
+    def stored() -> str:
+        con = sqlite3.connect(d.db_path)
+        try:
+            return con.execute("SELECT queue FROM callbacks WHERE callback_id=?", (after["callback_id"],)).fetchone()[0]
+        finally:
+            con.close()
+
+    until(lambda: stored() == "other", what="the row names the queue it waits in")
+    assert d.stop() == 0
+    d.start()
+    assert [(c["callback_id"], c["queue"]) for c in callbacks_api(d)] == [(after["callback_id"], "other")]

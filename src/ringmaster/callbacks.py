@@ -123,6 +123,7 @@ class Callbacks:
         self.allow_target = allow_target
         self.forget_leg = forget_leg
         self.numbers: dict[str, str] = {}            # callback id -> number (the waiting ones too)
+        self.queue_of: dict[str, str] = {}           # callback id -> the queue its stored row names
         self.variables: dict[str, dict[str, Any]] = {}
         self.calls: dict[str, CallbackCall] = {}     # callback id -> its offer/dial in progress
         self.by_leg: dict[str, CallbackCall] = {}
@@ -151,6 +152,7 @@ class Callbacks:
         cb_id = f"cb-{call_id}"
         now = self.rt.clock()
         self.numbers[cb_id], self.variables[cb_id] = number, dict(variables)
+        self.queue_of[cb_id] = task.queue
         self.rt.store.callback_queued(cb_id, call_id, task.queue, number, task.priority, task.enqueued_at,
                                       task.skills, variables, now)
         self.rt.apply(self.rt.engine.request_callback(call_id, cb_id, number, now))
@@ -165,6 +167,7 @@ class Callbacks:
         cb_id = f"cb-{call_id}"
         now = self.rt.clock()
         self.numbers[cb_id], self.variables[cb_id] = number, dict(variables)
+        self.queue_of[cb_id] = queue
         self.rt.store.callback_queued(cb_id, call_id, queue, number, priority, now, {}, variables, now)
         self.rt.apply(self.rt.engine.enqueue_callback(cb_id, queue, number, now, priority=priority,
                                                       log_request=call_id))
@@ -186,6 +189,7 @@ class Callbacks:
                 continue
             cb_id = row["callback_id"]
             self.numbers[cb_id] = row["number"]
+            self.queue_of[cb_id] = queue
             self.variables[cb_id] = _json(row["variables"])
             actions += self.rt.engine.enqueue_callback(
                 cb_id, queue, row["number"], now, enqueued_at=row["enqueued_at"], requested_at=row["requested_at"],
@@ -212,6 +216,15 @@ class Callbacks:
         self._publish("cancelled", callback_id, queue)
         log.info("callback.cancelled", callback=callback_id, by=by)
         return {"callback_id": callback_id, "status": "cancelled"}
+
+    def queues_changed(self) -> None:
+        """After a reload: a callback its drained queue moved to another is stored there, so a
+        restart puts it back in the queue it waits in now."""
+        for task in self.rt.engine.tasks.values():
+            if task.callback is not None and self.queue_of.get(task.id, task.queue) != task.queue:
+                self.queue_of[task.id] = task.queue
+                self.rt.store.callback_moved(task.id, task.queue, self.rt.clock())
+                log.info("callback.moved", callback=task.id, queue=task.queue)
 
     def waiting(self) -> list[dict[str, Any]]:
         """The callbacks in the queues now, in service order per queue: id, queue, number,

@@ -835,6 +835,11 @@ class Store:
                   status, at, *cols.values(), callback_id)
         self.event(callback_id, f"CALLBACK_{status.upper()}", at, **fields)
 
+    def callback_moved(self, callback_id: str, queue: str, at: float) -> None:
+        """A reload drained the callback's queue into `queue` (its place kept)."""
+        self._put("UPDATE callbacks SET queue=?, updated_at=? WHERE callback_id=?", queue, at, callback_id)
+        self.event(callback_id, "CALLBACK_MOVED", at, queue=queue)
+
     async def open_callbacks(self) -> list[dict[str, Any]]:
         """The callbacks not over yet (waiting, offered, dialling, answered: a restart or a
         crash interrupted the last three), oldest first, to queue again at start."""

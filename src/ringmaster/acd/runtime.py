@@ -464,6 +464,8 @@ class AcdRuntime:
             if agent.auto_login and agent.mobile is not None and (name not in old or old[name].mobile is None):
                 actions += self.engine.agent_login(name, now)
         self.apply(actions)
+        if self.callbacks is not None:
+            self.callbacks.queues_changed()
 
     # ------------------------------------------------------------ actions
 
