@@ -216,6 +216,8 @@ async def test_max_wait_overflows_to_a_flow_abandon_records_wait_and_exit_key_le
                    "exit_key": {"key": "1", "flow": "callback"}})
     d.config["flows"]["closed"] = [{"play": "other"}, "hangup"]
     d.config["flows"]["callback"] = [{"callback": {"queue": "sales"}}, {"play": "other"}, "hangup"]
+    d.config["sip"]["trunks"] = {"carrier": {"address": f"127.0.0.1:{d.ports.caller(9)}"}}
+    d.config["queues"]["sales"]["callback"] = {"route": "carrier", "caller_id": "4570000000"}
     d.start()  # alice never registers: nobody can answer
     first = await Phone("4500000001", d.ports.caller(1), d.ports.base + 80).start()
     second = await Phone("4500000002", d.ports.caller(2), d.ports.base + 96).start()
@@ -244,7 +246,9 @@ async def test_max_wait_overflows_to_a_flow_abandon_records_wait_and_exit_key_le
     # answered by the IVR for hold music but never served: abandoned, not completed
     assert rows["4500000002"]["disposition"] == "abandoned" and rows["4500000002"]["hangup_by"] == "caller"
     assert 1.9 <= rows["4500000001"]["wait_seconds"] <= 2.6
-    assert by_call["4500000003"][-1][0] == "EXITWITHKEY" and by_call["4500000003"][-1][1].startswith("1|")
+    assert by_call["4500000003"][-2][0] == "EXITWITHKEY" and by_call["4500000003"][-2][1].startswith("1|")
+    # the exit key's flow asks for a callback: it enters the queue behind those waiting
+    assert by_call["4500000003"][-1][0] == "CALLBACKREQUEST"
     con = sqlite3.connect(d.db_path)
     cb = con.execute("SELECT queue, number FROM callbacks").fetchall()
     con.close()

@@ -12,6 +12,7 @@ import pytest
 from ringmaster.config import Config
 from ringmaster.flows.actions import (
     AnswerCall,
+    CallbackStored,
     CollectDigits,
     DigitsEntered,
     HangUp,
@@ -28,11 +29,11 @@ OFFICE = {"timezone": "Europe/Copenhagen", "hours": {"mon-fri": "09:00-17:00", "
           "holidays": ["2026-12-24"]}
 
 
-def plan(tmp_path: Path, flows: dict, schedules: dict | None = None) -> DialPlan:
+def plan(tmp_path: Path, flows: dict, schedules: dict | None = None, queues: dict | None = None) -> DialPlan:
     (tmp_path / "p").mkdir(exist_ok=True)
     for name in PROMPTS:
         write_tone(tmp_path / "p" / f"{name}.wav", 400, 0.05)
-    cfg = Config.model_validate({"flows": flows, "schedules": schedules or {"office": OFFICE},
+    cfg = Config.model_validate({"flows": flows, "schedules": schedules or {"office": OFFICE}, "queues": queues or {},
                                  "paths": {"prompts": str(tmp_path / "p")},
                                  "entry_points": [{"number": "100", "flow": next(iter(flows))}]})
     return DialPlan(cfg)
@@ -155,13 +156,15 @@ def test_branch_on_caller_id(tmp_path: Path, caller: str, heard: str):
 def test_schedule_branch_by_hours_time_zone_holidays_and_override(tmp_path: Path, at: str, override, heard: str):
     flows = {"s": [{"schedule": {"name": "office", "closed": "closed"}}, {"play": "sales"}, "hangup",
                    {"id": "closed", "play": "closed"}, {"callback": {"queue": "sales"}}, "hangup"]}
-    p = plan(tmp_path, flows)
+    p = plan(tmp_path, flows, queues={"sales": {}})
     run = FlowRun(p, p.flows["s"], variables={"caller": "4512"}, clock=lambda: datetime.fromisoformat(at),
                   overrides={"office": override} if override else {})
     acts = run.start()
     assert names(acts[1]) == [heard]
     if heard == "closed":
-        assert run.feed(PromptsDone()) == [StoreCallback("4512", "sales"), HangUp(200, cause="flow_hangup")]
+        assert run.feed(PromptsDone()) == [StoreCallback("4512", "sales")]  # waits for the callback's answer
+        assert run.feed(CallbackStored("cb-x", 3, 2)) == [HangUp(200, cause="flow_hangup")]
+        assert run.variables["callback_position"] == 3 and run.variables["callback_wait"] == 2
 
 
 def test_goto_hangup_ends_the_call(tmp_path: Path):

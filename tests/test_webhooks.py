@@ -394,6 +394,8 @@ async def test_callback_voicemail_and_the_calls_end_arrive_without_mqtt(daemon_f
     vm_config(d)  # no MQTT: webhooks do not need a broker
     d.config["flows"]["vm-alice"] = [{"callback": "sales"}, {"voicemail": {"box": "alice", "max_seconds": 20}},
                                      "hangup"]
+    d.config["sip"]["trunks"] = {"carrier": {"address": f"127.0.0.1:{d.ports.caller(9)}"}}
+    d.config["queues"]["sales"]["callback"] = {"route": "carrier", "caller_id": "4570000000"}
     rx = Receiver(d.ports.base + 7, SECRET).up()
     d.config["webhooks"] = {"crm": hook(rx, events=["callback.requested", "voicemail.new", "call.ended"])}
     d.start()

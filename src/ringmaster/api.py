@@ -324,6 +324,10 @@ ROUTES: tuple[Route, ...] = (
                 "properties": {"from": {"type": "string"}, "into": {"type": "string"}}},
           responses={"404": "a key no customer has", "409": "both keys are one customer already"}),
     *_voicemail_routes(),
+    Route("GET", "/api/callbacks", "callbacks",
+          "Queued callbacks waiting or being dialled: queue, number, position, estimated wait, attempts, state"),
+    Route("DELETE", "/api/callbacks/{callback_id}", "callback_cancel",
+          "Cancel a waiting callback (CALLBACKCANCEL); one being dialled now is refused (409)", role="supervisor"),
     Route("GET", "/api/webhooks", "webhooks", "Webhook endpoints and their outbox: pending, in flight, dead letters"),
     Route("GET", "/api/webhooks/dead-letters", "webhook_dead_letters",
           "Webhook deliveries given up (max attempts or age), oldest first",
@@ -748,6 +752,22 @@ class Api:
 
     async def member_remove(self, request: web.Request) -> web.Response:
         return self._member(request, request.match_info["agent"], "remove")
+
+    # ------------------------------------------------------------ callbacks (docs/callbacks.md)
+
+    async def callbacks(self, request: web.Request) -> web.Response:
+        return _json({"callbacks": self.controller.callbacks_waiting()})
+
+    async def callback_cancel(self, request: web.Request) -> web.Response:
+        out = self.controller.cancel_callback(request.match_info["callback_id"], by=request["token"].name)
+        status = out.pop("status", 200) if "error" in out else 200
+        if status == 404:
+            raise _error(web.HTTPNotFound, out["error"])
+        if status == 409:
+            raise _error(web.HTTPConflict, out["error"])
+        if "error" in out:
+            raise _bad(out["error"])
+        return _json(out)
 
     # ------------------------------------------------------------ webhooks
 

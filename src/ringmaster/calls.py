@@ -24,6 +24,7 @@ from ringmaster.flows.actions import (
     Action,
     AnswerCall,
     Answered,
+    CallbackStored,
     CollectDigits,
     Connect,
     ConnectEnded,
@@ -46,6 +47,7 @@ from ringmaster.flows.interpreter import FlowRun
 from ringmaster.store import Store
 
 if TYPE_CHECKING:
+    from ringmaster.acd.config import CallbackConfig
     from ringmaster.acd.runtime import AcdRuntime
     from ringmaster.customers import CustomerBook, CustomerContext
     from ringmaster.lookups import LookupClient
@@ -185,6 +187,11 @@ class CallSession:
     # a supervisor listening, whispering or barging on the conversation (supervision.py)
     supervision: Supervision | None = None
     supervisions: Supervisions | None = None
+    # a queued callback being asked for (docs/callbacks.md): the number's collect, the prompt
+    # that ends it (then: hang up, back to the hold music, or on in the flow with the answer)
+    callback_collect_id: str = ""
+    callback_play_id: str = ""
+    callback_then: Any = None
     _plays: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -240,10 +247,7 @@ class CallSession:
             elif isinstance(action, HttpRequest):
                 self._background(self._lookup(action))
             elif isinstance(action, StoreCallback):
-                self.unserved_exit = ""  # served: a callback is what the caller asked for
-                self.store.callback_requested(self.call_id, action.queue, action.number, time.time())
-                self.notify("callback", {"caller": self.caller, "queue": action.queue, "number": action.number})
-                self.log.info("call.callback_requested", queue=action.queue, number=action.number)
+                self._flow_callback(action)
             elif isinstance(action, HangUp):
                 self.hangup = action
                 self._end_b_leg()
@@ -253,6 +257,109 @@ class CallSession:
                     self._command(p.Reject(leg=self.leg, code=code))
                 else:
                     self._command(p.Hangup(leg=self.leg))
+
+    # ------------------------------------------------------------ queued callbacks (docs/callbacks.md)
+
+    def _flow_callback(self, action: StoreCallback) -> None:
+        """A flow's `callback` step: the number is checked, the callback queued; the caller
+        hears the confirm prompt with the position and wait (or the invalid prompt), then the
+        step gets CallbackStored."""
+        from ringmaster.callbacks import NumberRefused
+
+        callbacks = self.acd.callbacks if self.acd is not None else None
+        spec = callbacks.spec(action.queue) if callbacks is not None else None
+        if callbacks is None or spec is None or self.acd is None:
+            self.log.error("call.callback_unavailable", queue=action.queue)
+            self._feed(CallbackStored(error=f"queue {action.queue!r} takes no callbacks"))
+            return
+        try:
+            number = callbacks.number_for(action.queue, action.number)
+        except NumberRefused as exc:
+            self._callback_refused(str(exc), spec.invalid_prompt, then=CallbackStored(error=str(exc)))
+            return
+        variables = dict(self.run.variables) if self.run is not None else {}
+        cb_id = callbacks.request_from_flow(self.call_id, action.queue, number, action.priority, variables)
+        self._callback_stored(cb_id, number, action.queue)
+        pos = self.acd.engine.position_of(cb_id)
+        event = CallbackStored(cb_id, pos[0] if pos else 0,
+                               None if pos is None or pos[1] is None else max(1, round(pos[1] / 60)))
+        files = self.acd.call_prompts(self, [spec.confirm_prompt]) + self.acd.position_prompts(self, cb_id)
+        self._callback_say(files, event)
+
+    def callback_key(self, queue: str, spec: CallbackConfig) -> None:
+        """The waiting caller pressed the queue's callback key: for `number: caller` the
+        caller ID is taken at once; for `number: ask` the hold music stops and the number is
+        asked for (ask_prompt, then digits ended by # or a pause); the caller waits in line
+        meanwhile."""
+        if self.callback_collect_id or self.callback_play_id:
+            return  # already asking
+        self.store.event(self.call_id, "CALLBACK_KEY", queue=queue)
+        if spec.number == "caller":
+            self._callback_number(queue, self.caller)
+            return
+        self.moh_play_id = ""
+        self.callback_collect_id = f"{self.call_id}-cbc{next(self._plays)}"
+        files = self.acd.call_prompts(self, [spec.ask_prompt]) if self.acd is not None else []
+        if files:
+            self._command(p.Play(leg=self.leg, files=prompts.playable(tuple(files)),
+                                 play_id=f"{self.call_id}-cba{next(self._plays)}", barge_in=True))
+        else:
+            self._command(p.StopPlay(leg=self.leg))
+        self._command(p.CollectDigits(leg=self.leg, collect_id=self.callback_collect_id,
+                                      max_digits=spec.max_digits + 1, terminators="#", first_timeout=10.0,
+                                      inter_digit_timeout=4.0, flush=True))
+
+    def _callback_number(self, queue: str, raw: str) -> None:
+        from ringmaster.callbacks import NumberRefused
+
+        if self.acd is None or self.acd.callbacks is None or self.queued != queue:
+            return
+        spec = self.acd.callbacks.spec(queue)
+        try:
+            number = self.acd.callbacks.number_for(queue, raw)
+        except NumberRefused as exc:
+            self._callback_refused(str(exc), spec.invalid_prompt if spec is not None else "", then="moh")
+            return
+        taken = self.acd.callback_taken(self, number)
+        if taken is None:
+            return
+        cb_id, position = taken
+        self.queued, self.announce_play_id = None, ""
+        self._callback_stored(cb_id, number, queue)
+        files = (self.acd.call_prompts(self, [spec.confirm_prompt]) if spec is not None else []) + position
+        self._callback_say(files, HangUp(200, cause="callback_requested"))
+
+    def _callback_stored(self, cb_id: str, number: str, queue: str) -> None:
+        self.unserved_exit = ""  # served: a callback is what the caller asked for
+        self.store.event(self.call_id, "CALLBACK", callback_id=cb_id, queue=queue, number=number)
+        self.notify("callback", {"caller": self.caller, "queue": queue, "number": number, "callback_id": cb_id})
+        self.log.info("call.callback_requested", queue=queue, callback=cb_id)
+
+    def _callback_refused(self, reason: str, prompt: str, then: Any) -> None:
+        self.log.warning("call.callback_refused", reason=reason)
+        self.store.event(self.call_id, "CALLBACK_REFUSED", reason=reason)
+        files = self.acd.call_prompts(self, [prompt]) if self.acd is not None and prompt else []
+        self._callback_say(files, then)
+
+    def _callback_say(self, files: list[str], then: Any) -> None:
+        """Play `files`, then carry on with `then`: a HangUp, "moh" (back to waiting in
+        line) or a flow event."""
+        if not files or not self.media_ready:
+            self._callback_next(then)
+            return
+        self.moh_play_id = ""
+        self.callback_then = then
+        self.callback_play_id = f"{self.call_id}-cb{next(self._plays)}"
+        self._command(p.Play(leg=self.leg, files=prompts.playable(tuple(files)), play_id=self.callback_play_id))
+
+    def _callback_next(self, then: Any) -> None:
+        self.callback_play_id, self.callback_then = "", None
+        if isinstance(then, HangUp):
+            self.execute([then])
+        elif then == "moh":
+            self._play_moh()
+        elif then is not None:
+            self._feed(then)
 
     async def _enqueue_with_customer(self, action: EnqueueCall) -> None:
         """Enter the queue with the customer's context (key, name, tier, last interactions) at
@@ -678,7 +785,9 @@ class CallSession:
             elif self.queued is not None:
                 self._play_moh()
         elif isinstance(msg, p.PlaybackDone):
-            if msg.play_id and msg.play_id == self.announce_play_id:
+            if msg.play_id and msg.play_id == self.callback_play_id:
+                self._callback_next(self.callback_then)
+            elif msg.play_id and msg.play_id == self.announce_play_id:
                 self.announce_play_id = ""
                 self._play_moh()  # back to the hold music after an announcement
             elif msg.play_id == self.play_id:
@@ -694,11 +803,20 @@ class CallSession:
             self.store.event(self.call_id, "DIGIT", digit=digit, method=msg.method)
             if self.message is not None and digit == "#":
                 self._stop_message(feed=True)  # "press the pound key when you are done"
+            elif self.callback_collect_id:
+                pass  # the callback number being keyed in: the worker's collect has it
             elif self.queued is not None and self.acd is not None:
                 self.acd.digit(self, digit)  # an exit key, maybe
             else:
                 self._feed(DigitPressed(digit))
         elif isinstance(msg, p.DigitsCollected):
+            if msg.collect_id and msg.collect_id == self.callback_collect_id:
+                self.callback_collect_id = ""
+                digits = inputs.dtmf_digits(msg.digits[:MAX_COLLECTED])
+                self.store.event(self.call_id, "DIGITS", digits=digits, reason=msg.reason, purpose="callback")
+                if self.queued is not None:
+                    self._callback_number(self.queued, digits.rstrip("#"))
+                return
             if msg.collect_id == self.collect_id:
                 self.collect_id = ""
                 digits = inputs.dtmf_digits(msg.digits[:MAX_COLLECTED])

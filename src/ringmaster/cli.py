@@ -604,6 +604,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"{q.queue:<12} {q.offered:>7} {q.answered:>8} {q.abandoned:>9} {q.abandoned_short:>5} {q.timeout:>7} "
               f"{fmt(q.service_level_pct):>6} {fmt(q.asa):>6} {fmt(q.aht):>6} {q.longest_wait:>7} "
               f"{q.holds:>5} {fmt(q.avg_hold):>8}")
+    if any(q.callbacks_requested or q.callbacks_completed or q.callbacks_failed for q in queues):
+        print()
+        print(f"{'queue':<12} {'callbacks':>9} {'completed':>9} {'failed':>6} {'cancelled':>9} {'time to cb':>10}")
+        for q in queues:
+            print(f"{q.queue:<12} {q.callbacks_requested:>9} {q.callbacks_completed:>9} {q.callbacks_failed:>6} "
+                  f"{q.callbacks_cancelled:>9} {fmt(q.avg_time_to_callback):>10}")
     print()
     print(f"{'agent':<12} {'answered':>8} {'no-answer':>9} {'talk s':>7} {'login s':>8} {'occupancy%':>10} "
           f"{'holds':>5} {'avg hold':>8}  paused s")

@@ -1012,6 +1012,7 @@ def validate(src: Source, base_dir: Path) -> Config:
     errors += _check_ports(cfg, src)
     errors += _check_trunks(cfg, src)
     errors += _check_outbound(cfg, src)
+    errors += _check_callback_steps(cfg, src)
 
     errors += _check_customers(cfg, src)
     if errors:
@@ -1193,6 +1194,7 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
         if q.exit_key is not None and q.exit_key.flow not in cfg.flows:
             errors.append(src.error(("queues", qname, "exit_key", "flow"),
                                     f"exit key goes to unknown flow {q.exit_key.flow!r}{did_you_mean(q.exit_key.flow, set(cfg.flows))}"))
+        errors += _check_callback(cfg, src, qname)
         moh = Path(q.moh) if Path(q.moh).is_absolute() else Path(cfg.paths.prompts) / q.moh
         try:
             found = moh.is_dir() or ctx.prompt_path(q.moh).is_file()
@@ -1209,6 +1211,51 @@ def _check_acd(cfg: Config, src: Source) -> list[ConfigError]:
             if not found:
                 errors.append(src.error(("queues", qname, "confirm_prompt"),
                                         f"confirm prompt not found: {q.confirm_prompt} (a prompt name)"))
+    return errors
+
+
+def _check_callback(cfg: Config, src: Source, qname: str) -> list[ConfigError]:
+    """A queue's `callback:` (docs/callbacks.md): its route is a trunk of sip.trunks, its
+    number patterns are ones that trunk allows (no number the route would not carry), its
+    schedule exists, its key is not the exit key."""
+    cb = cfg.queues[qname].callback
+    if cb is None:
+        return []
+    errors = []
+    where = ("queues", qname, "callback")
+    trunk = cfg.sip.trunks.get(cb.route)
+    if trunk is None:
+        errors.append(src.error((*where, "route"), f"callback route {cb.route!r}: not a trunk of sip.trunks"
+                                                   f"{did_you_mean(cb.route, set(cfg.sip.trunks))}"))
+    elif trunk.allowed:
+        for i, pattern in enumerate(cb.allowed):
+            if pattern not in trunk.allowed:
+                errors.append(src.error((*where, "allowed", i),
+                                        f"callback number pattern {pattern!r} is not one route {cb.route!r} allows "
+                                        f"(sip.trunks.{cb.route}.allowed: {', '.join(trunk.allowed)})"))
+    if cb.schedule is not None and cb.schedule not in cfg.schedules:
+        errors.append(src.error((*where, "schedule"), f"callback schedule {cb.schedule!r}: not a schedule"
+                                                      f"{did_you_mean(cb.schedule, set(cfg.schedules))}"))
+    ek = cfg.queues[qname].exit_key
+    if cb.key is not None and ek is not None and ek.key == cb.key:
+        errors.append(src.error((*where, "key"), f"callback key {cb.key!r} is also the queue's exit key"))
+    return errors
+
+
+def _check_callback_steps(cfg: Config, src: Source) -> list[ConfigError]:
+    """A flow's `callback` step names a queue with `callback:` settings (its route and
+    number rules are the queue's)."""
+    errors = []
+    for fname, steps in cfg.flows.items():
+        for i, step in enumerate(steps if isinstance(steps, list) else []):
+            if not isinstance(step, dict) or "callback" not in step:
+                continue
+            opts = step["callback"]
+            queue = opts if isinstance(opts, str) else opts.get("queue") if isinstance(opts, dict) else None
+            if isinstance(queue, str) and queue in cfg.queues and cfg.queues[queue].callback is None:
+                path: tuple[str | int, ...] = ("flows", fname, i, "callback")
+                errors.append(src.error(path if isinstance(opts, str) else (*path, "queue"),
+                                        f"callback: queue {queue!r} has no callback settings (queues.{queue}.callback)"))
     return errors
 
 

@@ -17,6 +17,7 @@ from ringmaster import protocol as p
 from ringmaster.acd.consult import MAX_LEGS
 from ringmaster.acd.membership import Membership
 from ringmaster.acd.runtime import AcdRuntime
+from ringmaster.callbacks import Callbacks, window_closed_until
 from ringmaster.calls import CallSession, display_name, new_call_id, sip_user
 from ringmaster.config import Config
 from ringmaster.customers import CustomerBook
@@ -70,6 +71,8 @@ class Controller:
                                     self.on_reg_agent_lost, restart_delay=cfg.workers.restart_delay) \
             if cfg.sip.registrations else None
         self.sessions: dict[tuple[str, str], CallSession] = {}
+        # queued callbacks' legs (no inbound call holds them): (worker, leg) -> their handler
+        self.callback_legs: dict[tuple[str, str], Callbacks] = {}
         self.registrations = {
             r.name: RegistrationState(r, contact=f"sip:{r.username}@{cfg.sip.host}:{cfg.sip.port}")
             for r in cfg.sip.registrations}
@@ -81,6 +84,9 @@ class Controller:
         if self.acd is not None:
             self.acd.speech = self.speech
             self.acd.legs_in_use = self.legs_in_use
+            self.acd.callbacks = Callbacks(self.acd, self._place_callback_leg, self.pool.send,
+                                           allow_target=self._allow_edge_target,
+                                           forget_leg=self._forget_callback_leg)
         self.broker = EmbeddedBroker(cfg) if cfg.mqtt is not None and cfg.mqtt.embedded else None
         self.mqtt: MqttLink | None = None
         if cfg.mqtt is not None and self.acd is not None:
@@ -160,6 +166,14 @@ class Controller:
         await self.edge.start()
         self.edge_events.start()
         self.mwi.start()
+        if self.acd is not None and self.acd.callbacks is not None:
+            # callbacks come back in their places once workers can dial them (docs/callbacks.md)
+            self.callback_windows()
+            restored = self.acd.callbacks.restore(await self.store.open_callbacks())
+            if restored:
+                log.info("callbacks.restored", callbacks=restored)
+            task = asyncio.create_task(self._callback_window_loop(), name="callback-windows")
+            self._background.add(task)
         self._reg_task = asyncio.create_task(self._registration_loop(), name="registrations")
         self._edge_task = asyncio.create_task(self._edge_watch_loop(), name="edge-watch")
         if self.cfg.workers.ceiling > self.cfg.workers.count:
@@ -201,8 +215,10 @@ class Controller:
         if self._pool_task is not None:
             self._pool_task.cancel()
         for task in list(self._background):
-            if task.get_name() == "retention":
+            if task.get_name() in ("retention", "callback-windows"):
                 task.cancel()
+        if self.acd is not None and self.acd.callbacks is not None:
+            self.acd.callbacks.stop()  # hung up; the callbacks stay stored for the next start
         for s in self.live_sessions():
             s.execute([_shutdown_hangup()])
         deadline = time.monotonic() + 2.0
@@ -262,6 +278,12 @@ class Controller:
                         method=msg.method, code=msg.code, count=msg.count)
             return
         leg = getattr(msg, "leg", "")
+        handler = self.callback_legs.get((wp.name, leg))
+        if handler is not None:
+            handler.on_event(msg)
+            if isinstance(msg, p.CallState) and msg.state == "disconnected":
+                self.callback_legs.pop((wp.name, leg), None)
+            return
         session = self.sessions.get((wp.name, leg))
         if session is None:
             if isinstance(msg, p.Error):
@@ -301,6 +323,10 @@ class Controller:
                 self.sessions.pop(key, None)
         if self.acd is not None:
             self.acd.worker_lost(worker)
+            if self.acd.callbacks is not None:
+                for key in [k for k in self.callback_legs if k[0] == worker]:
+                    del self.callback_legs[key]
+                self.acd.callbacks.worker_lost(worker)
         spec = self.pool.specs[worker]
         task = asyncio.create_task(self._end_dialogs(worker, f"{spec.sip_host}:{spec.sip_port}"))
         self._background.add(task)
@@ -1046,7 +1072,70 @@ class Controller:
             self.schedule_overrides[name] = state
         self.store.set_schedule_override(name, state, time.time())
         log.info("schedule.override", schedule=name, state=state or "auto")
+        self.callback_windows()
         return {"schedule": name, "state": state or "auto"}
+
+    # ------------------------------------------------------------ queued callbacks (docs/callbacks.md)
+
+    def _place_callback_leg(self, leg: str, handler: Callbacks, worker: str | None = None) -> str | None:
+        """The worker a callback leg is dialled from (given, or the alive one with the fewest
+        legs), its events routed to `handler`; None when no worker is alive."""
+        if worker is None:
+            alive = [n for n, w in self.pool.workers.items() if w.alive and n not in self.retiring]
+            if not alive:
+                return None
+            load = {n: 0 for n in alive}
+            for (w, _), s in self.sessions.items():
+                if w in load and not s.ended:
+                    load[w] += 1
+            for w, _ in self.callback_legs:
+                if w in load:
+                    load[w] += 1
+            worker = min(alive, key=lambda n: (load[n], n))
+        self.callback_legs[(worker, leg)] = handler
+        return worker
+
+    def _forget_callback_leg(self, worker: str, leg: str) -> None:
+        self.callback_legs.pop((worker, leg), None)
+
+    async def _allow_edge_target(self, key: str) -> None:
+        """The edge relays a worker's INVITE to NUMBER@TRUNK only if its targets table lists
+        it (edge/policy.py): a checked callback number is listed just before it is dialled."""
+        await self.edge.rpc("htable.sets", "targets", key, "callback")
+
+    def callback_windows(self) -> None:
+        """Tell the engine when each queue's callbacks may be dialled (its callback schedule,
+        with the operators' overrides)."""
+        if self.acd is None:
+            return
+        now = time.time()
+        actions = []
+        for name, q in self.acd.engine.queues.items():
+            cb = q.spec.callback
+            schedule = self.dialplan.schedules.get(cb.schedule) if cb is not None and cb.schedule else None
+            closed = 0.0
+            if cb is not None and cb.schedule and schedule is not None:
+                closed = window_closed_until(schedule, self.schedule_overrides.get(cb.schedule), now)
+            actions += self.acd.engine.set_callback_window(name, closed, now)
+        self.acd.apply(actions)
+
+    async def _callback_window_loop(self, every: float = 30.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                self.callback_windows()
+            except Exception as exc:  # a schedule bug must not stop the others' windows
+                log.error("callbacks.window_failed", error=str(exc))
+
+    def callbacks_waiting(self) -> list[dict[str, Any]]:
+        if self.acd is None or self.acd.callbacks is None:
+            return []
+        return self.acd.callbacks.waiting()
+
+    def cancel_callback(self, callback_id: str, by: str) -> dict[str, Any]:
+        if self.acd is None or self.acd.callbacks is None:
+            return {"error": "no queues configured", "status": 404}
+        return self.acd.callbacks.cancel(callback_id, by)
 
     # ------------------------------------------------------------ status
 
@@ -1089,10 +1178,15 @@ class Controller:
                                "transferred": st.transferred,
                                # waiting calls/tasks no logged-in member can take, and why
                                "unroutable": acd.waiting_diagnosis(q),
+                               # waiting callers and callbacks in service order (the places the
+                               # position announcements say): id -> 1-based position
+                               "positions": {t.id: i for i, t in enumerate(
+                                   (t for t in st.waiting if t.channel == "voice"), start=1)},
                                # members as they are now; dynamic: added or re-tiered at run time
                                "members": members.get(q, [])}
                            for acd in ([self.acd] if self.acd else []) for q, st in acd.engine.queues.items()},
                 "schedules": {n: self.schedule_overrides.get(n, "auto") for n in sorted(self.dialplan.schedules)},
+                "callbacks": self.callbacks_waiting(),
                 "registrations": [r.as_dict() for r in self.registrations.values()],
                 "mqtt": self.mqtt_status(),
                 "webhooks": self.webhooks_status(),

@@ -318,6 +318,24 @@ MIGRATIONS: list[str] = [
     CREATE INDEX calls_outbound ON calls(agent, arrived_at) WHERE direction = 'outbound';
     CREATE INDEX calls_task_ref ON calls(task_ref) WHERE task_ref IS NOT NULL;
     """,
+    """
+    -- queued callbacks (docs/callbacks.md): one row per callback, its state as it moves
+    -- (waiting, offered, dialling, answered, completed, failed, cancelled); its steps are
+    -- call_events rows under callback_id. Rows of the old `callback` step have no callback_id.
+    ALTER TABLE callbacks ADD COLUMN callback_id TEXT;
+    ALTER TABLE callbacks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE callbacks ADD COLUMN enqueued_at REAL;
+    ALTER TABLE callbacks ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE callbacks ADD COLUMN retry_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE callbacks ADD COLUMN agent TEXT;
+    ALTER TABLE callbacks ADD COLUMN updated_at REAL;
+    ALTER TABLE callbacks ADD COLUMN skills TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE callbacks ADD COLUMN variables TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE callbacks ADD COLUMN answered_at REAL;
+    ALTER TABLE callbacks ADD COLUMN dial_call_id TEXT;
+    ALTER TABLE callbacks ADD COLUMN reason TEXT;
+    CREATE UNIQUE INDEX callbacks_callback_id ON callbacks(callback_id) WHERE callback_id IS NOT NULL;
+    """,
 ]
 
 class Disposition(StrEnum):
@@ -815,6 +833,43 @@ class Store:
         self._put("INSERT INTO callbacks (call_id, queue, number, requested_at) VALUES (?,?,?,?)",
                   call_id, queue, number, at)
         self.event(call_id, "CALLBACK", at, queue=queue, number=number)
+
+    def callback_queued(self, callback_id: str, call_id: str, queue: str, number: str, priority: int,
+                        enqueued_at: float, skills: dict[str, int], variables: dict[str, Any], at: float) -> None:
+        """A queued callback was asked for (docs/callbacks.md): its row, state `waiting`, with
+        what puts it back in its place after a restart (priority, arrival time, skills)."""
+        self._put("INSERT INTO callbacks (callback_id, call_id, queue, number, requested_at, status, priority,"
+                  " enqueued_at, skills, variables, updated_at) VALUES (?,?,?,?,?,'waiting',?,?,?,?,?)",
+                  callback_id, call_id, queue, number, at, priority, enqueued_at, json.dumps(skills),
+                  json.dumps(variables, default=str), at)
+        self.event(callback_id, "CALLBACK_REQUESTED", at, requested_by=call_id, queue=queue, number=number)
+
+    def callback_state(self, callback_id: str, status: str, at: float, **fields: Any) -> None:
+        """The callback moved on: status (offered, dialling, answered, waiting again, completed,
+        failed, cancelled) and the named columns (agent, attempts, retry_at, dial_call_id,
+        answered_at, reason); one call_events row CALLBACK_<STATUS> with them."""
+        allowed = {"agent", "attempts", "retry_at", "dial_call_id", "answered_at", "reason"}
+        cols = {k: v for k, v in fields.items() if k in allowed}
+        sets = "".join(f", {k}=?" for k in cols)
+        self._put(f"UPDATE callbacks SET status=?, updated_at=?{sets} WHERE callback_id=?",
+                  status, at, *cols.values(), callback_id)
+        self.event(callback_id, f"CALLBACK_{status.upper()}", at, **fields)
+
+    def callback_moved(self, callback_id: str, queue: str, at: float) -> None:
+        """A reload drained the callback's queue into `queue` (its place kept)."""
+        self._put("UPDATE callbacks SET queue=?, updated_at=? WHERE callback_id=?", queue, at, callback_id)
+        self.event(callback_id, "CALLBACK_MOVED", at, queue=queue)
+
+    async def open_callbacks(self) -> list[dict[str, Any]]:
+        """The callbacks not over yet (waiting, offered, dialling, answered: a restart or a
+        crash interrupted the last three), oldest first, to queue again at start."""
+        assert self.db is not None
+        async with self.db.execute(
+                "SELECT callback_id, call_id, queue, number, requested_at, status, priority, enqueued_at,"
+                " attempts, retry_at, skills, variables FROM callbacks WHERE callback_id IS NOT NULL"
+                " AND status IN ('waiting','offered','dialling','answered') ORDER BY enqueued_at, id") as cur:
+            names = [c[0] for c in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
 
     def set_schedule_override(self, name: str, state: str | None, at: float) -> None:
         if state is None:

@@ -456,6 +456,11 @@ class TaskRouter:
         """A message for one agent's desk on agents/ID/offers (e.g. a supervisor joined her call)."""
         self._publish(f"agents/{agent}/offers", payload)
 
+
+    def publish_call_event(self, payload: dict[str, Any]) -> None:
+        """calls/events for what is not a CallSession's (a queued callback's offer and steps)."""
+        self._publish("calls/events", payload)
+
     # ------------------------------------------------------------ out
 
     def _publish(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:

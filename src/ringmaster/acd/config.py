@@ -188,6 +188,58 @@ class ExitKey(_Strict):
     flow: str
 
 
+class CallbackConfig(_Strict):
+    """Queued callback (docs/callbacks.md): a waiting caller presses `key` (app_queue's exit
+    digit, here kept in line) or a flow's `callback` step asks for one; the caller hangs up
+    and the callback keeps the caller's priority and arrival time in this queue. When its turn
+    comes an agent's phone rings for `preview` seconds with the number on screen; when she
+    answers, the customer is dialled through `route` (a trunk of sip.trunks) showing
+    `caller_id`, hears `customer_prompt`, then is bridged to her (recorded as the queue says)."""
+
+    key: str | None = Field(default=None, pattern=r"^[0-9*#]$",
+                            description="the key a waiting caller presses to be called back")
+    route: str = Field(description="the trunk (a name from sip.trunks) the customer is dialled through")
+    caller_id: str = Field(pattern=r"^\+?[0-9]{2,20}$", description="the number the customer's phone shows (From)")
+    number: Literal["caller", "ask"] = Field(
+        default="caller", description="caller: the caller ID; ask: the caller keys in a number after the key")
+    prefix: str = Field(default="", pattern=r"^\+?[0-9]{0,6}$",
+                        description="put before a keyed-in number or caller ID without it (e.g. +45)")
+    min_digits: int = Field(default=6, ge=2, le=20, description="a keyed-in number's least length")
+    max_digits: int = Field(default=16, ge=2, le=20, description="a keyed-in number's greatest length")
+    allowed: list[str] = Field(default_factory=list, description=(
+        "patterns (full match) of the numbers called back: each must be one of the route's own "
+        "`allowed` patterns; empty: the route's"))
+    preview: float = Field(default=15.0, ge=1, le=300, description="seconds the agent's phone rings with the screen pop")
+    ring_timeout: float = Field(default=30.0, ge=5, le=120, description="seconds the customer's phone rings")
+    attempts: int = Field(default=3, ge=1, le=10, description="dial attempts before the callback fails")
+    retry_delay: float = Field(default=300.0, ge=0, le=86400, description="seconds between attempts")
+    on_busy: Literal["retry", "fail"] = Field(default="retry", description="a busy customer: try again, or fail now")
+    schedule: str | None = Field(default=None, description="a schedule of `schedules:`: nothing is dialled outside it")
+    ask_prompt: str = Field(default="callback-ask", description="asks for the number (number: ask)")
+    confirm_prompt: str = Field(default="callback-confirm", description="played before the position and wait")
+    invalid_prompt: str = Field(default="callback-invalid", description="a keyed-in number that cannot be called")
+    offer_prompt: str | None = Field(default=None, description="added to the periodic announcement (press N to be called back)")
+    customer_prompt: str | None = Field(default=None, description="played to the customer before the agent is joined")
+
+    @field_validator("allowed")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        import re
+
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r}: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _digits(self) -> CallbackConfig:
+        if self.min_digits > self.max_digits:
+            raise ValueError("min_digits is above max_digits")
+        return self
+
+
 class QueueConfig(_Strict):
     strategy: Literal["ring-all", "linear", "round-robin", "longest-idle", "fewest-calls", "least-talk-time", "random"] = "longest-idle"
     members: list[Member] = Field(default_factory=list)
@@ -215,6 +267,7 @@ class QueueConfig(_Strict):
     confirm_prompt: str | None = Field(default="beep", max_length=100,
                                        description="the prompt played to the agent before the 1 (None: none)")
     confirm_timeout: float = Field(default=8.0, ge=1, le=60, description="seconds after the prompt to press 1")
+    callback: CallbackConfig | None = Field(default=None, description="queued callback: docs/callbacks.md")
     continue_on_agent_hangup: str | None = Field(
         default=None, max_length=100,
         description="flow the caller goes on to when the agent hangs up, instead of being hung up "

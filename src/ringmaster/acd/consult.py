@@ -106,7 +106,7 @@ class Consults:
         headers: tuple[tuple[str, str], ...] = (("X-Ringmaster-Call", session.call_id),
                                                 ("X-Ringmaster-Queue", q.queue), ("X-Ringmaster-Consult", agent))
         if kind == "agent":
-            uri, ring_timeout = acd._agent_uri(target), spec.ring_timeout
+            uri, ring_timeout = acd.agent_uri(target), spec.ring_timeout
         else:
             found = acd.cfg.transfer_target(target)
             assert found is not None  # _refusal checked it

@@ -193,6 +193,9 @@ class QueueEngine:
         self._touched: set[str] = set(self.agents)
         self._leaving: set[str] = set()  # agents a reload removed who still hold a task
         self._strategies_by_name: dict[str, Strategy] = {}
+        # queue -> until when its callbacks may not be offered (its callback schedule is
+        # closed; inf: closed with no known opening, e.g. an operator's override)
+        self.callback_closed: dict[str, float] = {}
 
     @property
     def calls(self) -> dict[str, QueuedTask]:
@@ -307,6 +310,14 @@ class QueueEngine:
         hold = now - task.enqueued_at
         q.discard(task)
         self._timer_at.pop(call_id, None)
+        if task.callback is not None:
+            # she accepted the preview: the customer is dialled now. CONNECT waits for the
+            # customer's answer (callback_answered); a failed dial puts the callback back
+            task.ring_start = ring_start
+            out.append(QueueLog(now, call_id, task.queue, agent, "CALLBACKDIAL", (task.attempts + 1, task.callback)))
+            out.append(Bridge(call_id, agent, task.channel))
+            out.append(AgentChanged(agent))
+            return out + self._dispatch(now)
         if task.channel == "voice":
             q.answered += 1
             if hold <= self._spec(task).service_level:
@@ -534,6 +545,158 @@ class QueueEngine:
                             channel=task.channel, due=task.due, data=task.data)
         return out + self._dispatch(now)
 
+    # ------------------------------------------------------------ queued callbacks (docs/callbacks.md)
+
+    def request_callback(self, call_id: str, callback_id: str, number: str, now: float) -> list[Action]:
+        """The waiting caller `call_id` asks to be called back on `number` and will hang up:
+        its place passes to a callback task `callback_id` with the same priority, arrival time
+        and arrival order, so nobody behind it moves up and it is counted in their position and
+        estimated wait. queue_log: CALLBACKREQUEST under the call (data: callback id, number,
+        position, original position, wait), in place of app_queue's EXITWITHKEY. The queue
+        must have `callback:` settings; returns [] for a caller not waiting (connected, gone)
+        or a callback id already queued."""
+        task = self.tasks.get(call_id)
+        if task is None or task.agent is not None or callback_id in self.tasks or task.channel != "voice":
+            return []
+        if self._spec(task).callback is None:
+            return []
+        q = self.queues[task.queue]
+        pos = q.position(task)
+        out: list[Action] = self._cancel_rings(task, now)
+        out.append(QueueLog(now, call_id, task.queue, "NONE", "CALLBACKREQUEST",
+                            (callback_id, number, pos, task.original_position, round(now - task.enqueued_at))))
+        self._remove(task)
+        cb = QueuedTask(callback_id, task.queue, task.priority, task.enqueued_at, task.seq, number,
+                        skills=dict(task.skills), data=dict(task.data), spec=task.spec, callback=number,
+                        requested_at=now, original_position=task.original_position)
+        self._insert(cb)
+        self._dirty.add(cb.queue)
+        self._arm(cb, now)
+        return out + self._dispatch(now)
+
+    def enqueue_callback(self, callback_id: str, queue: str, number: str, now: float, *, enqueued_at: float | None = None,
+                         requested_at: float | None = None, priority: int = 0, skills: dict[str, int] | None = None,
+                         data: dict[str, Any] | None = None, attempts: int = 0, retry_at: float = 0.0,
+                         log_request: str | None = None) -> list[Action]:
+        """A callback enters `queue` without a waiting caller (a flow's `callback` step), or
+        comes back at start from the store (log_request None: nothing is logged; its arrival
+        time, attempts made and next attempt time are as stored, so it is where it was).
+        log_request: the requesting call's id, for its CALLBACKREQUEST row. KeyError for an
+        unknown queue; [] for an id already queued."""
+        if callback_id in self.tasks:
+            return []
+        q = self.queues[queue]
+        at = now if enqueued_at is None else enqueued_at
+        cb = QueuedTask(callback_id, queue, priority, at, next(self._seq), number, skills=dict(skills or {}),
+                        data=dict(data or {}), spec=q.spec, callback=number, attempts=attempts,
+                        requested_at=now if requested_at is None else requested_at, retry_at=retry_at)
+        self._insert(cb)
+        cb.original_position = q.position(cb)
+        self._dirty.add(queue)
+        self._arm(cb, now)
+        out: list[Action] = []
+        if log_request is not None:
+            out.append(QueueLog(now, log_request, queue, "NONE", "CALLBACKREQUEST",
+                                (callback_id, number, cb.original_position, cb.original_position, 0)))
+        return out + self._diagnose_task(cb) + self._dispatch(now)
+
+    def callback_answered(self, callback_id: str, now: float) -> list[Action]:
+        """The customer answered the callback's dial (and is joined to the agent):
+        CALLBACKANSWER (data: attempt, seconds since the request, seconds since the agent's
+        preview began), then app_queue's CONNECT (holdtime from the arrival the callback kept,
+        "", ring time) so readers of queue_log count it as an answered call."""
+        task = self.tasks.get(callback_id)
+        if task is None or task.agent is None or task.callback is None:
+            return []
+        task.attempts += 1
+        task.answered_at = now  # the talk starts here (COMPLETE*'s hold and talk times)
+        q = self.queues.get(task.queue)
+        hold = now - task.enqueued_at
+        if q is not None:
+            q.answered += 1
+            if hold <= self._spec(task).service_level:
+                q.answered_in_sl += 1
+        return [QueueLog(now, callback_id, task.queue, task.agent, "CALLBACKANSWER",
+                         (task.attempts, round(now - task.requested_at), round(now - task.ring_start))),
+                QueueLog(now, callback_id, task.queue, task.agent, "CONNECT",
+                         (round(hold), "", round(now - task.ring_start)))]
+
+    def callback_failed(self, callback_id: str, reason: str, now: float, counted: bool = True) -> list[Action]:
+        """The dial of an accepted callback did not reach the customer (reason: noanswer, busy,
+        failed, agent-hangup, worker-lost). The agent is free at once (no call was had, no
+        wrap-up). counted: the attempt counts against `attempts` (not when our side failed).
+        With attempts left (and not busy with on_busy: fail) the callback waits again in its
+        place, not offered before `retry_delay` has passed: CALLBACKFAIL (attempt, reason,
+        "retry"); else it is over: CALLBACKFAIL (attempt, reason, "final") and it leaves."""
+        task = self.tasks.get(callback_id)
+        if task is None or task.agent is None or task.callback is None:
+            return []
+        cb = self._spec(task).callback
+        a = self.agents.get(task.agent)
+        agent = task.agent
+        out: list[Action] = []
+        if a is not None:
+            a.holding.pop(callback_id, None)
+            a.idle_since = now
+            self._touch(agent)
+            out.append(AgentChanged(agent))
+            self._forget_agent_if_free(agent)
+        if counted:
+            task.attempts += 1
+        final = cb is None or (counted and (task.attempts >= cb.attempts or (reason == "busy" and cb.on_busy == "fail")))
+        out.append(QueueLog(now, callback_id, task.queue, agent, "CALLBACKFAIL",
+                            (task.attempts, reason, "final" if final else "retry")))
+        task.agent = None
+        task.answered_at = None
+        task.ring_deadline = None
+        task.ringing.clear()
+        if final or task.queue not in self.queues:
+            self._remove(task)
+            return out + self._dispatch(now)
+        task.retry_at = now + (cb.retry_delay if counted and cb is not None else 0.0)
+        task.declined.clear()
+        self._insert(task)
+        self._arm(task, now)
+        self._dirty.add(task.queue)
+        return out + self._dispatch(now)
+
+    def cancel_callback(self, callback_id: str, by: str, now: float) -> list[Action]:
+        """Cancel a waiting callback (an operator's DELETE): its offer in flight is withdrawn,
+        CALLBACKCANCEL (data: by, position, original position, wait) and it leaves. ValueError
+        for a callback being dialled or talked to now, KeyError for an unknown one."""
+        task = self.tasks.get(callback_id)
+        if task is None or task.callback is None:
+            raise KeyError(callback_id)
+        if task.agent is not None:
+            raise ValueError(f"callback {callback_id!r} is being dialled by {task.agent}")
+        pos = self.queues[task.queue].position(task)
+        out: list[Action] = self._cancel_rings(task, now)
+        out.append(QueueLog(now, callback_id, task.queue, "NONE", "CALLBACKCANCEL",
+                            (by, pos, task.original_position, round(now - task.enqueued_at))))
+        self._remove(task)
+        return out + self._dispatch(now)
+
+    def set_callback_window(self, queue: str, closed_until: float, now: float) -> list[Action]:
+        """The queue's callback schedule: callbacks may be offered from `closed_until` on (0 or
+        a past time: open now; inf: closed until told again). Callbacks waiting meanwhile keep
+        their place; they are offered when it opens. The caller (AcdRuntime) looks at the
+        schedule again when it may change."""
+        if self.callback_closed.get(queue, 0.0) == closed_until:
+            return []
+        self.callback_closed[queue] = closed_until
+        if closed_until != float("inf") and closed_until > now:
+            heapq.heappush(self._timers, (closed_until, next(self._seq), "window", queue))
+        self._dirty.add(queue)
+        return self._dispatch(now)
+
+    def position_of(self, task_id: str) -> tuple[int, float | None] | None:
+        """(1-based place, estimated wait in seconds or None) of a waiting task or callback,
+        as the announcements say them; None if it is not waiting."""
+        task = self.tasks.get(task_id)
+        if task is None or task.agent is not None:
+            return None
+        return self.queues[task.queue].position(task), self.estimated_wait(task)
+
     # ------------------------------------------------------------ agents
 
     def agent_login(self, agent: str, now: float) -> list[Action]:
@@ -689,6 +852,10 @@ class QueueEngine:
         out: list[Action] = []
         while self._timers and self._timers[0][0] <= now:
             at, _, kind, key = heapq.heappop(self._timers)
+            if kind == "window":
+                if key in self.queues:
+                    self._dirty.add(key)  # its callbacks may be offered now
+                continue
             if kind == "agent":
                 if key not in self.agents:
                     continue  # wrap-up of an agent a reload removed
@@ -723,7 +890,7 @@ class QueueEngine:
             for agent in agents:
                 out += self._ring_failed(task.id, agent, now, withdraw=True)
         if (task.channel == "voice" and spec.max_wait is not None and now - task.enqueued_at >= spec.max_wait
-                and task.id in self.tasks and task.agent is None):
+                and task.id in self.tasks and task.agent is None and task.callback is None):
             return out + self._exit(task, now, "EXITWITHTIMEOUT", "timeout", spec.overflow)
         if task.id not in self.tasks or task.agent is not None:
             return out
@@ -739,6 +906,8 @@ class QueueEngine:
         while self._timers:
             at, _, kind, key = self._timers[0]
             if kind == "agent" or (kind == "task" and self._timer_at.get(key) == at):
+                return at
+            if kind == "window" and self.callback_closed.get(key) == at:
                 return at
             if kind == "ring":
                 agent, task_id = key.split("\0", 1)
@@ -785,6 +954,8 @@ class QueueEngine:
                                            if q.unoffered[ch] and free[(q.name, ch)]), key=QueuedTask.sort_key):
             if task.agent is not None or task.ringing or now < task.retry_at or task.id not in self.tasks:
                 continue
+            if task.callback is not None and now < self.callback_closed.get(task.queue, 0.0):
+                continue  # after hours: it waits, in place, for the window (set_callback_window)
             q = self.queues[task.queue]
             spec = self._spec(task)
             strategy = self._strategy(spec.strategy)
@@ -801,23 +972,36 @@ class QueueEngine:
                 if fresh:  # the next agent, not the one who just let it go (Asterisk's linpos)
                     candidates = fresh
                 ordered = strategy.order(candidates, q, now, self.rng)
-            chosen = ordered if strategy.ring_all else ordered[:1]
+            # a callback is previewed by one agent at a time, even in a ring-all queue: the
+            # preview is hers, and the customer is dialled for the one who accepts it
+            chosen = ordered if strategy.ring_all and task.callback is None else ordered[:1]
             for a in chosen:
                 a.offered[task.id] = task.channel
                 task.ringing[a.id] = now
             for a in chosen:
                 self._refresh(a.id, now)
             self._dirty.clear()  # _refresh marks; this pass already covers the queues that matter
-            timeout = spec.ring_timeout if task.channel == "voice" else spec.offer_timeout
+            timeout = self._offer_timeout(task)
             task.ring_deadline = now + timeout
             self._arm(task, now)
             q.rr_last = chosen[-1].id if not strategy.ring_all else q.rr_last
             out.append(Ring(task.id, q.name, tuple(a.id for a in chosen), timeout, task.channel))
+            if task.callback is not None:
+                out += [QueueLog(now, task.id, q.name, a.id, "CALLBACKOFFER", (task.attempts + 1, task.callback))
+                        for a in chosen]
             out += [AgentChanged(a.id) for a in chosen]
             offered.append(task)
         for task in offered:
             self.queues[task.queue].offer_made(task)
         return out
+
+    def _offer_timeout(self, task: QueuedTask) -> float:
+        """Seconds an offer of the task lasts: a callback's preview, a call's ring timeout, a
+        chat's or email's offer timeout."""
+        spec = self._spec(task)
+        if task.callback is not None and spec.callback is not None:
+            return spec.callback.preview
+        return spec.ring_timeout if task.channel == "voice" else spec.offer_timeout
 
     def _candidates(self, q: QueueState, task: QueuedTask, now: float) -> list[AgentState]:
         """The free members who may take this task, in member order (strategies rely on it)."""
@@ -974,7 +1158,12 @@ class QueueEngine:
         for name in sorted(set(self.queues) - set(queues)):
             out += self._remove_queue(name, (drain or {}).get(name), now, moved)
         self._reindex()
-        for task, target in moved:  # chats and emails of a drained queue, once the index is whole again
+        for task, target in moved:  # chats, emails, callbacks of a drained queue, once the index is whole again
+            if task.callback is not None:
+                out += self.enqueue_callback(task.id, target, task.callback, now, enqueued_at=task.enqueued_at,
+                                             requested_at=task.requested_at, priority=task.priority,
+                                             skills=task.skills, data=task.data, attempts=task.attempts)
+                continue
             out += self.enqueue(task.id, target, now, priority=task.priority, caller=task.caller, skills=task.skills,
                                 channel=task.channel, due=task.due, data=task.data)
         for q in self.queues.values():
@@ -1131,7 +1320,10 @@ class QueueEngine:
             out.append(QueueLog(now, task.id, name, "NONE", "TRANSFER",
                                 (target, "", round(hold), 0, task.original_position), task.channel))
             self._remove(task)
-            if task.channel == "voice":
+            if task.callback is not None:
+                assert target is not None  # reconfigure_problems: tasks wait only where a drain is named
+                moved.append((task, target))  # keeps its arrival time in `target` (reconfigure)
+            elif task.channel == "voice":
                 # the caller's side moves it (hold music, the call record): as an overflow does
                 out.append(LeaveQueue(task.id, name, "drained", Overflow(queue=target)))
             else:
@@ -1203,8 +1395,8 @@ class QueueEngine:
             times.append(task.ring_deadline)
         if task.retry_at > now:
             times.append(task.retry_at)
-        if task.channel == "voice" and spec.max_wait is not None:
-            times.append(task.enqueued_at + spec.max_wait)
+        if task.channel == "voice" and spec.max_wait is not None and task.callback is None:
+            times.append(task.enqueued_at + spec.max_wait)  # a callback waits for its turn however long
         if task.next_announce is not None:
             times.append(task.next_announce)
         if spec.tier_wait > 0 and self._max_tier[q.name] > 1:
@@ -1309,7 +1501,7 @@ class QueueEngine:
         for q in self.queues.values():
             if not q.spec.leave_when_empty or not q.waiting or self._anyone_logged_in(q):
                 continue
-            for task in [t for t in q.waiting if t.channel == "voice"]:
+            for task in [t for t in q.waiting if t.channel == "voice" and t.callback is None]:
                 out += self._exit(task, now, "EXITEMPTY", "empty", self._spec(task).overflow)
         return out
 

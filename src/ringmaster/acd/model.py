@@ -172,6 +172,12 @@ class QueuedTask:
     answered_at: float | None = None
     answered_position: int = 0        # its place in the queue when its agent answered (1-based)
     unroutable: str = ""              # why no logged-in member could take it (engine.Unroutable), "" if one can
+    # a queued callback (docs/callbacks.md): the number to call back (None: a call, chat or
+    # email), the dial attempts made, when it was requested (epoch seconds: time to callback)
+    callback: str | None = None
+    attempts: int = 0
+    requested_at: float = 0.0
+    ring_start: float = 0.0           # a callback: when the agent's preview began (CONNECT's ring time)
     # the queue's settings when the task entered it: a reload changes them for the next task,
     # never for this one (its strategy, timeouts, retry, max wait, announcements, wrap-up);
     # who may take it (members, tiers, required skills) is the queue's as it is now

@@ -50,6 +50,7 @@ from ringmaster.acd.engine import (
 from ringmaster.calls import sip_user
 
 if TYPE_CHECKING:
+    from ringmaster.callbacks import Callbacks
     from ringmaster.calls import CallSession
     from ringmaster.config import Config
     from ringmaster.customers import CustomerBook
@@ -122,6 +123,7 @@ class AcdRuntime:
         self.consults = Consults(self)  # attended transfers' consult legs (acd/consult.py)
         # legs a worker holds or is promised (set by the controller): the consult's leg budget
         self.legs_in_use: Callable[[str], int] | None = None
+        self.callbacks: Callbacks | None = None  # queued callbacks as calls (set by the controller)
         now = clock()
         for name, agent in cfg.agents.items():
             if agent.auto_login and agent.mobile is not None:
@@ -152,7 +154,47 @@ class AcdRuntime:
     def digit(self, session: CallSession, digit: str) -> None:
         q = self.calls.get(session.call_id)
         if q is not None and q.agent is None:
+            cb = (q.spec or self.engine.queues[q.queue].spec).callback
+            if cb is not None and cb.key == digit and self.callbacks is not None:
+                session.callback_key(q.queue, cb)  # docs/callbacks.md: keep the place, hang up
+                return
             self.apply(self.engine.exit_key(session.call_id, digit, self.clock()))
+
+    def callback_taken(self, session: CallSession, number: str) -> tuple[str, list[str]] | None:
+        """The waiting caller asked for a callback to `number` (checked): its place passes to
+        the callback (engine.request_callback) and the caller leaves the queue. Returns (the
+        callback id, the prompts that tell its position and estimated wait), or None if the
+        caller was not waiting any more (an agent took the call meanwhile)."""
+        q = self.calls.get(session.call_id)
+        if q is None or q.agent is not None or self.callbacks is None:
+            return None
+        variables = dict(session.run.variables) if session.run is not None else {}
+        cb_id = self.callbacks.request_in_queue(session.call_id, number, variables)
+        if cb_id is None:
+            return None
+        self.calls.pop(session.call_id, None)
+        self.store.call_wait(session.call_id, self.clock() - q.enqueued_at)
+        self._call_event("ended", q, agent=None, reason="callback", callback_id=cb_id)
+        return cb_id, self.position_prompts(session, cb_id)
+
+    def position_prompts(self, session: CallSession, task_id: str) -> list[str]:
+        """The recorded prompts saying a waiting task's place and estimated wait (as the
+        periodic announcement does), in the call's language; [] if it is not waiting."""
+        pos = self.engine.position_of(task_id)
+        if pos is None:
+            return []
+        files = self.call_prompts(session, ["you-are-caller", *self._number(pos[0]), "in-line"])
+        if pos[1] is not None:
+            minutes = max(1, round(pos[1] / 60))
+            files += self.call_prompts(session, ["estimated-wait", *self._number(minutes), "minutes"])
+        return files
+
+    def call_prompts(self, session: CallSession, names: list[str]) -> list[str]:
+        """prompt_files in the call's language (its plan's fallback language next)."""
+        run = session.run
+        plan_cfg = run.plan.cfg if run is not None else self.cfg
+        fallback = plan_cfg.languages.fallback if plan_cfg.languages is not None else ""
+        return self.prompt_files(names, run.language if run is not None else "", fallback)
 
     def owns_leg(self, session: CallSession, leg: str) -> bool:
         """Whether `leg` is one of this call's agent legs: ringing, cancelled and not ended yet,
@@ -243,7 +285,7 @@ class AcdRuntime:
         hangs the leg up and counts as RINGNOANSWER."""
         q = self.calls.get(ring.call_id)
         spec = (q.spec if q is not None else None) or self.cfg.queues[ring.queue]
-        files = tuple(self._prompts([spec.confirm_prompt])) if spec.confirm_prompt else ()
+        files = tuple(self.prompt_files([spec.confirm_prompt])) if spec.confirm_prompt else ()
         ring.confirming = f"{ring.leg}-confirm"
         self.store.event(ring.call_id, "CONFIRM_ASKED", self.clock(), agent=agent, leg=ring.leg)
         ring.session.log.info("acd.confirm_asked", agent=agent, leg=ring.leg, timeout=spec.confirm_timeout)
@@ -531,6 +573,8 @@ class AcdRuntime:
             if agent.auto_login and agent.mobile is not None and (name not in old or old[name].mobile is None):
                 actions += self.engine.agent_login(name, now)
         self.apply(actions)
+        if self.callbacks is not None:
+            self.callbacks.queues_changed()
 
     # ------------------------------------------------------------ actions
 
@@ -544,6 +588,10 @@ class AcdRuntime:
                 continue
             if isinstance(a, Unroutable):
                 self._unroutable(a)
+                continue
+            if (isinstance(a, Ring | CancelRing | Bridge | DropAgent) and self.callbacks is not None
+                    and a.call_id not in self.calls and self.callbacks.owns(a.call_id)):
+                self.callbacks.apply(a)
                 continue
             if isinstance(a, Ring | CancelRing | Bridge | QueueLog) and a.channel != "voice":
                 if self.router is not None:
@@ -601,9 +649,6 @@ class AcdRuntime:
 
     def agent_uri(self, agent: str) -> str:
         """The URI that rings `agent`'s phone through the edge (softphone user or mobile number)."""
-        return self._agent_uri(agent)
-
-    def _agent_uri(self, agent: str) -> str:
         spec = self.cfg.agents[agent]
         user = spec.softphone.username if spec.softphone is not None else (spec.mobile or "")
         return f"sip:{user}@{self.cfg.sip.host}:{self.cfg.sip.port}"
@@ -617,7 +662,7 @@ class AcdRuntime:
     def _dial(self, q: Queued, queue: str, agents: tuple[str, ...], refork: bool = False) -> None:
         """One INVITE ringing `agents` (forked by the edge when there are several)."""
         leg = f"{q.session.call_id}-q{next(self._ids)}"
-        uris = [self._agent_uri(agent) for agent in agents]
+        uris = [self.agent_uri(agent) for agent in agents]
         # the agent's phone (and a CRM behind it) learns which call and queue this is
         headers: tuple[tuple[str, str], ...] = (("X-Ringmaster-Call", q.session.call_id), ("X-Ringmaster-Queue", queue))
         headers += _variable_headers(q.session)
@@ -725,13 +770,17 @@ class AcdRuntime:
         Every field is a file name part (a caller ID '../../x' or 230 characters long is the
         caller's to choose), and the result is resolved and checked to stay inside the folder.
         """
-        fields = {"queue": q.queue, "date": time.strftime("%Y-%m-%d", time.gmtime(now)),
-                  "call_id": q.session.call_id, "agent": agent, "caller": q.session.caller}
+        return self.recording_path_for(template, q.queue, q.session.call_id, agent, q.session.caller, now)
+
+    def recording_path_for(self, template: str, queue: str, call_id: str, agent: str, caller: str,
+                            now: float) -> str | None:
+        fields = {"queue": queue, "date": time.strftime("%Y-%m-%d", time.gmtime(now)),
+                  "call_id": call_id, "agent": agent, "caller": caller}
         rel = template.format(**{k: inputs.file_name_part(v) for k, v in fields.items()})
         try:
             return str(inputs.contained(self.cfg.paths.recordings, rel))
         except inputs.InputRefused as exc:
-            q.session.log.error("acd.recording_refused", reason=exc.reason, template=template)
+            log.error("acd.recording_refused", call_id=call_id, reason=exc.reason, template=template)
             return None
 
     def _leave(self, a: LeaveQueue) -> None:
@@ -772,10 +821,13 @@ class AcdRuntime:
         fallback = plan_cfg.languages.fallback if plan_cfg.languages is not None else ""
         files: list[str] = []
         if spec.position:
-            files += self._prompts(["you-are-caller", *self._number(a.position), "in-line"], language, fallback)
+            files += self.prompt_files(["you-are-caller", *self._number(a.position), "in-line"], language, fallback)
         if spec.wait_time and a.wait_seconds is not None:
             minutes = max(1, round(a.wait_seconds / 60))
-            files += self._prompts(["estimated-wait", *self._number(minutes), "minutes"], language, fallback)
+            files += self.prompt_files(["estimated-wait", *self._number(minutes), "minutes"], language, fallback)
+        cb = (q.spec or self.cfg.queues[q.queue]).callback
+        if cb is not None and cb.offer_prompt and cb.key:  # "press 5 to be called back, keeping your place"
+            files += self.prompt_files([cb.offer_prompt], language, fallback)
         if files:
             q.session.queue_announce(tuple(files))
 
@@ -819,7 +871,7 @@ class AcdRuntime:
 
         return moh_files(self.cfg, queue)  # made playable (converted or left out) when played
 
-    def _prompts(self, names: list[str], language: str = "", fallback: str = "") -> list[str]:
+    def prompt_files(self, names: list[str], language: str = "", fallback: str = "") -> list[str]:
         """The announcement's files that exist, each in the call's language's folder if it is
         there, else the fallback language's, else the prompts dir itself."""
         base = Path(self.cfg.paths.prompts)

@@ -62,10 +62,12 @@ class RecordMessage:
 
 @dataclass(frozen=True)
 class StoreCallback:
-    """Ask for a call back to number (stored for the queue that will call back)."""
+    """Ask for a queued callback to number (docs/callbacks.md); the step waits for
+    CallbackStored (the caller hears the position and wait, or why the number was refused)."""
 
     number: str
     queue: str
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -162,5 +164,16 @@ class HttpAnswered:
     detail: str = ""
 
 
-FlowEvent = (Answered | PromptsDone | DigitPressed | DigitsEntered | ConnectEnded | MessageRecorded | QueueLeft
+@dataclass(frozen=True)
+class CallbackStored:
+    """The callback step's answer: its id, position and estimated wait (minutes, None if no
+    estimate), or error (the number was refused; nothing stored)."""
+
+    callback_id: str = ""
+    position: int = 0
+    wait_minutes: int | None = None
+    error: str = ""
+
+
+FlowEvent = (CallbackStored | Answered | PromptsDone | DigitPressed | DigitsEntered | ConnectEnded | MessageRecorded | QueueLeft
              | HttpAnswered)

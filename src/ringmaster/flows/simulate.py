@@ -18,6 +18,7 @@ from typing import Any
 from ringmaster.flows.actions import (
     AnswerCall,
     Answered,
+    CallbackStored,
     CollectDigits,
     Connect,
     ConnectEnded,
@@ -152,7 +153,8 @@ def simulate(plan: DialPlan, flow: str, inputs: list[str], caller: str = "", cal
                 out.append(f"{where:<18} record a message for box {a.box}")
                 event = MessageRecorded(f"voicemail/{a.box}/(simulated).wav", 10.0)
             elif isinstance(a, StoreCallback):
-                out.append(f"{where:<18} store callback to {a.number or '(unknown)'} for queue {a.queue}")
+                out.append(f"{where:<18} queue a callback to {a.number or '(unknown)'} in {a.queue}")
+                event = CallbackStored("cb-(simulated)", 1, None) if a.number else CallbackStored(error="no number")
             elif isinstance(a, EnqueueCall):
                 out.append(f"{where:<18} enter queue {a.queue} (priority {a.priority}); the ACD takes the call")
                 sim.final = f"queued in {a.queue}"

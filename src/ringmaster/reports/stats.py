@@ -12,6 +12,10 @@ Definitions (stated, because contact centers differ on them):
   PAUSE to UNPAUSE; occupancy = (talk + wrap-up) / (logged in - paused);
 - hold = the stretches a party's phone held the call (UNHOLD's seconds, credited to the call's
   queue and agent whichever party held); avg_hold = hold seconds / holds (per stretch).
+- queued callbacks (docs/callbacks.md): requested = CALLBACKREQUEST, completed = CALLBACKANSWER
+  (the customer answered), failed = CALLBACKFAIL marked final, cancelled = CALLBACKCANCEL;
+  time to callback = mean seconds from the request to the customer's answer. A callback's
+  CONNECT counts as the caller's call answered, its wait from the caller's arrival.
 Waits, talk and hold times are whole seconds, as Asterisk writes them.
 
 No IO: `Tally` is fed event tuples and gives figures; the reads that feed it live in
@@ -55,6 +59,12 @@ class QueueStats:
     holds: int = 0
     hold_seconds: int = 0
     avg_hold: float | None = None
+    callbacks_requested: int = 0
+    callbacks_completed: int = 0
+    callbacks_failed: int = 0
+    callbacks_cancelled: int = 0
+    avg_time_to_callback: float | None = None
+    _callback_time_sum: int = field(default=0, repr=False)
     _wait_sum: int = field(default=0, repr=False)
     _talk_sum: int = field(default=0, repr=False)
     _talks: int = field(default=0, repr=False)
@@ -191,6 +201,18 @@ class Tally:
             else:
                 s.exit_empty += 1
             s.longest_wait = max(s.longest_wait, _at(d, 2))
+        elif event == "CALLBACKREQUEST":
+            s = self._q(queue)
+            s.callbacks_requested += 1
+            s.longest_wait = max(s.longest_wait, _at(d, 4))
+        elif event == "CALLBACKANSWER":  # data: attempt|seconds since the request|ring seconds
+            s = self._q(queue)
+            s.callbacks_completed += 1
+            s._callback_time_sum += _at(d, 1)
+        elif event == "CALLBACKFAIL":  # data: attempt|reason|retry or final
+            self._q(queue).callbacks_failed += data.endswith("|final")
+        elif event == "CALLBACKCANCEL":
+            self._q(queue).callbacks_cancelled += 1
         elif event == "EXITWITHKEY":
             s = self._q(queue)
             s.exit_key += 1
@@ -221,6 +243,8 @@ class Tally:
                 s.aht = round(s.avg_talk + s.avg_wrapup, 1)
         for s in queues.values():
             s.avg_hold = round(s.hold_seconds / s.holds, 1) if s.holds else None
+            if s.callbacks_completed:
+                s.avg_time_to_callback = round(s._callback_time_sum / s.callbacks_completed, 1)
         for ag in agents.values():
             ag.avg_hold = round(ag.hold_seconds / ag.holds, 1) if ag.holds else None
         for ag in agents.values():
