@@ -28,7 +28,7 @@ import asyncio
 import itertools
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -110,17 +110,17 @@ class CallbackCall:
 class Callbacks:
     """The callbacks of every queue, as calls: see the module text. runtime: the AcdRuntime
     whose engine holds the tasks; place_leg(leg, handler) -> a worker name the leg is dialled
-    from (the controller routes that leg's events to `handler`), or None if no worker can;
-    allow_target(key) lists `NUMBER@HOST:PORT` at the edge before the customer is dialled."""
+    from (the controller routes that leg's events to `handler`), or None if no worker can.
+    The customer is dialled through the edge's route OUTBOUND (`X-Ringmaster-Route: TRUNK`):
+    the edge relays it only if the number matches the queue's callback patterns (else the
+    trunk's) it was given at start (edge/policy.py), and answers the trunk's digest challenge."""
 
     def __init__(self, runtime: AcdRuntime, place_leg: Callable[[str, Callbacks, str | None], str | None],
                  send: Callable[[str, p.Message], bool],
-                 allow_target: Callable[[str], Awaitable[None]] | None = None,
                  forget_leg: Callable[[str, str], None] = lambda worker, leg: None):
         self.rt = runtime
         self.place_leg = place_leg
         self.send = send
-        self.allow_target = allow_target
         self.forget_leg = forget_leg
         self.numbers: dict[str, str] = {}            # callback id -> number (the waiting ones too)
         self.queue_of: dict[str, str] = {}           # callback id -> the queue its stored row names
@@ -317,7 +317,7 @@ class Callbacks:
         call.dialled_at = self.rt.clock()
         self.by_leg[call.customer_leg] = call
         self._route(call.worker, call.customer_leg)
-        uri = f"sip:{call.number}@{trunk.address}"
+        uri = f"sip:{call.number}@{self.rt.cfg.sip.host}:{self.rt.cfg.sip.port}"
         store = self.rt.store
         store.call_arrived(call.dial_call_id, "", spec.caller_id, call.number, uri, call.worker, call.dialled_at)
         store.event(call.dial_call_id, "CALLBACK", call.dialled_at, callback_id=a.call_id, attempt=call.attempt,
@@ -329,23 +329,9 @@ class Callbacks:
                  route=spec.route, attempt=call.attempt)
         from_uri = f"<sip:{spec.caller_id}@{self.rt.cfg.sip.host}>"
         dial = p.Dial(leg=call.customer_leg, uri=uri, from_uri=from_uri,
-                      extra_headers=(("X-Ringmaster-Callback", a.call_id),))
-        key = f"{call.number}@{trunk.address.lower()}"
-
-        async def go() -> None:
-            if self.allow_target is not None:
-                try:
-                    await self.allow_target(key)
-                except Exception as exc:  # the edge would refuse it: fail this attempt, not the daemon
-                    log.error("callback.edge_target_failed", callback=a.call_id, error=str(exc))
-                    self._attempt_failed(call, "failed", "edge refused")
-                    return
-            if call.state == "dialling" and self.calls.get(a.call_id) is call:
-                self.send(call.worker, dial)
-                loop = asyncio.get_running_loop()
-                call.timer = loop.call_later(spec.ring_timeout, self._customer_timeout, call)
-
-        self._background(go())
+                      extra_headers=(("X-Ringmaster-Callback", a.call_id), ("X-Ringmaster-Route", spec.route)))
+        self.send(call.worker, dial)
+        call.timer = asyncio.get_running_loop().call_later(spec.ring_timeout, self._customer_timeout, call)
 
     def _customer_timeout(self, call: CallbackCall) -> None:
         if call.state == "dialling":

@@ -85,7 +85,6 @@ class Controller:
             self.acd.speech = self.speech
             self.acd.legs_in_use = self.legs_in_use
             self.acd.callbacks = Callbacks(self.acd, self._place_callback_leg, self.pool.send,
-                                           allow_target=self._allow_edge_target,
                                            forget_leg=self._forget_callback_leg)
         self.broker = EmbeddedBroker(cfg) if cfg.mqtt is not None and cfg.mqtt.embedded else None
         self.mqtt: MqttLink | None = None
@@ -1097,11 +1096,6 @@ class Controller:
 
     def _forget_callback_leg(self, worker: str, leg: str) -> None:
         self.callback_legs.pop((worker, leg), None)
-
-    async def _allow_edge_target(self, key: str) -> None:
-        """The edge relays a worker's INVITE to NUMBER@TRUNK only if its targets table lists
-        it (edge/policy.py): a checked callback number is listed just before it is dialled."""
-        await self.edge.rpc("htable.sets", "targets", key, "callback")
 
     def callback_windows(self) -> None:
         """Tell the engine when each queue's callbacks may be dialled (its callback schedule,

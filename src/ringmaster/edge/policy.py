@@ -129,6 +129,14 @@ class EdgePolicy:
             # `check` refuses a rule pattern the edge cannot check; one that slipped through
             # is left out here (the edge then refuses those numbers: fail closed)
             by_route.setdefault(rule.route, []).extend(e for e in map(posix_pattern, rule.numbers) if e is not None)
+        for q in cfg.queues.values():
+            cb = q.callback
+            trunk = cfg.sip.trunks.get(cb.route) if cb is not None else None
+            if cb is None or trunk is None:
+                continue
+            # a queued callback's customer (callbacks.py): the queue's numbers, else the trunk's
+            patterns = cb.allowed or trunk.allowed or [r"\+?[0-9]{2,20}"]
+            by_route.setdefault(cb.route, []).extend(e for e in map(posix_pattern, patterns) if e is not None)
         for route_name, eres in by_route.items():
             trunk = cfg.sip.trunks.get(route_name)
             if trunk is None or not eres:
