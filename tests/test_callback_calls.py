@@ -464,3 +464,43 @@ async def test_a_reload_that_drains_the_queue_moves_its_callback_in_place_and_st
     assert d.stop() == 0
     d.start()
     assert [(c["callback_id"], c["queue"]) for c in callbacks_api(d)] == [(after["callback_id"], "other")]
+
+
+async def test_a_callback_through_a_trunk_that_challenges_gets_its_credentials(daemon_factory, tmp_path: Path):
+    # the customer's leg leaves through the edge's OUTBOUND route, which answers the trunk's
+    # 401 with the trunk's digest credentials (issue 12: callback, outbound and mobile legs)
+    d = daemon_factory(workers=1, start=False)
+    trunk_port = d.ports.caller(5)
+    callback_config(d, trunk_port, number="ask", prefix="45", min_digits=8)
+    d.config["sip"]["trunks"]["carrier"].update(username="acme", password="Tr0nk-secret")
+    d.start()
+    carrier = subprocess.Popen(["sipp", "-sf", str(SCENARIOS / "uas_trunk_auth.xml"), "-i", "127.0.0.1",
+                                "-p", str(trunk_port), "-m", "1", "-timeout", "40s", "-nostdin", "-trace_msg",
+                                "-fd", "1"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    caller = await Phone("4566666667", d.ports.caller(2), d.ports.base + 96).start()
+    alice = await Phone("alice", d.ports.caller(6), d.ports.base + 144).start()
+    try:
+        b = await caller.call(f"sip:500@{d.edge}")
+        await asyncio.sleep(0.5)
+        await press_for_callback(caller, b, number="33333333#")
+        cb_id = f"cb-{call_id_of(d, '4566666667')}"
+        assert (await register(alice, d, "alice", "alice-secret")).registered
+        inc = await alice.wait(p.Incoming, timeout=15)
+        alice.send(p.Answer(leg=inc.leg))
+        await asyncio.to_thread(d.wait_event, "callback.answered", 1, 10.0)  # after the challenge
+        alice.send(p.Hangup(leg=inc.leg))
+        until(lambda: not callbacks_api(d), what="the callback is over")
+    finally:
+        await caller.stop()
+        await alice.stop()
+    out, _ = carrier.communicate(timeout=60)
+    assert carrier.returncode == 0, out[-2000:]
+    con = sqlite3.connect(d.db_path)
+    try:
+        status = con.execute("SELECT status FROM callbacks WHERE callback_id=?", (cb_id,)).fetchone()[0]
+    finally:
+        con.close()
+    assert status == "completed"
+    log = next(tmp_path.glob("*_messages.log")).read_text()
+    assert "Authorization: Digest" in log and 'username="acme"' in log

@@ -70,7 +70,9 @@ def _mqtt(d) -> None:  # type: ignore[no-untyped-def]
 
 def _carrier(scenario: Path, port: int, cwd: Path, calls: int = 1) -> subprocess.Popen[str]:
     return subprocess.Popen(["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-m", str(calls),
-                             "-rtp_echo", "-mp", str(port + 2000), "-timeout", "40s", "-nostdin",
+                             # its media in the test's own port block: a caller port's RTP sink slot
+                             # (base+30+i -> base+60+i; +2000 left the block, past 65535 at the top)
+                             "-rtp_echo", "-mp", str(port + 30), "-timeout", "40s", "-nostdin",
                              "-trace_msg", "-fd", "1"],
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
