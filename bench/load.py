@@ -15,7 +15,7 @@ Figures (one `figure: value unit` line each):
   its PSS (sum of /proc/PID/smaps_rollup);
 - the run: calls ok / failed (SIPp's counts, and the store's calls that reached an agent),
   server CPU over the run and per call/s, PSS at the end of the arrivals, INVITE->200 p50/p95
-  (bench/sipprobe.py, a monotonic clock, on its own calls to 101, answered then hung up at once,
+  (bench/sipprobe.py, a monotonic clock, on its own calls to 101, a 0.5 s prompt then hang-up,
   at a tenth of the rate), digit -> agent INVITE p50/p95 (the controller's `call.digit` log
   time to the agent SIPp's receipt of the INVITE carrying X-Ringmaster-Call, both wall clock on
   this machine), the most calls bridged to agents at once (from the log's acd.connected and
@@ -196,9 +196,9 @@ def bench_config(tmp: Path, workers: int, rtp_ports: str, record: bool, direct: 
     cfg["queues"] = {"agents": queue}
     cfg["flows"] = {"ivr": [{"id": "menu", "menu": {"greeting": "menu", "options": {"1": "wait"}, "timeout": 5}},
                             {"id": "wait", "queue": "agents"}, "hangup"],
-                    # the probe's calls measure INVITE->200 only: answered, then hung up at once, so
-                    # they take none of the call places (RTP ports) the load itself needs
-                    "probe": ["answer", "hangup"]}
+                    # the probe's calls measure INVITE->200: a 0.5 s prompt, then hung up, so they
+                    # take few of the call places (RTP ports) the load itself needs
+                    "probe": [{"play": "invalid"}, "hangup"]}
     cfg["entry_points"] = [{"number": "100", "flow": "ivr"}, {"number": "101", "flow": "probe"}]
     return cfg
 

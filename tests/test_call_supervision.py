@@ -455,3 +455,46 @@ async def test_a_recorded_call_records_the_barging_supervisor_and_not_her_listen
     assert not has_tone(tail, C, tol=TONES_TOL, min_share=0.03), dominant_frequencies(tail)
     _all_free(d)
     _stops_cleanly(d)
+
+
+async def test_a_supervisor_dials_a_feature_code_and_is_rung_back_listening(daemon_factory, tmp_path: Path):
+    # *1alice from carol's own phone (digest-checked at the edge as carol): her INVITE gets 480
+    # "Ringing You Back", then her phone rings from the worker that holds alice's call and she
+    # hears both parties; dave may oversee only support: his *1alice is refused with the reason
+    d = daemon_factory(workers=1, start=False)
+    _config(d)
+    # only the caller's port is a trusted trunk: the phones' own INVITEs are agents' calls
+    d.config["sip"]["trusted"] = [{"name": "callers", "address": f"127.0.0.1:{d.ports.caller(1)}"}]
+    d.start()
+    for name, tone in (("a", A), ("b", B), ("c", C)):
+        write_tone(tmp_path / f"{name}.wav", tone, 30)
+    alice, carol, dave = await agents_up(d, ("alice", "carol", "dave"))
+    caller = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        a, alice_leg, call_id = await _connected(d, caller, alice, tmp_path)
+        dave.send(p.Dial(leg="dave-code", uri=f"sip:*1alice@{d.edge}", account="dave"))
+        ended = await dave.wait(p.CallState, lambda m: m.leg == "dave-code" and m.state == "disconnected", timeout=10)
+        assert ended.code == 403, ended
+        carol.send(p.Dial(leg="carol-code", uri=f"sip:*1alice@{d.edge}", account="carol"))
+        ended = await carol.wait(p.CallState, lambda m: m.leg == "carol-code" and m.state == "disconnected", timeout=10)
+        assert ended.code == 480, ended
+        inc = await carol.wait(p.Incoming, timeout=10)
+        carol.send(p.Answer(leg=inc.leg))
+        await carol.wait(p.MediaReady, lambda m: m.leg == inc.leg)
+        carol.send(p.Play(leg=inc.leg, files=(str(tmp_path / "c.wav"),), loop=True))
+        events = _wait_events(d, call_id, 1)
+        assert events[0][0] == "SUPERVISE" and events[0][1]["mode"] == "listen"
+        assert events[0][1]["via"] == "feature_code" and events[0][1]["supervisor"] == "carol"
+        await asyncio.sleep(0.5)
+        heard = await _hears(carol, inc.leg, tmp_path / "carol.wav")
+        caller_heard = await _hears(caller, a, tmp_path / "caller.wav")
+        assert _heard(heard, A) and _heard(heard, B), dominant_frequencies(heard)
+        assert _not_heard(caller_heard, C), dominant_frequencies(caller_heard)
+        assert [e for e in d.events("supervision.code_refused") if e["supervisor"] == "dave"]
+        caller.send(p.Hangup(leg=a))
+        await carol.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "disconnected", timeout=8)
+    finally:
+        await caller.stop()
+        for ph in (alice, carol, dave):
+            await ph.stop()
+    _all_free(d)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,15 @@ from ringmaster.pool import WorkerPool, registration_agent_spec, worker_specs
 from ringmaster.poolplan import PoolPlan, Retire, Spawn, WorkerView
 from ringmaster.registrations import RegistrationState
 from ringmaster.store import Store
-from ringmaster.supervision import Supervisions
+from ringmaster.supervision import DTMF_MODES, Supervisions
 from ringmaster.tasks import TaskRouter
 from ringmaster.tts import Speech
 from ringmaster.voicemail import Voicemail, boxes_of
 from ringmaster.webhooks.sender import WebhookSender
 from ringmaster.workerproc import WorkerProcess
 
+# a supervisor's feature code: *1 listen, *2 whisper, *3 barge, then the agent (docs/supervision.md)
+FEATURE_CODE = re.compile(r"\*([123])([A-Za-z0-9_.+-]{1,64})")
 log = structlog.get_logger("ringmaster.controller")
 
 
@@ -442,6 +445,10 @@ class Controller:
             self.pool.send(worker, p.Reject(leg=msg.leg, code=403, reason="Forbidden",
                                             headers=(warning_header("unknown agent"),)))
             return
+        feature = FEATURE_CODE.fullmatch(number)
+        if feature is not None and agent in self.cfg.supervision.supervisors:
+            self._supervise_by_code(worker, msg, agent, DTMF_MODES[feature.group(1)], feature.group(2))
+            return
         verdict = self._outbound_verdict(agent, number)
         if isinstance(verdict, Refusal):
             self._refused(agent, number, verdict.reason, "softphone", msg.sip_call_id, msg.request_uri, worker)
@@ -450,6 +457,31 @@ class Controller:
             return
         self._place(verdict, agent, worker, msg.leg, "softphone", "softphone", sip_call_id=msg.sip_call_id,
                     request_uri=msg.request_uri)
+
+    def _supervise_by_code(self, worker: str, msg: p.Incoming, supervisor: str, mode: str, target: str) -> None:
+        """A supervisor's phone dialled *1 / *2 / *3 and an agent's name or username (listen,
+        whisper, barge, as FreeSWITCH eavesdrop's keys): her INVITE is answered 480 "Ringing You
+        Back" and she is rung from the worker that holds that agent's call (all its legs must
+        meet in one conference bridge, docs/supervision.md), or 403/404 with the reason in a
+        Warning. Nothing is dialled for a refusal."""
+        agent = target if target in self.cfg.agents else self._agent_by_user(target)
+        q = next((q for q in self.acd.calls.values() if q.agent == agent and q.connected), None) \
+            if self.acd is not None and agent is not None else None
+        if q is None:
+            result: dict[str, Any] = {"error": f"agent {target[:64]!r} is not on a queue call", "code": 404}
+        else:
+            result = self.supervisions.request(q.session.call_id, supervisor, mode, "feature_code",
+                                               as_supervisor=supervisor)
+        if "error" in result:
+            log.warning("supervision.code_refused", supervisor=supervisor, target=target[:64], mode=mode,
+                        reason=result["error"])
+            code = 404 if result.get("code") == 404 else 403
+            self.pool.send(worker, p.Reject(leg=msg.leg, code=code, reason="Not Found" if code == 404 else "Forbidden",
+                                            headers=(warning_header(str(result["error"])),)))
+            return
+        log.info("supervision.code", supervisor=supervisor, agent=agent, mode=mode, call_id=result.get("call_id"))
+        self.pool.send(worker, p.Reject(leg=msg.leg, code=480, reason="Ringing You Back",
+                                        headers=(warning_header(f"{mode} on {agent}'s call: your phone rings now"),)))
 
     def _outbound_verdict(self, agent: str, number: str) -> Permit | Refusal:
         verdict = decide(self.cfg, agent, number)
