@@ -504,3 +504,48 @@ async def test_a_callback_through_a_trunk_that_challenges_gets_its_credentials(d
     assert status == "completed"
     log = next(tmp_path.glob("*_messages.log")).read_text()
     assert "Authorization: Digest" in log and 'username="acme"' in log
+
+
+async def test_a_customer_who_does_not_answer_is_retried_after_the_delay_then_the_callback_fails(
+        daemon_factory, tmp_path: Path):
+    # the customer's phone rings out (ring_timeout) at each attempt: CANCEL, retried after
+    # retry_delay, failed after `attempts` (issue 12: "no answer -> retried ... then failed")
+    d = daemon_factory(workers=1, start=False)
+    trunk_port = d.ports.caller(5)
+    callback_config(d, trunk_port, attempts=2, retry_delay=2, ring_timeout=5)
+    d.start()
+    carrier = subprocess.Popen(["sipp", "-sf", str(SCENARIOS / "uas_no_answer.xml"), "-i", "127.0.0.1",
+                                "-p", str(trunk_port), "-m", "2", "-timeout", "40s", "-nostdin", "-trace_msg",
+                                "-fd", "1"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    caller = await Phone("4577777777", d.ports.caller(2), d.ports.base + 96).start()
+    alice = await Phone("alice", d.ports.caller(6), d.ports.base + 144).start()
+    answered: list[float] = []
+    try:
+        b = await caller.call(f"sip:500@{d.edge}")
+        await asyncio.sleep(0.5)
+        await press_for_callback(caller, b)  # on the caller ID
+        cb_id = f"cb-{call_id_of(d, '4577777777')}"
+        assert (await register(alice, d, "alice", "alice-secret")).registered
+        seen: set[str] = set()
+        for _ in range(2):
+            inc = await alice.wait(p.Incoming, lambda m: m.leg not in seen, timeout=20)
+            seen.add(inc.leg)
+            alice.send(p.Answer(leg=inc.leg))
+            answered.append(time.monotonic())
+            await alice.wait(p.CallState, lambda m, leg=inc.leg: m.leg == leg and m.state == "disconnected", timeout=15)
+        until(lambda: not callbacks_api(d), timeout=10, what="the callback is over")
+    finally:
+        await caller.stop()
+        await alice.stop()
+    out, _ = carrier.communicate(timeout=60)
+    assert carrier.returncode == 0, out[-2000:]
+    assert answered[1] - answered[0] >= 5.0 + 2.0  # rang out, then the retry delay
+    fails = [data for e, _, data in queue_log(d, cb_id) if e == "CALLBACKFAIL"]
+    assert [f.split("|")[1:] for f in fails] == [["noanswer", "retry"], ["noanswer", "final"]], fails
+    con = sqlite3.connect(d.db_path)
+    try:
+        row = con.execute("SELECT status, attempts, reason FROM callbacks WHERE callback_id=?", (cb_id,)).fetchone()
+    finally:
+        con.close()
+    assert row == ("failed", 2, "noanswer")

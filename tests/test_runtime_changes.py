@@ -12,6 +12,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from typing import Any
 
 from ringmaster import protocol as p
@@ -20,6 +21,18 @@ from tests.test_acd_calls import acd_config, register, wait_agent
 from tests.test_api import TOKENS, http
 
 CLI = [sys.executable, "-m", "ringmaster.cli"]
+
+
+async def _bridged(d, agent: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait for the worker's bridge of `agent`'s call (acd.connected): a caller who hangs up
+    the moment the agent's phone says "confirmed" crosses the bridge, and such a call is
+    rightly stored abandoned, not answered (docs/engine-findings.md 73)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if any(e.get("agent") == agent for e in d.events("acd.connected")):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{agent}'s call was never bridged")
 
 
 def cli(d, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
@@ -160,6 +173,7 @@ async def test_member_removed_on_a_call_keeps_it_and_is_offered_nothing_more_fro
         inc2 = await bob.wait(p.Incoming, timeout=5)
         bob.send(p.Answer(leg=inc2.leg))
         await bob.wait(p.CallState, lambda m: m.leg == inc2.leg and m.state == "confirmed")
+        await _bridged(d, "bob")
         await second.hangup(a2)
     finally:
         for ph in (first, second, alice, bob):
@@ -237,6 +251,7 @@ async def test_removing_a_queue_with_a_caller_waiting_is_refused_then_drained_to
         inc = await alice.wait(p.Incoming, timeout=5)  # the drained caller reaches sales' agent
         alice.send(p.Answer(leg=inc.leg))
         await alice.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "confirmed")
+        await _bridged(d, "alice")
         await caller.hangup(a)
     finally:
         await caller.stop()
@@ -311,6 +326,7 @@ async def test_agent_and_mqtt_user_added_by_reload_can_log_in(daemon_factory):
         inc = await zed.wait(p.Incoming, timeout=5)  # a member from the reload takes the call
         zed.send(p.Answer(leg=inc.leg))
         await zed.wait(p.CallState, lambda m: m.leg == inc.leg and m.state == "confirmed")
+        await _bridged(d, "zed")
         await caller.hangup(a)
         await crm.until("queues/sales/stats")
     finally:
