@@ -42,7 +42,10 @@ class RawSip:
         ending in CRLF; body None = an SDP offer for INVITE, empty otherwise."""
         call_id = call_id or uuid.uuid4().hex
         if body is None:
-            body = SDP.format(port=self.port + 1000) if method == "INVITE" else ""
+            # an RTP port nobody here reads; below the socket's when +1000 would pass 65535
+            # (the port blocks at the top of the range: a port of 65633 made a worker answer 400)
+            media = self.port + 1000 if self.port + 1000 <= 65535 else self.port - 1000
+            body = SDP.format(port=media) if method == "INVITE" else ""
         ctype = "Content-Type: application/sdp\r\n" if body and method == "INVITE" else ""
         ruri = ruri or f"sip:{user}@127.0.0.1:{to_port}"
         to = f"<sip:{user}@127.0.0.1:{to_port}>" + (f";tag={to_tag}" if to_tag else "")

@@ -29,9 +29,12 @@ def sipp_args(scenario: str | Path, edge: str, local_port: int, service: str = "
               rtp_sink: int = 0, hold_ms: int = 1000, timeout: int = 60, extra: list[str] | None = None,
               workdir: Path | None = None) -> list[str]:
     scen = Path(scenario) if Path(scenario).is_absolute() else SCENARIOS / scenario
+    # where the server sends RTP unless the test listens somewhere: +1000, or -1000 when that
+    # would pass 65535 (the port blocks at the top of the range)
+    sink = rtp_sink or (local_port + 1000 if local_port + 1000 <= 65535 else local_port - 1000)
     args = ["sipp", edge, "-sf", str(scen), "-s", service, "-i", "127.0.0.1", "-p", str(local_port),
             "-m", str(calls), "-r", str(rate), "-l", str(limit or calls), "-d", str(hold_ms),
-            "-key", "caller", caller, "-key", "rtp_sink", str(rtp_sink or local_port + 1000),
+            "-key", "caller", caller, "-key", "rtp_sink", str(sink),
             "-timeout", f"{timeout}s", "-timeout_error", "-nostdin", "-max_recv_loops", "100",
             "-trace_stat", "-fd", "1"]
     return args + (extra or [])
