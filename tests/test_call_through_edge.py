@@ -98,3 +98,19 @@ def test_every_socket_of_the_daemon_binds_the_configured_loopback_address_during
     lo, hi = (int(x) for x in d.ports.rtp.split("-"))
     rtp = [int(s.rsplit(":", 1)[1]) for s in sockets if lo <= int(s.rsplit(":", 1)[1]) <= hi]
     assert len(rtp) >= 4, sockets  # media ports come from the configured range
+
+
+def test_a_call_hung_up_before_the_callers_ack_gets_one_bye(daemon_factory, tmp_path: Path):
+    """A flow that answers and hangs up at once asks for the BYE before the caller's ACK is in.
+    pjsip holds that BYE until the ACK (its issue 1712) and pjsua, seeing the call confirmed
+    while hanging up, sends another one (pjsua_call.c, the CANCEL/200 crossover case): two
+    BYEs, the second answered 481 by real phones (finding 95). The worker waits for the ACK."""
+    d = daemon_factory(workers=2, start=False)
+    d.config["flows"]["quick"] = ["answer", "hangup"]
+    d.config["entry_points"].append({"number": "109", "flow": "quick"})
+    d.start()
+    res = run_sipp("uac_bye_once.xml", d.edge, d.ports.caller(), tmp_path, service="109", calls=10, rate=20,
+                   timeout=30)
+    assert res.successful == 10 and res.failed == 0, res.output
+    rows = d.wait_calls_ended(10)
+    assert all(r["disposition"] == "completed" and r["hangup_cause"] == "flow_hangup" for r in rows), rows

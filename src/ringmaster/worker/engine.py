@@ -117,6 +117,7 @@ class MediaEngine:
         self.answered: list[tuple[str, int]] = []  # re-INVITEs of ours answered (leg id, code)
         self.media_back: list[tuple[str, float]] = []  # resumed legs to re-INVITE sendrecv (deadline)
         self.deferred: dict[str, list[p.Message]] = {}  # leg -> commands waiting for its media
+        self.bye_after_ack: dict[str, int] = {}  # answered incoming leg -> hang-up code, once ACKed
         self.media_q: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.graveyard = Graveyard()
         self.finalizing: list[tuple[str, str, float]] = []  # (rec_id, path, give-up time)
@@ -310,6 +311,8 @@ class MediaEngine:
             self.graveyard.empty()
             if self.answered:
                 self._releases_answered()
+            if self.bye_after_ack:
+                self._hang_up_acked()
             if self.media_back:
                 self._bring_media_back()
             self._check_collections()
@@ -751,6 +754,14 @@ class MediaEngine:
         leg = self.legs.get(cmd.leg)
         if leg is None or leg.disconnected:
             return  # already gone: hanging up twice is not an error
+        if leg.incoming and leg.state == "connecting":
+            # our 200 is out, the caller's ACK is not in: pjsip holds a BYE until the ACK (its
+            # issue 1712) and pjsua, seeing the call confirmed while hanging up, sends a second
+            # one (pjsua_call.c, the CANCEL/200 crossover case): two BYEs, the second answered
+            # 481 (finding 95). Hang up once the ACK confirms the call; without an ACK pjsip
+            # ends the call itself (RFC 3261 13.3.1.4: 64*T1).
+            self.bye_after_ack[cmd.leg] = cmd.code
+            return
         prm = pj.CallOpParam()
         prm.statusCode = cmd.code if cmd.code >= 300 else 0
         leg.hangup(prm)
@@ -988,6 +999,17 @@ class MediaEngine:
         """pjsua callback (onCallTsxState): the final answer to a re-INVITE of ours; acted on
         in the main loop, never from inside pjsua's callback."""
         self.answered.append((leg.leg_id, code))  # the id: never keep a Leg past its end
+
+    def _hang_up_acked(self) -> None:
+        """Send the hang-ups do_hangup held for a caller's ACK, on legs it has confirmed; drop
+        those of legs that ended meanwhile."""
+        for leg_id, code in list(self.bye_after_ack.items()):
+            leg = self.legs.get(leg_id)
+            if leg is None or leg.disconnected:
+                del self.bye_after_ack[leg_id]
+            elif leg.state != "connecting":
+                del self.bye_after_ack[leg_id]
+                self.do_hangup(p.Hangup(leg=leg_id, code=code))
 
     def _releases_answered(self) -> None:
         answered, self.answered = self.answered, []

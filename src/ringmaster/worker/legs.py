@@ -102,6 +102,8 @@ class Leg(pj.Call):
         self.digits = ""  # type-ahead buffer, consumed by the next collection
         self.collection: Collection | None = None
         self.disconnected = False
+        self.state = ""  # pjsua's last call state name (STATE_NAMES)
+        self.incoming = call_id != pj.PJSUA_INVALID_ID  # we are its UAS
         self.info_digits = ""  # SIP INFO digits waiting to be sent, paced
         self.info_next_at = 0.0
         self.created = time.monotonic()
@@ -128,6 +130,7 @@ class Leg(pj.Call):
         with _guard(self.engine, "onCallState", self.leg_id):
             info = self.getInfo()
             state = STATE_NAMES.get(info.state, str(info.state))
+            self.state = state
             if state == "disconnected":
                 self.disconnected = True
                 self.audio = None
