@@ -21,12 +21,20 @@ Figures (one `figure: value unit` line each):
   this machine), the most calls bridged to agents at once (from the log's acd.connected and
   call.ended), and the load generator's CPU (SIPp and this process) apart, as its share of the
   machine's cores: on a 2-core box it competes with the server.
+
+`--transfer-share F` (issue 11 item 5): that share of the connected calls is sent back to the
+queue by its agent, a blind transfer by the API (`POST /api/agents/{agent}/transfer`, kind
+queue, as the desk's Transfer button does) `--transfer-after` seconds after the bridge; the
+caller hears the queue's music again and talks to the next agent until its own hang-up. Figures
+add the transfers asked, accepted (HTTP 200) and refused, and the BLINDTRANSFER events stored.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
+import json
 import math
 import os
 import re
@@ -35,7 +43,10 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +68,7 @@ AGENT_PORTS = (12080, 12081, 12082, 12083)
 AGENT_MEDIA = (12710, 12714, 12718, 12722)
 CALLER_MEDIA = 12700
 AGENTS = 250
+API_TOKEN = "bench-supervisor-token-0123456789"
 DIGIT_S = 1.5
 PROMPT_S = 2.8
 
@@ -133,6 +145,14 @@ def pss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
+def pss_by_kind(pids: list[int], root: int) -> dict[str, float]:
+    """pss_mb split by kind_of, in MB."""
+    out: dict[str, float] = defaultdict(float)
+    for pid in pids:
+        out[kind_of(pid, root)] += pss_mb([pid])
+    return out
+
+
 def _iso(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
@@ -175,7 +195,8 @@ def most_at_once(spans: list[tuple[float, float]]) -> int:
     return best
 
 
-def bench_config(tmp: Path, workers: int, rtp_ports: str, record: bool, direct: bool = True) -> dict[str, object]:
+def bench_config(tmp: Path, workers: int, rtp_ports: str, record: bool, direct: bool = True,
+                 api: bool = False) -> dict[str, object]:
     cfg = base_config(tmp, PORTS, workers=workers)
     cfg["sip"]["direct_media"] = direct  # type: ignore[index]
     prompts = tmp / "prompts"
@@ -188,6 +209,9 @@ def bench_config(tmp: Path, workers: int, rtp_ports: str, record: bool, direct: 
     # like a flood to the edge
     cfg["sip"]["security"] = {"flood_requests": 100000, "flood_window": 2}  # type: ignore[index]
     cfg["logging"] = {"level": "info", "format": "json"}  # call.digit and acd.connected are info
+    if api:  # only when the run transfers: the figures of runs without stay comparable
+        cfg["http"] = {"listen": f"127.0.0.1:{PORTS.base + 6}",
+                       "tokens": [{"name": "bench", "token": API_TOKEN, "role": "supervisor"}]}
     cfg["agents"] = {f"a{i:03d}": {"softphone": {"username": f"a{i:03d}", "password": f"pw-{i:03d}-bench"}}
                      for i in range(AGENTS)}
     queue: dict[str, object] = {"strategy": "round-robin", "members": list(cfg["agents"]), "moh": "hold"}  # type: ignore[arg-type]
@@ -201,6 +225,60 @@ def bench_config(tmp: Path, workers: int, rtp_ports: str, record: bool, direct: 
                     "probe": [{"play": "invalid"}, "hangup"]}
     cfg["entry_points"] = [{"number": "100", "flow": "ivr"}, {"number": "101", "flow": "probe"}]
     return cfg
+
+
+class Transferrer(threading.Thread):
+    """Sends a share of the connected calls back to the queue by their agent's blind transfer:
+    follows the daemon's JSON log for `acd.connected` (call_id, agent), picks every call whose
+    running count crosses a multiple of 1/share (its first connection only), and after `after`
+    seconds POSTs /api/agents/{agent}/transfer {"kind": "queue", "target": "agents"}.
+    Counts: asked, ok (HTTP 200), refused (any other answer, with the bodies kept)."""
+
+    def __init__(self, d: Daemon, share: float, after: float) -> None:
+        super().__init__(daemon=True)
+        self.d, self.share, self.after = d, share, after
+        self.stop = threading.Event()
+        self.asked = self.ok = 0
+        self.refusals: list[str] = []
+        self._seen: set[str] = set()
+        self._due: list[tuple[float, str, str]] = []
+
+    def _post(self, agent: str) -> None:
+        req = urllib.request.Request(f"http://127.0.0.1:{PORTS.base + 6}/api/agents/{agent}/transfer", method="POST",
+                                     data=json.dumps({"kind": "queue", "target": "agents"}).encode())
+        req.add_header("Authorization", f"Bearer {API_TOKEN}")
+        req.add_header("Content-Type", "application/json")
+        self.asked += 1
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                r.read()
+                self.ok += 1
+        except urllib.error.HTTPError as e:
+            self.refusals.append(f"{e.code} {e.read()[:200]!r}")
+        except OSError as e:
+            self.refusals.append(str(e))
+
+    def run(self) -> None:
+        picked = 0.0
+        with open(self.d.log_path, "rb") as log:
+            while not self.stop.is_set():
+                line = log.readline()
+                if line.endswith(b"\n"):
+                    if b'"acd.connected"' in line:
+                        rec = json.loads(line)
+                        call = str(rec.get("call_id"))
+                        if call not in self._seen:
+                            self._seen.add(call)
+                            picked += self.share
+                            if picked >= 1.0:
+                                picked -= 1.0
+                                heapq.heappush(self._due, (time.monotonic() + self.after, call, str(rec["agent"])))
+                    continue
+                if line:
+                    log.seek(-len(line), os.SEEK_CUR)  # a line still being written: read it whole later
+                while self._due and self._due[0][0] <= time.monotonic():
+                    self._post(heapq.heappop(self._due)[2])
+                time.sleep(0.05)
 
 
 def register_agents(d: Daemon, work: Path) -> None:
@@ -246,6 +324,9 @@ def main() -> int:
     ap.add_argument("--idle-seconds", type=float, default=10.0)
     ap.add_argument("--media", choices=("direct", "anchored"), default="direct",
                     help="direct: sip.direct_media on (bridged RTP flows caller<->agent); anchored: through the workers")
+    ap.add_argument("--transfer-share", type=float, default=0.0,
+                    help="share of connected calls their agent sends back to the queue (blind transfer by the API)")
+    ap.add_argument("--transfer-after", type=float, default=3.0, help="seconds from the bridge to that transfer")
     args = ap.parse_args()
     call_s = DIGIT_S + 0.3 + args.talk + 1.0  # answer .. BYE, with setup
     workers = args.workers or math.ceil(args.rate * call_s / 2) + 4
@@ -253,7 +334,8 @@ def main() -> int:
     probe_rate = max(0.2, args.rate / 10)
 
     tmp = Path(tempfile.mkdtemp(prefix="ringmaster-bench-load-"))
-    d = Daemon(tmp, PORTS, bench_config(tmp, workers, args.rtp_ports, args.record, args.media == "direct"))
+    d = Daemon(tmp, PORTS, bench_config(tmp, workers, args.rtp_ports, args.record, args.media == "direct",
+                                         api=args.transfer_share > 0))
     figure("rate", args.rate, "calls/s")
     figure("seconds", args.seconds, "s")
     figure("talk_after_digit", args.talk, "s")
@@ -262,6 +344,7 @@ def main() -> int:
     figure("agents_record_route", args.record_route)
     figure("workers", workers)
     figure("rtp_ports", args.rtp_ports)
+    figure("transfer_share", args.transfer_share)
     t0 = time.monotonic()
     d.start(timeout=300)
     figure("pool_start_seconds", round(time.monotonic() - t0, 1), "s")
@@ -300,6 +383,9 @@ def main() -> int:
         caller_scen = work / "uac_menu_caller.xml"
         caller_scen.write_text(text)
         out_path = work / "callers.out"
+        transferrer = Transferrer(d, args.transfer_share, args.transfer_after)
+        if args.transfer_share > 0:
+            transferrer.start()
         gen0 = ticks([a.pid for a in agents])
         srv0 = ticks(server_pids(d.proc.pid))
         w0 = time.monotonic()
@@ -313,9 +399,11 @@ def main() -> int:
             probes = asyncio.run(probe(("127.0.0.1", PORTS.edge), PORTS.caller(2), PORTS.sink(1), "101",
                                        probe_rate, args.seconds))
             pss_loaded = pss_mb(server_pids(d.proc.pid))
+            pss_kinds = pss_by_kind(server_pids(d.proc.pid), d.proc.pid)
             _, status, usage = os.wait4(callers.pid, 0)
             callers.returncode = os.waitstatus_to_exitcode(status)
         window = time.monotonic() - w0
+        transferrer.stop.set()
         srv1 = ticks(server_pids(d.proc.pid))
         server_cpu = cpu_percent(srv0, srv1, window)
         by_kind = cpu_by_kind(srv0, srv1, window, d.proc.pid)
@@ -331,6 +419,7 @@ def main() -> int:
         served = con.execute("SELECT COUNT(*) FROM calls WHERE agent IS NOT NULL AND called = '100' "
                              "AND disposition = 'completed'").fetchone()[0]
         recorded = con.execute("SELECT COUNT(*) FROM calls WHERE recording IS NOT NULL").fetchone()[0]
+        blind = con.execute("SELECT COUNT(*) FROM queue_log WHERE event = 'BLINDTRANSFER'").fetchone()[0]
         con.close()
         rtts = [1000 * (c.answered_at - c.sent_at) for c in probes if c.answered_at is not None and c.final == 200]
         # a call is ok when SIPp saw it through AND the store has it completed with an agent: a
@@ -344,6 +433,13 @@ def main() -> int:
                "calls")
         if args.record:
             figure("calls_recorded", recorded, "calls")
+        if args.transfer_share > 0:
+            figure("transfers_asked", transferrer.asked, "calls")
+            figure("transfers_accepted", transferrer.ok, "calls")
+            figure("transfers_refused", len(transferrer.refusals), "calls")
+            figure("blindtransfer_events_stored", blind, "events")
+            for reason in sorted(set(transferrer.refusals))[:5]:
+                print(f"# transfer refused: {reason}")
         figure("probe_calls_ok", len(rtts), "calls")
         figure("probe_calls_failed", len(probes) - len(rtts), "calls")
         figure("run_window", round(window, 1), "s")
@@ -352,6 +448,8 @@ def main() -> int:
         for kind in ("controller", "worker", "edge", "other"):
             figure(f"server_cpu_{kind}", round(by_kind.get(kind, 0.0), 1), "% of one core")
         figure("server_pss", round(pss_loaded, 1), "MB")
+        for kind in ("controller", "worker", "edge", "other"):
+            figure(f"server_pss_{kind}", round(pss_kinds.get(kind, 0.0), 1), "MB")
         figure("loadgen_cpu", round(gen_cpu, 1), "% of one core")
         figure("loadgen_share_of_cores", round(gen_cpu / (os.cpu_count() or 1), 1), f"% of {os.cpu_count()} cores")
         if rtts:
@@ -363,16 +461,19 @@ def main() -> int:
         for r in ev["call.digit"]:
             digits.setdefault(str(r["call_id"]), _iso(str(r["timestamp"])))
         invites: dict[str, float] = {}
-        for port in AGENT_PORTS:
-            invites.update(agent_invites(work / f"agents-{port}-messages.log"))
+        for port in AGENT_PORTS:  # a transferred call rings a second agent: its first ring counts
+            for call, at in agent_invites(work / f"agents-{port}-messages.log").items():
+                invites[call] = min(at, invites.get(call, at))
         lat = [1000 * (invites[c] - t) for c, t in digits.items() if c in invites]
         if lat:
             figure("digit_to_agent_invite_samples", len(lat), "calls")
             figure("digit_to_agent_invite_p50", round(percentile(lat, 50), 1), "ms")
             figure("digit_to_agent_invite_p95", round(percentile(lat, 95), 1), "ms")
         ended = {str(r["call_id"]): _iso(str(r["timestamp"])) for r in ev["call.ended"]}
-        spans = [(_iso(str(r["timestamp"])), ended.get(str(r["call_id"]), time.time()))
-                 for r in ev["acd.connected"]]
+        first: dict[str, float] = {}  # a transferred call connects twice; it is bridged from the first
+        for r in ev["acd.connected"]:
+            first.setdefault(str(r["call_id"]), _iso(str(r["timestamp"])))
+        spans = [(at, ended.get(call, time.time())) for call, at in first.items()]
         figure("most_bridged_at_once", most_at_once(spans), "calls")
         log = d.log_text()
         figure("log_lines", log.count("\n"), "lines")
@@ -384,6 +485,8 @@ def main() -> int:
         figure("bridges_media_taken_back", paths.get("anchored", "n/a"), "calls")
         used = [w["slots_used"] for w in st.get("workers", []) if "slots_used" in w]
         figure("slots_used_after_run", sum(used) if used else "n/a", "slots" if used else "")
+        # what the calls' memory leaves behind once they have all ended (kept by the allocators)
+        figure("server_pss_after_run", round(pss_mb(server_pids(d.proc.pid)), 1), "MB")
     finally:
         for a in agents:
             a.kill()
