@@ -9,7 +9,10 @@ after each test no leg is up, every slot is free and SIGTERM exits 0."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
+
+import pytest
 
 from ringmaster import protocol as p
 from ringmaster.acd.phone_transfer import replaces_call_id
@@ -20,6 +23,8 @@ from tests.test_attended_transfer import EXTERNAL, NUMBER, _events, _external, _
 from tests.test_hold_calls import _stats
 from tests.test_transfer_calls import ALICE, BOB, CALLER, HOLD, _all_free, _config, _connected_to_alice, _hears, _rows
 from tests.test_worker_defence import _stops_cleanly
+
+PERMITTED = "+4522334455"  # not a listed transfer target; alice's outbound rule lets her dial it
 
 
 def test_the_replaces_call_id_is_read_from_an_escaped_refer_to() -> None:
@@ -134,15 +139,21 @@ async def test_phone_holds_calls_bob_and_transfers_with_replaces_the_caller_hear
     _stops_cleanly(d)
 
 
-async def test_phone_consults_a_listed_external_number_and_transfers_the_caller_talks_to_it(daemon_factory,
-                                                                                          tmp_path: Path):
-    """Her second call dials a number of `transfer_targets` (a SIPp UAS behind the trunk plays
-    its tone); after the REFER with Replaces the caller hears it, and the caller's hang-up ends
-    that leg. The UAS got one INVITE: the consult's, from the caller's worker."""
+@pytest.mark.parametrize(("how", "number", "target"), [("listed", NUMBER, "accounting"),
+                                                      ("rule", PERMITTED, PERMITTED)])
+async def test_phone_consults_an_external_number_and_transfers_the_caller_talks_to_it(
+        daemon_factory, tmp_path: Path, how: str, number: str, target: str):
+    """Her second call dials a number of `transfer_targets`, or one her outbound rules permit
+    (a SIPp UAS behind the trunk plays its tone); after the REFER with Replaces the caller hears
+    it, and the caller's hang-up ends that leg. The UAS got one INVITE: the consult's, from the
+    caller's worker. A number neither lists nor permits is refused (403), nothing dialled."""
     d = daemon_factory(workers=2, start=False)
     port = d.ports.caller(20)
     _with_external(d, port)
     _phones_not_trusted(d)
+    if how == "rule":
+        d.config["outbound"] = [{"name": "local", "numbers": [r"\+4522[0-9]{6}"], "route": "carrier",
+                                 "agents": ["alice"], "caller_id": "+4570001001"}]
     d.start()
     for name, freq in (("caller", CALLER), ("alice", ALICE)):
         write_tone(tmp_path / f"{name}.wav", freq, 30)
@@ -153,7 +164,10 @@ async def test_phone_consults_a_listed_external_number_and_transfers_the_caller_
         a, alice_leg = await _connected_to_alice(d, caller, alice)
         caller.send(p.Play(leg=a, files=(str(tmp_path / "caller.wav"),), loop=True))
         await _hold(d, alice, alice_leg)
-        consult = await _consult(alice, f"sip:{NUMBER}@{d.edge}")
+        refused = await _consult(alice, f"sip:+4590901234@{d.edge}")  # the trunk allows it, the plan does not
+        st_refused = await alice.wait(p.CallState, lambda m: m.leg == refused and m.state == "disconnected",
+                                      timeout=10)
+        consult = await _consult(alice, f"sip:{number}@{d.edge}")
         await alice.wait(p.MediaReady, lambda m: m.leg == consult, timeout=10)
         alice.send(p.Play(leg=consult, files=(str(tmp_path / "alice.wav"),), loop=True))
         await asyncio.sleep(0.5)
@@ -176,8 +190,9 @@ async def test_phone_consults_a_listed_external_number_and_transfers_the_caller_
         await alice.stop()
         await bob.stop()
     assert uas.returncode == 0, out[-2000:]  # it got its BYE when the caller hung up
+    assert st_refused.code == 403, st_refused
     invites = _invites(tmp_path)
-    assert len(invites) == 1 and invites[0].startswith(f"INVITE sip:{NUMBER}@127.0.0.1:{port}"), invites
+    assert len(invites) == 1 and invites[0].startswith(f"INVITE sip:{number}@127.0.0.1:"), invites
     assert has_tone(caller_during, HOLD, tol=TONES_TOL), dominant_frequencies(caller_during)
     assert not has_tone(caller_during, EXTERNAL, tol=TONES_TOL, min_share=0.05), dominant_frequencies(caller_during)
     assert has_tone(alice_during, EXTERNAL, tol=TONES_TOL), dominant_frequencies(alice_during)
@@ -188,10 +203,16 @@ async def test_phone_consults_a_listed_external_number_and_transfers_the_caller_
     qlog = _rows(d, "SELECT agent, event, data FROM queue_log WHERE call_id=? ORDER BY id", row["call_id"])
     assert [(ag, ev) for ag, ev, _ in qlog if ev not in ("HOLD", "UNHOLD")] == [
         ("NONE", "ENTERQUEUE"), ("alice", "CONNECT"), ("alice", "ATTENDEDTRANSFER")], qlog
-    assert next(data for _, ev, data in qlog if ev == "ATTENDEDTRANSFER").startswith("BRIDGE|accounting|"), qlog
-    transfer = next(data for e, data in _events(d, row["call_id"]) if e == "TRANSFER")
+    assert next(data for _, ev, data in qlog if ev == "ATTENDEDTRANSFER").startswith(f"BRIDGE|{target}|"), qlog
+    events = _events(d, row["call_id"])
+    transfer = next(data for e, data in events if e == "TRANSFER")
     assert (transfer["mode"], transfer["kind"], transfer["target"], transfer["via"]) == (
-        "attended", "external", "accounting", "phone")
+        "attended", "external", target, "phone")
+    refusal = next(data for e, data in events if e == "TRANSFER_REFUSED")
+    assert refusal["target"] == "+4590901234" and "outbound rules do not permit it" in refusal["reason"], refusal
+    if how == "rule":  # presented as her outbound call would be, not as the queue caller
+        trace = next(tmp_path.glob("*_messages.log")).read_text()
+        assert re.search(r"\nFrom:[^\n]*sip:\+4570001001@", trace), trace[:2000]
     _all_free(d)
     _stops_cleanly(d)
 

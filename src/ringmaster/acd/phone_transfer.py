@@ -2,7 +2,7 @@
 
 What her phone does: it holds the queue caller (re-INVITE sendonly: the caller hears the
 queue's hold music, calls.py), places a second call to the target (another agent's user name,
-or a number of `transfer_targets`), and once they have talked sends REFER on the caller's
+a number of `transfer_targets`, or a number her outbound rules let her dial), and once they have talked sends REFER on the caller's
 dialog with `Refer-To: <sip:target?Replaces=CONSULT-CALL-ID%3Bto-tag%3D..%3Bfrom-tag%3D..>`.
 
 What the server does (PhoneConsults, fed by the controller):
@@ -40,8 +40,8 @@ import structlog
 
 from ringmaster import protocol as p
 from ringmaster.acd.consult import MAX_LEGS, Consult
-from ringmaster.calls import sip_user
-from ringmaster.outbound import warning_header
+from ringmaster.calls import identity, sip_user
+from ringmaster.outbound import Permit, decide, warning_header
 
 if TYPE_CHECKING:
     from ringmaster.acd.runtime import AcdRuntime, Queued
@@ -124,8 +124,8 @@ class PhoneConsults:
             return False
         session = q.session
         number = sip_user(msg.request_uri)
-        kind, target = self._target(number)
-        refusal = self._refusal(q, worker, kind, target, number)
+        kind, target, permit = self._target(agent, number)
+        refusal = self._refusal(q, worker, kind, target, number, permit)
         if refusal is not None:
             session.log.warning("phone_consult.refused", agent=agent, target=number[:64], reason=refusal,
                                 worker=worker, steered=STEERED in headers)
@@ -135,22 +135,28 @@ class PhoneConsults:
             session.send(worker, p.Reject(leg=msg.leg, code=403, reason="Not Allowed",
                                           headers=(warning_header(refusal),)))
             return True
-        self._start(q, kind, target, msg)
+        self._start(q, kind, target, msg, permit)
         return True
 
-    def _target(self, number: str) -> tuple[str, str]:
-        """(kind, name) her phone dialled: an agent (by name or softphone user) or a listed
-        external target (by name or number); kind "" for anything else."""
+    def _target(self, agent: str, number: str) -> tuple[str, str, Permit | str | None]:
+        """(kind, name, permit) her phone dialled: an agent (by name or softphone user), a
+        listed external target (by name or number), or a number her outbound rules permit
+        (kind "external", the number as its name, the rules' Permit); else kind "" with the
+        rules' refusal text as the third item."""
         cfg = self.acd.cfg
-        agent = number if number in cfg.agents else self.agent_by_user(number)
-        if agent is not None:
-            return "agent", agent
+        other = number if number in cfg.agents else self.agent_by_user(number)
+        if other is not None:
+            return "agent", other, None
         found = cfg.transfer_target(number)
         if found is not None:
-            return "external", found[0]
-        return "", number
+            return "external", found[0], None
+        verdict = decide(cfg, agent, number)
+        if isinstance(verdict, Permit):
+            return "external", verdict.number, verdict
+        return "", number, verdict.reason
 
-    def _refusal(self, q: Queued, worker: str, kind: str, target: str, number: str) -> str | None:
+    def _refusal(self, q: Queued, worker: str, kind: str, target: str, number: str,
+                 permit: Permit | str | None) -> str | None:
         acd = self.acd
         session = q.session
         if worker != session.worker:
@@ -159,20 +165,21 @@ class PhoneConsults:
         if session.call_id in acd.consults.by_call:
             return "a consult of this call is under way: complete or cancel it first"
         if not kind:
-            return (f"{number[:40]!r} is neither an agent nor a listed transfer target: a consult goes to one of "
-                    "those")
+            return (f"{number[:40]!r} is neither an agent nor a listed transfer target, and her outbound rules "
+                    f"do not permit it ({permit})")
         if kind == "agent" and target == q.agent:
             return "an agent cannot consult herself"
-        refusal = acd.transfer_refusal(session, kind, target)
-        if refusal is not None:
-            return refusal
+        if not isinstance(permit, Permit):  # the rules' own check stands for a permitted number
+            refusal = acd.transfer_refusal(session, kind, target)
+            if refusal is not None:
+                return refusal
         used = self.legs_promised(worker)
         if used + 2 > MAX_LEGS:  # her phone's leg and the target's
             return (f"no call leg free for the consult: worker {worker} holds {used} of its {MAX_LEGS} legs and "
                     "a consult from the phone needs 2; a blind transfer needs none")
         return None
 
-    def _start(self, q: Queued, kind: str, target: str, msg: p.Incoming) -> None:
+    def _start(self, q: Queued, kind: str, target: str, msg: p.Incoming, permit: Permit | str | None) -> None:
         """Ring the target from the caller's worker; her phone hears 180 until it answers."""
         acd = self.acd
         session = q.session
@@ -182,6 +189,8 @@ class PhoneConsults:
         spec = q.spec or acd.cfg.queues[q.queue]
         if kind == "agent":
             uri, ring_timeout = acd.agent_uri(target), spec.ring_timeout
+        elif isinstance(permit, Permit):
+            uri, ring_timeout = acd.external_uri(permit.number), permit.rule.ring_timeout
         else:
             listed = acd.cfg.transfer_targets[target]
             uri, ring_timeout = acd.external_uri(listed.number), listed.ring_timeout
@@ -199,10 +208,26 @@ class PhoneConsults:
         session.log.info("acd.consult", agent=q.agent, kind=kind, target=target, via="phone", leg=leg,
                          phone_leg=msg.leg)
         session.send(session.worker, p.Answer(leg=msg.leg, code=180))
-        headers = (("X-Ringmaster-Call", session.call_id), ("X-Ringmaster-Queue", q.queue),
-                   ("X-Ringmaster-Consult", q.agent))
-        session.dial_agent(leg, uri, headers)
+        headers: tuple[tuple[str, str], ...] = (("X-Ringmaster-Call", session.call_id),
+                                                ("X-Ringmaster-Queue", q.queue), ("X-Ringmaster-Consult", q.agent))
+        if isinstance(permit, Permit):
+            self._dial_permitted(session, leg, uri, permit)
+        else:
+            session.dial_agent(leg, uri, headers)
         consults.arm(c, ring_timeout)
+
+    @staticmethod
+    def _dial_permitted(session: CallSession, leg: str, uri: str, permit: Permit) -> None:
+        """Dial a number her outbound rules permit as her own outbound call would be
+        (docs/outbound.md): through the rule's trunk (X-Ringmaster-Route, which the edge checks
+        against the rules' patterns), presenting the rule's caller ID, not the queue caller's."""
+        session.bind_leg(leg)
+        headers: tuple[tuple[str, str], ...] = (("X-Ringmaster-Route", permit.rule.route),)
+        who = identity(permit.caller_id, "", session.identity_host) if permit.caller_id else None
+        from_uri = who if who is not None and permit.trunk.identity in ("from", "both") else ""
+        if who is not None and permit.trunk.identity in ("pai", "both"):
+            headers += (("P-Asserted-Identity", who),)
+        session.send(session.worker, p.Dial(leg=leg, uri=uri, extra_headers=headers, from_uri=from_uri))
 
     # ------------------------------------------------------------ her REFER with Replaces
 
