@@ -331,6 +331,8 @@ class Controller:
             if key[0] == worker:
                 s.fail("worker_died")
                 self.sessions.pop(key, None)
+        if self.phone_consults is not None:
+            self.phone_consults.worker_lost(worker)
         if self.acd is not None:
             self.acd.worker_lost(worker)
             if self.acd.callbacks is not None:

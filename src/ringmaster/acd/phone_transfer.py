@@ -78,7 +78,7 @@ class PhoneConsults:
         self.legs_promised = legs_promised
         self.steer = steer
         self.agent_by_user = agent_by_user
-        self.steered: dict[str, tuple[str, str]] = {}  # agent -> (softphone user, call id)
+        self.steered: dict[str, tuple[str, str, str]] = {}  # agent -> (softphone user, call id, worker)
 
     # ------------------------------------------------------------ steering her next INVITE
 
@@ -93,7 +93,7 @@ class PhoneConsults:
                 self._steer(q.agent, session, worker)
             elif session.call_id not in acd.consults.by_call:
                 self._unsteer(q.agent)
-        for agent, (_, call_id) in list(self.steered.items()):
+        for agent, (_, call_id, _w) in list(self.steered.items()):
             if call_id == session.call_id and (q is None or q.agent != agent or session.ended):
                 self._unsteer(agent)
 
@@ -101,14 +101,25 @@ class PhoneConsults:
         spec = self.acd.cfg.agents.get(agent)
         if spec is None or spec.softphone is None or agent in self.steered:
             return
-        self.steered[agent] = (spec.softphone.username, session.call_id)
+        if self.legs_promised(worker) + 2 > MAX_LEGS:
+            # pjsua itself would answer a 5th INVITE 486 with no reason; by load, her call
+            # reaches another worker, which refuses it with the reason (_refusal)
+            session.log.info("phone_consult.not_steered", agent=agent, worker=worker,
+                             legs=self.legs_promised(worker))
+            return
+        self.steered[agent] = (spec.softphone.username, session.call_id, worker)
         session.log.info("phone_consult.steered", agent=agent, to_worker=worker)
         self.steer(spec.softphone.username, worker)
 
     def _unsteer(self, agent: str) -> None:
-        user, _ = self.steered.pop(agent, ("", ""))
+        user, _, _ = self.steered.pop(agent, ("", "", ""))
         if user:
             self.steer(user, None)
+
+    def worker_lost(self, worker: str) -> None:
+        """A worker died with its calls: her next INVITE must not be sent to it."""
+        for agent in [a for a, (_, _, w) in self.steered.items() if w == worker]:
+            self._unsteer(agent)
 
     # ------------------------------------------------------------ her phone's second call
 
@@ -160,6 +171,11 @@ class PhoneConsults:
         acd = self.acd
         session = q.session
         if worker != session.worker:
+            used = self.legs_promised(session.worker)
+            if used + 2 > MAX_LEGS:
+                return (f"your call is on worker {session.worker}, this call reached {worker}: a consult must be on "
+                        f"the caller's worker, which holds {used} of its {MAX_LEGS} legs and has none for it; "
+                        "a blind transfer needs none")
             return (f"your call is on worker {session.worker}, this call reached {worker}: a consult must be on "
                     "the caller's worker to be transferred (hold the caller first; a blind transfer needs no consult)")
         if session.call_id in acd.consults.by_call:
