@@ -343,3 +343,50 @@ async def test_refer_with_replaces_naming_no_live_consult_of_hers_and_a_consult_
     assert len(d.events("acd.consult")) == 1  # bob was rung once: for the consult on her call's worker
     _all_free(d)
     _stops_cleanly(d)
+
+
+async def test_a_full_caller_worker_gets_no_steering_and_her_consult_elsewhere_is_refused_with_the_reason(
+        daemon_factory, tmp_path: Path):
+    """Two workers; alice's caller shares its worker with a second caller waiting in the queue
+    (the dispatcher's least-load pick puts calls 1 and 3 on one worker, 2 on the other): that
+    worker has promised its 4 legs, so her hold does not steer her next INVITE there; it goes
+    by load to the other worker and is refused with 403 and the reason; bob is not rung."""
+    d = daemon_factory(workers=2, start=False)
+    _config(d)
+    _phones_not_trusted(d)
+    d.start()
+    alice, bob = await agents_up(d, ("alice", "bob"))
+    callers = await Phone("4511223344", d.ports.caller(1), d.ports.base + 90).start()
+    try:
+        a, alice_leg = await _connected_to_alice(d, callers, alice)
+        waiting = [await callers.call(f"sip:500@{d.edge}") for _ in range(2)]  # both wait: alice is busy
+        await asyncio.to_thread(d.wait_event, "acd.enqueued", 3, 10.0)
+        for _ in range(50):  # the store's writer commits in batches
+            rows = _rows(d, "SELECT call_id, worker FROM calls ORDER BY arrived_at")
+            if len(rows) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert len(rows) == 3 and rows[0][1] == rows[2][1] != rows[1][1], rows
+        alice.send(p.Hold(leg=alice_leg, direction="sendonly"))
+        await asyncio.to_thread(d.wait_event, "phone_consult.not_steered", 1, 10.0)
+        away = await _consult(alice, f"sip:bob@{d.edge}")
+        st = await alice.wait(p.CallState, lambda m: m.leg == away and m.state == "disconnected", timeout=10)
+        await asyncio.sleep(0.5)
+        for leg in waiting:
+            await callers.hangup(leg)
+        alice.send(p.Hold(leg=alice_leg, direction="sendrecv"))
+        await asyncio.to_thread(d.wait_event, "call.unhold", 1, 10.0)
+        await callers.hangup(a)
+        await alice.wait(p.CallState, lambda m: m.leg == alice_leg and m.state == "disconnected", timeout=5)
+    finally:
+        await callers.stop()
+        await alice.stop()
+        await bob.stop()
+    assert st.code == 403, st
+    assert not [m for m in bob.events if isinstance(m, p.Incoming)]
+    assert d.events("phone_consult.steered") == []
+    refusal = next(data for e, data in _events(d, rows[0][0]) if e == "TRANSFER_REFUSED")
+    assert refusal["via"] == "phone" and "which holds 4 of its 4 legs" in refusal["reason"], refusal
+    d.wait_calls_ended(3)
+    _all_free(d)
+    _stops_cleanly(d)
