@@ -55,13 +55,16 @@ async def _consult(alice: Phone, uri: str) -> str:
     return leg
 
 
+@pytest.mark.parametrize("direct_media", [False, True])
 async def test_phone_holds_calls_bob_and_transfers_with_replaces_the_caller_hears_bob(daemon_factory,
-                                                                                    tmp_path: Path):
+                                                                                    tmp_path: Path,
+                                                                                    direct_media: bool):
     """Two workers: by load her second call would go to the idle one; the edge sends it to the
     caller's, where the caller can be bridged to bob."""
     d = daemon_factory(workers=2, start=False)
     _config(d)
     _phones_not_trusted(d)
+    d.config["sip"]["direct_media"] = direct_media
     d.start()
     for name, freq in (("caller", CALLER), ("alice", ALICE), ("bob", BOB)):
         write_tone(tmp_path / f"{name}.wav", freq, 30)
