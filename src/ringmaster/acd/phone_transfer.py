@@ -38,6 +38,7 @@ from urllib.parse import unquote
 
 import structlog
 
+from ringmaster import inputs
 from ringmaster import protocol as p
 from ringmaster.acd.consult import MAX_LEGS, Consult
 from ringmaster.calls import identity, sip_user
@@ -134,7 +135,7 @@ class PhoneConsults:
         if agent is None or q is None:
             return False
         session = q.session
-        number = sip_user(msg.request_uri)
+        number = inputs.party_id(sip_user(msg.request_uri))  # her phone's text: bounded first
         kind, target, permit = self._target(agent, number)
         refusal = self._refusal(q, worker, kind, target, number, permit)
         if refusal is not None:
