@@ -17,6 +17,7 @@ from ringmaster import inputs, live, prompts
 from ringmaster import protocol as p
 from ringmaster.acd.consult import MAX_LEGS
 from ringmaster.acd.membership import Membership
+from ringmaster.acd.phone_transfer import PhoneConsults
 from ringmaster.acd.runtime import AcdRuntime
 from ringmaster.callbacks import Callbacks, window_closed_until
 from ringmaster.calls import CallSession, display_name, new_call_id, sip_user
@@ -96,6 +97,9 @@ class Controller:
                                  username=cfg.mqtt.client_id if self.broker else None)
         self.router = TaskRouter(self.acd, self.store, self.mqtt) if self.acd is not None else None
         self.members = Membership(self.acd, self.store) if self.acd is not None else None
+        # attended transfers from the agent's phone (hold, second call, REFER with Replaces)
+        self.phone_consults = (PhoneConsults(self.acd, self.legs_promised, self._steer_agent_calls,
+                                             self._agent_by_user) if self.acd is not None else None)
         # webhooks: every event published (MQTT or not) and the calls' own ends, from a stored outbox
         self.webhooks = WebhookSender(lambda: self.cfg, self.store)
         if self.router is not None:
@@ -291,7 +295,11 @@ class Controller:
             if isinstance(msg, p.Error):
                 log.error("worker.error", worker=wp.name, command=msg.command, error=msg.message, leg=leg)
             return
+        if self.phone_consults is not None and self.phone_consults.refer(session, msg):
+            return  # her phone's REFER with Replaces: done, or refused with the reason
         session.on_event(msg)
+        if self.phone_consults is not None:
+            self.phone_consults.observe(wp.name, session, msg)
         if isinstance(msg, p.CallState) and msg.state == "disconnected" and leg != session.leg:
             self.sessions.pop((wp.name, leg), None)  # an agent or transfer leg ended: not ours any more
         if session.ended and not session.b_leg and not session.wrapup_leg:
@@ -323,6 +331,8 @@ class Controller:
             if key[0] == worker:
                 s.fail("worker_died")
                 self.sessions.pop(key, None)
+        if self.phone_consults is not None:
+            self.phone_consults.worker_lost(worker)
         if self.acd is not None:
             self.acd.worker_lost(worker)
             if self.acd.callbacks is not None:
@@ -376,7 +386,11 @@ class Controller:
         # worker's calls ran low (after a correction, see edge/loadcheck.py): the legs left
         # are for agent and transfer legs, so refuse with 486 and let the edge fail over. A
         # consult's leg and a supervisor's leg count too: a caller whose agent leg would not
-        # fit there goes to another worker (acd/consult.py, supervision.py).
+        # fit there goes to another worker (acd/consult.py, supervision.py). An agent's own
+        # INVITE while she is on a queue call is her consult (acd/phone_transfer.py): not an
+        # inbound call, it checks the legs it needs itself.
+        if self.phone_consults is not None and self.phone_consults.incoming(worker, msg):
+            return
         if (self.inbound_calls().get(worker, 0) >= self.cfg.workers.max_inbound_calls
                 or self.legs_promised(worker) + 2 > MAX_LEGS):
             self.over_capacity_refused += 1
@@ -430,6 +444,22 @@ class Controller:
         session.start()
 
     # ------------------------------------------------------------ calls agents place (docs/outbound.md)
+
+    def _steer_agent_calls(self, user: str, worker: str | None) -> None:
+        """Have the edge send the softphone `user`'s next INVITE to `worker` (None: by load
+        again): its htable `agentcall` (route[AGENTCALL]; acd/phone_transfer.py)."""
+        spec = self.pool.specs.get(worker) if worker is not None else None
+
+        async def rpc() -> None:
+            try:
+                if spec is None:
+                    await self.edge.rpc("htable.delete", "agentcall", f"w:{user}")
+                else:
+                    await self.edge.rpc("htable.sets", "agentcall", f"w:{user}", f"sip:{spec.sip_host}:{spec.sip_port}")
+            except Exception as exc:  # the edge restarting: the INVITE goes by load, and is refused there
+                log.warning("edge.agent_steer_failed", user=user, worker=worker, error=str(exc))
+
+        self._background_task(rpc(), f"steer-{user}")
 
     def _agent_by_user(self, user: str) -> str | None:
         return next((name for name, a in self.cfg.agents.items()

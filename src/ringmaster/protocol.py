@@ -221,10 +221,13 @@ class SendDtmf(Message):
 class Refer(Message):
     """Ask the peer of `leg` to call `target` (an in-dialog REFER, RFC 3515); the answer
     comes back as ReferStatus. Test phones use it to act as an agent pressing Transfer;
-    a worker refuses every REFER it receives (TransferRequested)."""
+    a worker refuses every REFER it receives (TransferRequested). `replaces`: another leg
+    of this process whose dialog the REFER names instead (Refer-To: its remote URI with
+    ?Replaces=, RFC 3891; an attended transfer, RFC 5589 7.1); `target` is then unused."""
 
     leg: str
     target: str
+    replaces: str = ""
 
 
 @message("register")

@@ -64,6 +64,11 @@ class Consult:
     answered_at: float | None = None
     timer: asyncio.TimerHandle | None = None
     leg_ended: bool = False
+    # a consult her phone placed (acd/phone_transfer.py): the phone's own INVITE to the worker
+    # (answered when the target answers, bridged to it) and its SIP Call-ID, which her REFER's
+    # Replaces names to complete the transfer; "" for a consult by the API or MQTT
+    phone_leg: str = ""
+    phone_call_id: str = ""
 
     @property
     def key(self) -> str:
@@ -81,7 +86,8 @@ class Consults:
         self.by_leg: dict[str, Consult] = {}  # until the leg's end is reported
 
     def on_worker(self, worker: str) -> int:
-        """Consult legs up on `worker` (each is a leg beyond its calls' two)."""
+        """Consult legs up on `worker` (each is a leg beyond its calls' two; a consult from the
+        agent's phone has two: her phone's second call and the target's leg)."""
         return sum(1 for c in self.by_leg.values() if c.session.worker == worker)
 
     def start(self, agent: str, kind: str, target: str, via: str) -> dict[str, Any]:
@@ -122,9 +128,13 @@ class Consults:
         session.log.info("acd.consult", agent=agent, kind=kind, target=target, via=via, leg=leg)
         session.consult_started(c.agent_leg, acd.moh_files(q.queue))
         session.dial_agent(leg, uri, headers)
-        c.timer = asyncio.get_running_loop().call_later(ring_timeout, self._ring_timeout, c)
+        self.arm(c, ring_timeout)
         return {"call_id": session.call_id, "agent": agent, "mode": "attended", "kind": kind, "target": target,
                 "state": "ringing"}
+
+    def arm(self, c: Consult, ring_timeout: float) -> None:
+        """The consult ends as not answered after `ring_timeout` seconds of ringing."""
+        c.timer = asyncio.get_running_loop().call_later(ring_timeout, self._ring_timeout, c)
 
     def _refusal(self, q: Queued, kind: str, target: str) -> str | None:
         acd = self.acd
@@ -172,6 +182,12 @@ class Consults:
         c = self.by_leg.get(getattr(msg, "leg", ""))
         if c is None or not isinstance(msg, p.CallState):
             return
+        if msg.leg == c.phone_leg:
+            if msg.state == "disconnected":  # her phone hung up its consult call (or we did)
+                self.by_leg.pop(c.phone_leg, None)
+                if self.by_call.get(c.session.call_id) is c:
+                    self._end(c, "cancelled", "phone", code=msg.code)
+            return
         if msg.state == "confirmed" and c.answered_at is None and self.by_call.get(c.session.call_id) is c:
             c.answered_at = self.acd.clock()
             if c.timer is not None:
@@ -179,7 +195,9 @@ class Consults:
             self.acd.store.event(c.session.call_id, "CONSULT_ANSWERED", c.answered_at, agent=c.agent, kind=c.kind,
                                  target=c.target)
             c.session.log.info("acd.consult_answered", agent=c.agent, target=c.target)
-            c.session.consult_answered(c.agent_leg, c.leg)
+            if c.phone_leg:  # her phone's call is answered now, and it talks to the target
+                c.session.send(c.session.worker, p.Answer(leg=c.phone_leg, code=200))
+            c.session.consult_answered(c.phone_leg or c.agent_leg, c.leg)
         elif msg.state == "disconnected":
             c.leg_ended = True
             self.by_leg.pop(c.leg, None)
@@ -194,25 +212,41 @@ class Consults:
 
     # ------------------------------------------------------------ endings
 
-    def _close(self, c: Consult) -> None:
+    def _close(self, c: Consult, outcome: str = "") -> None:
         """The consult is over: no timer, the leg hung up (if up), the consulted agent free."""
         self.by_call.pop(c.session.call_id, None)
         if c.timer is not None:
             c.timer.cancel()
         if not c.leg_ended:
             c.session.hangup_leg(c.leg, 200 if c.answered_at is not None else 487)
+        self._end_phone_leg(c, outcome)
         if c.kind == "agent":
             self.acd.apply(self.acd.engine.consult_ended(c.target, c.key, self.acd.clock()))
 
+    def _end_phone_leg(self, c: Consult, outcome: str = "") -> None:
+        """Her phone's consult call ends with the consult: hung up if answered, else answered
+        with the target's result (600 busy, 480 otherwise; never 486/500/503, which the edge
+        takes from a worker as "try another worker"), its end event still to come."""
+        if not c.phone_leg or c.phone_leg not in self.by_leg:
+            return
+        if c.answered_at is not None:
+            c.session.hangup_leg(c.phone_leg)
+        else:
+            code, text = (600, "Busy Everywhere") if outcome == "busy" else (480, "Temporarily Unavailable")
+            c.session.send(c.session.worker, p.Reject(leg=c.phone_leg, code=code, reason=text))
+
     def _end(self, c: Consult, outcome: str, via: str, code: int = 0) -> None:
         """Back to the caller: the consult leg ends, agent and caller are bridged again."""
-        self._close(c)
+        self._close(c, outcome)
         now = self.acd.clock()
         self.acd.store.event(c.session.call_id, "CONSULT_ENDED", now, agent=c.agent, kind=c.kind, target=c.target,
                              outcome=outcome, via=via, code=code or None,
                              seconds=round(now - c.started_at, 2))
         c.session.log.info("acd.consult_ended", agent=c.agent, target=c.target, outcome=outcome, via=via)
-        c.session.consult_back(c.agent_leg)
+        if not c.phone_leg:
+            c.session.consult_back(c.agent_leg)
+        # a consult from her phone never touched the caller: the caller's hold (her phone's
+        # re-INVITE) decides what the caller hears until she resumes
 
     def call_ending(self, session: CallSession, how: str) -> None:
         """The caller or the agent hung up during a consult: it ends with the call."""
@@ -227,6 +261,7 @@ class Consults:
         """A worker died with its consults: their legs are gone; consulted agents are free."""
         for c in [c for c in self.by_call.values() if c.session.worker == worker]:
             c.leg_ended = True
+            self.by_leg.pop(c.phone_leg, None)  # gone with the worker: nothing to hang up
             self._close(c)
         for leg in [leg for leg, c in self.by_leg.items() if c.session.worker == worker]:
             del self.by_leg[leg]
@@ -260,3 +295,4 @@ class Consults:
                 acd._call_event("ended", q, agent=c.agent, transfer={"mode": "attended", "kind": c.kind,
                                                                      "target": c.target})
             session.consult_completed(c.agent_leg, c.leg, external_uri=c.uri)
+        self._end_phone_leg(c)  # her phone's consult call: its part is done too

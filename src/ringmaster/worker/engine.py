@@ -1287,7 +1287,10 @@ class MediaEngine:
 
     def do_refer(self, cmd: p.Refer) -> None:
         prm = pj.CallOpParam(True)
-        self._leg(cmd.leg).xfer(cmd.target, prm)
+        if cmd.replaces:
+            self._leg(cmd.leg).xferReplaces(self._leg(cmd.replaces), prm)
+        else:
+            self._leg(cmd.leg).xfer(cmd.target, prm)
 
     def do_register(self, cmd: p.Register) -> None:
         old = self.registrations.pop(cmd.reg_id, None)
