@@ -39,8 +39,8 @@ from ringmaster import inputs, prompts
 from ringmaster import protocol as p
 from ringmaster.acd.config import CallbackConfig
 from ringmaster.acd.engine import Action, Bridge, CancelRing, DropAgent, QueueLog, Ring
-from ringmaster.calls import identity
 from ringmaster.schedules import Schedule, evaluate
+from ringmaster.sipuri import identity
 
 if TYPE_CHECKING:
     from ringmaster.acd.runtime import AcdRuntime

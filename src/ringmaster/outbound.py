@@ -32,8 +32,9 @@ from typing import Any
 
 from ringmaster import inputs
 from ringmaster import protocol as p
-from ringmaster.calls import CallSession, identity
+from ringmaster.calls import CallSession
 from ringmaster.config import Config, OutboundRule, Trunk
+from ringmaster.sipuri import identity
 
 NUMBER = re.compile(r"^\+?[0-9*#]{1,32}$")
 AGENT_RING_TIMEOUT = 30.0  # click-to-dial: how long the agent's own phone rings first
@@ -353,9 +354,9 @@ class OutboundCall(CallSession):
         if record:
             self.rec_path = self._recording_path()
             if self.rec_path is not None:
-                self.recording_started_at = time.time()
-                self.queue_rec_id = f"{self.call_id}-or"
-                self._command(p.RecordStart(rec_id=self.queue_rec_id, legs=(self.leg, self.customer_leg),
+                rec_id = f"{self.call_id}-or"
+                self.core.recording_started(rec_id, self.rec_path, time.monotonic())  # hold marks and stops
+                self._command(p.RecordStart(rec_id=rec_id, legs=(self.leg, self.customer_leg),
                                             path=self.rec_path))
                 self.store.call_recording(self.call_id, self.rec_path)
         self.store.event(self.call_id, "CONNECT", agent=self.agent, number=self.number, recording=self.rec_path)
@@ -379,9 +380,9 @@ class OutboundCall(CallSession):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.queue_rec_id:
-            self._command(p.RecordStop(rec_id=self.queue_rec_id))
-            self.queue_rec_id = ""
+        for cmd in self.core.stop_recording():
+            if isinstance(cmd, p.Message):
+                self._command(cmd)
         if self.customer_answered_at is not None and self.agent_answered_at is not None:
             self.store.call_talk(self.call_id, time.time() - self.customer_answered_at)
         if self.customer_leg in self._legs_up:

@@ -47,7 +47,7 @@ from ringmaster.acd.engine import (
     Ring,
     Unroutable,
 )
-from ringmaster.calls import sip_user
+from ringmaster.sipuri import sip_user
 
 if TYPE_CHECKING:
     from ringmaster.callbacks import Callbacks
@@ -253,12 +253,18 @@ class AcdRuntime:
     def _answered(self, ring: RingLeg, msg: p.CallState, now: float) -> None:
         """A phone answered the leg (for a fork, the 200's Contact names the agent). Only an
         agent the leg still rings for the engine takes the call; an answer to a ring already
-        withdrawn (it crossed our CANCEL) is hung up and charged to nobody."""
+        withdrawn (it crossed our CANCEL) is hung up and charged to nobody; so is one that
+        loses the ring-all race in the call's core (another agent has the call, the caller is
+        gone: CallCore.ring_answered)."""
         agent = ring.agents[0] if len(ring.agents) == 1 else self.by_user.get(sip_user(msg.remote_contact), "")
         if agent not in ring.agents:
             log.error("acd.unknown_answerer", call_id=ring.call_id, contact=msg.remote_contact)
             agent = next(iter(ring.live), ring.agents[0])
         ring.answered_by = agent
+        if not ring.session.ring_answered(ring.leg):
+            ring.session.log.info("acd.race_lost", leg=ring.leg, agent=agent)
+            ring.cancelled = True
+            return
         if agent in ring.live and not ring.cancelled and ring.call_id in self.calls:
             if self._confirm_needed(agent, ring):
                 self._ask_confirm(ring, agent)
@@ -370,7 +376,6 @@ class AcdRuntime:
             session.log.info("acd.abandoned_before_connect", agent=q.agent,
                              since_answer_ms=round((now - (q.answered_at or now)) * 1000))
             q.held_connect = None
-            session.abandoned_in_queue = True
             self.store.call_wait(session.call_id, now - q.enqueued_at)
             self.apply(self.engine.connect_abandoned(session.call_id, now))
         else:
@@ -690,7 +695,7 @@ class AcdRuntime:
         spec = q.spec or self.cfg.queues.get(queue)
         direct = (spec is not None and spec.record is None and self.cfg.sip.webrtc is None
                   and not any(self._confirm_needed(agent, ring) for agent in agents))
-        q.session.dial_agent(leg, uris[0], headers, direct=direct)
+        q.session.dial_agent(leg, uris[0], headers, direct=direct, agents=agents)
 
     def _cancel(self, a: CancelRing) -> None:
         """The engine withdrew the call's offer from `a.agents`: end their rings on the phones
