@@ -231,6 +231,17 @@ def test_an_answer_after_the_caller_left_loses_the_race():
     assert not won and out == [p.Hangup(leg=RING_A, code=200)]
 
 
+def test_an_answer_that_crosses_our_cancel_gets_a_bye_and_cannot_take_the_call():
+    core = queued_core()
+    core.leg_dialled(RING_A, ("alice",))
+    core.caller_state("disconnected", 200, "", 110.0)  # the caller leaves: the ring is withdrawn
+    assert core.end_leg(RING_A, 487) == [p.Hangup(leg=RING_A, code=487)]
+    # her phone's 200 was already on its way: the leg is up, only a BYE ends it
+    assert core.other_leg_state(RING_A, "confirmed", 200, 110.01) == [p.Hangup(leg=RING_A, code=200)]
+    assert core.ring_answered(RING_A) == (False, [])
+    assert core.other_leg_state(RING_A, "disconnected", 200, 110.05) == [r.LegEnded(RING_A, "agent", 200, charged=False)]
+
+
 def test_a_withdrawn_ring_is_cancelled_once_and_the_phase_falls_back_to_queued():
     core = queued_core()
     core.leg_dialled(RING_A, ("alice", "bob"))

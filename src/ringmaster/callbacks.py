@@ -534,8 +534,8 @@ class Callbacks:
             self.send(worker, p.Hangup(leg=leg, code=code))
 
     def _publish(self, event: str, callback_id: str, queue: str, **extra: Any) -> None:
-        if self.rt.router is not None:
-            self.rt.router.publish_call_event({
+        if self.rt.listener is not None:
+            self.rt.listener.publish_call_event({
                 "event": event, "call_id": callback_id, "callback_id": callback_id, "kind": "callback",
                 "queue": queue, "caller": self.numbers.get(callback_id, ""),
                 "variables": dict(self.variables.get(callback_id, {})), **extra})

@@ -62,7 +62,7 @@ from ringmaster.store import Store
 
 if TYPE_CHECKING:
     from ringmaster.acd.config import CallbackConfig
-    from ringmaster.acd.runtime import AcdRuntime
+    from ringmaster.call.ports import QueueRuntime
     from ringmaster.customers import CustomerBook, CustomerContext
     from ringmaster.lookups import LookupClient
     from ringmaster.supervision import Supervision, Supervisions
@@ -115,7 +115,7 @@ class CallSession:
     _deadline: float | None = None
     _deadline_timer: asyncio.TimerHandle | None = None
     # ACD: the queue's hold music, plays the session starts while the caller waits
-    acd: AcdRuntime | None = None
+    acd: QueueRuntime | None = None
     moh: tuple[str, ...] = ()
     moh_play_id: str = ""
     announce_play_id: str = ""

@@ -430,6 +430,10 @@ class CallCore:
             x.state = LegState.RINGING
         elif state in ("connecting", "confirmed") and x.state in (LegState.DIALLING, LegState.RINGING):
             x.state, x.answered_at = LegState.ANSWERED, now
+        elif state == "confirmed" and x.state is LegState.ENDING:
+            # the phone's 200 crossed our CANCEL (RFC 3261 9.1: a CANCEL after the final
+            # response has no effect): the leg is up now, and only a BYE ends it
+            return [p.Hangup(leg=leg, code=200)]
         return []
 
     def ring_answered(self, leg: str) -> tuple[bool, list[Output]]:
@@ -440,8 +444,10 @@ class CallCore:
         x = self.legs.get(leg)
         if x is None or x.role is not LegRole.AGENT:
             return False, self._illegal("ring_answered", leg, "not an agent leg of this call")
-        if x.state in _DONE:
-            return False, self._illegal("ring_answered", leg, "the leg is ending")
+        if x.state is LegState.ENDING:
+            return False, []  # the answer crossed our hang-up: other_leg_state sent the BYE
+        if x.state is LegState.ENDED:
+            return False, self._illegal("ring_answered", leg, "the leg has ended")
         if (self.agent_leg and self.agent_leg != leg) or self.ending:
             return False, self.end_leg(leg, 200)
         return True, []
