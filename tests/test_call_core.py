@@ -479,3 +479,60 @@ def test_the_illegal_event_counter_is_exposed_on_metrics():
                for fam in text_string_to_metric_families(body.decode()) for s in fam.samples}
     key = ("ringmaster_call_illegal_events_total", (("event", "hang_up"), ("phase", "ending")))
     assert samples[key] == before + 1
+
+
+# ------------------------------------------------------------ layers
+
+
+SRC = __import__("pathlib").Path(__file__).resolve().parent.parent / "src"
+LAYERED = ("ringmaster.calls", "ringmaster.acd.runtime", "ringmaster.tasks", "ringmaster.controller",
+           "ringmaster.call.core", "ringmaster.call.records", "ringmaster.call.ports", "ringmaster.acd.ports",
+           "ringmaster.acd.presence_store")
+
+
+def _imports(module: str) -> set[str]:
+    """Every ringmaster module `module` imports: at the top, under TYPE_CHECKING or inside a function."""
+    import ast
+
+    path = SRC / (module.replace(".", "/") + ".py")
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+    return {m for m in out if m.startswith("ringmaster")}
+
+
+def test_calls_the_queue_runtime_the_task_router_and_the_controller_import_one_way():
+    """No import cycle among them, counting TYPE_CHECKING and function-level imports: the
+    controller on top, then the task router, the call adapter, the queue runtime, the ports
+    and the call core."""
+    graph = {m: _imports(m) & set(LAYERED) for m in LAYERED}
+    seen: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def walk(m: str, path: list[str]) -> None:
+        seen[m] = 1
+        for n in sorted(graph[m]):
+            assert seen.get(n) != 1, "import cycle: " + " -> ".join([*path, m, n])
+            if n not in seen:
+                walk(n, [*path, m])
+        seen[m] = 2
+
+    for m in LAYERED:
+        if m not in seen:
+            walk(m, [])
+    assert "ringmaster.acd.runtime" not in _imports("ringmaster.calls")
+    assert "ringmaster.tasks" not in _imports("ringmaster.acd.runtime")
+
+
+def test_the_call_core_does_no_io():
+    """call/core.py reads no clock and imports no asyncio, store, worker or adapter module."""
+    core = (SRC / "ringmaster/call/core.py").read_text()
+    for banned in ("import asyncio", "import time", "pjsua2", "ringmaster.store", "ringmaster.calls",
+                   "ringmaster.acd.runtime", "ringmaster.controller", "structlog"):
+        assert banned not in core, banned
+    modules = {m for m in _imports("ringmaster.call.core")
+               if (SRC / m.replace(".", "/")).is_dir() or (SRC / (m.replace(".", "/") + ".py")).is_file()}
+    assert modules <= {"ringmaster", "ringmaster.protocol", "ringmaster.call", "ringmaster.call.records",
+                       "ringmaster.flows.actions"}, modules

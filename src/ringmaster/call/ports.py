@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ringmaster import protocol as p
     from ringmaster.acd.engine import QueueEngine
-    from ringmaster.calls import CallSession
+
+# the call as the runtime's methods take it (calls.CallSession): Any here, so this module need
+# not import calls.py (which imports it)
+CallSession = Any
 
 
 class QueueRuntime(Protocol):
