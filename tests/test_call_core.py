@@ -481,6 +481,65 @@ def test_the_illegal_event_counter_is_exposed_on_metrics():
     assert samples[key] == before + 1
 
 
+# ------------------------------------------------------------ the record writer (a real SQLite file)
+
+
+def test_the_record_writer_stores_what_the_core_decided(tmp_path):
+    """A BYE that crosses the agent's answer, then a held and recorded call that the worker's
+    death ends: the rows say what the core decided, with wall-clock times."""
+    import asyncio
+    import json
+    import sqlite3
+    import time as clock
+
+    from ringmaster.call.records import RecordWriter
+    from ringmaster.store import Store
+
+    async def run() -> None:
+        store = Store(str(tmp_path / "calls.db"))
+        await store.open()
+        mono, wall = clock.monotonic(), clock.time()
+        # 1: the caller's BYE crossed the agent's 200
+        store.call_arrived("c1", "sip-1", "4511", "500", "sip:500@edge", "w1", wall)
+        core = queued_core(mono)
+        core.leg_dialled(RING_A, ("alice",))
+        core.other_leg_state(RING_A, "confirmed", 200, mono + 1)
+        core.ring_answered(RING_A)
+        core.agent_bridging(RING_A, None, mono + 1)
+        out = core.caller_state("disconnected", 200, "", mono + 1.01)
+        writer = RecordWriter(store, "c1", lambda: (["main", "queue"], {"lang": "da"}))
+        for o in out:
+            if isinstance(o, r.RECORDS):
+                writer.apply(o)
+        writer.apply(r.CallAnswered(mono))
+        # 2: recorded, held, then the worker died
+        store.call_arrived("c2", "sip-2", "4512", "500", "sip:500@edge", "w1", wall)
+        core2, out2 = connected_core(recording="/rec/c2.wav", now=mono)
+        out2 += core2.hold_changed(CALLER, True, "sendonly", mono + 5)
+        out2 += core2.worker_lost("worker_died", mono + 8)
+        w2 = RecordWriter(store, "c2")
+        for o in out2:
+            if isinstance(o, r.RECORDS):
+                w2.apply(o)
+        await store.close()
+
+    asyncio.run(run())
+    db = sqlite3.connect(tmp_path / "calls.db")
+    db.row_factory = sqlite3.Row
+    c1 = db.execute("SELECT * FROM calls WHERE call_id='c1'").fetchone()
+    assert (c1["disposition"], c1["hangup_by"], c1["hangup_cause"]) == ("abandoned", "caller", "caller_hangup")
+    assert json.loads(c1["ivr_path"]) == ["main", "queue"] and json.loads(c1["variables"]) == {"lang": "da"}
+    assert abs(c1["ended_at"] - clock.time()) < 60
+    c2 = db.execute("SELECT * FROM calls WHERE call_id='c2'").fetchone()
+    assert (c2["disposition"], c2["hangup_cause"], c2["hangup_code"]) == ("failed", "worker_died", 0)
+    assert c2["recording"] == "/rec/c2.wav" and c2["holds"] == 1 and c2["hold_seconds"] == 3.0
+    events = [(e["event"], json.loads(e["data"])) for e in db.execute(
+        "SELECT event, data FROM call_events WHERE call_id='c2' ORDER BY id")]
+    names = [e for e, _ in events]
+    assert names[-3:] == ["HOLD", "UNHOLD", "ENDED"], names
+    assert events[-2][1]["how"] == "caller_hangup" and events[-2][1]["recording_offset"] == 8.0
+
+
 # ------------------------------------------------------------ layers
 
 

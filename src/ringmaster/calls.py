@@ -382,7 +382,7 @@ class CallSession:
         meanwhile."""
         if self.callback_collect_id or self.callback_play_id:
             return  # already asking
-        self.store.event(self.call_id, "CALLBACK_KEY", queue=queue)
+        self._record(rec.CallbackKeyPressed(queue))
         if spec.number == "caller":
             self._callback_number(queue, self.caller)
             return
@@ -413,20 +413,21 @@ class CallSession:
         if taken is None:
             return
         cb_id, position = taken
-        self.core.queue, self.announce_play_id = None, ""
+        self.announce_play_id = ""
+        self._apply(self.core.left_for_callback())
         self._callback_stored(cb_id, number, queue)
         files = (self.acd.call_prompts(self, [spec.confirm_prompt]) if spec is not None else []) + position
         self._callback_say(files, HangUp(200, cause="callback_requested"))
 
     def _callback_stored(self, cb_id: str, number: str, queue: str) -> None:
         self.core.served()  # a callback is what the caller asked for
-        self.store.event(self.call_id, "CALLBACK", callback_id=cb_id, queue=queue, number=number)
+        self._record(rec.CallbackQueued(cb_id, queue, number))
         self.notify("callback", {"caller": self.caller, "queue": queue, "number": number, "callback_id": cb_id})
         self.log.info("call.callback_requested", queue=queue, callback=cb_id)
 
     def _callback_refused(self, reason: str, prompt: str, then: Any) -> None:
         self.log.warning("call.callback_refused", reason=reason)
-        self.store.event(self.call_id, "CALLBACK_REFUSED", reason=reason)
+        self._record(rec.CallbackRefused(reason))
         files = self.acd.call_prompts(self, [prompt]) if self.acd is not None and prompt else []
         self._callback_say(files, then)
 
@@ -481,10 +482,10 @@ class CallSession:
         if self.hangup is not None or self.ended:
             return
         if path is None:
-            self.store.event(self.call_id, "SAY_FAILED", language=action.language)
+            self._record(rec.SpeechFailed(action.language))
             self._feed(PromptsDone(interrupted=True))
             return
-        self.store.event(self.call_id, "SAY", language=action.language, voice=action.voice, text=action.text)
+        self._record(rec.Spoken(action.language, action.voice, action.text))
         self.log.info("call.say", language=action.language, voice=action.voice, file=path)
         self.execute([PlayPrompts((path,), barge_in=action.barge_in)])
 
@@ -497,7 +498,7 @@ class CallSession:
         ms = round((time.monotonic() - started) * 1000)
         if self.hangup is not None or self.ended:
             return
-        self.store.event(self.call_id, "HTTP", endpoint=action.name, result=answer.result, status=answer.status, ms=ms)
+        self._record(rec.LookupAnswered(action.name, answer.result, answer.status, ms))
         fields = dict(endpoint=action.name, result=answer.result, status=answer.status, ms=ms)
         if answer.result == "ok":
             self.log.info("call.http", **fields)
@@ -753,7 +754,7 @@ class CallSession:
                 self.log.warning("call.digit_refused", digit=repr(msg.digit[:8]), method=msg.method[:16])
                 return
             self.log.info("call.digit", digit=digit, method=msg.method)
-            self.store.event(self.call_id, "DIGIT", digit=digit, method=msg.method)
+            self._record(rec.DigitHeard(digit, msg.method))
             if self.message is not None and digit == "#":
                 # "press the pound key when you are done"
                 self._apply(self.core.stop_message(time.monotonic(), feed=True))
@@ -767,7 +768,7 @@ class CallSession:
             if msg.collect_id and msg.collect_id == self.callback_collect_id:
                 self.callback_collect_id = ""
                 digits = inputs.dtmf_digits(msg.digits[:MAX_COLLECTED])
-                self.store.event(self.call_id, "DIGITS", digits=digits, reason=msg.reason, purpose="callback")
+                self._record(rec.DigitsHeard(digits, msg.reason, purpose="callback"))
                 if self.queued is not None:
                     self._callback_number(self.queued, digits.rstrip("#"))
                 return
@@ -776,7 +777,7 @@ class CallSession:
                 digits = inputs.dtmf_digits(msg.digits[:MAX_COLLECTED])
                 if digits != msg.digits:
                     self.log.warning("call.digits_filtered", got=repr(msg.digits[:40]), kept=digits)
-                self.store.event(self.call_id, "DIGITS", digits=digits, reason=msg.reason)
+                self._record(rec.DigitsHeard(digits, msg.reason))
                 self._feed(DigitsEntered(digits, msg.reason))
         elif isinstance(msg, p.Error):
             self.log.error("call.worker_error", command=msg.command, error=msg.message)
@@ -815,8 +816,7 @@ class CallSession:
                     return
         self.log.warning("call.transfer_refused", via=msg.via, target=msg.target,
                          replaces=msg.replaces, side=side, refused_leg=msg.leg)
-        self.store.event(self.call_id, "TRANSFER_REFUSED", via=msg.via, target=msg.target,
-                         replaces=msg.replaces, side=side, leg=msg.leg)
+        self._record(rec.TransferRefused(msg.via, msg.target, msg.replaces, side, msg.leg))
 
     def fail(self, cause: str) -> None:
         """The worker holding this call is gone (or the daemon stops): the record is closed

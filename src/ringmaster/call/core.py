@@ -401,6 +401,15 @@ class CallCore:
         """The caller got what he asked for without an agent (a callback was queued)."""
         self.unserved_exit = ""
 
+    def left_for_callback(self) -> list[Output]:
+        """The waiting caller took a callback: his place passes to it (the queue runtime has
+        moved it), he is served and hears the confirmation, then we hang up."""
+        self.queue = None
+        self.unserved_exit = ""
+        if not self.ending:
+            self.phase = Phase.IN_FLOW
+        return []
+
     def leg_dialled(self, leg: str, agents: tuple[str, ...] = ()) -> list[Output]:
         """An agent's leg is dialled from the call's worker (a ring, a consult): it is the
         call's from here. A ring while the caller waits makes the phase OFFERING."""

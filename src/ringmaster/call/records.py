@@ -1,6 +1,8 @@
 """Record events: what one call's core says happened, for the store writer.
 
-Each is a small frozen dataclass; times (`at`) are monotonic seconds as the core was given
+The call core emits the decided ones (answer, end, holds, recordings, transfers, voicemail);
+the call adapter adds the flow's own steps (digits, speech, lookups, callbacks). Each is a small
+frozen dataclass; times (`at`) are monotonic seconds as the core was given
 them, durations are seconds. `RecordWriter.apply` is the one place that turns them into store
 writes (the calls row, call_events rows, the voicemail row), converting monotonic times to
 wall-clock epoch seconds at the moment of writing.
@@ -160,12 +162,88 @@ class LegEnded:
     charged: bool
 
 
+@dataclass(frozen=True)
+class DigitHeard:
+    """A DTMF digit the caller pressed (RFC 4733 event or SIP INFO: `method`), as the flow got it."""
+
+    digit: str
+    method: str
+
+
+@dataclass(frozen=True)
+class DigitsHeard:
+    """Digits a collect step (or the callback number's, `purpose` "callback") gathered."""
+
+    digits: str
+    reason: str
+    purpose: str = ""
+
+
+@dataclass(frozen=True)
+class CallbackKeyPressed:
+    queue: str
+
+
+@dataclass(frozen=True)
+class CallbackQueued:
+    """A queued callback was taken for the caller (docs/callbacks.md)."""
+
+    callback_id: str
+    queue: str
+    number: str
+
+
+@dataclass(frozen=True)
+class CallbackRefused:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """A `say` step's text was rendered and played."""
+
+    language: str
+    voice: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SpeechFailed:
+    language: str
+
+
+@dataclass(frozen=True)
+class LookupAnswered:
+    """An `http` step's request ended: `result` ok / error / timeout..., `status` the HTTP
+    status (0: none), `ms` how long it took."""
+
+    endpoint: str
+    result: str
+    status: int
+    ms: int
+
+
+@dataclass(frozen=True)
+class TransferRefused:
+    """A REFER, INVITE-with-Replaces or 3xx the worker refused on one of the call's legs."""
+
+    via: str
+    target: str
+    replaces: bool
+    side: str
+    leg: str
+
+
 Record = (CallAnswered | CallEnded | HoldStarted | HoldEnded | RecordingStarted | RecordingFailed
           | RecordingPaused | TransferDialled | TransferAnswered | TransferFailed | TransferEnded
-          | FlowContinued | VoicemailStarted | VoicemailFinished | WorkerError | LegEnded)
+          | FlowContinued | VoicemailStarted | VoicemailFinished | WorkerError | LegEnded | DigitHeard
+          | DigitsHeard | CallbackKeyPressed | CallbackQueued | CallbackRefused | Spoken | SpeechFailed
+          | LookupAnswered | TransferRefused)
 RECORDS = (CallAnswered, CallEnded, HoldStarted, HoldEnded, RecordingStarted, RecordingFailed,
            RecordingPaused, TransferDialled, TransferAnswered, TransferFailed, TransferEnded,
-           FlowContinued, VoicemailStarted, VoicemailFinished, WorkerError, LegEnded)
+           FlowContinued, VoicemailStarted, VoicemailFinished, WorkerError, LegEnded, DigitHeard,
+           DigitsHeard, CallbackKeyPressed, CallbackQueued, CallbackRefused, Spoken, SpeechFailed,
+           LookupAnswered, TransferRefused)
 
 
 def wall_clock(at: float) -> float:
@@ -229,5 +307,26 @@ class RecordWriter:
             s.voicemail_finished(cid, r.path, r.seconds)
         elif isinstance(r, WorkerError):
             s.event(cid, "ERROR", command=r.command, error=r.message)
+        elif isinstance(r, DigitHeard):
+            s.event(cid, "DIGIT", digit=r.digit, method=r.method)
+        elif isinstance(r, DigitsHeard):
+            if r.purpose:
+                s.event(cid, "DIGITS", digits=r.digits, reason=r.reason, purpose=r.purpose)
+            else:
+                s.event(cid, "DIGITS", digits=r.digits, reason=r.reason)
+        elif isinstance(r, CallbackKeyPressed):
+            s.event(cid, "CALLBACK_KEY", queue=r.queue)
+        elif isinstance(r, CallbackQueued):
+            s.event(cid, "CALLBACK", callback_id=r.callback_id, queue=r.queue, number=r.number)
+        elif isinstance(r, CallbackRefused):
+            s.event(cid, "CALLBACK_REFUSED", reason=r.reason)
+        elif isinstance(r, Spoken):
+            s.event(cid, "SAY", language=r.language, voice=r.voice, text=r.text)
+        elif isinstance(r, SpeechFailed):
+            s.event(cid, "SAY_FAILED", language=r.language)
+        elif isinstance(r, LookupAnswered):
+            s.event(cid, "HTTP", endpoint=r.endpoint, result=r.result, status=r.status, ms=r.ms)
+        elif isinstance(r, TransferRefused):
+            s.event(cid, "TRANSFER_REFUSED", via=r.via, target=r.target, replaces=r.replaces, side=r.side, leg=r.leg)
         elif isinstance(r, LegEnded):
             pass  # see LegEnded: the queue's record has the rings' outcomes
