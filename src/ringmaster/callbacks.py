@@ -37,7 +37,7 @@ import structlog
 
 from ringmaster import inputs, prompts
 from ringmaster import protocol as p
-from ringmaster.acd.config import CallbackConfig
+from ringmaster.acd.config import CallbackConfig, NumberRefused
 from ringmaster.acd.engine import Action, Bridge, CancelRing, DropAgent, QueueLog, Ring
 from ringmaster.schedules import Schedule, evaluate
 from ringmaster.sipuri import identity
@@ -51,10 +51,6 @@ log = structlog.get_logger("ringmaster.callbacks")
 # a SIP final code of the customer's leg -> how the attempt failed (docs/callbacks.md)
 BUSY_CODES = (486, 600)
 NO_ANSWER_CODES = (408, 480, 487)
-
-
-class NumberRefused(ValueError):
-    """A number that cannot be called back, with the reason (said in logs and API errors)."""
 
 
 def callback_number(spec: CallbackConfig, trunk: Trunk | None, raw: str) -> str:

@@ -24,6 +24,7 @@ import structlog
 
 from ringmaster import inputs, prompts
 from ringmaster import protocol as p
+from ringmaster.acd.config import NumberRefused
 from ringmaster.call import records as rec
 from ringmaster.call.core import (
     CallCore,
@@ -62,10 +63,8 @@ from ringmaster.store import Store
 
 if TYPE_CHECKING:
     from ringmaster.acd.config import CallbackConfig
-    from ringmaster.call.ports import QueueRuntime
-    from ringmaster.customers import CustomerBook, CustomerContext
+    from ringmaster.call.ports import CustomerDirectory, CustomerView, QueueRuntime, SupervisionDesk, SupervisionRef
     from ringmaster.lookups import LookupClient
-    from ringmaster.supervision import Supervision, Supervisions
     from ringmaster.tts import Speech
 
 log = structlog.get_logger("ringmaster.call")
@@ -130,16 +129,16 @@ class CallSession:
     _io: set[asyncio.Task[None]] = field(default_factory=set)
     # the customer (docs/customers.md): its key as stored, the context its offers carry, and
     # the agent's leg kept up after the caller left for a wrap-up code keyed on the phone
-    customers: CustomerBook | None = None
+    customers: CustomerDirectory | None = None
     customer_key: str | None = None
-    customer: CustomerContext | None = None
+    customer: CustomerView | None = None
     wrapup_leg: str = ""
     # a blind transfer to an external number that was not answered (result: busy, no_answer,
     # ...): the ACD's "back to the queue"; None for a flow's transfer step (the flow goes on)
     transfer_failed: Callable[[str], None] | None = None
     # a supervisor listening, whispering or barging on the conversation (supervision.py)
-    supervision: Supervision | None = None
-    supervisions: Supervisions | None = None
+    supervision: SupervisionRef | None = None
+    supervisions: SupervisionDesk | None = None
     # a queued callback being asked for (docs/callbacks.md): the number's collect, the prompt
     # that ends it (then: hang up, back to the hold music, or on in the flow with the answer)
     callback_collect_id: str = ""
@@ -353,8 +352,6 @@ class CallSession:
         """A flow's `callback` step: the number is checked, the callback queued; the caller
         hears the confirm prompt with the position and wait (or the invalid prompt), then the
         step gets CallbackStored."""
-        from ringmaster.callbacks import NumberRefused
-
         callbacks = self.acd.callbacks if self.acd is not None else None
         spec = callbacks.spec(action.queue) if callbacks is not None else None
         if callbacks is None or spec is None or self.acd is None:
@@ -399,8 +396,6 @@ class CallSession:
                                       inter_digit_timeout=4.0, flush=True))
 
     def _callback_number(self, queue: str, raw: str) -> None:
-        from ringmaster.callbacks import NumberRefused
-
         if self.acd is None or self.acd.callbacks is None or self.queued != queue:
             return
         spec = self.acd.callbacks.spec(queue)

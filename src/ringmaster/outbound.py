@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import re._parser as sre  # the stdlib's own regex parser: sample numbers of a pattern
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -95,82 +94,6 @@ def decide(cfg: Config, agent: str, number: str) -> Permit | Refusal:
             cid = rule.caller_id
         return Permit(rule, trunk, number, cid)
     return Refusal(f"{number} is not a number agent {agent!r} may dial (rules: {', '.join(r.name for r in rules)})")
-
-
-def sample_numbers(pattern: str) -> list[str]:
-    """A few numbers the pattern matches (the shortest with the first choices, the longest with
-    the last, each alternative of the top level), to try against a trunk's `allowed`: a rule
-    that lets through numbers its trunk refuses is a config error. [] for a pattern this
-    cannot sample (negated classes, look-arounds)."""
-    try:
-        tree = sre.parse(pattern)
-    except re.error:
-        return []
-    out: list[str] = []
-    tops = [tree]
-    if len(tree) == 1 and tree[0][0] is sre.BRANCH:
-        tops = tree[0][1][1]
-    for top in tops:
-        for last in (False, True):
-            text = _sample(top, last)
-            if text is not None and re.fullmatch(pattern, text) and text not in out:
-                out.append(text)
-    return out
-
-
-def _sample(items: Any, last: bool) -> str | None:
-    parts: list[str] = []
-    for op, av in items:
-        if op is sre.LITERAL:
-            parts.append(chr(av))
-        elif op is sre.IN:
-            ch = _from_class(av, last)
-            if ch is None:
-                return None
-            parts.append(ch)
-        elif op is sre.ANY:
-            parts.append("9" if last else "0")
-        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
-            lo, hi, sub = av
-            n = min(hi, lo + 4) if last else lo
-            one = _sample(sub, last)
-            if one is None:
-                return None
-            parts.append(one * n)
-        elif op is sre.SUBPATTERN:
-            one = _sample(av[-1], last)
-            if one is None:
-                return None
-            parts.append(one)
-        elif op is sre.BRANCH:
-            branches = av[1]
-            one = _sample(branches[-1] if last else branches[0], last)
-            if one is None:
-                return None
-            parts.append(one)
-        elif op is sre.AT:
-            continue
-        else:
-            return None
-    return "".join(parts)
-
-
-def _from_class(items: Any, last: bool) -> str | None:
-    chars: list[str] = []
-    for op, av in items:
-        if op is sre.NEGATE:
-            return None
-        if op is sre.LITERAL:
-            chars.append(chr(av))
-        elif op is sre.RANGE:
-            chars += [chr(av[0]), chr(av[1])]
-        elif op is sre.CATEGORY and av is sre.CATEGORY_DIGIT:
-            chars += ["0", "9"]
-        else:
-            return None
-    if not chars:
-        return None
-    return chars[-1] if last else chars[0]
 
 
 # ---------------------------------------------------------------- one call

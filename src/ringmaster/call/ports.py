@@ -1,8 +1,9 @@
-"""What a call's adapter (calls.CallSession) needs of the queue runtime, as a Protocol.
+"""What a call's adapter (calls.CallSession) needs of the modules that drive it, as Protocols.
 
-acd/runtime.py (AcdRuntime) drives calls and is driven by them; naming here only what
-CallSession uses of it keeps the imports one way (acd.runtime -> calls for its types; calls
-does not import acd.runtime, not even for type checking).
+The queue runtime (acd/runtime.py), supervision (supervision.py) and the customer book
+(customers.py) drive calls and are called back by them; naming here only what CallSession
+uses of each keeps the imports one way (they import calls.py for its type; calls.py imports
+none of them, not even for type checking).
 """
 
 from __future__ import annotations
@@ -40,3 +41,34 @@ class QueueRuntime(Protocol):
     def bridged(self, session: CallSession, other: str) -> None: ...
     def refer_target(self, session: CallSession, uri: str) -> tuple[str, str]: ...
     def blind_transfer(self, agent: str, kind: str, target: str, via: str) -> dict[str, Any]: ...
+
+
+class CustomerView(Protocol):
+    """The customer an offer shows (customers.CustomerContext)."""
+
+    @property
+    def key(self) -> str: ...
+    def view(self) -> dict[str, Any]: ...
+    def headers(self, max_bytes: int) -> tuple[tuple[str, str], ...]: ...
+
+
+class CustomerDirectory(Protocol):
+    """The customer book as a call sees it (customers.CustomerBook)."""
+
+    async def call_context(self, session: CallSession) -> Any: ...
+    def call_identified(self, session: CallSession) -> str | None: ...
+    def line_event(self, session: CallSession, msg: p.Message) -> None: ...
+
+
+class SupervisionRef(Protocol):
+    """A supervisor on the call (supervision.Supervision): her leg."""
+
+    @property
+    def leg(self) -> str: ...
+
+
+class SupervisionDesk(Protocol):
+    """The live supervisions (supervision.Supervisions) as a call sees them."""
+
+    def on_event(self, sup: Any, msg: p.Message) -> None: ...
+    def end(self, sup: Any, how: str) -> None: ...
