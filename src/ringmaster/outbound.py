@@ -33,6 +33,7 @@ from ringmaster import inputs
 from ringmaster import protocol as p
 from ringmaster.calls import CallSession
 from ringmaster.config import Config, OutboundRule, Trunk
+from ringmaster.numberpatterns import sample_numbers as sample_numbers  # still outbound's to callers
 from ringmaster.sipuri import identity
 
 NUMBER = re.compile(r"^\+?[0-9*#]{1,32}$")
