@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 
 class PresenceStore:
+    """Agents' (logged in, pause reason) in the store's agent_presence table; `clock()` gives
+    the epoch seconds a change is stored with."""
+
     def __init__(self, store: Store, engine: QueueEngine, clock: Callable[[], float]):
         self.store = store
         self.engine = engine

@@ -56,12 +56,17 @@ class Phase(StrEnum):
 
 
 class LegRole(StrEnum):
+    """What a leg is to the call (a StrEnum: stored and logged as its value)."""
+
     CALLER = "caller"
     AGENT = "agent"                      # an agent's ring (one agent, or a ring-all fork), then the connected agent
     TRANSFER_TARGET = "transfer_target"  # the B leg of a transfer step or a blind transfer out
 
 
 class LegState(StrEnum):
+    """A leg's SIP state as the call sees it (RFC 3261 17.1.1: calling, proceeding, completed;
+    the worker's CallState names)."""
+
     DIALLING = "dialling"  # Dial sent (or the caller's INVITE in), no provisional answer yet
     RINGING = "ringing"    # 180/183 (early) or calling
     ANSWERED = "answered"
@@ -76,6 +81,9 @@ _TALKING = (Phase.CONNECTING, Phase.BRIDGED, Phase.HELD)
 
 @dataclass
 class Leg:
+    """One leg of the call: its id (the worker's), role, state, the agents a queue's ring
+    reaches on it, when it answered (monotonic s) and whether it carried the conversation."""
+
     id: str
     role: LegRole
     state: LegState = LegState.DIALLING
@@ -131,6 +139,8 @@ Output = p.Message | r.Record | FeedFlow | TransferResult | QueueExit | EndSuper
 
 @dataclass
 class Hold:
+    """A hold stretch under way: since `started` (monotonic s), by `party`."""
+
     started: float
     party: str
 
@@ -148,6 +158,8 @@ class Recording:
 
 @dataclass
 class Transfer:
+    """The transfer target's leg (the B leg), dialled to `uri`; times monotonic s."""
+
     leg: str
     uri: str
     record_path: str | None = None  # record the bridge into this file (a flow's `record: true`)
@@ -158,6 +170,8 @@ class Transfer:
 
 @dataclass
 class Message:
+    """A voicemail message being recorded into `path` for `box`; started and deadline monotonic s."""
+
     rec_id: str
     box: str
     path: str
@@ -210,6 +224,7 @@ class CallCore:
 
     @property
     def ended(self) -> bool:
+        """The record is closed."""
         return self.phase is Phase.ENDED
 
     @property
@@ -219,6 +234,7 @@ class CallCore:
 
     @property
     def hold_music(self) -> tuple[str, ...]:
+        """Files the party left alone by a hold hears: the queue's music, else the plan's."""
         return self.queue_music or self.default_music
 
     @property
@@ -228,9 +244,11 @@ class CallCore:
 
     @property
     def rec_id(self) -> str:
+        """The running recording's id ("" when none)."""
         return self.recording.rec_id if self.recording is not None else ""
 
     def leg_state(self, leg: str) -> LegState | None:
+        """The state of `leg`, None for a leg the call does not know."""
         x = self.legs.get(leg)
         return x.state if x is not None else None
 

@@ -96,6 +96,8 @@ class TransferDialled:
 
 @dataclass(frozen=True)
 class TransferAnswered:
+    """The transfer target answered: caller and target are bridged."""
+
     uri: str
 
 
@@ -125,6 +127,8 @@ class FlowContinued:
 
 @dataclass(frozen=True)
 class VoicemailStarted:
+    """A voicemail message for `box` began recording into `path` at `at`."""
+
     at: float
     box: str
     caller: str
@@ -181,6 +185,8 @@ class DigitsHeard:
 
 @dataclass(frozen=True)
 class CallbackKeyPressed:
+    """The waiting caller pressed the queue's callback key."""
+
     queue: str
 
 
@@ -195,6 +201,8 @@ class CallbackQueued:
 
 @dataclass(frozen=True)
 class CallbackRefused:
+    """The callback number was refused (`reason`: why, as said in logs)."""
+
     reason: str
 
 
@@ -209,6 +217,8 @@ class Spoken:
 
 @dataclass(frozen=True)
 class SpeechFailed:
+    """A `say` step's text could not be rendered: the flow went on."""
+
     language: str
 
 
