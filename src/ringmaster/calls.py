@@ -788,6 +788,8 @@ class CallSession:
         """A party's phone holds or resumes (RFC 3264 8.4): the core decides (hold music for
         the other party, the stretch kept, the recording paused and marked); queue_log gets
         HOLD / UNHOLD through the queue runtime as the records are applied."""
+        if self.ended:
+            return  # an outbound call's record is closed by outbound.py, not by the core
         self._apply(self.core.hold_changed(msg.leg, msg.held, msg.direction, time.monotonic()))
 
     def close_holds(self, how: str) -> None:
