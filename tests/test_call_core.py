@@ -326,7 +326,9 @@ def test_worker_death_mid_call_closes_it_failed_and_frees_the_agent():
     assert of(out, r.HoldEnded)[0].how == "caller_hangup"
     end = ended(out)
     assert (end.disposition, end.cause, end.code, end.by) == ("failed", "worker_died", 0, "ringmaster")
-    assert all(leg.state is LegState.ENDED for leg in core.legs.values())
+    assert core.phase is Phase.ENDED
+    # the queue runtime then hangs the agent's leg up (heard by a worker that is only stopping)
+    assert core.end_leg(RING_A) == [p.Hangup(leg=RING_A, code=200)]
     # nothing of that worker is believed after: a late end, a second death
     (bad,) = core.caller_state("disconnected", 200, "", 126.0)
     assert isinstance(bad, IllegalEvent) and bad.event == "caller_disconnected" and bad.phase == "ended"
@@ -538,6 +540,27 @@ def test_the_record_writer_stores_what_the_core_decided(tmp_path):
     names = [e for e, _ in events]
     assert names[-3:] == ["HOLD", "UNHOLD", "ENDED"], names
     assert events[-2][1]["how"] == "caller_hangup" and events[-2][1]["recording_offset"] == 8.0
+
+
+def test_the_call_adapter_logs_and_counts_an_illegal_event(tmp_path):
+    """CallSession hands the core's IllegalEvent to structlog (call_id bound) and the counter;
+    the worker here is unreachable (send answers False), so only the refusal is seen."""
+    from structlog.testing import capture_logs
+
+    from ringmaster.calls import CallSession
+    from ringmaster.metrics import ILLEGAL_CALL_EVENTS
+    from ringmaster.store import Store
+
+    session = CallSession(call_id="c7", worker="w1", leg=CALLER, caller="4511", called="500",
+                          send=lambda worker, msg: False, store=Store(tmp_path / "unused.db"))
+    counter = ILLEGAL_CALL_EVENTS.labels(event="end_leg", phase="ringing_in")
+    before = counter._value.get()
+    with capture_logs() as logs:
+        session.hangup_leg("c7-q9")  # no such leg
+    illegal = [e for e in logs if e["event"] == "call.illegal_event"]
+    assert illegal and illegal[0]["refused"] == "end_leg" and illegal[0]["event_leg"] == "c7-q9"
+    assert illegal[0]["log_level"] == "warning" and illegal[0]["call_id"] == "c7"
+    assert counter._value.get() == before + 1
 
 
 # ------------------------------------------------------------ layers

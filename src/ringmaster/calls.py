@@ -244,7 +244,8 @@ class CallSession:
                 self.end_supervision(o.how)
             elif isinstance(o, IllegalEvent):
                 ILLEGAL_CALL_EVENTS.labels(event=o.event, phase=o.phase).inc()
-                self.log.warning("call.illegal_event", event=o.event, phase=o.phase, event_leg=o.leg or None,
+                # (structlog's first argument is named `event`: the refused one is `refused`)
+                self.log.warning("call.illegal_event", refused=o.event, phase=o.phase, event_leg=o.leg or None,
                                  leg_state=o.leg_state or None, detail=o.detail or None)
         self._arm_deadline()
 

@@ -336,8 +336,10 @@ class CallCore:
         return out
 
     def worker_lost(self, cause: str, now: float) -> list[Output]:
-        """The worker holding the call is gone (it died, or the daemon stops): every leg is
-        gone with it; the call is closed as failed. A call that ended already is illegal here."""
+        """The worker holding the call is gone (it died, or the daemon stops): the call is
+        closed as failed. The legs keep their states: the queue runtime still hangs up the
+        agent's (at a stop the worker is there to do it; a dead one never hears it, and none of
+        its legs reports again). A call that ended already is illegal here."""
         if self.phase is Phase.ENDED:
             return self._illegal("worker_lost", detail=cause)
         if self.transfer is not None:
@@ -345,8 +347,6 @@ class CallCore:
         out = self.stop_message(now, feed=False)
         out.append(EndSupervision("failed"))
         out += self._leave_queue(now, "caller_hangup")
-        for leg in self.legs.values():
-            leg.state = LegState.ENDED
         return out + self._close("failed", cause, 0, "ringmaster", now)
 
     def _ended(self, code: int, now: float) -> list[Output]:
