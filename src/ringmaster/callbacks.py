@@ -37,10 +37,10 @@ import structlog
 
 from ringmaster import inputs, prompts
 from ringmaster import protocol as p
-from ringmaster.acd.config import CallbackConfig
+from ringmaster.acd.config import CallbackConfig, NumberRefused
 from ringmaster.acd.engine import Action, Bridge, CancelRing, DropAgent, QueueLog, Ring
-from ringmaster.calls import identity
 from ringmaster.schedules import Schedule, evaluate
+from ringmaster.sipuri import identity
 
 if TYPE_CHECKING:
     from ringmaster.acd.runtime import AcdRuntime
@@ -51,10 +51,6 @@ log = structlog.get_logger("ringmaster.callbacks")
 # a SIP final code of the customer's leg -> how the attempt failed (docs/callbacks.md)
 BUSY_CODES = (486, 600)
 NO_ANSWER_CODES = (408, 480, 487)
-
-
-class NumberRefused(ValueError):
-    """A number that cannot be called back, with the reason (said in logs and API errors)."""
 
 
 def callback_number(spec: CallbackConfig, trunk: Trunk | None, raw: str) -> str:
@@ -534,8 +530,8 @@ class Callbacks:
             self.send(worker, p.Hangup(leg=leg, code=code))
 
     def _publish(self, event: str, callback_id: str, queue: str, **extra: Any) -> None:
-        if self.rt.router is not None:
-            self.rt.router.publish_call_event({
+        if self.rt.listener is not None:
+            self.rt.listener.publish_call_event({
                 "event": event, "call_id": callback_id, "callback_id": callback_id, "kind": "callback",
                 "queue": queue, "caller": self.numbers.get(callback_id, ""),
                 "variables": dict(self.variables.get(callback_id, {})), **extra})

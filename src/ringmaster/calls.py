@@ -1,8 +1,12 @@
 """CallSession: one inbound call, from its INVITE at a worker to its row in the store.
 
-It is the adapter between a FlowRun (sans-IO: events in, actions out) and the worker
-protocol: it turns flow actions into commands for the leg's worker, worker events into
-flow events, and keeps the call record up to date.
+It is the IO adapter around two sans-IO cores: the call's FlowRun (flows/interpreter.py)
+and its CallCore (call/core.py), which decides the call's phase, its legs' states, what the
+record says (answer, disposition, holds, recordings, transfers) and its deadlines. The
+session routes worker events and the queue runtime's requests to them, sends their worker
+commands, hands their record events to call/records.py's RecordWriter (the one place that
+maps them to store writes), runs the core's deadlines on the loop's monotonic clock, and logs
+and counts (metrics.ILLEGAL_CALL_EVENTS) every event the core finds illegal.
 """
 
 from __future__ import annotations
@@ -20,14 +24,24 @@ import structlog
 
 from ringmaster import inputs, prompts
 from ringmaster import protocol as p
+from ringmaster.acd.config import NumberRefused
+from ringmaster.call import records as rec
+from ringmaster.call.core import (
+    CallCore,
+    EndSupervision,
+    FeedFlow,
+    IllegalEvent,
+    Output,
+    QueueExit,
+    TransferResult,
+)
+from ringmaster.call.records import RECORDS, RecordWriter
 from ringmaster.flows.actions import (
     Action,
     AnswerCall,
-    Answered,
     CallbackStored,
     CollectDigits,
     Connect,
-    ConnectEnded,
     DigitPressed,
     DigitsEntered,
     EnqueueCall,
@@ -35,7 +49,6 @@ from ringmaster.flows.actions import (
     HangUp,
     HttpAnswered,
     HttpRequest,
-    MessageRecorded,
     PlayPrompts,
     PromptsDone,
     QueueLeft,
@@ -44,14 +57,14 @@ from ringmaster.flows.actions import (
     StoreCallback,
 )
 from ringmaster.flows.interpreter import FlowRun
+from ringmaster.metrics import ILLEGAL_CALL_EVENTS
+from ringmaster.sipuri import display_name, identity, sip_user
 from ringmaster.store import Store
 
 if TYPE_CHECKING:
     from ringmaster.acd.config import CallbackConfig
-    from ringmaster.acd.runtime import AcdRuntime
-    from ringmaster.customers import CustomerBook, CustomerContext
+    from ringmaster.call.ports import CustomerDirectory, CustomerView, QueueRuntime, SupervisionDesk, SupervisionRef
     from ringmaster.lookups import LookupClient
-    from ringmaster.supervision import Supervision, Supervisions
     from ringmaster.tts import Speech
 
 log = structlog.get_logger("ringmaster.call")
@@ -65,39 +78,7 @@ def new_call_id() -> str:
     return time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
-def sip_user(uri: str) -> str:
-    """User part of a SIP URI in any of its forms ('"Bob" <sip:+45123@host>;tag=x')."""
-    u = uri
-    if "<" in u:
-        u = u.split("<", 1)[1].split(">", 1)[0]
-    u = u.split(";", 1)[0]
-    if ":" in u and u.split(":", 1)[0] in ("sip", "sips", "tel"):
-        u = u.split(":", 1)[1]
-    return u.split("@", 1)[0] if "@" in u else ""
-
-
-def display_name(from_value: str) -> str:
-    """The display name of a From header value ('"Dana Jensen" <sip:...>' or 'Dana <sip:...>'),
-    made safe to quote again (RFC 3261 25.1 quoted-string: no quote, backslash or control
-    character), at most 64 characters; "" when there is none."""
-    v = from_value.strip()
-    if v.startswith('"'):
-        name = v[1:].split('"', 1)[0]
-    elif "<" in v:
-        name = v.split("<", 1)[0]
-    else:
-        return ""
-    return "".join(c for c in name if c.isprintable() and c not in '"\\').strip()[:64]
-
-
-def identity(number: str, name: str, host: str) -> str | None:
-    """The caller's identity as a name-addr for an agent leg's From / P-Asserted-Identity
-    ('"Dana" <sip:4511223344@edge>'), or None when the number is not a plain SIP user part
-    (RFC 3261 25.1 unreserved characters; a withheld or odd caller ID is not passed on)."""
-    if not number or any(not (c.isalnum() or c in "+-_.!~*'()&=$,;?/") for c in number) or len(number) > 64:
-        return None
-    uri = f"sip:{number}@{host}"
-    return f'"{name}" <{uri}>' if name else f"<{uri}>"
+__all__ = ["CallSession", "display_name", "identity", "new_call_id", "sip_user"]
 
 
 @dataclass
@@ -122,71 +103,42 @@ class CallSession:
     media_ready: bool = False
     pending_play: PlayPrompts | None = None
     play_id: str = ""
-    hangup: HangUp | None = None  # set once we decided to end the call
-    disposition: str = ""
-    # transfer (B) leg
-    connect: Connect | None = None
-    b_leg: str = ""
-    b_answered_at: float | None = None
-    rec_id: str = ""
-    _ring_timer: asyncio.TimerHandle | None = None
     collect_id: str = ""
-    # voicemail being recorded: (rec_id, path, started monotonic), stopped by #, hang-up or timer
-    message: tuple[str, str, float] | None = None
-    message_box: str = ""
     # told when a message is stored: (rec_id, call_id, box, caller, path, seconds); the controller's
     # voicemail announces it once the worker's RecordingDone says the WAV is whole
     on_message: Callable[[str, str, str, str, str, float], None] = lambda *a: None
     # told of the call's events integrations hear of (webhooks), right after their record is
     # written: ("ended", {...}) and ("callback", {...})
     notify: Callable[[str, dict[str, Any]], None] = lambda kind, data: None
-    _message_timer: asyncio.TimerHandle | None = None
-    # ACD: the queue the caller waits in, its hold music, the agent leg once bridged
-    acd: AcdRuntime | None = None
-    queued: str | None = None
+    # the core's next deadline as armed on the loop (monotonic), and its timer
+    _deadline: float | None = None
+    _deadline_timer: asyncio.TimerHandle | None = None
+    # ACD: the queue's hold music, plays the session starts while the caller waits
+    acd: QueueRuntime | None = None
     moh: tuple[str, ...] = ()
     moh_play_id: str = ""
     announce_play_id: str = ""
-    queue_agent_leg: str = ""
-    queue_rec_id: str = ""
-    ended_by_agent: bool = False
-    abandoned_in_queue: bool = False
-    # the queue turned the caller out unserved (EXITEMPTY, EXITWITHTIMEOUT, FULL, JOINEMPTY) and
-    # nothing served it since (an agent of an overflow queue, a message, a callback, a transfer):
-    # its end is `abandoned`, not `completed`, whoever hangs up
-    unserved_exit: str = ""
-    # hold (RFC 3264 8.4) from either party's phone: leg -> (wall time it began, party); the
-    # other party hears `hold_moh` (the queue's moh, else the plan's default hold music)
-    holds: dict[str, tuple[float, str]] = field(default_factory=dict)
-    hold_seconds: float = 0.0
-    hold_count: int = 0
-    default_moh: tuple[str, ...] = ()
     # who is calling, for the agent's phone: the From's display name, the host the identity
     # URIs carry (the edge), and whether agent legs also get P-Asserted-Identity (sip.send_pai)
     caller_name: str = ""
     identity_host: str = ""
     send_pai: bool = False
-    hold_play_id: str = ""
-    recording_started_at: float | None = None  # wall time the live recording began (hold marks)
-    recording_paused_by_operator: bool = False
     # IO the flow asks for and waits on: speech to render, lookups to make (cancelled at the end)
     speech: Speech | None = None
     lookups: LookupClient | None = None
     _io: set[asyncio.Task[None]] = field(default_factory=set)
     # the customer (docs/customers.md): its key as stored, the context its offers carry, and
     # the agent's leg kept up after the caller left for a wrap-up code keyed on the phone
-    customers: CustomerBook | None = None
+    customers: CustomerDirectory | None = None
     customer_key: str | None = None
-    customer: CustomerContext | None = None
+    customer: CustomerView | None = None
     wrapup_leg: str = ""
-    # an agent's consult is under way (acd/consult.py): the caller hears hold music meanwhile
-    consulting: bool = False
     # a blind transfer to an external number that was not answered (result: busy, no_answer,
     # ...): the ACD's "back to the queue"; None for a flow's transfer step (the flow goes on)
     transfer_failed: Callable[[str], None] | None = None
     # a supervisor listening, whispering or barging on the conversation (supervision.py)
-    supervision: Supervision | None = None
-    supervisions: Supervisions | None = None
+    supervision: SupervisionRef | None = None
+    supervisions: SupervisionDesk | None = None
     # a queued callback being asked for (docs/callbacks.md): the number's collect, the prompt
     # that ends it (then: hang up, back to the hold music, or on in the flow with the answer)
     callback_collect_id: str = ""
@@ -196,10 +148,156 @@ class CallSession:
 
     def __post_init__(self) -> None:
         self.log = log.bind(call_id=self.call_id, worker=self.worker, leg=self.leg)
+        self.core = CallCore(self.call_id, self.leg, direct_media=self.direct_media)
+        self.writer = RecordWriter(self.store, self.call_id, self._flow_record)
 
     @property
     def ended(self) -> bool:
         return self.ended_at is not None
+
+    # the core's state, read (and, for OutboundCall, set) under the names the rest of the
+    # daemon knows
+    @property
+    def hangup(self) -> HangUp | None:
+        return self.core.hangup
+
+    @property
+    def disposition(self) -> str:
+        return self.core.disposition
+
+    @property
+    def queued(self) -> str | None:
+        return self.core.queue
+
+    @property
+    def queue_agent_leg(self) -> str:
+        return self.core.agent_leg
+
+    @queue_agent_leg.setter
+    def queue_agent_leg(self, leg: str) -> None:
+        self.core.agent_leg = leg
+
+    @property
+    def b_leg(self) -> str:
+        return self.core.b_leg
+
+    @property
+    def holds(self) -> dict[str, Any]:
+        return self.core.holds
+
+    @property
+    def hold_seconds(self) -> float:
+        return self.core.hold_seconds
+
+    @property
+    def hold_count(self) -> int:
+        return self.core.hold_count
+
+    @property
+    def consulting(self) -> bool:
+        return self.core.consulting
+
+    @property
+    def message(self) -> Any:
+        return self.core.message
+
+    @property
+    def default_moh(self) -> tuple[str, ...]:
+        return self.core.default_music
+
+    @default_moh.setter
+    def default_moh(self, files: tuple[str, ...]) -> None:
+        self.core.default_music = files
+
+    def _flow_record(self) -> tuple[list[str], dict[str, Any]]:
+        run = self.run
+        return (run.path if run else [], run.variables if run else {})
+
+    def _apply(self, outputs: list[Output]) -> None:
+        """Carry out the core's outputs in order: commands to the worker (a Dial's leg is
+        routed to this call first, a Play's files made playable), records to the writer,
+        notices to the flow, the queue runtime and supervision; illegal events logged and
+        counted. Then the core's deadline is armed."""
+        for o in outputs:
+            if isinstance(o, p.Message):
+                if isinstance(o, p.Dial):
+                    self.bind_leg(o.leg)
+                elif isinstance(o, p.Play):
+                    o = p.Play(leg=o.leg, files=prompts.playable(o.files), play_id=o.play_id, loop=o.loop,
+                               barge_in=o.barge_in)
+                self._command(o)
+            elif isinstance(o, RECORDS):
+                self._record(o)
+            elif isinstance(o, FeedFlow):
+                self._feed(o.event)
+            elif isinstance(o, TransferResult):
+                if self.transfer_failed is not None:  # an agent's blind transfer out: back to her queue
+                    failed, self.transfer_failed = self.transfer_failed, None
+                    failed(o.result)
+            elif isinstance(o, QueueExit):
+                if self.acd is not None:
+                    if o.how == "connected":
+                        self.acd.caller_ended_connected(self)  # COMPLETECALLER, the agent leg is hung up
+                    else:
+                        self.acd.caller_gone(self)  # ABANDON
+            elif isinstance(o, EndSupervision):
+                self.end_supervision(o.how)
+            elif isinstance(o, IllegalEvent):
+                ILLEGAL_CALL_EVENTS.labels(event=o.event, phase=o.phase).inc()
+                # (structlog's first argument is named `event`: the refused one is `refused`)
+                self.log.warning("call.illegal_event", refused=o.event, phase=o.phase, event_leg=o.leg or None,
+                                 leg_state=o.leg_state or None, detail=o.detail or None)
+        self._arm_deadline()
+
+    def _record(self, r: rec.Record) -> None:
+        """One record event: written, then what the rest of the daemon hears of it."""
+        if isinstance(r, rec.CallEnded) and self.customers is not None:
+            self.customers.call_identified(self)  # an account keyed in after the queue counts too
+        self.writer.apply(r)
+        if isinstance(r, rec.CallAnswered):
+            self.answered_at = rec.wall_clock(r.at)
+            self.log.info("call.answered")
+        elif isinstance(r, rec.CallEnded):
+            self._record_end(r)
+        elif isinstance(r, rec.HoldStarted):
+            self.log.info("call.hold", party=r.party, direction=r.direction)
+            if self.acd is not None:
+                self.acd.hold_changed(self, r.party, True, 0.0)
+        elif isinstance(r, rec.HoldEnded):
+            self.log.info("call.unhold", party=r.party, seconds=round(r.seconds, 2), how=r.how)
+            if self.acd is not None:
+                self.acd.hold_changed(self, r.party, False, r.seconds)
+        elif isinstance(r, rec.TransferAnswered):
+            self.transfer_failed = None
+        elif isinstance(r, rec.TransferFailed):
+            self.log.info("call.transfer_failed", code=r.code, result=r.result)
+        elif isinstance(r, rec.VoicemailFinished):
+            self.log.info("call.voicemail_stored", path=r.path, seconds=round(r.seconds, 1))
+            self.on_message(r.rec_id, self.call_id, r.box, self.caller, r.path, r.seconds)
+        elif isinstance(r, rec.LegEnded):
+            self.log.debug("call.leg_ended", event_leg=r.leg, role=r.role, code=r.code, charged=r.charged)
+
+    def _arm_deadline(self) -> None:
+        """One timer at the core's next deadline. asyncio's loop.time() is monotonic; the
+        core's times are time.monotonic() readings, so the wait is their difference."""
+        deadline = self.core.next_deadline()
+        if deadline == self._deadline:
+            return
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        self._deadline = deadline
+        if deadline is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._deadline_timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._tick)
+
+    def _tick(self) -> None:
+        self._deadline_timer, self._deadline = None, None
+        self._apply(self.core.tick(time.monotonic()))
 
     # ------------------------------------------------------------ flow -> worker
 
@@ -209,9 +307,7 @@ class CallSession:
         self.execute(self.run.start())
 
     def reject(self, code: int, cause: str) -> None:
-        self.hangup = HangUp(code, cause)
-        self.disposition = "rejected"
-        self._command(p.Reject(leg=self.leg, code=code))
+        self._apply(self.core.reject(code, cause))
 
     def execute(self, actions: list[Action]) -> None:
         for action in actions:
@@ -249,14 +345,7 @@ class CallSession:
             elif isinstance(action, StoreCallback):
                 self._flow_callback(action)
             elif isinstance(action, HangUp):
-                self.hangup = action
-                self._end_b_leg()
-                if self.answered_at is None:
-                    code = action.code if action.code >= 300 else 480
-                    self.disposition = "rejected"
-                    self._command(p.Reject(leg=self.leg, code=code))
-                else:
-                    self._command(p.Hangup(leg=self.leg))
+                self._apply(self.core.hang_up(action, time.monotonic()))
 
     # ------------------------------------------------------------ queued callbacks (docs/callbacks.md)
 
@@ -264,8 +353,6 @@ class CallSession:
         """A flow's `callback` step: the number is checked, the callback queued; the caller
         hears the confirm prompt with the position and wait (or the invalid prompt), then the
         step gets CallbackStored."""
-        from ringmaster.callbacks import NumberRefused
-
         callbacks = self.acd.callbacks if self.acd is not None else None
         spec = callbacks.spec(action.queue) if callbacks is not None else None
         if callbacks is None or spec is None or self.acd is None:
@@ -293,7 +380,7 @@ class CallSession:
         meanwhile."""
         if self.callback_collect_id or self.callback_play_id:
             return  # already asking
-        self.store.event(self.call_id, "CALLBACK_KEY", queue=queue)
+        self._record(rec.CallbackKeyPressed(queue))
         if spec.number == "caller":
             self._callback_number(queue, self.caller)
             return
@@ -310,8 +397,6 @@ class CallSession:
                                       inter_digit_timeout=4.0, flush=True))
 
     def _callback_number(self, queue: str, raw: str) -> None:
-        from ringmaster.callbacks import NumberRefused
-
         if self.acd is None or self.acd.callbacks is None or self.queued != queue:
             return
         spec = self.acd.callbacks.spec(queue)
@@ -324,20 +409,21 @@ class CallSession:
         if taken is None:
             return
         cb_id, position = taken
-        self.queued, self.announce_play_id = None, ""
+        self.announce_play_id = ""
+        self._apply(self.core.left_for_callback())
         self._callback_stored(cb_id, number, queue)
         files = (self.acd.call_prompts(self, [spec.confirm_prompt]) if spec is not None else []) + position
         self._callback_say(files, HangUp(200, cause="callback_requested"))
 
     def _callback_stored(self, cb_id: str, number: str, queue: str) -> None:
-        self.unserved_exit = ""  # served: a callback is what the caller asked for
-        self.store.event(self.call_id, "CALLBACK", callback_id=cb_id, queue=queue, number=number)
+        self.core.served()  # a callback is what the caller asked for
+        self._record(rec.CallbackQueued(cb_id, queue, number))
         self.notify("callback", {"caller": self.caller, "queue": queue, "number": number, "callback_id": cb_id})
         self.log.info("call.callback_requested", queue=queue, callback=cb_id)
 
     def _callback_refused(self, reason: str, prompt: str, then: Any) -> None:
         self.log.warning("call.callback_refused", reason=reason)
-        self.store.event(self.call_id, "CALLBACK_REFUSED", reason=reason)
+        self._record(rec.CallbackRefused(reason))
         files = self.acd.call_prompts(self, [prompt]) if self.acd is not None and prompt else []
         self._callback_say(files, then)
 
@@ -392,10 +478,10 @@ class CallSession:
         if self.hangup is not None or self.ended:
             return
         if path is None:
-            self.store.event(self.call_id, "SAY_FAILED", language=action.language)
+            self._record(rec.SpeechFailed(action.language))
             self._feed(PromptsDone(interrupted=True))
             return
-        self.store.event(self.call_id, "SAY", language=action.language, voice=action.voice, text=action.text)
+        self._record(rec.Spoken(action.language, action.voice, action.text))
         self.log.info("call.say", language=action.language, voice=action.voice, file=path)
         self.execute([PlayPrompts((path,), barge_in=action.barge_in)])
 
@@ -408,7 +494,7 @@ class CallSession:
         ms = round((time.monotonic() - started) * 1000)
         if self.hangup is not None or self.ended:
             return
-        self.store.event(self.call_id, "HTTP", endpoint=action.name, result=answer.result, status=answer.status, ms=ms)
+        self._record(rec.LookupAnswered(action.name, answer.result, answer.status, ms))
         fields = dict(endpoint=action.name, result=answer.result, status=answer.status, ms=ms)
         if answer.result == "ok":
             self.log.info("call.http", **fields)
@@ -424,7 +510,8 @@ class CallSession:
     # ------------------------------------------------------------ ACD (called by AcdRuntime)
 
     def queue_started(self, queue: str, moh: tuple[str, ...]) -> None:
-        self.queued, self.moh = queue, moh
+        self.moh = moh
+        self._apply(self.core.enqueued(queue, moh))
         self._play_moh()
 
     def _play_moh(self) -> None:
@@ -441,12 +528,15 @@ class CallSession:
         self.announce_play_id = f"{self.call_id}-ann{next(self._plays)}"
         self._command(p.Play(leg=self.leg, files=prompts.playable(files), play_id=self.announce_play_id))
 
-    def dial_agent(self, leg: str, uri: str, headers: tuple[tuple[str, str], ...], direct: bool = False) -> None:
+    def dial_agent(self, leg: str, uri: str, headers: tuple[tuple[str, str], ...], direct: bool = False,
+                   agents: tuple[str, ...] = ()) -> None:
         """Ring an agent: the leg's From (and, if sip.send_pai, P-Asserted-Identity, RFC 3325)
         carry the caller's number and name, so the phone shows who is calling; the IVR's
         variables stay in their X- headers. `direct`: the bridge will go direct (sip.direct_media,
-        not recorded), so the INVITE offers the caller's media from the start (Dial.offer_media_of)."""
+        not recorded), so the INVITE offers the caller's media from the start (Dial.offer_media_of).
+        `agents`: the agents a queue's ring reaches on this leg (none for a consult's leg)."""
         self.bind_leg(leg)
+        self._apply(self.core.leg_dialled(leg, agents))
         who = identity(self.caller, self.caller_name, self.identity_host) if self.identity_host else None
         if who is not None and self.send_pai:
             headers = (*headers, ("P-Asserted-Identity", who))
@@ -462,27 +552,29 @@ class CallSession:
                                       inter_digit_timeout=timeout, flush=True))
 
     def hangup_leg(self, leg: str, code: int = 200) -> None:
-        self._command(p.Hangup(leg=leg, code=code))
+        """End one of the call's other legs (CANCEL a ring with 487, BYE an answered one)."""
+        self._apply(self.core.end_leg(leg, code))
+
+    def ring_answered(self, leg: str) -> bool:
+        """An agent's ring leg answered: False when it lost the race (another agent has the
+        call, or the caller is gone): the core has hung it up and it is charged to nobody."""
+        won, out = self.core.ring_answered(leg)
+        self._apply(out)
+        return won
 
     def queue_bridged(self, agent_leg: str, recording: str | None) -> None:
-        self.queued, self.moh_play_id, self.announce_play_id = None, "", ""
-        self.unserved_exit = ""
-        self.queue_agent_leg = agent_leg
-        # stops the hold music
-        self._command(p.Bridge(leg_a=self.leg, leg_b=agent_leg, direct_media=self.direct_media and not recording))
-        if recording:
-            self.recording_started_at = time.time()
-            self.queue_rec_id = f"{self.call_id}-qr{next(self._plays)}"
-            self._command(p.RecordStart(rec_id=self.queue_rec_id, legs=(self.leg, agent_leg), path=recording))
-            self.store.call_recording(self.call_id, recording)
+        self.moh_play_id, self.announce_play_id = "", ""
+        self._apply(self.core.agent_bridging(agent_leg, recording, time.monotonic()))  # stops the hold music
+
+    def queue_connected(self, other: str) -> bool:
+        """The worker joined the caller to `other`: True if that is the connecting agent."""
+        return self.core.bridged(other)
 
     def queue_left(self, reason: str, flow: str | None) -> None:
         """The caller left the queue unserved (reason: LeaveQueue's) for `flow`, or back to
         the flow it came from. Only the exit key is the caller's own choice."""
-        self.queued, self.moh_play_id, self.announce_play_id = None, "", ""
-        if reason != "key":
-            self.unserved_exit = reason
-        self._command(p.StopPlay(leg=self.leg))
+        self.moh_play_id, self.announce_play_id = "", ""
+        self._apply(self.core.left_queue(reason))
         if self.run is None:
             return
         if flow is not None:
@@ -498,30 +590,19 @@ class CallSession:
     def supervision_ended(self) -> None:
         """The supervisor hung up: with sip.direct_media, caller and agent may talk directly
         again (an unrecorded bridge nobody holds), as after any bridge."""
-        if (self.direct_media and self.queue_agent_leg and not self.holds and not self.queue_rec_id
-                and self.hangup is None and not self.ended):
-            self._command(p.Bridge(leg_a=self.leg, leg_b=self.queue_agent_leg, direct_media=True))
+        if not self.ended:
+            self._apply(self.core.direct_again())
 
     def end_from_queue(self, cause: str) -> None:
         """The agent hung up: the caller's call is complete."""
-        self.end_supervision("agent_hangup")
-        self.close_holds("agent_hangup")
-        self.queue_agent_leg = ""
-        self.ended_by_agent = True
-        self._stop_queue_recording()
-        self.execute([HangUp(200, cause=cause)])
+        self._apply(self.core.agent_hung_up(cause, time.monotonic()))
 
     def continue_after_agent(self, flow: str) -> None:
         """The agent hung up and the queue says `continue_on_agent_hangup: FLOW` (Asterisk's
         Queue option c): the caller goes on at that flow's start (e.g. a survey) instead of
         being hung up. The call record keeps the agent and talk time; what the flow collects
         lands in its variables and DIGITS events."""
-        self.end_supervision("agent_hangup")
-        self.close_holds("agent_hangup")
-        self.queue_agent_leg = ""
-        self._stop_queue_recording()
-        self._command(p.StopPlay(leg=self.leg))  # hold music, if the agent hung up holding
-        self.store.event(self.call_id, "CONTINUE", flow=flow, after="agent_hangup")
+        self._apply(self.core.continue_after_agent(flow, time.monotonic()))
         self.log.info("call.continue_after_agent", flow=flow)
         if self.run is None or self.hangup is not None:
             return
@@ -531,12 +612,7 @@ class CallSession:
         """The agent sent the caller on (a blind transfer): her leg is hung up (BYE), the
         queue's recording of this part ends (the next agent's part is recorded anew if its
         queue records) and the caller is no longer bridged to anyone."""
-        self.end_supervision("transfer")
-        self.queue_agent_leg = ""
-        self._stop_queue_recording()
-        self._command(p.StopPlay(leg=self.leg))  # hold music, if she transferred while holding
-        if agent_leg:
-            self.hangup_leg(agent_leg)
+        self._apply(self.core.transferred_away(agent_leg))
 
     def transfer_out(self, uri: str, ring_timeout: float, moh: tuple[str, ...],
                      on_failed: Callable[[str], None]) -> None:
@@ -549,32 +625,16 @@ class CallSession:
         if moh and self.media_ready:
             self._command(p.Play(leg=self.leg, files=prompts.playable(moh), play_id=f"{self.call_id}-xfer{next(self._plays)}",
                                  loop=True))
-        self.connect = Connect(uri, record=False, ring_timeout=ring_timeout)
-        self.b_leg = f"{self.call_id}-b{next(self._plays)}"
-        self.b_answered_at = None
-        self.bind_leg(self.b_leg)
-        self.log.info("call.transfer_out", target=uri, b_leg=self.b_leg)
         who = identity(self.caller, self.caller_name, self.identity_host) if self.identity_host else None
-        self._command(p.Dial(leg=self.b_leg, uri=uri, from_uri=who or ""))
-        self._ring_timer = asyncio.get_running_loop().call_later(ring_timeout, self._ring_timeout, self.b_leg)
+        self._apply(self.core.transfer_out(uri, ring_timeout, who or "", time.monotonic()))
+        self.log.info("call.transfer_out", target=uri, b_leg=self.b_leg)
 
     # ------------------------------------------------------------ consult (acd/consult.py)
-
-    def _pause_for_consult(self, pause: bool) -> None:
-        rec_id = self.queue_rec_id or self.rec_id
-        if rec_id and not self.recording_paused_by_operator and not self.holds:
-            self._command(p.RecordPause(rec_id=rec_id) if pause else p.RecordResume(rec_id=rec_id))
 
     def consult_started(self, agent_leg: str, moh: tuple[str, ...]) -> None:
         """The agent consults someone: she and the caller are unbridged, the caller hears hold
         music (the queue's), the recording pauses (the consult is not the caller's talk)."""
-        self.consulting = True
-        self._command(p.Unbridge(leg_a=self.leg, leg_b=agent_leg))
-        self._pause_for_consult(True)
-        moh = moh or self.default_moh
-        if moh:
-            self.hold_play_id = f"{self.call_id}-consult{next(self._plays)}"
-            self._command(p.Play(leg=self.leg, files=prompts.playable(moh), play_id=self.hold_play_id, loop=True))
+        self._apply(self.core.consult_started(agent_leg, moh))
 
     def consult_answered(self, agent_leg: str, leg: str) -> None:
         """The consulted party answered: the agent and it talk (the caller keeps the music)."""
@@ -582,28 +642,14 @@ class CallSession:
 
     def consult_back(self, agent_leg: str) -> None:
         """The consult ended without a transfer: the music stops, agent and caller talk again."""
-        self.consulting = False
-        self._command(p.StopPlay(leg=self.leg))
-        recorded = bool(self.queue_rec_id or self.rec_id)
-        if not self.holds:
-            self._command(p.Bridge(leg_a=self.leg, leg_b=agent_leg, direct_media=self.direct_media and not recorded))
-        self._pause_for_consult(False)
+        self._apply(self.core.consult_back(agent_leg))
 
     def consult_completed(self, agent_leg: str, leg: str, external_uri: str) -> None:
         """Attended transfer: the agent's leg is hung up, the caller is bridged to the consulted
         party's leg (the music stops). A consulted agent's leg becomes the call's agent leg; an
         external party's is the call's transfer leg (its hang-up ends the call). The queue's
         recording of the agent's part ends."""
-        self.consulting = False
-        self._stop_queue_recording()
-        self.hangup_leg(agent_leg)
-        if external_uri:
-            self.queue_agent_leg = ""
-            self.connect = Connect(external_uri, record=False)
-            self.b_leg, self.b_answered_at = leg, time.time()
-        else:
-            self.queue_agent_leg = leg
-        self._command(p.Bridge(leg_a=self.leg, leg_b=leg, direct_media=self.direct_media))
+        self._apply(self.core.consult_completed(agent_leg, leg, external_uri, time.monotonic()))
 
     def continue_in_flow(self, flow: str) -> None:
         """Go on at the start of `flow` (a transfer to a flow), variables kept."""
@@ -614,119 +660,21 @@ class CallSession:
     def set_recording(self, paused: bool) -> str | None:
         """Pause (e.g. while a card number is read out) or resume this call's recording.
         Returns an error text, or None."""
-        rec_id = self.queue_rec_id or self.rec_id
-        if not rec_id:
-            return "this call is not being recorded"
-        self.recording_paused_by_operator = paused
-        if self.holds:
-            # on hold the recording is paused already; it resumes with the call only if the
-            # operator has not paused it in the meantime
-            self.store.event(self.call_id, "RECORDING_PAUSED" if paused else "RECORDING_RESUMED", on_hold=True)
-            return None
-        self._command(p.RecordPause(rec_id=rec_id) if paused else p.RecordResume(rec_id=rec_id))
-        self.store.event(self.call_id, "RECORDING_PAUSED" if paused else "RECORDING_RESUMED")
-        self.log.info("call.recording_paused" if paused else "call.recording_resumed")
-        return None
-
-    def _stop_queue_recording(self) -> None:
-        if self.queue_rec_id:
-            self._command(p.RecordStop(rec_id=self.queue_rec_id))
-            self.queue_rec_id = ""
+        error, out = self.core.set_recording(paused)
+        self._apply(out)
+        if error is None and not self.holds:
+            self.log.info("call.recording_paused" if paused else "call.recording_resumed")
+        return error
 
     def _start_message(self, action: RecordMessage) -> None:
-        rec_id = f"{self.call_id}-vm{next(self._plays)}"
         path = os.path.join(self.recordings_dir, "voicemail", action.box, f"{self.call_id}.wav")
-        self.message = (rec_id, path, time.monotonic())
-        self.message_box = action.box
-        self.store.voicemail_started(self.call_id, action.box, self.caller, path, time.time())
         self.log.info("call.voicemail_recording", box=action.box, path=path)
-        self._command(p.RecordStart(rec_id=rec_id, legs=(self.leg,), path=path))
-        self._message_timer = asyncio.get_running_loop().call_later(action.max_seconds, self._stop_message, True)
-
-    def _stop_message(self, feed: bool) -> None:
-        if self.message is None:
-            return
-        rec_id, path, started = self.message
-        self.message = None
-        if self._message_timer is not None:
-            self._message_timer.cancel()
-            self._message_timer = None
-        seconds = time.monotonic() - started
-        self._command(p.RecordStop(rec_id=rec_id))
-        self.store.voicemail_finished(self.call_id, path, seconds)
-        self.unserved_exit = ""  # served: the caller left a message
-        self.log.info("call.voicemail_stored", path=path, seconds=round(seconds, 1))
-        self.on_message(rec_id, self.call_id, self.message_box, self.caller, path, seconds)
-        if feed:
-            self._feed(MessageRecorded(path, seconds))
+        self._apply(self.core.start_message(action.box, self.caller, path, action.max_seconds, time.monotonic()))
 
     def _connect(self, action: Connect) -> None:
-        self.connect = action
-        self.b_leg = f"{self.call_id}-b{next(self._plays)}"
-        self.b_answered_at = None
-        self.bind_leg(self.b_leg)
-        self.store.event(self.call_id, "TRANSFER", target=action.uri)
+        path = os.path.join(self.recordings_dir, f"{self.call_id}.wav")
+        self._apply(self.core.connect(action, path, time.monotonic()))
         self.log.info("call.transfer", target=action.uri, b_leg=self.b_leg)
-        self._command(p.Dial(leg=self.b_leg, uri=action.uri))
-        loop = asyncio.get_running_loop()
-        self._ring_timer = loop.call_later(action.ring_timeout, self._ring_timeout, self.b_leg)
-
-    def _ring_timeout(self, b_leg: str) -> None:
-        if self.b_leg == b_leg and self.b_answered_at is None:
-            self.log.info("call.transfer_no_answer", b_leg=b_leg)
-            self._command(p.Hangup(leg=b_leg, code=487))
-
-    def _end_b_leg(self) -> None:
-        if self._ring_timer is not None:
-            self._ring_timer.cancel()
-            self._ring_timer = None
-        if self.rec_id:
-            self._command(p.RecordStop(rec_id=self.rec_id))
-            self.rec_id = ""
-        if self.b_leg:
-            self._command(p.Hangup(leg=self.b_leg))
-
-    def _b_event(self, msg: p.Message) -> None:
-        if isinstance(msg, p.CallState):
-            if msg.state == "confirmed" and self.b_answered_at is None:
-                self.b_answered_at = time.time()
-                self.unserved_exit = ""
-                self.transfer_failed = None
-                if self._ring_timer is not None:
-                    self._ring_timer.cancel()
-                self.store.event(self.call_id, "TRANSFER_ANSWERED", target=self.connect.uri if self.connect else "")
-                record = self.connect is not None and self.connect.record
-                self._command(p.Bridge(leg_a=self.leg, leg_b=self.b_leg, direct_media=self.direct_media and not record))
-                if self.connect is not None and self.connect.record:
-                    self.recording_started_at = time.time()
-                    self.rec_id = f"{self.call_id}-r{next(self._plays)}"
-                    path = os.path.join(self.recordings_dir, f"{self.call_id}.wav")
-                    self._command(p.RecordStart(rec_id=self.rec_id, legs=(self.leg, self.b_leg), path=path))
-                    self.store.call_recording(self.call_id, path)
-            elif msg.state == "disconnected":
-                self.close_holds("transfer_target_hangup")
-                b_leg, self.b_leg = self.b_leg, ""
-                if self._ring_timer is not None:
-                    self._ring_timer.cancel()
-                if self.rec_id:
-                    self._command(p.RecordStop(rec_id=self.rec_id))
-                    self.rec_id = ""
-                if self.b_answered_at is not None:
-                    # the target hung up after talking: the caller's call is over too
-                    self.store.event(self.call_id, "TRANSFER_ENDED", by="target")
-                    self.execute([HangUp(200, cause="transfer_target_hangup")])
-                else:
-                    result = {486: "busy", 487: "no_answer", 408: "no_answer", 480: "no_answer",
-                              404: "not_found", 603: "declined"}.get(msg.code, "failed")
-                    self.store.event(self.call_id, "TRANSFER_FAILED", code=msg.code, result=result, b_leg=b_leg)
-                    self.log.info("call.transfer_failed", code=msg.code, result=result)
-                    if self.transfer_failed is not None:  # an agent's blind transfer out: back to her queue
-                        failed, self.transfer_failed = self.transfer_failed, None
-                        failed(result)
-                    else:
-                        self._feed(ConnectEnded(result, msg.code))
-        elif isinstance(msg, p.Error):
-            self.log.error("call.b_leg_error", command=msg.command, error=msg.message)
 
     def _command(self, cmd: p.Message) -> None:
         if not self.send(self.worker, cmd):
@@ -755,27 +703,29 @@ class CallSession:
             # let go of (a cancelled ring) still reports its end; that is not the caller's.
             # the agent's wrap-up line (after the caller left) is the customer book's, even
             # though the queue still counts that leg as its own until it ends
+            if isinstance(msg, p.CallState) and leg != self.b_leg:
+                self._apply(self.core.other_leg_state(leg, msg.state, msg.code, time.monotonic()))
             if leg == self.wrapup_leg and self.customers is not None:
                 self.customers.line_event(self, msg)
             elif self.acd is not None and self.acd.owns_leg(self, leg):
                 self.acd.agent_leg_event(self, msg)
             elif leg == self.b_leg:
-                self._b_event(msg)
+                if isinstance(msg, p.CallState):
+                    self._apply(self.core.transfer_state(leg, msg.state, msg.code, time.monotonic()))
+                elif isinstance(msg, p.Error):
+                    self.log.error("call.b_leg_error", command=msg.command, error=msg.message)
             return
         if isinstance(msg, p.CallState):
-            # "connecting" = our 200 OK is out: the caller is answered (and billed) from here
-            if msg.state in ("connecting", "confirmed") and self.answered_at is None:
-                self.answered_at = time.time()
-                self.store.call_answered(self.call_id, self.answered_at)
-                self.log.info("call.answered")
-                self._feed(Answered())
-            elif msg.state == "disconnected":
-                self._end_b_leg()
-                self._stop_message(feed=False)  # hanging up is how most messages end
-                self._leave_acd()
-                self._ended(msg.code, msg.reason)
+            # "connecting" = our 200 OK is out: the caller is answered (and billed) from here;
+            # "disconnected": the core decides how the call is stored
+            if msg.state == "disconnected" and self.ended:
+                # closed already (the daemon stopping closed it as failed, then the worker's
+                # last event came): expected, not illegal
+                self.log.info("call.end_after_close", code=msg.code)
+                return
+            self._apply(self.core.caller_state(msg.state, msg.code, msg.reason, time.monotonic()))
         elif isinstance(msg, p.Bridged):
-            if self.acd is not None and msg.other == self.queue_agent_leg:
+            if self.acd is not None and self.core.bridged(msg.other):
                 self.acd.bridged(self, msg.other)
         elif isinstance(msg, p.MediaReady):
             self.media_ready = True
@@ -800,9 +750,10 @@ class CallSession:
                 self.log.warning("call.digit_refused", digit=repr(msg.digit[:8]), method=msg.method[:16])
                 return
             self.log.info("call.digit", digit=digit, method=msg.method)
-            self.store.event(self.call_id, "DIGIT", digit=digit, method=msg.method)
+            self._record(rec.DigitHeard(digit, msg.method))
             if self.message is not None and digit == "#":
-                self._stop_message(feed=True)  # "press the pound key when you are done"
+                # "press the pound key when you are done"
+                self._apply(self.core.stop_message(time.monotonic(), feed=True))
             elif self.callback_collect_id:
                 pass  # the callback number being keyed in: the worker's collect has it
             elif self.queued is not None and self.acd is not None:
@@ -813,7 +764,7 @@ class CallSession:
             if msg.collect_id and msg.collect_id == self.callback_collect_id:
                 self.callback_collect_id = ""
                 digits = inputs.dtmf_digits(msg.digits[:MAX_COLLECTED])
-                self.store.event(self.call_id, "DIGITS", digits=digits, reason=msg.reason, purpose="callback")
+                self._record(rec.DigitsHeard(digits, msg.reason, purpose="callback"))
                 if self.queued is not None:
                     self._callback_number(self.queued, digits.rstrip("#"))
                 return
@@ -822,16 +773,11 @@ class CallSession:
                 digits = inputs.dtmf_digits(msg.digits[:MAX_COLLECTED])
                 if digits != msg.digits:
                     self.log.warning("call.digits_filtered", got=repr(msg.digits[:40]), kept=digits)
-                self.store.event(self.call_id, "DIGITS", digits=digits, reason=msg.reason)
+                self._record(rec.DigitsHeard(digits, msg.reason))
                 self._feed(DigitsEntered(digits, msg.reason))
         elif isinstance(msg, p.Error):
             self.log.error("call.worker_error", command=msg.command, error=msg.message)
-            if msg.command == "record_start" and (self.queue_rec_id or self.rec_id):
-                # the recording never began (the caller left at that very moment): say so
-                self.queue_rec_id = self.rec_id = ""
-                self.store.call_recording(self.call_id, None)
-                self.store.event(self.call_id, "RECORDING_FAILED", error=msg.message)
-            self.store.event(self.call_id, "ERROR", command=msg.command, error=msg.message)
+            self._apply(self.core.worker_error(msg.command, msg.message))
             if msg.command == "play" and self.play_id:
                 # a prompt that cannot play must not leave the caller in silence forever
                 self.play_id = ""
@@ -839,84 +785,17 @@ class CallSession:
 
     # ------------------------------------------------------------ hold (RFC 3264 8.4)
 
-    def _talking_to(self, leg: str) -> tuple[str, str] | None:
-        """(party of `leg`, the leg it talks to) for a bridged call's caller, agent or transfer
-        target; None for a leg that is not in a conversation (a ring, an IVR-only call)."""
-        other = self.queue_agent_leg or (self.b_leg if self.b_answered_at is not None else "")
-        if not other:
-            return None
-        if leg == self.leg:
-            return "caller", other
-        if leg == self.queue_agent_leg:
-            return "agent", self.leg
-        if leg == self.b_leg:
-            return "transfer_target", self.leg
-        return None
-
     def _hold_changed(self, msg: p.HoldState) -> None:
-        """A party's phone holds (re-INVITE sendonly/inactive) or resumes (sendrecv): the
-        other party hears hold music meanwhile (the bridge is cut, so not the holding phone's
-        own sound), the stretch is kept as hold time, queue_log gets HOLD / UNHOLD and a
-        recording is paused (a silent stretch) and marked with its offsets."""
-        talk = self._talking_to(msg.leg)
-        if talk is None or self.hangup is not None or self.ended or self.consulting:
-            return
-        party, other = talk
-        far = other if msg.leg == self.leg else msg.leg  # the bridge is caller <-> far
-        now = time.time()
-        offset = round(now - self.recording_started_at, 2) if self.recording_started_at is not None else None
-        if msg.held and msg.leg not in self.holds:
-            first = not self.holds
-            self.holds[msg.leg] = (now, party)
-            self.hold_count += 1
-            self.store.event(self.call_id, "HOLD", now, party=party, direction=msg.direction,
-                             recording_offset=offset)
-            self.log.info("call.hold", party=party, direction=msg.direction)
-            if self.acd is not None:
-                self.acd.hold_changed(self, party, True, 0.0)
-            if first:
-                self._command(p.Unbridge(leg_a=self.leg, leg_b=far))
-                rec_id = self.queue_rec_id or self.rec_id
-                if rec_id and not self.recording_paused_by_operator:
-                    self._command(p.RecordPause(rec_id=rec_id))
-            moh = self.moh or self.default_moh
-            if moh and other not in self.holds:
-                self.hold_play_id = f"{self.call_id}-hold{next(self._plays)}"
-                self._command(p.Play(leg=other, files=prompts.playable(moh), play_id=self.hold_play_id, loop=True))
-            if msg.leg in self.holds and self.holds.keys() >= {self.leg, other}:
-                self._command(p.StopPlay(leg=msg.leg))  # both hold: nobody listens to music
-        elif not msg.held and msg.leg in self.holds:
-            self._end_hold(msg.leg, now, offset, "resumed")
-            if other not in self.holds:
-                self._command(p.StopPlay(leg=other))
-            if not self.holds:
-                recorded = bool(self.queue_rec_id or self.rec_id)
-                self._command(p.Bridge(leg_a=self.leg, leg_b=far,
-                                       direct_media=self.direct_media and not recorded))
-                rec_id = self.queue_rec_id or self.rec_id
-                if rec_id and not self.recording_paused_by_operator:
-                    self._command(p.RecordResume(rec_id=rec_id))
-            elif moh := (self.moh or self.default_moh):
-                # the other party still holds: the one who resumed hears the music now
-                self._command(p.Play(leg=msg.leg, files=prompts.playable(moh), play_id=self.hold_play_id, loop=True))
-
-    def _end_hold(self, leg: str, now: float, offset: float | None, how: str) -> None:
-        started, party = self.holds.pop(leg)
-        seconds = max(0.0, now - started)
-        self.hold_seconds += seconds
-        self.store.call_hold(self.call_id, self.hold_seconds, self.hold_count)
-        self.store.event(self.call_id, "UNHOLD", now, party=party, seconds=round(seconds, 2), how=how,
-                         recording_offset=offset)
-        self.log.info("call.unhold", party=party, seconds=round(seconds, 2), how=how)
-        if self.acd is not None:
-            self.acd.hold_changed(self, party, False, seconds)
+        """A party's phone holds or resumes (RFC 3264 8.4): the core decides (hold music for
+        the other party, the stretch kept, the recording paused and marked); queue_log gets
+        HOLD / UNHOLD through the queue runtime as the records are applied."""
+        if self.ended:
+            return  # an outbound call's record is closed by outbound.py, not by the core
+        self._apply(self.core.hold_changed(msg.leg, msg.held, msg.direction, time.monotonic()))
 
     def close_holds(self, how: str) -> None:
         """The call (or the held party's leg) ends while on hold: the stretch ends there."""
-        now = time.time()
-        offset = round(now - self.recording_started_at, 2) if self.recording_started_at is not None else None
-        for leg in list(self.holds):
-            self._end_hold(leg, now, offset, how)
+        self._apply(self.core.close_holds(time.monotonic(), how))
 
     def _transfer_refused(self, msg: p.TransferRequested) -> None:
         """A REFER, INVITE-with-Replaces or 3xx on one of this call's legs (caller or
@@ -935,63 +814,23 @@ class CallSession:
                     return
         self.log.warning("call.transfer_refused", via=msg.via, target=msg.target,
                          replaces=msg.replaces, side=side, refused_leg=msg.leg)
-        self.store.event(self.call_id, "TRANSFER_REFUSED", via=msg.via, target=msg.target,
-                         replaces=msg.replaces, side=side, leg=msg.leg)
-
-    def _ended(self, code: int, reason: str) -> None:
-        if self.ended:
-            return
-        self.ended_at = time.time()
-        self._cancel_io()
-        if self.hangup is not None and self.hangup.cause == "transfer_target_hangup":
-            by, cause, disposition = "target", self.hangup.cause, "completed"
-        elif self.ended_by_agent:
-            by, cause, disposition = "agent", "agent_hangup", "completed"
-        elif self.hangup is not None:
-            by, cause = "ringmaster", self.hangup.cause
-            disposition = self.disposition or ("abandoned" if self.unserved_exit else "completed")
-        else:
-            by, cause = "caller", "caller_hangup"
-            # answered by the IVR for hold music, but never served: the caller abandoned
-            served = self.answered_at is not None and not self.abandoned_in_queue and not self.unserved_exit
-            disposition = "completed" if served else "abandoned"
-        self._record_end(disposition, cause, code, by)
+        self._record(rec.TransferRefused(msg.via, msg.target, msg.replaces, side, msg.leg))
 
     def fail(self, cause: str) -> None:
-        """The worker holding this call is gone: close the record as failed."""
+        """The worker holding this call is gone (or the daemon stops): the record is closed
+        as failed."""
         if self.ended:
             return
-        self.ended_at = time.time()
         self._cancel_io()
-        if self._ring_timer is not None:
-            self._ring_timer.cancel()
-        self._stop_message(feed=False)
-        self.end_supervision("failed")
-        self._leave_acd()
-        self._record_end("failed", cause, 0, "ringmaster")
+        self._apply(self.core.worker_lost(cause, time.monotonic()))
 
-    def _leave_acd(self) -> None:
-        self.end_supervision("caller_hangup")
-        self.close_holds("caller_hangup")
-        if self.acd is None:
-            return
-        self._stop_queue_recording()
-        if self.queue_agent_leg and not self.ended_by_agent:
-            self.acd.caller_ended_connected(self)  # COMPLETECALLER, the agent leg is hung up
-            self.queue_agent_leg = ""
-        elif self.queued is not None:
-            self.queued = None
-            self.abandoned_in_queue = True
-            self.acd.caller_gone(self)  # ABANDON
-
-    def _record_end(self, disposition: str, cause: str, code: int, by: str) -> None:
+    def _record_end(self, r: rec.CallEnded) -> None:
+        """The record is closed (the writer wrote it): integrations and logs hear of it."""
+        self.ended_at = rec.wall_clock(r.at)
+        self._cancel_io()
         run = self.run
-        if self.customers is not None:
-            self.customers.call_identified(self)  # an account keyed in after the queue counts too
-        self.store.call_ended(self.call_id, self.ended_at or time.time(), disposition, cause, code, by,
-                              run.path if run else [], run.variables if run else {})
         self.notify("ended", {"caller": self.caller, "called": self.called, "flow": run.flow.name if run else None,
-                              "disposition": disposition, "cause": cause, "code": code, "by": by,
+                              "disposition": r.disposition, "cause": r.cause, "code": r.code, "by": r.by,
                               "arrived_at": self.arrived_at, "answered_at": self.answered_at,
                               "ended_at": self.ended_at, "variables": dict(run.variables) if run else {}})
-        self.log.info("call.ended", disposition=disposition, cause=cause, code=code, by=by)
+        self.log.info("call.ended", disposition=r.disposition, cause=r.cause, code=r.code, by=r.by)

@@ -1301,7 +1301,7 @@ def _check_outbound(cfg: Config, src: Source) -> list[ConfigError]:
     check too (it refuses what no rule lists, whatever a worker is told) and numbers the
     trunk's own `allowed` lets through (tried on sample numbers of each pattern)."""
     from ringmaster.edge.policy import posix_pattern
-    from ringmaster.outbound import sample_numbers
+    from ringmaster.numberpatterns import sample_numbers
 
     errors = []
     names: set[str] = set()

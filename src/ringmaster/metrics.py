@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
@@ -26,6 +27,13 @@ from ringmaster.store import Disposition
 
 ENDED = tuple(d.value for d in Disposition if d != Disposition.IN_PROGRESS)
 TASK_CHANNELS = tuple(ch for ch in CHANNELS if ch != "voice")
+
+# Events a call's core (call/core.py) refused as illegal in the call's phase or leg state
+# (a second end, an answer on an ended leg, a hang-up of a leg already ending): counted as
+# they happen by calls.CallSession, which also logs each (call.illegal_event). Registered in
+# no registry here: each daemon's Metrics registers it in its own.
+ILLEGAL_CALL_EVENTS = PromCounter("ringmaster_call_illegal_events", "Call events the call core refused as illegal "
+                                  "in the call's state, by event and phase", ["event", "phase"], registry=None)
 
 
 def _gauge(name: str, help_: str, labels: list[str] | None = None) -> GaugeMetricFamily:
@@ -178,6 +186,7 @@ class Metrics:
     def __init__(self, source: Callable[[], LiveState]):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(LiveCollector(source))
+        self.registry.register(ILLEGAL_CALL_EVENTS)
         ProcessCollector(registry=self.registry)
 
     def render(self, accept: str = "") -> tuple[bytes, str]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import re._parser as sre  # the stdlib's own regex parser: sample numbers of a pattern
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,8 +31,10 @@ from typing import Any
 
 from ringmaster import inputs
 from ringmaster import protocol as p
-from ringmaster.calls import CallSession, identity
+from ringmaster.calls import CallSession
 from ringmaster.config import Config, OutboundRule, Trunk
+from ringmaster.numberpatterns import sample_numbers as sample_numbers  # still outbound's to callers
+from ringmaster.sipuri import identity
 
 NUMBER = re.compile(r"^\+?[0-9*#]{1,32}$")
 AGENT_RING_TIMEOUT = 30.0  # click-to-dial: how long the agent's own phone rings first
@@ -94,82 +95,6 @@ def decide(cfg: Config, agent: str, number: str) -> Permit | Refusal:
             cid = rule.caller_id
         return Permit(rule, trunk, number, cid)
     return Refusal(f"{number} is not a number agent {agent!r} may dial (rules: {', '.join(r.name for r in rules)})")
-
-
-def sample_numbers(pattern: str) -> list[str]:
-    """A few numbers the pattern matches (the shortest with the first choices, the longest with
-    the last, each alternative of the top level), to try against a trunk's `allowed`: a rule
-    that lets through numbers its trunk refuses is a config error. [] for a pattern this
-    cannot sample (negated classes, look-arounds)."""
-    try:
-        tree = sre.parse(pattern)
-    except re.error:
-        return []
-    out: list[str] = []
-    tops = [tree]
-    if len(tree) == 1 and tree[0][0] is sre.BRANCH:
-        tops = tree[0][1][1]
-    for top in tops:
-        for last in (False, True):
-            text = _sample(top, last)
-            if text is not None and re.fullmatch(pattern, text) and text not in out:
-                out.append(text)
-    return out
-
-
-def _sample(items: Any, last: bool) -> str | None:
-    parts: list[str] = []
-    for op, av in items:
-        if op is sre.LITERAL:
-            parts.append(chr(av))
-        elif op is sre.IN:
-            ch = _from_class(av, last)
-            if ch is None:
-                return None
-            parts.append(ch)
-        elif op is sre.ANY:
-            parts.append("9" if last else "0")
-        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
-            lo, hi, sub = av
-            n = min(hi, lo + 4) if last else lo
-            one = _sample(sub, last)
-            if one is None:
-                return None
-            parts.append(one * n)
-        elif op is sre.SUBPATTERN:
-            one = _sample(av[-1], last)
-            if one is None:
-                return None
-            parts.append(one)
-        elif op is sre.BRANCH:
-            branches = av[1]
-            one = _sample(branches[-1] if last else branches[0], last)
-            if one is None:
-                return None
-            parts.append(one)
-        elif op is sre.AT:
-            continue
-        else:
-            return None
-    return "".join(parts)
-
-
-def _from_class(items: Any, last: bool) -> str | None:
-    chars: list[str] = []
-    for op, av in items:
-        if op is sre.NEGATE:
-            return None
-        if op is sre.LITERAL:
-            chars.append(chr(av))
-        elif op is sre.RANGE:
-            chars += [chr(av[0]), chr(av[1])]
-        elif op is sre.CATEGORY and av is sre.CATEGORY_DIGIT:
-            chars += ["0", "9"]
-        else:
-            return None
-    if not chars:
-        return None
-    return chars[-1] if last else chars[0]
 
 
 # ---------------------------------------------------------------- one call
@@ -353,9 +278,9 @@ class OutboundCall(CallSession):
         if record:
             self.rec_path = self._recording_path()
             if self.rec_path is not None:
-                self.recording_started_at = time.time()
-                self.queue_rec_id = f"{self.call_id}-or"
-                self._command(p.RecordStart(rec_id=self.queue_rec_id, legs=(self.leg, self.customer_leg),
+                rec_id = f"{self.call_id}-or"
+                self.core.recording_started(rec_id, self.rec_path, time.monotonic())  # hold marks and stops
+                self._command(p.RecordStart(rec_id=rec_id, legs=(self.leg, self.customer_leg),
                                             path=self.rec_path))
                 self.store.call_recording(self.call_id, self.rec_path)
         self.store.event(self.call_id, "CONNECT", agent=self.agent, number=self.number, recording=self.rec_path)
@@ -379,9 +304,9 @@ class OutboundCall(CallSession):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.queue_rec_id:
-            self._command(p.RecordStop(rec_id=self.queue_rec_id))
-            self.queue_rec_id = ""
+        for cmd in self.core.stop_recording():
+            if isinstance(cmd, p.Message):
+                self._command(cmd)
         if self.customer_answered_at is not None and self.agent_answered_at is not None:
             self.store.call_talk(self.call_id, time.time() - self.customer_answered_at)
         if self.customer_leg in self._legs_up:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ringmaster.acd.config import CHANNELS
+from ringmaster.acd.config import CHANNELS, Channel
 from ringmaster.acd.engine import Bridge, CancelRing, QueueLog, Ring, Unroutable
 from ringmaster.customers import KeyRefused, parse_key
 from ringmaster.mqtt.payloads import AgentCommand, BadPayload, NewTask, TaskCommand, parse
@@ -60,7 +60,6 @@ class TaskRouter:
         self.link = link
         self.clock = clock
         self.errors = 0
-        self._persisted: dict[str, tuple[bool, str | None]] = {}
         self._agents_dirty: set[str] = set()
         self._queues_dirty: set[str] = set(self.engine.queues)
         self._flush_handle: asyncio.Handle | None = None
@@ -78,18 +77,18 @@ class TaskRouter:
         # Controller.call_from_task; each returns {"call_id", ...} or {"error": reason}
         self.dial: Callable[[str, str, str], dict[str, Any]] | None = None
         self.call_task: Callable[[str, str | None, str], dict[str, Any]] | None = None
-        acd.router = self
+        # chats and emails reach this router by the runtime's dispatch by channel; agents'
+        # changes and call events come here for MQTT (presence is stored by acd.presence)
+        acd.route_channel(Channel.CHAT, self)
+        acd.route_channel(Channel.EMAIL, self)
+        acd.listen(self)
 
     # ------------------------------------------------------------ start and restore
 
     async def start(self) -> None:
         now = self.clock()
         await self.store.close_task_offers(now)  # offers a crash left open: RINGCANCELED
-        presences = await self.store.agent_presences()
-        for agent, (logged_in, paused) in presences.items():
-            if agent in self.engine.agents:
-                self.engine.restore_agent(agent, logged_in, paused, now)
-                self._persisted[agent] = (logged_in, paused)
+        presences = await self.acd.presence.restore(now)
         recent = await self.store.recent_task_ids(KNOWN_IDS)
         self._known.update(dict.fromkeys(recent))
         self._forgotten = len(recent) >= KNOWN_IDS
@@ -106,11 +105,10 @@ class TaskRouter:
                                      priority=row["priority"], skills=row["skills"], due=row["due"], data=row["data"],
                                      agent=row["agent"] if row["state"] == "assigned" else None,
                                      answered_at=row["assigned_at"])
-        log.info("tasks.restored", agents=len(presences), tasks=len(tasks))
+        log.info("tasks.restored", agents=presences, tasks=len(tasks))
         self._agents_dirty.update(self.engine.agents)
         self.acd.apply(self.engine.dispatch(now))
-        for agent in self.engine.agents:  # the agents the store did not know yet
-            self._persist(agent)
+        self.acd.presence.write_unknown()  # the agents the store did not know yet
         if self.link is not None:
             for topic in ("tasks/new", "tasks/+/commands", "agents/+/commands"):
                 self.link.subscribe(topic, self.on_message)
@@ -426,7 +424,6 @@ class TaskRouter:
             return  # a reload removed the agent
         self._agents_dirty.add(agent)
         self._queues_dirty.update(self.engine.by_agent.get(agent, ()))
-        self._persist(agent)
         self._schedule_flush()
 
     def call_event(self, event: str, session: CallSession, queue: str, **extra: Any) -> None:
@@ -471,13 +468,6 @@ class TaskRouter:
 
     def _task_event(self, task_id: str, event: str, **fields: Any) -> None:
         self._publish(f"tasks/{task_id}/events", {"event": event, "task": task_id, **fields})
-
-    def _persist(self, agent: str) -> None:
-        st = self.engine.agents[agent]
-        now_state = (st.logged_in, st.paused)
-        if self._persisted.get(agent) != now_state:
-            self._persisted[agent] = now_state
-            self.store.agent_presence(agent, st.logged_in, st.paused, self.clock())
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:

@@ -188,6 +188,12 @@ class ExitKey(_Strict):
     flow: str
 
 
+class NumberRefused(ValueError):
+    """A number that cannot be called back, with the reason (said in logs and API errors).
+    Raised by callbacks.callback_number; here so that the call adapter can catch it without
+    importing callbacks.py."""
+
+
 class CallbackConfig(_Strict):
     """Queued callback (docs/callbacks.md): a waiting caller presses `key` (app_queue's exit
     digit, here kept in line) or a flow's `callback` step asks for one; the caller hangs up

@@ -14,7 +14,15 @@
 - Bridge: caller and agent leg joined in the worker, recorded if the queue says so.
 - LeaveQueue: overflow to another queue or a flow, or back to the caller's flow.
 - QueueLog: one row per event in the store's queue_log table (Asterisk's names and fields).
+- Chat and email: the engine's actions for a non-voice channel go to the router registered
+  for that channel (`route_channel`; tasks.TaskRouter registers for chat and email).
+- Presence: every AgentChanged is written by `PresenceStore` (acd/presence_store.py) and heard
+  by the listener (`listen`: the task router's MQTT states and stats).
 The engine's clock is one timer, re-armed at `next_deadline()` after every change.
+
+Imports go one way: calls.py and tasks.py use this module; it names what it needs of the task
+router as acd/ports.py Protocols and imports calls.py only for type checking (calls.py types
+its runtime as call/ports.py's QueueRuntime), so the three form no import cycle.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import structlog
 
 from ringmaster import inputs
 from ringmaster import protocol as p
-from ringmaster.acd.config import AnnounceSay, Overflow, QueueConfig
+from ringmaster.acd.config import AnnounceSay, Channel, Overflow, QueueConfig
 from ringmaster.acd.consult import Consults
 from ringmaster.acd.engine import (
     UNROUTABLE_TEXT,
@@ -47,15 +55,16 @@ from ringmaster.acd.engine import (
     Ring,
     Unroutable,
 )
-from ringmaster.calls import sip_user
+from ringmaster.acd.presence_store import PresenceStore
+from ringmaster.sipuri import sip_user
 
 if TYPE_CHECKING:
+    from ringmaster.acd.ports import AcdListener, TaskChannel
     from ringmaster.callbacks import Callbacks
     from ringmaster.calls import CallSession
     from ringmaster.config import Config
     from ringmaster.customers import CustomerBook
     from ringmaster.store import Store
-    from ringmaster.tasks import TaskRouter
     from ringmaster.tts import Speech
 
 log = structlog.get_logger("ringmaster.acd")
@@ -116,7 +125,11 @@ class AcdRuntime:
         self.ring_legs: dict[str, RingLeg] = {}  # leg id -> ring leg, until the worker reports its end
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
-        self.router: TaskRouter | None = None  # chats, emails, presence over MQTT (set by the router)
+        # chats and emails: the engine's actions go to the router of their channel
+        self.channels: dict[str, TaskChannel] = {}
+        # agents' and calls' changes out (MQTT states, stats, calls/events): the task router
+        self.listener: AcdListener | None = None
+        self.presence = PresenceStore(store, self.engine, clock)  # agents' login and pause, kept
         self.speech: Speech | None = None  # spoken announcements (set by the controller)
         self.customers: CustomerBook | None = None  # offer context and wrap-up (set by the controller)
         self._speaking: set[asyncio.Task[None]] = set()
@@ -128,6 +141,17 @@ class AcdRuntime:
         for name, agent in cfg.agents.items():
             if agent.auto_login and agent.mobile is not None:
                 self.apply(self.engine.agent_login(name, now))
+
+    def route_channel(self, channel: Channel, router: TaskChannel) -> None:
+        """The engine's Ring / CancelRing / Bridge / QueueLog actions for `channel` (chat,
+        email) go to `router`. Voice is this runtime's own."""
+        if channel is Channel.VOICE:
+            raise ValueError("voice is routed by the queue runtime itself")
+        self.channels[channel] = router
+
+    def listen(self, listener: AcdListener) -> None:
+        """`listener` hears of agents' changes, unroutable work and call events."""
+        self.listener = listener
 
     # ------------------------------------------------------------ from the call sessions
 
@@ -253,12 +277,18 @@ class AcdRuntime:
     def _answered(self, ring: RingLeg, msg: p.CallState, now: float) -> None:
         """A phone answered the leg (for a fork, the 200's Contact names the agent). Only an
         agent the leg still rings for the engine takes the call; an answer to a ring already
-        withdrawn (it crossed our CANCEL) is hung up and charged to nobody."""
+        withdrawn (it crossed our CANCEL) is hung up and charged to nobody; so is one that
+        loses the ring-all race in the call's core (another agent has the call, the caller is
+        gone: CallCore.ring_answered)."""
         agent = ring.agents[0] if len(ring.agents) == 1 else self.by_user.get(sip_user(msg.remote_contact), "")
         if agent not in ring.agents:
             log.error("acd.unknown_answerer", call_id=ring.call_id, contact=msg.remote_contact)
             agent = next(iter(ring.live), ring.agents[0])
         ring.answered_by = agent
+        if not ring.session.ring_answered(ring.leg):
+            ring.session.log.info("acd.race_lost", leg=ring.leg, agent=agent)
+            ring.cancelled = True
+            return
         if agent in ring.live and not ring.cancelled and ring.call_id in self.calls:
             if self._confirm_needed(agent, ring):
                 self._ask_confirm(ring, agent)
@@ -370,7 +400,6 @@ class AcdRuntime:
             session.log.info("acd.abandoned_before_connect", agent=q.agent,
                              since_answer_ms=round((now - (q.answered_at or now)) * 1000))
             q.held_connect = None
-            session.abandoned_in_queue = True
             self.store.call_wait(session.call_id, now - q.enqueued_at)
             self.apply(self.engine.connect_abandoned(session.call_id, now))
         else:
@@ -583,8 +612,9 @@ class AcdRuntime:
             if isinstance(a, Bridge) and self.customers is not None:
                 self.customers.assigned(a.agent, a.call_id, a.channel)  # it may wrap this up from now on
             if isinstance(a, AgentChanged):
-                if self.router is not None:
-                    self.router.agent_changed(a.agent)
+                self.presence.changed(a.agent)
+                if self.listener is not None:
+                    self.listener.agent_changed(a.agent)
                 continue
             if isinstance(a, Unroutable):
                 self._unroutable(a)
@@ -593,9 +623,12 @@ class AcdRuntime:
                     and a.call_id not in self.calls and self.callbacks.owns(a.call_id)):
                 self.callbacks.apply(a)
                 continue
-            if isinstance(a, Ring | CancelRing | Bridge | QueueLog) and a.channel != "voice":
-                if self.router is not None:
-                    self.router.apply(a)
+            if isinstance(a, Ring | CancelRing | Bridge | QueueLog) and a.channel != Channel.VOICE:
+                channel = self.channels.get(a.channel)
+                if channel is None:
+                    log.error("acd.no_channel_router", channel=a.channel, task=a.call_id, action=type(a).__name__)
+                else:
+                    channel.apply(a)
                 continue
             if isinstance(a, QueueLog):
                 q = self.calls.get(a.call_id) if a.event == "CONNECT" else None
@@ -634,8 +667,8 @@ class AcdRuntime:
         else:
             text = ""
             log.info("acd.routable", call_id=a.call_id, queue=a.queue, channel=a.channel)
-        if self.router is not None:
-            self.router.unroutable(a, text)
+        if self.listener is not None:
+            self.listener.unroutable(a, text)
 
     def waiting_diagnosis(self, queue: str) -> dict[str, str]:
         """task/call id -> why it cannot reach a logged-in agent, for the queue's waiting tasks
@@ -690,7 +723,7 @@ class AcdRuntime:
         spec = q.spec or self.cfg.queues.get(queue)
         direct = (spec is not None and spec.record is None and self.cfg.sip.webrtc is None
                   and not any(self._confirm_needed(agent, ring) for agent in agents))
-        q.session.dial_agent(leg, uris[0], headers, direct=direct)
+        q.session.dial_agent(leg, uris[0], headers, direct=direct, agents=agents)
 
     def _cancel(self, a: CancelRing) -> None:
         """The engine withdrew the call's offer from `a.agents`: end their rings on the phones
@@ -902,8 +935,8 @@ class AcdRuntime:
             self._call_event("ended", q, agent=q.agent)
 
     def _call_event(self, event: str, q: Queued, **extra: Any) -> None:
-        if self.router is not None:
-            self.router.call_event(event, q.session, q.queue, **extra)
+        if self.listener is not None:
+            self.listener.call_event(event, q.session, q.queue, **extra)
 
     def _arm_timer(self) -> None:
         if self._timer is not None:
