@@ -104,10 +104,11 @@ def test_a_call_no_logged_in_member_can_take_says_why_on_errors_and_in_status(da
     d.config["entry_points"].append({"number": "500", "flow": "main"})
     d.start()
     chat = integration(d)
-    sipp = subprocess.Popen(sipp_args("uac_hold.xml", d.edge, d.ports.caller(0), service="500", hold_ms=4000,
-                                      timeout=20), cwd=d.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sipp = subprocess.Popen(sipp_args("uac_hold.xml", d.edge, d.ports.caller(0), service="500", hold_ms=8000,
+                                      timeout=30), cwd=d.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        err = chat.wait_for("errors", lambda m: m.get("channel") == "voice", timeout=10)
+        # generous: three test processes on two cores slowed it past 10 s once
+        err = chat.wait_for("errors", lambda m: m.get("channel") == "voice", timeout=25)
         assert err["reason"] == "no-member-logged-in" and err["queue"] == "chat", err
         st = d.status()
         assert st is not None and st["queues"]["chat"]["unroutable"] == {err["task"]: "no-member-logged-in"}
