@@ -569,7 +569,7 @@ def test_the_call_adapter_logs_and_counts_an_illegal_event(tmp_path):
 SRC = __import__("pathlib").Path(__file__).resolve().parent.parent / "src"
 LAYERED = ("ringmaster.calls", "ringmaster.acd.runtime", "ringmaster.tasks", "ringmaster.controller",
            "ringmaster.call.core", "ringmaster.call.records", "ringmaster.call.ports", "ringmaster.acd.ports",
-           "ringmaster.acd.presence_store")
+           "ringmaster.acd.presence_store", "ringmaster.callbacks")
 
 
 def _imports(module: str) -> set[str]:
@@ -606,6 +606,7 @@ def test_calls_the_queue_runtime_the_task_router_and_the_controller_import_one_w
             walk(m, [])
     assert "ringmaster.acd.runtime" not in _imports("ringmaster.calls")
     assert "ringmaster.tasks" not in _imports("ringmaster.acd.runtime")
+    assert "ringmaster.callbacks" not in _imports("ringmaster.acd.runtime")  # acd/ports.QueueCallbacks
 
 
 def test_the_call_core_does_no_io():

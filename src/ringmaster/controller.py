@@ -85,11 +85,14 @@ class Controller:
         self.speech = Speech(cfg.tts, cfg.tts.cache or Path(cfg.paths.runtime) / "tts")
         self.lookups = LookupClient()
         self.acd = AcdRuntime(cfg, self.store, on_change=self.changed.set) if cfg.queues else None
+        # the queued callbacks' calls: the runtime knows them only as acd/ports.QueueCallbacks
+        self.callbacks: Callbacks | None = None
         if self.acd is not None:
             self.acd.speech = self.speech
             self.acd.legs_in_use = self.legs_in_use
-            self.acd.callbacks = Callbacks(self.acd, self._place_callback_leg, self.pool.send,
-                                           forget_leg=self._forget_callback_leg)
+            self.callbacks = Callbacks(self.acd, self._place_callback_leg, self.pool.send,
+                                       forget_leg=self._forget_callback_leg)
+            self.acd.callbacks = self.callbacks
         self.broker = EmbeddedBroker(cfg) if cfg.mqtt is not None and cfg.mqtt.embedded else None
         self.mqtt: MqttLink | None = None
         if cfg.mqtt is not None and self.acd is not None:
@@ -172,10 +175,10 @@ class Controller:
         await self.edge.start()
         self.edge_events.start()
         self.mwi.start()
-        if self.acd is not None and self.acd.callbacks is not None:
+        if self.callbacks is not None:
             # callbacks come back in their places once workers can dial them (docs/callbacks.md)
             self.callback_windows()
-            restored = self.acd.callbacks.restore(await self.store.open_callbacks())
+            restored = self.callbacks.restore(await self.store.open_callbacks())
             if restored:
                 log.info("callbacks.restored", callbacks=restored)
             task = asyncio.create_task(self._callback_window_loop(), name="callback-windows")
@@ -223,8 +226,8 @@ class Controller:
         for task in list(self._background):
             if task.get_name() in ("retention", "callback-windows"):
                 task.cancel()
-        if self.acd is not None and self.acd.callbacks is not None:
-            self.acd.callbacks.stop()  # hung up; the callbacks stay stored for the next start
+        if self.callbacks is not None:
+            self.callbacks.stop()  # hung up; the callbacks stay stored for the next start
         for s in self.live_sessions():
             s.execute([_shutdown_hangup()])
         deadline = time.monotonic() + 2.0
@@ -335,10 +338,10 @@ class Controller:
             self.phone_consults.worker_lost(worker)
         if self.acd is not None:
             self.acd.worker_lost(worker)
-            if self.acd.callbacks is not None:
+            if self.callbacks is not None:
                 for key in [k for k in self.callback_legs if k[0] == worker]:
                     del self.callback_legs[key]
-                self.acd.callbacks.worker_lost(worker)
+                self.callbacks.worker_lost(worker)
         spec = self.pool.specs[worker]
         task = asyncio.create_task(self._end_dialogs(worker, f"{spec.sip_host}:{spec.sip_port}"))
         self._background.add(task)
@@ -1184,14 +1187,14 @@ class Controller:
                 log.error("callbacks.window_failed", error=str(exc))
 
     def callbacks_waiting(self) -> list[dict[str, Any]]:
-        if self.acd is None or self.acd.callbacks is None:
+        if self.callbacks is None:
             return []
-        return self.acd.callbacks.waiting()
+        return self.callbacks.waiting()
 
     def cancel_callback(self, callback_id: str, by: str) -> dict[str, Any]:
-        if self.acd is None or self.acd.callbacks is None:
+        if self.callbacks is None:
             return {"error": "no queues configured", "status": 404}
-        return self.acd.callbacks.cancel(callback_id, by)
+        return self.callbacks.cancel(callback_id, by)
 
     # ------------------------------------------------------------ status
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ringmaster.acd.engine import Bridge, CancelRing, QueueLog, Ring, Unroutable
+    from ringmaster.acd.engine import Action, Bridge, CancelRing, QueueLog, Ring, Unroutable
     from ringmaster.calls import CallSession
 
 
@@ -29,3 +29,25 @@ class AcdListener(Protocol):
     def unroutable(self, a: Unroutable, text: str) -> None: ...
     def call_event(self, event: str, session: CallSession, queue: str, **extra: Any) -> None: ...
     def publish_call_event(self, payload: dict[str, Any]) -> None: ...
+
+
+class QueueCallbacks(Protocol):
+    """The queued callbacks as calls (callbacks.Callbacks, set by the controller): what the
+    runtime asks of them. Named here so that callbacks -> acd.runtime is the only direction
+    (docs/callbacks.md)."""
+
+    def request_in_queue(self, call_id: str, number: str, variables: dict[str, Any]) -> str | None:
+        """The waiting caller keeps its place as a callback to `number`; its id, or None."""
+        ...
+
+    def queues_changed(self) -> None:
+        """After a reload: store callbacks a drained queue moved elsewhere."""
+        ...
+
+    def owns(self, task_id: str) -> bool:
+        """Whether the engine's task `task_id` is a callback (or one's call)."""
+        ...
+
+    def apply(self, a: Action) -> None:
+        """One engine action about a callback task."""
+        ...

@@ -59,8 +59,7 @@ from ringmaster.acd.presence_store import PresenceStore
 from ringmaster.sipuri import sip_user
 
 if TYPE_CHECKING:
-    from ringmaster.acd.ports import AcdListener, TaskChannel
-    from ringmaster.callbacks import Callbacks
+    from ringmaster.acd.ports import AcdListener, QueueCallbacks, TaskChannel
     from ringmaster.calls import CallSession
     from ringmaster.config import Config
     from ringmaster.customers import CustomerBook
@@ -136,7 +135,7 @@ class AcdRuntime:
         self.consults = Consults(self)  # attended transfers' consult legs (acd/consult.py)
         # legs a worker holds or is promised (set by the controller): the consult's leg budget
         self.legs_in_use: Callable[[str], int] | None = None
-        self.callbacks: Callbacks | None = None  # queued callbacks as calls (set by the controller)
+        self.callbacks: QueueCallbacks | None = None  # queued callbacks as calls (set by the controller)
         now = clock()
         for name, agent in cfg.agents.items():
             if agent.auto_login and agent.mobile is not None:
