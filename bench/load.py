@@ -376,8 +376,13 @@ def main() -> int:
 
         # --- the run
         text = (HERE / "sipp" / "uac_menu_caller.xml").read_text()
+        after_reinvite_ms = max(1000, int(args.talk * 1000) - 1300)
+        after_second_ms = (max(1000, after_reinvite_ms - int(args.transfer_after * 1000) - 750)
+                           if args.transfer_share > 0 else after_reinvite_ms)
         for key, value in {"@@DIGIT_MS@@": str(int(DIGIT_S * 1000)), "@@TALK_REST_MS@@": str(int(args.talk * 1000) - 300),
-                           "@@AFTER_REINVITE_MS@@": str(max(1000, int(args.talk * 1000) - 1300)),
+                           "@@AFTER_REINVITE_MS@@": str(after_reinvite_ms),
+                           # the next agent's bridge comes ~0.75 s (her answer) after the transfer
+                           "@@AFTER_SECOND_REINVITE_MS@@": str(after_second_ms),
                            "@@SPEECH@@": str(PCAPS / "g711a.pcap"), "@@DTMF@@": str(PCAPS / "dtmf_2833_1.pcap")}.items():
             text = text.replace(key, value)
         caller_scen = work / "uac_menu_caller.xml"
