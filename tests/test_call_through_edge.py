@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.audio import TONES_TOL, dominant_frequencies, has_tone
 from tests.helpers.daemon import TONES
 from tests.helpers.rtp import RtpSink
@@ -114,3 +116,30 @@ def test_a_call_hung_up_before_the_callers_ack_gets_one_bye(daemon_factory, tmp_
     assert res.successful == 10 and res.failed == 0, res.output
     rows = d.wait_calls_ended(10)
     assert all(r["disposition"] == "completed" and r["hangup_cause"] == "flow_hangup" for r in rows), rows
+
+
+@pytest.mark.parametrize("frame_ms", [40, 20])
+def test_the_callers_rtp_keeps_20ms_packets_whatever_the_workers_mixing_frame(daemon_factory, tmp_path: Path, frame_ms: int):
+    """workers.audio_frame_ptime sets how much audio the worker's conference bridge mixes per
+    tick; the RTP a caller gets keeps the negotiated 20 ms ptime: 160-byte PCMU payloads whose
+    timestamps step by 160, about 50 a second, and the prompt still sounds right."""
+    d = daemon_factory(workers=1, start=False)
+    d.config["workers"]["audio_frame_ptime"] = frame_ms
+    d.start()
+    sink = RtpSink(d.ports.sink())
+    try:
+        res = run_sipp("uac_prompt.xml", d.edge, d.ports.caller(), tmp_path, service="100",
+                       rtp_sink=sink.port, timeout=20)
+    finally:
+        sink.close()
+    assert res.successful == 1, res.output
+    ssrc = max(sink.timing, key=lambda s: len(sink.timing[s]))
+    packets = sink.timing[ssrc]
+    assert len(packets) >= 60, len(packets)
+    assert all(pk.payload == 160 for pk in packets), sorted({pk.payload for pk in packets})
+    steps = [b.timestamp - a.timestamp for a, b in zip(packets, packets[1:], strict=False)]
+    assert sum(step == 160 for step in steps) >= 0.95 * len(steps), sorted(set(steps))
+    per_second = (len(packets) - 1) / (packets[-1].arrived - packets[0].arrived)
+    assert 45 <= per_second <= 55, per_second
+    heard = sink.audio(ssrc)
+    assert has_tone(heard, TONES["welcome"], tol=TONES_TOL), dominant_frequencies(heard)

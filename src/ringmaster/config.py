@@ -326,6 +326,12 @@ class WorkersConfig(Strict):
     sip_port_base: int = Field(default=5100, ge=1024, le=65000)
     rtp_ports: str = Field(default="20000-29999", pattern=r"^\d{4,5}-\d{4,5}$")
     restart_delay: float = Field(default=0.2, ge=0, le=30, description="seconds before respawning a dead worker")
+    audio_frame_ptime: Literal[20, 40] = Field(
+        default=40, description="ms of audio each worker's conference bridge mixes per tick (pjsua's"
+        " audio_frame_ptime). 40 wakes the mixing clock 25 times a second instead of 50: recorded calls"
+        " cost ~20 % less CPU (docs/engine-findings.md 107); 20 gives 20 ms less delay on media the"
+        " worker carries (prompts, hold music, recorded or supervised bridges). RTP keeps the"
+        " negotiated ptime either way (two 20 ms packets per 40 ms frame).")
     spawn: Literal["zygote", "exec"] = Field(
         default="zygote", description="zygote: fork workers from one process that imported pjsua2 once (their"
         " import memory is shared); exec: start a new interpreter per worker")

@@ -38,7 +38,8 @@ def worker_specs(cfg: Config) -> list[WorkerSpec]:
     edge = f"[{cfg.sip.host}]:{cfg.sip.port}" if ":" in cfg.sip.host else f"{cfg.sip.host}:{cfg.sip.port}"
     return [WorkerSpec(name=f"w{i + 1}", sip_host=w.address, sip_port=w.sip_port_base + i,
                        rtp_port=lo + i * share, rtp_count=share, proxy=proxy,
-                       public_host=cfg.sip.advertised_address, allowed_sources=(edge,))
+                       public_host=cfg.sip.advertised_address, allowed_sources=(edge,),
+                       audio_frame_ptime=w.audio_frame_ptime)
             for i in range(w.ceiling)]
 
 

@@ -37,6 +37,7 @@ class WorkerSpec:
     public_host: str = ""
     # who may open dialogs with this worker (IP or IP:PORT): the edge alone for the pool
     allowed_sources: tuple[str, ...] = ()
+    audio_frame_ptime: int = 40  # ms the worker's conference bridge mixes per tick
 
     @property
     def sip_uri(self) -> str:
@@ -47,7 +48,8 @@ class WorkerSpec:
         zygote gets them; the exec'd worker gets the same from its command line."""
         return {"name": self.name, "sip_host": self.sip_host, "sip_port": self.sip_port,
                 "rtp_port": self.rtp_port, "rtp_port_range": self.rtp_count, "proxy": self.proxy,
-                "public_host": self.public_host, "allowed_sources": list(self.allowed_sources)}
+                "public_host": self.public_host, "allowed_sources": list(self.allowed_sources),
+                "audio_frame_ptime": self.audio_frame_ptime}
 
 
 class WorkerProcess:
@@ -114,6 +116,7 @@ class WorkerProcess:
             args += ["--public-host", s.public_host]
         for source in s.allowed_sources:
             args += ["--allow-source", source]
+        args += ["--audio-frame-ptime", str(s.audio_frame_ptime)]
         return await asyncio.create_subprocess_exec(
             *args, pass_fds=[child.fileno()], stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -1,15 +1,24 @@
 """An RTP sink: a UDP socket that stores the PCMU payload of every packet it receives,
-per SSRC, so a test can check what each caller was sent."""
+per SSRC, so a test can check what each caller was sent, and each packet's arrival time
+(monotonic s), RTP timestamp and payload size, so it can check how it was sent."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections import defaultdict
+from typing import NamedTuple
 
 import numpy as np
 
 from tests.helpers.audio import decode_pcmu
+
+
+class Packet(NamedTuple):
+    arrived: float  # time.monotonic() at receipt
+    timestamp: int  # the RTP header's timestamp (8 kHz units for PCMU)
+    payload: int  # payload bytes (PCMU: one per sample)
 
 
 class RtpSink:
@@ -19,6 +28,7 @@ class RtpSink:
         self.sock.settimeout(0.2)
         self.port = port
         self.streams: dict[int, bytearray] = defaultdict(bytearray)
+        self.timing: dict[int, list[Packet]] = defaultdict(list)
         self.packets = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -38,7 +48,9 @@ class RtpSink:
             ssrc = int.from_bytes(data[8:12], "big")
             cc = data[0] & 0x0F
             if pt == 0:
-                self.streams[ssrc] += data[12 + 4 * cc:]
+                payload = data[12 + 4 * cc:]
+                self.streams[ssrc] += payload
+                self.timing[ssrc].append(Packet(time.monotonic(), int.from_bytes(data[4:8], "big"), len(payload)))
                 self.packets += 1
 
     def audio(self, ssrc: int | None = None) -> np.ndarray:

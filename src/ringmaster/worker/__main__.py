@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--log-level", type=int, default=1)
     ap.add_argument("--allow-source", action="append", default=[], metavar="IP[:PORT]",
                     help="a source that may open dialogs (the edge); repeatable; none: refuse all")
+    ap.add_argument("--audio-frame-ptime", type=int, choices=(20, 40), default=40,
+                    help="ms of audio the conference bridge mixes per tick")
     args = ap.parse_args()
     host, port = args.sip.rsplit(":", 1)
     rtp_port, rtp_count = args.rtp.split(":")
@@ -43,7 +45,8 @@ def main() -> None:
                               rtp_port=int(rtp_port), rtp_port_range=int(rtp_count),
                               proxy=args.proxy, public_host=args.public_host,
                               log_level=args.log_level,
-                              allowed_sources=tuple(args.allow_source))
+                              allowed_sources=tuple(args.allow_source),
+                              audio_frame_ptime=args.audio_frame_ptime)
     run(settings, socket.socket(fileno=args.fd))
 
 

@@ -101,6 +101,9 @@ class WorkerSettings:
     log_level: int = 1
     # sources (IP or IP:PORT) that may open dialogs: the edge; nothing else is answered but 403
     allowed_sources: tuple[str, ...] = ()
+    # ms of audio the conference bridge mixes per clock tick (pjsua_media_config's
+    # audio_frame_ptime; config workers.audio_frame_ptime): 20 or 40
+    audio_frame_ptime: int = 40
 
 
 class MediaEngine:
@@ -159,6 +162,12 @@ class MediaEngine:
         cfg.medConfig.clockRate = 8000
         cfg.medConfig.sndClockRate = 8000
         cfg.medConfig.noVad = True
+        # The conference bridge's clock (the null sound device's thread) wakes once per frame
+        # in every worker with media here, and a worker carries at most two calls: at 40 ms it
+        # wakes half as often, which took recorded calls from ~8.0 to ~6.2 % of a core per
+        # call/s (docs/engine-findings.md 107). A stream port keeps its own ptime: the bridge
+        # puts two 20 ms frames (two RTP packets) per 40 ms tick (pjmedia conference.c).
+        cfg.medConfig.audioFramePtime = self.s.audio_frame_ptime
         # The null sound device (the conference clock) is ours to stop (SOUND_OFF_AFTER). pjsua's
         # own auto-close (1 s by default) arms a timer when the last call ends that only a
         # conference connection cancels, not a new call: a leg that came inside that second
@@ -286,9 +295,13 @@ class MediaEngine:
         a command came, or the deadline `_poll_ms` set last time is reached (measured: the
         whole turn on every packet was a third of a loaded worker's CPU, finding 89)."""
         assert self.ep is not None
-        ep = self.ep
         # the quick turn runs ~50 times a second per leg with media here: locals, the SWIG
-        # function without its Python wrapper, and a poll object made once (no list per call)
+        # function without its Python wrapper, and a poll object made once (no list per call).
+        # The function is given the endpoint's SwigPyObject (`.this`), not our subclass's
+        # instance: for anything else SWIG 4.2's pointer conversion builds the type's qualified
+        # name as a new string and looks `this` up by attribute on every call (measured ~10 %
+        # of a loaded worker's main thread, docs/engine-findings.md 106).
+        ep = self.ep.this
         handle_events = pj._pjsua2.Endpoint_libHandleEvents
         commands = select.poll()
         commands.register(self.sock, select.POLLIN | select.POLLHUP | select.POLLERR)
