@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,49 @@ def test_a_forked_worker_costs_a_fraction_of_an_execd_ones_private_memory(daemon
     assert max(private["zygote"]) < FORKED_PRIVATE_MAX_MB, private
     # the import state is what the zygote shares: a forked worker keeps well under half of it
     assert max(private["zygote"]) < 0.5 * min(private["exec"]), private
+
+
+async def test_a_burst_of_forks_larger_than_the_socket_holds_is_served_in_full():
+    """A pool that starts many workers at once sends the zygote more fork requests than its
+    socket's send buffer holds (167 measured); each request waits for room instead of failing
+    with EAGAIN (a 200-worker pool failed to start on it). Real zygote, stopped (SIGSTOP) while
+    the requests are sent so that none is read before the buffer is full; the children get
+    settings no worker accepts, so each exits at once (the zygote still forks and reports it)."""
+    from ringmaster.zygote import ForkedWorker, Zygote
+
+    count = 300
+    zygote = Zygote()
+    await zygote.start()
+    assert zygote.pid is not None
+    ours: list[socket.socket] = []
+    try:
+        requests = []
+        os.kill(zygote.pid, signal.SIGSTOP)
+        try:
+            for i in range(count):
+                mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                ours.append(mine)
+                settings = {"name": f"burst{i}", "not_a_worker_setting": "x" * 200}  # a real one's size
+                requests.append(asyncio.ensure_future(
+                    _closing_after(zygote.fork(settings, theirs, timeout=60), theirs)))
+            await asyncio.sleep(0.5)  # every request sent, or waiting for room
+        finally:
+            os.kill(zygote.pid, signal.SIGCONT)
+        workers = await asyncio.gather(*requests, return_exceptions=True)
+        failed = [w for w in workers if not isinstance(w, ForkedWorker)]
+        assert not failed, (len(failed), failed[:3])
+        assert len({w.pid for w in workers}) == count  # type: ignore[union-attr]
+        codes = await asyncio.gather(*(w.wait() for w in workers))  # type: ignore[union-attr]
+        assert set(codes) == {1}, set(codes)  # each child refused its settings and exited
+    finally:
+        await zygote.stop()
+        for s in ours:
+            s.close()
+
+
+async def _closing_after(request, sock: socket.socket):  # type: ignore[no-untyped-def]
+    """The fork request's result; then our copy of the worker's end is closed (it has its own)."""
+    try:
+        return await request
+    finally:
+        sock.close()
