@@ -450,7 +450,11 @@ class Controller:
 
     def _steer_agent_calls(self, user: str, worker: str | None) -> None:
         """Have the edge send the softphone `user`'s next INVITE to `worker` (None: by load
-        again): its htable `agentcall` (route[AGENTCALL]; acd/phone_transfer.py)."""
+        again): its htable `agentcall` (route[AGENTCALL]; acd/phone_transfer.py).
+
+        A set and the clear after it reach the table in the order asked: background tasks
+        start in creation order, each sends its one datagram in its first step, and the edge
+        reads its RPC socket in one process (jsonrpcs dgram_workers 1, kamailio.cfg.tmpl)."""
         spec = self.pool.specs.get(worker) if worker is not None else None
 
         async def rpc() -> None:
