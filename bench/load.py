@@ -461,10 +461,16 @@ def main() -> int:
             figure("invite_to_200_samples", len(rtts), "calls")
             figure("invite_to_200_p50", round(percentile(rtts, 50), 1), "ms")
             figure("invite_to_200_p95", round(percentile(rtts, 95), 1), "ms")
-        ev = log_events(d, "call.digit", "acd.connected", "call.ended")
+        ev = log_events(d, "call.digit", "acd.connected", "call.ended", "call.flow_started")
         digits: dict[str, float] = {}
         for r in ev["call.digit"]:
             digits.setdefault(str(r["call_id"]), _iso(str(r["timestamp"])))
+        # a menu caller whose digit never reached the controller (issue 10 item 6: acted on, or
+        # the reason logged): named, so that its worker's log can be read
+        undialled = [r for r in ev["call.flow_started"] if r.get("called") == "100" and str(r["call_id"]) not in digits]
+        figure("menu_calls_without_digit", len(undialled), "calls")
+        for r in undialled[:5]:
+            print(f"# no digit: call {r['call_id']} worker {r.get('worker')} leg {r.get('leg')} at {r['timestamp']}")
         invites: dict[str, float] = {}
         for port in AGENT_PORTS:  # a transferred call rings a second agent: its first ring counts
             for call, at in agent_invites(work / f"agents-{port}-messages.log").items():
