@@ -73,3 +73,26 @@ def test_stop_on_a_terminal_prints_no_kamailio_critical_lines(daemon_factory):
     text = out.decode(errors="replace")
     assert "receive_fd" not in text and "CRITICAL" not in text, text[-3000:]
     assert "[error" not in text, text[-3000:]
+
+
+def test_a_stop_held_up_by_a_part_says_which_part_and_where_it_waits(daemon_factory):
+    """A worker that does not answer (stopped with SIGSTOP) holds the stop for its 5 s timeout:
+    the daemon says, while it waits, that it is stopping the workers and where the task waits,
+    then kills that worker and ends."""
+    d = daemon_factory(workers=1)
+    pid = d.status()["workers"][0]["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert d.stop() == 0
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    slow = d.events("controller.stop_slow")
+    assert slow, d.log_text()[-3000:]
+    assert slow[0]["stage"] == "workers"
+    assert 2.5 <= slow[0]["seconds"] < 5
+    assert any("workerproc.py" in where and "stop" in where for where in slow[0]["tasks"].values()), slow[0]
+    assert d.events("worker.stop_timeout")
+    assert d.events("controller.stopped")

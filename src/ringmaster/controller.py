@@ -49,12 +49,14 @@ from ringmaster.workerproc import WorkerProcess
 # a supervisor's feature code: *1 listen, *2 whisper, *3 barge, then the agent (docs/supervision.md)
 FEATURE_CODE = re.compile(r"\*([123])([A-Za-z0-9_.+-]{1,64})")
 log = structlog.get_logger("ringmaster.controller")
+STOP_SLOW_AFTER = 3.0  # s a stop may take before the watchdog says what it waits on
 
 
 class Controller:
     def __init__(self, cfg: Config, config_file: str = ""):
         self.cfg = cfg
         self.config_file = config_file
+        self._stop_stage = ""  # the part stop() is stopping (its watchdog's log)
         self.dialplan = DialPlan(cfg)
         # writes a failing store cannot take are spilled beside the edge's runtime files: another
         # path than the store's, so a full or read-only store disk does not take them too
@@ -215,8 +217,29 @@ class Controller:
             log.error("tts.voice_missing", detail=problem)
 
     async def stop(self) -> None:
-        """Hang up every call, let the BYEs out, record the ends, stop workers then the edge."""
+        """Hang up every call, let the BYEs out, record the ends, stop workers then the edge.
+        Each part's stop is bounded by its own timeout; while one takes longer than
+        STOP_SLOW_AFTER s, `controller.stop_slow` names it and every task's stack, every few
+        seconds (a stop that hangs is otherwise only a SIGKILL from systemd)."""
         log.info("controller.stopping", calls=len(self.live_sessions()))
+        self._stop_stage = "calls"
+        watchdog = asyncio.create_task(self._watch_stop(), name="stop-watchdog")
+        try:
+            await self._stop_parts()
+        finally:
+            watchdog.cancel()
+        log.info("controller.stopped")
+
+    async def _watch_stop(self) -> None:
+        began = time.monotonic()
+        while True:
+            await asyncio.sleep(STOP_SLOW_AFTER)
+            me = asyncio.current_task()
+            tasks = {t.get_name(): "".join(_task_where(t)) for t in asyncio.all_tasks() if t is not me}
+            log.warning("controller.stop_slow", stage=self._stop_stage,
+                        seconds=round(time.monotonic() - began, 1), tasks=tasks)
+
+    async def _stop_parts(self) -> None:
         if self._reg_task is not None:
             self._reg_task.cancel()
         if self._edge_task is not None:
@@ -233,30 +256,42 @@ class Controller:
         deadline = time.monotonic() + 2.0
         while self.live_sessions() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        self._stop_stage = "edge-events"
         await self.edge_events.stop()
+        self._stop_stage = "mwi"
         await self.mwi.stop()
+        self._stop_stage = "workers"
         codes = await self.pool.stop()
         if self.reg_agent is not None:
+            self._stop_stage = "registrations"
             codes += await self.reg_agent.stop()  # its shutdown un-REGISTERs
         for s in self.live_sessions():
             s.fail("shutdown")
+        self._stop_stage = "edge"
         await self.edge.stop()
         if self.rtpengine is not None:
+            self._stop_stage = "rtpengine"
             await self.rtpengine.stop()
         if self.router is not None:
+            self._stop_stage = "mqtt"
             await self.router.stop()
         if self.broker is not None:
+            self._stop_stage = "mqtt-broker"
             await self.broker.stop()
+        self._stop_stage = "lookups"
         await self.lookups.close()
+        self._stop_stage = "voicemail"
         await self.voicemail.stop()
+        self._stop_stage = "webhooks"
         await self.webhooks.stop()  # what is not delivered stays in the store's outbox
         if self.customers is not None:
+            self._stop_stage = "customers"
             await self.customers.stop()
+        self._stop_stage = "store"
         await self.store.close()
         bad = [c for c in codes if c != 0]
         if bad:
             log.error("controller.worker_exit_codes", codes=codes)
-        log.info("controller.stopped")
 
     def live_sessions(self) -> list[CallSession]:
         unique = {id(s): s for s in self.sessions.values()}  # a transfer maps two legs to one call
@@ -1329,6 +1364,11 @@ def _broker_settings(cfg: Config) -> Any:
 
 def _agent_state(a: Any, now: float) -> str:
     return str(a.status(now))
+
+
+def _task_where(task: asyncio.Task[Any]) -> list[str]:
+    """Where a task waits: its innermost frames as `file:line function` (the stop watchdog)."""
+    return [f"{Path(f.f_code.co_filename).name}:{f.f_lineno} {f.f_code.co_name}; " for f in task.get_stack(limit=4)]
 
 
 def _shutdown_hangup():  # type: ignore[no-untyped-def]

@@ -200,10 +200,29 @@ class Daemon:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self._report_stuck_stop(timeout)
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+    def _report_stuck_stop(self, timeout: float) -> None:
+        """A daemon that did not stop on SIGTERM within `timeout` s: print (pytest shows it with
+        the failure) where each of its threads is, from py-spy, and what its log said since the
+        stop began, before it is killed. A rare hang in CI is otherwise only a -9."""
+        assert self.proc is not None
+        spy = Path(sys.executable).with_name("py-spy")
+        try:
+            dump = subprocess.run([str(spy), "dump", "--pid", str(self.proc.pid)], capture_output=True,
+                                  text=True, timeout=20)
+            stacks = dump.stdout + dump.stderr
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            stacks = f"py-spy dump failed: {exc}"
+        text = self.log_text()
+        since = text.rfind('"controller.stopping"')
+        tail = text[text.rfind("\n", 0, since) + 1:] if since >= 0 else text[-4000:]
+        print(f"daemon pid {self.proc.pid} still running {timeout:g} s after SIGTERM; its threads:\n{stacks}\n"
+              f"its log since the stop began:\n{tail[-6000:]}")
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
