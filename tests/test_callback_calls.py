@@ -399,6 +399,7 @@ def test_a_good_callback_config_loads_and_numbers_are_checked(tmp_path: Path):
 async def test_a_worker_crash_while_the_customer_rings_puts_the_callback_back_uncounted(daemon_factory):
     d = daemon_factory(workers=2, start=False)
     callback_config(d, d.ports.caller(5))
+    d.config["workers"]["per_process"] = 1  # the crash of the customer's worker alone
     d.start()
     caller = await Phone("4522222222", d.ports.caller(2), d.ports.base + 96).start()
     customer = await Phone("customer", d.ports.caller(5), d.ports.base + 128).start()

@@ -45,7 +45,9 @@ def test_three_workers_hold_six_calls_and_the_seventh_gets_503(daemon_factory, t
 
 
 async def test_killed_worker_is_replaced_and_its_call_is_closed_as_failed(daemon_factory, tmp_path: Path):
-    d = daemon_factory(workers=2)
+    d = daemon_factory(workers=2, start=False)
+    d.config["workers"]["per_process"] = 1  # one worker's death (a host's: tests/test_worker_host.py)
+    d.start()
     phone = await Phone("victim", d.ports.caller(0), d.ports.base + 80).start()
     try:
         leg = await phone.call(f"sip:200@{d.edge}")

@@ -72,7 +72,9 @@ def _call_ok(d: Any, tmp_path: Path) -> None:
 
 
 def test_workers_are_children_of_the_zygote_and_a_killed_one_is_replaced_with_its_exit_code(daemon_factory, tmp_path: Path):
-    d = daemon_factory(workers=2)
+    d = daemon_factory(workers=2, start=False)
+    d.config["workers"]["per_process"] = 1  # a process per worker (hosts: tests/test_worker_host.py)
+    d.start()
     assert d.proc is not None
     st = d.status()
     pids = [w["pid"] for w in st["workers"]]
@@ -94,7 +96,9 @@ def test_workers_are_children_of_the_zygote_and_a_killed_one_is_replaced_with_it
 
 
 async def test_a_killed_zygote_is_restarted_and_its_workers_calls_are_closed_and_served_again(daemon_factory, tmp_path: Path):
-    d = daemon_factory(workers=2)
+    d = daemon_factory(workers=2, start=False)
+    d.config["workers"]["per_process"] = 1  # a process per worker (hosts: tests/test_worker_host.py)
+    d.start()
     st = d.status()
     pids = {w["pid"] for w in st["workers"]}
     zygote = _ppid(next(iter(pids)))
@@ -130,6 +134,7 @@ def test_a_forked_worker_costs_a_fraction_of_an_execd_ones_private_memory(daemon
     for spawn in ("exec", "zygote"):
         d = daemon_factory(workers=3, start=False)
         d.config["workers"]["spawn"] = spawn
+        d.config["workers"]["per_process"] = 1  # a process per worker, both ways
         d.start()
         assert d.proc is not None
         _call_ok(d, tmp_path)  # both paths serve calls

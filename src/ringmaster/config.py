@@ -335,6 +335,10 @@ class WorkersConfig(Strict):
     spawn: Literal["zygote", "exec"] = Field(
         default="zygote", description="zygote: fork workers from one process that imported pjsua2 once (their"
         " import memory is shared); exec: start a new interpreter per worker")
+    per_process: int = Field(
+        default=4, ge=1, le=8, description="workers one process runs, each a pjsua instance of its own (4 legs)"
+        " on a thread: they share the interpreter's memory (~4 of a worker's ~7 MB). A process that"
+        " dies or is killed takes all its workers' calls. Needs spawn: zygote (docs/design.md)")
 
     @field_validator("address")
     @classmethod
@@ -346,6 +350,10 @@ class WorkersConfig(Strict):
         lo, hi = self.rtp_range
         if not 1024 <= lo < hi <= 65535:
             raise ValueError("rtp_ports: expected LOW-HIGH within 1024-65535, LOW < HIGH")
+        if self.spawn != "zygote" and self.per_process > 1:
+            if "per_process" in self.model_fields_set:
+                raise ValueError("per_process above 1 needs spawn: zygote (the zygote forks the processes that host several workers)")
+            self.per_process = 1  # the default is the zygote's; an exec'd worker is its own process
         if self.max is not None and self.max < self.count:
             raise ValueError(f"max ({self.max}) is below count ({self.count}): the pool cannot shrink below its warm count")
         if (hi - lo + 1) // self.ceiling < 8:

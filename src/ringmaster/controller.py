@@ -64,7 +64,10 @@ class Controller:
         specs = worker_specs(cfg)
         w = cfg.workers
         self.pool = WorkerPool(specs, self.on_worker_event, self.on_worker_lost,
-                               restart_delay=w.restart_delay, warm=w.count, spawn=w.spawn)
+                               restart_delay=w.restart_delay, warm=w.count, spawn=w.spawn,
+                               per_process=min(w.per_process, w.ceiling),  # no library copy that no worker uses
+                               # 10 MB a copy: beside the store, on disk, not in a tmpfs runtime dir
+                               copies=str(Path(cfg.storage.path).resolve().parent / "pjsua2-copies"))
         self.edge = Edge(cfg, specs[:w.count], config_file)
         # browser phones' media relay (sip.webrtc): started before the edge, which drives it
         self.rtpengine = RtpEngine(cfg) if cfg.sip.webrtc is not None else None

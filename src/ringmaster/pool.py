@@ -60,11 +60,14 @@ def registration_agent_spec(cfg: Config) -> WorkerSpec:
 class WorkerPool:
     def __init__(self, specs: list[WorkerSpec], on_event: Callable[[WorkerProcess, p.Message], None],
                  on_worker_lost: Callable[[str], None], restart_delay: float = 0.2, warm: int | None = None,
-                 spawn: str = "exec"):
-        """spawn: "zygote" (fork workers from one zygote process) or "exec" (a new interpreter each)."""
+                 spawn: str = "exec", per_process: int = 1, copies: str = ""):
+        """spawn: "zygote" (fork workers from one zygote process) or "exec" (a new interpreter each).
+        per_process, copies: see Zygote (zygote spawning only)."""
         if spawn not in ("zygote", "exec"):
             raise ValueError(f"spawn: expected zygote or exec, got {spawn!r}")
-        self.zygote = Zygote() if spawn == "zygote" else None
+        if per_process > 1 and spawn != "zygote":
+            raise ValueError("per_process above 1 needs spawn zygote")
+        self.zygote = Zygote(per_process, copies) if spawn == "zygote" else None
         self.specs = {s.name: s for s in specs}  # every slot; the first `warm` run from the start
         self.warm = len(specs) if warm is None else warm
         self.on_event = on_event

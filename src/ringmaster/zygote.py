@@ -42,7 +42,9 @@ MAX_MESSAGE = 65536
 class ForkedWorker:
     """One worker forked by the zygote, with the part of asyncio.subprocess.Process's surface
     that WorkerProcess uses: pid, returncode (None while running; -SIGNAL if killed by one),
-    stdout (its stdout and stderr, a StreamReader), wait(), kill(), send_signal()."""
+    stdout (its stdout and stderr, a StreamReader), wait(), kill(), send_signal().
+    A worker in a worker host (workers.per_process > 1) shares its pid with the host's other
+    workers: it has ended when its engine has, and a signal reaches the whole host."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -109,13 +111,17 @@ class Zygote(SupervisedChild):
 
     name = "zygote"
 
-    def __init__(self) -> None:
+    def __init__(self, per_process: int = 1, copies: str = "") -> None:
+        """per_process: workers (engines) one forked process runs (worker.host; config
+        workers.per_process); copies: the directory for the pjsua2 copies that takes."""
         super().__init__()
+        self.per_process = per_process
+        self.copies = copies
         self._sock: socket.socket | None = None
         self._up = asyncio.Event()  # ready for forks
         self._ready: asyncio.Future[int] | None = None
         self._pending: dict[int, asyncio.Future[ForkedWorker]] = {}
-        self._children: dict[int, ForkedWorker] = {}
+        self._children: dict[int, ForkedWorker] = {}  # fork request id -> the worker it made
         self._next_id = 0
         self._reader: asyncio.Task[None] | None = None
         self._sending = asyncio.Lock()  # one request at a time waits for room (see _send_request)
@@ -132,6 +138,7 @@ class Zygote(SupervisedChild):
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "ringmaster.worker.zygote", "--fd", str(child.fileno()),
+                "--per-process", str(self.per_process), "--copies", self.copies,
                 pass_fds=[child.fileno()], stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C to the daemon must not reach it
@@ -239,7 +246,7 @@ class Zygote(SupervisedChild):
                 ready.set_result(int(msg["pid"]))
         elif op == "forked":
             worker = ForkedWorker(int(msg["pid"]))
-            self._children[worker.pid] = worker
+            self._children[int(msg["id"])] = worker
             answer = self._pending.get(int(msg["id"]))
             if answer is not None and not answer.done():
                 answer.set_result(worker)
@@ -250,9 +257,13 @@ class Zygote(SupervisedChild):
             if answer is not None and not answer.done():
                 answer.set_exception(RuntimeError(f"zygote could not fork: {msg.get('error')}"))
         elif op == "exited":
-            found = self._children.pop(int(msg["pid"]), None)
-            if found is not None:
-                found._exited(int(msg["code"]))
+            if "id" in msg:  # one engine of a worker host (worker.host) ended; the host runs on
+                found = [self._children.pop(int(msg["id"]))] if int(msg["id"]) in self._children else []
+            else:  # a process: every worker it ran
+                found = [w for w in self._children.values() if w.pid == int(msg["pid"])]
+                self._children = {i: w for i, w in self._children.items() if w.pid != int(msg["pid"])}
+            for worker in found:
+                worker._exited(int(msg["code"]))
         else:
             raise ValueError(f"unknown op {op!r}")
 

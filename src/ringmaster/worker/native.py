@@ -2,7 +2,9 @@
 
 The wheel's extension module (`pjsua2._pjsua2`) is linked statically against pjproject
 2.15.1 and exports its C symbols; `ctypes.CDLL` on the same file returns the handle of the
-library that is already loaded, so these calls act on the worker's own pjsua instance.
+library that is already loaded, so these calls act on the worker's own pjsua instance. (In a
+process that hosts several engines this module is loaded once per copy of the library, and
+`pjsua2` names that copy: worker.copies.)
 
 - `pjsua_call_get_count()`: the number of call slots pjsua really holds (at most
   PJSUA_MAX_CALLS = 4 in the wheel). A slot stays taken until the call's invite session is
@@ -17,16 +19,15 @@ library that is already loaded, so these calls act on the worker's own pjsua ins
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 from functools import cache
+
+import pjsua2 as pj
 
 
 @cache
 def _lib() -> ctypes.CDLL:
-    spec = importlib.util.find_spec("pjsua2._pjsua2")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("pjsua2._pjsua2 extension module not found")
-    lib = ctypes.CDLL(spec.origin)
+    pj.Endpoint  # noqa: B018 (the package loads its SWIG module on first use)
+    lib = ctypes.CDLL(pj._pjsua2.__file__)
     lib.pjsua_call_get_count.restype = ctypes.c_uint
     lib.pjsua_call_get_count.argtypes = []
     lib.pjsip_tsx_set_timers.restype = None

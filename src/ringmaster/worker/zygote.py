@@ -17,6 +17,11 @@ It speaks JSON over an AF_UNIX SOCK_SEQPACKET socket, one message per datagram:
                         {"op": "fork_failed", "id": N, "error": "..."}
                         {"op": "exited", "pid": P, "code": C} C as asyncio's returncode
                                                              (-SIGNAL when killed by one)
+                        {"op": "exited", "id": N, "code": C}  one engine of a host ended
+With `--per-process N` above 1 a fork request is served by a worker host (worker.host): the
+zygote forks a host when none it made has room and passes it the next requests, up to N; the
+"forked" answer names the host's pid. Its engines' ends are reported one by one (by id), the
+host's own exit by pid (every worker it still ran has ended with that code).
 Ending: on SIGTERM (the daemon's stop, or PR_SET_PDEATHSIG when the daemon dies) the zygote
 passes SIGTERM to its workers, which hang up their calls, and waits for them (STOP_WAIT
 seconds at most) before it exits, as an exec'd worker stopped with the daemon would. If the
@@ -39,13 +44,17 @@ import socket
 import sys
 import time
 import traceback
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # everything a worker imports, imported once here: these pages are what the forks share
 import pjsua2  # noqa: F401
 
+from ringmaster.worker import copies
 from ringmaster.worker.__main__ import run
 from ringmaster.worker.engine import WorkerSettings
+from ringmaster.worker.host import Host
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PR_SET_NAME = 15  # the thread name `ps`/`top` show (15 bytes)
@@ -54,6 +63,18 @@ STOP_WAIT = 5.0  # seconds the zygote waits for its workers after SIGTERM
 
 children: set[int] = set()  # the workers forked and not yet reaped
 terminating = False
+per_process = 1  # engines a forked process runs (--per-process); 1: the engine is the process
+
+
+@dataclass
+class HostLink:
+    """The zygote's end of a worker host's socket, and how many engines it was given."""
+
+    sock: socket.socket
+    taken: int
+
+
+hosts: dict[int, HostLink] = {}  # pid -> link, for hosts whose socket is open
 
 
 def _prctl(option: int, arg: int | bytes) -> None:
@@ -67,15 +88,18 @@ def _send(ctl: socket.socket, msg: dict[str, Any]) -> None:
         pass  # the controller's end is gone (its EOF ends the loop): the workers still get stopped
 
 
-def _child(ctl: socket.socket, wake: tuple[int, int], settings: dict[str, Any], proto_fd: int,
-           out_fd: int) -> int:
-    """In the forked child: become a worker as an exec'd one would be, then run the engine."""
+def _child(ctl: socket.socket, wake: tuple[int, int], req: dict[str, Any], proto_fd: int,
+           out_fd: int, host: socket.socket | None) -> int:
+    """In the forked child: become a worker as an exec'd one would be, then run the engine
+    (or, with a host socket, a worker host whose first engine it is)."""
     zygote = os.getppid()
     os.setsid()  # a signal to the zygote's group must not reach workers mid-call
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # see the module's docstring: "Ending"
     if os.getppid() != zygote:
         return 1  # the zygote died before the prctl: nobody would stop this worker
     ctl.close()
+    for link in hosts.values():
+        link.sock.close()  # other hosts' sockets are the zygote's alone
     signal.set_wakeup_fd(-1)
     for fd in wake:
         os.close(fd)
@@ -87,7 +111,11 @@ def _child(ctl: socket.socket, wake: tuple[int, int], settings: dict[str, Any], 
     os.dup2(out_fd, 2)
     os.close(null)
     os.close(out_fd)
+    settings = req["settings"]
     name = str(settings["name"])
+    if host is not None:
+        _prctl(PR_SET_NAME, f"rm-host-{name}".encode()[:15])
+        return Host(host, per_process).serve(req, proto_fd)
     _prctl(PR_SET_NAME, f"rm-{name}".encode()[:15])
     fields = dict(settings, allowed_sources=tuple(settings.get("allowed_sources", ())))
     run(WorkerSettings(**fields), socket.socket(fileno=proto_fd))
@@ -100,6 +128,9 @@ def _fork(ctl: socket.socket, wake: tuple[int, int], req: dict[str, Any], fds: l
             os.close(fd)
         _send(ctl, {"op": "fork_failed", "id": req.get("id"), "error": f"expected settings and 2 fds, got {len(fds)}"})
         return
+    if per_process > 1 and _to_host(ctl, req, fds):
+        return
+    host_end, host = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if per_process > 1 else (None, None)
     sys.stdout.flush()
     sys.stderr.flush()  # nothing buffered here may be written again by the child
     gc.freeze()  # what the zygote made since the last fork: kept out of the child's collections
@@ -107,7 +138,9 @@ def _fork(ctl: socket.socket, wake: tuple[int, int], req: dict[str, Any], fds: l
     if pid == 0:
         code = 1
         try:
-            code = _child(ctl, wake, req["settings"], fds[0], fds[1])
+            if host_end is not None:
+                host_end.close()
+            code = _child(ctl, wake, req, fds[0], fds[1], host)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -119,9 +152,51 @@ def _fork(ctl: socket.socket, wake: tuple[int, int], req: dict[str, Any], fds: l
             finally:
                 os._exit(code)  # never back into the zygote's loop
     children.add(pid)
+    if host_end is not None and host is not None:
+        host.close()
+        hosts[pid] = HostLink(host_end, 1)
     for fd in fds:
         os.close(fd)
     _send(ctl, {"op": "forked", "id": req.get("id"), "pid": pid})
+
+
+def _to_host(ctl: socket.socket, req: dict[str, Any], fds: list[int]) -> bool:
+    """Hand the request to a host with room; False if none took it (fork a new one)."""
+    for pid, link in list(hosts.items()):
+        if link.taken >= per_process:
+            continue
+        msg = json.dumps({"op": "engine", "id": req.get("id"), "settings": req["settings"]}).encode()
+        try:
+            socket.send_fds(link.sock, [msg], fds)
+        except OSError:
+            link.taken = per_process  # exiting: it takes nothing more
+            continue
+        link.taken += 1
+        for fd in fds:
+            os.close(fd)
+        _send(ctl, {"op": "forked", "id": req.get("id"), "pid": pid})
+        return True
+    return False
+
+
+def _from_host(ctl: socket.socket, pid: int) -> None:
+    """A host's message (an engine ended) or its EOF (it is exiting)."""
+    link = hosts[pid]
+    try:
+        data = link.sock.recv(MAX_MESSAGE)
+    except OSError:
+        data = b""
+    if not data:
+        link.sock.close()
+        del hosts[pid]
+        return
+    try:
+        msg = json.loads(data)
+        if msg.get("op") != "ended":
+            raise ValueError(f"unknown op {msg.get('op')!r}")
+        _send(ctl, {"op": "exited", "id": int(msg["id"]), "code": int(msg["code"])})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        print(f"zygote: bad message from host {pid}: {exc}", file=sys.stderr, flush=True)
 
 
 def _reap(ctl: socket.socket) -> None:
@@ -133,7 +208,17 @@ def _reap(ctl: socket.socket) -> None:
         if pid == 0:
             return
         children.discard(pid)
+        link = hosts.get(pid)
+        if link is not None:
+            while pid in hosts and _pending_message(link.sock):  # its engines' ends come before its own
+                _from_host(ctl, pid)
+            if hosts.pop(pid, None) is not None:
+                link.sock.close()
         _send(ctl, {"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _pending_message(sock: socket.socket) -> bool:
+    return sock.fileno() >= 0 and bool(select.select([sock], [], [], 0)[0])
 
 
 def serve(ctl: socket.socket) -> None:
@@ -146,7 +231,11 @@ def serve(ctl: socket.socket) -> None:
     signal.signal(signal.SIGTERM, _on_term)
     _send(ctl, {"op": "ready", "pid": os.getpid()})
     while not terminating:
-        readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])
+        links = {link.sock.fileno(): pid for pid, link in hosts.items()}
+        readable, _, _ = select.select([ctl.fileno(), wake_r, *links], [], [])
+        for fd in readable:
+            if fd in links and links[fd] in hosts:
+                _from_host(ctl, links[fd])
         if wake_r in readable:
             try:
                 os.read(wake_r, 512)
@@ -195,7 +284,23 @@ def _stop_children(ctl: socket.socket, wake_r: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="ringmaster-zygote")
     ap.add_argument("--fd", type=int, required=True, help="inherited SOCK_SEQPACKET socket to the controller")
+    ap.add_argument("--per-process", type=int, default=1, help="engines one forked process runs (worker.host)")
+    ap.add_argument("--copies", default="", help="directory for the copies of pjsua2 that --per-process needs")
     args = ap.parse_args()
+    global per_process
+    per_process = max(1, args.per_process)
+    if per_process > 1:
+        if not args.copies:
+            ap.error("--per-process above 1 needs --copies")
+        try:
+            copies.prepare(Path(args.copies), per_process)
+            copies.load(Path(args.copies), per_process)  # these imports are shared by every fork too
+        except (OSError, ImportError) as exc:
+            # workers still run, each in a process: more memory, nothing lost
+            print(f"zygote: warning: {per_process} workers per process need copies of pjsua2 in {args.copies}:"
+                  f" {exc}; one worker per process instead", file=sys.stderr, flush=True)
+            per_process = 1
+    copies.load(Path(args.copies or "."), per_process)
     ctl = socket.socket(fileno=args.fd)
     _prctl(PR_SET_NAME, b"rm-zygote")
     gc.collect()
