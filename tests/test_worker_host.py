@@ -2,7 +2,9 @@
 worker.copies): each is a pjsua instance of its own with its own SIP port and calls, all in
 one forked process; killing that process takes every worker it runs, whose calls are closed
 as on any worker death, and they are replaced; a worker that the pool retires leaves its
-host running the others. Real daemon, Kamailio edge, pjsua2 workers and phones."""
+host running the others; a request the zygote passed to a host that stops or dies before
+taking it is forked into another (the zygote answers only once a host has started it).
+Real daemon, Kamailio edge, pjsua2 workers and phones; the last two drive the zygote."""
 
 from __future__ import annotations
 
@@ -121,3 +123,55 @@ async def test_a_retired_worker_leaves_its_host_running_the_others(daemon_factor
     res = run_sipp("uac_prompt.xml", d.edge, d.ports.caller(1), tmp_path, service="100",
                    rtp_sink=d.ports.sink(), timeout=20)
     assert res.successful == 1, res.output
+
+
+def _spec(ports: Any, i: int) -> Any:
+    from ringmaster.workerproc import WorkerSpec
+
+    return WorkerSpec(name=f"h{i}", sip_host="127.0.0.1", sip_port=ports.workers + i,
+                      rtp_port=ports.base + 200 + 20 * i, rtp_count=20)
+
+
+async def _host_and_a_second_request(tmp_path: Path, before_cont: str) -> None:
+    """A host (2 per process) runs h0; stopped (SIGSTOP), it is sent h1's request, then it is
+    either told to stop (SIGTERM: on SIGCONT it refuses the request) or killed (the request is
+    never read). Either way h1 must start, in another process, and h0's end be reported."""
+    from ringmaster.workerproc import WorkerProcess
+    from ringmaster.zygote import Zygote
+    from tests.helpers.daemon import allocate_ports
+
+    ports = allocate_ports()
+    zygote = Zygote(2, str(tmp_path / "copies"))
+    await zygote.start()
+    first = WorkerProcess(_spec(ports, 0), lambda wp, msg: None, zygote=zygote)
+    second = WorkerProcess(_spec(ports, 1), lambda wp, msg: None, zygote=zygote)
+    try:
+        await first.start()
+        host = first.pid
+        assert host is not None
+        os.kill(host, signal.SIGSTOP)
+        if before_cont == "term":
+            os.kill(host, signal.SIGTERM)  # delivered on SIGCONT, before the request is read
+        starting = asyncio.ensure_future(second.start(timeout=15))
+        await asyncio.sleep(0.5)  # the zygote has passed the request to the stopped host
+        assert not starting.done()  # the zygote answers only once a host has started it
+        if before_cont == "kill":
+            os.kill(host, signal.SIGKILL)
+        else:
+            os.kill(host, signal.SIGCONT)
+        await starting
+        assert second.alive and second.pid not in (None, host)
+        code = await asyncio.wait_for(first.proc.wait(), 10)  # type: ignore[union-attr]
+        assert code == (-signal.SIGKILL if before_cont == "kill" else 0), code
+    finally:
+        await second.stop()
+        await first.stop()
+        await zygote.stop()
+
+
+async def test_a_request_a_stopping_host_refuses_is_forked_into_another(tmp_path: Path):
+    await _host_and_a_second_request(tmp_path, "term")
+
+
+async def test_a_request_a_host_never_read_is_forked_into_another(tmp_path: Path):
+    await _host_and_a_second_request(tmp_path, "kill")

@@ -11,9 +11,13 @@ next requests to that host over their SOCK_SEQPACKET pair (same JSON as the zygo
 protocol, one datagram each):
   zygote -> host  {"op": "engine", "id": N, "settings": {WorkerSettings fields}}
                   with the worker's protocol socket and output pipe (SCM_RIGHTS)
-  host -> zygote  {"op": "ended", "id": N, "code": C}   the engine's thread has finished
+  host -> zygote  {"op": "started", "id": N}            its thread runs (the zygote answers
+                                                         the controller "forked" only now)
+                  {"op": "refused", "id": N}            full or stopping: fork it elsewhere
+                  {"op": "ended", "id": N, "code": C}   the engine's thread has finished
 A host takes `capacity` engines in its life (library i serves the i-th: a library is never
-set up twice) and exits when the last has ended.
+set up twice) and exits when the last has ended; a request it had not read by then is sent
+again to another host by the zygote, which sees the EOF.
 
 Failure: an engine that raises may hold its ports and its library's locks, so the whole host
 exits with code 1 and the controller replaces each of its workers, as for a worker process
@@ -121,14 +125,25 @@ class Host:
             req = json.loads(data)
             if req.get("op") != "engine" or len(fds) != 2 or not isinstance(req.get("settings"), dict):
                 raise ValueError(f"expected an engine request with 2 fds, got {data[:200]!r}")
-            if self.started >= self.capacity or self.terminating:
-                raise ValueError(f"host full or stopping ({self.started}/{self.capacity})")
         except (ValueError, AttributeError) as exc:
             for fd in fds:
                 os.close(fd)
             print(f"worker host: bad request: {exc}", file=sys.stderr, flush=True)
             return
+        if self.started >= self.capacity or self.terminating:
+            for fd in fds:
+                os.close(fd)
+            self._tell({"op": "refused", "id": req.get("id")})
+            return
         self._start(req, fds[0], fds[1])
+        self._tell({"op": "started", "id": req.get("id")})
+
+    def _tell(self, msg: dict[str, Any]) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.send(json.dumps(msg).encode())
+            except OSError:
+                pass  # the zygote is gone; PR_SET_PDEATHSIG ends this host
 
     def _start(self, req: dict[str, Any], proto_fd: int, out_fd: int | None) -> None:
         index, self.started = self.started, self.started + 1
@@ -177,11 +192,7 @@ class Host:
                 thread.join()
             with self.lock:
                 self.engines.pop(req_id, None)
-            if self.sock is not None:
-                try:
-                    self.sock.send(json.dumps({"op": "ended", "id": req_id, "code": code}).encode())
-                except OSError:
-                    pass
+            self._tell({"op": "ended", "id": req_id, "code": code})
 
     def _on_term(self, signum: int, frame: object) -> None:
         self.terminating = True  # the wake-up byte ends the select; the loop stops the engines

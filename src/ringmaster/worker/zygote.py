@@ -44,7 +44,7 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +68,16 @@ per_process = 1  # engines a forked process runs (--per-process); 1: the engine 
 
 @dataclass
 class HostLink:
-    """The zygote's end of a worker host's socket, and how many engines it was given."""
+    """The zygote's end of a worker host's socket, how many engines it was given, and the
+    requests it has not said "started" to yet (with their descriptors, kept to send again)."""
 
     sock: socket.socket
     taken: int
+    offered: dict[int, tuple[dict[str, Any], list[int]]] = field(default_factory=dict)
 
 
 hosts: dict[int, HostLink] = {}  # pid -> link, for hosts whose socket is open
+wake_pipe: tuple[int, int] = (-1, -1)  # serve()'s self-pipe, which a forked child closes
 
 
 def _prctl(option: int, arg: int | bytes) -> None:
@@ -162,7 +165,7 @@ def _fork(ctl: socket.socket, wake: tuple[int, int], req: dict[str, Any], fds: l
 
 def _to_host(ctl: socket.socket, req: dict[str, Any], fds: list[int]) -> bool:
     """Hand the request to a host with room; False if none took it (fork a new one)."""
-    for pid, link in list(hosts.items()):
+    for link in list(hosts.values()):
         if link.taken >= per_process:
             continue
         msg = json.dumps({"op": "engine", "id": req.get("id"), "settings": req["settings"]}).encode()
@@ -172,15 +175,15 @@ def _to_host(ctl: socket.socket, req: dict[str, Any], fds: list[int]) -> bool:
             link.taken = per_process  # exiting: it takes nothing more
             continue
         link.taken += 1
-        for fd in fds:
-            os.close(fd)
-        _send(ctl, {"op": "forked", "id": req.get("id"), "pid": pid})
+        link.offered[int(req.get("id", 0))] = (req, fds)  # "forked" once the host says "started"
         return True
     return False
 
 
 def _from_host(ctl: socket.socket, pid: int) -> None:
-    """A host's message (an engine ended) or its EOF (it is exiting)."""
+    """A host's message or its EOF. "started": the request is its; "refused" (it is full or
+    stopping) and EOF (it exited, maybe with requests unread: a host ends when its last engine
+    does): the requests it did not take are forked again, into another host."""
     link = hosts[pid]
     try:
         data = link.sock.recv(MAX_MESSAGE)
@@ -189,12 +192,25 @@ def _from_host(ctl: socket.socket, pid: int) -> None:
     if not data:
         link.sock.close()
         del hosts[pid]
+        for req, fds in link.offered.values():
+            _fork(ctl, wake_pipe, req, fds)
         return
     try:
         msg = json.loads(data)
-        if msg.get("op") != "ended":
-            raise ValueError(f"unknown op {msg.get('op')!r}")
-        _send(ctl, {"op": "exited", "id": int(msg["id"]), "code": int(msg["code"])})
+        op, req_id = msg.get("op"), int(msg["id"])
+        if op == "ended":
+            _send(ctl, {"op": "exited", "id": req_id, "code": int(msg["code"])})
+        elif op in ("started", "refused") and req_id in link.offered:
+            req, fds = link.offered.pop(req_id)
+            if op == "started":
+                for fd in fds:
+                    os.close(fd)
+                _send(ctl, {"op": "forked", "id": req_id, "pid": pid})
+            else:
+                link.taken = per_process
+                _fork(ctl, wake_pipe, req, fds)
+        else:
+            raise ValueError(f"unexpected {op!r} for request {req_id}")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         print(f"zygote: bad message from host {pid}: {exc}", file=sys.stderr, flush=True)
 
@@ -223,9 +239,11 @@ def _pending_message(sock: socket.socket) -> bool:
 
 def serve(ctl: socket.socket) -> None:
     """Fork workers on request and report their exits until the controller's end closes."""
+    global wake_pipe
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
+    wake_pipe = (wake_r, wake_w)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # the wake-up byte does the work
     signal.signal(signal.SIGTERM, _on_term)
