@@ -718,11 +718,13 @@ class MediaEngine:
                 except pj.Error:
                     pass
         self.recordings.pop(rec.rec_id, None)
-        # the WAV header is completed when the recorder is destroyed
+        # the WAV header is completed when the recorder is destroyed: this drops its only
+        # reference (a plain SWIG object, in no cycle). No gc.collect() here: in a worker host
+        # it walked four engines' objects holding the GIL the others wait on, at every
+        # recording's end (docs/engine-findings.md 109)
         recorder = rec.recorder
         rec.recorder = None  # type: ignore[assignment]
         del recorder
-        gc.collect()
         # pjmedia removes conference ports on its clock thread: the file is closed (and its
         # header written) a frame or two after the destroy. RecordingDone promises a complete
         # file, so it waits for the header (checked every loop turn, never blocking).
