@@ -175,3 +175,80 @@ async def test_a_request_a_stopping_host_refuses_is_forked_into_another(tmp_path
 
 async def test_a_request_a_host_never_read_is_forked_into_another(tmp_path: Path):
     await _host_and_a_second_request(tmp_path, "kill")
+
+
+async def _two_in_a_host(tmp_path: Path) -> tuple[Any, Any, Any, Any]:
+    from ringmaster.workerproc import WorkerProcess
+    from ringmaster.zygote import Zygote
+    from tests.helpers.daemon import allocate_ports
+
+    ports = allocate_ports()
+    zygote = Zygote(2, str(tmp_path / "copies"))
+    await zygote.start()
+    first = WorkerProcess(_spec(ports, 0), lambda wp, msg: None, zygote=zygote)
+    second = WorkerProcess(_spec(ports, 1), lambda wp, msg: None, zygote=zygote)
+    await first.start()
+    return ports, zygote, first, second
+
+
+async def test_stopping_a_hosts_first_worker_returns_while_the_other_runs_on(tmp_path: Path):
+    """The controller waits for a stopped worker's output pipe to close: a host's first worker
+    used to have the host's stdout as its pipe, so stopping or retiring it hung as long as the
+    host ran another worker (found by a helper session's tests)."""
+    _, zygote, first, second = await _two_in_a_host(tmp_path)
+    try:
+        await second.start()
+        assert second.pid == first.pid
+        assert await asyncio.wait_for(first.stop(), 10) == 0
+        assert second.alive and Path(f"/proc/{second.pid}").exists()
+    finally:
+        await second.stop()
+        await first.stop()
+        await zygote.stop()
+
+
+async def test_a_worker_that_cannot_start_ends_alone_and_its_host_runs_on(tmp_path: Path):
+    """Its SIP port is taken: the engine fails in transportCreate. It carries no call, so it
+    ends by itself (code 1); the host and its other worker run on."""
+    import socket
+
+    ports, zygote, first, second = await _two_in_a_host(tmp_path)
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", ports.workers + 1))
+    try:
+        try:
+            await second.start(timeout=10)
+            raise AssertionError("a worker whose SIP port is taken started")
+        except RuntimeError as exc:
+            assert "exited with 1" in str(exc), exc
+        await asyncio.sleep(0.5)
+        assert first.alive and first.proc.returncode is None  # type: ignore[union-attr]
+    finally:
+        taken.close()
+        await second.stop()
+        await first.stop()
+        await zygote.stop()
+
+
+async def test_a_fork_given_up_while_its_host_was_stopped_does_not_kill_the_host(tmp_path: Path):
+    """The host is stopped (SIGSTOP) while a second worker is asked of it: the fork times out.
+    When the host resumes and starts that engine, nobody drives it: it must end alone (its
+    socket is closed), not by a SIGKILL of the shared pid, which took the first worker too."""
+    _, zygote, first, second = await _two_in_a_host(tmp_path)
+    host = first.pid
+    assert host is not None
+    try:
+        os.kill(host, signal.SIGSTOP)
+        try:
+            await second.start(timeout=1.5)
+            raise AssertionError("a worker started in a stopped host")
+        except TimeoutError:
+            pass  # the zygote had no answer from the host in time
+        finally:
+            os.kill(host, signal.SIGCONT)
+        await asyncio.sleep(2.0)  # the host has started the engine and been told "forked"
+        assert first.alive and first.proc.returncode is None  # type: ignore[union-attr]
+    finally:
+        await second.stop()
+        await first.stop()
+        await zygote.stop()

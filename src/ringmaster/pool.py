@@ -114,6 +114,10 @@ class WorkerPool:
     def _exited(self, wp: WorkerProcess, code: int) -> None:
         if wp.stopping or self.stopping or self.workers.get(wp.name) is not wp:
             return
+        if not wp.ready.done() or wp.ready.cancelled() or wp.ready.exception() is not None:
+            # it never became ready: whoever started it (start, grow, _respawn with its
+            # backoff) has its failure; a respawn here too made a second, undelayed loop
+            return
         log.error("worker.died", worker=wp.name, code=code, pid=wp.pid)
         self.on_worker_lost(wp.name)
         task = asyncio.create_task(self._respawn(wp.name, time.monotonic()))

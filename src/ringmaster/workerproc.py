@@ -101,7 +101,13 @@ class WorkerProcess:
         try:
             await asyncio.wait_for(asyncio.shield(self.ready), timeout)
         except TimeoutError:
-            self.kill()
+            if isinstance(self.proc, ForkedWorker) and self.proc.shared:
+                # one engine of a worker host: it ends when its socket closes; a SIGKILL
+                # would end the host's other workers and their calls
+                if self.writer is not None:
+                    self.writer.close()
+            else:
+                self.kill()
             raise RuntimeError(f"worker {s.name} did not become ready in {timeout}s") from None
         self.log.info("worker.ready", pid=self.proc.pid, sip=s.sip_uri, spawn="zygote" if self.zygote else "exec")
 
@@ -200,7 +206,8 @@ class WorkerProcess:
             try:
                 await asyncio.wait_for(self.proc.wait(), timeout)
             except TimeoutError:
-                self.log.error("worker.stop_timeout")
+                # hung: in a worker host this ends its other workers too (they are replaced)
+                self.log.error("worker.stop_timeout", shared=isinstance(self.proc, ForkedWorker) and self.proc.shared)
                 self.kill()
                 await self.proc.wait()
         for task in (self._reader_task, self._output_task):

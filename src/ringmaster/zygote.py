@@ -46,8 +46,10 @@ class ForkedWorker:
     A worker in a worker host (workers.per_process > 1) shares its pid with the host's other
     workers: it has ended when its engine has, and a signal reaches the whole host."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, shared: bool = False) -> None:
+        """shared: one engine of a worker host (kill() and send_signal() reach the others too)."""
         self.pid = pid
+        self.shared = shared
         self.returncode: int | None = None
         self.stdout: asyncio.StreamReader | None = None
         self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -245,13 +247,15 @@ class Zygote(SupervisedChild):
             if not ready.done():
                 ready.set_result(int(msg["pid"]))
         elif op == "forked":
-            worker = ForkedWorker(int(msg["pid"]))
+            worker = ForkedWorker(int(msg["pid"]), bool(msg.get("shared")))
             self._children[int(msg["id"])] = worker
             answer = self._pending.get(int(msg["id"]))
             if answer is not None and not answer.done():
                 answer.set_result(worker)
-            else:  # the fork was given up (timeout): nobody will drive this worker
+            elif not worker.shared:  # the fork was given up (timeout): nobody will drive this worker
                 worker.kill()
+            # (an engine in a host ends by itself: its protocol socket's other end is closed;
+            # a SIGKILL would take the host's other workers and their calls)
         elif op == "fork_failed":
             answer = self._pending.get(int(msg["id"]))
             if answer is not None and not answer.done():

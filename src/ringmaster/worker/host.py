@@ -19,9 +19,9 @@ A host takes `capacity` engines in its life (library i serves the i-th: a librar
 set up twice) and exits when the last has ended; a request it had not read by then is sent
 again to another host by the zygote, which sees the EOF.
 
-Failure: an engine that raises may hold its ports and its library's locks, so the whole host
-exits with code 1 and the controller replaces each of its workers, as for a worker process
-that died. SIGTERM stops every engine (hang up, let the BYEs out) as it stops a worker.
+Failure: an engine that raises while it runs may hold its ports and its library's locks, so
+the whole host exits with code 1 and the controller replaces each of its workers, as for a
+worker process that died. One that fails to start ends alone (it carries no call). SIGTERM stops every engine (hang up, let the BYEs out) as it stops a worker.
 
 Collections: pjlib aborts when a thread it does not know calls it, and Python frees a
 cycle's objects on the thread that runs the collection, which may hold another engine's
@@ -73,15 +73,16 @@ class Host:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
 
-    def serve(self, first: dict[str, Any], proto_fd: int) -> int:
-        """Run the first engine (whose output pipe is already this process's stdout), then
-        the ones the zygote sends, until every engine has ended. Returns the exit code."""
+    def serve(self, first: dict[str, Any], proto_fd: int, out_fd: int) -> int:
+        """Run the first engine, then the ones the zygote sends, until every engine has ended.
+        Returns the exit code. Each engine's output pipe is held until it ends (its EOF tells
+        the controller so); what the host prints goes to the zygote's output."""
         gc.disable()
         copies.register_thread("rm-host")
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
-        self._start(first, proto_fd, None)
+        self._start(first, proto_fd, out_fd)
         collect_at = time.monotonic() + COLLECT_EVERY
         while self.threads:
             watched = [self.wake_r] + ([self.sock.fileno()] if self.sock is not None else [])
@@ -145,7 +146,7 @@ class Host:
             except OSError:
                 pass  # the zygote is gone; PR_SET_PDEATHSIG ends this host
 
-    def _start(self, req: dict[str, Any], proto_fd: int, out_fd: int | None) -> None:
+    def _start(self, req: dict[str, Any], proto_fd: int, out_fd: int) -> None:
         index, self.started = self.started, self.started + 1
         req_id = int(req.get("id", 0))
         name = str(req["settings"].get("name", "?"))
@@ -154,31 +155,41 @@ class Host:
         self.threads[req_id] = thread
         thread.start()
 
-    def _engine(self, index: int, req_id: int, settings: dict[str, Any], proto_fd: int, out_fd: int | None) -> None:
-        """An engine's thread: as worker.__main__.run, on library `index`."""
+    def _engine(self, index: int, req_id: int, settings: dict[str, Any], proto_fd: int, out_fd: int) -> None:
+        """An engine's thread: as worker.__main__.run, on library `index`. An engine that
+        fails to start (its SIP port taken, say) ends alone with code 1: it carries no call
+        yet, and its library is never used again; one that fails while running takes the
+        host down (see the module's docstring: "Failure")."""
+        name = f"rm-{settings.get('name', '?')}"
+        code = 0
+        sock = socket.socket(fileno=proto_fd)
         try:
-            name = f"rm-{settings.get('name', '?')}"
             _prctl_name(name)  # `top -H` and /proc/PID/task/*/comm show which worker a thread is
             copies.register_thread(name)
             module = copies.engine_module(index)
             fields = dict(settings, allowed_sources=tuple(settings.get("allowed_sources", ())))
-            engine = module.MediaEngine(module.WorkerSettings(**fields), socket.socket(fileno=proto_fd))
+            engine = module.MediaEngine(module.WorkerSettings(**fields), sock)
             with self.lock:
                 self.engines[req_id] = engine
                 engine.running = not self.terminating
             engine.start()
-            engine.run()
-            engine.sock.close()  # the controller's EOF: this worker has gone
+        except Exception:
+            print(f"worker host: {name} could not start", file=sys.stderr, flush=True)
+            traceback.print_exc()
+            code = 1
+        if code == 0:
+            try:
+                engine.run()
+            except BaseException:
+                traceback.print_exc()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1)  # see the module's docstring: "Failure"
             if engine.waker is not None:
                 engine.waker.close()
-        except BaseException:
-            traceback.print_exc()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(1)  # see the module's docstring: "Failure"
-        if out_fd is not None:
-            os.close(out_fd)
-        self.ended.put((req_id, 0))
+        sock.close()  # the controller's EOF: this worker has gone
+        os.close(out_fd)
+        self.ended.put((req_id, code))
         try:
             os.write(self.wake_w, b"e")
         except BlockingIOError:

@@ -13,7 +13,7 @@ It speaks JSON over an AF_UNIX SOCK_SEQPACKET socket, one message per datagram:
                         with two descriptors by SCM_RIGHTS: the worker's end of its protocol
                         socketpair, then the write end of its output pipe (stdout and stderr)
   zygote -> controller  {"op": "ready", "pid": P}           imports done, forks served
-                        {"op": "forked", "id": N, "pid": P}
+                        {"op": "forked", "id": N, "pid": P, "shared": S}  S: in a worker host
                         {"op": "fork_failed", "id": N, "error": "..."}
                         {"op": "exited", "pid": P, "code": C} C as asyncio's returncode
                                                              (-SIGNAL when killed by one)
@@ -110,15 +110,18 @@ def _child(ctl: socket.socket, wake: tuple[int, int], req: dict[str, Any], proto
         signal.signal(sig, signal.SIG_DFL)  # run() sets its own TERM/INT handlers
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    os.dup2(out_fd, 1)
-    os.dup2(out_fd, 2)
     os.close(null)
-    os.close(out_fd)
     settings = req["settings"]
     name = str(settings["name"])
     if host is not None:
+        # a host's output stays the zygote's (logged as zygote.output): a worker's own pipe
+        # must reach EOF when its engine ends, not when the process does (the controller
+        # waits for that EOF when it stops or retires one worker of a running host)
         _prctl(PR_SET_NAME, f"rm-host-{name}".encode()[:15])
-        return Host(host, per_process).serve(req, proto_fd)
+        return Host(host, per_process).serve(req, proto_fd, out_fd)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    os.close(out_fd)
     _prctl(PR_SET_NAME, f"rm-{name}".encode()[:15])
     fields = dict(settings, allowed_sources=tuple(settings.get("allowed_sources", ())))
     run(WorkerSettings(**fields), socket.socket(fileno=proto_fd))
@@ -160,7 +163,7 @@ def _fork(ctl: socket.socket, wake: tuple[int, int], req: dict[str, Any], fds: l
         hosts[pid] = HostLink(host_end, 1)
     for fd in fds:
         os.close(fd)
-    _send(ctl, {"op": "forked", "id": req.get("id"), "pid": pid})
+    _send(ctl, {"op": "forked", "id": req.get("id"), "pid": pid, "shared": host_end is not None})
 
 
 def _to_host(ctl: socket.socket, req: dict[str, Any], fds: list[int]) -> bool:
@@ -205,7 +208,7 @@ def _from_host(ctl: socket.socket, pid: int) -> None:
             if op == "started":
                 for fd in fds:
                     os.close(fd)
-                _send(ctl, {"op": "forked", "id": req_id, "pid": pid})
+                _send(ctl, {"op": "forked", "id": req_id, "pid": pid, "shared": True})
             else:
                 link.taken = per_process
                 _fork(ctl, wake_pipe, req, fds)
